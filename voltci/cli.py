@@ -1,0 +1,277 @@
+"""The `volt` command. Thin: each command parses its flags, builds settings, and calls one module.
+
+Every error a person can cause ends as one line on stderr and exit status 2 (see errors.py);
+`volt report` also exits 1 for a build that did not pass and 3 for one not finished yet.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import click
+import redis
+
+from voltci import keys, queue, report, results
+from voltci.config import Settings, load_settings
+from voltci.connection import connect, redacted
+from voltci.errors import BadInput, RedisUnavailable, VoltError
+
+
+class OneLineErrors:
+    """Turns Volt's and Redis' errors into one line on stderr and the right exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except VoltError as exc:
+            click.echo(f"volt: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except redis.RedisError as exc:
+            click.echo(f"volt: {RedisUnavailable(f'Redis error: {exc}')}", err=True)
+            ctx.exit(RedisUnavailable.exit_code)
+        except KeyboardInterrupt:
+            click.echo("volt: interrupted", err=True)
+            ctx.exit(130)
+
+
+class VoltGroup(OneLineErrors, click.Group):
+    pass
+
+
+class VoltCommand(OneLineErrors, click.Command):
+    pass
+
+
+@dataclass
+class App:
+    """What every command shares: settings from flags/env/config and lazily opened connections."""
+
+    settings: Settings
+    _clients: dict[bool, redis.Redis] = field(default_factory=dict)
+
+    def redis(self, decode: bool = True) -> redis.Redis:
+        if decode not in self._clients:
+            self._clients[decode] = connect(self.settings.effective_redis_url, decode=decode)
+        return self._clients[decode]
+
+
+def common_options(func: Callable) -> Callable:
+    """--redis-url and --config on every command; builds the App from them."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                  help="Config file (default: $VOLT_CONFIG, else ./config/volt.toml if present).")
+    @click.option("--redis-url", default=None, metavar="URL",
+                  help="Redis to use (default: $VOLT_REDIS_URL, config, redis://127.0.0.1:6379/0).")
+    @functools.wraps(func)
+    def wrapper(config_path: str | None, redis_url: str | None, **kwargs: Any) -> Any:
+        overrides = {"redis_url": redis_url}
+        for name in ("poll", "queue", "build_timeout"):
+            if name in kwargs:
+                overrides[name] = kwargs.pop(name)
+        app = App(load_settings(config_path, overrides))
+        return func(app, **kwargs)
+    return wrapper
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+@click.group(cls=VoltGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="voltci")
+def cli() -> None:
+    """Volt CI: every commit of your repositories built and tested, coordinated through Redis."""
+
+
+# ---------------------------------------------------------------- observer
+
+def observe_options(func: Callable) -> Callable:
+    for decorator in reversed([
+        click.option("--repo", "repos", multiple=True, required=True, metavar="PATH_OR_URL",
+                     help="Repository to watch (repeatable)."),
+        click.option("--name", "names", multiple=True, metavar="NAME",
+                     help="Name of the repository in Volt, one per --repo (default: from its path)."),
+        click.option("--branch", "branches", multiple=True, metavar="BRANCH",
+                     help="Branch to build (repeatable; default: the repository's default branch)."),
+        click.option("--poll", type=float, default=None, help="Seconds between polls (default 5)."),
+        click.option("--once", is_flag=True, help="One pass, then exit (for cron)."),
+    ]):
+        func = decorator(func)
+    return func
+
+
+def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...]) -> list:
+    from voltci.observer import RepoWatch
+    if names and len(names) != len(repos):
+        raise BadInput("give one --name per --repo, or none")
+    conn = app.redis(decode=False)
+    watches = [RepoWatch(conn, app.settings, url, names[i] if names else None, list(branches))
+               for i, url in enumerate(repos)]
+    for watch in watches:
+        watch.validate()
+    return watches
+
+
+def run_observer(app: App, watches: list, once: bool) -> None:
+    from voltci.observer import observe_loop
+    if once:
+        for watch in watches:
+            for build in watch.poll():
+                click.echo(f"queued {build.repo} {build.commit[:10]} {build.subject}")
+        return
+    stop = threading.Event()
+    for watch in watches:
+        logging.getLogger("volt.observer").info("watching %s (%s) branches %s every %g s",
+                                                watch.name, watch.url, ", ".join(watch.branches), app.settings.poll)
+    observe_loop(watches, app.settings.poll, stop)
+
+
+@cli.command(cls=VoltCommand)
+@observe_options
+@common_options
+def observe(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...],
+            once: bool) -> None:
+    """Watch repositories and enqueue a build for every new commit (same as bin/volt-observe)."""
+    setup_logging()
+    run_observer(app, make_watches(app, repos, names, branches), once)
+
+
+@click.command(cls=VoltCommand, name="volt-observe", context_settings={"help_option_names": ["-h", "--help"]})
+@observe_options
+@common_options
+def observe_main(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...],
+                 once: bool) -> None:
+    """Watch repositories and enqueue a build for every new commit."""
+    setup_logging()
+    run_observer(app, make_watches(app, repos, names, branches), once)
+
+
+# ---------------------------------------------------------------- runner
+
+@cli.command(cls=VoltCommand)
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option("--name", default=None, help="Worker name (default: host.pid).")
+@common_options
+def worker(app: App, burst: bool, name: str | None) -> None:
+    """Run builds: an rq worker on Volt's queue (same as `rq worker --url URL volt`)."""
+    setup_logging()
+    w = queue.make_worker(app.redis(decode=False), app.settings, name)
+    w.work(burst=burst, logging_level="INFO")
+
+
+# ---------------------------------------------------------------- reporter
+
+@cli.command(cls=VoltCommand, name="report")
+@click.argument("commit")
+@click.option("--repo", default=None, help="Repository name, when the commit prefix is in several.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Also write a JUnit XML file.")
+@common_options
+def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_path: str | None) -> None:
+    """Show a commit's build: exit 0 passed, 1 failed, 3 not finished, 2 bad input."""
+    conn = app.redis()
+    build_id = results.resolve_commit(conn, commit, repo)
+    build = results.get_build(conn, build_id)
+    if build is None:
+        raise BadInput(f"the build of '{commit}' has no record (was it removed?)")
+    tests = results.get_tests(conn, build_id)
+    attempts = results.get_attempts(conn, build_id)
+    if junit_path:
+        try:
+            with open(junit_path, "wb") as fh:
+                fh.write(report.as_junit(build, tests))
+        except OSError as exc:
+            raise BadInput(f"cannot write {junit_path}: {exc.strerror}") from None
+    if as_json:
+        click.echo(json.dumps(report.as_dict(build, tests, attempts), indent=2))
+    else:
+        click.echo(report.as_text(build, tests, attempts))
+    sys.exit(report.exit_status(build))
+
+
+@cli.command(cls=VoltCommand)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def status(app: App, as_json: bool) -> None:
+    """Queue depth, running builds and known runners."""
+    conn = app.redis()
+    data = {
+        "redis": redacted(app.settings.effective_redis_url),
+        "queue": app.settings.queue,
+        "queued": queue.queue_depth(app.redis(decode=False), app.settings),
+        "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
+                     "attempt": b.attempt} for b in results.running_builds(conn)],
+        "runners": queue.workers(app.redis(decode=False)),
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(f"queue '{data['queue']}': {data['queued']} queued, {len(data['running'])} running")
+    for b in data["running"]:
+        click.echo(f"  running {b['repo']} {b['commit'][:10]} on {b['runner']} since {b['started_at']}")
+    click.echo(f"runners: {len(data['runners'])}")
+    for w in data["runners"]:
+        click.echo(f"  {w['name']} {w['state']} {w['job'] or ''}".rstrip())
+
+
+@cli.command(cls=VoltCommand)
+@click.option("--repo", default=None, help="Only this repository.")
+@click.option("-n", "limit", type=click.IntRange(1, 10000), default=20, show_default=True, help="How many builds.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
+    """The latest builds, newest first, one line each."""
+    conn = app.redis()
+    if repo is not None and repo not in results.known_repos(conn):
+        raise BadInput(f"unknown repository '{repo}'")
+    builds = results.history(conn, repo, limit)
+    if as_json:
+        click.echo(json.dumps([{"repo": b.repo, "commit": b.commit, "branch": b.branch, "status": b.status.value,
+                                "subject": b.subject, "queued_at": b.queued_at, "duration_s": b.duration_s,
+                                "counts": b.counts.to_dict()} for b in builds], indent=2))
+        return
+    for b in builds:
+        click.echo(format_build_line(b))
+
+
+def format_build_line(b: Any) -> str:
+    c = b.counts
+    counts = f"{c.passed}/{c.total} passed" if b.status.is_final and c.total else ""
+    took = f"{b.duration_s:.1f}s" if b.status.is_final else ""
+    return f"{b.status.value:<9} {b.repo} {b.commit[:10]} {b.branch:<12} {took:>7} {counts:<16} {b.subject[:60]}"
+
+
+# ---------------------------------------------------------------- one machine
+
+@cli.command(cls=VoltCommand)
+@click.option("--repo", "repos", multiple=True, metavar="PATH_OR_URL",
+              help="Repository to watch (repeatable; default: an example repository made for you).")
+@click.option("--branch", "branches", multiple=True, help="Branch to build (default: the default branch).")
+@click.option("--workers", type=click.IntRange(1, 64), default=2, show_default=True, help="Runners to start.")
+@click.option("--poll", type=float, default=None, help="Seconds between polls (default 5).")
+@click.option("--burst", is_flag=True, help="Exit once every build found by the first poll has finished.")
+@click.option("--timeout", "burst_timeout", type=float, default=600, show_default=True,
+              help="With --burst: give up after this many seconds.")
+@common_options
+def up(app: App, repos: tuple[str, ...], branches: tuple[str, ...], workers: int, burst: bool,
+       burst_timeout: float) -> None:
+    """Everything on one machine: Redis (unless given), runners and the observer; Ctrl-C stops it all."""
+    from voltci.up import run_up
+    setup_logging()
+    sys.exit(run_up(app.settings, list(repos), list(branches), workers, burst, burst_timeout))
+
+
+def main() -> None:
+    cli(prog_name="volt")
+
+
+def observe_entry() -> None:
+    observe_main(prog_name="volt-observe")

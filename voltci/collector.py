@@ -1,0 +1,136 @@
+"""Runs unittest discovery and writes one JSON line per test result as each test ends.
+
+This file runs inside the build's own test process, under the project's Python, so it uses the
+standard library only and imports nothing from Volt. It behaves like `python -m unittest discover`
+(same sys.path, same loader, same text output on stderr) and adds a JSON-lines record:
+
+    {"id": ..., "outcome": "passed|failed|error|skipped", "duration_s": ..., "message": ...}
+    ...
+    {"summary": {"tests_run": N, "failures": N, "errors": N, "skipped": N, ...}}
+
+Lines are flushed one by one, so the tests that finished before a hang or a crash are kept.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+import unittest
+
+IMPORT_FAILURE_CLASSES = ("_FailedTest",)
+
+
+class JsonLinesResult(unittest.TextTestResult):
+    """A TextTestResult that also writes each outcome to a JSON-lines file."""
+
+    def __init__(self, stream, descriptions, verbosity, *, out=None, **kwargs):
+        super().__init__(stream, descriptions, verbosity, **kwargs)
+        self._out = out
+        self._started = {}
+        self._reported = set()
+        self._failed_subtests = {}
+        self.import_failures = []
+        self.unexpected = 0
+
+    def _write(self, test_id, outcome, message="", duration=None, **extra):
+        record = {"id": test_id, "outcome": outcome, "duration_s": round(duration or 0.0, 6),
+                  "message": message}
+        record.update(extra)
+        self._out.write(json.dumps(record) + "\n")
+        self._out.flush()
+
+    def _elapsed(self, test):
+        started = self._started.get(test.id())
+        return time.perf_counter() - started if started is not None else 0.0
+
+    def _record(self, test, outcome, message="", **extra):
+        self._reported.add(test.id())
+        if type(test).__name__ in IMPORT_FAILURE_CLASSES:
+            self.import_failures.append((test.id(), message))
+        self._write(test.id(), outcome, message, self._elapsed(test), **extra)
+
+    def startTest(self, test):
+        self._started[test.id()] = time.perf_counter()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        test_id = test.id()
+        if test_id not in self._reported:
+            # Only subtests failed: unittest then never calls addSuccess for the parent.
+            failed = self._failed_subtests.get(test_id, [])
+            outcome = "failed" if "failed" in failed else "error"
+            self._record(test, outcome, f"{len(failed)} subtest(s) did not pass", via_subtests=True)
+        self._started.pop(test_id, None)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._record(test, "passed")
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._record(test, "failed", self._exc_info_to_string(err, test))
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._record(test, "error", self._exc_info_to_string(err, test))
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._record(test, "skipped", reason)
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self._record(test, "passed", "expected failure")
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self.unexpected += 1
+        self._record(test, "failed", "unexpected success")
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is None:
+            return
+        is_failure = issubclass(err[0], test.failureException)
+        outcome = "failed" if is_failure else "error"
+        self._failed_subtests.setdefault(test.id(), []).append(outcome)
+        self._write(subtest.id(), outcome, self._exc_info_to_string(err, test),
+                    self._elapsed(test), subtest_of=test.id())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--start-dir", default=".")
+    parser.add_argument("--pattern", default="test*.py")
+    parser.add_argument("--top-level-dir", default=None)
+    args = parser.parse_args(argv)
+
+    # `python -m unittest discover` puts the current directory first on sys.path; so do we.
+    sys.path[0] = os.getcwd()
+    with open(args.out, "w", encoding="utf-8") as out:
+        try:
+            suite = unittest.defaultTestLoader.discover(args.start_dir, args.pattern, args.top_level_dir)
+        except Exception as exc:  # discovery itself failed (bad start dir, broken package)
+            out.write(json.dumps({"discovery_error": "".join(traceback.format_exception_only(exc)).strip()}) + "\n")
+            return 2
+        runner = unittest.TextTestRunner(
+            stream=sys.stderr, verbosity=2,
+            resultclass=lambda *a, **k: JsonLinesResult(*a, out=out, **k),
+        )
+        result = runner.run(suite)
+        summary = {
+            "tests_run": result.testsRun, "failures": len(result.failures), "errors": len(result.errors),
+            "skipped": len(result.skipped), "expected_failures": len(result.expectedFailures),
+            "unexpected_successes": len(result.unexpectedSuccesses),
+            "import_failures": result.import_failures,
+        }
+        out.write(json.dumps({"summary": summary}) + "\n")
+    return 0 if result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

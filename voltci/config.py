@@ -1,0 +1,120 @@
+"""Settings, in one place: command-line flags > `VOLT_*` environment > config file > defaults.
+
+The config file is the one named by `--config` or `VOLT_CONFIG`, else `config/volt.toml` in the
+current directory when it exists. Every setting has a default that works on one machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from voltci.errors import BadInput
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_CONFIG_PATH = Path("config") / "volt.toml"
+
+
+def default_workspace_dir() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "volt")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every Volt process needs to know; see config/volt.toml for each setting's meaning."""
+
+    redis_url: str | None = None
+    queue: str = "volt"
+    poll: float = 5.0
+    build_timeout: float = 1800.0
+    heartbeat: float = 2.0
+    heartbeat_ttl: float = 6.0
+    max_attempts: int = 3
+    workspace_dir: str = field(default_factory=default_workspace_dir)
+    max_commits_per_poll: int = 500
+    log_tail_lines: int = 60
+    result_ttl: int = 7 * 24 * 3600
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Turn a raw value from env or toml into the field's type, or say which setting is wrong."""
+    kind = type(getattr(Settings(), name))
+    if name == "redis_url":
+        kind = str
+    try:
+        if kind is bool:
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool):
+                raise TypeError
+            result: Any = int(value)
+        elif kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            result = float(value)
+        else:
+            if not isinstance(value, str):
+                raise TypeError
+            result = value
+    except (TypeError, ValueError):
+        raise BadInput(f"{source}: setting '{name}' must be a {kind.__name__}, got {value!r}") from None
+    if isinstance(result, (int, float)) and result <= 0:
+        raise BadInput(f"{source}: setting '{name}' must be positive, got {value!r}")
+    return result
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise BadInput(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read config file {path}: {exc.strerror}") from None
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise BadInput(f"config file {path}: unknown setting '{unknown[0]}'")
+    return {name: _coerce(name, value, str(path)) for name, value in data.items()}
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for name in _FIELDS:
+        env_name = "VOLT_" + name.upper()
+        if environ.get(env_name, "") != "":
+            values[name] = _coerce(name, environ[env_name], env_name)
+    return values
+
+
+def load_settings(
+    config_path: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings; `overrides` are the command-line flags that were given (None = not given)."""
+    environ = os.environ if environ is None else environ
+    path_text = config_path or environ.get("VOLT_CONFIG")
+    values: dict[str, Any] = {}
+    if path_text:
+        values.update(read_config_file(Path(path_text)))
+    elif DEFAULT_CONFIG_PATH.is_file():
+        values.update(read_config_file(DEFAULT_CONFIG_PATH))
+    values.update(read_environment(environ))
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
+    return Settings(**values)

@@ -1,0 +1,167 @@
+"""Running git: argument lists only, a time limit on every call, one line when it fails.
+
+Also the per-host mirrors that the observer and the runners keep of each repository: a bare
+mirror fetched incrementally under a file lock, so that several processes on one host share it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from voltci.errors import GitError
+
+SHA = re.compile(r"[0-9a-f]{40}")
+GIT_TIMEOUT_S = 300.0
+LOCK_TIMEOUT_S = 600.0
+
+# git must never ask a person anything, nor read the user's or system's settings that change output.
+GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true",
+           "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
+
+
+def git(args: list[str], cwd: str | Path | None = None, timeout: float = GIT_TIMEOUT_S) -> str:
+    """Run `git ARGS` in its own process group and return its stdout; GitError with git's last line if it fails."""
+    env = {**os.environ, **GIT_ENV}
+    try:
+        proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, start_new_session=True)
+    except OSError as exc:
+        raise GitError(f"cannot run git: {exc.strerror}") from None
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise GitError(f"git {args[0]} took longer than {timeout:g} s and was stopped") from None
+    if proc.returncode != 0:
+        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+        raise GitError(f"git {args[0]} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
+    return out.decode(errors="replace")
+
+
+def is_sha(text: str) -> bool:
+    return bool(SHA.fullmatch(text))
+
+
+def check_branch_name(branch: str) -> str:
+    if branch.startswith("-") or not branch:
+        raise GitError(f"not a valid branch name: '{branch}'")
+    try:
+        git(["check-ref-format", "--branch", branch], timeout=10)
+    except GitError:
+        raise GitError(f"not a valid branch name: '{branch}'") from None
+    return branch
+
+
+def normalize_url(url_or_path: str) -> str:
+    """A local path becomes absolute (so runners elsewhere in the tree see the same repo); URLs stay."""
+    if "://" in url_or_path or re.match(r"^[\w.-]+@[\w.-]+:", url_or_path):
+        return url_or_path
+    return str(Path(url_or_path).expanduser().resolve())
+
+
+def remote_heads(url: str) -> tuple[dict[str, str], str | None]:
+    """The branches of a remote (name -> sha) and its default branch, from one `git ls-remote`."""
+    if url.startswith("-"):
+        raise GitError(f"not a git repository: {url}")
+    try:
+        out = git(["ls-remote", "--symref", url, "HEAD", "refs/heads/*"], timeout=60)
+    except GitError as exc:
+        raise GitError(f"not a git repository (or not reachable): {url} ({exc})") from None
+    heads: dict[str, str] = {}
+    default = None
+    for line in out.splitlines():
+        left, _, ref = line.partition("\t")
+        if left.startswith("ref: ") and ref == "HEAD":
+            target = left[len("ref: "):]
+            default = target.removeprefix("refs/heads/")
+        elif ref.startswith("refs/heads/") and is_sha(left):
+            heads[ref.removeprefix("refs/heads/")] = left
+    return heads, default
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """An exclusive lock shared by every process on this host that uses the same mirror."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise GitError(f"timed out after {timeout:g} s waiting for the lock {path}") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class Mirror:
+    """A bare mirror of one remote in a cache directory of this host; one per URL."""
+
+    def __init__(self, cache_dir: str | Path, name: str, url: str):
+        self.url = url
+        digest = hashlib.sha1(url.encode()).hexdigest()[:10]
+        self.path = Path(cache_dir) / f"{name}-{digest}.git"
+        self.lock_path = Path(cache_dir) / f"{name}-{digest}.lock"
+
+    def lock(self) -> AbstractContextManager[None]:
+        return file_lock(self.lock_path)
+
+    def _is_healthy(self) -> bool:
+        if not (self.path / "HEAD").exists():
+            return False
+        try:
+            git(["rev-parse", "--git-dir"], cwd=self.path, timeout=30)
+            return True
+        except GitError:
+            return False
+
+    def _clone(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        git(["clone", "--mirror", "--quiet", "--", self.url, str(tmp)])
+        tmp.rename(self.path)
+
+    def update(self) -> None:
+        """Bring the mirror up to date with its remote (caller holds the lock); repair it if broken."""
+        if not self._is_healthy():
+            self._clone()
+            return
+        try:
+            git(["fetch", "--prune", "--quiet", "origin"], cwd=self.path)
+        except GitError:
+            # A fetch killed half-way can leave stale lock files or a damaged pack: start afresh once.
+            self._clone()
+
+    def has_commit(self, sha: str) -> bool:
+        try:
+            git(["cat-file", "-e", f"{sha}^{{commit}}"], cwd=self.path, timeout=30)
+            return True
+        except GitError:
+            return False
+
+    def ensure_commit(self, sha: str) -> None:
+        """Make sure the mirror holds `sha`, fetching only when it does not (caller holds the lock)."""
+        if not is_sha(sha):
+            raise GitError(f"not a full commit sha: '{sha}'")
+        if self._is_healthy() and self.has_commit(sha):
+            return
+        self.update()
+        if not self.has_commit(sha):
+            raise GitError(f"commit {sha[:12]} is not in {self.url} (was it force-pushed away?)")

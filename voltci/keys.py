@@ -1,0 +1,108 @@
+"""Every Redis key Volt uses, under one prefix. Nothing else formats a key.
+
+Layout (P = prefix, "volt" by default):
+
+    P:build:<build_id>              hash   the build record (models.Build)
+    P:build:<build_id>:tests        hash   test id -> JSON of one test result
+    P:build:<build_id>:attempts     hash   attempt number -> JSON of one attempt
+    P:repos                         hash   repo name -> JSON of where it lives
+    P:repo:<repo>:history           zset   build ids scored by enqueue time (newest = highest)
+    P:commits                       zset   "<sha>:<repo>" members, all score 0, for prefix lookup by lex range
+    P:pointer:<repo>                hash   branch -> last commit the observer enqueued
+    P:running                       set    ids of builds a runner is working on
+    P:runner:<runner_id>            string runner heartbeat (JSON), kept alive with a TTL
+    P:runners                       set    runner ids ever seen, pruned by the scheduler
+    P:events                        pubsub channel: one message per finished build
+    P:scheduler:lock                string the scheduler that may act, with a TTL
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "volt"
+
+_REPO_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+
+
+def _check_part(value: str) -> str:
+    if not value or ":" in value or any(ch.isspace() for ch in value):
+        raise ValueError(f"not a valid key part: {value!r}")
+    return value
+
+
+def build(build_id: str) -> str:
+    return f"{PREFIX}:build:{_check_part(build_id)}"
+
+
+def build_tests(build_id: str) -> str:
+    return f"{build(build_id)}:tests"
+
+
+def build_attempts(build_id: str) -> str:
+    return f"{build(build_id)}:attempts"
+
+
+def repos() -> str:
+    return f"{PREFIX}:repos"
+
+
+def repo_history(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:history"
+
+
+def commits() -> str:
+    return f"{PREFIX}:commits"
+
+
+def commit_member(sha: str, repo: str) -> str:
+    """Member of the commits index: the sha first so a lex range finds every prefix match."""
+    return f"{sha}:{_check_part(repo)}"
+
+
+def split_commit_member(member: str) -> tuple[str, str]:
+    sha, _, repo = member.partition(":")
+    return sha, repo
+
+
+def pointer(repo: str) -> str:
+    return f"{PREFIX}:pointer:{_check_part(repo)}"
+
+
+def running() -> str:
+    return f"{PREFIX}:running"
+
+
+def runner(runner_id: str) -> str:
+    return f"{PREFIX}:runner:{_check_part(runner_id)}"
+
+
+def runners() -> str:
+    return f"{PREFIX}:runners"
+
+
+def events() -> str:
+    return f"{PREFIX}:events"
+
+
+def scheduler_lock() -> str:
+    return f"{PREFIX}:scheduler:lock"
+
+
+def is_valid_repo_name(name: str) -> bool:
+    return bool(_REPO_NAME.fullmatch(name))
+
+
+def build_id(repo: str, sha: str) -> str:
+    """The build id is derived from repo and commit, so enqueueing a commit twice finds the first build.
+
+    It is also a valid rq job id (letters, digits, `_` and `-`), so attempts can be named after it.
+    """
+    if not is_valid_repo_name(repo):
+        raise ValueError(f"not a valid repository name: {repo!r}")
+    return f"{repo}-{sha}"
+
+
+def job_id(build_id_: str, attempt: int) -> str:
+    """The rq job of one attempt of a build."""
+    return f"{build_id_}-a{attempt}"

@@ -1,0 +1,163 @@
+"""The records Volt keeps: builds, their attempts and per-test results, and their states."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+
+class Status(str, Enum):
+    """A build's state: queued → running → one of the final states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self not in (Status.QUEUED, Status.RUNNING)
+
+
+class Outcome(str, Enum):
+    """One test's outcome, as unittest would count it."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+class AttemptState(str, Enum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    LOST = "lost"
+    FENCED = "fenced"
+
+
+@dataclass
+class TestResult:
+    """One entry of a build's per-test results; `order` keeps the order in which tests ran."""
+
+    id: str
+    outcome: Outcome
+    duration_s: float = 0.0
+    message: str = ""
+    order: int = 0
+    subtest_of: str = ""  # the parent test's id, for a failing subtest's own entry
+    via_subtests: bool = False  # a parent that did not pass only because of its subtests
+
+    def to_json(self) -> str:
+        data: dict[str, Any] = {"outcome": self.outcome.value, "duration_s": self.duration_s,
+                                "message": self.message, "order": self.order}
+        if self.subtest_of:
+            data["subtest_of"] = self.subtest_of
+        if self.via_subtests:
+            data["via_subtests"] = True
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, test_id: str, text: str) -> "TestResult":
+        data = json.loads(text)
+        return cls(id=test_id, outcome=Outcome(data["outcome"]), duration_s=float(data["duration_s"]),
+                   message=data.get("message", ""), order=int(data.get("order", 0)),
+                   subtest_of=data.get("subtest_of", ""), via_subtests=bool(data.get("via_subtests")))
+
+    def report_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "outcome": self.outcome.value, "duration_s": self.duration_s,
+                "message": self.message}
+
+
+@dataclass
+class Counts:
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class Attempt:
+    number: int
+    state: AttemptState
+    runner: str = ""
+    started_at: str = ""
+    ended_at: str = ""
+    reason: str = ""
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Attempt":
+        data = json.loads(text)
+        data["state"] = AttemptState(data["state"])
+        return cls(**data)
+
+
+@dataclass
+class Build:
+    """A build of one commit of one repository; stored as a Redis hash of strings."""
+
+    id: str
+    repo: str
+    url: str
+    commit: str
+    branch: str
+    subject: str = ""
+    author: str = ""
+    status: Status = Status.QUEUED
+    attempt: int = 1
+    queued_at: str = ""
+    started_at: str = ""
+    finished_at: str = ""
+    runner: str = ""
+    duration_s: float = 0.0
+    counts: Counts = field(default_factory=Counts)
+    reason: str = ""
+    log_tail: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["counts"] = json.dumps(self.counts.to_dict())
+        return {key: str(value) for key, value in data.items()}
+
+    @classmethod
+    def from_hash(cls, data: Mapping[str, str]) -> "Build":
+        return cls(
+            id=data["id"], repo=data["repo"], url=data.get("url", ""), commit=data["commit"],
+            branch=data.get("branch", ""), subject=data.get("subject", ""), author=data.get("author", ""),
+            status=Status(data.get("status", "queued")), attempt=int(data.get("attempt", 1)),
+            queued_at=data.get("queued_at", ""), started_at=data.get("started_at", ""),
+            finished_at=data.get("finished_at", ""), runner=data.get("runner", ""),
+            duration_s=float(data.get("duration_s") or 0.0),
+            counts=Counts(**json.loads(data.get("counts") or "{}")),
+            reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
+        )
+
+    @property
+    def short(self) -> str:
+        return self.commit[:10]
+
+
+@dataclass
+class RunOutcome:
+    """What running a commit's tests produced, before it is stored."""
+
+    status: Status
+    tests: list[TestResult]
+    counts: Counts
+    reason: str = ""
+    log_tail: str = ""

@@ -1,0 +1,163 @@
+"""The observer: watches git repositories and enqueues one build per new commit.
+
+Run by `bin/volt-observe` (or `volt observe`, or inside `volt up`). It keeps its own mirror of each
+repository (never touching the user's clone), and for each watched branch enqueues every commit
+since the last one it enqueued, oldest first; the first time it sees a branch, only the head.
+Its pointer lives in Redis and moves in the same transaction as the enqueue, and build ids are
+derived from repo and commit, so a restart or a second observer never builds a commit twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from voltci import keys
+from voltci.config import Settings
+from voltci.errors import BadInput, GitError
+from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
+from voltci.models import Build
+from voltci.queue import PointerUpdate, submit_build
+from voltci.results import now_iso
+
+log = logging.getLogger("volt.observer")
+RETRY_BACKOFF_MAX_S = 60.0
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    subject: str
+    author: str
+
+
+def repo_name_for(url: str) -> str:
+    """A repository's default name: the last part of its path or URL, without `.git`."""
+    base = re.split(r"[/:]", url.rstrip("/"))[-1].removesuffix(".git")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-")
+    return name[:100] or "repo"
+
+
+class RepoWatch:
+    """One watched repository and the branches to build."""
+
+    def __init__(self, conn: redis.Redis, settings: Settings, url: str, name: str | None = None,
+                 branches: list[str] | None = None):
+        self.conn = conn  # bytes connection (rq's kind)
+        self.settings = settings
+        self.url = normalize_url(url)
+        self.name = name or repo_name_for(self.url)
+        if not keys.is_valid_repo_name(self.name):
+            raise BadInput(f"not a valid repository name: '{self.name}' (use letters, digits, '-' and '_')")
+        self.requested_branches = [check_branch_name(b) for b in branches or []]
+        self.branches: list[str] = []
+        self.mirror = Mirror(Path(settings.workspace_dir) / "observer", self.name, self.url)
+
+    def validate(self) -> None:
+        """Check that the repository and its branches exist, then register the repository."""
+        if "://" not in self.url and not Path(self.url).exists():
+            raise BadInput(f"not a git repository: {self.url} does not exist")
+        try:
+            heads, default = remote_heads(self.url)
+        except GitError as exc:
+            raise BadInput(str(exc)) from None
+        if not self.requested_branches:
+            if default is None or default not in heads:
+                raise BadInput(f"{self.url} has no default branch with commits; name one with --branch")
+            self.branches = [default]
+        else:
+            missing = [b for b in self.requested_branches if b not in heads]
+            if missing:
+                raise BadInput(f"unknown branch '{missing[0]}' in {self.url} (it has: {', '.join(sorted(heads)) or 'none'})")
+            self.branches = list(self.requested_branches)
+        self.register()
+
+    def register(self) -> None:
+        raw = self.conn.hget(keys.repos(), self.name)
+        if raw is not None:
+            known = json.loads(raw)
+            if known.get("url") != self.url:
+                raise BadInput(f"repository name '{self.name}' is already used for {known.get('url')}; "
+                               f"choose another with --name")
+        self.conn.hset(keys.repos(), self.name, json.dumps({"url": self.url, "branches": self.branches}))
+
+    def poll(self) -> list[Build]:
+        """One pass: fetch, then enqueue what is new on each branch. Returns the builds it created."""
+        with self.mirror.lock():
+            self.mirror.update()
+        created = []
+        for branch in self.branches:
+            created += self._poll_branch(branch)
+        return created
+
+    def _poll_branch(self, branch: str) -> list[Build]:
+        try:
+            head = git(["rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}"],
+                       cwd=self.mirror.path, timeout=30).strip()
+        except GitError:
+            log.warning("%s: branch '%s' is gone from %s; skipping it", self.name, branch, self.url)
+            return []
+        last = self.conn.hget(keys.pointer(self.name), branch)
+        last = last.decode() if isinstance(last, bytes) else last
+        if last == head:
+            return []
+        commits = self._new_commits(last, head)
+        if len(commits) > self.settings.max_commits_per_poll:
+            log.warning("%s/%s: %d new commits; enqueueing the oldest %d now and the rest next pass",
+                        self.name, branch, len(commits), self.settings.max_commits_per_poll)
+            commits = commits[: self.settings.max_commits_per_poll]
+        created = []
+        for info in commits:
+            build = Build(id=keys.build_id(self.name, info.sha), repo=self.name, url=self.url, commit=info.sha,
+                          branch=branch, subject=info.subject, author=info.author, queued_at=now_iso())
+            if submit_build(self.conn, build, self.settings, PointerUpdate(self.name, branch, info.sha)):
+                created.append(build)
+        return created
+
+    def _new_commits(self, last: str | None, head: str) -> list[CommitInfo]:
+        """Commits reachable from head and not from last, oldest first; just the head the first time
+        (or when the last commit is no longer known, e.g. after a force-push and gc)."""
+        fmt = ["--format=%H%x00%s%x00%an <%ae>"]
+        if last and is_sha(last) and self.mirror.has_commit(last):
+            out = git(["log", "--reverse", *fmt, f"{last}..{head}"], cwd=self.mirror.path)
+        else:
+            out = git(["log", "-1", *fmt, head], cwd=self.mirror.path)
+        found = []
+        for line in out.splitlines():
+            sha, subject, author = (line.split("\x00") + ["", ""])[:3]
+            if is_sha(sha):
+                found.append(CommitInfo(sha, subject, author))
+        return found
+
+
+def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
+                 on_build=lambda build: None, max_passes: int | None = None) -> None:
+    """Poll every repository each `poll_s` seconds until `stop` is set (or `max_passes` passes).
+
+    A failing fetch or an unreachable Redis costs one log line and a retry with backoff, never the loop.
+    """
+    passes = 0
+    failures = 0
+    while not stop.is_set() and (max_passes is None or passes < max_passes):
+        passes += 1
+        failed = False
+        for watch in watches:
+            try:
+                for build in watch.poll():
+                    log.info("queued %s %s %s (%s)", build.repo, build.commit[:10], build.subject, build.branch)
+                    on_build(build)
+            except GitError as exc:
+                failed = True
+                log.warning("%s: %s; retrying", watch.name, exc)
+            except redis.RedisError as exc:
+                failed = True
+                log.warning("Redis unavailable (%s); retrying", exc)
+        failures = failures + 1 if failed else 0
+        wait = min(poll_s * (2 ** min(failures, 6)), max(poll_s, RETRY_BACKOFF_MAX_S)) if failed else poll_s
+        stop.wait(wait)

@@ -1,0 +1,112 @@
+"""The reporter: a build as the JSON contract, as text for people, and as JUnit XML for other tools.
+
+Called by `volt report`; reads only what the results store returns.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import xml.etree.ElementTree as ET
+from datetime import datetime
+from typing import Any
+
+from voltci.models import Attempt, Build, Outcome, Status, TestResult
+
+# Exit status of `volt report`, by build status.
+EXIT_PASSED, EXIT_FAILED, EXIT_NOT_FINISHED = 0, 1, 3
+
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def exit_status(build: Build) -> int:
+    if not build.status.is_final:
+        return EXIT_NOT_FINISHED
+    return EXIT_PASSED if build.status is Status.PASSED else EXIT_FAILED
+
+
+def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> dict[str, Any]:
+    """The `volt report --json` contract of DESIGN.md, plus `reason`, `subject` and `attempt_history`."""
+    return {
+        "repo": build.repo, "commit": build.commit, "branch": build.branch, "status": build.status.value,
+        "attempts": build.attempt, "runner": build.runner, "queued_at": build.queued_at,
+        "started_at": build.started_at, "finished_at": build.finished_at, "duration_s": build.duration_s,
+        "counts": build.counts.to_dict(),
+        "tests": [t.report_dict() for t in tests],
+        "log_tail": build.log_tail,
+        "reason": build.reason,
+        "subject": build.subject,
+        "author": build.author,
+        "attempt_history": [
+            {"attempt": a.number, "state": a.state.value, "runner": a.runner, "started_at": a.started_at,
+             "ended_at": a.ended_at, "reason": a.reason} for a in attempts],
+    }
+
+
+def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> str:
+    """The human form: status, counts, duration, runner, then each failing test with its traceback."""
+    c = build.counts
+    lines = [
+        f"{build.repo} {build.commit[:12]} ({build.branch}) {build.subject}",
+        f"status:   {build.status.value.upper()}" + (f" — {build.reason}" if build.reason else ""),
+        f"tests:    {c.total} total, {c.passed} passed, {c.failed} failed, {c.errors} errors, {c.skipped} skipped",
+        f"duration: {build.duration_s:.2f} s" if build.status.is_final else f"queued:   {build.queued_at}",
+        f"runner:   {build.runner or '-'}   attempt {build.attempt}",
+    ]
+    if len(attempts) > 1:
+        for a in attempts:
+            lines.append(f"  attempt {a.number}: {a.state.value} on {a.runner or '-'}"
+                         + (f" ({a.reason})" if a.reason else ""))
+    bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR) and not t.via_subtests]
+    for test in bad:
+        lines += ["", f"{test.outcome.value.upper()}: {test.id}", "-" * 70, test.message.rstrip()]
+    if build.status in (Status.ERROR, Status.TIMEOUT) and build.log_tail:
+        lines += ["", "last lines of the output:", build.log_tail]
+    return "\n".join(lines)
+
+
+def _xml_text(text: str) -> str:
+    return _XML_INVALID.sub("\ufffd", text)
+
+
+def _split_id(test_id: str) -> tuple[str, str]:
+    """unittest id → (classname, name); a subtest keeps its description in the name."""
+    head, sep, sub = test_id.partition(" ")
+    classname, _, name = head.rpartition(".")
+    return (classname or head), (name or head) + (sep + sub if sep else "")
+
+
+def as_junit(build: Build, tests: list[TestResult]) -> bytes:
+    """JUnit XML that both the Ant (windyroad) schema and Jenkins' schema accept."""
+    c = build.counts
+    started = build.started_at or build.queued_at
+    try:
+        timestamp = datetime.fromisoformat(started).strftime("%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        timestamp = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+    host = (build.runner.split(".")[0] if build.runner else "") or socket.gethostname()
+    suite = ET.Element("testsuite", {
+        "name": f"{build.repo}", "timestamp": timestamp, "hostname": _xml_text(host),
+        "tests": str(c.total), "failures": str(c.failed), "errors": str(c.errors), "skipped": str(c.skipped),
+        "time": f"{build.duration_s:.3f}",
+    })
+    props = ET.SubElement(suite, "properties")
+    for name, value in (("commit", build.commit), ("branch", build.branch), ("status", build.status.value),
+                        ("reason", build.reason)):
+        ET.SubElement(props, "property", {"name": name, "value": _xml_text(value)})
+    for test in tests:
+        classname, name = _split_id(test.id)
+        case = ET.SubElement(suite, "testcase", {"name": _xml_text(name), "classname": _xml_text(classname),
+                                                 "time": f"{test.duration_s:.6f}"})
+        message = _xml_text(test.message)
+        first_line = message.strip().splitlines()[-1] if message.strip() else ""
+        if test.outcome is Outcome.FAILED:
+            ET.SubElement(case, "failure", {"type": "AssertionError", "message": first_line}).text = message
+        elif test.outcome is Outcome.ERROR:
+            ET.SubElement(case, "error", {"type": first_line.split(":")[0] or "Error",
+                                          "message": first_line}).text = message
+        elif test.outcome is Outcome.SKIPPED:
+            ET.SubElement(case, "skipped").text = message
+    ET.SubElement(suite, "system-out").text = _xml_text(build.log_tail)
+    ET.SubElement(suite, "system-err").text = ""
+    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)

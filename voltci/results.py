@@ -1,0 +1,184 @@
+"""The results store: build records, attempts and per-test results in Redis hashes.
+
+Written by the observer (a new build, queued) and by runners (an attempt starts, a build ends);
+read by the reporter, the CLI and the web page. A build's final result is written once, by the
+attempt that holds the build's current attempt number: a runner whose attempt was superseded is
+fenced off and its late result is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Iterable
+
+import redis
+
+from voltci import keys
+from voltci.errors import BadInput
+from voltci.models import Attempt, AttemptState, Build, RunOutcome, Status, TestResult
+
+SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
+TESTS_PER_WRITE = 1000
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def seconds_between(start_iso: str, end_iso: str) -> float:
+    try:
+        return round((datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds(), 3)
+    except ValueError:
+        return 0.0
+
+
+def add_build(build: Build, pipeline: redis.client.Pipeline, score: float) -> None:
+    """Record a new queued build (inside the caller's transaction, which also enqueues it)."""
+    pipeline.hset(keys.build(build.id), mapping=build.to_hash())
+    pipeline.zadd(keys.repo_history(build.repo), {build.id: score})
+    pipeline.zadd(keys.commits(), {keys.commit_member(build.commit, build.repo): 0})
+
+
+def get_build(conn: redis.Redis, build_id: str) -> Build | None:
+    data = conn.hgetall(keys.build(build_id))
+    return Build.from_hash(data) if data else None
+
+
+def get_tests(conn: redis.Redis, build_id: str) -> list[TestResult]:
+    raw = conn.hgetall(keys.build_tests(build_id))
+    tests = [TestResult.from_json(test_id, text) for test_id, text in raw.items()]
+    tests.sort(key=lambda t: t.order)
+    return tests
+
+
+def get_attempts(conn: redis.Redis, build_id: str) -> list[Attempt]:
+    raw = conn.hgetall(keys.build_attempts(build_id))
+    return [Attempt.from_json(raw[n]) for n in sorted(raw, key=int)]
+
+
+def start_attempt(conn: redis.Redis, build_id: str, attempt: int, runner_id: str) -> Build | None:
+    """Mark the build running under `attempt`; None when that attempt is no longer the build's to run
+    (already finished, cancelled, or superseded by a newer attempt)."""
+    key = keys.build(build_id)
+    with conn.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            data = pipe.hgetall(key)
+            if not data:
+                return None
+            build = Build.from_hash(data)
+            if build.attempt != attempt or build.status.is_final:
+                return None
+            started = now_iso()
+            pipe.multi()
+            pipe.hset(key, mapping={"status": Status.RUNNING.value, "runner": runner_id, "started_at": started})
+            pipe.hset(keys.build_attempts(build_id), str(attempt),
+                      Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
+            pipe.sadd(keys.running(), build_id)
+            pipe.execute()
+        except redis.WatchError:
+            return None
+    build.status, build.runner, build.started_at = Status.RUNNING, runner_id, started
+    return build
+
+
+def is_current(conn: redis.Redis, build_id: str, attempt: int) -> bool:
+    """Whether `attempt` still owns the build (it has not been superseded, finished or cancelled)."""
+    status, current = conn.hmget(keys.build(build_id), "status", "attempt")
+    return status == Status.RUNNING.value and current == str(attempt)
+
+
+def finish_build(conn: redis.Redis, build_id: str, attempt: int, runner_id: str, outcome: RunOutcome) -> bool:
+    """Store a build's result, once, if `attempt` still owns the build. Returns whether it was stored."""
+    key = keys.build(build_id)
+    finished = now_iso()
+    with conn.pipeline() as pipe:
+        try:
+            pipe.watch(key)
+            data = pipe.hgetall(key)
+            if not data:
+                return False
+            build = Build.from_hash(data)
+            if build.attempt != attempt or build.status.is_final:
+                return False
+            pipe.multi()
+            pipe.delete(keys.build_tests(build_id))
+            for chunk in _chunks(outcome.tests, TESTS_PER_WRITE):
+                pipe.hset(keys.build_tests(build_id), mapping={t.id: t.to_json() for t in chunk})
+            pipe.hset(key, mapping={
+                "status": outcome.status.value,
+                "finished_at": finished,
+                "runner": runner_id,
+                "duration_s": str(seconds_between(build.started_at or finished, finished)),
+                "counts": json.dumps(outcome.counts.to_dict()),
+                "reason": outcome.reason,
+                "log_tail": outcome.log_tail,
+            })
+            pipe.hset(keys.build_attempts(build_id), str(attempt),
+                      Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
+                              outcome.status.value).to_json())
+            pipe.srem(keys.running(), build_id)
+            pipe.publish(keys.events(), json.dumps({"build": build_id, "status": outcome.status.value}))
+            pipe.execute()
+        except redis.WatchError:
+            return False
+    return True
+
+
+def _chunks(items: list[TestResult], size: int) -> Iterable[list[TestResult]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def resolve_commit(conn: redis.Redis, commit: str, repo: str | None = None) -> str:
+    """The build id for a full sha or unique prefix (at least 4 hex digits), optionally within one repo."""
+    prefix = commit.strip().lower()
+    if not SHA_PREFIX.fullmatch(prefix):
+        raise BadInput(f"not a commit: '{commit}' (give a full sha or a prefix of at least 4 hex digits)")
+    if repo is not None and not keys.is_valid_repo_name(repo):
+        raise BadInput(f"not a repository name: '{repo}'")
+    members = conn.zrangebylex(keys.commits(), f"[{prefix}", f"[{prefix}\xff", start=0, num=50)
+    matches = sorted({keys.split_commit_member(m) for m in members})
+    if repo is not None:
+        matches = [(sha, r) for sha, r in matches if r == repo]
+    where = f" in repository '{repo}'" if repo else ""
+    if not matches:
+        raise BadInput(f"unknown commit '{commit}'{where}: no build of it is recorded")
+    if len(matches) > 1:
+        shown = ", ".join(f"{r}@{sha[:12]}" for sha, r in matches[:5])
+        hint = "" if repo or len({r for _, r in matches}) == 1 else " (or name the repository with --repo)"
+        raise BadInput(f"ambiguous commit '{commit}'{where}: it matches {shown}; give more digits{hint}")
+    sha, found_repo = matches[0]
+    return keys.build_id(found_repo, sha)
+
+
+def known_repos(conn: redis.Redis) -> dict[str, dict]:
+    return {name: json.loads(text) for name, text in conn.hgetall(keys.repos()).items()}
+
+
+def history(conn: redis.Redis, repo: str | None = None, limit: int = 20) -> list[Build]:
+    """The latest builds, newest first, of one repository or of all of them."""
+    if repo is not None:
+        if not keys.is_valid_repo_name(repo):
+            raise BadInput(f"not a repository name: '{repo}'")
+        repos = [repo]
+    else:
+        repos = list(known_repos(conn))
+    scored: list[tuple[float, str]] = []
+    for name in repos:
+        scored += [(score, bid) for bid, score in
+                   conn.zrevrange(keys.repo_history(name), 0, limit - 1, withscores=True)]
+    scored.sort(reverse=True)
+    builds = []
+    for _, build_id in scored[:limit]:
+        build = get_build(conn, build_id)
+        if build:
+            builds.append(build)
+    return builds
+
+
+def running_builds(conn: redis.Redis) -> list[Build]:
+    builds = [get_build(conn, bid) for bid in sorted(conn.smembers(keys.running()))]
+    return [b for b in builds if b is not None]

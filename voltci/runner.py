@@ -1,0 +1,78 @@
+"""The function an rq worker runs for one attempt of a build: workspace → tests → results.
+
+Any `rq worker` (or `volt worker`) listening on Volt's queue runs `run_build`. It reads the
+runner host's settings (environment and config file), claims the attempt in the build record,
+checks the commit out from this host's mirror cache, runs the tests, and stores the outcome once.
+An attempt that is no longer the build's current one (cancelled, or re-dispatched elsewhere)
+stops its tests and stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import Any, Callable
+
+import redis
+
+from voltci import results
+from voltci.config import Settings, load_settings
+from voltci.connection import decoded
+from voltci.errors import VoltError
+from voltci.models import Counts, RunOutcome, Status
+from voltci.queue import current_job_connection, current_runner_id
+from voltci.testrun import TestPlan, run_tests
+from voltci.workspace import checkout
+
+log = logging.getLogger(__name__)
+OWNERSHIP_CHECK_INTERVAL_S = 1.0
+
+
+def run_build(build_id: str, attempt: int) -> dict[str, Any]:
+    """rq job entry point: run attempt `attempt` of build `build_id` and store its result."""
+    conn = decoded(current_job_connection())
+    return execute(conn, build_id, attempt, load_settings(), current_runner_id())
+
+
+def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, runner: str) -> dict[str, Any]:
+    build = results.start_attempt(conn, build_id, attempt, runner)
+    if build is None:
+        log.info("build %s attempt %d is not ours to run (finished, cancelled or superseded)", build_id, attempt)
+        return {"build": build_id, "attempt": attempt, "stored": False}
+    try:
+        with checkout(settings.workspace_dir, build.repo, build.url, build.commit) as workspace:
+            outcome = run_tests(workspace.tree, workspace.scratch, TestPlan(), settings.build_timeout,
+                                tail_lines=settings.log_tail_lines,
+                                should_stop=_ownership_check(conn, build_id, attempt))
+    except VoltError as exc:
+        outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
+    except Exception as exc:  # a bug of ours must still end the build, not leave it running
+        log.error("build %s failed inside the runner:\n%s", build_id, traceback.format_exc())
+        outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
+    stored = results.finish_build(conn, build_id, attempt, runner, outcome)
+    if not stored:
+        log.warning("build %s attempt %d was superseded; its result was dropped", build_id, attempt)
+    return {"build": build_id, "attempt": attempt, "stored": stored, "status": outcome.status.value,
+            "counts": outcome.counts.to_dict()}
+
+
+def _ownership_check(conn: redis.Redis, build_id: str, attempt: int) -> Callable[[], str | None]:
+    """A check, rate-limited, that says why to stop when this attempt no longer owns the build."""
+    last = [0.0]
+
+    def should_stop() -> str | None:
+        now = time.monotonic()
+        if now - last[0] < OWNERSHIP_CHECK_INTERVAL_S:
+            return None
+        last[0] = now
+        try:
+            if results.is_current(conn, build_id, attempt):
+                return None
+            build = results.get_build(conn, build_id)
+        except redis.RedisError:
+            return None  # a Redis outage is not a reason to stop the tests
+        if build and build.status is Status.CANCELLED:
+            return "cancelled"
+        return f"attempt {attempt} was superseded"
+    return should_stop

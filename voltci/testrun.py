@@ -1,0 +1,178 @@
+"""Runs a checked-out commit's tests in a process group of its own and turns them into results.
+
+Called by the runner. The test process gets a scrubbed environment (no Volt, Redis or rq settings),
+no standard input, and a deadline: when it passes, the whole process group is killed, so children
+and grandchildren of the tests go too. Per-test results come from the collector's JSON lines, so
+the tests that finished before a hang or a crash are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from voltci import collector
+from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
+
+SCRUBBED_PREFIXES = ("VOLT_", "REDIS", "RQ_")
+KILL_GRACE_S = 2.0
+POLL_INTERVAL_S = 0.1
+
+
+@dataclass(frozen=True)
+class TestPlan:
+    """How to discover a commit's tests (unittest discovery's three arguments)."""
+
+    start_dir: str = "."
+    pattern: str = "test*.py"
+    top_level_dir: str | None = None
+
+
+def scrubbed_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for test processes: ours minus anything that names Volt's Redis or settings."""
+    environ = dict(os.environ if environ is None else environ)
+    env = {k: v for k, v in environ.items() if not k.upper().startswith(SCRUBBED_PREFIXES)}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill the process group `proc` leads: the test command and everything it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=KILL_GRACE_S)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def run_tests(
+    workdir: Path,
+    scratch: Path,
+    plan: TestPlan,
+    timeout_s: float,
+    python: str = sys.executable,
+    tail_lines: int = 60,
+    should_stop: Callable[[], str | None] = lambda: None,
+) -> RunOutcome:
+    """Run unittest discovery in `workdir`; `scratch` (outside the tree) holds the result file and log."""
+    results_path = scratch / "results.jsonl"
+    log_path = scratch / "output.log"
+    command = [python, collector.__file__, "--out", str(results_path), "--start-dir", plan.start_dir,
+               "--pattern", plan.pattern]
+    if plan.top_level_dir:
+        command += ["--top-level-dir", plan.top_level_dir]
+    started = time.monotonic()
+    stop_reason = None
+    with open(log_path, "wb") as log:
+        try:
+            proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                    stderr=subprocess.STDOUT, env=scrubbed_environment(),
+                                    start_new_session=True)
+        except OSError as exc:
+            return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {exc}")
+        try:
+            while proc.poll() is None:
+                if time.monotonic() - started > timeout_s:
+                    stop_reason = "timeout"
+                    break
+                stop_reason = should_stop()
+                if stop_reason:
+                    break
+                time.sleep(POLL_INTERVAL_S)
+        finally:
+            # Also reaps what the tests left behind in their group after a normal exit.
+            kill_group(proc)
+    tail = read_tail(log_path, tail_lines)
+    outcome = parse_results(results_path, proc.returncode, tail)
+    if stop_reason == "timeout":
+        outcome.status = Status.TIMEOUT
+        outcome.reason = f"the build exceeded its time limit of {timeout_s:g} s; its process group was killed"
+    elif stop_reason:
+        outcome.status = Status.CANCELLED
+        outcome.reason = stop_reason
+    return outcome
+
+
+def read_tail(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:
+    """The last `lines` lines of a log, reading at most `max_bytes` from its end."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - max_bytes))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def parse_results(results_path: Path, returncode: int | None, log_tail: str = "") -> RunOutcome:
+    """Turn the collector's JSON lines into a RunOutcome with unittest's own counting."""
+    tests: list[TestResult] = []
+    summary = None
+    discovery_error = None
+    try:
+        lines = results_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if "summary" in record:
+            summary = record["summary"]
+        elif "discovery_error" in record:
+            discovery_error = record["discovery_error"]
+        else:
+            tests.append(TestResult(id=record["id"], outcome=Outcome(record["outcome"]),
+                                    duration_s=float(record.get("duration_s", 0.0)),
+                                    message=record.get("message", ""), order=len(tests),
+                                    subtest_of=record.get("subtest_of", ""),
+                                    via_subtests=bool(record.get("via_subtests"))))
+    counts = count(tests)
+    if discovery_error:
+        return RunOutcome(Status.ERROR, tests, counts, f"test discovery failed: {discovery_error}", log_tail)
+    if summary is None:
+        how = f"exit status {returncode}" if returncode is not None and returncode >= 0 else \
+            f"signal {-returncode}" if returncode is not None else "no exit status"
+        return RunOutcome(Status.ERROR, tests, counts,
+                          f"the test process ended ({how}) before reporting all results", log_tail)
+    if summary["import_failures"]:
+        names = ", ".join(name.rsplit(".", 1)[-1] for name, _ in summary["import_failures"])
+        return RunOutcome(Status.ERROR, tests, counts, f"test module(s) failed to import: {names}", log_tail)
+    if summary["tests_run"] == 0:
+        return RunOutcome(Status.ERROR, tests, counts, "no tests found", log_tail)
+    status = Status.PASSED if counts.failed == 0 and counts.errors == 0 else Status.FAILED
+    return RunOutcome(status, tests, counts, "", log_tail)
+
+
+def count(tests: list[TestResult]) -> Counts:
+    """Count as unittest's summary does: `total` is tests run (subtests are not tests of their own),
+    and each failing subtest adds to failures or errors."""
+    counts = Counts()
+    for test in tests:
+        if not test.subtest_of:
+            counts.total += 1
+            if test.outcome is Outcome.PASSED:
+                counts.passed += 1
+            elif test.outcome is Outcome.SKIPPED:
+                counts.skipped += 1
+        if test.via_subtests:
+            continue  # counted through its failing subtests' own entries
+        if test.outcome is Outcome.FAILED:
+            counts.failed += 1
+        elif test.outcome is Outcome.ERROR:
+            counts.errors += 1
+    return counts

@@ -1,0 +1,160 @@
+"""`volt up`: everything on one machine — an embedded Redis unless one is named, N runners and the
+observer — printing each build's result as it lands. Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from voltci import keys, results
+from voltci.cli import format_build_line
+from voltci.config import Settings
+from voltci.connection import connect, redacted
+from voltci.errors import BadInput
+from voltci.example import create_example_repo
+from voltci.observer import RepoWatch, observe_loop
+from voltci.redis_server import RedisServer
+
+log = logging.getLogger("volt.up")
+WORKER_STOP_TIMEOUT_S = 10.0
+SUPERVISE_INTERVAL_S = 0.5
+
+
+class WorkerPool:
+    """N `volt worker` processes, each in its own process group, restarted when one dies."""
+
+    def __init__(self, count: int, redis_url: str, log_dir: Path):
+        self.count = count
+        self.redis_url = redis_url
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen | None] = [None] * count
+
+    def _spawn(self, index: int) -> subprocess.Popen:
+        env = {**os.environ, "VOLT_REDIS_URL": self.redis_url}
+        log_file = open(self.log_dir / f"worker-{index + 1}.log", "ab")
+        try:
+            return subprocess.Popen([sys.executable, "-m", "voltci", "worker"], env=env, stdin=subprocess.DEVNULL,
+                                    stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            log_file.close()
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(self.count):
+            self.procs[index] = self._spawn(index)
+
+    def supervise(self) -> None:
+        for index, proc in enumerate(self.procs):
+            if proc is not None and proc.poll() is not None:
+                log.warning("runner %d exited with status %s; starting it again", index + 1, proc.returncode)
+                self.procs[index] = self._spawn(index)
+
+    def stop(self) -> None:
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for proc in live:
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=WORKER_STOP_TIMEOUT_S)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def run_up(settings: Settings, repos: list[str], branches: list[str], workers: int, burst: bool,
+           burst_timeout: float) -> int:
+    """Run until Ctrl-C (or, with `burst`, until the first poll's builds end). Returns the exit status."""
+    state_dir = Path(settings.workspace_dir)
+    server = None
+    pool = None
+    stop = threading.Event()
+    observer_thread = None
+    try:
+        if settings.redis_url is None:
+            server = RedisServer(Path(tempfile.mkdtemp(prefix="volt-redis-"))).start()
+            settings = replace(settings, redis_url=server.url)
+            click.echo(f"Redis:    embedded redis-server at {server.url} (data in {server.data_dir})")
+        else:
+            click.echo(f"Redis:    {redacted(settings.effective_redis_url)}")
+        conn = connect(settings.effective_redis_url)
+        rq_conn = connect(settings.effective_redis_url, decode=False)
+        if not repos:
+            example = create_example_repo(state_dir / "example-repo")
+            click.echo(f"Example:  no --repo given, so building the example repository {example}")
+            repos = [str(example)]
+        watches = [RepoWatch(rq_conn, settings, url, branches=branches) for url in repos]
+        for watch in watches:
+            watch.validate()
+            click.echo(f"Watching: {watch.name} ({watch.url}) branches {', '.join(watch.branches)}")
+        pool = WorkerPool(workers, settings.effective_redis_url, state_dir / "logs")
+        pool.start()
+        click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'})")
+        click.echo("Press Ctrl-C to stop.\n" if not burst else "")
+
+        pubsub = conn.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(keys.events())
+        pending: set[str] = set()
+        first = [build.id for watch in watches for build in watch.poll()]
+        pending.update(first)
+        for build_id in first:
+            build = results.get_build(conn, build_id)
+            if build:
+                click.echo(format_build_line(build))
+        if not burst:
+            observer_thread = threading.Thread(
+                target=observe_loop, args=(watches, settings.poll, stop),
+                kwargs={"on_build": lambda b: click.echo(format_build_line(b))}, daemon=True)
+            observer_thread.start()
+        deadline = time.monotonic() + burst_timeout
+        while True:
+            message = pubsub.get_message(timeout=SUPERVISE_INTERVAL_S)
+            if message and message.get("type") == "message":
+                event = json.loads(message["data"])
+                build = results.get_build(conn, event["build"])
+                if build:
+                    click.echo(format_build_line(build))
+                pending.discard(event["build"])
+            pool.supervise()
+            if burst:
+                pending = {bid for bid in pending if not _is_final(conn, bid)}
+                if not pending:
+                    return 0
+                if time.monotonic() > deadline:
+                    click.echo(f"volt: {len(pending)} build(s) did not finish within {burst_timeout:g} s", err=True)
+                    return 1
+    except KeyboardInterrupt:
+        click.echo("\nstopping…")
+        return 0
+    finally:
+        stop.set()
+        if pool is not None:
+            pool.stop()
+        if observer_thread is not None:
+            observer_thread.join(timeout=10)
+        if server is not None:
+            server.stop()
+
+
+def _is_final(conn, build_id: str) -> bool:
+    build = results.get_build(conn, build_id)
+    return build is None or build.status.is_final
