@@ -38,7 +38,7 @@ def check_url(url: str) -> None:
     if parts.scheme != "unix" and not parts.hostname:
         raise BadInput(f"malformed Redis URL {redacted(url)}: no host")
     db = parts.path.lstrip("/")
-    if db and not db.isdigit():
+    if parts.scheme != "unix" and db and not db.isdigit():
         raise BadInput(f"malformed Redis URL {redacted(url)}: the database must be a number, got '{db}'")
 
 

@@ -22,7 +22,7 @@ from voltci.connection import decoded
 from voltci.errors import VoltError
 from voltci.models import Counts, RunOutcome, Status
 from voltci.queue import current_job_connection, current_runner_id
-from voltci.testrun import TestPlan, run_tests
+from voltci.testrun import Discovery, run_tests
 from voltci.workspace import checkout
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, 
         return {"build": build_id, "attempt": attempt, "stored": False}
     try:
         with checkout(settings.workspace_dir, build.repo, build.url, build.commit) as workspace:
-            outcome = run_tests(workspace.tree, workspace.scratch, TestPlan(), settings.build_timeout,
+            outcome = run_tests(workspace.tree, workspace.scratch, Discovery(), settings.build_timeout,
                                 tail_lines=settings.log_tail_lines,
                                 should_stop=_ownership_check(conn, build_id, attempt))
     except VoltError as exc:

@@ -27,7 +27,7 @@ POLL_INTERVAL_S = 0.1
 
 
 @dataclass(frozen=True)
-class TestPlan:
+class Discovery:
     """How to discover a commit's tests (unittest discovery's three arguments)."""
 
     start_dir: str = "."
@@ -44,7 +44,8 @@ def scrubbed_environment(environ: dict[str, str] | None = None) -> dict[str, str
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """Kill the process group `proc` leads: the test command and everything it started."""
+    """Kill the process group `proc` leads (the test command and everything it started) and wait,
+    boundedly, until none of it is left."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -53,12 +54,19 @@ def kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=KILL_GRACE_S)
     except subprocess.TimeoutExpired:
         pass
+    deadline = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.02)
 
 
 def run_tests(
     workdir: Path,
     scratch: Path,
-    plan: TestPlan,
+    plan: Discovery,
     timeout_s: float,
     python: str = sys.executable,
     tail_lines: int = 60,
