@@ -3,7 +3,8 @@
 This is the check behind the rq pin in requirements.txt ("the newest rq that rq-dashboard works
 with"): with the installed rq (asserted to be the pinned one) and rq-dashboard mounted in a Flask
 app, every HTML page and JSON endpoint answers 200 for a Redis that holds a finished Volt build, a
-queued Volt build and a failed rq job. Each build's job shows Volt's description (repo, short sha,
+queued Volt build, a failed rq job and a job deferred on the queued build. The deferred job is there
+because job pages of jobs with dependencies are what rq 2.6+ breaks in rq-dashboard 0.9.0. Each build's job shows Volt's description (repo, short sha,
 commit subject), both on its own and in the queued list.
 """
 
@@ -33,6 +34,7 @@ PASSING_TEST = ("import unittest\n\n\nclass A(unittest.TestCase):\n"
 FAILING_TEST = ("import unittest\n\n\nclass A(unittest.TestCase):\n"
                 "    def test_ok(self):\n        self.assertEqual(1 + 1, 3)\n")
 BROKEN_JOB_ID = "not-a-volt-build"
+DEFERRED_JOB_ID = "after-the-queued-build"
 
 
 def pinned(package: str) -> str:
@@ -72,7 +74,10 @@ def burst(settings) -> None:
 
 @pytest.fixture
 def volt_jobs(rq_conn, conn, settings, make_repo):
-    """Redis with a finished build, a failed rq job and a queued build; returns (finished, queued) builds."""
+    """Redis with a finished build, a failed rq job, a queued build and a job deferred on it.
+
+    Returns the (finished, queued) builds.
+    """
     repo = make_repo("dashproj")
     repo.commit({"tests/__init__.py": "", "tests/test_a.py": PASSING_TEST}, "Add a passing test")
     watch = RepoWatch(rq_conn, settings, str(repo.path))
@@ -85,6 +90,8 @@ def volt_jobs(rq_conn, conn, settings, make_repo):
 
     repo.commit({"tests/test_a.py": FAILING_TEST}, "Make test_a fail on purpose")
     [queued] = watch.poll()
+    Queue(settings.queue, connection=rq_conn).enqueue_call(
+        "voltci.nonexistent.func", job_id=DEFERRED_JOB_ID, depends_on=keys.job_id(queued.id, 1))
     return finished, queued
 
 
@@ -99,6 +106,7 @@ def test_dashboard_serves_every_page_for_volt_jobs(redis_url, rq_conn, settings,
     assert Job.fetch(job_of[finished.id], connection=rq_conn).get_status() == JobStatus.FINISHED
     assert Job.fetch(job_of[queued.id], connection=rq_conn).get_status() == JobStatus.QUEUED
     assert Job.fetch(BROKEN_JOB_ID, connection=rq_conn).get_status() == JobStatus.FAILED
+    assert Job.fetch(DEFERRED_JOB_ID, connection=rq_conn).get_status() == JobStatus.DEFERRED
 
     client = dashboard_client(redis_url)
     for page in ("/rq/", "/rq/0/view/queues", "/rq/0/view/workers", "/rq/0/view/jobs",
@@ -110,6 +118,7 @@ def test_dashboard_serves_every_page_for_volt_jobs(redis_url, rq_conn, settings,
     assert volt_queue["count"] == 1
     assert volt_queue["finished_job_registry_count"] == 1
     assert volt_queue["failed_job_registry_count"] == 1
+    assert volt_queue["deferred_job_registry_count"] == 1
     assert "workers" in get_json(client, "/rq/0/data/workers.json")
 
     listed: dict[str, list[dict]] = {}
@@ -122,9 +131,10 @@ def test_dashboard_serves_every_page_for_volt_jobs(redis_url, rq_conn, settings,
     assert [job["id"] for job in listed["finished"]] == [job_of[finished.id]]
     assert [job["id"] for job in listed["failed"]] == [BROKEN_JOB_ID]
     assert "nonexistent" in listed["failed"][0]["exc_info"]
+    assert [job["id"] for job in listed["deferred"]] == [DEFERRED_JOB_ID]
 
     all_ids = sorted({job["id"] for jobs in listed.values() for job in jobs})
-    assert all_ids == sorted([BROKEN_JOB_ID, *job_of.values()])
+    assert all_ids == sorted([BROKEN_JOB_ID, DEFERRED_JOB_ID, *job_of.values()])
     for job_id in all_ids:
         get_ok(client, f"/rq/0/view/job/{job_id}")
         assert get_json(client, f"/rq/0/data/job/{job_id}.json")["id"] == job_id
@@ -136,6 +146,9 @@ def test_dashboard_serves_every_page_for_volt_jobs(redis_url, rq_conn, settings,
         assert_readable(info["description"], build)
     finished_info = get_json(client, f"/rq/0/data/job/{job_of[finished.id]}.json")
     assert finished_info["result"]["status"] == "passed"
+    deferred_info = get_json(client, f"/rq/0/data/job/{DEFERRED_JOB_ID}.json")
+    assert deferred_info["depends_on"] == [job_of[queued.id]]
+    assert deferred_info["depends_on_status"] == ["active"]
 
 
 def assert_readable(description: str, build) -> None:

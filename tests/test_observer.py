@@ -1,0 +1,131 @@
+"""The observer against real git repositories and a real Redis: every commit, oldest first, once."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+from rq import Queue
+
+from voltci import keys, results
+from voltci.config import Settings
+from voltci.errors import BadInput
+from voltci.observer import RepoWatch, repo_name_for
+
+
+def queued_commits(rq_conn: redis.Redis, settings: Settings) -> list[str]:
+    """Commits of the builds in the rq queue, in queue order."""
+    jobs = Queue(settings.queue, connection=rq_conn).get_jobs()
+    return [job.args[0].rsplit("-", 1)[1] for job in jobs]
+
+
+def watch(rq_conn, settings, repo, **kwargs) -> RepoWatch:
+    w = RepoWatch(rq_conn, settings, str(repo.path), **kwargs)
+    w.validate()
+    return w
+
+
+def test_first_pass_enqueues_only_the_head(rq_conn, settings, make_repo) -> None:
+    repo = make_repo()
+    repo.commit({"a.txt": "1"}, "one")
+    head = repo.commit({"a.txt": "2"}, "two")
+    built = watch(rq_conn, settings, repo).poll()
+    assert [b.commit for b in built] == [head]
+    assert queued_commits(rq_conn, settings) == [head]
+    assert built[0].subject == "two" and built[0].author.startswith("Test Author")
+
+
+def test_several_commits_between_polls_are_all_enqueued_oldest_first(rq_conn, settings, make_repo) -> None:
+    repo = make_repo()
+    repo.commit({"a.txt": "0"}, "zero")
+    w = watch(rq_conn, settings, repo)
+    first = [b.commit for b in w.poll()]
+    new = [repo.commit({"a.txt": str(i)}, f"c{i}") for i in range(1, 5)]
+    assert [b.commit for b in w.poll()] == new
+    assert w.poll() == []
+    assert queued_commits(rq_conn, settings) == first + new
+
+
+def test_two_branches_each_followed(rq_conn, settings, make_repo) -> None:
+    repo = make_repo()
+    base = repo.commit({"a.txt": "0"}, "base")
+    repo.checkout("feature", create=True)
+    f1 = repo.commit({"f.txt": "1"}, "feature one")
+    repo.checkout("main")
+    w = watch(rq_conn, settings, repo, branches=["main", "feature"])
+    assert sorted(b.commit for b in w.poll()) == sorted([base, f1])
+    m1 = repo.commit({"a.txt": "1"}, "main one")
+    repo.checkout("feature")
+    f2 = repo.commit({"f.txt": "2"}, "feature two")
+    f3 = repo.commit({"f.txt": "3"}, "feature three")
+    built = w.poll()
+    assert [(b.branch, b.commit) for b in built] == [("main", m1), ("feature", f2), ("feature", f3)]
+
+
+def test_restart_and_second_observer_never_build_twice(rq_conn, conn, settings, make_repo) -> None:
+    repo = make_repo()
+    repo.commit({"a.txt": "0"}, "zero")
+    watch(rq_conn, settings, repo).poll()
+    new = [repo.commit({"a.txt": str(i)}, f"c{i}") for i in range(1, 4)]
+    # Two observers at once, then a restarted one: the commits are built once between them.
+    a, b = watch(rq_conn, settings, repo), watch(rq_conn, settings, repo)
+    with ThreadPoolExecutor(2) as pool:
+        created = [build.commit for found in pool.map(lambda w: w.poll(), [a, b]) for build in found]
+    assert sorted(created) == sorted(new)
+    assert watch(rq_conn, settings, repo).poll() == []
+    assert len(queued_commits(rq_conn, settings)) == 4
+    assert conn.hget(keys.pointer(a.name), "main") == new[-1]
+
+
+def test_pointer_lost_after_enqueue_builds_nothing_twice(rq_conn, conn, settings, make_repo) -> None:
+    """An observer that died after enqueueing but before its pointer moved re-finds the commits, and
+    the build ids (repo + commit) stop them from being built again."""
+    repo = make_repo()
+    repo.commit({"a.txt": "0"}, "zero")
+    w = watch(rq_conn, settings, repo)
+    w.poll()
+    pointer = conn.hget(keys.pointer(w.name), "main")
+    new = [repo.commit({"a.txt": str(i)}, f"c{i}") for i in range(1, 3)]
+    w.poll()
+    conn.hset(keys.pointer(w.name), "main", pointer)  # as if the pointer write had been lost
+    assert w.poll() == []
+    assert queued_commits(rq_conn, settings)[-2:] == new
+    assert conn.hget(keys.pointer(w.name), "main") == new[-1]
+
+
+def test_builds_are_recorded_and_resolvable(rq_conn, conn, settings, make_repo) -> None:
+    repo = make_repo()
+    head = repo.commit({"a.txt": "0"}, "zero")
+    w = watch(rq_conn, settings, repo)
+    w.poll()
+    build = results.get_build(conn, results.resolve_commit(conn, head[:7]))
+    assert build.status.value == "queued" and build.url == str(repo.path) and build.branch == "main"
+    assert results.known_repos(conn)[w.name]["url"] == str(repo.path)
+
+
+def test_bad_repositories_and_branches_are_clear_errors(rq_conn, settings, make_repo, tmp_path) -> None:
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(BadInput, match="not a git repository"):
+        watch(rq_conn, settings, type("R", (), {"path": tmp_path / "plain"})())
+    with pytest.raises(BadInput, match="does not exist"):
+        watch(rq_conn, settings, type("R", (), {"path": tmp_path / "absent"})())
+    repo = make_repo()
+    repo.commit({"a.txt": "0"}, "zero")
+    with pytest.raises(BadInput, match="unknown branch 'nope'"):
+        watch(rq_conn, settings, repo, branches=["nope"])
+
+
+def test_one_name_cannot_mean_two_repositories(rq_conn, settings, make_repo) -> None:
+    one, two = make_repo("same"), make_repo("same")
+    one.commit({"a": "1"}, "a")
+    two.commit({"a": "1"}, "a")
+    watch(rq_conn, settings, one, name="same")
+    with pytest.raises(BadInput, match="already used"):
+        watch(rq_conn, settings, two, name="same")
+
+
+def test_repo_names_from_paths_and_urls() -> None:
+    assert repo_name_for("/src/my.project.git") == "my-project"
+    assert repo_name_for("git@github.com:org/tool.git") == "tool"
+    assert repo_name_for("https://example.org/a/b/") == "b"
