@@ -124,6 +124,7 @@ def run_rq_worker_burst(settings: Settings, timeout: float = 120) -> subprocess.
 def run_volt(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
              cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The `volt` command as a user runs it, in a subprocess."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_")}  # the machine's settings stay out
+    full_env = {**base, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run([sys.executable, "-m", "voltci", *args], env=full_env, capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or ROOT, stdin=subprocess.DEVNULL)

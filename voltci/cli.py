@@ -17,7 +17,7 @@ from typing import Any, Callable
 import click
 import redis
 
-from voltci import keys, queue, report, results
+from voltci import queue, report, results
 from voltci.config import Settings, load_settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput, RedisUnavailable, VoltError

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,6 @@ from voltci import keys, results
 from voltci.cli import format_build_line
 from voltci.config import Settings
 from voltci.connection import connect, redacted
-from voltci.errors import BadInput
 from voltci.example import create_example_repo
 from voltci.observer import RepoWatch, observe_loop
 from voltci.redis_server import RedisServer
@@ -153,6 +153,7 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
             observer_thread.join(timeout=10)
         if server is not None:
             server.stop()
+            shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
 def _is_final(conn, build_id: str) -> bool:

@@ -1,0 +1,99 @@
+"""The `volt` and `volt-observe` commands as a user runs them: bad input is one line on stderr and
+exit status 2, never a traceback, and leaves what Redis already holds as it was."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_rq_worker_burst, run_volt
+from sample_project import PASSING
+from voltci.redis_server import free_port
+
+
+def snapshot(conn) -> dict:
+    return {key: conn.dump(key) for key in conn.keys("*")}
+
+
+@pytest.fixture
+def built(rq_conn, conn, settings, make_repo):
+    """A Redis holding one finished build, and its repository."""
+    repo = make_repo()
+    sha = repo.commit(PASSING, "tests")
+    proc = run_volt("observe", "--repo", str(repo.path), "--once", "--redis-url", settings.effective_redis_url,
+                    env={"VOLT_WORKSPACE_DIR": settings.workspace_dir})
+    assert proc.returncode == 0, proc.stderr
+    assert run_rq_worker_burst(settings).returncode == 0
+    return repo, sha
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("volt: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_report_passes_and_resolves_prefixes(built, settings) -> None:
+    _, sha = built
+    proc = run_volt("report", sha[:6], "--redis-url", settings.effective_redis_url)
+    assert proc.returncode == 0 and "PASSED" in proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["report", "deadbeef"], "unknown commit 'deadbeef'"),
+    (["report", "xyz"], "not a commit"),
+    (["report", "--repo", "nope!", "abcd"], "not a repository name"),
+    (["history", "--repo", "nosuch"], "unknown repository 'nosuch'"),
+    (["observe", "--once", "--repo", "/nonexistent/repo"], "not a git repository"),
+    (["observe", "--once", "--repo", str(ROOT / "voltci")], "not a git repository"),
+])
+def test_bad_input_is_one_line_and_touches_nothing(built, conn, settings, args, fragment) -> None:
+    before = snapshot(conn)
+    proc = run_volt(*args, "--redis-url", settings.effective_redis_url,
+                    env={"VOLT_WORKSPACE_DIR": settings.workspace_dir})
+    assert_one_line_error(proc, fragment)
+    assert snapshot(conn) == before
+
+
+def test_unknown_branch(built, conn, settings) -> None:
+    repo, _ = built
+    before = snapshot(conn)
+    proc = run_volt("observe", "--once", "--repo", str(repo.path), "--branch", "nope",
+                    "--redis-url", settings.effective_redis_url, env={"VOLT_WORKSPACE_DIR": settings.workspace_dir})
+    assert_one_line_error(proc, "unknown branch 'nope'")
+    assert snapshot(conn) == before
+
+
+@pytest.mark.parametrize("command", [["report", "abcd"], ["status"], ["history"], ["observe", "--once", "--repo", "."]])
+def test_unreachable_redis(command) -> None:
+    proc = run_volt(*command, "--redis-url", f"redis://:s3cret@127.0.0.1:{free_port()}/0")
+    assert_one_line_error(proc, "cannot reach Redis")
+    assert "s3cret" not in proc.stderr
+
+
+@pytest.mark.parametrize("url", ["localhost:6379", "http://h/0", "redis://h:port/0"])
+def test_malformed_redis_url(url) -> None:
+    assert_one_line_error(run_volt("status", "--redis-url", url), "malformed Redis URL")
+
+
+def test_malformed_url_from_environment() -> None:
+    assert_one_line_error(run_volt("status", env={"VOLT_REDIS_URL": "nonsense"}), "malformed Redis URL")
+
+
+def test_bin_volt_observe_runs_from_a_checkout(built, settings) -> None:
+    repo, _ = built
+    new = repo.commit({"tests/test_more.py": "import unittest\n\nclass T(unittest.TestCase):\n"
+                                             "    def test_more(self):\n        pass\n"}, "more")
+    proc = subprocess.run([sys.executable, str(ROOT / "bin" / "volt-observe"), "--repo", str(repo.path), "--once",
+                           "--redis-url", settings.effective_redis_url],
+                          env={"PATH": "/usr/bin:/bin", "VOLT_WORKSPACE_DIR": settings.workspace_dir},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f"queued proj {new[:10]} more" in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "bin" / "volt-observe"), "--repo", "/nonexistent"],
+                         capture_output=True, text=True, timeout=60)
+    assert_one_line_error(bad, "not a git repository")

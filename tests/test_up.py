@@ -1,0 +1,80 @@
+"""`volt up`: embedded Redis, runners and observer on one machine; results printed as they land;
+Ctrl-C (or the end of a --burst run) stops everything it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from conftest import ROOT, run_volt
+from sample_project import FAILING, PASSING
+
+STARTUP_TIMEOUT_S = 120
+
+
+def test_up_burst_builds_the_example_repository(tmp_path) -> None:
+    proc = run_volt("up", "--burst", "--workers", "1", env={"VOLT_WORKSPACE_DIR": str(tmp_path / "ws")},
+                    timeout=STARTUP_TIMEOUT_S, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "embedded redis-server" in proc.stdout
+    assert "example repository" in proc.stdout
+    finished = [line for line in proc.stdout.splitlines() if line.startswith("failed ")]
+    assert finished and "3/5 passed" in finished[0], proc.stdout
+
+
+def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo, redis_url, tmp_path) -> None:
+    repo = make_repo()
+    repo.commit(PASSING, "passing")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VOLT_WORKSPACE_DIR": str(tmp_path / "ws")}
+    proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", "--repo", str(repo.path), "--workers", "2",
+                             "--poll", "0.3", "--redis-url", redis_url],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=tmp_path)
+    try:
+        lines = read_until(proc, "passed ")
+        failing = repo.commit(FAILING, "broken")
+        lines += read_until(proc, f"failed    proj {failing[:10]}")
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert len([p for p in family if "worker" in " ".join(p.cmdline())]) == 2
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    time.sleep(0.2)
+    assert [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def read_until(proc: subprocess.Popen, fragment: str, timeout: float = STARTUP_TIMEOUT_S) -> list[str]:
+    """Lines of `proc`'s stdout up to the first containing `fragment` (bounded by `timeout`)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+            continue
+        seen.append(line)
+        if fragment in line:
+            return seen
+    raise AssertionError(f"no line with {fragment!r} in {timeout} s; got {seen!r}; "
+                         f"stderr: {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+def test_up_with_a_bad_repository_exits_2_and_leaves_nothing_running(tmp_path) -> None:
+    before = {p.pid for p in psutil.process_iter() if p.name() == "redis-server"}
+    proc = run_volt("up", "--repo", str(tmp_path / "absent"), env={"VOLT_WORKSPACE_DIR": str(tmp_path / "ws")},
+                    cwd=tmp_path)
+    assert proc.returncode == 2 and "not a git repository" in proc.stderr and "Traceback" not in proc.stderr
+    after = {p.pid for p in psutil.process_iter() if p.name() == "redis-server"}
+    assert after <= before
