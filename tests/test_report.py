@@ -41,6 +41,7 @@ def test_json_follows_the_contract() -> None:
     assert data["tests"][1] == {"id": "pkg.test_a.T.test_bad", "outcome": "failed", "duration_s": 0.2,
                                 "message": "Traceback...\nAssertionError: 1 != 2"}
     assert {t["outcome"] for t in data["tests"]} <= {"passed", "failed", "error", "skipped"}
+    assert data["tests"][4]["subtest_of"] == "pkg.test_a.T.test_sub"
 
 
 def test_text_shows_status_counts_runner_and_failing_tracebacks() -> None:

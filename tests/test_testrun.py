@@ -141,3 +141,13 @@ def test_should_stop_cancels_the_run(tmp_path: Path) -> None:
     calls = iter(range(10**6))
     outcome = run(write_tree(tmp_path, hang), should_stop=lambda: "cancelled" if next(calls) > 5 else None)
     assert outcome.status is Status.CANCELLED
+
+
+def test_repeated_ids_are_all_kept(tmp_path: Path) -> None:
+    same = {"test_same.py": ("import unittest\n\nclass T(unittest.TestCase):\n    def test_same(self):\n"
+                             "        for _ in range(2):\n            with self.subTest(k=1):\n"
+                             "                self.fail('x')\n")}
+    outcome = run(write_tree(tmp_path, same))
+    ids = [t.id for t in outcome.tests]
+    assert ids == ["test_same.T.test_same (k=1)", "test_same.T.test_same (k=1) [2]", "test_same.T.test_same"]
+    assert outcome.counts.failed == 2

@@ -27,9 +27,15 @@ def test_up_burst_builds_the_example_repository(tmp_path) -> None:
     assert finished and "3/5 passed" in finished[0], proc.stdout
 
 
-def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo, redis_url, tmp_path) -> None:
+def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo, redis_url, conn,
+                                                                     tmp_path) -> None:
     repo = make_repo()
     repo.commit(PASSING, "passing")
+    pid_file = tmp_path / "grandchild.pid"
+    hanging = {"tests/test_hang.py": (
+        "import subprocess, time, unittest\n\nclass T(unittest.TestCase):\n    def test_hang(self):\n"
+        f"        open({str(pid_file)!r}, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
+        "        time.sleep(600)\n")}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "VOLT_WORKSPACE_DIR": str(tmp_path / "ws")}
     proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", "--repo", str(repo.path), "--workers", "2",
                              "--poll", "0.3", "--redis-url", redis_url],
@@ -39,8 +45,13 @@ def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo,
         lines = read_until(proc, "passed ")
         failing = repo.commit(FAILING, "broken")
         lines += read_until(proc, f"failed    proj {failing[:10]}")
+        repo.commit(hanging, "hangs")
+        wait_for(lambda: pid_file.exists() and pid_file.read_text())
         family = psutil.Process(proc.pid).children(recursive=True)
-        assert len([p for p in family if "worker" in " ".join(p.cmdline())]) == 2
+        runners = [p for p in psutil.Process(proc.pid).children() if "worker" in " ".join(p.cmdline())]
+        assert len(runners) == 2
+        grandchild = psutil.Process(int(pid_file.read_text()))
+        assert grandchild in family  # the hanging test's own child, in the test's process group
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
     finally:
@@ -50,6 +61,13 @@ def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo,
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
     time.sleep(0.2)
     assert [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+
+
+def wait_for(condition, timeout: float = STARTUP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
 
 
 def read_until(proc: subprocess.Popen, fragment: str, timeout: float = STARTUP_TIMEOUT_S) -> list[str]:

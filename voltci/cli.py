@@ -260,13 +260,15 @@ def format_build_line(b: Any) -> str:
 @click.option("--burst", is_flag=True, help="Exit once every build found by the first poll has finished.")
 @click.option("--timeout", "burst_timeout", type=float, default=600, show_default=True,
               help="With --burst: give up after this many seconds.")
+@click.option("--redis-dir", type=click.Path(file_okay=False), default=None,
+              help="Keep the embedded Redis' data here (append-only), so builds outlive volt up.")
 @common_options
 def up(app: App, repos: tuple[str, ...], branches: tuple[str, ...], workers: int, burst: bool,
-       burst_timeout: float) -> None:
+       burst_timeout: float, redis_dir: str | None) -> None:
     """Everything on one machine: Redis (unless given), runners and the observer; Ctrl-C stops it all."""
     from voltci.up import run_up
     setup_logging()
-    sys.exit(run_up(app.settings, list(repos), list(branches), workers, burst, burst_timeout))
+    sys.exit(run_up(app.settings, list(repos), list(branches), workers, burst, burst_timeout, redis_dir))
 
 
 def main() -> None:

@@ -71,8 +71,11 @@ class TestResult:
                    subtest_of=data.get("subtest_of", ""), via_subtests=bool(data.get("via_subtests")))
 
     def report_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "outcome": self.outcome.value, "duration_s": self.duration_s,
-                "message": self.message}
+        data: dict[str, Any] = {"id": self.id, "outcome": self.outcome.value, "duration_s": self.duration_s,
+                                "message": self.message}
+        if self.subtest_of:
+            data["subtest_of"] = self.subtest_of
+        return data
 
 
 @dataclass

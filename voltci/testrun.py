@@ -8,6 +8,7 @@ the tests that finished before a hang or a crash are kept.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -23,6 +24,7 @@ from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
 
 SCRUBBED_PREFIXES = ("VOLT_", "REDIS", "RQ_")
 KILL_GRACE_S = 2.0
+PR_SET_PDEATHSIG = 1
 POLL_INTERVAL_S = 0.1
 
 
@@ -41,6 +43,15 @@ def scrubbed_environment(environ: dict[str, str] | None = None) -> dict[str, str
     env = {k: v for k, v in environ.items() if not k.upper().startswith(SCRUBBED_PREFIXES)}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def _die_with_parent() -> None:
+    """In the test process before exec: get SIGKILL if the runner that started it dies (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -85,7 +96,7 @@ def run_tests(
         try:
             proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, env=scrubbed_environment(),
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
             return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {exc}")
         try:
@@ -130,6 +141,7 @@ def parse_results(results_path: Path, returncode: int | None, log_tail: str = ""
     tests: list[TestResult] = []
     summary = None
     discovery_error = None
+    seen: dict[str, int] = {}
     try:
         lines = results_path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:
@@ -144,6 +156,9 @@ def parse_results(results_path: Path, returncode: int | None, log_tail: str = ""
         elif "discovery_error" in record:
             discovery_error = record["discovery_error"]
         else:
+            seen[record["id"]] = seen.get(record["id"], 0) + 1
+            if seen[record["id"]] > 1:  # e.g. two subtests with the same parameters: keep both
+                record["id"] = f"{record['id']} [{seen[record['id']]}]"
             tests.append(TestResult(id=record["id"], outcome=Outcome(record["outcome"]),
                                     duration_s=float(record.get("duration_s", 0.0)),
                                     message=record.get("message", ""), order=len(tests),

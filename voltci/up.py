@@ -25,6 +25,7 @@ from voltci.config import Settings
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
 from voltci.observer import RepoWatch, observe_loop
+from voltci.procs import descendants, kill_all
 from voltci.redis_server import RedisServer
 
 log = logging.getLogger("volt.up")
@@ -61,17 +62,22 @@ class WorkerPool:
                 log.warning("runner %d exited with status %s; starting it again", index + 1, proc.returncode)
                 self.procs[index] = self._spawn(index)
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float = WORKER_STOP_TIMEOUT_S) -> None:
+        """Ask the runners to stop (rq's warm shutdown lets a build finish within `grace_s`), then kill
+        what is left of each runner's tree: work-horse and test processes in their own groups too."""
         live = [p for p in self.procs if p is not None and p.poll() is None]
+        trees = {proc.pid: descendants(proc.pid) for proc in live}
         for proc in live:
             _signal_group(proc, signal.SIGTERM)
-        deadline = time.monotonic() + WORKER_STOP_TIMEOUT_S
+        deadline = time.monotonic() + grace_s
         for proc in live:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                trees[proc.pid] += descendants(proc.pid)
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait(timeout=WORKER_STOP_TIMEOUT_S)
+            kill_all(trees[proc.pid])
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -82,7 +88,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def run_up(settings: Settings, repos: list[str], branches: list[str], workers: int, burst: bool,
-           burst_timeout: float) -> int:
+           burst_timeout: float, redis_dir: str | None = None) -> int:
     """Run until Ctrl-C (or, with `burst`, until the first poll's builds end). Returns the exit status."""
     state_dir = Path(settings.workspace_dir)
     server = None
@@ -91,7 +97,10 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
     observer_thread = None
     try:
         if settings.redis_url is None:
-            server = RedisServer(Path(tempfile.mkdtemp(prefix="volt-redis-"))).start()
+            if redis_dir:
+                server = RedisServer(Path(redis_dir), appendonly=True).start()
+            else:
+                server = RedisServer(Path(tempfile.mkdtemp(prefix="volt-redis-"))).start()
             settings = replace(settings, redis_url=server.url)
             click.echo(f"Redis:    embedded redis-server at {server.url} (data in {server.data_dir})")
         else:
@@ -153,7 +162,8 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
             observer_thread.join(timeout=10)
         if server is not None:
             server.stop()
-            shutil.rmtree(server.data_dir, ignore_errors=True)
+            if not redis_dir:
+                shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
 def _is_final(conn, build_id: str) -> bool:
