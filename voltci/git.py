@@ -146,8 +146,18 @@ class Mirror:
         try:
             git(["fetch", "--prune", "--quiet", "origin"], cwd=self.path)
         except GitError:
-            # A fetch killed half-way can leave stale lock files or a damaged pack: start afresh once.
-            self._clone()
+            # A fetch killed half-way leaves lock files behind; nobody else fetches while we hold the
+            # mirror's lock, so they are stale. Clear them and try once more; a remote that is down
+            # stays an error, and the mirror is kept for when it is back.
+            if not self._remove_stale_locks():
+                raise
+            git(["fetch", "--prune", "--quiet", "origin"], cwd=self.path)
+
+    def _remove_stale_locks(self) -> bool:
+        stale = [p for p in self.path.rglob("*.lock") if p.is_file()]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return bool(stale)
 
     def has_commit(self, sha: str) -> bool:
         try:

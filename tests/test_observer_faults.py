@@ -1,0 +1,93 @@
+"""The observer loop, as a real process, outlives a Redis restart and a failing fetch: one log line
+per retry, never a crash, and no commit is lost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from conftest import ROOT
+from voltci import keys
+from voltci.observer import RepoWatch
+from voltci.redis_server import RedisServer
+
+WAIT_S = 60
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A server of this test's own, with its append-only file on, so it can be stopped and restarted."""
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    yield server
+    server.stop()
+
+
+def wait_for_build(url: str, repo: str, sha: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis.from_url(url).exists(keys.build(keys.build_id(repo, sha))):
+                return
+        except redis.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"no build of {sha[:10]} within {WAIT_S} s")
+
+
+def test_observer_survives_redis_restart_and_failing_fetch(own_redis, make_repo, tmp_path) -> None:
+    repo = make_repo()
+    first = repo.commit({"a.txt": "0"}, "zero")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_")}
+    env.update({"PYTHONPATH": str(ROOT), "VOLT_WORKSPACE_DIR": str(tmp_path / "ws")})
+    log_path = tmp_path / "observer.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "volt-observe"), "--repo", str(repo.path),
+                                 "--poll", "0.2", "--redis-url", own_redis.url],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_build(own_redis.url, "proj", first)
+
+        own_redis.stop()
+        during_outage = repo.commit({"a.txt": "1"}, "committed while Redis was down")
+        time.sleep(1.5)
+        assert proc.poll() is None, log_path.read_text()
+        own_redis.start()
+        wait_for_build(own_redis.url, "proj", during_outage)
+
+        moved = repo.path.with_name("moved-away")
+        repo.path.rename(moved)
+        time.sleep(1.0)
+        assert proc.poll() is None, log_path.read_text()
+        moved.rename(repo.path)
+        after_fetch_failure = repo.commit({"a.txt": "2"}, "after the fetch failed")
+        wait_for_build(own_redis.url, "proj", after_fetch_failure)
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    text = log_path.read_text()
+    assert "Traceback" not in text
+    assert "Redis unavailable" in text and "retrying" in text
+    assert "git fetch failed" in text
+
+
+def test_mirror_recovers_from_a_killed_fetch_and_a_deleted_mirror(rq_conn, settings, make_repo) -> None:
+    repo = make_repo()
+    repo.commit({"a.txt": "0"}, "zero")
+    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch.validate()
+    watch.poll()
+    # What a fetch killed half-way leaves: a ref lock file.
+    (watch.mirror.path / "refs" / "heads" / "main.lock").write_text("")
+    second = repo.commit({"a.txt": "1"}, "one")
+    assert [b.commit for b in watch.poll()] == [second]
+    shutil.rmtree(watch.mirror.path)
+    third = repo.commit({"a.txt": "2"}, "two")
+    assert [b.commit for b in watch.poll()] == [third]
