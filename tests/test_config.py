@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from voltci.config import Settings, load_settings
+from voltci.config import Settings, as_environment, load_settings
 from voltci.errors import BadInput
 
 
@@ -63,3 +63,8 @@ def test_bad_environment_value_names_the_variable() -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="config file not found"):
         load_settings(str(tmp_path / "absent.toml"), environ={})
+
+
+def test_settings_round_trip_through_the_environment() -> None:
+    settings = Settings(redis_url="redis://h:1/0", poll=1.5, max_attempts=4, workspace_dir="/w")
+    assert load_settings(environ=as_environment(settings)) == settings

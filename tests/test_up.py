@@ -12,6 +12,7 @@ import time
 import psutil
 
 from conftest import ROOT, run_volt
+from voltci.procs import descendants, kill_all
 from sample_project import FAILING, PASSING
 
 STARTUP_TIMEOUT_S = 120
@@ -55,8 +56,10 @@ def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo,
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # the test failed half-way: leave nothing behind
+            leftovers = descendants(proc.pid)
             os.killpg(proc.pid, signal.SIGKILL)
+            kill_all(leftovers)
             proc.wait()
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
     time.sleep(0.2)

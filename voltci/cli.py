@@ -133,24 +133,17 @@ def run_observer(app: App, watches: list, once: bool) -> None:
     observe_loop(watches, app.settings.poll, stop)
 
 
-@cli.command(cls=VoltCommand)
+@click.command(cls=VoltCommand, name="observe", context_settings={"help_option_names": ["-h", "--help"]})
 @observe_options
 @common_options
 def observe(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...],
             once: bool) -> None:
-    """Watch repositories and enqueue a build for every new commit (same as bin/volt-observe)."""
+    """Watch repositories and enqueue a build for every new commit (also bin/volt-observe)."""
     setup_logging()
     run_observer(app, make_watches(app, repos, names, branches), once)
 
 
-@click.command(cls=VoltCommand, name="volt-observe", context_settings={"help_option_names": ["-h", "--help"]})
-@observe_options
-@common_options
-def observe_main(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...],
-                 once: bool) -> None:
-    """Watch repositories and enqueue a build for every new commit."""
-    setup_logging()
-    run_observer(app, make_watches(app, repos, names, branches), once)
+cli.add_command(observe)
 
 
 # ---------------------------------------------------------------- runner
@@ -276,4 +269,4 @@ def main() -> None:
 
 
 def observe_entry() -> None:
-    observe_main(prog_name="volt-observe")
+    observe(prog_name="volt-observe")

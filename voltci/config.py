@@ -118,3 +118,13 @@ def load_settings(
         if value is not None:
             values[name] = _coerce(name, value, "--" + name.replace("_", "-"))
     return Settings(**values)
+
+
+def as_environment(settings: Settings) -> dict[str, str]:
+    """The settings as `VOLT_*` variables, so that processes we start (runners) see the same ones."""
+    env = {}
+    for name in _FIELDS:
+        value = getattr(settings, name)
+        if value is not None:
+            env["VOLT_" + name.upper()] = str(value)
+    return env

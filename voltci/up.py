@@ -21,7 +21,7 @@ import click
 
 from voltci import keys, results
 from voltci.cli import format_build_line
-from voltci.config import Settings
+from voltci.config import Settings, as_environment
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
 from voltci.observer import RepoWatch, observe_loop
@@ -36,14 +36,14 @@ SUPERVISE_INTERVAL_S = 0.5
 class WorkerPool:
     """N `volt worker` processes, each in its own process group, restarted when one dies."""
 
-    def __init__(self, count: int, redis_url: str, log_dir: Path):
+    def __init__(self, count: int, settings: Settings, log_dir: Path):
         self.count = count
-        self.redis_url = redis_url
+        self.settings = settings
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen | None] = [None] * count
 
     def _spawn(self, index: int) -> subprocess.Popen:
-        env = {**os.environ, "VOLT_REDIS_URL": self.redis_url}
+        env = {**os.environ, **as_environment(self.settings)}
         log_file = open(self.log_dir / f"worker-{index + 1}.log", "ab")
         try:
             return subprocess.Popen([sys.executable, "-m", "voltci", "worker"], env=env, stdin=subprocess.DEVNULL,
@@ -115,7 +115,7 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         for watch in watches:
             watch.validate()
             click.echo(f"Watching: {watch.name} ({watch.url}) branches {', '.join(watch.branches)}")
-        pool = WorkerPool(workers, settings.effective_redis_url, state_dir / "logs")
+        pool = WorkerPool(workers, settings, state_dir / "logs")
         pool.start()
         click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'})")
         click.echo("Press Ctrl-C to stop.\n" if not burst else "")
