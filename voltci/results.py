@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Callable, Iterable
 
 import redis
 
@@ -58,29 +58,48 @@ def get_attempts(conn: redis.Redis, build_id: str) -> list[Attempt]:
     return [Attempt.from_json(raw[n]) for n in sorted(raw, key=int)]
 
 
+OWNER_WRITE_TRIES = 5
+
+
+def _write_if_owner(conn: redis.Redis, build_id: str, attempt: int,
+                    write: Callable[[redis.client.Pipeline, Build], None]) -> Build | None:
+    """Run `write(pipe, build)` in one transaction if `attempt` is the build's current attempt and the
+    build has not ended; the build as read, or None when the attempt does not own it."""
+    key = keys.build(build_id)
+    with conn.pipeline() as pipe:
+        for _ in range(OWNER_WRITE_TRIES):
+            try:
+                pipe.watch(key)
+                data = pipe.hgetall(key)
+                if not data:
+                    return None
+                build = Build.from_hash(data)
+                if build.attempt != attempt or build.status.is_final:
+                    return None
+                pipe.multi()
+                write(pipe, build)
+                pipe.execute()
+                return build
+            except redis.WatchError:
+                continue  # the record changed under us: read it again and decide again
+    return None
+
+
 def start_attempt(conn: redis.Redis, build_id: str, attempt: int, runner_id: str) -> Build | None:
     """Mark the build running under `attempt`; None when that attempt is no longer the build's to run
     (already finished, cancelled, or superseded by a newer attempt)."""
-    key = keys.build(build_id)
-    with conn.pipeline() as pipe:
-        try:
-            pipe.watch(key)
-            data = pipe.hgetall(key)
-            if not data:
-                return None
-            build = Build.from_hash(data)
-            if build.attempt != attempt or build.status.is_final:
-                return None
-            started = now_iso()
-            pipe.multi()
-            pipe.hset(key, mapping={"status": Status.RUNNING.value, "runner": runner_id, "started_at": started})
-            pipe.hset(keys.build_attempts(build_id), str(attempt),
-                      Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
-            pipe.sadd(keys.running(), build_id)
-            pipe.execute()
-        except redis.WatchError:
-            return None
-    build.status, build.runner, build.started_at = Status.RUNNING, runner_id, started
+    started = now_iso()
+
+    def write(pipe: redis.client.Pipeline, build: Build) -> None:
+        pipe.hset(keys.build(build_id), mapping={"status": Status.RUNNING.value, "runner": runner_id,
+                                                 "started_at": started})
+        pipe.hset(keys.build_attempts(build_id), str(attempt),
+                  Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
+        pipe.sadd(keys.running(), build_id)
+
+    build = _write_if_owner(conn, build_id, attempt, write)
+    if build is not None:
+        build.status, build.runner, build.started_at = Status.RUNNING, runner_id, started
     return build
 
 
@@ -92,39 +111,28 @@ def is_current(conn: redis.Redis, build_id: str, attempt: int) -> bool:
 
 def finish_build(conn: redis.Redis, build_id: str, attempt: int, runner_id: str, outcome: RunOutcome) -> bool:
     """Store a build's result, once, if `attempt` still owns the build. Returns whether it was stored."""
-    key = keys.build(build_id)
     finished = now_iso()
-    with conn.pipeline() as pipe:
-        try:
-            pipe.watch(key)
-            data = pipe.hgetall(key)
-            if not data:
-                return False
-            build = Build.from_hash(data)
-            if build.attempt != attempt or build.status.is_final:
-                return False
-            pipe.multi()
-            pipe.delete(keys.build_tests(build_id))
-            for chunk in _chunks(outcome.tests, TESTS_PER_WRITE):
-                pipe.hset(keys.build_tests(build_id), mapping={t.id: t.to_json() for t in chunk})
-            pipe.hset(key, mapping={
-                "status": outcome.status.value,
-                "finished_at": finished,
-                "runner": runner_id,
-                "duration_s": str(seconds_between(build.started_at or finished, finished)),
-                "counts": json.dumps(outcome.counts.to_dict()),
-                "reason": outcome.reason,
-                "log_tail": outcome.log_tail,
-            })
-            pipe.hset(keys.build_attempts(build_id), str(attempt),
-                      Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
-                              outcome.status.value).to_json())
-            pipe.srem(keys.running(), build_id)
-            pipe.publish(keys.events(), json.dumps({"build": build_id, "status": outcome.status.value}))
-            pipe.execute()
-        except redis.WatchError:
-            return False
-    return True
+
+    def write(pipe: redis.client.Pipeline, build: Build) -> None:
+        pipe.delete(keys.build_tests(build_id))
+        for chunk in _chunks(outcome.tests, TESTS_PER_WRITE):
+            pipe.hset(keys.build_tests(build_id), mapping={t.id: t.to_json() for t in chunk})
+        pipe.hset(keys.build(build_id), mapping={
+            "status": outcome.status.value,
+            "finished_at": finished,
+            "runner": runner_id,
+            "duration_s": str(seconds_between(build.started_at or finished, finished)),
+            "counts": json.dumps(outcome.counts.to_dict()),
+            "reason": outcome.reason,
+            "log_tail": outcome.log_tail,
+        })
+        pipe.hset(keys.build_attempts(build_id), str(attempt),
+                  Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
+                          outcome.status.value).to_json())
+        pipe.srem(keys.running(), build_id)
+        pipe.publish(keys.events(), json.dumps({"build": build_id, "status": outcome.status.value}))
+
+    return _write_if_owner(conn, build_id, attempt, write) is not None
 
 
 def _chunks(items: list[TestResult], size: int) -> Iterable[list[TestResult]]:

@@ -27,6 +27,7 @@ from voltci.workspace import checkout
 
 log = logging.getLogger(__name__)
 OWNERSHIP_CHECK_INTERVAL_S = 1.0
+STORE_RETRY_S = 120.0
 
 
 def run_build(build_id: str, attempt: int) -> dict[str, Any]:
@@ -50,11 +51,26 @@ def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, 
     except Exception as exc:  # a bug of ours must still end the build, not leave it running
         log.error("build %s failed inside the runner:\n%s", build_id, traceback.format_exc())
         outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
-    stored = results.finish_build(conn, build_id, attempt, runner, outcome)
+    stored = _store(conn, build_id, attempt, runner, outcome)
     if not stored:
         log.warning("build %s attempt %d was superseded; its result was dropped", build_id, attempt)
     return {"build": build_id, "attempt": attempt, "stored": stored, "status": outcome.status.value,
             "counts": outcome.counts.to_dict()}
+
+
+def _store(conn: redis.Redis, build_id: str, attempt: int, runner: str, outcome: RunOutcome) -> bool:
+    """Store the result, riding out a short Redis outage: a finished build's result is worth a wait."""
+    delay = 0.5
+    deadline = time.monotonic() + STORE_RETRY_S
+    while True:
+        try:
+            return results.finish_build(conn, build_id, attempt, runner, outcome)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("cannot store the result of %s yet (%s); retrying in %.1f s", build_id, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _ownership_check(conn: redis.Redis, build_id: str, attempt: int) -> Callable[[], str | None]:

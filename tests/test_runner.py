@@ -1,0 +1,42 @@
+"""The runner's own logic (fakeredis): it runs only attempts it owns and rides out a short outage
+when storing a finished build's result."""
+
+from __future__ import annotations
+
+import redis
+
+from test_results import SHA_A, add, outcome
+from voltci import keys, runner
+from voltci.config import Settings
+from voltci.models import Status
+
+
+def test_attempt_it_does_not_own_is_not_run(fake: redis.Redis, tmp_path) -> None:
+    build = add(fake, "proj", SHA_A)
+    result = runner.execute(fake, build.id, 2, Settings(workspace_dir=str(tmp_path)), "host.1")
+    assert result["stored"] is False
+    assert not (tmp_path / "host").exists()  # nothing was checked out
+
+
+def test_a_checkout_failure_ends_the_build_error(fake: redis.Redis, tmp_path) -> None:
+    build = add(fake, "proj", SHA_A)  # its url "/r" is no repository
+    result = runner.execute(fake, build.id, 1, Settings(workspace_dir=str(tmp_path)), "host.1")
+    assert result["stored"] and result["status"] == "error"
+    assert fake.hget(keys.build(build.id), "reason").startswith("checkout failed")
+
+
+def test_storing_the_result_retries_through_a_redis_outage(fake: redis.Redis, monkeypatch) -> None:
+    build = add(fake, "proj", SHA_A)
+    runner.results.start_attempt(fake, build.id, 1, "host.1")
+    real = runner.results.finish_build
+    failures = iter([redis.ConnectionError("down"), redis.TimeoutError("slow")])
+
+    def flaky(*args):
+        error = next(failures, None)
+        if error:
+            raise error
+        return real(*args)
+    monkeypatch.setattr(runner.results, "finish_build", flaky)
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+    assert runner._store(fake, build.id, 1, "host.1", outcome(Status.PASSED))
+    assert runner.results.get_build(fake, build.id).status is Status.PASSED
