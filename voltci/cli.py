@@ -21,6 +21,8 @@ from voltci import queue, report, results
 from voltci.config import Settings, load_settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput, RedisUnavailable, VoltError
+from voltci.observer import RepoWatch, observe_loop
+from voltci.up import run_up
 
 
 class OneLineErrors:
@@ -32,8 +34,8 @@ class OneLineErrors:
         except VoltError as exc:
             click.echo(f"volt: {exc}", err=True)
             ctx.exit(exc.exit_code)
-        except redis.RedisError as exc:
-            click.echo(f"volt: {RedisUnavailable(f'Redis error: {exc}')}", err=True)
+        except redis.RedisError as exc:  # one that got past the boundaries that translate them
+            click.echo(f"volt: Redis error: {exc}", err=True)
             ctx.exit(RedisUnavailable.exit_code)
         except KeyboardInterrupt:
             click.echo("volt: interrupted", err=True)
@@ -71,9 +73,8 @@ def common_options(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(config_path: str | None, redis_url: str | None, **kwargs: Any) -> Any:
         overrides = {"redis_url": redis_url}
-        for name in ("poll", "queue", "build_timeout"):
-            if name in kwargs:
-                overrides[name] = kwargs.pop(name)
+        if "poll" in kwargs:  # a setting that some commands take as a flag of their own
+            overrides["poll"] = kwargs.pop("poll")
         app = App(load_settings(config_path, overrides))
         return func(app, **kwargs)
     return wrapper
@@ -107,8 +108,9 @@ def observe_options(func: Callable) -> Callable:
     return func
 
 
-def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...]) -> list:
-    from voltci.observer import RepoWatch
+def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...],
+                 branches: tuple[str, ...]) -> list[RepoWatch]:
+    """The repositories to watch, each checked (it exists, its branches exist) and registered."""
     if names and len(names) != len(repos):
         raise BadInput("give one --name per --repo, or none")
     conn = app.redis(decode=False)
@@ -119,8 +121,7 @@ def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...], branc
     return watches
 
 
-def run_observer(app: App, watches: list, once: bool) -> None:
-    from voltci.observer import observe_loop
+def run_observer(app: App, watches: list[RepoWatch], once: bool) -> None:
     if once:
         for watch in watches:
             for build in watch.poll():
@@ -227,19 +228,10 @@ def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
         raise BadInput(f"unknown repository '{repo}'")
     builds = results.history(conn, repo, limit)
     if as_json:
-        click.echo(json.dumps([{"repo": b.repo, "commit": b.commit, "branch": b.branch, "status": b.status.value,
-                                "subject": b.subject, "queued_at": b.queued_at, "duration_s": b.duration_s,
-                                "counts": b.counts.to_dict()} for b in builds], indent=2))
+        click.echo(json.dumps([report.summary_dict(b) for b in builds], indent=2))
         return
     for b in builds:
-        click.echo(format_build_line(b))
-
-
-def format_build_line(b: Any) -> str:
-    c = b.counts
-    counts = f"{c.passed}/{c.total} passed" if b.status.is_final and c.total else ""
-    took = f"{b.duration_s:.1f}s" if b.status.is_final else ""
-    return f"{b.status.value:<9} {b.repo} {b.commit[:10]} {b.branch:<12} {took:>7} {counts:<16} {b.subject[:60]}"
+        click.echo(report.one_line(b))
 
 
 # ---------------------------------------------------------------- one machine
@@ -259,7 +251,6 @@ def format_build_line(b: Any) -> str:
 def up(app: App, repos: tuple[str, ...], branches: tuple[str, ...], workers: int, burst: bool,
        burst_timeout: float, redis_dir: str | None) -> None:
     """Everything on one machine: Redis (unless given), runners and the observer; Ctrl-C stops it all."""
-    from voltci.up import run_up
     setup_logging()
     sys.exit(run_up(app.settings, list(repos), list(branches), workers, burst, burst_timeout, redis_dir))
 

@@ -43,6 +43,22 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> d
     }
 
 
+def summary_dict(build: Build) -> dict[str, Any]:
+    """A build without its tests, for listings (`volt history --json`)."""
+    return {"repo": build.repo, "commit": build.commit, "branch": build.branch, "status": build.status.value,
+            "subject": build.subject, "queued_at": build.queued_at, "duration_s": build.duration_s,
+            "attempts": build.attempt, "counts": build.counts.to_dict(), "reason": build.reason}
+
+
+def one_line(build: Build) -> str:
+    """A build as one line: status, repo, short sha, branch, duration, passed/total, subject."""
+    c = build.counts
+    counts = f"{c.passed}/{c.total} passed" if build.status.is_final and c.total else ""
+    took = f"{build.duration_s:.1f}s" if build.status.is_final else ""
+    return (f"{build.status.value:<9} {build.repo} {build.commit[:10]} {build.branch:<12} {took:>7} "
+            f"{counts:<16} {build.subject[:60]}").rstrip()
+
+
 def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> str:
     """The human form: status, counts, duration, runner, then each failing test with its traceback."""
     c = build.counts

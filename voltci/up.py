@@ -19,8 +19,7 @@ from pathlib import Path
 
 import click
 
-from voltci import keys, results
-from voltci.cli import format_build_line
+from voltci import keys, report, results
 from voltci.config import Settings, as_environment
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
@@ -128,11 +127,11 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         for build_id in first:
             build = results.get_build(conn, build_id)
             if build:
-                click.echo(format_build_line(build))
+                click.echo(report.one_line(build))
         if not burst:
             observer_thread = threading.Thread(
                 target=observe_loop, args=(watches, settings.poll, stop),
-                kwargs={"on_build": lambda b: click.echo(format_build_line(b))}, daemon=True)
+                kwargs={"on_build": lambda b: click.echo(report.one_line(b))}, daemon=True)
             observer_thread.start()
         deadline = time.monotonic() + burst_timeout
         while True:
@@ -141,7 +140,7 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
                 event = json.loads(message["data"])
                 build = results.get_build(conn, event["build"])
                 if build:
-                    click.echo(format_build_line(build))
+                    click.echo(report.one_line(build))
                 pending.discard(event["build"])
             pool.supervise()
             if burst:
