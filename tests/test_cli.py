@@ -97,3 +97,15 @@ def test_bin_volt_observe_runs_from_a_checkout(built, settings) -> None:
     bad = subprocess.run([sys.executable, str(ROOT / "bin" / "volt-observe"), "--repo", "/nonexistent"],
                          capture_output=True, text=True, timeout=60)
     assert_one_line_error(bad, "not a git repository")
+
+
+def test_report_of_a_queued_build_exits_3(rq_conn, settings, make_repo) -> None:
+    repo = make_repo()
+    sha = repo.commit(PASSING, "tests")
+    observed = run_volt("observe", "--repo", str(repo.path), "--once", "--redis-url", settings.effective_redis_url,
+                        env={"VOLT_WORKSPACE_DIR": settings.workspace_dir})
+    assert f"queued proj {sha[:10]} tests" in observed.stdout
+    proc = run_volt("report", sha, "--redis-url", settings.effective_redis_url)
+    assert proc.returncode == 3 and "QUEUED" in proc.stdout
+    proc = run_volt("report", sha, "--json", "--redis-url", settings.effective_redis_url)
+    assert proc.returncode == 3

@@ -66,7 +66,7 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> s
         f"{build.repo} {build.commit[:12]} ({build.branch}) {build.subject}",
         f"status:   {build.status.value.upper()}" + (f" — {build.reason}" if build.reason else ""),
         f"tests:    {c.total} total, {c.passed} passed, {c.failed} failed, {c.errors} errors, {c.skipped} skipped",
-        f"duration: {build.duration_s:.2f} s" if build.status.is_final else f"queued:   {build.queued_at}",
+        _timing(build),
         f"runner:   {build.runner or '-'}   attempt {build.attempt}",
     ]
     if len(attempts) > 1:
@@ -79,6 +79,14 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> s
     if build.status in (Status.ERROR, Status.TIMEOUT) and build.log_tail:
         lines += ["", "last lines of the output:", build.log_tail]
     return "\n".join(lines)
+
+
+def _timing(build: Build) -> str:
+    if build.status.is_final:
+        return f"duration: {build.duration_s:.2f} s (started {build.started_at or '-'})"
+    if build.status is Status.RUNNING:
+        return f"started:  {build.started_at}"
+    return f"queued:   {build.queued_at}"
 
 
 def _xml_text(text: str) -> str:

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+import redis
 
 from voltci import keys, report, results
 from voltci.config import Settings, as_environment
@@ -93,63 +94,32 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
     server = None
     pool = None
     stop = threading.Event()
-    observer_thread = None
     try:
         if settings.redis_url is None:
-            if redis_dir:
-                server = RedisServer(Path(redis_dir), appendonly=True).start()
-            else:
-                server = RedisServer(Path(tempfile.mkdtemp(prefix="volt-redis-"))).start()
+            server = _start_embedded_redis(redis_dir)
             settings = replace(settings, redis_url=server.url)
             click.echo(f"Redis:    embedded redis-server at {server.url} (data in {server.data_dir})")
         else:
             click.echo(f"Redis:    {redacted(settings.effective_redis_url)}")
         conn = connect(settings.effective_redis_url)
-        rq_conn = connect(settings.effective_redis_url, decode=False)
-        if not repos:
-            example = create_example_repo(state_dir / "example-repo")
-            click.echo(f"Example:  no --repo given, so building the example repository {example}")
-            repos = [str(example)]
-        watches = [RepoWatch(rq_conn, settings, url, branches=branches) for url in repos]
-        for watch in watches:
-            watch.validate()
-            click.echo(f"Watching: {watch.name} ({watch.url}) branches {', '.join(watch.branches)}")
+        watches = _watches(settings, repos or [str(_example(state_dir))], branches)
         pool = WorkerPool(workers, settings, state_dir / "logs")
         pool.start()
         click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'})")
-        click.echo("Press Ctrl-C to stop.\n" if not burst else "")
-
+        if not burst:
+            click.echo("Press Ctrl-C to stop.")
+        click.echo("")
         pubsub = conn.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(keys.events())
-        pending: set[str] = set()
-        first = [build.id for watch in watches for build in watch.poll()]
-        pending.update(first)
-        for build_id in first:
-            build = results.get_build(conn, build_id)
-            if build:
-                click.echo(report.one_line(build))
-        if not burst:
-            observer_thread = threading.Thread(
-                target=observe_loop, args=(watches, settings.poll, stop),
-                kwargs={"on_build": lambda b: click.echo(report.one_line(b))}, daemon=True)
-            observer_thread.start()
-        deadline = time.monotonic() + burst_timeout
-        while True:
-            message = pubsub.get_message(timeout=SUPERVISE_INTERVAL_S)
-            if message and message.get("type") == "message":
-                event = json.loads(message["data"])
-                build = results.get_build(conn, event["build"])
-                if build:
-                    click.echo(report.one_line(build))
-                pending.discard(event["build"])
-            pool.supervise()
-            if burst:
-                pending = {bid for bid in pending if not _is_final(conn, bid)}
-                if not pending:
-                    return 0
-                if time.monotonic() > deadline:
-                    click.echo(f"volt: {len(pending)} build(s) did not finish within {burst_timeout:g} s", err=True)
-                    return 1
+        first = [build for watch in watches for build in watch.poll()]
+        for build in first:
+            click.echo(report.one_line(build))
+        if burst:
+            return _until_finished(conn, pubsub, pool, {b.id for b in first}, burst_timeout)
+        threading.Thread(target=observe_loop, args=(watches, settings.poll, stop),
+                         kwargs={"on_build": lambda b: click.echo(report.one_line(b))}, daemon=True).start()
+        _until_interrupted(conn, pubsub, pool)
+        return 0
     except KeyboardInterrupt:
         click.echo("\nstopping…")
         return 0
@@ -157,14 +127,68 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         stop.set()
         if pool is not None:
             pool.stop()
-        if observer_thread is not None:
-            observer_thread.join(timeout=10)
         if server is not None:
             server.stop()
             if not redis_dir:
                 shutil.rmtree(server.data_dir, ignore_errors=True)
 
 
-def _is_final(conn, build_id: str) -> bool:
+def _start_embedded_redis(redis_dir: str | None) -> RedisServer:
+    if redis_dir:
+        return RedisServer(Path(redis_dir), appendonly=True).start()
+    return RedisServer(Path(tempfile.mkdtemp(prefix="volt-redis-"))).start()
+
+
+def _example(state_dir: Path) -> Path:
+    example = create_example_repo(state_dir / "example-repo")
+    click.echo(f"Example:  no --repo given, so building the example repository {example}")
+    return example
+
+
+def _watches(settings: Settings, repos: list[str], branches: list[str]) -> list[RepoWatch]:
+    rq_conn = connect(settings.effective_redis_url, decode=False)
+    watches = [RepoWatch(rq_conn, settings, url, branches=branches) for url in repos]
+    for watch in watches:
+        watch.validate()
+        click.echo(f"Watching: {watch.name} ({watch.url}) branches {', '.join(watch.branches)}")
+    return watches
+
+
+def _next_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool) -> str | None:
+    """Wait a moment for a finished build, print it, keep the runners up; the build id, if one ended."""
+    pool.supervise()
+    try:
+        message = pubsub.get_message(timeout=SUPERVISE_INTERVAL_S)
+    except redis.RedisError as exc:
+        log.warning("Redis unavailable (%s); retrying", exc)
+        time.sleep(1.0)
+        return None
+    if not message or message.get("type") != "message":
+        return None
+    build_id = json.loads(message["data"])["build"]
+    build = results.get_build(conn, build_id)
+    if build:
+        click.echo(report.one_line(build))
+    return build_id
+
+
+def _until_interrupted(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool) -> None:
+    while True:
+        _next_finished(conn, pubsub, pool)
+
+
+def _until_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool, pending: set[str],
+                    timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while pending:
+        _next_finished(conn, pubsub, pool)
+        pending = {build_id for build_id in pending if not _is_final(conn, build_id)}
+        if pending and time.monotonic() > deadline:
+            click.echo(f"volt: {len(pending)} build(s) did not finish within {timeout:g} s", err=True)
+            return 1
+    return 0
+
+
+def _is_final(conn: redis.Redis, build_id: str) -> bool:
     build = results.get_build(conn, build_id)
     return build is None or build.status.is_final
