@@ -57,6 +57,7 @@ def test_failing_tree_matches_unittest_with_subtests_and_tracebacks(tmp_path: Pa
     by_id = {t.id: t for t in outcome.tests}
     assert "AssertionError: 2 != 3 : arithmetic" in by_id["tests.test_broken.TestBroken.test_assert"].message
     assert "KeyError: 'boom'" in by_id["tests.test_broken.TestBroken.test_raises"].message
+    assert 'File "tests/test_broken.py", line 9, in test_raises' in by_id["tests.test_broken.TestBroken.test_raises"].message
     sub = by_id["tests.test_broken.TestBroken.test_subtests (n=3)"]
     assert sub.subtest_of == "tests.test_broken.TestBroken.test_subtests"
     assert by_id["tests.test_broken.TestBroken.test_subtests"].outcome.value == "failed"

@@ -99,3 +99,26 @@ def test_up_with_a_bad_repository_exits_2_and_leaves_nothing_running(tmp_path) -
     assert proc.returncode == 2 and "not a git repository" in proc.stderr and "Traceback" not in proc.stderr
     after = {p.pid for p in psutil.process_iter() if p.name() == "redis-server"}
     assert after <= before
+
+
+def test_up_stopped_by_sigterm_stops_its_runners_and_embedded_redis(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_")}
+    env.update({"PYTHONPATH": str(ROOT), "VOLT_WORKSPACE_DIR": str(tmp_path / "ws")})
+    proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", "--workers", "1"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    family = []
+    try:
+        read_until(proc, "3/5 passed")
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert any(p.name() == "redis-server" for p in family)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            leftovers = descendants(proc.pid)
+            os.killpg(proc.pid, signal.SIGKILL)
+            kill_all(leftovers)
+            proc.wait()
+    assert proc.returncode == 0
+    time.sleep(0.2)
+    assert [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []

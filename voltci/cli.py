@@ -197,7 +197,7 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
 def status(app: App, as_json: bool) -> None:
     """Queue depth, running builds and known runners."""
     conn = app.redis()
-    data = {
+    data: dict[str, Any] = {
         "redis": redacted(app.settings.effective_redis_url),
         "queue": app.settings.queue,
         "queued": queue.queue_depth(app.redis(decode=False), app.settings),
@@ -230,6 +230,8 @@ def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([report.summary_dict(b) for b in builds], indent=2))
         return
+    if not builds:
+        click.echo("no builds recorded" + (f" for '{repo}'" if repo else ""))
     for b in builds:
         click.echo(report.one_line(b))
 

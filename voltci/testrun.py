@@ -100,19 +100,24 @@ def run_tests(
         except OSError as exc:
             return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {exc}")
         try:
-            while proc.poll() is None:
+            while True:
+                try:
+                    proc.wait(timeout=POLL_INTERVAL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
                 if time.monotonic() - started > timeout_s:
                     stop_reason = "timeout"
                     break
                 stop_reason = should_stop()
                 if stop_reason:
                     break
-                time.sleep(POLL_INTERVAL_S)
         finally:
             # Also reaps what the tests left behind in their group after a normal exit.
             kill_group(proc)
     tail = read_tail(log_path, tail_lines)
     outcome = parse_results(results_path, proc.returncode, tail)
+    _strip_workspace(outcome, workdir)
     if stop_reason == "timeout":
         outcome.status = Status.TIMEOUT
         outcome.reason = f"the build exceeded its time limit of {timeout_s:g} s; its process group was killed"
@@ -120,6 +125,14 @@ def run_tests(
         outcome.status = Status.CANCELLED
         outcome.reason = stop_reason
     return outcome
+
+
+def _strip_workspace(outcome: RunOutcome, workdir: Path) -> None:
+    """Tracebacks and output name files relative to the repository, not to a workspace now gone."""
+    prefix = f"{workdir}{os.sep}"
+    for test in outcome.tests:
+        test.message = test.message.replace(prefix, "")
+    outcome.log_tail = outcome.log_tail.replace(prefix, "")
 
 
 def read_tail(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:

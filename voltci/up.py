@@ -94,6 +94,7 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
     server = None
     pool = None
     stop = threading.Event()
+    _stop_on_signals()
     try:
         if settings.redis_url is None:
             server = _start_embedded_redis(redis_dir)
@@ -131,6 +132,15 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
             server.stop()
             if not redis_dir:
                 shutil.rmtree(server.data_dir, ignore_errors=True)
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM (systemd, timeout, kill) and SIGHUP (terminal closed) stop `volt up` as Ctrl-C does, so
+    that it stops what it started instead of leaving the runners and Redis behind."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
 
 
 def _start_embedded_redis(redis_dir: str | None) -> RedisServer:
