@@ -4,8 +4,9 @@ This is the check behind the rq pin in requirements.txt ("the newest rq that rq-
 with"): with the installed rq (asserted to be the pinned one) and rq-dashboard mounted in a Flask
 app, every HTML page and JSON endpoint answers 200 for a Redis that holds a finished Volt build, a
 queued Volt build, a failed rq job and a job deferred on the queued build. The deferred job is there
-because job pages of jobs with dependencies are what rq 2.6+ breaks in rq-dashboard 0.9.0. Each build's job shows Volt's description (repo, short sha,
-commit subject), both on its own and in the queued list.
+because job pages of jobs with dependencies are what rq 2.6+ breaks in rq-dashboard 0.9.0. Each
+build's job shows Volt's description (repo, short sha, commit subject), on its own and in the
+queued list.
 """
 
 from __future__ import annotations
