@@ -5,13 +5,16 @@ Each report is checked test by test against stock unittest on the same commit.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
 from conftest import run_rq_worker_burst, run_volt
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
 from unittest_oracle import run_unittest
 from voltci.observer import RepoWatch
+from voltci.workspace import checkout, host_dir
 
 
 def checkout_copy(repo, sha: str, where: Path) -> Path:
@@ -102,3 +105,16 @@ def test_a_commit_missing_from_the_remote_ends_error_not_crash(rq_conn, conn, se
     code, data = report_json(settings, build.commit)
     assert (code, data["status"]) == (1, "error")
     assert data["reason"].startswith("checkout failed")
+
+
+def test_workspaces_left_by_a_killed_runner_are_removed_later(rq_conn, settings, make_repo) -> None:
+    repo = make_repo()
+    sha = repo.commit(PASSING, "tests")
+    left = host_dir(settings.workspace_dir) / "builds" / "proj-left-behind"
+    (left / "tree").mkdir(parents=True)
+    with checkout(settings.workspace_dir, "proj", str(repo.path), sha, stale_after_s=3600) as ws:
+        assert left.exists()  # young: it may belong to a build still running
+        assert (ws.tree / "tests" / "test_maths.py").is_file()
+    os.utime(left, (time.time() - 7200, time.time() - 7200))
+    with checkout(settings.workspace_dir, "proj", str(repo.path), sha, stale_after_s=3600):
+        assert not left.exists()

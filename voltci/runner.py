@@ -28,6 +28,7 @@ from voltci.workspace import checkout
 log = logging.getLogger(__name__)
 OWNERSHIP_CHECK_INTERVAL_S = 1.0
 STORE_RETRY_S = 120.0
+STALE_MARGIN_S = 600.0
 
 
 def run_build(build_id: str, attempt: int) -> dict[str, Any]:
@@ -42,7 +43,8 @@ def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, 
         log.info("build %s attempt %d is not ours to run (finished, cancelled or superseded)", build_id, attempt)
         return {"build": build_id, "attempt": attempt, "stored": False}
     try:
-        with checkout(settings.workspace_dir, build.repo, build.url, build.commit) as workspace:
+        with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
+                      stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
             outcome = run_tests(workspace.tree, workspace.scratch, Discovery(), settings.build_timeout,
                                 tail_lines=settings.log_tail_lines,
                                 should_stop=_ownership_check(conn, build_id, attempt))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +31,18 @@ def host_dir(workspace_dir: str) -> Path:
 
 
 @contextmanager
-def checkout(workspace_dir: str, repo: str, url: str, sha: str) -> Iterator[Workspace]:
-    """Check `sha` out into a fresh worktree of this host's mirror of `url`; remove it afterwards."""
+def checkout(workspace_dir: str, repo: str, url: str, sha: str,
+             stale_after_s: float = 24 * 3600) -> Iterator[Workspace]:
+    """Check `sha` out into a fresh worktree of this host's mirror of `url`; remove it afterwards.
+
+    Build directories older than `stale_after_s` (longer than any build may run) were left by a
+    runner that was killed mid-build, and are removed on the way.
+    """
     base = host_dir(workspace_dir)
     mirror = Mirror(base / "mirrors", repo, url)
     builds = base / "builds"
     builds.mkdir(parents=True, exist_ok=True)
+    remove_stale(builds, stale_after_s)
     root = Path(tempfile.mkdtemp(prefix=f"{repo}-{sha[:10]}-", dir=builds))
     tree, scratch = root / "tree", root / "scratch"
     scratch.mkdir()
@@ -53,3 +60,13 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str) -> Iterator[Work
                 except GitError:
                     pass  # pruning is housekeeping; the next build prunes again
 
+
+
+def remove_stale(builds: Path, stale_after_s: float) -> None:
+    now = time.time()
+    for entry in builds.iterdir():
+        try:
+            if now - entry.stat().st_mtime > stale_after_s:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            continue  # removed by another runner meanwhile
