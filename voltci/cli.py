@@ -80,9 +80,9 @@ def common_options(func: Callable) -> Callable:
     return wrapper
 
 
-def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
 
 
 @click.group(cls=VoltGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -253,7 +253,7 @@ def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
 def up(app: App, repos: tuple[str, ...], branches: tuple[str, ...], workers: int, burst: bool,
        burst_timeout: float, redis_dir: str | None) -> None:
     """Everything on one machine: Redis (unless given), runners and the observer; Ctrl-C stops it all."""
-    setup_logging()
+    setup_logging(logging.WARNING)  # builds are printed as lines of their own; problems still show
     sys.exit(run_up(app.settings, list(repos), list(branches), workers, burst, burst_timeout, redis_dir))
 
 

@@ -15,6 +15,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import redis
 
@@ -137,15 +138,13 @@ class RepoWatch:
 
 
 def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
-                 on_build=lambda build: None, max_passes: int | None = None) -> None:
-    """Poll every repository each `poll_s` seconds until `stop` is set (or `max_passes` passes).
+                 on_build: Callable[[Build], None] = lambda build: None) -> None:
+    """Poll every repository each `poll_s` seconds until `stop` is set.
 
     A failing fetch or an unreachable Redis costs one log line and a retry with backoff, never the loop.
     """
-    passes = 0
     failures = 0
-    while not stop.is_set() and (max_passes is None or passes < max_passes):
-        passes += 1
+    while not stop.is_set():
         failed = False
         for watch in watches:
             try:
