@@ -24,7 +24,7 @@ SHA = re.compile(r"[0-9a-f]{40}")
 GIT_TIMEOUT_S = 300.0
 LOCK_TIMEOUT_S = 600.0
 
-# git must never ask a person anything, nor read the user's or system's settings that change output.
+# git must never ask a person anything, nor read the system's config or print localized messages.
 GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "true",
            "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
 
