@@ -10,8 +10,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import xmlschema
+
 from conftest import run_rq_worker_burst, run_volt
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
+from test_report import SCHEMAS
 from unittest_oracle import run_unittest
 from voltci.observer import RepoWatch
 from voltci.workspace import checkout, host_dir
@@ -66,6 +69,13 @@ def test_pass_fail_raise_import_fail_and_empty_commits(rq_conn, settings, make_r
             (oracle.failures, oracle.errors, oracle.skipped)
     _, imported = report_json(settings, shas["import"])
     assert "test_import" in imported["reason"]
+
+    # JUnit for other tools, from the same stored results.
+    junit = tmp_path / "failing.xml"
+    assert run_volt("report", shas["failing"], "--junit", str(junit), "--redis-url",
+                    settings.effective_redis_url).returncode == 1
+    xmlschema.XMLSchema(str(SCHEMAS / "junit-windyroad.xsd")).validate(str(junit))
+    assert junit.read_text().count("<testcase ") == len(report_json(settings, shas["failing"])[1]["tests"])
 
     # The human form, history and status read the same records.
     text = run_volt("report", shas["failing"][:8], "--redis-url", settings.effective_redis_url)
