@@ -10,10 +10,7 @@ Layout (P = prefix, "volt" by default):
     P:commits                       zset   "<sha>:<repo>" members, all score 0, for prefix lookup by lex range
     P:pointer:<repo>                hash   branch -> last commit the observer enqueued
     P:running                       set    ids of builds a runner is working on
-    P:runner:<runner_id>            string runner heartbeat (JSON), kept alive with a TTL
-    P:runners                       set    runner ids ever seen, pruned by the scheduler
     P:events                        pubsub channel: one message per finished build
-    P:scheduler:lock                string the scheduler that may act, with a TTL
 """
 
 from __future__ import annotations
@@ -73,20 +70,8 @@ def running() -> str:
     return f"{PREFIX}:running"
 
 
-def runner(runner_id: str) -> str:
-    return f"{PREFIX}:runner:{_check_part(runner_id)}"
-
-
-def runners() -> str:
-    return f"{PREFIX}:runners"
-
-
 def events() -> str:
     return f"{PREFIX}:events"
-
-
-def scheduler_lock() -> str:
-    return f"{PREFIX}:scheduler:lock"
 
 
 def is_valid_repo_name(name: str) -> bool:

@@ -36,8 +36,7 @@ class Outcome(str, Enum):
 class AttemptState(str, Enum):
     RUNNING = "running"
     FINISHED = "finished"
-    LOST = "lost"
-    FENCED = "fenced"
+    LOST = "lost"  # its runner died; the build went back to the queue
 
 
 @dataclass
