@@ -105,11 +105,16 @@ def make_repo(tmp_path: Path):
     return factory
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a process the tests start: this checkout importable, the machine's VOLT_* left out."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_")}
-    env.update({"VOLT_WORKSPACE_DIR": settings.workspace_dir, "VOLT_BUILD_TIMEOUT": str(settings.build_timeout),
-                "PYTHONPATH": str(ROOT)})
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
     return env
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    return child_env(VOLT_WORKSPACE_DIR=settings.workspace_dir, VOLT_BUILD_TIMEOUT=str(settings.build_timeout))
 
 
 def run_rq_worker_burst(settings: Settings, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -124,7 +129,5 @@ def run_rq_worker_burst(settings: Settings, timeout: float = 120) -> subprocess.
 def run_volt(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
              cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The `volt` command as a user runs it, in a subprocess."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_")}  # the machine's settings stay out
-    full_env = {**base, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "voltci", *args], env=full_env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "voltci", *args], env=child_env(**(env or {})), capture_output=True, text=True,
                           timeout=timeout, cwd=cwd or ROOT, stdin=subprocess.DEVNULL)

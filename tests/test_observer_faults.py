@@ -13,7 +13,7 @@ import time
 import pytest
 import redis
 
-from conftest import ROOT
+from conftest import ROOT, child_env
 from voltci import keys
 from voltci.observer import RepoWatch
 from voltci.redis_server import RedisServer
@@ -44,8 +44,7 @@ def wait_for_build(url: str, repo: str, sha: str) -> None:
 def test_observer_survives_redis_restart_and_failing_fetch(own_redis, make_repo, tmp_path) -> None:
     repo = make_repo()
     first = repo.commit({"a.txt": "0"}, "zero")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_")}
-    env.update({"PYTHONPATH": str(ROOT), "VOLT_WORKSPACE_DIR": str(tmp_path / "ws")})
+    env = child_env(VOLT_WORKSPACE_DIR=str(tmp_path / "ws"))
     log_path = tmp_path / "observer.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "volt-observe"), "--repo", str(repo.path),

@@ -11,7 +11,7 @@ import time
 
 import psutil
 
-from conftest import ROOT, run_volt
+from conftest import child_env, run_volt
 from voltci.procs import descendants, kill_all
 from sample_project import FAILING, PASSING
 
@@ -37,11 +37,7 @@ def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo,
         "import subprocess, time, unittest\n\nclass T(unittest.TestCase):\n    def test_hang(self):\n"
         f"        open({str(pid_file)!r}, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
         "        time.sleep(600)\n")}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VOLT_WORKSPACE_DIR": str(tmp_path / "ws")}
-    proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", "--repo", str(repo.path), "--workers", "2",
-                             "--poll", "0.3", "--redis-url", redis_url],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=tmp_path)
+    proc = start_up(tmp_path, "--repo", str(repo.path), "--workers", "2", "--poll", "0.3", "--redis-url", redis_url)
     try:
         lines = read_until(proc, "passed ")
         failing = repo.commit(FAILING, "broken")
@@ -56,12 +52,28 @@ def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo,
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:  # the test failed half-way: leave nothing behind
-            leftovers = descendants(proc.pid)
-            os.killpg(proc.pid, signal.SIGKILL)
-            kill_all(leftovers)
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    assert_all_gone(family)
+
+
+def start_up(tmp_path, *args: str) -> subprocess.Popen:
+    """`volt up ARGS` in a session of its own, its output readable line by line."""
+    return subprocess.Popen([sys.executable, "-m", "voltci", "up", *args],
+                            env=child_env(VOLT_WORKSPACE_DIR=str(tmp_path / "ws")), cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def kill_if_running(proc: subprocess.Popen) -> None:
+    """When a test failed half-way: leave nothing of `volt up` behind, runners' sessions included."""
+    if proc.poll() is None:
+        leftovers = descendants(proc.pid)
+        os.killpg(proc.pid, signal.SIGKILL)
+        kill_all(leftovers)
+        proc.wait()
+
+
+def assert_all_gone(family: list[psutil.Process]) -> None:
     time.sleep(0.2)
     assert [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
 
@@ -102,10 +114,7 @@ def test_up_with_a_bad_repository_exits_2_and_leaves_nothing_running(tmp_path) -
 
 
 def test_up_stopped_by_sigterm_stops_its_runners_and_embedded_redis(tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_")}
-    env.update({"PYTHONPATH": str(ROOT), "VOLT_WORKSPACE_DIR": str(tmp_path / "ws")})
-    proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", "--workers", "1"], env=env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = start_up(tmp_path, "--workers", "1")
     family = []
     try:
         read_until(proc, "3/5 passed")
@@ -114,11 +123,6 @@ def test_up_stopped_by_sigterm_stops_its_runners_and_embedded_redis(tmp_path) ->
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            leftovers = descendants(proc.pid)
-            os.killpg(proc.pid, signal.SIGKILL)
-            kill_all(leftovers)
-            proc.wait()
+        kill_if_running(proc)
     assert proc.returncode == 0
-    time.sleep(0.2)
-    assert [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert_all_gone(family)

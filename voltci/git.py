@@ -170,7 +170,7 @@ class Mirror:
         """Make sure the mirror holds `sha`, fetching only when it does not (caller holds the lock)."""
         if not is_sha(sha):
             raise GitError(f"not a full commit sha: '{sha}'")
-        if self._is_healthy() and self.has_commit(sha):
+        if self.has_commit(sha):  # a missing or broken mirror has no commits; update() repairs it
             return
         self.update()
         if not self.has_commit(sha):
