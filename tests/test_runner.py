@@ -38,5 +38,21 @@ def test_storing_the_result_retries_through_a_redis_outage(fake: redis.Redis, mo
         return real(*args)
     monkeypatch.setattr(runner.results, "finish_build", flaky)
     monkeypatch.setattr(runner.time, "sleep", lambda s: None)
-    assert runner._store(fake, build.id, 1, "host.1", outcome(Status.PASSED))
+    assert runner._retrying("store", 60, lambda: runner.results.finish_build(
+        fake, build.id, 1, "host.1", outcome(Status.PASSED)))
     assert runner.results.get_build(fake, build.id).status is Status.PASSED
+
+
+def test_an_outage_longer_than_the_bound_is_raised(monkeypatch) -> None:
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(runner.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(runner.time, "sleep", lambda s: None)
+
+    def down():
+        raise redis.ConnectionError("down")
+    try:
+        runner._retrying("start", 30, down)
+    except redis.ConnectionError:
+        pass
+    else:
+        raise AssertionError("the outage was not reported")

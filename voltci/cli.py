@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import signal
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -17,12 +18,13 @@ from typing import Any, Callable
 import click
 import redis
 
-from voltci import queue, report, results
+from voltci import queue, report, results, scheduler
 from voltci.config import Settings, load_settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput, RedisUnavailable, VoltError
 from voltci.observer import RepoWatch, observe_loop
 from voltci.up import run_up
+from voltci.worker import make_worker
 
 
 class OneLineErrors:
@@ -156,8 +158,48 @@ cli.add_command(observe)
 def worker(app: App, burst: bool, name: str | None) -> None:
     """Run builds: an rq worker on Volt's queue (same as `rq worker --url URL volt`)."""
     setup_logging()
-    w = queue.make_worker(app.redis(decode=False), app.settings, name)
+    w = make_worker(app.redis(decode=False), app.settings, name)
     w.work(burst=burst, logging_level="INFO")
+
+
+# ---------------------------------------------------------------- scheduler
+
+@cli.command(name="scheduler", cls=VoltCommand)
+@common_options
+def scheduler_cmd(app: App) -> None:
+    """Re-dispatch the builds of runners whose heartbeat expired (run one or more; one acts)."""
+    setup_logging()
+    app.redis()  # fail now, in one line, if Redis cannot be reached at all
+    stop = threading.Event()
+    _stop_on_sigterm(stop)
+    logging.getLogger("volt.scheduler").info(
+        "watching runner heartbeats (ttl %g s) in %s", app.settings.heartbeat_ttl,
+        redacted(app.settings.effective_redis_url))
+    scheduler.Scheduler(app.settings).run(stop)
+
+
+def _stop_on_sigterm(stop: threading.Event) -> None:
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+@cli.command(cls=VoltCommand)
+@click.argument("commit")
+@click.option("--repo", default=None, help="Repository name, when the commit prefix is in several.")
+@common_options
+def cancel(app: App, commit: str, repo: str | None) -> None:
+    """Cancel a queued or running build (its tests' whole process group is killed)."""
+    conn = app.redis()
+    build_id = results.resolve_commit(conn, commit, repo)
+    before = queue.cancel(app.redis(decode=False), build_id, app.settings)
+    if before is None:
+        build = results.get_build(conn, build_id)
+        status_now = build.status.value if build else "gone"
+        raise BadInput(f"build of {commit} has already ended ({status_now}); nothing to cancel")
+    where = f" on {before.runner}, which stops its tests within a second" if before.status.value == "running" else ""
+    click.echo(f"cancelled {before.repo} {before.short} (was {before.status.value}{where})")
 
 
 # ---------------------------------------------------------------- reporter
@@ -195,25 +237,40 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
 def status(app: App, as_json: bool) -> None:
-    """Queue depth, running builds and known runners."""
+    """Runners (alive, heartbeat age, current build), the queue, running builds, lost attempts."""
     conn = app.redis()
     data: dict[str, Any] = {
         "redis": redacted(app.settings.effective_redis_url),
         "queue": app.settings.queue,
         "queued": queue.queue_depth(app.redis(decode=False), app.settings),
         "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
-                     "attempt": b.attempt} for b in results.running_builds(conn)],
-        "runners": queue.workers(app.redis(decode=False)),
+                     "age_s": _age_s(b.started_at), "attempt": b.attempt} for b in results.running_builds(conn)],
+        "runners": scheduler.runner_table(conn),
+        "lost": results.recent_lost(conn),
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
     click.echo(f"queue '{data['queue']}': {data['queued']} queued, {len(data['running'])} running")
     for b in data["running"]:
-        click.echo(f"  running {b['repo']} {b['commit'][:10]} on {b['runner']} since {b['started_at']}")
-    click.echo(f"runners: {len(data['runners'])}")
-    for w in data["runners"]:
-        click.echo(f"  {w['name']} {w['state']} {w['job'] or ''}".rstrip())
+        click.echo(f"  running {b['repo']} {b['commit'][:10]} attempt {b['attempt']} on {b['runner']}"
+                   f" for {b['age_s']:.0f} s")
+    alive = [r for r in data["runners"] if r["alive"]]
+    click.echo(f"runners: {len(alive)} alive" + (f", {len(data['runners']) - len(alive)} gone"
+                                                  if len(alive) < len(data["runners"]) else ""))
+    for r in data["runners"]:
+        doing = f"building {r['build']} (attempt {r['attempt']})" if r["build"] else ("idle" if r["alive"] else "")
+        click.echo(f"  {r['name']:<28} {'alive' if r['alive'] else 'gone':<6} heartbeat {r['heartbeat_age_s']:.1f} s"
+                   f" ago  {doing}".rstrip())
+    if data["lost"]:
+        click.echo("recently lost attempts:")
+        for lost in data["lost"]:
+            click.echo(f"  {lost['lost_at']} {lost['repo']} {lost['commit'][:10]} attempt {lost['attempt']} on "
+                       f"{lost['runner'] or '-'}: {lost['reason']}; {lost['then']}")
+
+
+def _age_s(iso: str) -> float:
+    return results.seconds_between(iso, results.now_iso()) if iso else 0.0
 
 
 @cli.command(cls=VoltCommand)

@@ -35,6 +35,7 @@ class Settings:
     heartbeat: float = 2.0
     heartbeat_ttl: float = 6.0
     max_attempts: int = 3
+    redis_outage_limit: float = 60.0
     workspace_dir: str = field(default_factory=default_workspace_dir)
     max_commits_per_poll: int = 500
     log_tail_lines: int = 60

@@ -9,8 +9,14 @@ Layout (P = prefix, "volt" by default):
     P:repo:<repo>:history           zset   build ids scored by enqueue time (newest = highest)
     P:commits                       zset   "<sha>:<repo>" members, all score 0, for prefix lookup by lex range
     P:pointer:<repo>                hash   branch -> last commit the observer enqueued
+    P:queued                        set    ids of builds waiting for a runner
     P:running                       set    ids of builds a runner is working on
     P:events                        pubsub channel: one message per finished build
+    P:runner:<name>                 string a runner's heartbeat (JSON), expiring after heartbeat_ttl
+    P:runner-names                  set    names of runners that have sent a heartbeat
+    P:runners                       hash   runner name -> JSON of its last heartbeat seen (the registry)
+    P:lost                          list   the latest lost attempts, newest first (JSON), capped
+    P:scheduler                     string the lock held by the scheduler that acts (expiring)
 """
 
 from __future__ import annotations
@@ -66,12 +72,36 @@ def pointer(repo: str) -> str:
     return f"{PREFIX}:pointer:{_check_part(repo)}"
 
 
+def queued() -> str:
+    return f"{PREFIX}:queued"
+
+
 def running() -> str:
     return f"{PREFIX}:running"
 
 
 def events() -> str:
     return f"{PREFIX}:events"
+
+
+def runner(name: str) -> str:
+    return f"{PREFIX}:runner:{_check_part(name)}"
+
+
+def runner_names() -> str:
+    return f"{PREFIX}:runner-names"
+
+
+def runners() -> str:
+    return f"{PREFIX}:runners"
+
+
+def lost() -> str:
+    return f"{PREFIX}:lost"
+
+
+def scheduler_lock() -> str:
+    return f"{PREFIX}:scheduler"
 
 
 def is_valid_repo_name(name: str) -> bool:

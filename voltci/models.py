@@ -96,7 +96,8 @@ class Attempt:
     runner: str = ""
     started_at: str = ""
     ended_at: str = ""
-    reason: str = ""
+    status: str = ""  # the build status a finished attempt reported
+    reason: str = ""  # why a lost attempt was lost
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -131,6 +132,7 @@ class Build:
     counts: Counts = field(default_factory=Counts)
     reason: str = ""
     log_tail: str = ""
+    results_stored: int = 0  # how many times a final result was written: exactly once, or Volt is wrong
 
     def to_hash(self) -> dict[str, str]:
         data = asdict(self)
@@ -149,6 +151,7 @@ class Build:
             duration_s=float(data.get("duration_s") or 0.0),
             counts=Counts(**json.loads(data.get("counts") or "{}")),
             reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
+            results_stored=int(data.get("results_stored") or 0),
         )
 
     @property

@@ -1,24 +1,35 @@
-"""The only module that speaks rq: enqueueing builds, the job a worker runs, queue and worker stats.
+"""Where builds meet rq: enqueueing, re-dispatching and cancelling builds, and queue and job stats.
+
+(worker.py, the runner process, is the other module that imports rq.)
 
 A build is enqueued in one Redis transaction with its record and, when given, the observer's
 pointer: either all of them are written or none, and a build that already exists is never
-enqueued again (two observers, or one restarted, cannot build a commit twice).
+enqueued again (two observers, or one restarted, cannot build a commit twice). Re-dispatching a
+lost attempt and cancelling are transactions on the build record too, so they cannot race a
+runner that starts or ends the same attempt.
 """
 
 from __future__ import annotations
 
-import socket
+import logging
 import os
+import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import redis
 from rq import Queue, Worker, get_current_job
-from rq.job import Job
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from voltci import keys, results
 from voltci.config import Settings
-from voltci.models import Build
+from voltci.models import Attempt, AttemptState, Build, Status
+
+log = logging.getLogger("volt.queue")
+TRANSACTION_TRIES = 10
 
 RUN_BUILD = "voltci.runner.run_build"
 # rq's own job timeout is only a backstop behind the runner's build timeout.
@@ -103,6 +114,138 @@ def current_runner_id() -> str:
     return name or f"{socket.gethostname()}.{os.getppid()}"
 
 
-def make_worker(conn: redis.Redis, settings: Settings, name: str | None = None) -> Worker:
-    name = name or f"{socket.gethostname()}.{os.getpid()}"
-    return Worker([Queue(settings.queue, connection=conn)], connection=conn, name=name)
+def build_of(job: Job) -> tuple[str, int] | None:
+    """The (build id, attempt) an rq job runs, or None for a job that is not a Volt build."""
+    if job.func_name != RUN_BUILD or len(job.args) != 2:
+        return None
+    return str(job.args[0]), int(job.args[1])
+
+
+def waiting_job_ids(conn: redis.Redis, settings: Settings) -> set[str]:
+    """Ids of the jobs waiting in Volt's queue."""
+    return set(Queue(settings.queue, connection=conn).get_job_ids())
+
+
+def job_states(conn: redis.Redis, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """job id -> (rq status, worker name) for the jobs rq still has."""
+    found = {}
+    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=conn)):
+        if job is not None:
+            status = job.get_status(refresh=False)
+            found[job_id] = (status.value if status else "", job.worker_name or "")
+    return found
+
+
+def _read_build(pipe: redis.client.Pipeline, build_id: str) -> Build | None:
+    data = pipe.hgetall(keys.build(build_id))
+    return Build.from_hash({k.decode(): v.decode() for k, v in data.items()}) if data else None
+
+
+def _attempt_record(pipe: redis.client.Pipeline, build: Build) -> Attempt:
+    raw = pipe.hget(keys.build_attempts(build.id), str(build.attempt))
+    if raw:
+        return Attempt.from_json(raw.decode())
+    return Attempt(build.attempt, AttemptState.RUNNING, build.runner, build.started_at)
+
+
+def _transaction(conn: redis.Redis, build_id: str,
+                 decide: Callable[[redis.client.Pipeline, Build], Callable[[], str] | None]) -> str:
+    """Read the build under WATCH, let `decide` return the writes to make (or None), make them
+    atomically; what the writes returned, or "" when there was nothing to do."""
+    with conn.pipeline() as pipe:
+        for _ in range(TRANSACTION_TRIES):
+            try:
+                pipe.watch(keys.build(build_id))
+                build = _read_build(pipe, build_id)
+                write = decide(pipe, build) if build is not None else None
+                if write is None:
+                    return ""
+                pipe.multi()
+                done = write()
+                pipe.execute()
+                return done
+            except redis.WatchError:
+                continue  # a runner or another scheduler changed it: read again, decide again
+    return ""
+
+
+def redispatch(conn: redis.Redis, build_id: str, attempt: int, reason: str, settings: Settings,
+               runner: str = "") -> str:
+    """Record attempt `attempt` of a build as lost and queue the next one, or end the build `error`
+    once it has had `max_attempts`. Does nothing unless `attempt` is still the build's current one.
+    Returns "requeued", "gave up" or "" (nothing done). `conn` is a bytes connection."""
+    queue = Queue(settings.queue, connection=conn)
+    queue.get_redis_server_version()  # cached; rq would otherwise ask in the middle of the transaction
+
+    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
+        if build.attempt != attempt or build.status.is_final:
+            return None
+        prior = _attempt_record(pipe, build)
+        lost = replace(prior, state=AttemptState.LOST, runner=prior.runner or runner,
+                       ended_at=results.now_iso(), reason=reason)
+
+        def write() -> str:
+            if attempt >= settings.max_attempts:
+                results.end_without_result(
+                    pipe, build, Status.ERROR,
+                    f"gave up after {attempt} attempt(s): each one's runner was lost (last: {reason})", lost)
+                results.record_lost(pipe, build, lost, "gave up")
+                return "gave up"
+            results.requeue(pipe, build, lost)
+            enqueue_attempt(queue, build, attempt + 1, settings, pipe)
+            results.record_lost(pipe, build, lost, f"attempt {attempt + 1} queued")
+            return "requeued"
+        return write
+
+    done = _transaction(conn, build_id, decide)
+    if done:
+        retire_job(conn, keys.job_id(build_id, attempt), f"Volt: attempt lost ({reason})", settings)
+    return done
+
+
+def cancel(conn: redis.Redis, build_id: str, settings: Settings, why: str = "cancelled on request") -> Build | None:
+    """End a queued or running build `cancelled`. Its runner sees that within a second and kills
+    the tests' process group. Returns the build as it was before, or None if it had already ended."""
+    before: list[Build] = []
+
+    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
+        if build.status.is_final:
+            return None
+        record = None
+        if build.status is Status.RUNNING:
+            record = replace(_attempt_record(pipe, build), state=AttemptState.FINISHED, ended_at=results.now_iso(),
+                             status=Status.CANCELLED.value)
+        before[:] = [build]
+
+        def write() -> str:
+            results.end_without_result(pipe, build, Status.CANCELLED, why, record)
+            return "cancelled"
+        return write
+
+    if not _transaction(conn, build_id, decide):
+        return None
+    build = before[0]
+    if build.status is Status.QUEUED:
+        retire_job(conn, keys.job_id(build_id, build.attempt), "Volt: build cancelled", settings)
+    return build
+
+
+def retire_job(conn: redis.Redis, job_id: str, why: str, settings: Settings) -> None:
+    """Take a job that no longer runs a build out of rq's queue or started registry (moved to failed),
+    so rq-dashboard shows what happened. Best effort: Volt's own records already say it."""
+    try:
+        job = Job.fetch(job_id, connection=conn)
+        status = job.get_status()
+        if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            job.cancel()
+        elif status == JobStatus.STARTED:
+            queue = Queue(settings.queue, connection=conn)
+            with conn.pipeline() as pipe:
+                StartedJobRegistry(queue=queue).remove_executions(job, pipeline=pipe)
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                FailedJobRegistry(queue=queue).add(job, ttl=settings.result_ttl, exc_string=why, pipeline=pipe)
+                pipe.execute()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass
+    except redis.RedisError as exc:
+        log.warning("could not retire rq job %s: %s", job_id, exc)

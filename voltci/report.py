@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Any
 
-from voltci.models import Attempt, Build, Outcome, Status, TestResult
+from voltci.models import Attempt, AttemptState, Build, Outcome, Status, TestResult
 
 # Exit status of `volt report`, by build status.
 EXIT_PASSED, EXIT_FAILED, EXIT_NOT_FINISHED = 0, 1, 3
@@ -39,7 +39,7 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> d
         "author": build.author,
         "attempt_history": [
             {"attempt": a.number, "state": a.state.value, "runner": a.runner, "started_at": a.started_at,
-             "ended_at": a.ended_at, "reason": a.reason} for a in attempts],
+             "ended_at": a.ended_at, "status": a.status, "reason": a.reason} for a in attempts],
     }
 
 
@@ -69,16 +69,23 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> s
         _timing(build),
         f"runner:   {build.runner or '-'}   attempt {build.attempt}",
     ]
-    if len(attempts) > 1:
-        for a in attempts:
-            lines.append(f"  attempt {a.number}: {a.state.value} on {a.runner or '-'}"
-                         + (f" ({a.reason})" if a.reason else ""))
+    if len(attempts) > 1 or any(a.state is AttemptState.LOST for a in attempts):
+        lines += [f"  {attempt_line(a)}" for a in attempts]
     bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR) and not t.via_subtests]
     for test in bad:
         lines += ["", f"{test.outcome.value.upper()}: {test.id}", "-" * 70, test.message.rstrip()]
     if build.status in (Status.ERROR, Status.TIMEOUT) and build.log_tail:
         lines += ["", "last lines of the output:", build.log_tail]
     return "\n".join(lines)
+
+
+def attempt_line(attempt: Attempt) -> str:
+    """One attempt: number, state (or the status it reported), runner, times, why it was lost."""
+    what = attempt.status if attempt.state is AttemptState.FINISHED and attempt.status else attempt.state.value
+    when = f" {attempt.started_at or '?'} → {attempt.ended_at}" if attempt.ended_at else \
+        (f" since {attempt.started_at}" if attempt.started_at else "")
+    return (f"attempt {attempt.number}: {what} on {attempt.runner or '-'}{when}"
+            + (f" ({attempt.reason})" if attempt.reason else ""))
 
 
 def _timing(build: Build) -> str:

@@ -37,6 +37,7 @@ def seconds_between(start_iso: str, end_iso: str) -> float:
 def add_build(build: Build, pipeline: redis.client.Pipeline, score: float) -> None:
     """Record a new queued build (inside the caller's transaction, which also enqueues it)."""
     pipeline.hset(keys.build(build.id), mapping=build.to_hash())
+    pipeline.sadd(keys.queued(), build.id)
     pipeline.zadd(keys.repo_history(build.repo), {build.id: score})
     pipeline.zadd(keys.commits(), {keys.commit_member(build.commit, build.repo): 0})
 
@@ -95,6 +96,7 @@ def start_attempt(conn: redis.Redis, build_id: str, attempt: int, runner_id: str
                                                  "started_at": started})
         pipe.hset(keys.build_attempts(build_id), str(attempt),
                   Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
+        pipe.srem(keys.queued(), build_id)
         pipe.sadd(keys.running(), build_id)
 
     build = _write_if_owner(conn, build_id, attempt, write)
@@ -128,11 +130,60 @@ def finish_build(conn: redis.Redis, build_id: str, attempt: int, runner_id: str,
         })
         pipe.hset(keys.build_attempts(build_id), str(attempt),
                   Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
-                          outcome.status.value).to_json())
-        pipe.srem(keys.running(), build_id)
-        pipe.publish(keys.events(), json.dumps({"build": build_id, "status": outcome.status.value}))
+                          status=outcome.status.value).to_json())
+        _ended(pipe, build_id, outcome.status)
 
     return _write_if_owner(conn, build_id, attempt, write) is not None
+
+
+def _ended(pipe: redis.client.Pipeline, build_id: str, status: Status) -> None:
+    """What every write of a final status does: leave the work sets, count the write, tell listeners.
+
+    `results_stored` counts final writes, so that "written exactly once" can be checked, not assumed.
+    """
+    pipe.srem(keys.queued(), build_id)
+    pipe.srem(keys.running(), build_id)
+    pipe.hincrby(keys.build(build_id), "results_stored", 1)
+    pipe.publish(keys.events(), json.dumps({"build": build_id, "status": status.value}))
+
+
+def end_without_result(pipe: redis.client.Pipeline, build: Build, status: Status, reason: str,
+                       attempt_record: Attempt | None = None) -> None:
+    """End `build` (read under WATCH by the caller) with `status` and no test results: cancelled, or
+    given up after its runners were lost. `attempt_record` replaces its current attempt's record."""
+    finished = now_iso()
+    pipe.hset(keys.build(build.id), mapping={
+        "status": status.value, "reason": reason, "finished_at": finished,
+        "duration_s": str(seconds_between(build.started_at, finished) if build.started_at else 0.0),
+    })
+    if attempt_record is not None:
+        pipe.hset(keys.build_attempts(build.id), str(attempt_record.number), attempt_record.to_json())
+    _ended(pipe, build.id, status)
+
+
+def requeue(pipe: redis.client.Pipeline, build: Build, lost: Attempt) -> None:
+    """Put `build` back in the queued state for its next attempt, recording the `lost` one."""
+    pipe.hset(keys.build_attempts(build.id), str(lost.number), lost.to_json())
+    pipe.hset(keys.build(build.id), mapping={"status": Status.QUEUED.value, "attempt": str(lost.number + 1),
+                                             "runner": "", "started_at": ""})
+    pipe.srem(keys.running(), build.id)
+    pipe.sadd(keys.queued(), build.id)
+
+
+LOST_KEPT = 200
+
+
+def record_lost(pipe: redis.client.Pipeline, build: Build, lost: Attempt, next_step: str) -> None:
+    """Keep the latest lost attempts for `volt status`."""
+    pipe.lpush(keys.lost(), json.dumps({"build": build.id, "repo": build.repo, "commit": build.commit,
+                                        "attempt": lost.number, "runner": lost.runner,
+                                        "started_at": lost.started_at, "lost_at": lost.ended_at,
+                                        "reason": lost.reason, "then": next_step}))
+    pipe.ltrim(keys.lost(), 0, LOST_KEPT - 1)
+
+
+def recent_lost(conn: redis.Redis, limit: int = 10) -> list[dict]:
+    return [json.loads(text) for text in conn.lrange(keys.lost(), 0, limit - 1)]
 
 
 def _chunks(items: list[TestResult], size: int) -> Iterable[list[TestResult]]:
@@ -188,5 +239,16 @@ def history(conn: redis.Redis, repo: str | None = None, limit: int = 20) -> list
 
 
 def running_builds(conn: redis.Redis) -> list[Build]:
-    builds = [get_build(conn, bid) for bid in sorted(conn.smembers(keys.running()))]
-    return [b for b in builds if b is not None]
+    return _builds(conn, sorted(conn.smembers(keys.running())))
+
+
+def queued_builds(conn: redis.Redis) -> list[Build]:
+    return _builds(conn, sorted(conn.smembers(keys.queued())))
+
+
+def _builds(conn: redis.Redis, build_ids: list[str]) -> list[Build]:
+    with conn.pipeline(transaction=False) as pipe:
+        for build_id in build_ids:
+            pipe.hgetall(keys.build(build_id))
+        found = pipe.execute()
+    return [Build.from_hash(data) for data in found if data]

@@ -10,20 +10,25 @@ stops its tests and stores nothing.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import redis
 
-from voltci import results
+from voltci import keys, results
 from voltci.config import Settings, load_settings
 from voltci.connection import decoded
 from voltci.errors import VoltError
+from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.models import Counts, RunOutcome, Status
 from voltci.queue import current_job_connection, current_runner_id
 from voltci.testrun import Discovery, run_tests
+from voltci.worker import heartbeat_in_parent
 from voltci.workspace import checkout
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 OWNERSHIP_CHECK_INTERVAL_S = 1.0
@@ -34,11 +39,23 @@ STALE_MARGIN_S = 600.0
 def run_build(build_id: str, attempt: int) -> dict[str, Any]:
     """rq job entry point: run attempt `attempt` of build `build_id` and store its result."""
     conn = decoded(current_job_connection())
-    return execute(conn, build_id, attempt, load_settings(), current_runner_id())
+    settings, runner = load_settings(), current_runner_id()
+    beat = None
+    if not heartbeat_in_parent():
+        # A plain `rq worker` has no heartbeat of its own: the build keeps the runner's key alive.
+        beat = Heartbeat(conn, RunnerBeat(name=runner, pid=os.getppid()), settings.heartbeat,
+                         settings.heartbeat_ttl).start()
+        beat.set_work(build_id, attempt)
+    try:
+        return execute(conn, build_id, attempt, settings, runner)
+    finally:
+        if beat is not None:
+            beat.stop()
 
 
 def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, runner: str) -> dict[str, Any]:
-    build = results.start_attempt(conn, build_id, attempt, runner)
+    build = _retrying(f"start {build_id}", settings.redis_outage_limit,
+                      lambda: results.start_attempt(conn, build_id, attempt, runner))
     if build is None:
         log.info("build %s attempt %d is not ours to run (finished, cancelled or superseded)", build_id, attempt)
         return {"build": build_id, "attempt": attempt, "stored": False}
@@ -47,32 +64,35 @@ def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, 
                       stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
             outcome = run_tests(workspace.tree, workspace.scratch, Discovery(), settings.build_timeout,
                                 tail_lines=settings.log_tail_lines,
-                                should_stop=_ownership_check(conn, build_id, attempt))
+                                should_stop=_ownership_check(conn, build_id, attempt),
+                                run_id=keys.job_id(build_id, attempt))
     except VoltError as exc:
         outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
     except Exception as exc:  # a bug of ours must still end the build, not leave it running
         log.error("build %s failed inside the runner:\n%s", build_id, traceback.format_exc())
         outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
-    stored = _store(conn, build_id, attempt, runner, outcome)
+    stored = _retrying(f"store the result of {build_id}", STORE_RETRY_S,
+                       lambda: results.finish_build(conn, build_id, attempt, runner, outcome))
     if not stored:
-        log.warning("build %s attempt %d was superseded; its result was dropped", build_id, attempt)
+        log.warning("build %s attempt %d no longer owns the build (cancelled or re-dispatched); its result was dropped",
+                    build_id, attempt)
     return {"build": build_id, "attempt": attempt, "stored": stored, "status": outcome.status.value,
             "counts": outcome.counts.to_dict()}
 
 
-def _store(conn: redis.Redis, build_id: str, attempt: int, runner: str, outcome: RunOutcome) -> bool:
-    """Store the result, riding out a short Redis outage: a finished build's result is worth a wait."""
+def _retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
+    """`call()`, riding out a Redis outage of up to `bound_s` seconds with backoff."""
     delay = 0.5
-    deadline = time.monotonic() + STORE_RETRY_S
+    deadline = time.monotonic() + bound_s
     while True:
         try:
-            return results.finish_build(conn, build_id, attempt, runner, outcome)
+            return call()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("cannot store the result of %s yet (%s); retrying in %.1f s", build_id, exc, delay)
+            log.warning("cannot %s yet (%s); retrying in %.1f s", what, exc, delay)
             time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            delay = min(delay * 2, 5.0)
 
 
 def _ownership_check(conn: redis.Redis, build_id: str, attempt: int) -> Callable[[], str | None]:

@@ -19,10 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from voltci import collector
+from voltci import collector, procs
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
 
 SCRUBBED_PREFIXES = ("VOLT_", "REDIS", "RQ_")
+# Every process of a test run carries this variable, naming the process that owns the run, so what
+# escapes the process group (a daemon) or outlives a killed runner can still be found and stopped.
+TEST_RUN_ENV = "VOLTCI_RUN"
 KILL_GRACE_S = 2.0
 PR_SET_PDEATHSIG = 1
 POLL_INTERVAL_S = 0.1
@@ -43,6 +46,31 @@ def scrubbed_environment(environ: dict[str, str] | None = None) -> dict[str, str
     env = {k: v for k, v in environ.items() if not k.upper().startswith(SCRUBBED_PREFIXES)}
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def run_marker(run_id: str) -> str:
+    """`<owner pid>.<owner start>.<run id>`: names this process as the owner of a test run."""
+    pid = os.getpid()
+    return f"{pid}.{procs.start_ticks(pid)}.{run_id}"
+
+
+def kill_marked(marker: str) -> int:
+    """Kill every process of the test run `marker`, wherever it went (new session, daemonized)."""
+    pids = [pid for pid, value in procs.processes_with_env(TEST_RUN_ENV).items() if value == marker]
+    procs.kill_all(pids)
+    return len(pids)
+
+
+def reap_orphaned_tests() -> int:
+    """Kill test processes on this host whose owning runner died (SIGKILL leaves grandchildren behind)."""
+    orphans = []
+    for pid, marker in procs.processes_with_env(TEST_RUN_ENV).items():
+        owner, _, rest = marker.partition(".")
+        ticks = rest.partition(".")[0]
+        if not (owner.isdigit() and ticks.isdigit()) or not procs.is_running(int(owner), int(ticks)):
+            orphans.append(pid)
+    procs.kill_all(orphans)
+    return len(orphans)
 
 
 def _die_with_parent() -> None:
@@ -82,6 +110,7 @@ def run_tests(
     python: str = sys.executable,
     tail_lines: int = 60,
     should_stop: Callable[[], str | None] = lambda: None,
+    run_id: str = "tests",
 ) -> RunOutcome:
     """Run unittest discovery in `workdir`; `scratch` (outside the tree) holds the result file and log."""
     results_path = scratch / "results.jsonl"
@@ -92,10 +121,11 @@ def run_tests(
         command += ["--top-level-dir", plan.top_level_dir]
     started = time.monotonic()
     stop_reason = None
+    marker = run_marker(run_id)
     with open(log_path, "wb") as log:
         try:
             proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env=scrubbed_environment(),
+                                    stderr=subprocess.STDOUT, env={**scrubbed_environment(), TEST_RUN_ENV: marker},
                                     start_new_session=True, preexec_fn=_die_with_parent)
         except OSError as exc:
             return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {exc}")
@@ -113,8 +143,9 @@ def run_tests(
                 if stop_reason:
                     break
         finally:
-            # Also reaps what the tests left behind in their group after a normal exit.
+            # Also reaps what the tests left behind after a normal exit, in their group or not.
             kill_group(proc)
+            kill_marked(marker)
     tail = read_tail(log_path, tail_lines)
     outcome = parse_results(results_path, proc.returncode, tail)
     _strip_workspace(outcome, workdir)

@@ -1,5 +1,6 @@
-"""`volt up`: everything on one machine — an embedded Redis unless one is named, N runners and the
-observer — printing each build's result as it lands. Ctrl-C stops everything it started.
+"""`volt up`: everything on one machine — an embedded Redis unless one is named, N runners, the
+scheduler and the observer — printing each build's result as it lands. Ctrl-C stops everything it
+started.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from voltci.example import create_example_repo
 from voltci.observer import RepoWatch, observe_loop
 from voltci.procs import descendants, kill_all
 from voltci.redis_server import RedisServer
+from voltci.scheduler import Scheduler
 
 log = logging.getLogger("volt.up")
 WORKER_STOP_TIMEOUT_S = 10.0
@@ -107,6 +109,7 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         pool = WorkerPool(workers, settings, state_dir / "logs")
         pool.start()
         click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'})")
+        threading.Thread(target=Scheduler(settings).run, args=(stop,), name="scheduler", daemon=True).start()
         if not burst:
             click.echo("Press Ctrl-C to stop.")
         click.echo("")

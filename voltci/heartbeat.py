@@ -1,0 +1,141 @@
+"""Runner heartbeats: one expiring key per runner, refreshed by a thread while the runner lives.
+
+The key holds who the runner is and what it is working on. It outlives the runner by at most
+`heartbeat_ttl` seconds, so a runner that is killed, frozen or cut off from Redis disappears from
+Redis by itself, and the scheduler gives its build to another runner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import redis
+
+from voltci import keys
+from voltci.results import now_iso
+
+log = logging.getLogger("volt.heartbeat")
+OUTAGE_LOG_EVERY_S = 10.0
+
+
+@dataclass
+class RunnerBeat:
+    """What a runner's key says about it."""
+
+    name: str
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    queues: list[str] = field(default_factory=list)
+    started_at: str = field(default_factory=now_iso)
+    build: str = ""
+    attempt: int = 0
+    build_started_at: str = ""
+    heartbeat_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunnerBeat":
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+class Heartbeat:
+    """Keeps `P:runner:<name>` alive from a thread of its own; `on_outage` is called with the seconds
+    Redis has been out of reach each time a refresh fails."""
+
+    def __init__(self, conn: redis.Redis, beat: RunnerBeat, interval_s: float, ttl_s: float,
+                 on_outage: Callable[[float], None] | None = None,
+                 on_tick: Callable[[], None] | None = None):
+        self.conn = conn
+        self.beat = beat
+        self.interval_s = interval_s
+        self.ttl_ms = int(ttl_s * 1000)
+        self.on_outage = on_outage
+        self.on_tick = on_tick
+        self.last_ok = time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_outage_log = 0.0
+
+    def set_work(self, build_id: str, attempt: int) -> None:
+        """Say at once that the runner now works on `build_id` (so no scheduler sees it idle meanwhile)."""
+        with self._lock:
+            self.beat.build, self.beat.attempt, self.beat.build_started_at = build_id, attempt, now_iso()
+        self.send()
+
+    def clear_work(self) -> None:
+        with self._lock:
+            self.beat.build, self.beat.attempt, self.beat.build_started_at = "", 0, ""
+        self.send()
+
+    def send(self) -> bool:
+        """One refresh; False (and the outage noted) when Redis cannot be reached."""
+        with self._lock:
+            self.beat.heartbeat_at = now_iso()
+            payload = self.beat.to_json()
+        try:
+            with self.conn.pipeline(transaction=False) as pipe:
+                pipe.set(keys.runner(self.beat.name), payload, px=self.ttl_ms)
+                pipe.sadd(keys.runner_names(), self.beat.name)
+                pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self._outage(exc)
+            return False
+        self.last_ok = time.monotonic()
+        return True
+
+    def _outage(self, exc: Exception) -> None:
+        out_for = time.monotonic() - self.last_ok
+        if time.monotonic() - self._last_outage_log >= OUTAGE_LOG_EVERY_S:
+            self._last_outage_log = time.monotonic()
+            log.warning("runner %s cannot reach Redis (%s) for %.0f s; retrying", self.beat.name, exc, out_for)
+        if self.on_outage is not None:
+            self.on_outage(out_for)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.send()
+            if self.on_tick is not None:
+                try:
+                    self.on_tick()
+                except Exception:  # a chore failing must not stop the heartbeat
+                    log.exception("runner %s: periodic task failed", self.beat.name)
+
+    def start(self) -> "Heartbeat":
+        self.send()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.beat.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, remove: bool = True) -> None:
+        """Stop beating; with `remove`, delete the key (a runner leaving cleanly is not a lost one)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.interval_s + 5)
+        if remove:
+            try:
+                with self.conn.pipeline(transaction=False) as pipe:
+                    pipe.delete(keys.runner(self.beat.name))
+                    pipe.srem(keys.runner_names(), self.beat.name)
+                    pipe.execute()
+            except redis.RedisError:
+                pass  # it expires by itself
+
+
+def live_runners(conn: redis.Redis) -> dict[str, RunnerBeat]:
+    """Runners whose key has not expired, by name."""
+    names = sorted(conn.smembers(keys.runner_names()))
+    if not names:
+        return {}
+    values = conn.mget([keys.runner(name) for name in names])
+    return {name: RunnerBeat.from_json(text) for name, text in zip(names, values) if text}

@@ -1,0 +1,193 @@
+"""`volt scheduler`: the dispatcher role. Puts back on the queue the builds of runners that died.
+
+rq alone notices a killed worker's job only after many minutes and leaves it failed. The scheduler
+reads the runners' heartbeat keys (see heartbeat.py) every half heartbeat and:
+
+- keeps the runner registry (`volt status` shows it): alive runners, and those whose key expired;
+- for a running build whose runner's key expired, records that attempt `lost` and queues the next
+  attempt, or ends the build `error` after `max_attempts` (queue.redispatch does both atomically);
+- does the same, once it has lasted a heartbeat TTL, for a build that no runner works on although
+  it is not waiting in the queue either (its runner moved on, or died before starting it).
+
+Several schedulers may run; only the holder of an expiring lock in Redis acts, and every change it
+makes is a transaction on the build, so even two acting at once could not dispatch a build twice.
+After Redis was out of reach, a scheduler waits one heartbeat TTL before it judges any runner, so
+the runners have time to refresh keys that expired while Redis was away.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+
+import redis
+from redis.exceptions import LockError
+
+from voltci import keys, queue, results
+from voltci.config import Settings
+from voltci.connection import connect
+from voltci.heartbeat import RunnerBeat, live_runners
+from voltci.models import Build
+
+log = logging.getLogger("volt.scheduler")
+KEEP_GONE_RUNNERS_S = 3600.0
+BACKOFF_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class Action:
+    build: str
+    attempt: int
+    reason: str
+    done: str  # "requeued" or "gave up"
+
+
+class Scheduler:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.conn = connect(settings.effective_redis_url, ping=False)
+        self.rq_conn = connect(settings.effective_redis_url, decode=False, ping=False)
+        self.lock = self.conn.lock(keys.scheduler_lock(), timeout=settings.heartbeat_ttl, blocking=False,
+                                   thread_local=False)
+        self.leading = False
+        self.connected_since: float | None = None
+        self.suspects: dict[tuple[str, int], float] = {}  # (build, attempt) -> when first seen unattended
+
+    @property
+    def interval_s(self) -> float:
+        return max(0.2, self.settings.heartbeat / 2)
+
+    def run(self, stop: threading.Event) -> None:
+        """Act every half heartbeat until `stop` is set; Redis outages cost a log line and a backoff."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                self.step()
+                failures = 0
+            except redis.RedisError as exc:
+                failures += 1
+                self.connected_since = None
+                log.warning("Redis unavailable (%s); retrying", exc)
+            stop.wait(self.interval_s if not failures else min(BACKOFF_MAX_S, 0.5 * 2 ** failures))
+        self.release()
+
+    def step(self) -> list[Action]:
+        """One pass: lead or stand by, refresh the registry, re-dispatch what was lost."""
+        now = time.monotonic()
+        if self.connected_since is None:
+            self.conn.ping()
+            self.connected_since = now
+        if not self._lead():
+            return []
+        runners = live_runners(self.conn)
+        self._update_registry(runners)
+        if now - self.connected_since < self.settings.heartbeat_ttl:
+            return []  # Redis just came back: let runners refresh keys that expired meanwhile
+        return self._check_builds(runners, now)
+
+    def release(self) -> None:
+        if self.leading:
+            try:
+                self.lock.release()
+            except (LockError, redis.RedisError):
+                pass  # it expires by itself
+            self.leading = False
+
+    def _lead(self) -> bool:
+        if self.leading:
+            try:
+                self.lock.reacquire()
+                return True
+            except LockError:
+                self.leading = False
+                log.warning("lost the scheduler lock; standing by")
+        if self.lock.acquire(blocking=False):
+            self.leading = True
+            log.info("acting as the scheduler")
+        return self.leading
+
+    def _check_builds(self, runners: dict[str, RunnerBeat], now: float) -> list[Action]:
+        actions: list[Action] = []
+        unattended: dict[tuple[str, int], str] = {}
+        for build in results.running_builds(self.conn):
+            beat = runners.get(build.runner)
+            if beat is None:
+                actions += self._redispatch(build, f"runner {build.runner} stopped sending heartbeats")
+            elif (beat.build, beat.attempt) != (build.id, build.attempt):
+                unattended[(build.id, build.attempt)] = f"runner {build.runner} is no longer working on it"
+        waiting = queue.waiting_job_ids(self.rq_conn, self.settings)
+        off_queue = [b for b in results.queued_builds(self.conn) if keys.job_id(b.id, b.attempt) not in waiting]
+        states = queue.job_states(self.rq_conn, [keys.job_id(b.id, b.attempt) for b in off_queue])
+        for build in off_queue:
+            status, worker = states.get(keys.job_id(build.id, build.attempt), ("", ""))
+            if status in ("deferred", "scheduled"):
+                continue
+            if status == "started":
+                beat = runners.get(worker)
+                if beat is not None and beat.build == build.id:
+                    continue
+                unattended[(build.id, build.attempt)] = f"runner {worker} took it and stopped working on it"
+            else:
+                unattended[(build.id, build.attempt)] = f"its rq job is {status or 'gone'} and it never started"
+        self.suspects = {key: self.suspects.get(key, now) for key in unattended}
+        for (build_id, attempt), since in list(self.suspects.items()):
+            if now - since >= self.settings.heartbeat_ttl:
+                build = results.get_build(self.conn, build_id)
+                if build is not None and build.attempt == attempt:
+                    actions += self._redispatch(build, unattended[(build_id, attempt)])
+                del self.suspects[(build_id, attempt)]
+        return actions
+
+    def _redispatch(self, build: Build, reason: str) -> list[Action]:
+        done = queue.redispatch(self.rq_conn, build.id, build.attempt, reason, self.settings, build.runner)
+        if not done:
+            return []  # the build moved on meanwhile (finished, cancelled, or another scheduler acted)
+        log.warning("%s %s attempt %d lost: %s; %s", build.repo, build.short, build.attempt, reason,
+                    "attempt %d queued" % (build.attempt + 1) if done == "requeued" else "gave up")
+        return [Action(build.id, build.attempt, reason, done)]
+
+    def _update_registry(self, runners: dict[str, RunnerBeat]) -> None:
+        """Registry entries: live runners as their key says; runners whose key went, marked gone."""
+        seen_at = results.now_iso()
+        registry = self.conn.hgetall(keys.runners())
+        with self.conn.pipeline(transaction=False) as pipe:
+            for name, beat in runners.items():
+                pipe.hset(keys.runners(), name, json.dumps({**asdict(beat), "state": "alive", "seen_at": seen_at}))
+            for name, text in registry.items():
+                if name in runners:
+                    continue
+                entry = json.loads(text)
+                if entry.get("state") == "alive":
+                    entry.update(state="gone", gone_at=seen_at)
+                    pipe.hset(keys.runners(), name, json.dumps(entry))
+                    pipe.srem(keys.runner_names(), name)
+                elif _age_s(entry.get("gone_at", "")) > KEEP_GONE_RUNNERS_S:
+                    pipe.hdel(keys.runners(), name)
+            pipe.execute()
+
+
+def _age_s(iso: str) -> float:
+    try:
+        return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+    except ValueError:
+        return float("inf")
+
+
+def runner_table(conn: redis.Redis) -> list[dict]:
+    """Every runner the registry or a live key knows of: alive or gone, heartbeat age, current work."""
+    live = live_runners(conn)
+    rows = {}
+    for name, text in conn.hgetall(keys.runners()).items():
+        entry = json.loads(text)
+        rows[name] = {**entry, "alive": False}
+    for name, beat in live.items():
+        rows[name] = {**asdict(beat), "alive": True}
+    for row in rows.values():
+        row["heartbeat_age_s"] = round(_age_s(row.get("heartbeat_at", "")), 1)
+        if not row["alive"]:
+            row["build"], row["attempt"] = "", 0
+    return sorted(rows.values(), key=lambda r: (not r["alive"], r["name"]))

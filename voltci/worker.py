@@ -1,0 +1,147 @@
+"""The runner process: rq's Worker plus what Volt needs of a runner.
+
+- a heartbeat key, refreshed from a thread every `heartbeat` seconds whether the runner is idle or
+  busy, saying which build and attempt it works on (see heartbeat.py);
+- riding out a Redis restart: rq's own calls to Redis between jobs and while a job runs are retried
+  instead of ending the worker, and reconnecting backs off up to a few seconds;
+- a bound on that: a runner that cannot reach Redis for `redis_outage_limit` seconds stops its build
+  (it has been given to another runner by then), says so in one line and exits with status 75, for
+  its supervisor (systemd, `volt up`) to start it again;
+- reaping the test processes that a killed runner on this host left behind.
+
+Start it as `volt worker`, or as `rq worker -w voltci.worker.VoltWorker --url URL volt`. A plain
+`rq worker` also runs builds correctly: the build then keeps the runner's key alive itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Callable
+
+import redis
+from rq import Queue, Worker
+from rq.job import Job
+
+from voltci.config import Settings, load_settings
+from voltci.connection import decoded
+from voltci.heartbeat import Heartbeat, RunnerBeat
+from voltci.queue import build_of
+from voltci.testrun import reap_orphaned_tests
+
+EXIT_REDIS_LOST = 75  # EX_TEMPFAIL: try again later
+REAP_EVERY_S = 5.0
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+_heartbeat_in_parent = False
+
+
+def heartbeat_in_parent() -> bool:
+    """True in a work-horse forked by a VoltWorker, whose heartbeat thread speaks for the build."""
+    return _heartbeat_in_parent
+
+
+class VoltWorker(Worker):
+    """An rq worker that heartbeats, rides out Redis restarts within a bound, and reaps orphans."""
+
+    max_connection_wait_time = 5.0  # rq's reconnect backoff would otherwise grow to a minute
+
+    def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.volt_settings = settings or load_settings()
+        self._heartbeat: Heartbeat | None = None
+        self._last_reap = 0.0
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        global _heartbeat_in_parent
+        _heartbeat_in_parent = True
+        settings = self.volt_settings
+        self._reap()
+        self._heartbeat = Heartbeat(decoded(self.connection), RunnerBeat(name=self.name, queues=self.queue_names()),
+                                    settings.heartbeat, settings.heartbeat_ttl,
+                                    on_outage=self._on_outage, on_tick=self._reap_now_and_then).start()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            self._heartbeat.stop()
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        build = build_of(job)
+        if self._heartbeat is not None and build is not None:
+            self._heartbeat.set_work(*build)
+        try:
+            super().execute_job(job, queue)
+        except _REDIS_DOWN as exc:
+            # rq could not record the job's end; the build's own result is stored by the job itself.
+            self.log.warning("Worker %s: could not record the end of job %s in rq (%s)", self.name, job.id, exc)
+            if self.horse_pid:
+                self.wait_for_horse()
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.clear_work()
+
+    # rq's calls to Redis outside its dequeue loop end the worker on a connection error; these
+    # tolerate one, so a Redis restart costs a log line instead of a runner.
+
+    def _tolerating_outage(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except _REDIS_DOWN as exc:
+            self.log.warning("Worker %s: %s skipped, Redis unavailable (%s)", self.name, what, exc)
+            return None
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        self._tolerating_outage("rq heartbeat", lambda: super(VoltWorker, self).heartbeat(*args, **kwargs))
+
+    def maintain_heartbeats(self, job: Job) -> None:
+        self._tolerating_outage("rq job heartbeat", lambda: super(VoltWorker, self).maintain_heartbeats(job))
+
+    def set_current_job_working_time(self, *args: Any, **kwargs: Any) -> None:
+        self._tolerating_outage("working time",
+                                lambda: super(VoltWorker, self).set_current_job_working_time(*args, **kwargs))
+
+    def set_state(self, *args: Any, **kwargs: Any) -> None:
+        self._tolerating_outage("state", lambda: super(VoltWorker, self).set_state(*args, **kwargs))
+
+    def check_for_suspension(self, burst: bool) -> None:
+        self._tolerating_outage("suspension check", lambda: super(VoltWorker, self).check_for_suspension(burst))
+
+    def run_maintenance_tasks(self) -> None:
+        self._tolerating_outage("maintenance", lambda: super(VoltWorker, self).run_maintenance_tasks())
+
+    def _on_outage(self, out_for: float) -> None:
+        limit = self.volt_settings.redis_outage_limit
+        if out_for < limit:
+            return
+        print(f"volt worker {self.name}: cannot reach Redis for {out_for:.0f} s (redis_outage_limit {limit:g} s);"
+              " stopping its build and exiting", file=sys.stderr, flush=True)
+        horse = self.horse_pid
+        if horse:
+            try:
+                os.killpg(horse, signal.SIGKILL)  # rq's work-horse leads a process group of its own
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(horse, 0)
+            except ChildProcessError:
+                pass
+        self._reap()
+        os._exit(EXIT_REDIS_LOST)
+
+    def _reap_now_and_then(self) -> None:
+        if time.monotonic() - self._last_reap >= REAP_EVERY_S:
+            self._reap()
+
+    def _reap(self) -> None:
+        self._last_reap = time.monotonic()
+        killed = reap_orphaned_tests()
+        if killed:
+            self.log.warning("Worker %s: killed %d test process(es) left behind by a dead runner", self.name, killed)
+
+
+def make_worker(conn: redis.Redis, settings: Settings, name: str | None = None) -> VoltWorker:
+    name = name or f"{socket.gethostname()}.{os.getpid()}"
+    return VoltWorker([Queue(settings.queue, connection=conn)], connection=conn, name=name, settings=settings)
