@@ -1,0 +1,164 @@
+"""A Volt installation of real processes for fault tests: a private redis-server with its append-only
+file on, `volt worker` runners and `volt scheduler`s, each in a session of its own, with fast
+heartbeats. Everything it started is killed at the end, test processes included."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import redis
+
+from conftest import ROOT, GitRepo, child_env
+from voltci import keys, results
+from voltci.config import Settings, as_environment
+from voltci.models import Build
+from voltci.observer import RepoWatch
+from voltci.procs import descendants, kill_all, processes_with_env
+from voltci.redis_server import RedisServer
+from voltci.testrun import TEST_RUN_ENV
+
+WAIT_S = 90
+
+# A test that marks where it runs, starts a grandchild that would outlive it, and takes a while.
+SLOW_TEST = {
+    "tests/__init__.py": "",
+    "tests/test_slow.py": (
+        "import os, subprocess, sys, time, unittest\n\n\n"
+        "class Slow(unittest.TestCase):\n"
+        "    def test_slow(self):\n"
+        "        child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
+        "        marks = os.environ.get('FAULT_DIR')\n"
+        "        if marks:\n"
+        "            with open(os.path.join(marks, f'started-{os.getpid()}'), 'w') as fh:\n"
+        "                fh.write(str(child.pid))\n"
+        "        time.sleep(float(os.environ.get('FAULT_SLEEP', '3')))\n"
+        "        child.kill()\n"
+        "        child.wait()\n"
+    ),
+}
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = WAIT_S) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except redis.ConnectionError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, **settings: object):
+        self.tmp_path = tmp_path
+        self.server = RedisServer(tmp_path / "redis", appendonly=True).start()
+        self.settings = Settings(redis_url=self.server.url, workspace_dir=str(tmp_path / "ws"), heartbeat=0.5,
+                                 heartbeat_ttl=1.5, build_timeout=60)
+        self.settings = replace(self.settings, **settings)
+        self.marks = tmp_path / "marks"
+        self.marks.mkdir()
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.conn = redis.Redis.from_url(self.server.url, decode_responses=True)
+        self.rq_conn = redis.Redis.from_url(self.server.url)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return child_env(**{**as_environment(self.settings), "FAULT_DIR": str(self.marks), **extra})
+
+    def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
+        log = open(self.tmp_path / f"{name}.log", "ab")
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "voltci", *args], env=self.env(**env), cwd=ROOT,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        finally:
+            log.close()
+        self.procs[name] = proc
+        return proc
+
+    def worker(self, name: str, **env: str) -> subprocess.Popen:
+        return self.start(name, "worker", "--name", name, **env)
+
+    def scheduler(self, name: str = "scheduler") -> subprocess.Popen:
+        return self.start(name, "scheduler")
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text(errors="replace")
+
+    def watch(self, repo: GitRepo) -> RepoWatch:
+        watch = RepoWatch(self.rq_conn, self.settings, str(repo.path))
+        watch.validate()
+        return watch
+
+    def build(self, build_id: str) -> Build:
+        build = results.get_build(self.conn, build_id)
+        assert build is not None
+        return build
+
+    def beat(self, name: str) -> dict | None:
+        text = self.conn.get(keys.runner(name))
+        return json.loads(text) if text else None
+
+    def wait_running_on(self, name: str) -> dict:
+        return wait_until(lambda: (b := self.beat(name)) and b["build"] and
+                          self.build(b["build"]).status.value == "running" and b, f"{name} to run a build")
+
+    def wait_final(self, build_id: str, timeout: float = WAIT_S) -> Build:
+        return wait_until(lambda: (b := self.build(build_id)).status.is_final and b, f"{build_id} to end", timeout)
+
+    def runner_and_horse(self, name: str) -> list[int]:
+        pid = self.procs[name].pid
+        children = [p for p in descendants(pid) if _parent(p) == pid]
+        return [pid, *children]
+
+    def kill_runner(self, name: str) -> None:
+        """SIGKILL the runner and its work-horse, leaving the test processes to the kernel and Volt."""
+        kill_all(self.runner_and_horse(name))
+        self.procs[name].wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            kill_all([*descendants(proc.pid), proc.pid], signal.SIGKILL)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        leftovers = [pid for pid, where in processes_with_env("FAULT_DIR").items() if where == str(self.marks)]
+        kill_all(leftovers)
+        self.conn.close()
+        self.rq_conn.close()
+        self.server.stop()
+
+
+def marked_processes(build_id: str = "") -> dict[int, str]:
+    """Test processes (pid -> run marker) of runs whose marker names `build_id`."""
+    return {pid: marker for pid, marker in processes_with_env(TEST_RUN_ENV).items() if build_id in marker}
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def grandchildren_started(marks: Path) -> list[int]:
+    return [int(p.read_text()) for p in marks.glob("started-*") if p.read_text()]
+
