@@ -158,8 +158,8 @@ def test_redis_restart_with_aof_every_build_ends_once(cluster, make_repo) -> Non
         assert cluster.wait_final(build.id, timeout=120).status.value == "passed"
     for build in builds:
         assert cluster.build(build.id).results_stored == 1
-    assert cluster.procs["r1"].poll() is None and cluster.procs["r2"].poll() is None
-    assert cluster.procs["scheduler"].poll() is None
+    for name in ("r1", "r2", "scheduler"):
+        assert cluster.procs[name].poll() is None, cluster.log(name)[-3000:]
 
 
 def test_runner_cut_off_longer_than_the_bound_exits_with_one_line(cluster) -> None:

@@ -81,6 +81,7 @@ def enqueue_attempt(queue: Queue, build: Build, attempt: int, settings: Settings
         timeout=int(settings.build_timeout) + RQ_TIMEOUT_MARGIN_S,
         result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl,
         description=describe(build), pipeline=pipeline,
+        at_front=attempt > 1,  # a re-dispatched build was already under way: it goes first
     )
 
 

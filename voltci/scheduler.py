@@ -11,8 +11,8 @@ reads the runners' heartbeat keys (see heartbeat.py) every half heartbeat and:
 
 Several schedulers may run; only the holder of an expiring lock in Redis acts, and every change it
 makes is a transaction on the build, so even two acting at once could not dispatch a build twice.
-After Redis was out of reach, a scheduler waits one heartbeat TTL before it judges any runner, so
-the runners have time to refresh keys that expired while Redis was away.
+For a few seconds after Redis (re)started, no runner is judged: their keys may have expired while
+Redis was down, and live runners need a heartbeat or two to write them again.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from voltci.models import Build
 
 log = logging.getLogger("volt.scheduler")
 KEEP_GONE_RUNNERS_S = 3600.0
-BACKOFF_MAX_S = 5.0
+BACKOFF_MAX_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ class Scheduler:
         self.lock = self.conn.lock(keys.scheduler_lock(), timeout=settings.heartbeat_ttl, blocking=False,
                                    thread_local=False)
         self.leading = False
-        self.connected_since: float | None = None
         self.suspects: dict[tuple[str, int], float] = {}  # (build, attempt) -> when first seen unattended
 
     @property
@@ -70,7 +69,6 @@ class Scheduler:
                 failures = 0
             except redis.RedisError as exc:
                 failures += 1
-                self.connected_since = None
                 log.warning("Redis unavailable (%s); retrying", exc)
             stop.wait(self.interval_s if not failures else min(BACKOFF_MAX_S, 0.5 * 2 ** failures))
         self.release()
@@ -78,16 +76,21 @@ class Scheduler:
     def step(self) -> list[Action]:
         """One pass: lead or stand by, refresh the registry, re-dispatch what was lost."""
         now = time.monotonic()
-        if self.connected_since is None:
-            self.conn.ping()
-            self.connected_since = now
         if not self._lead():
             return []
         runners = live_runners(self.conn)
         self._update_registry(runners)
-        if now - self.connected_since < self.settings.heartbeat_ttl:
-            return []  # Redis just came back: let runners refresh keys that expired meanwhile
+        if self._redis_uptime_s() < self.settle_s:
+            return []  # Redis just (re)started: let runners refresh keys that expired while it was down
         return self._check_builds(runners, now)
+
+    @property
+    def settle_s(self) -> float:
+        """Long enough for every live runner to have refreshed its key twice."""
+        return min(self.settings.heartbeat_ttl, 2 * self.settings.heartbeat)
+
+    def _redis_uptime_s(self) -> float:
+        return float(self.conn.info("server")["uptime_in_seconds"])
 
     def release(self) -> None:
         if self.leading:
