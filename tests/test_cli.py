@@ -3,6 +3,7 @@ exit status 2, never a traceback, and leaves what Redis already holds as it was.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -48,6 +49,8 @@ def test_report_passes_and_resolves_prefixes(built, settings) -> None:
     (["report", "xyz"], "not a commit"),
     (["report", "--repo", "nope!", "abcd"], "not a repository name"),
     (["history", "--repo", "nosuch"], "unknown repository 'nosuch'"),
+    (["cancel", "deadbeef"], "unknown commit 'deadbeef'"),
+    (["cancel", "--repo", "a b", "abcd"], "not a repository name"),
     (["observe", "--once", "--repo", "/nonexistent/repo"], "not a git repository"),
     (["observe", "--once", "--repo", str(ROOT / "voltci")], "not a git repository"),
 ])
@@ -68,7 +71,8 @@ def test_unknown_branch(built, conn, settings) -> None:
     assert snapshot(conn) == before
 
 
-@pytest.mark.parametrize("command", [["report", "abcd"], ["status"], ["history"], ["observe", "--once", "--repo", "."]])
+@pytest.mark.parametrize("command", [["report", "abcd"], ["status"], ["history"], ["observe", "--once", "--repo", "."],
+                                     ["cancel", "abcd"], ["scheduler"], ["worker", "--burst"]])
 def test_unreachable_redis(command) -> None:
     proc = run_volt(*command, "--redis-url", f"redis://:s3cret@127.0.0.1:{free_port()}/0")
     assert_one_line_error(proc, "cannot reach Redis")
@@ -109,3 +113,35 @@ def test_report_of_a_queued_build_exits_3(rq_conn, settings, make_repo) -> None:
     assert proc.returncode == 3 and "QUEUED" in proc.stdout
     proc = run_volt("report", sha, "--json", "--redis-url", settings.effective_redis_url)
     assert proc.returncode == 3
+
+
+def test_cancel_of_an_ended_build_changes_nothing(built, conn, settings) -> None:
+    _, sha = built
+    before = snapshot(conn)
+    assert_one_line_error(run_volt("cancel", sha[:8], "--redis-url", settings.effective_redis_url),
+                          "has already ended (passed); nothing to cancel")
+    assert snapshot(conn) == before
+
+
+def test_status_shows_runners_running_builds_and_lost_attempts(built, conn, settings) -> None:
+    from voltci import keys
+    from voltci.heartbeat import Heartbeat, RunnerBeat
+
+    heartbeat = Heartbeat(conn, RunnerBeat(name="host-a.7", queues=["volt"]), 2, 60)
+    heartbeat.set_work("proj-" + "0" * 40, 2)
+    conn.hset(keys.runners(), "host-b.9", json.dumps({"name": "host-b.9", "state": "gone",
+                                                      "heartbeat_at": "2026-01-01T00:00:00+00:00"}))
+    conn.lpush(keys.lost(), json.dumps({"build": "proj-x", "repo": "proj", "commit": "ab" * 20, "attempt": 1,
+                                        "runner": "host-b.9", "started_at": "", "lost_at": "2026-01-01T00:00:01",
+                                        "reason": "runner host-b.9 stopped sending heartbeats",
+                                        "then": "attempt 2 queued"}))
+    proc = run_volt("status", "--json", "--redis-url", settings.effective_redis_url)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    alive, gone = data["runners"]
+    assert (alive["name"], alive["alive"], alive["build"], alive["attempt"]) == ("host-a.7", True, "proj-" + "0" * 40, 2)
+    assert alive["heartbeat_age_s"] < 30 and (gone["name"], gone["alive"]) == ("host-b.9", False)
+    assert data["lost"][0]["then"] == "attempt 2 queued" and data["queued"] == 0
+    text = run_volt("status", "--redis-url", settings.effective_redis_url).stdout
+    assert "runners: 1 alive, 1 gone" in text and "building proj-0000000000" in text
+    assert "attempt 1 on host-b.9: runner host-b.9 stopped sending heartbeats; attempt 2 queued" in text
