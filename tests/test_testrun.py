@@ -84,9 +84,11 @@ def test_timeout_kills_the_whole_group_and_keeps_finished_tests(tmp_path: Path) 
         "tests/__init__.py": "",
         "tests/test_a_quick.py": "import unittest\n\nclass T(unittest.TestCase):\n    def test_quick(self):\n        pass\n",
         "tests/test_b_hang.py": (
-            "import subprocess, sys, time, unittest\n\nclass T(unittest.TestCase):\n    def test_hang(self):\n"
+            "import os, subprocess, sys, time, unittest\n\nclass T(unittest.TestCase):\n    def test_hang(self):\n"
             "        child = subprocess.Popen(['sleep', '600'])\n"
-            f"        open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+            "        daemon = subprocess.Popen(['sleep', '601'], start_new_session=True)\n"
+            "        group = os.getpgid(0)\n"
+            f"        open({str(pid_file)!r}, 'w').write(f'{{child.pid}} {{daemon.pid}} {{group}}')\n"
             "        time.sleep(600)\n"
         ),
     }
@@ -97,8 +99,21 @@ def test_timeout_kills_the_whole_group_and_keeps_finished_tests(tmp_path: Path) 
     assert outcome.status is Status.TIMEOUT
     assert "time limit" in outcome.reason
     assert [t.id for t in outcome.tests] == ["tests.test_a_quick.T.test_quick"]
-    grandchild = int(pid_file.read_text())
+    grandchild, daemon, group = map(int, pid_file.read_text().split())
     assert not _alive(grandchild), "the test's own child outlived the build"
+    assert not _alive(daemon), "a child that left the process group outlived the build"
+    assert not [pid for pid in _pids() if _pgid(pid) == group and _alive(pid)], "the process group outlived the build"
+
+
+def _pids() -> list[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return -1
 
 
 def _alive(pid: int) -> bool:

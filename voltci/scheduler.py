@@ -139,9 +139,9 @@ class Scheduler:
         self.suspects = {key: self.suspects.get(key, now) for key in unattended}
         for (build_id, attempt), since in list(self.suspects.items()):
             if now - since >= self.settings.heartbeat_ttl:
-                build = results.get_build(self.conn, build_id)
-                if build is not None and build.attempt == attempt:
-                    actions += self._redispatch(build, unattended[(build_id, attempt)])
+                current = results.get_build(self.conn, build_id)
+                if current is not None and current.attempt == attempt:
+                    actions += self._redispatch(current, unattended[(build_id, attempt)])
                 del self.suspects[(build_id, attempt)]
         return actions
 
