@@ -83,6 +83,18 @@ class VoltWorker(Worker):
             if self._heartbeat is not None:
                 self._heartbeat.clear_work()
 
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """rq retries a refused connection here but ends the worker on a socket timeout (a network
+        cut rather than a restart); retry that too. The heartbeat thread bounds the outage."""
+        delay = 1.0
+        while True:
+            try:
+                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+            except redis.TimeoutError as exc:
+                self.log.warning("Worker %s: Redis timed out (%s); retrying in %g s", self.name, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_connection_wait_time)
+
     # rq's calls to Redis outside its dequeue loop end the worker on a connection error; these
     # tolerate one, so a Redis restart costs a log line instead of a runner.
 
