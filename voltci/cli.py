@@ -293,6 +293,23 @@ def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
         click.echo(report.one_line(b))
 
 
+# ---------------------------------------------------------------- web
+
+@cli.command(name="web", cls=VoltCommand)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback unless told otherwise).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8008, show_default=True, help="Port to listen on.")
+@common_options
+def web_cmd(app: App, host: str, port: int) -> None:
+    """The web page: builds, tests, logs, runners, badges, /api/ and rq-dashboard under /rq."""
+    from voltci.web_server import serve
+
+    setup_logging(logging.WARNING)
+    app.redis()  # fail now, in one line, if Redis cannot be reached
+    serve(app.settings, host, port, on_ready=lambda url: click.echo(
+        f"Volt web: {url} (rq-dashboard at {url}rq/; {'token set' if app.settings.web_token else 'read-only'})"))
+
+
 # ---------------------------------------------------------------- one machine
 
 @cli.command(cls=VoltCommand)

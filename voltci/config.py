@@ -40,6 +40,7 @@ class Settings:
     max_commits_per_poll: int = 500
     log_tail_lines: int = 60
     result_ttl: int = 7 * 24 * 3600
+    web_token: str | None = None
 
     @property
     def effective_redis_url(self) -> str:
@@ -51,9 +52,8 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     """Turn a raw value from env or toml into the field's type, or say which setting is wrong."""
-    kind = type(getattr(Settings(), name))
-    if name == "redis_url":
-        kind = str
+    default = getattr(Settings(), name)
+    kind = str if default is None else type(default)  # the optional settings are strings
     try:
         if kind is bool:
             raise TypeError

@@ -231,6 +231,27 @@ def cancel(conn: redis.Redis, build_id: str, settings: Settings, why: str = "can
     return build
 
 
+def rebuild(conn: redis.Redis, build_id: str, settings: Settings) -> Build | None:
+    """Queue an ended build again, as its next attempt (the earlier ones stay in its history).
+    Returns the build as it was, or None when it has not ended (it is queued or running)."""
+    queue = Queue(settings.queue, connection=conn)
+    queue.get_redis_server_version()
+    before: list[Build] = []
+
+    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
+        if not build.status.is_final:
+            return None
+        before[:] = [build]
+
+        def write() -> str:
+            results.reset_for_rebuild(pipe, build)
+            enqueue_attempt(queue, build, build.attempt + 1, settings, pipe)
+            return "queued"
+        return write
+
+    return before[0] if _transaction(conn, build_id, decide) else None
+
+
 def retire_job(conn: redis.Redis, job_id: str, why: str, settings: Settings) -> None:
     """Take a job that no longer runs a build out of rq's queue or started registry (moved to failed),
     so rq-dashboard shows what happened. Best effort: Volt's own records already say it."""

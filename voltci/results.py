@@ -17,7 +17,7 @@ import redis
 
 from voltci import keys
 from voltci.errors import BadInput
-from voltci.models import Attempt, AttemptState, Build, RunOutcome, Status, TestResult
+from voltci.models import Attempt, AttemptState, Build, Counts, RunOutcome, Status, TestResult
 
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 TESTS_PER_WRITE = 1000
@@ -170,6 +170,16 @@ def requeue(pipe: redis.client.Pipeline, build: Build, lost: Attempt) -> None:
     pipe.sadd(keys.queued(), build.id)
 
 
+def reset_for_rebuild(pipe: redis.client.Pipeline, build: Build) -> None:
+    """An ended build back to queued, as attempt n+1, its last result cleared (its attempts kept)."""
+    pipe.delete(keys.build_tests(build.id))
+    pipe.hset(keys.build(build.id), mapping={
+        "status": Status.QUEUED.value, "attempt": str(build.attempt + 1), "queued_at": now_iso(),
+        "runner": "", "started_at": "", "finished_at": "", "duration_s": "0.0", "reason": "", "log_tail": "",
+        "counts": json.dumps(Counts().to_dict()), "results_stored": "0"})
+    pipe.sadd(keys.queued(), build.id)
+
+
 LOST_KEPT = 200
 
 
@@ -236,6 +246,22 @@ def history(conn: redis.Redis, repo: str | None = None, limit: int = 20) -> list
         if build:
             builds.append(build)
     return builds
+
+
+def history_page(conn: redis.Redis, repo: str, page: int, per_page: int) -> tuple[list[Build], int]:
+    """One page (from 1) of a repository's builds, newest first, and how many builds it has."""
+    start = (page - 1) * per_page
+    build_ids = conn.zrevrange(keys.repo_history(repo), start, start + per_page - 1)
+    return _builds(conn, list(build_ids)), conn.zcard(keys.repo_history(repo))
+
+
+def latest_build(conn: redis.Redis, repo: str, branch: str | None = None, scan: int = 500) -> Build | None:
+    """The newest build of `repo` (of `branch`, looking at most `scan` builds back)."""
+    for build_id in conn.zrevrange(keys.repo_history(repo), 0, (0 if branch is None else scan - 1)):
+        build = get_build(conn, build_id)
+        if build is not None and (branch is None or build.branch == branch):
+            return build
+    return None
 
 
 def running_builds(conn: redis.Redis) -> list[Build]:

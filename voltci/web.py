@@ -1,0 +1,203 @@
+"""`volt web`: server-rendered pages over the same Redis, a badge per repository, JSON under /api/,
+and rq-dashboard under /rq — all read-only unless a `web_token` is configured.
+
+Every path part and query value is checked (repository names, commit prefixes, page numbers,
+branch names) before it goes near Redis; what does not pass is a 400 or 404 page. Templates are
+Jinja's with autoescaping on, so test names, messages and logs are shown, never run.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from typing import Any
+
+import flask
+import redis
+import rq_dashboard
+from jinja2 import DictLoader
+from rq_dashboard.web import setup_rq_connection
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
+
+from voltci import keys, queue, report, results, scheduler
+from voltci.config import Settings
+from voltci.connection import connect, redacted
+from voltci.errors import BadInput
+from voltci.models import Build, Outcome, Status, TestResult
+from voltci.web_templates import TEMPLATES
+
+PER_PAGE = 25
+MAX_PAGE = 100_000
+MAX_PASSING_ROWS = 2000  # a page lists every failing test, and this many of the others
+REFRESH_S = 3
+BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
+SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
+BADGE_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#6a1b9a", "timeout": "#ef6c00",
+                 "cancelled": "#616161", "running": "#1565c0", "queued": "#757575", "unknown": "#9e9e9e"}
+
+
+def create_app(settings: Settings) -> flask.Flask:
+    app = flask.Flask("voltci.web")
+    app.jinja_loader = DictLoader(TEMPLATES)  # names end in .html: autoescaping is on
+    url = settings.effective_redis_url
+    conn = connect(url, ping=False)
+    rq_conn = connect(url, decode=False, ping=False)
+    app.config.update(RQ_DASHBOARD_REDIS_URL=url, RQ_DASHBOARD_DISABLE_DELETE=True)
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
+    setup_rq_connection(app)
+
+    def allowed() -> bool:
+        """Whether the request carries the configured token (constant-time compare)."""
+        if not settings.web_token:
+            return False
+        given = flask.request.form.get("token", "")
+        header = flask.request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            given = header[len("Bearer "):]
+        return hmac.compare_digest(given.encode(), settings.web_token.encode())
+
+    @app.before_request
+    def read_only() -> None:
+        if flask.request.method not in ("GET", "HEAD", "OPTIONS") and not allowed():
+            flask.abort(403, "read-only: this needs the web token (setting web_token)" if settings.web_token
+                        else "read-only: no web_token is configured")
+
+    @app.errorhandler(HTTPException)
+    def error_page(exc: HTTPException) -> tuple[Any, int]:
+        if flask.request.path.startswith("/api/"):
+            return flask.jsonify({"error": exc.description, "status": exc.code}), exc.code or 500
+        return flask.render_template("error.html", code=exc.code, name=exc.name,
+                                     message=exc.description), exc.code or 500
+
+    @app.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError) -> tuple[Any, int]:
+        return error_page(ServiceUnavailable(f"Redis is unavailable ({redacted(url)}): try again shortly"))
+
+    def repo_or_404(repo: str) -> str:
+        if not keys.is_valid_repo_name(repo) or repo not in results.known_repos(conn):
+            flask.abort(404, f"no repository named '{repo}'")
+        return repo
+
+    def page_arg() -> int:
+        text = flask.request.args.get("page", "1")
+        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+            flask.abort(400, f"page must be a number from 1 to {MAX_PAGE}, not '{text}'")
+        return int(text)
+
+    def build_or_404(repo: str, sha: str) -> Build:
+        repo_or_404(repo)
+        if not SHA_PREFIX.fullmatch(sha):
+            flask.abort(404, f"'{sha}' is not a commit (4 to 40 lowercase hex digits)")
+        try:
+            build = results.get_build(conn, results.resolve_commit(conn, sha, repo))
+        except BadInput as exc:
+            flask.abort(404, str(exc))
+        if build is None:
+            flask.abort(404, f"no build of {sha} in '{repo}'")
+        return build
+
+    def history_page(repo: str) -> dict[str, Any]:
+        page = page_arg()
+        builds, total = results.history_page(conn, repo, page, PER_PAGE)
+        pages = max(1, -(-total // PER_PAGE))
+        if page > pages:
+            flask.abort(404, f"'{repo}' has {pages} page(s) of builds, not {page}")
+        return {"repo": repo, "page": page, "pages": pages, "total": total, "builds": builds}
+
+    def repositories() -> list[dict[str, Any]]:
+        return [{"name": name, "url": info.get("url", ""), "latest": results.latest_build(conn, name)}
+                for name, info in sorted(results.known_repos(conn).items())]
+
+    # ------------------------------------------------------------ pages
+
+    @app.get("/")
+    def index() -> str:
+        repos = repositories()
+        busy = bool(conn.scard(keys.running()) or conn.scard(keys.queued()))
+        return flask.render_template("index.html", repos=repos, refresh=busy,
+                                     running=results.running_builds(conn),
+                                     queued=queue.queue_depth(rq_conn, settings))
+
+    @app.get("/repo/<repo>")
+    def repo_page(repo: str) -> str:
+        data = history_page(repo_or_404(repo))
+        busy = any(not b.status.is_final for b in data["builds"])
+        return flask.render_template("repo.html", refresh=busy, **data)
+
+    @app.get("/build/<repo>/<sha>")
+    def build_page(repo: str, sha: str) -> str:
+        build = build_or_404(repo, sha)
+        tests = results.get_tests(conn, build.id)
+        bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR)]
+        rest = [t for t in tests if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
+        return flask.render_template(
+            "build.html", build=build, bad=bad, rest=rest[:MAX_PASSING_ROWS], hidden=max(0, len(rest) - MAX_PASSING_ROWS),
+            attempts=results.get_attempts(conn, build.id), refresh=not build.status.is_final,
+            can_act=bool(settings.web_token), runners={r["name"]: r for r in scheduler.runner_table(conn)})
+
+    @app.get("/runners")
+    def runners_page() -> str:
+        return flask.render_template("runners.html", runners=scheduler.runner_table(conn),
+                                     lost=results.recent_lost(conn, 20), refresh=True)
+
+    @app.post("/build/<repo>/<sha>/cancel")
+    def cancel(repo: str, sha: str) -> flask.Response:
+        build = build_or_404(repo, sha)
+        if queue.cancel(rq_conn, build.id, settings, "cancelled from the web page") is None:
+            flask.abort(409, f"the build has already ended ({build.status.value})")
+        return flask.redirect(flask.url_for("build_page", repo=repo, sha=build.commit), 303)
+
+    @app.post("/build/<repo>/<sha>/rebuild")
+    def rebuild(repo: str, sha: str) -> flask.Response:
+        build = build_or_404(repo, sha)
+        if queue.rebuild(rq_conn, build.id, settings) is None:
+            flask.abort(409, f"the build has not ended yet ({build.status.value})")
+        return flask.redirect(flask.url_for("build_page", repo=repo, sha=build.commit), 303)
+
+    # ------------------------------------------------------------ badge
+
+    @app.get("/badge/<repo>.svg")
+    def badge(repo: str) -> flask.Response:
+        repo_or_404(repo)
+        branch = flask.request.args.get("branch")
+        if branch is not None and not BRANCH.fullmatch(branch):
+            flask.abort(400, "not a branch name")
+        build = results.latest_build(conn, repo, branch)
+        status = build.status.value if build else "unknown"
+        svg = flask.render_template("badge.svg.html", label="volt", status=status,
+                                    colour=BADGE_COLOURS.get(status, BADGE_COLOURS["unknown"]),
+                                    label_width=40, status_width=8 + 7 * len(status))
+        response = flask.Response(svg, mimetype="image/svg+xml")
+        response.headers["Cache-Control"] = "no-cache, max-age=0"
+        return response
+
+    # ------------------------------------------------------------ JSON
+
+    @app.get("/api/repos")
+    def api_repos() -> flask.Response:
+        return flask.jsonify([{"name": r["name"], "url": r["url"],
+                               "latest": report.summary_dict(r["latest"]) if r["latest"] else None}
+                              for r in repositories()])
+
+    @app.get("/api/repos/<repo>/builds")
+    def api_history(repo: str) -> flask.Response:
+        data = history_page(repo_or_404(repo))
+        return flask.jsonify({**data, "builds": [report.summary_dict(b) for b in data["builds"]]})
+
+    @app.get("/api/builds/<repo>/<sha>")
+    def api_build(repo: str, sha: str) -> flask.Response:
+        build = build_or_404(repo, sha)
+        return flask.jsonify(report.as_dict(build, results.get_tests(conn, build.id),
+                                            results.get_attempts(conn, build.id)))
+
+    @app.get("/api/runners")
+    def api_runners() -> flask.Response:
+        return flask.jsonify({"runners": scheduler.runner_table(conn), "lost": results.recent_lost(conn, 20),
+                              "queued": queue.queue_depth(rq_conn, settings)})
+
+    app.jinja_env.globals.update(REFRESH_S=REFRESH_S, outcome_rank=_outcome_rank, Status=Status)
+    return app
+
+
+def _outcome_rank(test: TestResult) -> int:
+    return 0 if test.outcome in (Outcome.FAILED, Outcome.ERROR) else 1
