@@ -1,5 +1,5 @@
 """The web page in a real headless browser (Debian's chromium and chromedriver, installed by
-.ci/browser): a failed build built by real processes, its failing test and traceback, the way back
+.ci/packages): a failed build built by real processes, its failing test and traceback, the way back
 to the history, a 404, and HTML from a test name that must not run. A screenshot of the build page
 is kept in artifacts/ as an artifact of the run."""
 
@@ -39,7 +39,7 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 @pytest.fixture
 def browser(tmp_path):
     chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and chromedriver, "chromium and chromedriver are missing: run `bash .ci/browser`"
+    assert chromium and chromedriver, "chromium and chromedriver are missing: run `bash .ci/packages`"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}"]:
