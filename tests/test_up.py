@@ -8,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import psutil
 
 from conftest import child_env, run_volt
 from voltci.procs import descendants, kill_all
+from voltci.redis_server import free_port
 from sample_project import FAILING, PASSING
 
 STARTUP_TIMEOUT_S = 120
@@ -126,3 +128,23 @@ def test_up_stopped_by_sigterm_stops_its_runners_and_embedded_redis(tmp_path) ->
         kill_if_running(proc)
     assert proc.returncode == 0
     assert_all_gone(family)
+
+
+def test_up_with_web_serves_the_page_while_it_runs(make_repo, redis_url, tmp_path) -> None:
+    repo = make_repo()
+    repo.commit({**PASSING, "tests/test_slow.py": "import time, unittest\n\nclass S(unittest.TestCase):\n"
+                 "    def test_slow(self):\n        time.sleep(2)\n"}, "slow")
+    port = free_port()
+    proc = start_up(tmp_path, "--repo", str(repo.path), "--workers", "1", "--burst", "--web", "--web-port", str(port),
+                    "--redis-url", redis_url)
+    try:
+        (line,) = [line for line in read_until(proc, "Web:") if line.startswith("Web:")]
+        assert f"http://127.0.0.1:{port}/" in line
+        read_until(proc, "queued ")
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/repo/proj", timeout=10).read().decode()
+        assert "proj" in page and "slow" in page
+        read_until(proc, "passed ")
+        proc.wait(timeout=60)
+    finally:
+        kill_if_running(proc)
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]

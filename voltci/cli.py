@@ -323,12 +323,16 @@ def web_cmd(app: App, host: str, port: int) -> None:
               help="With --burst: give up after this many seconds.")
 @click.option("--redis-dir", type=click.Path(file_okay=False), default=None,
               help="Keep the embedded Redis' data here (append-only), so builds outlive volt up.")
+@click.option("--web", "with_web", is_flag=True, help="Also serve the web page on 127.0.0.1.")
+@click.option("--web-port", type=click.IntRange(0, 65535), default=8008, show_default=True,
+              help="Port of the web page, with --web.")
 @common_options
 def up(app: App, repos: tuple[str, ...], branches: tuple[str, ...], workers: int, burst: bool,
-       burst_timeout: float, redis_dir: str | None) -> None:
+       burst_timeout: float, redis_dir: str | None, with_web: bool, web_port: int) -> None:
     """Everything on one machine: Redis (unless given), runners and the observer; Ctrl-C stops it all."""
     setup_logging(logging.WARNING)  # builds are printed as lines of their own; problems still show
-    sys.exit(run_up(app.settings, list(repos), list(branches), workers, burst, burst_timeout, redis_dir))
+    sys.exit(run_up(app.settings, list(repos), list(branches), workers, burst, burst_timeout, redis_dir,
+                    web_port if with_web else None))
 
 
 def main() -> None:

@@ -133,6 +133,7 @@ class Build:
     reason: str = ""
     log_tail: str = ""
     results_stored: int = 0  # how many times a final result was written: exactly once, or Volt is wrong
+    progress: int = 0  # test results written so far by the running attempt
 
     def to_hash(self) -> dict[str, str]:
         data = asdict(self)
@@ -151,7 +152,7 @@ class Build:
             duration_s=float(data.get("duration_s") or 0.0),
             counts=Counts(**json.loads(data.get("counts") or "{}")),
             reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
-            results_stored=int(data.get("results_stored") or 0),
+            results_stored=int(data.get("results_stored") or 0), progress=int(data.get("progress") or 0),
         )
 
     @property

@@ -93,7 +93,7 @@ def start_attempt(conn: redis.Redis, build_id: str, attempt: int, runner_id: str
 
     def write(pipe: redis.client.Pipeline, build: Build) -> None:
         pipe.hset(keys.build(build_id), mapping={"status": Status.RUNNING.value, "runner": runner_id,
-                                                 "started_at": started})
+                                                 "started_at": started, "progress": "0"})
         pipe.hset(keys.build_attempts(build_id), str(attempt),
                   Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
         pipe.srem(keys.queued(), build_id)
@@ -103,6 +103,11 @@ def start_attempt(conn: redis.Redis, build_id: str, attempt: int, runner_id: str
     if build is not None:
         build.status, build.runner, build.started_at = Status.RUNNING, runner_id, started
     return build
+
+
+def set_progress(conn: redis.Redis, build_id: str, done: int) -> None:
+    """How many test results a running build has so far (a display hint, not part of its result)."""
+    conn.hset(keys.build(build_id), "progress", str(done))
 
 
 def is_current(conn: redis.Redis, build_id: str, attempt: int) -> bool:

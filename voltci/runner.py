@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import traceback
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import redis
@@ -24,7 +25,7 @@ from voltci.errors import VoltError
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.models import Counts, RunOutcome, Status
 from voltci.queue import current_job_connection, current_runner_id
-from voltci.testrun import Discovery, run_tests
+from voltci.testrun import RESULTS_FILE, Discovery, LineCounter, run_tests
 from voltci.worker import heartbeat_in_parent
 from voltci.workspace import checkout
 
@@ -64,7 +65,8 @@ def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, 
                       stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
             outcome = run_tests(workspace.tree, workspace.scratch, Discovery(), settings.build_timeout,
                                 tail_lines=settings.log_tail_lines,
-                                should_stop=_ownership_check(conn, build_id, attempt),
+                                should_stop=_ownership_check(conn, build_id, attempt,
+                                                             workspace.scratch / RESULTS_FILE),
                                 run_id=keys.job_id(build_id, attempt))
     except VoltError as exc:
         outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
@@ -95,9 +97,13 @@ def _retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def _ownership_check(conn: redis.Redis, build_id: str, attempt: int) -> Callable[[], str | None]:
-    """A check, rate-limited, that says why to stop when this attempt no longer owns the build."""
+def _ownership_check(conn: redis.Redis, build_id: str, attempt: int,
+                     results_path: Path | None = None) -> Callable[[], str | None]:
+    """A check, once a second, that says why to stop when this attempt no longer owns the build; while
+    it does, it also records how many test results the run has written (`volt up` shows progress)."""
     last = [0.0]
+    counter = LineCounter(results_path) if results_path is not None else None
+    reported = [-1]
 
     def should_stop() -> str | None:
         now = time.monotonic()
@@ -106,6 +112,9 @@ def _ownership_check(conn: redis.Redis, build_id: str, attempt: int) -> Callable
         last[0] = now
         try:
             if results.is_current(conn, build_id, attempt):
+                if counter is not None and (done := counter.count()) != reported[0]:
+                    results.set_progress(conn, build_id, done)
+                    reported[0] = done
                 return None
             build = results.get_build(conn, build_id)
         except redis.RedisError:

@@ -29,6 +29,27 @@ TEST_RUN_ENV = "VOLTCI_RUN"
 KILL_GRACE_S = 2.0
 PR_SET_PDEATHSIG = 1
 POLL_INTERVAL_S = 0.1
+RESULTS_FILE = "results.jsonl"
+
+
+class LineCounter:
+    """Counts the lines of a file that is being appended to, reading only what was added since."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+        self.lines = 0
+
+    def count(self) -> int:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return self.lines
+        self.offset += len(data)
+        self.lines += data.count(b"\n")
+        return self.lines
 
 
 @dataclass(frozen=True)
@@ -113,7 +134,7 @@ def run_tests(
     run_id: str = "tests",
 ) -> RunOutcome:
     """Run unittest discovery in `workdir`; `scratch` (outside the tree) holds the result file and log."""
-    results_path = scratch / "results.jsonl"
+    results_path = scratch / RESULTS_FILE
     log_path = scratch / "output.log"
     command = [python, collector.__file__, "--out", str(results_path), "--start-dir", plan.start_dir,
                "--pattern", plan.pattern]

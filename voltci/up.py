@@ -1,6 +1,6 @@
 """`volt up`: everything on one machine — an embedded Redis unless one is named, N runners, the
-scheduler and the observer — printing each build's result as it lands. Ctrl-C stops everything it
-started.
+scheduler, the observer and, with --web, the web page — printing each build as it lands under a
+live status line (see live.py). Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pathlib import Path
 import click
 import redis
 
-from voltci import keys, report, results
+from voltci import keys, report, results, web_server
 from voltci.config import Settings, as_environment
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
+from voltci.live import LiveView
 from voltci.observer import RepoWatch, observe_loop
 from voltci.procs import descendants, kill_all
 from voltci.redis_server import RedisServer
@@ -90,11 +91,13 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 
 def run_up(settings: Settings, repos: list[str], branches: list[str], workers: int, burst: bool,
-           burst_timeout: float, redis_dir: str | None = None) -> int:
+           burst_timeout: float, redis_dir: str | None = None, web_port: int | None = None) -> int:
     """Run until Ctrl-C (or, with `burst`, until the first poll's builds end). Returns the exit status."""
     state_dir = Path(settings.workspace_dir)
     server = None
     pool = None
+    web = None
+    view = None
     stop = threading.Event()
     _stop_on_signals()
     try:
@@ -110,25 +113,35 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         pool.start()
         click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'})")
         threading.Thread(target=Scheduler(settings).run, args=(stop,), name="scheduler", daemon=True).start()
+        if web_port is not None:
+            web, _ = web_server.start(settings, "127.0.0.1", web_port)
+            click.echo(f"Web:      {web_server.url_of(web)} (rq-dashboard at {web_server.url_of(web)}rq/)")
         if not burst:
             click.echo("Press Ctrl-C to stop.")
         click.echo("")
+        view = LiveView(conn, connect(settings.effective_redis_url, decode=False), settings)
         pubsub = conn.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(keys.events())
         first = [build for watch in watches for build in watch.poll()]
         for build in first:
-            click.echo(report.one_line(build))
+            view.line(report.one_line(build))
         if burst:
-            return _until_finished(conn, pubsub, pool, {b.id for b in first}, burst_timeout)
+            return _until_finished(conn, pubsub, pool, view, {b.id for b in first}, burst_timeout)
         threading.Thread(target=observe_loop, args=(watches, settings.poll, stop),
-                         kwargs={"on_build": lambda b: click.echo(report.one_line(b))}, daemon=True).start()
-        _until_interrupted(conn, pubsub, pool)
+                         kwargs={"on_build": lambda b: view.line(report.one_line(b))}, daemon=True).start()
+        _until_interrupted(conn, pubsub, pool, view)
         return 0
     except KeyboardInterrupt:
+        if view is not None:
+            view.close()
         click.echo("\nstopping…")
         return 0
     finally:
         stop.set()
+        if view is not None:
+            view.close()
+        if web is not None:
+            web.shutdown()
         if pool is not None:
             pool.stop()
         if server is not None:
@@ -167,9 +180,11 @@ def _watches(settings: Settings, repos: list[str], branches: list[str]) -> list[
     return watches
 
 
-def _next_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool) -> str | None:
-    """Wait a moment for a finished build, print it, keep the runners up; the build id, if one ended."""
+def _next_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool, view: LiveView) -> str | None:
+    """Wait a moment for a finished build, print it, keep the runners up and the status line fresh;
+    the build id, if one ended."""
     pool.supervise()
+    view.refresh()
     try:
         message = pubsub.get_message(timeout=SUPERVISE_INTERVAL_S)
     except redis.RedisError as exc:
@@ -181,22 +196,24 @@ def _next_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerP
     build_id = json.loads(message["data"])["build"]
     build = results.get_build(conn, build_id)
     if build:
-        click.echo(report.one_line(build))
+        view.finished(build)
+        view.line(report.one_line(build))
     return build_id
 
 
-def _until_interrupted(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool) -> None:
+def _until_interrupted(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool, view: LiveView) -> None:
     while True:
-        _next_finished(conn, pubsub, pool)
+        _next_finished(conn, pubsub, pool, view)
 
 
-def _until_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool, pending: set[str],
-                    timeout: float) -> int:
+def _until_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool, view: LiveView,
+                    pending: set[str], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while pending:
-        _next_finished(conn, pubsub, pool)
+        _next_finished(conn, pubsub, pool, view)
         pending = {build_id for build_id in pending if not _is_final(conn, build_id)}
         if pending and time.monotonic() > deadline:
+            view.close()
             click.echo(f"volt: {len(pending)} build(s) did not finish within {timeout:g} s", err=True)
             return 1
     return 0

@@ -1,0 +1,91 @@
+"""The live view of `volt up`: finished builds scroll by as lines, and on a terminal one status line
+below them shows the queue and each running build's elapsed time and progress (tests done out of
+the number its repository's last build ran)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import TextIO
+
+import redis
+
+from voltci import queue, results
+from voltci.config import Settings
+from voltci.models import Build
+
+CLEAR_LINE = "\r\x1b[2K"
+HISTORY_SCAN = 20
+
+
+def expected_tests(conn: redis.Redis, repo: str) -> int:
+    """How many tests the latest finished build of `repo` ran (0 when none did)."""
+    for build in results.history(conn, repo, HISTORY_SCAN):
+        if build.status.is_final and build.counts.total:
+            return build.counts.total
+    return 0
+
+
+def elapsed_s(build: Build, now: datetime) -> float:
+    try:
+        return max(0.0, (now - datetime.fromisoformat(build.started_at)).total_seconds())
+    except ValueError:
+        return 0.0
+
+
+def status_line(queued: int, running: list[Build], expected: dict[str, int], now: datetime, width: int) -> str:
+    """`queue: 2 queued · running: proj 1a2b3c4d5e 12s 40/120 tests · …`, cut to `width`."""
+    parts = [f"queue: {queued} queued", f"running: {len(running)}" if not running else "running:"]
+    for build in running:
+        total = expected.get(build.repo, 0)
+        done = f"{build.progress}/{total}" if total else f"{build.progress}/?"
+        parts.append(f"{build.repo} {build.short} {elapsed_s(build, now):.0f}s {done} tests")
+    line = " · ".join(parts[:2]) + (" " + " · ".join(parts[2:]) if running else "")
+    return line if len(line) < width else line[:max(0, width - 2)] + "…"
+
+
+class LiveView:
+    """Prints lines above a status line that is redrawn in place (only when `out` is a terminal)."""
+
+    def __init__(self, conn: redis.Redis, rq_conn: redis.Redis, settings: Settings, out: TextIO | None = None,
+                 interactive: bool | None = None):
+        self.conn, self.rq_conn, self.settings = conn, rq_conn, settings
+        self.out = out or sys.stdout
+        self.interactive = self.out.isatty() if interactive is None else interactive
+        self.status = ""
+        self.expected: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def line(self, text: str) -> None:
+        with self._lock:
+            self.out.write((CLEAR_LINE if self.status else "") + text + "\n" + self.status)
+            self.out.flush()
+
+    def refresh(self) -> None:
+        if not self.interactive:
+            return
+        try:
+            running = results.running_builds(self.conn)
+            queued = queue.queue_depth(self.rq_conn, self.settings)
+            for repo in {b.repo for b in running} - set(self.expected):
+                self.expected[repo] = expected_tests(self.conn, repo)
+        except redis.RedisError:
+            return  # the status line waits for Redis like everything else
+        width = shutil.get_terminal_size((100, 20)).columns
+        status = status_line(queued, running, self.expected, datetime.now(timezone.utc), width)
+        with self._lock:
+            self.status = status
+            self.out.write(CLEAR_LINE + status)
+            self.out.flush()
+
+    def finished(self, build: Build) -> None:
+        self.expected.pop(build.repo, None)  # the next build of it expects this one's count
+
+    def close(self) -> None:
+        with self._lock:
+            if self.status:
+                self.out.write(CLEAR_LINE)
+                self.out.flush()
+            self.status = ""
