@@ -22,6 +22,7 @@ from voltci import queue, report, results, scheduler
 from voltci.config import Settings, load_settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput, RedisUnavailable, VoltError
+from voltci.logstream import follow_log, read_log
 from voltci.observer import RepoWatch, observe_loop
 from voltci.up import run_up
 from voltci.worker import make_worker
@@ -230,6 +231,26 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
         click.echo(json.dumps(report.as_dict(build, tests, attempts), indent=2))
     else:
         click.echo(report.as_text(build, tests, attempts))
+    sys.exit(report.exit_status(build))
+
+
+@cli.command(name="log", cls=VoltCommand)
+@click.argument("commit")
+@click.option("--repo", default=None, help="Repository name, when the commit prefix is in several.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing the output as it comes, until the build ends.")
+@common_options
+def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
+    """Print a build's output (setup and tests); -f follows it live while the build runs."""
+    conn = app.redis()
+    build_id = results.resolve_commit(conn, commit, repo)
+    if not follow:
+        click.echo(read_log(conn, build_id), nl=False)
+        return
+    limit_s = app.settings.build_timeout * app.settings.max_attempts + 600
+    build = follow_log(conn, build_id, lambda text: click.echo(text, nl=False), limit_s)
+    if build is None or not build.status.is_final:
+        raise BadInput(f"the build of {commit} did not end within {limit_s:g} s; stopped following")
+    click.echo(f"[volt: build {build.status.value}{' — ' + build.reason if build.reason else ''}]", err=True)
     sys.exit(report.exit_status(build))
 
 

@@ -39,6 +39,7 @@ class Settings:
     workspace_dir: str = field(default_factory=default_workspace_dir)
     max_commits_per_poll: int = 500
     log_tail_lines: int = 60
+    log_max_bytes: int = 10 * 1024 * 1024
     result_ttl: int = 7 * 24 * 3600
     web_token: str | None = None
 

@@ -5,6 +5,8 @@ Layout (P = prefix, "volt" by default):
     P:build:<build_id>              hash   the build record (models.Build)
     P:build:<build_id>:tests        hash   test id -> JSON of one test result
     P:build:<build_id>:attempts     hash   attempt number -> JSON of one attempt
+    P:build:<build_id>:log          string the output of the build's current attempt, capped
+    P:log:<build_id>                pubsub channel: the output as it is appended (JSON: end offset, text)
     P:repos                         hash   repo name -> JSON of where it lives
     P:repo:<repo>:history           zset   build ids scored by enqueue time (newest = highest)
     P:commits                       zset   "<sha>:<repo>" members, all score 0, for prefix lookup by lex range
@@ -44,6 +46,14 @@ def build_tests(build_id: str) -> str:
 
 def build_attempts(build_id: str) -> str:
     return f"{build(build_id)}:attempts"
+
+
+def build_log(build_id: str) -> str:
+    return f"{build(build_id)}:log"
+
+
+def log_channel(build_id: str) -> str:
+    return f"{PREFIX}:log:{_check_part(build_id)}"
 
 
 def repos() -> str:

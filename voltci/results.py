@@ -96,6 +96,7 @@ def start_attempt(conn: redis.Redis, build_id: str, attempt: int, runner_id: str
                                                  "started_at": started, "progress": "0"})
         pipe.hset(keys.build_attempts(build_id), str(attempt),
                   Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
+        pipe.delete(keys.build_log(build_id))  # an attempt's output starts afresh
         pipe.srem(keys.queued(), build_id)
         pipe.sadd(keys.running(), build_id)
 

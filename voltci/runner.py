@@ -25,7 +25,8 @@ from voltci.errors import VoltError
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.models import Counts, RunOutcome, Status
 from voltci.queue import current_job_connection, current_runner_id
-from voltci.testrun import RESULTS_FILE, Discovery, LineCounter, run_tests
+from voltci.logstream import LogPump
+from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, Discovery, LineCounter, run_tests
 from voltci.worker import heartbeat_in_parent
 from voltci.workspace import checkout
 
@@ -63,11 +64,17 @@ def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, 
     try:
         with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
                       stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
+            pump = LogPump(conn, build_id, attempt, workspace.scratch / OUTPUT_FILE, settings.log_max_bytes)
             outcome = run_tests(workspace.tree, workspace.scratch, Discovery(), settings.build_timeout,
                                 tail_lines=settings.log_tail_lines,
                                 should_stop=_ownership_check(conn, build_id, attempt,
-                                                             workspace.scratch / RESULTS_FILE),
+                                                             workspace.scratch / RESULTS_FILE, pump),
                                 run_id=keys.job_id(build_id, attempt))
+            try:
+                if results.is_current(conn, build_id, attempt):
+                    pump.finish()
+            except redis.RedisError as exc:
+                log.warning("build %s: could not store the end of its output (%s)", build_id, exc)
     except VoltError as exc:
         outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
     except Exception as exc:  # a bug of ours must still end the build, not leave it running
@@ -97,10 +104,11 @@ def _retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def _ownership_check(conn: redis.Redis, build_id: str, attempt: int,
-                     results_path: Path | None = None) -> Callable[[], str | None]:
+def _ownership_check(conn: redis.Redis, build_id: str, attempt: int, results_path: Path | None = None,
+                     pump: LogPump | None = None) -> Callable[[], str | None]:
     """A check, once a second, that says why to stop when this attempt no longer owns the build; while
-    it does, it also records how many test results the run has written (`volt up` shows progress)."""
+    it does, it also copies the new output to Redis and records how many test results the run has
+    written (`volt log -f`, the web page and `volt up` show them)."""
     last = [0.0]
     counter = LineCounter(results_path) if results_path is not None else None
     reported = [-1]
@@ -112,6 +120,8 @@ def _ownership_check(conn: redis.Redis, build_id: str, attempt: int,
         last[0] = now
         try:
             if results.is_current(conn, build_id, attempt):
+                if pump is not None:
+                    pump.pump()
                 if counter is not None and (done := counter.count()) != reported[0]:
                     results.set_progress(conn, build_id, done)
                     reported[0] = done

@@ -30,6 +30,7 @@ KILL_GRACE_S = 2.0
 PR_SET_PDEATHSIG = 1
 POLL_INTERVAL_S = 0.1
 RESULTS_FILE = "results.jsonl"
+OUTPUT_FILE = "output.log"
 
 
 class LineCounter:
@@ -135,7 +136,7 @@ def run_tests(
 ) -> RunOutcome:
     """Run unittest discovery in `workdir`; `scratch` (outside the tree) holds the result file and log."""
     results_path = scratch / RESULTS_FILE
-    log_path = scratch / "output.log"
+    log_path = scratch / OUTPUT_FILE
     command = [python, collector.__file__, "--out", str(results_path), "--start-dir", plan.start_dir,
                "--pattern", plan.pattern]
     if plan.top_level_dir:

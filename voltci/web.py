@@ -23,12 +23,14 @@ from voltci import keys, queue, report, results, scheduler
 from voltci.config import Settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput
+from voltci.logstream import read_log
 from voltci.models import Build, Outcome, Status, TestResult
 from voltci.web_templates import TEMPLATES
 
 PER_PAGE = 25
 MAX_PAGE = 100_000
-MAX_PASSING_ROWS = 2000  # a page lists every failing test, and this many of the others
+MAX_PASSING_ROWS = 2000
+PAGE_LOG_CHARS = 64 * 1024  # the page shows the end of the output; /api/builds/…/log has all of it  # a page lists every failing test, and this many of the others
 REFRESH_S = 3
 BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
@@ -130,8 +132,9 @@ def create_app(settings: Settings) -> flask.Flask:
         tests = results.get_tests(conn, build.id)
         bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR)]
         rest = [t for t in tests if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
+        output = read_log(conn, build.id)
         return flask.render_template(
-            "build.html", build=build, bad=bad, rest=rest[:MAX_PASSING_ROWS], hidden=max(0, len(rest) - MAX_PASSING_ROWS),
+            "build.html", build=build, output=output[-PAGE_LOG_CHARS:], output_cut=len(output) > PAGE_LOG_CHARS, bad=bad, rest=rest[:MAX_PASSING_ROWS], hidden=max(0, len(rest) - MAX_PASSING_ROWS),
             attempts=results.get_attempts(conn, build.id), refresh=not build.status.is_final,
             can_act=bool(settings.web_token), runners={r["name"]: r for r in scheduler.runner_table(conn)})
 
@@ -189,6 +192,11 @@ def create_app(settings: Settings) -> flask.Flask:
         build = build_or_404(repo, sha)
         return flask.jsonify(report.as_dict(build, results.get_tests(conn, build.id),
                                             results.get_attempts(conn, build.id)))
+
+    @app.get("/api/builds/<repo>/<sha>/log")
+    def api_log(repo: str, sha: str) -> flask.Response:
+        build = build_or_404(repo, sha)
+        return flask.Response(read_log(conn, build.id), mimetype="text/plain")
 
     @app.get("/api/runners")
     def api_runners() -> flask.Response:

@@ -126,8 +126,9 @@ BUILD = """{% extends "base.html" %}
  <td>{{ a.started_at }}</td><td>{{ a.ended_at }}</td><td>{{ a.reason }}</td></tr>
 {% endfor %}
 </table>
-<h2>Log{% if not build.status.is_final %} (live){% endif %}</h2>
-<pre id="log">{{ build.log_tail or '(nothing yet)' }}</pre>
+<h2>Output{% if not build.status.is_final %} (live){% endif %}</h2>
+{% if output_cut %}<p class="muted">The end of the output; <a href="/api/builds/{{ build.repo }}/{{ build.commit }}/log">all of it</a>.</p>{% endif %}
+<pre id="log">{{ output or build.log_tail or '(nothing yet)' }}</pre>
 {% if rest %}
 <h2>Other tests</h2>
 <table id="tests">

@@ -1,0 +1,120 @@
+"""A build's output in Redis: copied while it runs, capped with a marker, and followed live with
+`volt log -f` (nothing lost, nothing printed twice)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+from cluster import wait_until
+from conftest import ROOT, child_env, run_rq_worker_burst, run_volt
+from test_results import SHA_A, add
+from voltci import keys, results
+from voltci.logstream import LogPump, follow_log, read_log
+
+
+def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
+    out = tmp_path / "output.log"
+    out.write_bytes(b"")
+    pump = LogPump(fake, "b1", 1, out, cap_bytes=20)
+    with open(out, "ab") as fh:
+        fh.write("héllo ".encode()[:2])  # half of the é
+        fh.flush()
+        pump.pump()
+        fh.write("héllo ".encode()[2:] + b"world\n")
+        fh.flush()
+        pump.pump()
+        assert read_log(fake, "b1") == "héllo world\n"
+        fh.write(b"x" * 100)
+    pump.finish()
+    text = read_log(fake, "b1")
+    assert text.startswith("héllo world\nxxxxxxx\n[volt: the output was cut here, at 20 bytes")
+    assert text.endswith("[volt: 93 more bytes of output were not kept]\n")
+
+
+def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path) -> None:
+    build = add(fake, "proj", SHA_A)
+    results.start_attempt(fake, build.id, 1, "r1")
+    out = tmp_path / "output.log"
+    out.write_text("")
+    pump = LogPump(fake, build.id, 1, out, cap_bytes=10_000)
+    with open(out, "a") as fh:
+        fh.write("before following\n")
+    pump.pump()
+    written: list[str] = []
+    follower = threading.Thread(target=lambda: written.append(
+        "".join(collect(fake, build.id))))
+    follower.start()
+    time.sleep(0.3)
+    for n in range(5):
+        with open(out, "a") as fh:
+            fh.write(f"line {n}\n")
+        pump.pump()
+        time.sleep(0.05)
+    # The runner dies; attempt 2 starts elsewhere with its output afresh, and finishes.
+    fake.hset(keys.build(build.id), mapping={"attempt": "2", "status": "queued"})
+    results.start_attempt(fake, build.id, 2, "r2")
+    second = LogPump(fake, build.id, 2, tmp_path / "second.log", cap_bytes=10_000)
+    (tmp_path / "second.log").write_text("attempt two\n")
+    second.finish()
+    from test_results import outcome
+    results.finish_build(fake, build.id, 2, "r2", outcome())
+    follower.join(timeout=20)
+    assert written == ["before following\nline 0\nline 1\nline 2\nline 3\nline 4\n"
+                       "\n[volt: attempt 2 started on another runner; its output follows]\nattempt two\n"]
+
+
+def collect(conn, build_id: str) -> list[str]:
+    pieces: list[str] = []
+    follow_log(conn, build_id, pieces.append, limit_s=20)
+    return pieces
+
+
+CHATTY = {
+    "tests/__init__.py": "",
+    "tests/test_chatty.py": (
+        "import sys, time, unittest\n\n\nclass Chatty(unittest.TestCase):\n"
+        "    def test_a_talks(self):\n"
+        "        for n in range(30):\n"
+        "            print(f'tick {n} ' + 'ü' * 10, flush=True)\n"
+        "            time.sleep(0.1)\n"
+        "    def test_b_floods(self):\n"
+        "        sys.stdout.write('x' * (4 * 1024 * 1024))\n"
+    ),
+}
+
+
+def test_volt_log_follows_a_running_build_and_caps_a_flood(rq_conn, conn, settings, make_repo, tmp_path) -> None:
+    repo = make_repo()
+    sha = repo.commit(CHATTY, "chatty tests")
+    env = {"VOLT_WORKSPACE_DIR": settings.workspace_dir, "VOLT_LOG_MAX_BYTES": str(1024 * 1024)}
+    assert run_volt("observe", "--once", "--repo", str(repo.path), "--redis-url", settings.effective_redis_url,
+                    env=env).returncode == 0
+    worker = subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--burst", "--url",
+                               settings.effective_redis_url, settings.queue],
+                              env=child_env(**env), cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: conn.strlen(keys.build_log(keys.build_id("proj", sha))) > 0, "output to appear")
+        follow = run_volt("log", "-f", sha[:8], "--redis-url", settings.effective_redis_url, timeout=120)
+        worker.wait(timeout=120)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    stored = run_volt("log", sha, "--redis-url", settings.effective_redis_url).stdout
+    assert follow.returncode == 0, follow.stderr
+    assert follow.stdout == stored
+    assert all(f"tick {n} {'ü' * 10}" in stored for n in range(30))
+    assert "[volt: the output was cut here, at 1048576 bytes (log_max_bytes)]" in stored
+    assert stored.rstrip().endswith("more bytes of output were not kept]")
+    assert "[volt: build passed]" in follow.stderr
+    assert run_rq_worker_burst(settings).returncode == 0  # nothing left queued
+
+
+def test_volt_log_bad_input(redis_url) -> None:
+    for args, fragment in ((["xyz"], "not a commit"), (["-f", "abcdef"], "unknown commit")):
+        proc = run_volt("log", *args, "--redis-url", redis_url)
+        assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+        assert fragment in proc.stderr and "Traceback" not in proc.stderr
