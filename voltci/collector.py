@@ -101,19 +101,37 @@ class JsonLinesResult(unittest.TextTestResult):
                     self._elapsed(test), subtest_of=test.id())
 
 
+def load_named(test_ids, start_dir, top_level_dir):
+    """The tests `test_ids` names, importable as discovery would make them (top-level dir on sys.path)."""
+    top = os.path.abspath(top_level_dir or start_dir)
+    if top not in sys.path:
+        sys.path.insert(0, top)
+    suite = unittest.TestSuite()
+    for test_id in test_ids:
+        try:
+            suite.addTests(unittest.defaultTestLoader.loadTestsFromName(test_id))
+        except Exception:  # no longer loadable by name (e.g. added by load_tests): not re-run
+            continue
+    return suite
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--start-dir", default=".")
     parser.add_argument("--pattern", default="test*.py")
     parser.add_argument("--top-level-dir", default=None)
+    parser.add_argument("--tests", nargs="+", default=None, help="Run these test ids instead of discovering.")
     args = parser.parse_args(argv)
 
     # `python -m unittest discover` puts the current directory first on sys.path; so do we.
     sys.path[0] = os.getcwd()
     with open(args.out, "w", encoding="utf-8") as out:
         try:
-            suite = unittest.defaultTestLoader.discover(args.start_dir, args.pattern, args.top_level_dir)
+            if args.tests:
+                suite = load_named(args.tests, args.start_dir, args.top_level_dir)
+            else:
+                suite = unittest.defaultTestLoader.discover(args.start_dir, args.pattern, args.top_level_dir)
         except Exception as exc:  # discovery itself failed (bad start dir, broken package)
             out.write(json.dumps({"discovery_error": "".join(traceback.format_exception_only(exc)).strip()}) + "\n")
             return 2

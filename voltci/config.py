@@ -40,6 +40,10 @@ class Settings:
     max_commits_per_poll: int = 500
     log_tail_lines: int = 60
     log_max_bytes: int = 10 * 1024 * 1024
+    retries: int = 1
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    web_url: str | None = None
     result_ttl: int = 7 * 24 * 3600
     web_token: str | None = None
 
@@ -49,6 +53,7 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+ZERO_ALLOWED = {"retries"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -72,7 +77,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             result = value
     except (TypeError, ValueError):
         raise BadInput(f"{source}: setting '{name}' must be a {kind.__name__}, got {value!r}") from None
-    if isinstance(result, (int, float)) and result <= 0:
+    if isinstance(result, (int, float)) and (result < 0 if name in ZERO_ALLOWED else result <= 0):
         raise BadInput(f"{source}: setting '{name}' must be positive, got {value!r}")
     return result
 

@@ -31,6 +31,7 @@ class Outcome(str, Enum):
     FAILED = "failed"
     ERROR = "error"
     SKIPPED = "skipped"
+    FLAKY = "flaky"  # failed, then passed when run again on its own: counts as passed
 
 
 class AttemptState(str, Enum):
@@ -84,6 +85,7 @@ class Counts:
     failed: int = 0
     errors: int = 0
     skipped: int = 0
+    flaky: int = 0  # of the passed ones, those that passed only when run again
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -65,7 +65,8 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> s
     lines = [
         f"{build.repo} {build.commit[:12]} ({build.branch}) {build.subject}",
         f"status:   {build.status.value.upper()}" + (f" — {build.reason}" if build.reason else ""),
-        f"tests:    {c.total} total, {c.passed} passed, {c.failed} failed, {c.errors} errors, {c.skipped} skipped",
+        f"tests:    {c.total} total, {c.passed} passed, {c.failed} failed, {c.errors} errors, {c.skipped} skipped"
+        + (f" ({c.flaky} flaky)" if c.flaky else ""),
         _timing(build),
         f"runner:   {build.runner or '-'}   attempt {build.attempt}",
     ]
@@ -74,6 +75,10 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> s
     bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR) and not t.via_subtests]
     for test in bad:
         lines += ["", f"{test.outcome.value.upper()}: {test.id}", "-" * 70, test.message.rstrip()]
+    flaky = [t for t in tests if t.outcome is Outcome.FLAKY and not t.subtest_of]
+    if flaky:
+        lines += ["", f"flaky ({len(flaky)}): failed, then passed when run again on its own:"]
+        lines += [f"  {t.id}" for t in flaky]
     if build.status in (Status.ERROR, Status.TIMEOUT) and build.log_tail:
         lines += ["", "last lines of the output:", build.log_tail]
     return "\n".join(lines)

@@ -26,7 +26,8 @@ from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.models import Counts, RunOutcome, Status
 from voltci.queue import current_job_connection, current_runner_id
 from voltci.logstream import LogPump
-from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, Discovery, LineCounter, run_tests
+from voltci.steps import run_steps
+from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
 from voltci.worker import heartbeat_in_parent
 from voltci.workspace import checkout
 
@@ -65,11 +66,9 @@ def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, 
         with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
                       stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
             pump = LogPump(conn, build_id, attempt, workspace.scratch / OUTPUT_FILE, settings.log_max_bytes)
-            outcome = run_tests(workspace.tree, workspace.scratch, Discovery(), settings.build_timeout,
-                                tail_lines=settings.log_tail_lines,
-                                should_stop=_ownership_check(conn, build_id, attempt,
-                                                             workspace.scratch / RESULTS_FILE, pump),
-                                run_id=keys.job_id(build_id, attempt))
+            outcome = run_steps(workspace.tree, workspace.scratch, build.repo, settings,
+                                _ownership_check(conn, build_id, attempt, workspace.scratch / RESULTS_FILE, pump),
+                                keys.job_id(build_id, attempt))
             try:
                 if results.is_current(conn, build_id, attempt):
                     pump.finish()

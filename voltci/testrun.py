@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -124,6 +124,77 @@ def kill_group(proc: subprocess.Popen) -> None:
         time.sleep(0.02)
 
 
+@dataclass(frozen=True)
+class ProcessEnd:
+    """How a build's process ended: its status, or why Volt stopped it, or why it never started."""
+
+    returncode: int | None
+    stopped: str | None = None  # "timeout", or the reason should_stop gave
+    not_started: str = ""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The build's time limit, shared by its setup steps and its tests."""
+
+    timeout_s: float
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() - self.started > self.timeout_s
+
+    @property
+    def reason(self) -> str:
+        return f"the build exceeded its time limit of {self.timeout_s:g} s; its process group was killed"
+
+
+def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
+                should_stop: Callable[[], str | None], run_id: str,
+                env: dict[str, str] | None = None) -> ProcessEnd:
+    """Run `argv` in a session and process group of its own, its output appended to `log_path`, until
+    it ends, the budget runs out or `should_stop` says why to stop; then kill what it left behind."""
+    marker = run_marker(run_id)
+    with open(log_path, "ab") as log:
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    env={**(env if env is not None else scrubbed_environment()), TEST_RUN_ENV: marker},
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+        except FileNotFoundError:
+            return ProcessEnd(None, not_started=f"command not found: '{argv[0]}'")
+        except OSError as exc:
+            return ProcessEnd(None, not_started=f"cannot start '{argv[0]}': {exc.strerror or exc}")
+        stopped = None
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=POLL_INTERVAL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if budget.expired:
+                    stopped = "timeout"
+                    break
+                stopped = should_stop()
+                if stopped:
+                    break
+        finally:
+            # Also reaps what the process left behind after a normal exit, in its group or not.
+            kill_group(proc)
+            kill_marked(marker)
+    return ProcessEnd(proc.returncode, stopped)
+
+
+def unittest_command(python: str, results_path: Path, plan: Discovery, test_ids: list[str] | None = None) -> list[str]:
+    command = [python, collector.__file__, "--out", str(results_path), "--start-dir", plan.start_dir,
+               "--pattern", plan.pattern]
+    if plan.top_level_dir:
+        command += ["--top-level-dir", plan.top_level_dir]
+    if test_ids:
+        command += ["--tests", *test_ids]
+    return command
+
+
 def run_tests(
     workdir: Path,
     scratch: Path,
@@ -133,50 +204,31 @@ def run_tests(
     tail_lines: int = 60,
     should_stop: Callable[[], str | None] = lambda: None,
     run_id: str = "tests",
+    env: dict[str, str] | None = None,
+    budget: Budget | None = None,
 ) -> RunOutcome:
     """Run unittest discovery in `workdir`; `scratch` (outside the tree) holds the result file and log."""
     results_path = scratch / RESULTS_FILE
     log_path = scratch / OUTPUT_FILE
-    command = [python, collector.__file__, "--out", str(results_path), "--start-dir", plan.start_dir,
-               "--pattern", plan.pattern]
-    if plan.top_level_dir:
-        command += ["--top-level-dir", plan.top_level_dir]
-    started = time.monotonic()
-    stop_reason = None
-    marker = run_marker(run_id)
-    with open(log_path, "wb") as log:
-        try:
-            proc = subprocess.Popen(command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
-                                    stderr=subprocess.STDOUT, env={**scrubbed_environment(), TEST_RUN_ENV: marker},
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-        except OSError as exc:
-            return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {exc}")
-        try:
-            while True:
-                try:
-                    proc.wait(timeout=POLL_INTERVAL_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if time.monotonic() - started > timeout_s:
-                    stop_reason = "timeout"
-                    break
-                stop_reason = should_stop()
-                if stop_reason:
-                    break
-        finally:
-            # Also reaps what the tests left behind after a normal exit, in their group or not.
-            kill_group(proc)
-            kill_marked(marker)
+    budget = budget or Budget(timeout_s)
+    end = run_process(unittest_command(python, results_path, plan), workdir, log_path, budget, should_stop,
+                      run_id, env)
+    if end.not_started:
+        return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {end.not_started}")
     tail = read_tail(log_path, tail_lines)
-    outcome = parse_results(results_path, proc.returncode, tail)
+    outcome = parse_results(results_path, end.returncode, tail)
     _strip_workspace(outcome, workdir)
-    if stop_reason == "timeout":
+    return apply_stop(outcome, end, budget)
+
+
+def apply_stop(outcome: RunOutcome, end: ProcessEnd, budget: Budget) -> RunOutcome:
+    """A run Volt stopped ends `timeout` or `cancelled`, whatever its tests said so far."""
+    if end.stopped == "timeout":
         outcome.status = Status.TIMEOUT
-        outcome.reason = f"the build exceeded its time limit of {timeout_s:g} s; its process group was killed"
-    elif stop_reason:
+        outcome.reason = budget.reason
+    elif end.stopped:
         outcome.status = Status.CANCELLED
-        outcome.reason = stop_reason
+        outcome.reason = end.stopped
     return outcome
 
 
@@ -254,8 +306,9 @@ def count(tests: list[TestResult]) -> Counts:
     for test in tests:
         if not test.subtest_of:
             counts.total += 1
-            if test.outcome is Outcome.PASSED:
+            if test.outcome in (Outcome.PASSED, Outcome.FLAKY):
                 counts.passed += 1
+                counts.flaky += test.outcome is Outcome.FLAKY
             elif test.outcome is Outcome.SKIPPED:
                 counts.skipped += 1
         if test.via_subtests:

@@ -1,0 +1,145 @@
+"""Virtual environments for builds: one per repository and set of dependency files, made by the runner
+and reused while those files do not change.
+
+An environment is keyed by a hash of the interpreter's version and of the commit's dependency files
+(requirements*.txt, pyproject.toml, setup.cfg, setup.py, .volt.toml); a commit that changes one of
+them gets a new environment. A build holds its environment under a file lock for as long as it runs,
+and a second build of the same repository on the same host takes another slot, so two builds never
+install into one environment at once. Environments unused for a week are removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from voltci.workspace import host_dir
+
+DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", ".volt.toml")
+REQUIREMENTS_GLOBS = ("requirements*.txt", "*/requirements*.txt")
+READY = ".volt-ready"
+SLOTS = 8
+CREATE_TIMEOUT_S = 600
+UNUSED_FOR_S = 7 * 24 * 3600
+LOCK_POLL_S = 0.5
+
+
+class EnvironmentUnavailable(Exception):
+    """The build's environment cannot be made (no such Python here, venv failed), in one line."""
+
+
+@dataclass(frozen=True)
+class Environment:
+    path: Path
+    python: Path
+    reused: bool
+
+    def variables(self, base: dict[str, str]) -> dict[str, str]:
+        """`base` with this environment activated: its bin first on PATH, VIRTUAL_ENV set."""
+        env = {k: v for k, v in base.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
+        env["VIRTUAL_ENV"] = str(self.path)
+        env["PATH"] = f"{self.path / 'bin'}{os.pathsep}{base.get('PATH', os.defpath)}"
+        return env
+
+
+def find_python(version: str | None) -> str:
+    """The interpreter for `version` ("3.11") on this host; the runner's own when none is asked for."""
+    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
+    if version is None or version == mine:
+        return sys.executable
+    found = shutil.which(f"python{version}")
+    if found:
+        return found
+    have = sorted({mine, *(p.name[len("python"):] for d in os.get_exec_path() if os.path.isdir(d)
+                           for p in Path(d).glob("python3.*") if p.name[len("python"):].replace(".", "").isdigit())})
+    raise EnvironmentUnavailable(f"python {version} is not on this runner host (it has {', '.join(have)})")
+
+
+def dependency_hash(tree: Path, python: str) -> str:
+    digest = hashlib.sha256()
+    version = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True,
+                             timeout=60).stdout
+    digest.update(version.encode())
+    files = [tree / name for name in DEPENDENCY_FILES]
+    for pattern in REQUIREMENTS_GLOBS:
+        files += sorted(tree.glob(pattern))
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(tree)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@contextmanager
+def environment(workspace_dir: str, repo: str, tree: Path, python_version: str | None, with_pip: bool,
+                wait_s: float) -> Iterator[Environment]:
+    """An environment for this build of `repo`, held for the duration of the `with` block."""
+    python = find_python(python_version)
+    base = host_dir(workspace_dir) / "envs" / repo
+    base.mkdir(parents=True, exist_ok=True)
+    digest = dependency_hash(tree, python)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for slot in range(SLOTS):
+            path = base / f"{digest}-{slot}"
+            lock = open(base / f"{digest}-{slot}.lock", "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            try:
+                reused = (path / READY).exists()
+                if not reused:
+                    _create(python, path, with_pip)
+                os.utime(path)
+                _remove_unused(base, keep=path)
+                yield Environment(path, path / "bin" / "python", reused)
+                return
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.close()
+        if time.monotonic() > deadline:
+            raise EnvironmentUnavailable(f"all {SLOTS} environment slots of {repo} on this host stayed busy")
+        time.sleep(LOCK_POLL_S)
+
+
+def _create(python: str, path: Path, with_pip: bool) -> None:
+    shutil.rmtree(path, ignore_errors=True)  # a half-made one, from a runner killed while making it
+    command = [python, "-m", "venv", str(path)] + ([] if with_pip else ["--without-pip"])
+    try:
+        made = subprocess.run(command, capture_output=True, text=True, timeout=CREATE_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise EnvironmentUnavailable(f"making the virtual environment took more than {CREATE_TIMEOUT_S} s") from None
+    if made.returncode != 0:
+        last = (made.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EnvironmentUnavailable(f"cannot make a virtual environment with {python}: {last}")
+    (path / READY).write_text("")
+
+
+def _remove_unused(base: Path, keep: Path) -> None:
+    """Remove environments of this repository unused for a week (and not held by a build)."""
+    now = time.time()
+    for entry in base.iterdir():
+        if not entry.is_dir() or entry == keep:
+            continue
+        try:
+            if now - entry.stat().st_mtime < UNUSED_FOR_S:
+                continue
+        except OSError:
+            continue
+        with open(entry.with_name(entry.name + ".lock"), "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            shutil.rmtree(entry, ignore_errors=True)

@@ -1,0 +1,126 @@
+"""A repository's own `.volt.toml`: how its tests run. Read from the commit being built, so changing
+it is part of the commit. Every mistake in it is a ProjectConfigError that names the key, which
+the runner turns into a build `error` — never a crash of the runner.
+
+    python = "3.11"                     # optional: an interpreter the runner host has
+    [tests]
+    timeout = 600                       # seconds, whole build (setup included)
+    setup = [["python", "-m", "pip", "install", "-e", "."]]
+    command = ["python", "-m", "pytest", "-q", "--junitxml", "report.xml"]
+    junit = "report.xml"                # where `command` writes per-test results
+    # or unittest discovery (the default when there is no command):
+    start_dir = "tests"
+    top_level_dir = "."
+    pattern = "test*.py"
+    retries = 1                         # runs of a failed test on its own (unittest discovery)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+FILE_NAME = ".volt.toml"
+MAX_SIZE = 64 * 1024
+PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
+TOP_KEYS = {"python", "tests"}
+TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries"}
+MAX_RETRIES = 5
+
+
+class ProjectConfigError(Exception):
+    """What is wrong with a repository's .volt.toml, in one line."""
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    python: str | None = None
+    timeout: float | None = None
+    setup: list[list[str]] = field(default_factory=list)
+    command: list[str] | None = None
+    junit: str | None = None
+    start_dir: str = "."
+    top_level_dir: str | None = None
+    pattern: str = "test*.py"
+    retries: int | None = None  # None: the runner's setting
+
+
+def load(tree: Path) -> ProjectConfig:
+    """The config of the checked-out commit in `tree` (the defaults when it has no .volt.toml)."""
+    path = tree / FILE_NAME
+    if not path.is_file():
+        return ProjectConfig()
+    if path.stat().st_size > MAX_SIZE:
+        raise ProjectConfigError(f"{FILE_NAME} is larger than {MAX_SIZE} bytes")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProjectConfigError(f"{FILE_NAME} is not valid TOML: {exc}") from None
+    return parse(data)
+
+
+def parse(data: dict[str, Any]) -> ProjectConfig:
+    _no_unknown(data, TOP_KEYS, "")
+    tests = data.get("tests", {})
+    if not isinstance(tests, dict):
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests' must be a table ([tests])")
+    _no_unknown(tests, TEST_KEYS, "tests.")
+    python = data.get("python")
+    if python is not None and not (isinstance(python, str) and PYTHON_VERSION.fullmatch(python)):
+        raise ProjectConfigError(f"{FILE_NAME}: 'python' must be a version like \"3.11\", got {python!r}")
+    command = tests.get("command")
+    if command is not None:
+        command = _argv(command, "tests.command")
+    junit = _relative_path(tests, "junit")
+    if command is not None and junit is None:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.command' needs 'tests.junit', the JUnit XML file it writes")
+    if junit is not None and command is None:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.junit' needs 'tests.command', the command that writes it")
+    setup = tests.get("setup", [])
+    if not isinstance(setup, list):
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.setup' must be a list of commands (lists of strings)")
+    timeout = tests.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.timeout' must be a positive number of seconds, got {timeout!r}")
+    retries = tests.get("retries")
+    if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
+                                or not 0 <= retries <= MAX_RETRIES):
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.retries' must be a whole number from 0 to {MAX_RETRIES}")
+    pattern = tests.get("pattern", "test*.py")
+    if not isinstance(pattern, str) or not pattern or "/" in pattern:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.pattern' must be a file name pattern, got {pattern!r}")
+    return ProjectConfig(
+        python=python, timeout=float(timeout) if timeout is not None else None,
+        setup=[_argv(step, f"tests.setup[{n}]") for n, step in enumerate(setup)],
+        command=command, junit=junit,
+        start_dir=_relative_path(tests, "start_dir") or ".", top_level_dir=_relative_path(tests, "top_level_dir"),
+        pattern=pattern, retries=retries,
+    )
+
+
+def _no_unknown(table: dict[str, Any], known: set[str], prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            raise ProjectConfigError(f"{FILE_NAME}: unknown key '{prefix}{key}' (known: {', '.join(sorted(known))})")
+
+
+def _argv(value: Any, name: str) -> list[str]:
+    if not (isinstance(value, list) and value and all(isinstance(part, str) for part in value) and value[0]):
+        raise ProjectConfigError(f"{FILE_NAME}: '{name}' must be a command as a list of strings, "
+                                 f"like [\"python\", \"-m\", \"pytest\"], got {value!r}")
+    return list(value)
+
+
+def _relative_path(tests: dict[str, Any], key: str) -> str | None:
+    value = tests.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.{key}' must be a path, got {value!r}")
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.{key}' must be a path inside the repository, got {value!r}")
+    return value

@@ -1,0 +1,152 @@
+"""What a build does inside its checked-out tree: read the commit's .volt.toml, take its virtual
+environment, run its setup steps, run its tests (unittest discovery, or its own command and the JUnit
+file that command writes), and run failed tests again on their own to tell flaky ones.
+
+Every step runs in a process group of its own under one time budget, its output appended to the
+build's log; every way a step can go wrong ends the build with a status and a reason.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Callable
+
+from voltci import junitxml, project
+from voltci.config import Settings
+from voltci.environments import EnvironmentUnavailable, environment
+from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.testrun import (OUTPUT_FILE, Budget, Discovery, ProcessEnd, _strip_workspace, apply_stop, count,
+                            parse_results, read_tail, run_process, run_tests, scrubbed_environment,
+                            unittest_command)
+
+MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky tests
+_REPEAT_SUFFIX = re.compile(r" \[\d+\]$")
+
+StopCheck = Callable[[], str | None]
+
+
+def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_stop: StopCheck,
+              run_id: str) -> RunOutcome:
+    log_path = scratch / OUTPUT_FILE
+    try:
+        config = project.load(tree)
+    except project.ProjectConfigError as exc:
+        _say(log_path, f"[volt: {exc}]")
+        return _error(str(exc))
+    budget = Budget(config.timeout or settings.build_timeout)
+    try:
+        with environment(settings.workspace_dir, repo, tree, config.python, with_pip=bool(config.setup),
+                         wait_s=budget.timeout_s) as env:
+            _say(log_path, f"[volt: {'reusing' if env.reused else 'made'} the environment {env.path}]")
+            variables = env.variables(scrubbed_environment())
+            for number, step in enumerate(config.setup, 1):
+                _say(log_path, f"$ {shlex.join(step)}")
+                end = run_process(step, tree, log_path, budget, should_stop, run_id, variables)
+                failed = _setup_failure(end, number, step)
+                if end.stopped or failed:
+                    tail = read_tail(log_path, settings.log_tail_lines)
+                    return apply_stop(RunOutcome(Status.ERROR, [], Counts(), failed, tail), end, budget)
+            if config.command:
+                return _run_command(config, tree, log_path, budget, should_stop, run_id, variables, settings)
+            plan = Discovery(config.start_dir, config.pattern, config.top_level_dir)
+            _say(log_path, f"$ python -m unittest discover -s {plan.start_dir} -p '{plan.pattern}'")
+            outcome = run_tests(tree, scratch, plan, budget.timeout_s, python=str(env.python),
+                                tail_lines=settings.log_tail_lines, should_stop=should_stop, run_id=run_id,
+                                env=variables, budget=budget)
+            retries = config.retries if config.retries is not None else settings.retries
+            if outcome.status is Status.FAILED and retries:
+                outcome = _retry_failed(outcome, tree, scratch, plan, str(env.python), budget, should_stop, run_id,
+                                        variables, retries)
+            return outcome
+    except EnvironmentUnavailable as exc:
+        _say(log_path, f"[volt: {exc}]")
+        return _error(str(exc))
+
+
+def _setup_failure(end: ProcessEnd, number: int, step: list[str]) -> str:
+    if end.not_started:
+        return f"setup step {number} could not start: {end.not_started}"
+    if not end.stopped and end.returncode != 0:
+        return f"setup step {number} failed with exit status {end.returncode}: {shlex.join(step)}"
+    return ""
+
+
+def _run_command(config: project.ProjectConfig, tree: Path, log_path: Path, budget: Budget, should_stop: StopCheck,
+                 run_id: str, variables: dict[str, str], settings: Settings) -> RunOutcome:
+    """The project's own test command; per-test results from the JUnit file it writes."""
+    assert config.command is not None and config.junit is not None
+    junit = tree / config.junit
+    junit.unlink(missing_ok=True)  # a report committed to the repository is not this run's
+    _say(log_path, f"$ {shlex.join(config.command)}")
+    end = run_process(config.command, tree, log_path, budget, should_stop, run_id, variables)
+    tail = read_tail(log_path, settings.log_tail_lines)
+    if end.not_started:
+        return _error(f"the test command could not start: {end.not_started}", tail)
+    try:
+        tests = junitxml.read(junit)
+    except junitxml.JUnitError as exc:
+        how = "was stopped" if end.stopped else f"exited with status {end.returncode}"
+        return apply_stop(_error(f"the test command {how} and left no usable results: {exc}", tail), end, budget)
+    counts = count(tests)
+    if not tests:
+        outcome = _error(f"no tests found: {config.junit} lists none", tail)
+    elif counts.failed or counts.errors:
+        outcome = RunOutcome(Status.FAILED, tests, counts, "", tail)
+    elif end.returncode != 0 and not end.stopped:
+        outcome = RunOutcome(Status.ERROR, tests, counts,
+                             f"the test command exited with status {end.returncode}, but {config.junit} reports "
+                             "no failure", tail)
+    else:
+        outcome = RunOutcome(Status.PASSED, tests, counts, "", tail)
+    _strip_workspace(outcome, tree)
+    return apply_stop(outcome, end, budget)
+
+
+def _retry_failed(outcome: RunOutcome, tree: Path, scratch: Path, plan: Discovery, python: str, budget: Budget,
+                  should_stop: StopCheck, run_id: str, variables: dict[str, str], retries: int) -> RunOutcome:
+    """Run each failed test again on its own, up to `retries` times; one that passes is `flaky`."""
+    failing = sorted({_REPEAT_SUFFIX.sub("", t.subtest_of or t.id) for t in outcome.tests
+                      if t.outcome in (Outcome.FAILED, Outcome.ERROR)})
+    if len(failing) > MAX_RETRIED_TESTS:
+        return outcome
+    log_path = scratch / OUTPUT_FILE
+    remaining, flaky = set(failing), {}
+    for attempt in range(1, retries + 1):
+        results_path = scratch / f"retry-{attempt}.jsonl"
+        _say(log_path, f"[volt: running {len(remaining)} failed test(s) again on their own (retry {attempt})]")
+        end = run_process(unittest_command(python, results_path, plan, sorted(remaining)), tree, log_path, budget,
+                          should_stop, run_id, variables)
+        if end.stopped:
+            return apply_stop(outcome, end, budget)
+        rerun = parse_results(results_path, end.returncode).tests
+        passed = {t.id for t in rerun if not t.subtest_of and t.outcome is Outcome.PASSED} & remaining
+        flaky.update(dict.fromkeys(passed, attempt))
+        remaining -= passed
+        if not remaining:
+            break
+    for test in outcome.tests:
+        parent = _REPEAT_SUFFIX.sub("", test.subtest_of or test.id)
+        if parent in flaky and test.outcome in (Outcome.FAILED, Outcome.ERROR):
+            test.outcome = Outcome.FLAKY
+            test.message = f"passed when run again on its own (retry {flaky[parent]}); it had failed with:\n" \
+                           f"{test.message}"
+    outcome.counts = count(outcome.tests)
+    if outcome.counts.failed == 0 and outcome.counts.errors == 0:
+        outcome.status, outcome.reason = Status.PASSED, ""
+    return outcome
+
+
+def flaky_tests(tests: list[TestResult]) -> list[str]:
+    return [t.id for t in tests if t.outcome is Outcome.FLAKY and not t.subtest_of]
+
+
+def _error(reason: str, tail: str = "") -> RunOutcome:
+    return RunOutcome(Status.ERROR, [], Counts(), reason, tail)
+
+
+def _say(log_path: Path, line: str) -> None:
+    """A line of Volt's own in the build's log, between the steps' output."""
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write(line + "\n")
