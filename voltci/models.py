@@ -71,8 +71,12 @@ class TestResult:
                    subtest_of=data.get("subtest_of", ""), via_subtests=bool(data.get("via_subtests")))
 
     def report_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"id": self.id, "outcome": self.outcome.value, "duration_s": self.duration_s,
+        """The report contract's entry: a flaky test is `passed` there, with `"flaky": true`."""
+        outcome = Outcome.PASSED if self.outcome is Outcome.FLAKY else self.outcome
+        data: dict[str, Any] = {"id": self.id, "outcome": outcome.value, "duration_s": self.duration_s,
                                 "message": self.message}
+        if self.outcome is Outcome.FLAKY:
+            data["flaky"] = True
         if self.subtest_of:
             data["subtest_of"] = self.subtest_of
         return data
