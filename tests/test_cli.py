@@ -145,3 +145,24 @@ def test_status_shows_runners_running_builds_and_lost_attempts(built, conn, sett
     text = run_volt("status", "--redis-url", settings.effective_redis_url).stdout
     assert "runners: 1 alive, 1 gone" in text and "building proj-0000000000" in text
     assert "attempt 1 on host-b.9: runner host-b.9 stopped sending heartbeats; attempt 2 queued" in text
+
+
+def test_flaky_lists_the_tests_that_flaked_most(rq_conn, conn, settings) -> None:
+    from voltci import keys, queue, results
+    from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
+
+    conn.hset(keys.repos(), "proj", json.dumps({"url": "/r"}))
+    for n, flaky in enumerate([["t.A.test_x"], ["t.A.test_x", "t.B.test_y"], []]):
+        sha = f"{n:04x}" + "e" * 36
+        build = Build(id=keys.build_id("proj", sha), repo="proj", url="/r", commit=sha, branch="main")
+        queue.submit_build(rq_conn, build, settings)
+        results.start_attempt(conn, build.id, 1, "r")
+        tests = [TestResult(t, Outcome.FLAKY, order=i) for i, t in enumerate(flaky)]
+        results.finish_build(conn, build.id, 1, "r", RunOutcome(Status.PASSED, tests, Counts()))
+    proc = run_volt("flaky", "--json", "--redis-url", settings.effective_redis_url)
+    assert proc.returncode == 0, proc.stderr
+    assert [(f["test"], f["times"]) for f in json.loads(proc.stdout)] == [("t.A.test_x", 2), ("t.B.test_y", 1)]
+    text = run_volt("flaky", "--repo", "proj", "--redis-url", settings.effective_redis_url).stdout
+    assert text.splitlines()[0].split() == ["2x", "proj", "t.A.test_x", "(last", "in", "0001eeeeee)"]
+    assert_one_line_error(run_volt("flaky", "--repo", "nope", "--redis-url", settings.effective_redis_url),
+                          "unknown repository 'nope'")

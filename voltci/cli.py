@@ -234,6 +234,28 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
     sys.exit(report.exit_status(build))
 
 
+@cli.command(cls=VoltCommand)
+@click.option("--repo", default=None, help="Only this repository.")
+@click.option("-n", "limit", type=click.IntRange(1, 10000), default=20, show_default=True, help="How many tests.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
+    """The tests that were flaky most often (failed, then passed when run again on their own)."""
+    conn = app.redis()
+    known = results.known_repos(conn)
+    if repo is not None and repo not in known:
+        raise BadInput(f"unknown repository '{repo}'")
+    found = results.flaky_tests(conn, [repo] if repo else sorted(known), limit)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("no flaky tests recorded" + (f" for '{repo}'" if repo else ""))
+    for f in found:
+        last = f["last_build"].rsplit("-", 1)[-1][:10]
+        click.echo(f"{f['times']:>5}x  {f['repo']}  {f['test']}  (last in {last})")
+
+
 @cli.command(name="log", cls=VoltCommand)
 @click.argument("commit")
 @click.option("--repo", default=None, help="Repository name, when the commit prefix is in several.")

@@ -9,6 +9,10 @@ Layout (P = prefix, "volt" by default):
     P:log:<build_id>                pubsub channel: the output as it is appended (JSON: end offset, text)
     P:repos                         hash   repo name -> JSON of where it lives
     P:repo:<repo>:history           zset   build ids scored by enqueue time (newest = highest)
+    P:repo:<repo>:flaky             zset   test id -> times it was flaky
+    P:repo:<repo>:flaky-last        hash   test id -> the latest build where it was flaky
+    P:outbox                        list   ids of ended builds whose webhook message is to be sent (JSON)
+    P:outbox:sending                list   those being sent
     P:commits                       zset   "<sha>:<repo>" members, all score 0, for prefix lookup by lex range
     P:pointer:<repo>                hash   branch -> last commit the observer enqueued
     P:queued                        set    ids of builds waiting for a runner
@@ -62,6 +66,22 @@ def repos() -> str:
 
 def repo_history(repo: str) -> str:
     return f"{PREFIX}:repo:{_check_part(repo)}:history"
+
+
+def repo_flaky(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:flaky"
+
+
+def repo_flaky_last(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:flaky-last"
+
+
+def outbox() -> str:
+    return f"{PREFIX}:outbox"
+
+
+def outbox_sending() -> str:
+    return f"{PREFIX}:outbox:sending"
 
 
 def commits() -> str:

@@ -17,7 +17,7 @@ import redis
 
 from voltci import keys
 from voltci.errors import BadInput
-from voltci.models import Attempt, AttemptState, Build, Counts, RunOutcome, Status, TestResult
+from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, RunOutcome, Status, TestResult
 
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 TESTS_PER_WRITE = 1000
@@ -137,6 +137,10 @@ def finish_build(conn: redis.Redis, build_id: str, attempt: int, runner_id: str,
         pipe.hset(keys.build_attempts(build_id), str(attempt),
                   Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
                           status=outcome.status.value).to_json())
+        for test in outcome.tests:
+            if test.outcome is Outcome.FLAKY and not test.subtest_of:
+                pipe.zincrby(keys.repo_flaky(build.repo), 1, test.id)
+                pipe.hset(keys.repo_flaky_last(build.repo), test.id, build_id)
         _ended(pipe, build_id, outcome.status)
 
     return _write_if_owner(conn, build_id, attempt, write) is not None
@@ -151,6 +155,8 @@ def _ended(pipe: redis.client.Pipeline, build_id: str, status: Status) -> None:
     pipe.srem(keys.running(), build_id)
     pipe.hincrby(keys.build(build_id), "results_stored", 1)
     pipe.publish(keys.events(), json.dumps({"build": build_id, "status": status.value}))
+    pipe.lpush(keys.outbox(), json.dumps({"build": build_id}))  # for the webhook (see notify.py)
+    pipe.ltrim(keys.outbox(), 0, OUTBOX_KEPT - 1)
 
 
 def end_without_result(pipe: redis.client.Pipeline, build: Build, status: Status, reason: str,
@@ -187,6 +193,7 @@ def reset_for_rebuild(pipe: redis.client.Pipeline, build: Build) -> None:
 
 
 LOST_KEPT = 200
+OUTBOX_KEPT = 10_000  # with no webhook configured, nobody empties it: keep it bounded
 
 
 def record_lost(pipe: redis.client.Pipeline, build: Build, lost: Attempt, next_step: str) -> None:
@@ -196,6 +203,17 @@ def record_lost(pipe: redis.client.Pipeline, build: Build, lost: Attempt, next_s
                                         "started_at": lost.started_at, "lost_at": lost.ended_at,
                                         "reason": lost.reason, "then": next_step}))
     pipe.ltrim(keys.lost(), 0, LOST_KEPT - 1)
+
+
+def flaky_tests(conn: redis.Redis, repos: list[str], limit: int) -> list[dict]:
+    """The tests that were flaky most often, over the history of `repos`."""
+    found = []
+    for repo in repos:
+        for test_id, times in conn.zrevrange(keys.repo_flaky(repo), 0, limit - 1, withscores=True):
+            found.append({"repo": repo, "test": test_id, "times": int(times),
+                          "last_build": conn.hget(keys.repo_flaky_last(repo), test_id) or ""})
+    found.sort(key=lambda f: (-f["times"], f["repo"], f["test"]))
+    return found[:limit]
 
 
 def recent_lost(conn: redis.Redis, limit: int = 10) -> list[dict]:

@@ -32,6 +32,7 @@ from voltci.config import Settings
 from voltci.connection import connect
 from voltci.heartbeat import RunnerBeat, live_runners
 from voltci.models import Build
+from voltci.notify import Notifier
 
 log = logging.getLogger("volt.scheduler")
 KEEP_GONE_RUNNERS_S = 3600.0
@@ -61,7 +62,12 @@ class Scheduler:
         return max(0.2, self.settings.heartbeat / 2)
 
     def run(self, stop: threading.Event) -> None:
-        """Act every half heartbeat until `stop` is set; Redis outages cost a log line and a backoff."""
+        """Act every half heartbeat until `stop` is set; Redis outages cost a log line and a backoff.
+        With a webhook configured, a thread of its own sends the messages of ended builds."""
+        if self.settings.webhook_url:
+            notifier = Notifier(self.settings, connect(self.settings.effective_redis_url, ping=False),
+                                lambda: self.leading)
+            threading.Thread(target=notifier.run, args=(stop,), name="webhook", daemon=True).start()
         failures = 0
         while not stop.is_set():
             try:

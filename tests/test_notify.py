@@ -1,0 +1,111 @@
+"""Webhook messages for ended builds, sent by the acting scheduler to a real HTTP server: signed,
+retried when the server fails, bounded when it keeps failing, and never lost while queued."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+from dataclasses import replace
+
+import pytest
+
+from test_results import SHA_A, SHA_B, outcome
+from voltci import keys, queue, results
+from voltci.models import Build, Status
+from voltci.notify import SIGNATURE_HEADER, Notifier
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[dict, str]] = []
+    fail_first = 0
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if Hook.fail_first > 0:
+            Hook.fail_first -= 1
+            self.send_response(500)
+            self.end_headers()
+            return
+        Hook.received.append((json.loads(body), self.headers.get(SIGNATURE_HEADER, ""), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def hook_url():
+    Hook.received, Hook.fail_first = [], 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+
+
+def ended_build(rq_conn, conn, settings, sha: str) -> Build:
+    build = Build(id=keys.build_id("proj", sha), repo="proj", url="/r", commit=sha, branch="main", subject="s")
+    queue.submit_build(rq_conn, build, settings)
+    results.start_attempt(conn, build.id, 1, "r1")
+    results.finish_build(conn, build.id, 1, "r1", outcome(Status.PASSED))
+    return build
+
+
+def test_an_ended_build_is_posted_signed(conn, rq_conn, settings, hook_url) -> None:
+    settings = replace(settings, webhook_url=hook_url, webhook_secret="k3y", web_url="https://ci.example.org/")
+    build = ended_build(rq_conn, conn, settings, SHA_A)
+    notifier = Notifier(settings, conn, lambda: True)
+    assert notifier.send_next(threading.Event())
+    ((body, sig, raw),) = Hook.received
+    assert (body["repo"], body["commit"], body["status"], body["counts"]["passed"]) == ("proj", SHA_A, "passed", 3)
+    assert body["url"] == f"https://ci.example.org/build/proj/{build.commit}"
+    assert sig == "sha256=" + hmac.new(b"k3y", raw, hashlib.sha256).hexdigest()
+    assert conn.llen(keys.outbox()) == 0 and conn.llen(keys.outbox_sending()) == 0
+
+
+def test_a_failing_server_is_retried_then_given_up(conn, rq_conn, settings, hook_url, monkeypatch) -> None:
+    monkeypatch.setattr("voltci.notify.BACKOFF_S", (0.01,))
+    settings = replace(settings, webhook_url=hook_url)
+    ended_build(rq_conn, conn, settings, SHA_A)
+    ended_build(rq_conn, conn, settings, SHA_B)
+    notifier = Notifier(settings, conn, lambda: True)
+    Hook.fail_first = 2
+    assert notifier.send_next(threading.Event())
+    assert [b["commit"] for b, _, _ in Hook.received] == [SHA_A]  # third try went through
+    Hook.fail_first = 100
+    assert notifier.send_next(threading.Event())  # five tries, then dropped: bounded
+    assert len(Hook.received) == 1 and Hook.fail_first == 95
+    assert conn.llen(keys.outbox()) == 0
+
+
+def test_messages_being_sent_by_a_dead_scheduler_are_sent_again(conn, rq_conn, settings, hook_url) -> None:
+    settings = replace(settings, webhook_url=hook_url)
+    ended_build(rq_conn, conn, settings, SHA_A)
+    conn.lmove(keys.outbox(), keys.outbox_sending(), "RIGHT", "LEFT")  # taken, then its scheduler died
+    notifier = Notifier(settings, conn, lambda: True)
+    assert not notifier.send_next(threading.Event(), wait_s=0.1)
+    notifier.recover()
+    assert notifier.send_next(threading.Event())
+    assert [b["commit"] for b, _, _ in Hook.received] == [SHA_A]
+
+
+def test_the_scheduler_sends_them(conn, rq_conn, settings, hook_url) -> None:
+    from voltci.scheduler import Scheduler
+
+    settings = replace(settings, webhook_url=hook_url, heartbeat=0.2, heartbeat_ttl=0.6)
+    stop = threading.Event()
+    thread = threading.Thread(target=Scheduler(settings).run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        ended_build(rq_conn, conn, settings, SHA_A)
+        deadline = 200
+        while not Hook.received and deadline:
+            stop.wait(0.05)
+            deadline -= 1
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    assert [b["status"] for b, _, _ in Hook.received] == ["passed"]

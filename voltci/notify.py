@@ -1,0 +1,110 @@
+"""Telling the world a build ended: a JSON POST to `webhook_url`, signed with `webhook_secret`.
+
+Every write of a build's final status also pushes the build's id onto an outbox list, in the same
+transaction, so no ended build is missed. The acting scheduler empties the outbox from a thread of
+its own: it moves a message to a `sending` list, POSTs it (a few tries with backoff, each bounded),
+then removes it. A scheduler that takes over moves what was being sent back to the outbox, so a
+message may arrive twice but is never lost while the outbox keeps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from typing import Any, Callable
+
+import redis
+
+from voltci import keys, results
+from voltci.config import Settings
+from voltci.models import Build
+
+log = logging.getLogger("volt.notify")
+TRIES = 5
+TIMEOUT_S = 5.0
+BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
+SIGNATURE_HEADER = "X-Volt-Signature"
+
+
+def message(build: Build, settings: Settings) -> dict[str, Any]:
+    link = f"{settings.web_url.rstrip('/')}/build/{build.repo}/{build.commit}" if settings.web_url else None
+    return {"event": "build.ended", "repo": build.repo, "commit": build.commit, "branch": build.branch,
+            "subject": build.subject, "status": build.status.value, "reason": build.reason,
+            "counts": build.counts.to_dict(), "duration_s": build.duration_s, "attempts": build.attempt,
+            "finished_at": build.finished_at, "url": link}
+
+
+def signature(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def post(url: str, body: bytes, secret: str | None) -> None:
+    """One POST; raises on a network error or a status other than 2xx."""
+    headers = {"Content-Type": "application/json", "User-Agent": "volt-ci"}
+    if secret:
+        headers[SIGNATURE_HEADER] = signature(body, secret)
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310 (the URL is configured)
+        response.read(1024)
+
+
+class Notifier:
+    """Sends the outbox's messages while `is_leading()` says this scheduler acts."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis, is_leading: Callable[[], bool]):
+        self.settings, self.conn, self.is_leading = settings, conn, is_leading
+        self._was_leading = False
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                if not self.is_leading():
+                    self._was_leading = False
+                    stop.wait(1.0)
+                    continue
+                if not self._was_leading:
+                    self.recover()
+                    self._was_leading = True
+                self.send_next(stop)
+            except redis.RedisError as exc:
+                log.warning("Redis unavailable (%s); retrying", exc)
+                stop.wait(2.0)
+
+    def recover(self) -> None:
+        """Messages a scheduler was sending when it stopped go back to the outbox."""
+        while self.conn.lmove(keys.outbox_sending(), keys.outbox(), "RIGHT", "RIGHT"):
+            pass
+
+    def send_next(self, stop: threading.Event, wait_s: float = 1.0) -> bool:
+        """Send the oldest message, if one comes within `wait_s`; whether one was taken."""
+        raw = self.conn.blmove(keys.outbox(), keys.outbox_sending(), wait_s, "RIGHT", "LEFT")
+        if raw is None:
+            return False
+        build_id = json.loads(raw)["build"]
+        build = results.get_build(self.conn, build_id)
+        if build is not None and self.settings.webhook_url:
+            self._deliver(build, stop)
+        self.conn.lrem(keys.outbox_sending(), 1, raw)
+        return True
+
+    def _deliver(self, build: Build, stop: threading.Event) -> None:
+        body = json.dumps(message(build, self.settings)).encode()
+        url = self.settings.webhook_url or ""
+        for attempt in range(1, TRIES + 1):
+            try:
+                post(url, body, self.settings.webhook_secret)
+                log.info("webhook: %s %s %s sent", build.repo, build.short, build.status.value)
+                return
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                if attempt == TRIES:
+                    log.warning("webhook: giving up on %s %s after %d tries: %s", build.repo, build.short,
+                                TRIES, exc)
+                    return
+                log.warning("webhook: %s %s not sent (%s); trying again", build.repo, build.short, exc)
+                if stop.wait(BACKOFF_S[min(attempt - 1, len(BACKOFF_S) - 1)]):
+                    return
