@@ -24,7 +24,7 @@ def ids(suite):
         else:
             yield item.id()
 
-suite = unittest.defaultTestLoader.discover('.')
+suite = unittest.defaultTestLoader.discover(sys.argv[2], top_level_dir='.')
 all_ids = list(ids(suite))
 result = unittest.TextTestRunner(stream=io.StringIO(), verbosity=2).run(suite)
 json.dump({
@@ -46,9 +46,9 @@ class OracleRun:
     skipped: int
 
 
-def run_unittest(tree: Path) -> OracleRun:
+def run_unittest(tree: Path, python: str = sys.executable, start_dir: str = ".") -> OracleRun:
     with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
-        subprocess.run([sys.executable, "-c", ORACLE, out.name], cwd=tree, capture_output=True, timeout=300,
+        subprocess.run([python, "-c", ORACLE, out.name, start_dir], cwd=tree, capture_output=True, timeout=1800,
                        stdin=subprocess.DEVNULL, check=True)
         data = json.load(out)
     outcomes = {test_id: "passed" for test_id in data["all"]}
