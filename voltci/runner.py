@@ -1,10 +1,11 @@
-"""The function an rq worker runs for one attempt of a build: workspace → tests → results.
+"""The function an rq worker runs for one attempt of a build: workspace → steps → results.
 
 Any `rq worker` (or `volt worker`) listening on Volt's queue runs `run_build`. It reads the
 runner host's settings (environment and config file), claims the attempt in the build record,
-checks the commit out from this host's mirror cache, runs the tests, and stores the outcome once.
-An attempt that is no longer the build's current one (cancelled, or re-dispatched elsewhere)
-stops its tests and stores nothing.
+checks the commit out from this host's mirror cache, runs the commit's steps (steps.py: its
+.volt.toml, environment, setup and tests), streams their output to Redis, and stores the outcome
+once. An attempt that is no longer the build's current one (cancelled, or re-dispatched
+elsewhere) stops its tests and stores nothing.
 """
 
 from __future__ import annotations
