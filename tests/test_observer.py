@@ -129,3 +129,17 @@ def test_repo_names_from_paths_and_urls() -> None:
     assert repo_name_for("/src/my.project.git") == "my-project"
     assert repo_name_for("git@github.com:org/tool.git") == "tool"
     assert repo_name_for("https://example.org/a/b/") == "b"
+
+
+def test_a_poll_with_nothing_new_does_not_fetch(rq_conn, settings, make_repo, monkeypatch) -> None:
+    repo = make_repo()
+    repo.commit({"a.txt": "0"}, "zero")
+    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch.validate()
+    assert len(watch.poll()) == 1
+    fetches = []
+    real = watch.mirror.update
+    monkeypatch.setattr(watch.mirror, "update", lambda: fetches.append(1) or real())
+    assert watch.poll() == [] and fetches == []  # ls-remote said nothing moved
+    sha = repo.commit({"a.txt": "1"}, "one")
+    assert [b.commit for b in watch.poll()] == [sha] and fetches == [1]

@@ -89,13 +89,27 @@ class RepoWatch:
         self.conn.hset(keys.repos(), self.name, json.dumps({"url": self.url, "branches": self.branches}))
 
     def poll(self) -> list[Build]:
-        """One pass: fetch, then enqueue what is new on each branch. Returns the builds it created."""
+        """One pass: ask the remote where its branches are (`git ls-remote`, a few ms); fetch and
+        enqueue only when one moved past its pointer. Returns the builds it created."""
+        if not self._moved():
+            return []
         with self.mirror.lock():
             self.mirror.update()
         created = []
         for branch in self.branches:
             created += self._poll_branch(branch)
         return created
+
+    def _moved(self) -> bool:
+        heads, _ = remote_heads(self.url)
+        pointers = self.conn.hmget(keys.pointer(self.name), self.branches)
+        for branch, pointer in zip(self.branches, pointers):
+            pointer = pointer.decode() if isinstance(pointer, bytes) else pointer
+            if branch not in heads:
+                log.warning("%s: branch '%s' is gone from %s; skipping it", self.name, branch, self.url)
+            elif heads[branch] != pointer:
+                return True
+        return False
 
     def _poll_branch(self, branch: str) -> list[Build]:
         try:
