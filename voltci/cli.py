@@ -150,6 +150,21 @@ def observe(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: 
 cli.add_command(observe)
 
 
+@cli.command(name="notify", cls=VoltCommand)
+@click.option("--repo", required=True, help="Name of the repository that changed.")
+@click.argument("ref", required=False)
+@common_options
+def notify_cmd(app: App, repo: str, ref: str | None) -> None:
+    """Have the observer look at a repository now (for a git post-receive hook)."""
+    from voltci.observer import notify
+
+    heard = notify(app.redis(), repo, ref)
+    if heard:
+        click.echo(f"notified {heard} observer(s) of {repo}" + (f" ({ref})" if ref else ""))
+    else:
+        click.echo(f"volt: no observer is listening; {repo} is picked up at its next poll", err=True)
+
+
 # ---------------------------------------------------------------- runner
 
 @cli.command(cls=VoltCommand)

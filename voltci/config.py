@@ -44,6 +44,7 @@ class Settings:
     webhook_url: str | None = None
     webhook_secret: str | None = None
     web_url: str | None = None
+    hook_secret: str | None = None
     result_ttl: int = 7 * 24 * 3600
     web_token: str | None = None
 

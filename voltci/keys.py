@@ -18,6 +18,7 @@ Layout (P = prefix, "volt" by default):
     P:queued                        set    ids of builds waiting for a runner
     P:running                       set    ids of builds a runner is working on
     P:events                        pubsub channel: one message per finished build
+    P:notify                        pubsub channel: "look at this repository now" (JSON: repo, ref)
     P:runner:<name>                 string a runner's heartbeat (JSON), expiring after heartbeat_ttl
     P:runner-names                  set    names of runners that have sent a heartbeat
     P:runners                       hash   runner name -> JSON of its last heartbeat seen (the registry)
@@ -108,6 +109,10 @@ def queued() -> str:
 
 def running() -> str:
     return f"{PREFIX}:running"
+
+
+def notify() -> str:
+    return f"{PREFIX}:notify"
 
 
 def events() -> str:

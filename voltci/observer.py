@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -153,14 +154,19 @@ class RepoWatch:
 
 def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
                  on_build: Callable[[Build], None] = lambda build: None) -> None:
-    """Poll every repository each `poll_s` seconds until `stop` is set.
+    """Poll every repository each `poll_s` seconds until `stop` is set; a `volt notify` (or a forge's
+    webhook) for one of them has it polled at once.
 
     A failing fetch or an unreachable Redis costs one log line and a retry with backoff, never the loop.
     """
     failures = 0
+    listener = NotifyListener(watches[0].conn) if watches else None
+    due = {watch.name for watch in watches}
     while not stop.is_set():
         failed = False
         for watch in watches:
+            if watch.name not in due:
+                continue
             try:
                 for build in watch.poll():
                     log.info("queued %s %s %s (%s)", build.repo, build.commit[:10], build.subject, build.branch)
@@ -173,4 +179,41 @@ def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
                 log.warning("Redis unavailable (%s); retrying", exc)
         failures = failures + 1 if failed else 0
         wait = min(poll_s * (2 ** min(failures, 6)), max(poll_s, RETRY_BACKOFF_MAX_S)) if failed else poll_s
-        stop.wait(wait)
+        notified = listener.wait(wait, stop) if listener is not None else set()
+        names = {watch.name for watch in watches}
+        due = (notified & names) or names
+
+
+class NotifyListener:
+    """Waits for the poll interval, or less when a notification names a repository."""
+
+    def __init__(self, conn: redis.Redis):
+        self.pubsub = conn.pubsub(ignore_subscribe_messages=True)
+        self.subscribed = False
+
+    def wait(self, seconds: float, stop: threading.Event) -> set[str]:
+        """The repositories notified during the wait (empty when it ran out)."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            try:
+                if not self.subscribed:
+                    self.pubsub.subscribe(keys.notify())
+                    self.subscribed = True
+                message = self.pubsub.get_message(timeout=min(left, 0.5))
+            except redis.RedisError:
+                self.subscribed = False
+                stop.wait(min(left, 1.0))  # polling carries on without notifications meanwhile
+                continue
+            if message and message.get("type") == "message":
+                try:
+                    return {str(json.loads(message["data"])["repo"])}
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return set()
+
+
+def notify(conn: redis.Redis, repo: str, ref: str | None = None) -> int:
+    """Ask the observers to look at `repo` now; how many observers heard it."""
+    if not keys.is_valid_repo_name(repo) or not conn.hexists(keys.repos(), repo):
+        raise BadInput(f"unknown repository '{repo}': no observer watches it (see `volt status`)")
+    return int(conn.publish(keys.notify(), json.dumps({"repo": repo, "ref": ref or ""})))

@@ -9,6 +9,7 @@ Jinja's with autoescaping on, so test names, messages and logs are shown, never 
 from __future__ import annotations
 
 import hmac
+import json
 import re
 from typing import Any
 
@@ -19,11 +20,12 @@ from jinja2 import DictLoader
 from rq_dashboard.web import setup_rq_connection
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from voltci import keys, queue, report, results, scheduler
+from voltci import keys, observer, queue, report, results, scheduler
 from voltci.config import Settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput
 from voltci.logstream import read_log
+from voltci.notify import SIGNATURE_HEADER, signature
 from voltci.models import Build, Outcome, Status, TestResult
 from voltci.web_templates import TEMPLATES
 
@@ -60,6 +62,8 @@ def create_app(settings: Settings) -> flask.Flask:
 
     @app.before_request
     def read_only() -> None:
+        if flask.request.path.startswith("/hooks/"):
+            return  # a forge's push webhook proves itself with its signature instead
         if flask.request.method not in ("GET", "HEAD", "OPTIONS") and not allowed():
             flask.abort(403, "read-only: this needs the web token (setting web_token)" if settings.web_token
                         else "read-only: no web_token is configured")
@@ -157,6 +161,24 @@ def create_app(settings: Settings) -> flask.Flask:
             flask.abort(409, f"the build has not ended yet ({build.status.value})")
         return flask.redirect(flask.url_for("build_page", repo=repo, sha=build.commit), 303)
 
+    # ------------------------------------------------------------ push webhook
+
+    @app.post("/hooks/<repo>")
+    def push_hook(repo: str) -> flask.Response:
+        """A forge's push webhook: signed with `hook_secret` (GitHub's X-Hub-Signature-256, or
+        X-Volt-Signature), it has the observer look at the repository now."""
+        if not settings.hook_secret:
+            flask.abort(404, "push webhooks are off: no hook_secret is configured")
+        body = flask.request.get_data(cache=False)
+        given = flask.request.headers.get("X-Hub-Signature-256") or flask.request.headers.get(SIGNATURE_HEADER, "")
+        if not hmac.compare_digest(given.encode(), signature(body, settings.hook_secret).encode()):
+            flask.abort(403, "the signature does not match (hook_secret)")
+        try:
+            heard = observer.notify(conn, repo, _pushed_ref(body))
+        except BadInput as exc:
+            flask.abort(404, str(exc))
+        return flask.jsonify({"repo": repo, "observers": heard})
+
     # ------------------------------------------------------------ badge
 
     @app.get("/badge/<repo>.svg")
@@ -205,6 +227,14 @@ def create_app(settings: Settings) -> flask.Flask:
 
     app.jinja_env.globals.update(REFRESH_S=REFRESH_S, outcome_rank=_outcome_rank, Status=Status)
     return app
+
+
+def _pushed_ref(body: bytes) -> str | None:
+    try:
+        ref = json.loads(body).get("ref")
+    except (ValueError, AttributeError):
+        return None
+    return ref if isinstance(ref, str) and BRANCH.fullmatch(ref) else None
 
 
 def _outcome_rank(test: TestResult) -> int:
