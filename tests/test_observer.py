@@ -8,7 +8,7 @@ import pytest
 import redis
 from rq import Queue
 
-from voltci import keys, results
+from voltci import keys, queue, results
 from voltci.config import Settings
 from voltci.errors import BadInput
 from voltci.observer import RepoWatch, repo_name_for
@@ -143,3 +143,32 @@ def test_a_poll_with_nothing_new_does_not_fetch(rq_conn, settings, make_repo, mo
     assert watch.poll() == [] and fetches == []  # ls-remote said nothing moved
     sha = repo.commit({"a.txt": "1"}, "one")
     assert [b.commit for b in watch.poll()] == [sha] and fetches == [1]
+
+
+def test_a_newer_commit_skips_the_queued_older_builds_of_its_branch(rq_conn, conn, settings, make_repo) -> None:
+    from voltci import results
+    from voltci.models import Status
+
+    repo = make_repo()
+    repo.commit({"a.txt": "0"}, "zero")
+    repo.git("branch", "feature")
+    watch = RepoWatch(rq_conn, settings, str(repo.path), branches=["main", "feature"], supersede=["all"])
+    watch.validate()
+    watch.poll()
+    repo.checkout("feature")
+    shas = [repo.commit({"f.txt": str(n)}, f"feature {n}") for n in range(3)]
+    repo.checkout("main")
+    main_shas = [repo.commit({"m.txt": str(n)}, f"main {n}") for n in range(2)]
+    watch.poll()
+    status = {b.commit: b.status for b in results.history(conn, "proj", 50)}
+    assert [status[s] for s in shas] == [Status.SKIPPED, Status.SKIPPED, Status.QUEUED]
+    assert [status[s] for s in main_shas] == [Status.QUEUED, Status.QUEUED]  # the default branch: not unless named
+    skipped = results.get_build(conn, keys.build_id("proj", shas[0]))
+    assert skipped.reason == f"superseded by {shas[2][:10]}" and skipped.results_stored == 1
+    assert keys.job_id(skipped.id, 1) not in queue.waiting_job_ids(rq_conn, settings)
+    named = RepoWatch(rq_conn, settings, str(repo.path), branches=["main"], supersede=["main"])
+    named.validate()
+    newest = repo.commit({"m.txt": "x"}, "main x")
+    named.poll()
+    status = {b.commit: b.status for b in results.history(conn, "proj", 50)}
+    assert [status[s] for s in main_shas] == [Status.SKIPPED, Status.SKIPPED] and status[newest] is Status.QUEUED

@@ -106,18 +106,21 @@ def observe_options(func: Callable) -> Callable:
                      help="Branch to build (repeatable; default: the repository's default branch)."),
         click.option("--poll", type=float, default=None, help="Seconds between polls (default 5)."),
         click.option("--once", is_flag=True, help="One pass, then exit (for cron)."),
+        click.option("--supersede", "supersede", multiple=True, metavar="BRANCH",
+                     help="A newer commit of BRANCH skips its queued older builds (repeatable; 'all': every "
+                          "branch but the default one, which is superseded only when named)."),
     ]):
         func = decorator(func)
     return func
 
 
 def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...],
-                 branches: tuple[str, ...]) -> list[RepoWatch]:
+                 branches: tuple[str, ...], supersede: tuple[str, ...] = ()) -> list[RepoWatch]:
     """The repositories to watch, each checked (it exists, its branches exist) and registered."""
     if names and len(names) != len(repos):
         raise BadInput("give one --name per --repo, or none")
     conn = app.redis(decode=False)
-    watches = [RepoWatch(conn, app.settings, url, names[i] if names else None, list(branches))
+    watches = [RepoWatch(conn, app.settings, url, names[i] if names else None, list(branches), list(supersede))
                for i, url in enumerate(repos)]
     for watch in watches:
         watch.validate()
@@ -141,10 +144,10 @@ def run_observer(app: App, watches: list[RepoWatch], once: bool) -> None:
 @observe_options
 @common_options
 def observe(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...],
-            once: bool) -> None:
+            once: bool, supersede: tuple[str, ...]) -> None:
     """Watch repositories and enqueue a build for every new commit (also bin/volt-observe)."""
     setup_logging()
-    run_observer(app, make_watches(app, repos, names, branches), once)
+    run_observer(app, make_watches(app, repos, names, branches, supersede), once)
 
 
 cli.add_command(observe)

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 
 class Status(str, Enum):
-    """A build's state: queued → running → one of the final states."""
+    """A build's state: queued → running → one of the final states (or queued → skipped)."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -18,6 +18,7 @@ class Status(str, Enum):
     ERROR = "error"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # superseded by a newer commit of its branch before a runner took it
 
     @property
     def is_final(self) -> bool:

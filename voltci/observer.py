@@ -25,7 +25,7 @@ from voltci.config import Settings
 from voltci.errors import BadInput, GitError
 from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
 from voltci.models import Build
-from voltci.queue import PointerUpdate, submit_build
+from voltci.queue import PointerUpdate, submit_build, supersede
 from voltci.results import now_iso
 
 log = logging.getLogger("volt.observer")
@@ -50,7 +50,7 @@ class RepoWatch:
     """One watched repository and the branches to build."""
 
     def __init__(self, conn: redis.Redis, settings: Settings, url: str, name: str | None = None,
-                 branches: list[str] | None = None):
+                 branches: list[str] | None = None, supersede: list[str] | None = None):
         self.conn = conn  # bytes connection (rq's kind)
         self.settings = settings
         self.url = normalize_url(url)
@@ -59,6 +59,10 @@ class RepoWatch:
             raise BadInput(f"not a valid repository name: '{self.name}' (use letters, digits, '-' and '_')")
         self.requested_branches = [check_branch_name(b) for b in branches or []]
         self.branches: list[str] = []
+        self.default_branch: str | None = None
+        # Branches whose queued builds a newer commit supersedes: "all" is every watched branch but the
+        # default one, which is superseded only when named.
+        self.supersede = set(supersede or [])
         self.mirror = Mirror(Path(settings.workspace_dir) / "observer", self.name, self.url)
 
     def validate(self) -> None:
@@ -69,6 +73,7 @@ class RepoWatch:
             heads, default = remote_heads(self.url)
         except GitError as exc:
             raise BadInput(str(exc)) from None
+        self.default_branch = default
         if not self.requested_branches:
             if default is None or default not in heads:
                 raise BadInput(f"{self.url} has no default branch with commits; name one with --branch")
@@ -134,7 +139,15 @@ class RepoWatch:
                           branch=branch, subject=info.subject, author=info.author, queued_at=now_iso())
             if submit_build(self.conn, build, self.settings, PointerUpdate(self.name, branch, info.sha)):
                 created.append(build)
+        if created and self.supersedes(branch):
+            for skipped in supersede(self.conn, created[-1], self.settings):
+                log.info("skipped %s %s (%s): superseded by %s", skipped.repo, skipped.short, branch, created[-1].short)
         return created
+
+    def supersedes(self, branch: str) -> bool:
+        if branch in self.supersede:
+            return True
+        return "all" in self.supersede and branch != self.default_branch
 
     def _new_commits(self, last: str | None, head: str) -> list[CommitInfo]:
         """Commits reachable from head and not from last, oldest first; just the head the first time

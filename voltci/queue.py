@@ -26,6 +26,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from voltci import keys, results
 from voltci.config import Settings
+from voltci.connection import decoded
 from voltci.models import Attempt, AttemptState, Build, Status
 
 log = logging.getLogger("volt.queue")
@@ -229,6 +230,29 @@ def cancel(conn: redis.Redis, build_id: str, settings: Settings, why: str = "can
     if build.status is Status.QUEUED:
         retire_job(conn, keys.job_id(build_id, build.attempt), "Volt: build cancelled", settings)
     return build
+
+
+def supersede(conn: redis.Redis, newest: Build, settings: Settings) -> list[Build]:
+    """Mark `skipped` every other build of `newest`'s repository and branch still waiting in the queue
+    (the observer calls this with the newest commit it enqueued): a busy pool then builds what matters.
+    Running builds are left to finish."""
+    older = [b for b in results.queued_builds(decoded(conn)) if b.repo == newest.repo and b.branch == newest.branch
+             and b.id != newest.id]
+    skipped = []
+    for build in older:
+        def decide(pipe: redis.client.Pipeline, current: Build) -> Callable[[], str] | None:
+            if current.status is not Status.QUEUED:
+                return None
+
+            def write() -> str:
+                results.end_without_result(pipe, current, Status.SKIPPED, f"superseded by {newest.short}")
+                return "skipped"
+            return write
+
+        if _transaction(conn, build.id, decide):
+            retire_job(conn, keys.job_id(build.id, build.attempt), f"Volt: superseded by {newest.short}", settings)
+            skipped.append(build)
+    return skipped
 
 
 def rebuild(conn: redis.Redis, build_id: str, settings: Settings) -> Build | None:

@@ -37,7 +37,7 @@ REFRESH_S = 3
 BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 BADGE_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#6a1b9a", "timeout": "#ef6c00",
-                 "cancelled": "#616161", "running": "#1565c0", "queued": "#757575", "unknown": "#9e9e9e"}
+                 "cancelled": "#616161", "skipped": "#9e9e9e", "running": "#1565c0", "queued": "#757575", "unknown": "#9e9e9e"}
 
 
 def create_app(settings: Settings) -> flask.Flask:
