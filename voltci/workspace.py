@@ -1,12 +1,17 @@
-"""A build's workspace: the commit checked out from this host's mirror into a directory of its own.
+"""A build's workspace: the commit checked out from this host's mirror into a tree of its own.
 
 The runner calls `checkout()` around a build. The mirror cache lives under the workspace dir and is
-shared by every runner of this host; each build gets a fresh detached worktree of the commit and a
-scratch directory beside it (results and log, outside the tree), both removed afterwards.
+shared by every runner of this host. Each repository has a small pool of persistent worktrees of
+its mirror, each held by one build at a time under a file lock: a build takes a free one and
+switches it to its commit with `git checkout -f` and `git clean -ffdx`, which writes only the
+files that differ and leaves nothing of the previous build — the tree is exactly the commit's. A
+worktree that git cannot switch (damaged, or its mirror was re-made) is made again. Results and
+the log go to a scratch directory beside it, removed afterwards.
 """
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import socket
 import tempfile
@@ -14,9 +19,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
 
 from voltci.git import GitError, Mirror, git
+
+POOL_SLOTS = 8
+SLOT_WAIT_S = 600.0
+SLOT_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -33,9 +42,9 @@ def host_dir(workspace_dir: str) -> Path:
 @contextmanager
 def checkout(workspace_dir: str, repo: str, url: str, sha: str,
              stale_after_s: float = 24 * 3600) -> Iterator[Workspace]:
-    """Check `sha` out into a fresh worktree of this host's mirror of `url`; remove it afterwards.
+    """Check `sha` out into a worktree of this host's pool for `repo`, held for the `with` block.
 
-    Build directories older than `stale_after_s` (longer than any build may run) were left by a
+    Scratch directories older than `stale_after_s` (longer than any build may run) were left by a
     runner that was killed mid-build, and are removed on the way.
     """
     base = host_dir(workspace_dir)
@@ -43,23 +52,50 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str,
     builds = base / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     remove_stale(builds, stale_after_s)
-    root = Path(tempfile.mkdtemp(prefix=f"{repo}-{sha[:10]}-", dir=builds))
-    tree, scratch = root / "tree", root / "scratch"
-    scratch.mkdir()
+    with mirror.lock():
+        mirror.ensure_commit(sha)
+    tree, held = _take_slot(base / "pool" / f"{mirror.path.stem}")
+    scratch = Path(tempfile.mkdtemp(prefix=f"{repo}-{sha[:10]}-", dir=builds))
     try:
-        with mirror.lock():
-            mirror.ensure_commit(sha)
-            git(["worktree", "add", "--detach", "--quiet", str(tree), sha], cwd=mirror.path)
+        switch(mirror, tree, sha)
         yield Workspace(tree, scratch)
     finally:
-        shutil.rmtree(root, ignore_errors=True)
-        if mirror.path.exists():
-            with mirror.lock():
-                try:
-                    git(["worktree", "prune"], cwd=mirror.path, timeout=60)
-                except GitError:
-                    pass  # pruning is housekeeping; the next build prunes again
+        shutil.rmtree(scratch, ignore_errors=True)
+        fcntl.flock(held, fcntl.LOCK_UN)
+        held.close()
 
+
+def switch(mirror: Mirror, tree: Path, sha: str) -> None:
+    """Make `tree` exactly commit `sha`: reuse the worktree when git can, make it again when not."""
+    if (tree / ".git").is_file():
+        try:
+            git(["checkout", "--force", "--detach", "--quiet", sha], cwd=tree)
+            git(["clean", "-ffdxq"], cwd=tree)
+            return
+        except GitError:
+            pass  # a killed checkout's lock, or a worktree of a mirror that was made again
+    with mirror.lock():
+        shutil.rmtree(tree, ignore_errors=True)
+        git(["worktree", "prune"], cwd=mirror.path, timeout=60)
+        git(["worktree", "add", "--force", "--detach", "--quiet", str(tree), sha], cwd=mirror.path)
+
+
+def _take_slot(pool: Path) -> tuple[Path, IO[str]]:
+    """A free worktree slot of the pool, locked (the lock is released when its file is closed)."""
+    pool.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + SLOT_WAIT_S
+    while True:
+        for slot in range(POOL_SLOTS):
+            held = open(pool / f"{slot}.lock", "w")
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.close()
+                continue
+            return pool / str(slot), held
+        if time.monotonic() > deadline:
+            raise GitError(f"all {POOL_SLOTS} workspaces of {pool.name} on this host stayed busy")
+        time.sleep(SLOT_POLL_S)
 
 
 def remove_stale(builds: Path, stale_after_s: float) -> None:
