@@ -239,6 +239,7 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
         raise BadInput(f"the build of '{commit}' has no record (was it removed?)")
     tests = results.get_tests(conn, build_id)
     attempts = results.get_attempts(conn, build_id)
+    shards = results.get_shards(conn, build_id)
     if junit_path:
         try:
             with open(junit_path, "wb") as fh:
@@ -246,9 +247,9 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
         except OSError as exc:
             raise BadInput(f"cannot write {junit_path}: {exc.strerror}") from None
     if as_json:
-        click.echo(json.dumps(report.as_dict(build, tests, attempts), indent=2))
+        click.echo(json.dumps(report.as_dict(build, tests, attempts, shards), indent=2))
     else:
-        click.echo(report.as_text(build, tests, attempts))
+        click.echo(report.as_text(build, tests, attempts, shards))
     sys.exit(report.exit_status(build))
 
 

@@ -101,6 +101,18 @@ class JsonLinesResult(unittest.TextTestResult):
                     self._elapsed(test), subtest_of=test.id())
 
 
+def flatten(suite):
+    for item in suite:
+        if isinstance(item, unittest.TestSuite):
+            yield from flatten(item)
+        else:
+            yield item
+
+
+def test_ids(suite):
+    return [test.id() for test in flatten(suite)]
+
+
 def load_named(test_ids, start_dir, top_level_dir):
     """The tests `test_ids` names, importable as discovery would make them (top-level dir on sys.path)."""
     top = os.path.abspath(top_level_dir or start_dir)
@@ -122,6 +134,9 @@ def main(argv=None):
     parser.add_argument("--pattern", default="test*.py")
     parser.add_argument("--top-level-dir", default=None)
     parser.add_argument("--tests", nargs="+", default=None, help="Run these test ids instead of discovering.")
+    parser.add_argument("--only-file", default=None,
+                        help="Discover, then run only the tests whose ids are lines of this file (a shard).")
+    parser.add_argument("--list", action="store_true", help="Discover and write the test ids, without running.")
     args = parser.parse_args(argv)
 
     # `python -m unittest discover` puts the current directory first on sys.path; so do we.
@@ -135,6 +150,14 @@ def main(argv=None):
         except Exception as exc:  # discovery itself failed (bad start dir, broken package)
             out.write(json.dumps({"discovery_error": "".join(traceback.format_exception_only(exc)).strip()}) + "\n")
             return 2
+        if args.list:
+            for test_id in sorted(test_ids(suite)):
+                out.write(json.dumps({"id": test_id}) + "\n")
+            return 0
+        if args.only_file:
+            with open(args.only_file, encoding="utf-8") as fh:
+                wanted = set(fh.read().splitlines())
+            suite = unittest.TestSuite(t for t in flatten(suite) if t.id() in wanted)
         runner = unittest.TextTestRunner(
             stream=sys.stderr, verbosity=2,
             resultclass=lambda *a, **k: JsonLinesResult(*a, out=out, **k),

@@ -41,6 +41,8 @@ class Settings:
     log_tail_lines: int = 60
     log_max_bytes: int = 10 * 1024 * 1024
     retries: int = 1
+    shard_threshold: int = 2000
+    shards: int = 0
     webhook_url: str | None = None
     webhook_secret: str | None = None
     web_url: str | None = None
@@ -54,7 +56,7 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-ZERO_ALLOWED = {"retries"}
+ZERO_ALLOWED = {"retries", "shard_threshold", "shards"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

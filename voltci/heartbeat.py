@@ -36,6 +36,8 @@ class RunnerBeat:
     started_at: str = field(default_factory=now_iso)
     build: str = ""
     attempt: int = 0
+    shard: int = -1  # which shard of the build, when it works on one
+    shard_attempt: int = 0
     build_started_at: str = ""
     heartbeat_at: str = ""
 
@@ -67,15 +69,17 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
         self._last_outage_log = 0.0
 
-    def set_work(self, build_id: str, attempt: int) -> None:
+    def set_work(self, build_id: str, attempt: int, shard: int = -1, shard_attempt: int = 0) -> None:
         """Say at once that the runner now works on `build_id` (so no scheduler sees it idle meanwhile)."""
         with self._lock:
             self.beat.build, self.beat.attempt, self.beat.build_started_at = build_id, attempt, now_iso()
+            self.beat.shard, self.beat.shard_attempt = shard, shard_attempt
         self.send()
 
     def clear_work(self) -> None:
         with self._lock:
             self.beat.build, self.beat.attempt, self.beat.build_started_at = "", 0, ""
+            self.beat.shard, self.beat.shard_attempt = -1, 0
         self.send()
 
     def send(self) -> bool:

@@ -5,6 +5,10 @@ Layout (P = prefix, "volt" by default):
     P:build:<build_id>              hash   the build record (models.Build)
     P:build:<build_id>:tests        hash   test id -> JSON of one test result
     P:build:<build_id>:attempts     hash   attempt number -> JSON of one attempt
+    P:build:<build_id>:shards       hash   shard number -> JSON of its state (a sharded build)
+    P:build:<build_id>:shard-plan   hash   shard number -> its test ids, one per line
+    P:build:<build_id>:shard:<k>    hash   test id -> JSON of one result of shard k
+    P:repo:<repo>:durations         hash   test id -> seconds it took last (for balancing shards)
     P:build:<build_id>:log          string the output of the build's current attempt, capped
     P:log:<build_id>                pubsub channel: the output as it is appended (JSON: end offset, text)
     P:repos                         hash   repo name -> JSON of where it lives
@@ -51,6 +55,27 @@ def build_tests(build_id: str) -> str:
 
 def build_attempts(build_id: str) -> str:
     return f"{build(build_id)}:attempts"
+
+
+def build_shards(build_id: str) -> str:
+    return f"{build(build_id)}:shards"
+
+
+def build_shard_plan(build_id: str) -> str:
+    return f"{build(build_id)}:shard-plan"
+
+
+def build_shard_tests(build_id: str, shard: int) -> str:
+    return f"{build(build_id)}:shard:{int(shard)}"
+
+
+def repo_durations(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:durations"
+
+
+def shard_job_id(build_id_: str, attempt: int, shard: int, shard_attempt: int) -> str:
+    """The rq job of one attempt of one shard of a build."""
+    return f"{build_id_}-a{attempt}-s{shard}-{shard_attempt}"
 
 
 def build_log(build_id: str) -> str:

@@ -141,6 +141,7 @@ class Build:
     log_tail: str = ""
     results_stored: int = 0  # how many times a final result was written: exactly once, or Volt is wrong
     progress: int = 0  # test results written so far by the running attempt
+    shards: int = 0  # how many shards its tests were split into (0: not split)
 
     def to_hash(self) -> dict[str, str]:
         data = asdict(self)
@@ -160,6 +161,7 @@ class Build:
             counts=Counts(**json.loads(data.get("counts") or "{}")),
             reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
             results_stored=int(data.get("results_stored") or 0), progress=int(data.get("progress") or 0),
+            shards=int(data.get("shards") or 0),
         )
 
     @property
@@ -176,3 +178,30 @@ class RunOutcome:
     counts: Counts
     reason: str = ""
     log_tail: str = ""
+
+
+@dataclass
+class Shard:
+    """One share of a sharded build's tests, run as an rq job of its own; `attempt` counts its runs."""
+
+    number: int
+    attempt: int = 1
+    state: AttemptState | str = "queued"  # "queued", or an AttemptState
+    runner: str = ""
+    started_at: str = ""
+    ended_at: str = ""
+    status: str = ""
+    reason: str = ""
+    tests: int = 0
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["state"] = self.state.value if isinstance(self.state, AttemptState) else self.state
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Shard":
+        data = json.loads(text)
+        state = data.get("state", "queued")
+        data["state"] = AttemptState(state) if state in AttemptState._value2member_map_ else state
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})

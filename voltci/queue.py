@@ -27,12 +27,13 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from voltci import keys, results
 from voltci.config import Settings
 from voltci.connection import decoded
-from voltci.models import Attempt, AttemptState, Build, Status
+from voltci.models import Attempt, AttemptState, Build, Shard, Status
 
 log = logging.getLogger("volt.queue")
 TRANSACTION_TRIES = 10
 
 RUN_BUILD = "voltci.runner.run_build"
+RUN_SHARD = "voltci.runner.run_shard"
 # rq's own job timeout is only a backstop behind the runner's build timeout.
 RQ_TIMEOUT_MARGIN_S = 300
 
@@ -116,11 +117,92 @@ def current_runner_id() -> str:
     return name or f"{socket.gethostname()}.{os.getppid()}"
 
 
-def build_of(job: Job) -> tuple[str, int] | None:
-    """The (build id, attempt) an rq job runs, or None for a job that is not a Volt build."""
-    if job.func_name != RUN_BUILD or len(job.args) != 2:
-        return None
-    return str(job.args[0]), int(job.args[1])
+@dataclass(frozen=True)
+class Work:
+    """What an rq job of Volt's works on: an attempt of a build, or of one shard of it."""
+
+    build: str
+    attempt: int
+    shard: int = -1
+    shard_attempt: int = 0
+
+
+def build_of(job: Job) -> Work | None:
+    """The build (and shard) an rq job runs, or None for a job that is not Volt's."""
+    if job.func_name == RUN_BUILD and len(job.args) == 2:
+        return Work(str(job.args[0]), int(job.args[1]))
+    if job.func_name == RUN_SHARD and len(job.args) == 4:
+        return Work(str(job.args[0]), int(job.args[1]), int(job.args[2]), int(job.args[3]))
+    return None
+
+
+def enqueue_shard(queue: Queue, build: Build, attempt: int, shard: int, shard_attempt: int, settings: Settings,
+                  pipeline: redis.client.Pipeline) -> Job:
+    return queue.enqueue_call(
+        RUN_SHARD, args=(build.id, attempt, shard, shard_attempt),
+        job_id=keys.shard_job_id(build.id, attempt, shard, shard_attempt),
+        timeout=int(settings.build_timeout) + RQ_TIMEOUT_MARGIN_S,
+        result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl,
+        description=f"{describe(build)} [shard {shard}]", pipeline=pipeline, at_front=True,
+    )
+
+
+def start_shards(conn: redis.Redis, build_id: str, attempt: int, plans: list[list[str]], runner: str,
+                 settings: Settings) -> bool:
+    """Split a running build: record the plan, queue shards 1… as jobs of their own (the caller runs
+    shard 0). False when `attempt` no longer owns the build."""
+    queue = Queue(settings.queue, connection=conn)
+    queue.get_redis_server_version()
+
+    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
+        if build.attempt != attempt or build.status is not Status.RUNNING:
+            return None
+
+        def write() -> str:
+            results.start_shards(pipe, build, plans, runner)
+            for number in range(1, len(plans)):
+                enqueue_shard(queue, build, attempt, number, 1, settings, pipe)
+            return "split"
+        return write
+
+    return bool(_transaction(conn, build_id, decide))
+
+
+def redispatch_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str,
+                     settings: Settings) -> str:
+    """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard
+    has had `max_attempts`. Returns "requeued", "gave up" or "" (nothing done)."""
+    queue = Queue(settings.queue, connection=conn)
+    queue.get_redis_server_version()
+
+    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
+        raw = pipe.hget(keys.build_shards(build_id), str(shard))
+        record = Shard.from_json(raw.decode()) if raw else None
+        if (build.attempt != attempt or build.status is not Status.RUNNING or record is None
+                or record.attempt != shard_attempt or record.state is AttemptState.FINISHED):
+            return None
+        lost = Attempt(attempt, AttemptState.LOST, record.runner, record.started_at, results.now_iso(),
+                       reason=f"shard {shard}: {reason}")
+
+        def write() -> str:
+            if shard_attempt >= settings.max_attempts:
+                results.end_without_result(
+                    pipe, build, Status.ERROR,
+                    f"gave up after shard {shard} had {shard_attempt} attempt(s): each one's runner was lost "
+                    f"(last: {reason})")
+                results.record_lost(pipe, build, lost, "gave up")
+                return "gave up"
+            pipe.hset(keys.build_shards(build_id), str(shard), Shard(shard, shard_attempt + 1).to_json())
+            enqueue_shard(queue, build, attempt, shard, shard_attempt + 1, settings, pipe)
+            results.record_lost(pipe, build, lost, f"shard {shard} attempt {shard_attempt + 1} queued")
+            return "requeued"
+        return write
+
+    done = _transaction(conn, build_id, decide, also_watch=(keys.build_shards(build_id),))
+    if done:
+        retire_job(conn, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
+                   f"Volt: shard attempt lost ({reason})", settings)
+    return done
 
 
 def waiting_job_ids(conn: redis.Redis, settings: Settings) -> set[str]:
@@ -151,13 +233,14 @@ def _attempt_record(pipe: redis.client.Pipeline, build: Build) -> Attempt:
 
 
 def _transaction(conn: redis.Redis, build_id: str,
-                 decide: Callable[[redis.client.Pipeline, Build], Callable[[], str] | None]) -> str:
+                 decide: Callable[[redis.client.Pipeline, Build], Callable[[], str] | None],
+                 also_watch: tuple[str, ...] = ()) -> str:
     """Read the build under WATCH, let `decide` return the writes to make (or None), make them
     atomically; what the writes returned, or "" when there was nothing to do."""
     with conn.pipeline() as pipe:
         for _ in range(TRANSACTION_TRIES):
             try:
-                pipe.watch(keys.build(build_id))
+                pipe.watch(keys.build(build_id), *also_watch)
                 build = _read_build(pipe, build_id)
                 write = decide(pipe, build) if build is not None else None
                 if write is None:

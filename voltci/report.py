@@ -5,13 +5,14 @@ Called by `volt report`; reads only what the results store returns.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Any
 
-from voltci.models import Attempt, AttemptState, Build, Outcome, Status, TestResult
+from voltci.models import Attempt, AttemptState, Build, Outcome, Shard, Status, TestResult
 
 # Exit status of `volt report`, by build status.
 EXIT_PASSED, EXIT_FAILED, EXIT_NOT_FINISHED = 0, 1, 3
@@ -25,8 +26,10 @@ def exit_status(build: Build) -> int:
     return EXIT_PASSED if build.status is Status.PASSED else EXIT_FAILED
 
 
-def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> dict[str, Any]:
-    """The `volt report --json` contract of DESIGN.md, plus `reason`, `subject` and `attempt_history`."""
+def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
+            shards: list[Shard] | None = None) -> dict[str, Any]:
+    """The `volt report --json` contract of DESIGN.md, plus `reason`, `subject`, `attempt_history` and,
+    for a build split across runners, `shards`."""
     return {
         "repo": build.repo, "commit": build.commit, "branch": build.branch, "status": build.status.value,
         "attempts": build.attempt, "runner": build.runner, "queued_at": build.queued_at,
@@ -40,6 +43,7 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> d
         "attempt_history": [
             {"attempt": a.number, "state": a.state.value, "runner": a.runner, "started_at": a.started_at,
              "ended_at": a.ended_at, "status": a.status, "reason": a.reason} for a in attempts],
+        "shards": [json.loads(shard.to_json()) for shard in shards or []],
     }
 
 
@@ -59,7 +63,7 @@ def one_line(build: Build) -> str:
             f"{counts:<16} {build.subject[:60]}").rstrip()
 
 
-def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> str:
+def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shards: list[Shard] | None = None) -> str:
     """The human form: status, counts, duration, runner, then each failing test with its traceback."""
     c = build.counts
     lines = [
@@ -72,6 +76,10 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt]) -> s
     ]
     if len(attempts) > 1 or any(a.state is AttemptState.LOST for a in attempts):
         lines += [f"  {attempt_line(a)}" for a in attempts]
+    for shard in shards or []:
+        state = shard.status or (shard.state.value if isinstance(shard.state, AttemptState) else shard.state)
+        lines.append(f"  shard {shard.number}: {state} on {shard.runner or '-'}, {shard.tests} test result(s)"
+                     + (f", attempt {shard.attempt}" if shard.attempt > 1 else ""))
     bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR) and not t.via_subtests]
     for test in bad:
         lines += ["", f"{test.outcome.value.upper()}: {test.id}", "-" * 70, test.message.rstrip()]

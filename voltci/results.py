@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import redis
 
 from voltci import keys
 from voltci.errors import BadInput
-from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, RunOutcome, Shard, Status, TestResult
+from voltci.testrun import count
 
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 TESTS_PER_WRITE = 1000
@@ -122,28 +123,169 @@ def finish_build(conn: redis.Redis, build_id: str, attempt: int, runner_id: str,
     finished = now_iso()
 
     def write(pipe: redis.client.Pipeline, build: Build) -> None:
-        pipe.delete(keys.build_tests(build_id))
-        for chunk in _chunks(outcome.tests, TESTS_PER_WRITE):
-            pipe.hset(keys.build_tests(build_id), mapping={t.id: t.to_json() for t in chunk})
-        pipe.hset(keys.build(build_id), mapping={
-            "status": outcome.status.value,
-            "finished_at": finished,
-            "runner": runner_id,
-            "duration_s": str(seconds_between(build.started_at or finished, finished)),
-            "counts": json.dumps(outcome.counts.to_dict()),
-            "reason": outcome.reason,
-            "log_tail": outcome.log_tail,
-        })
-        pipe.hset(keys.build_attempts(build_id), str(attempt),
-                  Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
-                          status=outcome.status.value).to_json())
-        for test in outcome.tests:
-            if test.outcome is Outcome.FLAKY and not test.subtest_of:
-                pipe.zincrby(keys.repo_flaky(build.repo), 1, test.id)
-                pipe.hset(keys.repo_flaky_last(build.repo), test.id, build_id)
-        _ended(pipe, build_id, outcome.status)
+        _write_result(pipe, build, attempt, runner_id, outcome, finished)
 
     return _write_if_owner(conn, build_id, attempt, write) is not None
+
+
+def _write_result(pipe: redis.client.Pipeline, build: Build, attempt: int, runner_id: str, outcome: RunOutcome,
+                  finished: str) -> None:
+    """The writes of a build's final result (inside the caller's transaction)."""
+    build_id = build.id
+    pipe.delete(keys.build_tests(build_id))
+    for chunk in _chunks(outcome.tests, TESTS_PER_WRITE):
+        pipe.hset(keys.build_tests(build_id), mapping={t.id: t.to_json() for t in chunk})
+        durations = {t.id: t.duration_s for t in chunk if not t.subtest_of and t.outcome is not Outcome.SKIPPED}
+        if durations:
+            pipe.hset(keys.repo_durations(build.repo), mapping=durations)
+    pipe.hset(keys.build(build_id), mapping={
+        "status": outcome.status.value,
+        "finished_at": finished,
+        "runner": runner_id,
+        "duration_s": str(seconds_between(build.started_at or finished, finished)),
+        "counts": json.dumps(outcome.counts.to_dict()),
+        "reason": outcome.reason,
+        "log_tail": outcome.log_tail,
+    })
+    pipe.hset(keys.build_attempts(build_id), str(attempt),
+              Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
+                      status=outcome.status.value).to_json())
+    for test in outcome.tests:
+        if test.outcome is Outcome.FLAKY and not test.subtest_of:
+            pipe.zincrby(keys.repo_flaky(build.repo), 1, test.id)
+            pipe.hset(keys.repo_flaky_last(build.repo), test.id, build_id)
+    _ended(pipe, build_id, outcome.status)
+
+
+# ---------------------------------------------------------------- shards
+
+def get_shards(conn: redis.Redis, build_id: str) -> list[Shard]:
+    raw = conn.hgetall(keys.build_shards(build_id))
+    return [Shard.from_json(raw[k]) for k in sorted(raw, key=int)]
+
+
+def shard_plan(conn: redis.Redis, build_id: str, shard: int) -> list[str]:
+    text = conn.hget(keys.build_shard_plan(build_id), str(shard)) or ""
+    return [line for line in text.split("\n") if line]
+
+
+def durations(conn: redis.Redis, repo: str) -> dict[str, float]:
+    return {test_id: float(seconds) for test_id, seconds in conn.hgetall(keys.repo_durations(repo)).items()}
+
+
+def start_shards(pipe: redis.client.Pipeline, build: Build, plans: list[list[str]], runner_id: str) -> None:
+    """Record a build's split (inside the caller's transaction): shard 0 runs here, the rest wait."""
+    started = now_iso()
+    pipe.hset(keys.build(build.id), "shards", str(len(plans)))
+    pipe.delete(keys.build_shard_plan(build.id), keys.build_shards(build.id))
+    for number, ids in enumerate(plans):
+        pipe.hset(keys.build_shard_plan(build.id), str(number), "\n".join(ids))
+        pipe.delete(keys.build_shard_tests(build.id, number))
+        shard = Shard(number, 1, AttemptState.RUNNING, runner_id, started) if number == 0 else Shard(number)
+        pipe.hset(keys.build_shards(build.id), str(number), shard.to_json())
+
+
+def _shard_transaction(conn: redis.Redis, build_id: str, attempt: int, shard: int, shard_attempt: int,
+                       states: tuple[Any, ...], decide: Callable[[redis.client.Pipeline, Build, dict[int, Shard]],
+                                                                Callable[[], Any]]) -> Any:
+    """Run `decide`'s writes atomically if the build is running under `attempt` and shard `shard` is at
+    `shard_attempt` in one of `states`; None when it is not (cancelled, re-dispatched, ended)."""
+    with conn.pipeline() as pipe:
+        for _ in range(OWNER_WRITE_TRIES):
+            try:
+                pipe.watch(keys.build(build_id), keys.build_shards(build_id))
+                data = pipe.hgetall(keys.build(build_id))
+                if not data:
+                    return None
+                build = Build.from_hash(data)
+                shards = {int(k): Shard.from_json(v) for k, v in pipe.hgetall(keys.build_shards(build_id)).items()}
+                mine = shards.get(shard)
+                if (build.status is not Status.RUNNING or build.attempt != attempt or mine is None
+                        or mine.attempt != shard_attempt or mine.state not in states):
+                    return None
+                write = decide(pipe, build, shards)
+                pipe.multi()
+                done = write()
+                pipe.execute()
+                return done
+            except redis.WatchError:
+                continue
+    return None
+
+
+def claim_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, shard_attempt: int,
+                runner_id: str) -> Build | None:
+    """Mark a queued shard running on `runner_id`; the build, or None when the shard is not ours to run."""
+    def decide(pipe: redis.client.Pipeline, build: Build, shards: dict[int, Shard]) -> Callable[[], Build]:
+        def write() -> Build:
+            record = Shard(shard, shard_attempt, AttemptState.RUNNING, runner_id, now_iso())
+            pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
+            return build
+        return write
+
+    return _shard_transaction(conn, build_id, attempt, shard, shard_attempt, ("queued",), decide)
+
+
+def owns_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, shard_attempt: int) -> bool:
+    if not is_current(conn, build_id, attempt):
+        return False
+    raw = conn.hget(keys.build_shards(build_id), str(shard))
+    return bool(raw) and Shard.from_json(raw).attempt == shard_attempt
+
+
+def finish_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, shard_attempt: int, runner_id: str,
+                 outcome: RunOutcome) -> str | None:
+    """Store one shard's results; the last shard to finish merges them all into the build's one result.
+    Returns "stored" or "merged", or None when this shard attempt no longer owns its shard."""
+    finished = now_iso()
+
+    def decide(pipe: redis.client.Pipeline, build: Build, shards: dict[int, Shard]) -> Callable[[], str]:
+        others = [s for n, s in shards.items() if n != shard]
+        complete = all(s.state is AttemptState.FINISHED for s in others)
+        earlier = {s.number: _shard_results(pipe, build_id, s.number) for s in others} if complete else {}
+
+        def write() -> str:
+            record = Shard(shard, shard_attempt, AttemptState.FINISHED, runner_id, shards[shard].started_at, finished,
+                           outcome.status.value, outcome.reason, len(outcome.tests))
+            pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
+            if not complete:
+                pipe.delete(keys.build_shard_tests(build_id, shard))
+                for chunk in _chunks(outcome.tests, TESTS_PER_WRITE):
+                    pipe.hset(keys.build_shard_tests(build_id, shard), mapping={t.id: t.to_json() for t in chunk})
+                return "stored"
+            records = {**{s.number: s for s in others}, shard: record}
+            merged = merge(records, {**earlier, shard: outcome.tests}, outcome.log_tail)
+            _write_result(pipe, build, attempt, build.runner, merged, finished)
+            for number in records:
+                pipe.delete(keys.build_shard_tests(build_id, number))
+            return "merged"
+        return write
+
+    return _shard_transaction(conn, build_id, attempt, shard, shard_attempt, (AttemptState.RUNNING,), decide)
+
+
+def _shard_results(pipe: redis.client.Pipeline, build_id: str, shard: int) -> list[TestResult]:
+    raw = pipe.hgetall(keys.build_shard_tests(build_id, shard))
+    tests = [TestResult.from_json(test_id, text) for test_id, text in raw.items()]
+    tests.sort(key=lambda t: t.order)
+    return tests
+
+
+def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str) -> RunOutcome:
+    """The shards' results as one build's: every test once, one count, the worst status."""
+    tests: list[TestResult] = []
+    for number in sorted(tests_by_shard):
+        for test in tests_by_shard[number]:
+            test.order = len(tests)
+            tests.append(test)
+    counts = count(tests)
+    statuses = {records[n].status for n in records}
+    reasons = "; ".join(f"shard {n}: {records[n].reason}" for n in sorted(records) if records[n].reason)
+    for status in (Status.TIMEOUT, Status.CANCELLED, Status.ERROR):
+        if status.value in statuses:
+            return RunOutcome(status, tests, counts, reasons, log_tail)
+    status = Status.FAILED if counts.failed or counts.errors else Status.PASSED
+    return RunOutcome(status, tests, counts, "", log_tail)
 
 
 def _ended(pipe: redis.client.Pipeline, build_id: str, status: Status) -> None:

@@ -14,8 +14,9 @@ import logging
 import os
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import redis
 
@@ -23,11 +24,12 @@ from voltci import keys, results
 from voltci.config import Settings, load_settings
 from voltci.connection import decoded
 from voltci.errors import VoltError
-from voltci.heartbeat import Heartbeat, RunnerBeat
-from voltci.models import Counts, RunOutcome, Status
-from voltci.queue import current_job_connection, current_runner_id
+from voltci.heartbeat import Heartbeat, RunnerBeat, live_runners
+from voltci.models import Build, Counts, RunOutcome, Status
+from voltci.queue import Work, current_job_connection, current_runner_id, start_shards
+from voltci.sharding import partition
 from voltci.logstream import LogPump
-from voltci.steps import run_steps
+from voltci.steps import Splitter, run_steps
 from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
 from voltci.worker import heartbeat_in_parent
 from voltci.workspace import checkout
@@ -42,51 +44,124 @@ STALE_MARGIN_S = 600.0
 
 def run_build(build_id: str, attempt: int) -> dict[str, Any]:
     """rq job entry point: run attempt `attempt` of build `build_id` and store its result."""
+    rq_conn = current_job_connection()
+    conn = decoded(rq_conn)
+    settings, runner = load_settings(), current_runner_id()
+    with _plain_worker_heartbeat(conn, settings, runner, Work(build_id, attempt)):
+        return execute(conn, build_id, attempt, settings, runner, rq_conn)
+
+
+def run_shard(build_id: str, attempt: int, shard: int, shard_attempt: int) -> dict[str, Any]:
+    """rq job entry point: run one shard of a split build and store its share of the results."""
     conn = decoded(current_job_connection())
     settings, runner = load_settings(), current_runner_id()
-    beat = None
-    if not heartbeat_in_parent():
-        # A plain `rq worker` has no heartbeat of its own: the build keeps the runner's key alive.
-        beat = Heartbeat(conn, RunnerBeat(name=runner, pid=os.getppid()), settings.heartbeat,
-                         settings.heartbeat_ttl).start()
-        beat.set_work(build_id, attempt)
+    with _plain_worker_heartbeat(conn, settings, runner, Work(build_id, attempt, shard, shard_attempt)):
+        return execute_shard(conn, build_id, attempt, shard, shard_attempt, settings, runner)
+
+
+@contextmanager
+def _plain_worker_heartbeat(conn: redis.Redis, settings: Settings, runner: str, work: Work) -> Iterator[None]:
+    """A plain `rq worker` has no heartbeat of its own: the job keeps the runner's key alive."""
+    if heartbeat_in_parent():
+        yield
+        return
+    beat = Heartbeat(conn, RunnerBeat(name=runner, pid=os.getppid()), settings.heartbeat,
+                     settings.heartbeat_ttl).start()
+    beat.set_work(work.build, work.attempt, work.shard, work.shard_attempt)
     try:
-        return execute(conn, build_id, attempt, settings, runner)
+        yield
     finally:
-        if beat is not None:
-            beat.stop()
+        beat.stop()
 
 
-def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, runner: str) -> dict[str, Any]:
+def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, runner: str,
+            rq_conn: redis.Redis | None = None) -> dict[str, Any]:
     build = _retrying(f"start {build_id}", settings.redis_outage_limit,
                       lambda: results.start_attempt(conn, build_id, attempt, runner))
     if build is None:
         log.info("build %s attempt %d is not ours to run (finished, cancelled or superseded)", build_id, attempt)
         return {"build": build_id, "attempt": attempt, "stored": False}
-    try:
-        with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
-                      stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
-            pump = LogPump(conn, build_id, attempt, workspace.scratch / OUTPUT_FILE, settings.log_max_bytes)
-            outcome = run_steps(workspace.tree, workspace.scratch, build.repo, settings,
-                                _ownership_check(conn, build_id, attempt, workspace.scratch / RESULTS_FILE, pump),
-                                keys.job_id(build_id, attempt))
-            try:
-                if results.is_current(conn, build_id, attempt):
-                    pump.finish()
-            except redis.RedisError as exc:
-                log.warning("build %s: could not store the end of its output (%s)", build_id, exc)
-    except VoltError as exc:
-        outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
-    except Exception as exc:  # a bug of ours must still end the build, not leave it running
-        log.error("build %s failed inside the runner:\n%s", build_id, traceback.format_exc())
-        outcome = RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
-    stored = _retrying(f"store the result of {build_id}", STORE_RETRY_S,
-                       lambda: results.finish_build(conn, build_id, attempt, runner, outcome))
+    owned = Ownership(conn, build_id, attempt)
+    split = _splitter(conn, rq_conn, build, attempt, settings, runner, owned) if rq_conn is not None else None
+    outcome = _run_in_workspace(conn, build, settings, owned, keys.job_id(build_id, attempt), split=split,
+                                stream_log=True)
+    if owned.shard is not None:
+        done = _retrying(f"store shard 0 of {build_id}", STORE_RETRY_S, lambda: results.finish_shard(
+            conn, build_id, attempt, 0, 1, runner, outcome))
+        stored = done is not None
+    else:
+        stored = _retrying(f"store the result of {build_id}", STORE_RETRY_S,
+                           lambda: results.finish_build(conn, build_id, attempt, runner, outcome))
     if not stored:
         log.warning("build %s attempt %d no longer owns the build (cancelled or re-dispatched); its result was dropped",
                     build_id, attempt)
     return {"build": build_id, "attempt": attempt, "stored": stored, "status": outcome.status.value,
             "counts": outcome.counts.to_dict()}
+
+
+def execute_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, shard_attempt: int,
+                  settings: Settings, runner: str) -> dict[str, Any]:
+    build = _retrying(f"start shard {shard} of {build_id}", settings.redis_outage_limit,
+                      lambda: results.claim_shard(conn, build_id, attempt, shard, shard_attempt, runner))
+    if build is None:
+        log.info("shard %d of build %s is not ours to run", shard, build_id)
+        return {"build": build_id, "shard": shard, "stored": False}
+    owned = Ownership(conn, build_id, attempt, (shard, shard_attempt))
+    ids = results.shard_plan(conn, build_id, shard)
+    outcome = _run_in_workspace(conn, build, settings, owned, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
+                                only=ids)
+    done = _retrying(f"store shard {shard} of {build_id}", STORE_RETRY_S, lambda: results.finish_shard(
+        conn, build_id, attempt, shard, shard_attempt, runner, outcome))
+    if done is None:
+        log.warning("shard %d of build %s no longer ours; its results were dropped", shard, build_id)
+    return {"build": build_id, "shard": shard, "stored": done is not None, "merged": done == "merged",
+            "status": outcome.status.value}
+
+
+def _run_in_workspace(conn: redis.Redis, build: Build, settings: Settings, owned: "Ownership", run_id: str,
+                      split: Splitter | None = None, only: list[str] | None = None,
+                      stream_log: bool = False) -> RunOutcome:
+    """Check the commit out and run its steps; every failure of ours becomes an `error` outcome."""
+    try:
+        with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
+                      stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
+            pump = LogPump(conn, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
+                           settings.log_max_bytes) if stream_log else None
+            outcome = run_steps(workspace.tree, workspace.scratch, build.repo, settings,
+                                owned.check(workspace.scratch / RESULTS_FILE, pump), run_id, split=split, only=only)
+            try:
+                if pump is not None and owned.owns():
+                    pump.finish()
+            except redis.RedisError as exc:
+                log.warning("build %s: could not store the end of its output (%s)", build.id, exc)
+            return outcome
+    except VoltError as exc:
+        return RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
+    except Exception as exc:  # a bug of ours must still end the build, not leave it running
+        log.error("build %s failed inside the runner:\n%s", build.id, traceback.format_exc())
+        return RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
+
+
+def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: int, settings: Settings, runner: str,
+              owned: "Ownership") -> Splitter | None:
+    """How this build would be split across the live runners, if its suite turns out large enough."""
+    if settings.shard_threshold <= 0:
+        return None
+    wanted = settings.shards or sum(1 for beat in live_runners(conn).values() if settings.queue in beat.queues)
+    if wanted < 2:
+        return None
+
+    def split(test_ids: list[str]) -> list[str] | None:
+        if len(test_ids) < settings.shard_threshold:
+            return None
+        plans = partition(test_ids, wanted, results.durations(conn, build.repo))
+        if len(plans) < 2 or not start_shards(rq_conn, build.id, attempt, plans, runner, settings):
+            return None
+        owned.shard = (0, 1)
+        log.info("build %s split into %d shards of %s tests", build.id, len(plans),
+                 "/".join(str(len(p)) for p in plans))
+        return plans[0]
+    return split
 
 
 def _retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
@@ -104,32 +179,42 @@ def _retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
             delay = min(delay * 2, 5.0)
 
 
-def _ownership_check(conn: redis.Redis, build_id: str, attempt: int, results_path: Path | None = None,
-                     pump: LogPump | None = None) -> Callable[[], str | None]:
-    """A check, once a second, that says why to stop when this attempt no longer owns the build; while
-    it does, it also copies the new output to Redis and records how many test results the run has
-    written (`volt log -f`, the web page and `volt up` show them)."""
-    last = [0.0]
-    counter = LineCounter(results_path) if results_path is not None else None
-    reported = [-1]
+class Ownership:
+    """Whether this job still owns what it runs: the build's attempt, and its shard when it runs one."""
 
-    def should_stop() -> str | None:
-        now = time.monotonic()
-        if now - last[0] < OWNERSHIP_CHECK_INTERVAL_S:
-            return None
-        last[0] = now
-        try:
-            if results.is_current(conn, build_id, attempt):
-                if pump is not None:
-                    pump.pump()
-                if counter is not None and (done := counter.count()) != reported[0]:
-                    results.set_progress(conn, build_id, done)
-                    reported[0] = done
+    def __init__(self, conn: redis.Redis, build_id: str, attempt: int, shard: tuple[int, int] | None = None):
+        self.conn, self.build_id, self.attempt, self.shard = conn, build_id, attempt, shard
+
+    def owns(self) -> bool:
+        if self.shard is None:
+            return results.is_current(self.conn, self.build_id, self.attempt)
+        return results.owns_shard(self.conn, self.build_id, self.attempt, *self.shard)
+
+    def check(self, results_path: Path | None = None, pump: LogPump | None = None) -> Callable[[], str | None]:
+        """A check, once a second, that says why to stop when this job no longer owns its work; while
+        it does, it also copies the new output to Redis and records how many test results the run has
+        written (`volt log -f`, the web page and `volt up` show them)."""
+        last = [0.0]
+        counter = LineCounter(results_path) if results_path is not None else None
+        reported = [-1]
+
+        def should_stop() -> str | None:
+            now = time.monotonic()
+            if now - last[0] < OWNERSHIP_CHECK_INTERVAL_S:
                 return None
-            build = results.get_build(conn, build_id)
-        except redis.RedisError:
-            return None  # a Redis outage is not a reason to stop the tests
-        if build and build.status is Status.CANCELLED:
-            return "cancelled"
-        return f"attempt {attempt} was superseded"
-    return should_stop
+            last[0] = now
+            try:
+                if self.owns():
+                    if pump is not None:
+                        pump.pump()
+                    if counter is not None and self.shard in (None, (0, 1)) and (done := counter.count()) != reported[0]:
+                        results.set_progress(self.conn, self.build_id, done)
+                        reported[0] = done
+                    return None
+                build = results.get_build(self.conn, self.build_id)
+            except redis.RedisError:
+                return None  # a Redis outage is not a reason to stop the tests
+            if build and build.status is Status.CANCELLED:
+                return "cancelled"
+            return f"attempt {self.attempt} was superseded"
+        return should_stop

@@ -31,7 +31,7 @@ from voltci import keys, queue, results
 from voltci.config import Settings
 from voltci.connection import connect
 from voltci.heartbeat import RunnerBeat, live_runners
-from voltci.models import Build
+from voltci.models import AttemptState, Build
 from voltci.notify import Notifier
 
 log = logging.getLogger("volt.scheduler")
@@ -45,6 +45,25 @@ class Action:
     attempt: int
     reason: str
     done: str  # "requeued" or "gave up"
+    shard: int = -1
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What a runner works on: an attempt of a build, or of one shard (shard >= 0) of it."""
+
+    build: str
+    attempt: int
+    shard: int = -1
+    shard_attempt: int = 0
+
+
+def _works_on(beat: RunnerBeat, unit: Unit) -> bool:
+    if (beat.build, beat.attempt) != (unit.build, unit.attempt):
+        return False
+    if unit.shard == 0 and unit.shard_attempt == 1:
+        return beat.shard in (-1, 0)  # shard 0's first run is the job that split the build
+    return (beat.shard, beat.shard_attempt) == (unit.shard, unit.shard_attempt)
 
 
 class Scheduler:
@@ -55,7 +74,7 @@ class Scheduler:
         self.lock = self.conn.lock(keys.scheduler_lock(), timeout=settings.heartbeat_ttl, blocking=False,
                                    thread_local=False)
         self.leading = False
-        self.suspects: dict[tuple[str, int], float] = {}  # (build, attempt) -> when first seen unattended
+        self.suspects: dict[Unit, float] = {}  # unit -> when first seen unattended
 
     @property
     def interval_s(self) -> float:
@@ -121,43 +140,82 @@ class Scheduler:
 
     def _check_builds(self, runners: dict[str, RunnerBeat], now: float) -> list[Action]:
         actions: list[Action] = []
-        unattended: dict[tuple[str, int], str] = {}
+        unattended: dict[Unit, str] = {}
+        waiting = queue.waiting_job_ids(self.rq_conn, self.settings)
         for build in results.running_builds(self.conn):
+            if build.shards:
+                actions += self._check_shards(build, runners, waiting, unattended)
+                continue
             beat = runners.get(build.runner)
             if beat is None:
-                actions += self._redispatch(build, f"runner {build.runner} stopped sending heartbeats")
+                actions += self._redispatch(Unit(build.id, build.attempt),
+                                            f"runner {build.runner} stopped sending heartbeats")
             elif (beat.build, beat.attempt) != (build.id, build.attempt):
-                unattended[(build.id, build.attempt)] = f"runner {build.runner} is no longer working on it"
-        waiting = queue.waiting_job_ids(self.rq_conn, self.settings)
+                unattended[Unit(build.id, build.attempt)] = f"runner {build.runner} is no longer working on it"
         off_queue = [b for b in results.queued_builds(self.conn) if keys.job_id(b.id, b.attempt) not in waiting]
         states = queue.job_states(self.rq_conn, [keys.job_id(b.id, b.attempt) for b in off_queue])
         for build in off_queue:
             status, worker = states.get(keys.job_id(build.id, build.attempt), ("", ""))
-            if status in ("deferred", "scheduled"):
-                continue
-            if status == "started":
-                beat = runners.get(worker)
-                if beat is not None and beat.build == build.id:
-                    continue
-                unattended[(build.id, build.attempt)] = f"runner {worker} took it and stopped working on it"
-            else:
-                unattended[(build.id, build.attempt)] = f"its rq job is {status or 'gone'} and it never started"
-        self.suspects = {key: self.suspects.get(key, now) for key in unattended}
-        for (build_id, attempt), since in list(self.suspects.items()):
+            reason = self._not_taken(status, worker, build.id, runners)
+            if reason:
+                unattended[Unit(build.id, build.attempt)] = reason
+        self.suspects = {unit: self.suspects.get(unit, now) for unit in unattended}
+        for unit, since in list(self.suspects.items()):
             if now - since >= self.settings.heartbeat_ttl:
-                current = results.get_build(self.conn, build_id)
-                if current is not None and current.attempt == attempt:
-                    actions += self._redispatch(current, unattended[(build_id, attempt)])
-                del self.suspects[(build_id, attempt)]
+                actions += self._redispatch(unit, unattended[unit])
+                del self.suspects[unit]
         return actions
 
-    def _redispatch(self, build: Build, reason: str) -> list[Action]:
-        done = queue.redispatch(self.rq_conn, build.id, build.attempt, reason, self.settings, build.runner)
+    def _check_shards(self, build: Build, runners: dict[str, RunnerBeat], waiting: set[str],
+                      unattended: dict["Unit", str]) -> list[Action]:
+        """A split build: each shard that is not finished must be running on a live runner, or waiting."""
+        actions: list[Action] = []
+        for shard in results.get_shards(self.conn, build.id):
+            unit = Unit(build.id, build.attempt, shard.number, shard.attempt)
+            if shard.state is AttemptState.FINISHED:
+                continue
+            if shard.state is AttemptState.RUNNING:
+                beat = runners.get(shard.runner)
+                if beat is None:
+                    actions += self._redispatch(unit, f"runner {shard.runner} stopped sending heartbeats")
+                elif not _works_on(beat, unit):
+                    unattended[unit] = f"runner {shard.runner} is no longer working on shard {shard.number}"
+                continue
+            job_id = keys.shard_job_id(build.id, build.attempt, shard.number, shard.attempt)
+            if job_id in waiting:
+                continue
+            status, worker = queue.job_states(self.rq_conn, [job_id]).get(job_id, ("", ""))
+            reason = self._not_taken(status, worker, build.id, runners)
+            if reason:
+                unattended[unit] = reason
+        return actions
+
+    @staticmethod
+    def _not_taken(status: str, worker: str, build_id: str, runners: dict[str, RunnerBeat]) -> str:
+        """Why a job that is not waiting in the queue is not being worked on either ("" if it is)."""
+        if status in ("deferred", "scheduled"):
+            return ""
+        if status == "started":
+            beat = runners.get(worker)
+            return "" if beat is not None and beat.build == build_id else \
+                f"runner {worker} took it and stopped working on it"
+        return f"its rq job is {status or 'gone'} and it never started"
+
+    def _redispatch(self, unit: "Unit", reason: str) -> list[Action]:
+        if unit.shard >= 0:
+            done = queue.redispatch_shard(self.rq_conn, unit.build, unit.attempt, unit.shard, unit.shard_attempt,
+                                          reason, self.settings)
+            what = f"shard {unit.shard} attempt {unit.shard_attempt}"
+        else:
+            current = results.get_build(self.conn, unit.build)
+            if current is None or current.attempt != unit.attempt:
+                return []
+            done = queue.redispatch(self.rq_conn, unit.build, unit.attempt, reason, self.settings, current.runner)
+            what = f"attempt {unit.attempt}"
         if not done:
             return []  # the build moved on meanwhile (finished, cancelled, or another scheduler acted)
-        log.warning("%s %s attempt %d lost: %s; %s", build.repo, build.short, build.attempt, reason,
-                    "attempt %d queued" % (build.attempt + 1) if done == "requeued" else "gave up")
-        return [Action(build.id, build.attempt, reason, done)]
+        log.warning("%s %s lost: %s; %s", unit.build, what, reason, done)
+        return [Action(unit.build, unit.attempt, reason, done, unit.shard)]
 
     def _update_registry(self, runners: dict[str, RunnerBeat]) -> None:
         """Registry entries: live runners as their key says; runners whose key went, marked gone."""

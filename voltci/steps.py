@@ -8,6 +8,7 @@ build's log; every way a step can go wrong ends the build with a status and a re
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
@@ -25,10 +26,13 @@ MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky 
 _REPEAT_SUFFIX = re.compile(r" \[\d+\]$")
 
 StopCheck = Callable[[], str | None]
+# Given every test id of the build, dispatches the other shards and returns this run's share
+# (None: the build is not split).
+Splitter = Callable[[list[str]], list[str] | None]
 
 
 def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_stop: StopCheck,
-              run_id: str) -> RunOutcome:
+              run_id: str, split: Splitter | None = None, only: list[str] | None = None) -> RunOutcome:
     log_path = scratch / OUTPUT_FILE
     try:
         config = project.load(tree)
@@ -51,10 +55,18 @@ def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_s
             if config.command:
                 return _run_command(config, tree, log_path, budget, should_stop, run_id, variables, settings)
             plan = Discovery(config.start_dir, config.pattern, config.top_level_dir)
+            if split is not None and only is None:
+                ids = _list_tests(tree, scratch, plan, str(env.python), budget, should_stop, run_id, variables)
+                only = split(ids) if ids else None
+            only_file = None
+            if only is not None:
+                only_file = scratch / "shard-tests.txt"
+                only_file.write_text("\n".join(only) + "\n", encoding="utf-8")
+                _say(log_path, f"[volt: running this shard's {len(only)} test(s)]")
             _say(log_path, f"$ python -m unittest discover -s {plan.start_dir} -p '{plan.pattern}'")
             outcome = run_tests(tree, scratch, plan, budget.timeout_s, python=str(env.python),
                                 tail_lines=settings.log_tail_lines, should_stop=should_stop, run_id=run_id,
-                                env=variables, budget=budget)
+                                env=variables, budget=budget, only_file=only_file)
             retries = config.retries if config.retries is not None else settings.retries
             if outcome.status is Status.FAILED and retries:
                 outcome = _retry_failed(outcome, tree, scratch, plan, str(env.python), budget, should_stop, run_id,
@@ -63,6 +75,23 @@ def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_s
     except EnvironmentUnavailable as exc:
         _say(log_path, f"[volt: {exc}]")
         return _error(str(exc))
+
+
+def _list_tests(tree: Path, scratch: Path, plan: Discovery, python: str, budget: Budget, should_stop: StopCheck,
+                run_id: str, variables: dict[str, str]) -> list[str]:
+    """The ids discovery finds, without running them (empty when discovery fails: the run says why)."""
+    listing = scratch / "test-ids.jsonl"
+    end = run_process(unittest_command(python, listing, plan, list_only=True), tree, scratch / "listing.log", budget,
+                      should_stop, run_id, variables)
+    if end.returncode != 0:
+        return []
+    ids = []
+    for line in listing.read_text(encoding="utf-8").splitlines():
+        try:
+            ids.append(json.loads(line)["id"])
+        except (ValueError, KeyError):
+            return []
+    return ids
 
 
 def _setup_failure(end: ProcessEnd, number: int, step: list[str]) -> str:

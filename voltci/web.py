@@ -213,7 +213,7 @@ def create_app(settings: Settings) -> flask.Flask:
     def api_build(repo: str, sha: str) -> flask.Response:
         build = build_or_404(repo, sha)
         return flask.jsonify(report.as_dict(build, results.get_tests(conn, build.id),
-                                            results.get_attempts(conn, build.id)))
+                                            results.get_attempts(conn, build.id), results.get_shards(conn, build.id)))
 
     @app.get("/api/builds/<repo>/<sha>/log")
     def api_log(repo: str, sha: str) -> flask.Response:

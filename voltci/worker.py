@@ -69,9 +69,9 @@ class VoltWorker(Worker):
             self._heartbeat.stop()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        build = build_of(job)
-        if self._heartbeat is not None and build is not None:
-            self._heartbeat.set_work(*build)
+        work = build_of(job)
+        if self._heartbeat is not None and work is not None:
+            self._heartbeat.set_work(work.build, work.attempt, work.shard, work.shard_attempt)
         try:
             super().execute_job(job, queue)
         except _REDIS_DOWN as exc:

@@ -1,0 +1,116 @@
+"""One suite split across runners: shards cover every test id exactly once, the merged report equals
+an unsharded build of the same commit, and a shard lost with its runner is run again elsewhere."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cluster import Cluster, wait_until
+from conftest import run_volt
+from voltci import results
+from voltci.models import AttemptState
+from voltci.sharding import module_of, partition
+
+
+def test_partition_covers_every_id_once_and_balances_by_duration() -> None:
+    ids = [f"pkg.test_m{m}.T.test_{n}" for m in range(5) for n in range(20)]
+    durations = {test_id: (5.0 if test_id.endswith("_0") else 0.1) for test_id in ids}
+    shares = partition(ids, 3, durations)
+    assert sorted(i for share in shares for i in share) == sorted(ids)
+    loads = [sum(durations[i] for i in share) for share in shares]
+    assert max(loads) - min(loads) <= 5.0  # longest first: no shard gets two long tests while another has none
+    assert partition(ids[:2], 8, durations) == [[ids[0]], [ids[1]]]  # never more shards than tests
+
+
+def test_without_history_whole_modules_are_packed() -> None:
+    ids = [f"pkg.test_{m}.T.test_{n}" for m, size in (("a", 30), ("b", 20), ("c", 10)) for n in range(size)]
+    shares = partition(ids, 2, {})
+    assert sorted(len(s) for s in shares) == [30, 30]
+    assert all(len({module_of(i) for i in share}) >= 1 for share in shares)
+    assert {module_of(i) for i in shares[0]}.isdisjoint({module_of(i) for i in shares[1]})
+
+
+SUITE = {"tests/__init__.py": "", "pkg/__init__.py": "", "pkg/maths.py": (
+    '"""\n>>> double(2)\n4\n"""\n\ndef double(x):\n    return 2 * x\n')}
+for module in range(6):
+    SUITE[f"tests/test_m{module}.py"] = (
+        "import doctest, os, time, unittest\nimport pkg.maths\n\n\n"
+        + ("def load_tests(loader, tests, ignore):\n    tests.addTests(doctest.DocTestSuite(pkg.maths))\n"
+           "    return tests\n\n\n" if module == 0 else "")
+        + "class T(unittest.TestCase):\n"
+        + "".join(f"    def test_{n}(self):\n        time.sleep(float(os.environ.get('SHARD_SLEEP', '0')))\n"
+                  f"        self.assertNotEqual({n}, 7)\n" for n in range(8))
+        + "    def test_sub(self):\n        for i in range(3):\n            with self.subTest(i=i):\n"
+          "                self.assertLess(i, 2)\n"
+        + "    @unittest.skip('later')\n    def test_skip(self):\n        pass\n")
+
+
+def outcomes(cluster: Cluster, sha: str) -> tuple[dict, dict]:
+    proc = run_volt("report", sha, "--json", "--redis-url", cluster.server.url)
+    data = json.loads(proc.stdout)
+    return {t["id"]: t["outcome"] for t in data["tests"]}, data
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path, shard_threshold=20)
+    yield cluster
+    cluster.stop()
+
+
+def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
+    repo = make_repo()
+    sha = repo.commit(SUITE, "a suite of six modules")
+    cluster.worker("r1")
+    cluster.worker("r2")
+    cluster.scheduler()
+    wait_until(lambda: len([n for n in ("r1", "r2") if cluster.beat(n)]) == 2, "both runners")
+    (build,) = cluster.watch(repo).poll()
+    split = cluster.wait_final(build.id)
+    shards = results.get_shards(cluster.conn, build.id)
+    assert split.shards == len(shards) == 2 and {s.runner for s in shards} == {"r1", "r2"}
+    plans = [set(results.shard_plan(cluster.conn, build.id, s.number)) for s in shards]
+    assert plans[0].isdisjoint(plans[1])
+    sharded, data = outcomes(cluster, sha)
+    assert {s["state"] for s in data["shards"]} == {"finished"}
+
+    # The same commit as another repository, built by one runner without splitting.
+    cluster.conn.close()
+    plain = Cluster(cluster.tmp_path / "plain", shard_threshold=0)
+    try:
+        plain.worker("solo")
+        (again,) = plain.watch(repo).poll()
+        whole = plain.wait_final(again.id)
+        unsharded, _ = outcomes(plain, sha)
+    finally:
+        plain.stop()
+    assert whole.shards == 0
+    assert sharded == unsharded and len(sharded) == 6 * 10 + 6 + 1  # subtest entries and the doctest too
+    assert (split.status, split.counts) == (whole.status, whole.counts)
+    assert plans[0] | plans[1] == {i for i in unsharded if " (" not in i}  # every id in exactly one shard
+
+
+def test_a_shard_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -> None:
+    repo = make_repo()
+    sha = repo.commit(SUITE, "a suite of six modules")
+    cluster.worker("r1", SHARD_SLEEP="0.3")
+    cluster.worker("r2", SHARD_SLEEP="0.3")
+    cluster.scheduler()
+    wait_until(lambda: len([n for n in ("r1", "r2") if cluster.beat(n)]) == 2, "both runners")
+    (build,) = cluster.watch(repo).poll()
+
+    def shard_one_runner():
+        shards = results.get_shards(cluster.conn, build.id)
+        return len(shards) == 2 and shards[1].state is AttemptState.RUNNING and shards[1].runner
+    victim = wait_until(shard_one_runner, "shard 1 to start")
+    cluster.worker("r3", SHARD_SLEEP="0.3")
+    cluster.kill_runner(victim)
+    done = cluster.wait_final(build.id)
+    shards = results.get_shards(cluster.conn, build.id)
+    assert shards[1].attempt == 2 and shards[1].runner != victim and done.results_stored == 1
+    lost = results.recent_lost(cluster.conn)
+    assert lost[0]["then"] == "shard 1 attempt 2 queued" and lost[0]["runner"] == victim
+    merged, _ = outcomes(cluster, sha)
+    assert len(merged) == 67 and done.status.value == "failed"
