@@ -49,6 +49,7 @@ for module in range(6):
 
 def outcomes(cluster: Cluster, sha: str) -> tuple[dict, dict]:
     proc = run_volt("report", sha, "--json", "--redis-url", cluster.server.url)
+    assert proc.stdout, proc.stderr
     data = json.loads(proc.stdout)
     return {t["id"]: t["outcome"] for t in data["tests"]}, data
 
@@ -76,6 +77,16 @@ def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
     sharded, data = outcomes(cluster, sha)
     assert {s["state"] for s in data["shards"]} == {"finished"}
 
+    # The next commit is split from the recorded durations at once; its new tests run in shard 0.
+    newer = repo.commit({"tests/test_new.py": "import unittest\n\nclass N(unittest.TestCase):\n"
+                         "    def test_new(self):\n        pass\n"}, "a new test")
+    (second,) = cluster.watch(repo).poll()
+    assert cluster.wait_final(second.id).shards == 2
+    assert cluster.conn.hget(f"volt:build:{second.id}", "shard_rest") == "1"
+    newest, _ = outcomes(cluster, newer)
+    assert newest == {**sharded, "tests.test_new.N.test_new": "passed"}
+    assert set(sharded) == set(newest) - {"tests.test_new.N.test_new"}
+
     # The same commit as another repository, built by one runner without splitting.
     cluster.conn.close()
     plain = Cluster(cluster.tmp_path / "plain", shard_threshold=0)
@@ -83,13 +94,15 @@ def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
         plain.worker("solo")
         (again,) = plain.watch(repo).poll()
         whole = plain.wait_final(again.id)
-        unsharded, _ = outcomes(plain, sha)
+        unsharded, _ = outcomes(plain, newer)
     finally:
         plain.stop()
     assert whole.shards == 0
-    assert sharded == unsharded and len(sharded) == 6 * 10 + 6 + 1  # subtest entries and the doctest too
+    assert newest == unsharded and len(unsharded) == 6 * 10 + 6 + 1 + 1  # subtest entries and the doctest too
+    whole.counts.total -= 1
+    whole.counts.passed -= 1
     assert (split.status, split.counts) == (whole.status, whole.counts)
-    assert plans[0] | plans[1] == {i for i in unsharded if " (" not in i}  # every id in exactly one shard
+    assert plans[0] | plans[1] == {i for i in sharded if " (" not in i}  # every id in exactly one shard
 
 
 def test_a_shard_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -> None:

@@ -136,6 +136,8 @@ def main(argv=None):
     parser.add_argument("--tests", nargs="+", default=None, help="Run these test ids instead of discovering.")
     parser.add_argument("--only-file", default=None,
                         help="Discover, then run only the tests whose ids are lines of this file (a shard).")
+    parser.add_argument("--except-file", default=None,
+                        help="Discover, then run every test but those whose ids are lines of this file (a shard).")
     parser.add_argument("--list", action="store_true", help="Discover and write the test ids, without running.")
     args = parser.parse_args(argv)
 
@@ -158,6 +160,10 @@ def main(argv=None):
             with open(args.only_file, encoding="utf-8") as fh:
                 wanted = set(fh.read().splitlines())
             suite = unittest.TestSuite(t for t in flatten(suite) if t.id() in wanted)
+        if args.except_file:
+            with open(args.except_file, encoding="utf-8") as fh:
+                others = set(fh.read().splitlines())
+            suite = unittest.TestSuite(t for t in flatten(suite) if t.id() not in others)
         runner = unittest.TextTestRunner(
             stream=sys.stderr, verbosity=2,
             resultclass=lambda *a, **k: JsonLinesResult(*a, out=out, **k),

@@ -148,7 +148,7 @@ def enqueue_shard(queue: Queue, build: Build, attempt: int, shard: int, shard_at
 
 
 def start_shards(conn: redis.Redis, build_id: str, attempt: int, plans: list[list[str]], runner: str,
-                 settings: Settings) -> bool:
+                 settings: Settings, rest: bool = False) -> bool:
     """Split a running build: record the plan, queue shards 1… as jobs of their own (the caller runs
     shard 0). False when `attempt` no longer owns the build."""
     queue = Queue(settings.queue, connection=conn)
@@ -159,7 +159,7 @@ def start_shards(conn: redis.Redis, build_id: str, attempt: int, plans: list[lis
             return None
 
         def write() -> str:
-            results.start_shards(pipe, build, plans, runner)
+            results.start_shards(pipe, build, plans, runner, rest)
             for number in range(1, len(plans)):
                 enqueue_shard(queue, build, attempt, number, 1, settings, pipe)
             return "split"

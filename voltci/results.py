@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import redis
 
@@ -19,6 +19,9 @@ from voltci import keys
 from voltci.errors import BadInput
 from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, RunOutcome, Shard, Status, TestResult
 from voltci.testrun import count
+
+if TYPE_CHECKING:
+    from voltci.steps import Share
 
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 TESTS_PER_WRITE = 1000
@@ -133,6 +136,8 @@ def _write_result(pipe: redis.client.Pipeline, build: Build, attempt: int, runne
     """The writes of a build's final result (inside the caller's transaction)."""
     build_id = build.id
     pipe.delete(keys.build_tests(build_id))
+    if outcome.tests:
+        pipe.delete(keys.repo_durations(build.repo))  # the latest suite's tests only: removed tests leave it
     for chunk in _chunks(outcome.tests, TESTS_PER_WRITE):
         pipe.hset(keys.build_tests(build_id), mapping={t.id: t.to_json() for t in chunk})
         durations = {t.id: t.duration_s for t in chunk if not t.subtest_of and t.outcome is not Outcome.SKIPPED}
@@ -169,14 +174,27 @@ def shard_plan(conn: redis.Redis, build_id: str, shard: int) -> list[str]:
     return [line for line in text.split("\n") if line]
 
 
+def shard_share(conn: redis.Redis, build_id: str, shard: int) -> "Share":
+    """What shard `shard` runs: shard 0 of a split planned from history runs all but the others' tests."""
+    from voltci.steps import Share
+
+    plan = shard_plan(conn, build_id, shard)
+    if shard == 0 and conn.hget(keys.build(build_id), "shard_rest") == "1":
+        shards = int(conn.hget(keys.build(build_id), "shards") or 0)
+        return Share([t for n in range(1, shards) for t in shard_plan(conn, build_id, n)], exclude=True)
+    return Share(plan)
+
+
 def durations(conn: redis.Redis, repo: str) -> dict[str, float]:
     return {test_id: float(seconds) for test_id, seconds in conn.hgetall(keys.repo_durations(repo)).items()}
 
 
-def start_shards(pipe: redis.client.Pipeline, build: Build, plans: list[list[str]], runner_id: str) -> None:
-    """Record a build's split (inside the caller's transaction): shard 0 runs here, the rest wait."""
+def start_shards(pipe: redis.client.Pipeline, build: Build, plans: list[list[str]], runner_id: str,
+                 rest: bool) -> None:
+    """Record a build's split (inside the caller's transaction): shard 0 runs here, the rest wait.
+    With `rest`, shard 0 runs every test the other shards do not (its plan is only an estimate)."""
     started = now_iso()
-    pipe.hset(keys.build(build.id), "shards", str(len(plans)))
+    pipe.hset(keys.build(build.id), mapping={"shards": str(len(plans)), "shard_rest": "1" if rest else "0"})
     pipe.delete(keys.build_shard_plan(build.id), keys.build_shards(build.id))
     for number, ids in enumerate(plans):
         pipe.hset(keys.build_shard_plan(build.id), str(number), "\n".join(ids))

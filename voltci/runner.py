@@ -29,7 +29,7 @@ from voltci.models import Build, Counts, RunOutcome, Status
 from voltci.queue import Work, current_job_connection, current_runner_id, start_shards
 from voltci.sharding import partition
 from voltci.logstream import LogPump
-from voltci.steps import Splitter, run_steps
+from voltci.steps import Share, Splitter, run_steps
 from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
 from voltci.worker import heartbeat_in_parent
 from voltci.workspace import checkout
@@ -107,9 +107,9 @@ def execute_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, sh
         log.info("shard %d of build %s is not ours to run", shard, build_id)
         return {"build": build_id, "shard": shard, "stored": False}
     owned = Ownership(conn, build_id, attempt, (shard, shard_attempt))
-    ids = results.shard_plan(conn, build_id, shard)
+    share = results.shard_share(conn, build_id, shard)
     outcome = _run_in_workspace(conn, build, settings, owned, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
-                                only=ids)
+                                only=share)
     done = _retrying(f"store shard {shard} of {build_id}", STORE_RETRY_S, lambda: results.finish_shard(
         conn, build_id, attempt, shard, shard_attempt, runner, outcome))
     if done is None:
@@ -119,7 +119,7 @@ def execute_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, sh
 
 
 def _run_in_workspace(conn: redis.Redis, build: Build, settings: Settings, owned: "Ownership", run_id: str,
-                      split: Splitter | None = None, only: list[str] | None = None,
+                      split: Splitter | None = None, only: Share | None = None,
                       stream_log: bool = False) -> RunOutcome:
     """Check the commit out and run its steps; every failure of ours becomes an `error` outcome."""
     try:
@@ -144,23 +144,32 @@ def _run_in_workspace(conn: redis.Redis, build: Build, settings: Settings, owned
 
 def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: int, settings: Settings, runner: str,
               owned: "Ownership") -> Splitter | None:
-    """How this build would be split across the live runners, if its suite turns out large enough."""
+    """How this build would be split across the live runners, if its suite is large enough.
+
+    With the repository's recorded test durations, the split is planned from them at once and this
+    run (shard 0) takes every test the other shards do not — new tests included; without them, the
+    tests are listed first."""
     if settings.shard_threshold <= 0:
         return None
     wanted = settings.shards or sum(1 for beat in live_runners(conn).values() if settings.queue in beat.queues)
     if wanted < 2:
         return None
 
-    def split(test_ids: list[str]) -> list[str] | None:
-        if len(test_ids) < settings.shard_threshold:
+    def split(list_ids: Callable[[], list[str]]) -> Share | None:
+        history = results.durations(conn, build.repo)
+        from_history = len(history) >= settings.shard_threshold
+        ids = sorted(history) if from_history else list_ids()
+        if len(ids) < settings.shard_threshold:
             return None
-        plans = partition(test_ids, wanted, results.durations(conn, build.repo))
-        if len(plans) < 2 or not start_shards(rq_conn, build.id, attempt, plans, runner, settings):
+        plans = partition(ids, wanted, history)
+        if len(plans) < 2 or not start_shards(rq_conn, build.id, attempt, plans, runner, settings, from_history):
             return None
         owned.shard = (0, 1)
         log.info("build %s split into %d shards of %s tests", build.id, len(plans),
                  "/".join(str(len(p)) for p in plans))
-        return plans[0]
+        if from_history:
+            return Share([test_id for plan in plans[1:] for test_id in plan], exclude=True)
+        return Share(plans[0])
     return split
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,13 +27,23 @@ MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky 
 _REPEAT_SUFFIX = re.compile(r" \[\d+\]$")
 
 StopCheck = Callable[[], str | None]
-# Given every test id of the build, dispatches the other shards and returns this run's share
-# (None: the build is not split).
-Splitter = Callable[[list[str]], list[str] | None]
+
+
+@dataclass(frozen=True)
+class Share:
+    """This run's share of a split build: the listed tests, or (`exclude`) every test but those."""
+
+    ids: list[str]
+    exclude: bool = False
+
+
+# Splits the build if it is large enough (given a way to list its test ids, used only when the
+# repository's history does not say), dispatches the other shards, and returns this run's share.
+Splitter = Callable[[Callable[[], list[str]]], Share | None]
 
 
 def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_stop: StopCheck,
-              run_id: str, split: Splitter | None = None, only: list[str] | None = None) -> RunOutcome:
+              run_id: str, split: Splitter | None = None, only: Share | None = None) -> RunOutcome:
     log_path = scratch / OUTPUT_FILE
     try:
         config = project.load(tree)
@@ -56,17 +67,22 @@ def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_s
                 return _run_command(config, tree, log_path, budget, should_stop, run_id, variables, settings)
             plan = Discovery(config.start_dir, config.pattern, config.top_level_dir)
             if split is not None and only is None:
-                ids = _list_tests(tree, scratch, plan, str(env.python), budget, should_stop, run_id, variables)
-                only = split(ids) if ids else None
-            only_file = None
+                only = split(lambda: _list_tests(tree, scratch, plan, str(env.python), budget, should_stop, run_id,
+                                                 variables))
+            share_file = None
             if only is not None:
-                only_file = scratch / "shard-tests.txt"
-                only_file.write_text("\n".join(only) + "\n", encoding="utf-8")
-                _say(log_path, f"[volt: running this shard's {len(only)} test(s)]")
+                share_file = scratch / "shard-tests.txt"
+                share_file.write_text("\n".join(only.ids) + "\n", encoding="utf-8")
+                _say(log_path, f"[volt: this shard runs every test but the other shards' {len(only.ids)}]"
+                     if only.exclude else f"[volt: this shard runs {len(only.ids)} test(s)]")
             _say(log_path, f"$ python -m unittest discover -s {plan.start_dir} -p '{plan.pattern}'")
             outcome = run_tests(tree, scratch, plan, budget.timeout_s, python=str(env.python),
                                 tail_lines=settings.log_tail_lines, should_stop=should_stop, run_id=run_id,
-                                env=variables, budget=budget, only_file=only_file)
+                                env=variables, budget=budget,
+                                only_file=share_file if only is not None and not only.exclude else None,
+                                except_file=share_file if only is not None and only.exclude else None)
+            if only is not None and outcome.status is Status.ERROR and outcome.reason == "no tests found":
+                outcome.status, outcome.reason = Status.PASSED, ""  # a shard whose tests were all removed
             retries = config.retries if config.retries is not None else settings.retries
             if outcome.status is Status.FAILED and retries:
                 outcome = _retry_failed(outcome, tree, scratch, plan, str(env.python), budget, should_stop, run_id,

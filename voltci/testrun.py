@@ -186,7 +186,8 @@ def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
 
 
 def unittest_command(python: str, results_path: Path, plan: Discovery, test_ids: list[str] | None = None,
-                     only_file: Path | None = None, list_only: bool = False) -> list[str]:
+                     only_file: Path | None = None, list_only: bool = False,
+                     except_file: Path | None = None) -> list[str]:
     command = [python, collector.__file__, "--out", str(results_path), "--start-dir", plan.start_dir,
                "--pattern", plan.pattern]
     if plan.top_level_dir:
@@ -195,6 +196,8 @@ def unittest_command(python: str, results_path: Path, plan: Discovery, test_ids:
         command += ["--tests", *test_ids]
     if only_file is not None:
         command += ["--only-file", str(only_file)]
+    if except_file is not None:
+        command += ["--except-file", str(except_file)]
     if list_only:
         command += ["--list"]
     return command
@@ -212,14 +215,15 @@ def run_tests(
     env: dict[str, str] | None = None,
     budget: Budget | None = None,
     only_file: Path | None = None,
+    except_file: Path | None = None,
 ) -> RunOutcome:
     """Run unittest discovery in `workdir` (only the ids in `only_file`, for a shard); `scratch`
     (outside the tree) holds the result file and log."""
     results_path = scratch / RESULTS_FILE
     log_path = scratch / OUTPUT_FILE
     budget = budget or Budget(timeout_s)
-    end = run_process(unittest_command(python, results_path, plan, only_file=only_file), workdir, log_path, budget,
-                      should_stop, run_id, env)
+    end = run_process(unittest_command(python, results_path, plan, only_file=only_file, except_file=except_file),
+                      workdir, log_path, budget, should_stop, run_id, env)
     if end.not_started:
         return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {end.not_started}")
     tail = read_tail(log_path, tail_lines)
