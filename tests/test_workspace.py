@@ -59,3 +59,17 @@ def test_a_damaged_worktree_and_a_deleted_mirror_are_repaired(settings, make_rep
     (tree / ".git").unlink()  # the worktree's link to its mirror is gone
     with checkout(settings.workspace_dir, "proj", str(repo.path), first) as ws:
         assert files(ws.tree) == {"a.txt": "1"}
+
+
+def test_a_new_commit_is_fetched_and_switched_to_in_place(settings, make_repo) -> None:
+    repo = make_repo()
+    first = repo.commit({"a.txt": "1"}, "one")
+    with checkout(settings.workspace_dir, "proj", str(repo.path), first) as ws:
+        tree = ws.tree
+    mirror = Mirror(host_dir(settings.workspace_dir) / "mirrors", "proj", str(repo.path))
+    sentinel = mirror.path / "worktrees" / tree.name / "volt-sentinel"
+    sentinel.write_text("the worktree was not made again")
+    pushed = repo.commit({"a.txt": "2"}, "pushed after the mirror was made")
+    with checkout(settings.workspace_dir, "proj", str(repo.path), pushed) as ws:
+        assert ws.tree == tree and files(ws.tree) == {"a.txt": "2"}
+    assert sentinel.exists()

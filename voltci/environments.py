@@ -66,8 +66,8 @@ def find_python(version: str | None) -> str:
 
 def dependency_hash(tree: Path, python: str) -> str:
     digest = hashlib.sha256()
-    version = subprocess.run([python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True,
-                             timeout=60).stdout
+    version = sys.version if python == sys.executable else subprocess.run(
+        [python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, timeout=60).stdout
     digest.update(version.encode())
     files = [tree / name for name in DEPENDENCY_FILES]
     for pattern in REQUIREMENTS_GLOBS:

@@ -52,8 +52,6 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str,
     builds = base / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     remove_stale(builds, stale_after_s)
-    with mirror.lock():
-        mirror.ensure_commit(sha)
     tree, held = _take_slot(base / "pool" / f"{mirror.path.stem}")
     scratch = Path(tempfile.mkdtemp(prefix=f"{repo}-{sha[:10]}-", dir=builds))
     try:
@@ -66,18 +64,30 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str,
 
 
 def switch(mirror: Mirror, tree: Path, sha: str) -> None:
-    """Make `tree` exactly commit `sha`: reuse the worktree when git can, make it again when not."""
-    if (tree / ".git").is_file():
-        try:
-            git(["checkout", "--force", "--detach", "--quiet", sha], cwd=tree)
-            git(["clean", "-ffdxq"], cwd=tree)
-            return
-        except GitError:
-            pass  # a killed checkout's lock, or a worktree of a mirror that was made again
+    """Make `tree` exactly commit `sha`: reuse the worktree when git can; fetch the commit into the mirror
+    only when the switch fails for want of it; make the worktree again when it is damaged."""
+    if _switch_in_place(tree, sha):
+        return
+    with mirror.lock():
+        if not mirror.has_commit(sha):
+            mirror.ensure_commit(sha)  # fetches it, or makes a missing or broken mirror again
+    if _switch_in_place(tree, sha):
+        return
     with mirror.lock():
         shutil.rmtree(tree, ignore_errors=True)
         git(["worktree", "prune"], cwd=mirror.path, timeout=60)
         git(["worktree", "add", "--force", "--detach", "--quiet", str(tree), sha], cwd=mirror.path)
+
+
+def _switch_in_place(tree: Path, sha: str) -> bool:
+    if not (tree / ".git").is_file():
+        return False
+    try:
+        git(["checkout", "--force", "--detach", "--quiet", sha], cwd=tree)
+        git(["clean", "-ffdxq"], cwd=tree)
+        return True
+    except GitError:
+        return False  # the commit is not in the mirror, a killed checkout's lock, or a re-made mirror
 
 
 def _take_slot(pool: Path) -> tuple[Path, IO[str]]:
