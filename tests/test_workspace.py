@@ -73,3 +73,20 @@ def test_a_new_commit_is_fetched_and_switched_to_in_place(settings, make_repo) -
     with checkout(settings.workspace_dir, "proj", str(repo.path), pushed) as ws:
         assert ws.tree == tree and files(ws.tree) == {"a.txt": "2"}
     assert sentinel.exists()
+
+
+def test_a_mirror_that_lost_objects_is_made_again(settings, make_repo) -> None:
+    repo = make_repo()
+    first = repo.commit({"a.txt": "1"}, "one")
+    with checkout(settings.workspace_dir, "proj", str(repo.path), first):
+        pass
+    mirror = Mirror(host_dir(settings.workspace_dir) / "mirrors", "proj", str(repo.path))
+    subprocess.run(["git", "fetch", "-q", "origin"], cwd=mirror.path, check=True)
+    second = repo.commit({"a.txt": "2"}, "two")
+    subprocess.run(["git", "fetch", "-q", "origin"], cwd=mirror.path, check=True)
+    # Objects deleted under the mirror (disk trouble, a careless cleanup): its refs say it has them.
+    for path in (mirror.path / "objects").rglob("*"):
+        if path.is_file() and path.parent.name not in ("info",):
+            path.unlink()
+    with checkout(settings.workspace_dir, "proj", str(repo.path), second) as ws:
+        assert files(ws.tree) == {"a.txt": "2"}

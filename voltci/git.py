@@ -173,5 +173,21 @@ class Mirror:
         if self.has_commit(sha):  # a missing or broken mirror has no commits; update() repairs it
             return
         self.update()
+        if not self.has_commit(sha) and self.remote_has(sha):
+            self._clone()  # the remote has it but our fetch did not bring it: the mirror lost objects
         if not self.has_commit(sha):
             raise GitError(f"commit {sha[:12]} is not in {self.url} (was it force-pushed away?)")
+
+    def remote_has(self, sha: str) -> bool:
+        """Whether a branch of the remote has `sha` as its head or in its history (per the mirror's refs)."""
+        try:
+            heads, _ = remote_heads(self.url)
+        except GitError:
+            return False
+        if sha in heads.values():
+            return True
+        try:  # a commit below a head: the mirror's refs know the heads; ask whether sha is an ancestor
+            git(["merge-base", "--is-ancestor", sha, "HEAD"], cwd=self.path, timeout=30)
+            return True
+        except GitError:
+            return False
