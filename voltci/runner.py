@@ -155,9 +155,13 @@ def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: in
     if wanted < 2:
         return None
 
-    def split(list_ids: Callable[[], list[str]]) -> Share | None:
+    def split(list_ids: Callable[[], list[str]] | None) -> Share | None:
+        if owned.shard is not None:
+            return None  # split already
         history = results.durations(conn, build.repo)
         from_history = len(history) >= settings.shard_threshold
+        if not from_history and list_ids is None:
+            return None  # asked again once the tests can be listed
         ids = sorted(history) if from_history else list_ids()
         if len(ids) < settings.shard_threshold:
             return None

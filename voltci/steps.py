@@ -37,9 +37,10 @@ class Share:
     exclude: bool = False
 
 
-# Splits the build if it is large enough (given a way to list its test ids, used only when the
-# repository's history does not say), dispatches the other shards, and returns this run's share.
-Splitter = Callable[[Callable[[], list[str]]], Share | None]
+# Splits the build if it is large enough, dispatches the other shards, and returns this run's share.
+# Called first with None (split from the repository's history alone, before setup), then, if that did
+# not split it, with a way to list the test ids.
+Splitter = Callable[[Callable[[], list[str]] | None], Share | None]
 
 
 def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_stop: StopCheck,
@@ -51,6 +52,8 @@ def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_s
         _say(log_path, f"[volt: {exc}]")
         return _error(str(exc))
     budget = Budget(config.timeout or settings.build_timeout)
+    if split is not None and only is None and not config.command:
+        only = split(None)  # from the repository's history: the other shards start while this one sets up
     try:
         with environment(settings.workspace_dir, repo, tree, config.python, with_pip=bool(config.setup),
                          wait_s=budget.timeout_s) as env:
