@@ -205,3 +205,11 @@ class Shard:
         state = data.get("state", "queued")
         data["state"] = AttemptState(state) if state in AttemptState._value2member_map_ else state
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class Share:
+    """A shard's share of a split build's tests: the listed ones, or (`exclude`) every test but those."""
+
+    ids: list[str]
+    exclude: bool = False

@@ -11,17 +11,15 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import redis
 
 from voltci import keys
 from voltci.errors import BadInput
-from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, RunOutcome, Shard, Status, TestResult
+from voltci.models import (Attempt, AttemptState, Build, Counts, Outcome, RunOutcome, Shard, Share, Status,
+                           TestResult)
 from voltci.testrun import count
-
-if TYPE_CHECKING:
-    from voltci.steps import Share
 
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 TESTS_PER_WRITE = 1000
@@ -174,10 +172,8 @@ def shard_plan(conn: redis.Redis, build_id: str, shard: int) -> list[str]:
     return [line for line in text.split("\n") if line]
 
 
-def shard_share(conn: redis.Redis, build_id: str, shard: int) -> "Share":
+def shard_share(conn: redis.Redis, build_id: str, shard: int) -> Share:
     """What shard `shard` runs: shard 0 of a split planned from history runs all but the others' tests."""
-    from voltci.steps import Share
-
     plan = shard_plan(conn, build_id, shard)
     if shard == 0 and conn.hget(keys.build(build_id), "shard_rest") == "1":
         shards = int(conn.hget(keys.build(build_id), "shards") or 0)

@@ -25,11 +25,11 @@ from voltci.config import Settings, load_settings
 from voltci.connection import decoded
 from voltci.errors import VoltError
 from voltci.heartbeat import Heartbeat, RunnerBeat, live_runners
-from voltci.models import Build, Counts, RunOutcome, Status
+from voltci.models import Build, Counts, RunOutcome, Share, Status
 from voltci.queue import Work, current_job_connection, current_runner_id, start_shards
 from voltci.sharding import partition
 from voltci.logstream import LogPump
-from voltci.steps import Share, Splitter, run_steps
+from voltci.steps import Splitter, run_steps
 from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
 from voltci.worker import heartbeat_in_parent
 from voltci.workspace import checkout

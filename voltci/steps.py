@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from voltci import junitxml, project
 from voltci.config import Settings
 from voltci.environments import EnvironmentUnavailable, environment
-from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
-from voltci.testrun import (OUTPUT_FILE, Budget, Discovery, ProcessEnd, _strip_workspace, apply_stop, count,
+from voltci.models import Counts, Outcome, RunOutcome, Share, Status, TestResult
+from voltci.testrun import (OUTPUT_FILE, Budget, Discovery, ProcessEnd, strip_workspace, apply_stop, count,
                             parse_results, read_tail, run_process, run_tests, scrubbed_environment,
                             unittest_command)
 
@@ -27,14 +26,6 @@ MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky 
 _REPEAT_SUFFIX = re.compile(r" \[\d+\]$")
 
 StopCheck = Callable[[], str | None]
-
-
-@dataclass(frozen=True)
-class Share:
-    """This run's share of a split build: the listed tests, or (`exclude`) every test but those."""
-
-    ids: list[str]
-    exclude: bool = False
 
 
 # Splits the build if it is large enough, dispatches the other shards, and returns this run's share.
@@ -148,7 +139,7 @@ def _run_command(config: project.ProjectConfig, tree: Path, log_path: Path, budg
                              "no failure", tail)
     else:
         outcome = RunOutcome(Status.PASSED, tests, counts, "", tail)
-    _strip_workspace(outcome, tree)
+    strip_workspace(outcome, tree)
     return apply_stop(outcome, end, budget)
 
 

@@ -228,7 +228,7 @@ def run_tests(
         return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {end.not_started}")
     tail = read_tail(log_path, tail_lines)
     outcome = parse_results(results_path, end.returncode, tail)
-    _strip_workspace(outcome, workdir)
+    strip_workspace(outcome, workdir)
     return apply_stop(outcome, end, budget)
 
 
@@ -243,7 +243,7 @@ def apply_stop(outcome: RunOutcome, end: ProcessEnd, budget: Budget) -> RunOutco
     return outcome
 
 
-def _strip_workspace(outcome: RunOutcome, workdir: Path) -> None:
+def strip_workspace(outcome: RunOutcome, workdir: Path) -> None:
     """Tracebacks and output name files relative to the repository, not to a workspace now gone."""
     prefix = f"{workdir}{os.sep}"
     for test in outcome.tests:
