@@ -160,9 +160,12 @@ def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: in
             return None  # split already
         history = results.durations(conn, build.repo)
         from_history = len(history) >= settings.shard_threshold
-        if not from_history and list_ids is None:
+        if from_history:
+            ids = sorted(history)
+        elif list_ids is not None:
+            ids = list_ids()
+        else:
             return None  # asked again once the tests can be listed
-        ids = sorted(history) if from_history else list_ids()
         if len(ids) < settings.shard_threshold:
             return None
         plans = partition(ids, wanted, history)
