@@ -155,7 +155,8 @@ def test_redis_restart_with_aof_every_build_ends_once(cluster, make_repo) -> Non
     time.sleep(2)
     cluster.server.start()
     for build in builds:
-        assert cluster.wait_final(build.id, timeout=120).status.value == "passed"
+        ended = cluster.wait_final(build.id, timeout=120)
+        assert ended.status.value == "passed", ended.reason
     for build in builds:
         assert cluster.build(build.id).results_stored == 1
     for name in ("r1", "r2", "scheduler"):

@@ -56,3 +56,20 @@ def test_an_outage_longer_than_the_bound_is_raised(monkeypatch) -> None:
         pass
     else:
         raise AssertionError("the outage was not reported")
+
+
+def test_a_build_runs_whole_when_redis_is_away_as_it_could_be_split(fake, monkeypatch) -> None:
+    from voltci.heartbeat import Heartbeat, RunnerBeat
+    from voltci.models import Build
+
+    for name in ("a", "b"):
+        Heartbeat(fake, RunnerBeat(name=name, queues=["volt"]), 2, 60).send()
+    build = Build(id="proj-" + SHA_A, repo="proj", url="/r", commit=SHA_A, branch="main")
+    owned = runner.Ownership(fake, build.id, 1)
+    split = runner._splitter(fake, fake, build, 1, Settings(shard_threshold=1), "a", owned)
+    assert split is not None
+
+    def away(*args, **kwargs):
+        raise redis.ConnectionError("restarting")
+    monkeypatch.setattr(fake, "hgetall", away)
+    assert split(None) is None and owned.shard is None

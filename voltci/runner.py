@@ -107,7 +107,8 @@ def execute_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, sh
         log.info("shard %d of build %s is not ours to run", shard, build_id)
         return {"build": build_id, "shard": shard, "stored": False}
     owned = Ownership(conn, build_id, attempt, (shard, shard_attempt))
-    share = results.shard_share(conn, build_id, shard)
+    share = _retrying(f"read shard {shard} of {build_id}", settings.redis_outage_limit,
+                      lambda: results.shard_share(conn, build_id, shard))
     outcome = _run_in_workspace(conn, build, settings, owned, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
                                 only=share)
     done = _retrying(f"store shard {shard} of {build_id}", STORE_RETRY_S, lambda: results.finish_shard(
@@ -151,13 +152,23 @@ def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: in
     tests are listed first."""
     if settings.shard_threshold <= 0:
         return None
-    wanted = settings.shards or sum(1 for beat in live_runners(conn).values() if settings.queue in beat.queues)
+    try:
+        wanted = settings.shards or sum(1 for beat in live_runners(conn).values() if settings.queue in beat.queues)
+    except redis.RedisError:
+        return None  # Redis is away: this build runs whole
     if wanted < 2:
         return None
 
     def split(list_ids: Callable[[], list[str]] | None) -> Share | None:
         if owned.shard is not None:
             return None  # split already
+        try:
+            return plan(list_ids)
+        except redis.RedisError as exc:
+            log.warning("build %s runs whole: Redis was away when it could have been split (%s)", build.id, exc)
+            return None
+
+    def plan(list_ids: Callable[[], list[str]] | None) -> Share | None:
         history = results.durations(conn, build.repo)
         from_history = len(history) >= settings.shard_threshold
         if from_history:
