@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from voltci.locks import AllBusy, first_free
 from voltci.workspace import host_dir
 
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", ".volt.toml")
@@ -86,30 +87,17 @@ def environment(workspace_dir: str, repo: str, tree: Path, python_version: str |
     base = host_dir(workspace_dir) / "envs" / repo
     base.mkdir(parents=True, exist_ok=True)
     digest = dependency_hash(tree, python)
-    deadline = time.monotonic() + wait_s
-    while True:
-        for slot in range(SLOTS):
+    try:
+        with first_free([base / f"{digest}-{slot}.lock" for slot in range(SLOTS)], wait_s, LOCK_POLL_S) as slot:
             path = base / f"{digest}-{slot}"
-            lock = open(base / f"{digest}-{slot}.lock", "w")
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                continue
-            try:
-                reused = (path / READY).exists()
-                if not reused:
-                    _create(python, path, with_pip)
-                os.utime(path)
-                _remove_unused(base, keep=path)
-                yield Environment(path, path / "bin" / "python", reused)
-                return
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                lock.close()
-        if time.monotonic() > deadline:
-            raise EnvironmentUnavailable(f"all {SLOTS} environment slots of {repo} on this host stayed busy")
-        time.sleep(LOCK_POLL_S)
+            reused = (path / READY).exists()
+            if not reused:
+                _create(python, path, with_pip)
+            os.utime(path)
+            _remove_unused(base, keep=path)
+            yield Environment(path, path / "bin" / "python", reused)
+    except AllBusy:
+        raise EnvironmentUnavailable(f"all {SLOTS} environment slots of {repo} on this host stayed busy") from None
 
 
 def _create(python: str, path: Path, with_pip: bool) -> None:

@@ -6,19 +6,18 @@ mirror fetched incrementally under a file lock, so that several processes on one
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import re
 import shutil
 import signal
 import subprocess
-import time
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from voltci.errors import GitError
+from voltci.locks import AllBusy, first_free
 
 SHA = re.compile(r"[0-9a-f]{40}")
 GIT_TIMEOUT_S = 300.0
@@ -93,21 +92,11 @@ def remote_heads(url: str) -> tuple[dict[str, str], str | None]:
 @contextmanager
 def file_lock(path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
     """An exclusive lock shared by every process on this host that uses the same mirror."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise GitError(f"timed out after {timeout:g} s waiting for the lock {path}") from None
-                time.sleep(0.05)
-        try:
+    try:
+        with first_free([path], timeout):
             yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    except AllBusy:
+        raise GitError(f"timed out after {timeout:g} s waiting for the lock {path}") from None
 
 
 class Mirror:

@@ -11,7 +11,6 @@ the log go to a scratch directory beside it, removed afterwards.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import socket
 import tempfile
@@ -19,9 +18,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 from voltci.git import GitError, Mirror, git
+from voltci.locks import AllBusy, first_free
 
 POOL_SLOTS = 8
 SLOT_WAIT_S = 600.0
@@ -52,15 +52,17 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str,
     builds = base / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     remove_stale(builds, stale_after_s)
-    tree, held = _take_slot(base / "pool" / f"{mirror.path.stem}")
-    scratch = Path(tempfile.mkdtemp(prefix=f"{repo}-{sha[:10]}-", dir=builds))
+    pool = base / "pool" / mirror.path.stem
     try:
-        switch(mirror, tree, sha)
-        yield Workspace(tree, scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-        fcntl.flock(held, fcntl.LOCK_UN)
-        held.close()
+        with first_free([pool / f"{slot}.lock" for slot in range(POOL_SLOTS)], SLOT_WAIT_S, SLOT_POLL_S) as slot:
+            scratch = Path(tempfile.mkdtemp(prefix=f"{repo}-{sha[:10]}-", dir=builds))
+            try:
+                switch(mirror, pool / str(slot), sha)
+                yield Workspace(pool / str(slot), scratch)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    except AllBusy:
+        raise GitError(f"all {POOL_SLOTS} workspaces of {pool.name} on this host stayed busy") from None
 
 
 def switch(mirror: Mirror, tree: Path, sha: str) -> None:
@@ -88,24 +90,6 @@ def _switch_in_place(tree: Path, sha: str) -> bool:
         return True
     except GitError:
         return False  # the commit is not in the mirror, a killed checkout's lock, or a re-made mirror
-
-
-def _take_slot(pool: Path) -> tuple[Path, IO[str]]:
-    """A free worktree slot of the pool, locked (the lock is released when its file is closed)."""
-    pool.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + SLOT_WAIT_S
-    while True:
-        for slot in range(POOL_SLOTS):
-            held = open(pool / f"{slot}.lock", "w")
-            try:
-                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                held.close()
-                continue
-            return pool / str(slot), held
-        if time.monotonic() > deadline:
-            raise GitError(f"all {POOL_SLOTS} workspaces of {pool.name} on this host stayed busy")
-        time.sleep(SLOT_POLL_S)
 
 
 def remove_stale(builds: Path, stale_after_s: float) -> None:

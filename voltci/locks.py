@@ -1,0 +1,39 @@
+"""File locks shared by the processes of one host: mirrors, workspace slots, environment slots."""
+
+from __future__ import annotations
+
+import fcntl
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+class AllBusy(Exception):
+    """Every lock asked for stayed held by other processes for the whole wait."""
+
+
+@contextmanager
+def first_free(lock_paths: list[Path], wait_s: float, poll_s: float = 0.05) -> Iterator[int]:
+    """Hold the first of `lock_paths` that no other process holds (flock, released when the block ends
+    or the process dies), waiting at most `wait_s` for one; yields its index."""
+    for path in lock_paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for index, path in enumerate(lock_paths):
+            held = open(path, "a+")
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held.close()
+                continue
+            try:
+                yield index
+                return
+            finally:
+                fcntl.flock(held, fcntl.LOCK_UN)
+                held.close()
+        if time.monotonic() > deadline:
+            raise AllBusy(f"{len(lock_paths)} lock(s) stayed busy for {wait_s:g} s")
+        time.sleep(poll_s)
