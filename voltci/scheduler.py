@@ -33,6 +33,7 @@ from voltci.connection import connect
 from voltci.heartbeat import RunnerBeat, live_runners
 from voltci.models import AttemptState, Build
 from voltci.notify import Notifier
+from voltci.queue import Work
 
 log = logging.getLogger("volt.scheduler")
 KEEP_GONE_RUNNERS_S = 3600.0
@@ -48,17 +49,7 @@ class Action:
     shard: int = -1
 
 
-@dataclass(frozen=True)
-class Unit:
-    """What a runner works on: an attempt of a build, or of one shard (shard >= 0) of it."""
-
-    build: str
-    attempt: int
-    shard: int = -1
-    shard_attempt: int = 0
-
-
-def _works_on(beat: RunnerBeat, unit: Unit) -> bool:
+def _works_on(beat: RunnerBeat, unit: Work) -> bool:
     if (beat.build, beat.attempt) != (unit.build, unit.attempt):
         return False
     if unit.shard == 0 and unit.shard_attempt == 1:
@@ -74,7 +65,7 @@ class Scheduler:
         self.lock = self.conn.lock(keys.scheduler_lock(), timeout=settings.heartbeat_ttl, blocking=False,
                                    thread_local=False)
         self.leading = False
-        self.suspects: dict[Unit, float] = {}  # unit -> when first seen unattended
+        self.suspects: dict[Work, float] = {}  # unit -> when first seen unattended
 
     @property
     def interval_s(self) -> float:
@@ -140,7 +131,7 @@ class Scheduler:
 
     def _check_builds(self, runners: dict[str, RunnerBeat], now: float) -> list[Action]:
         actions: list[Action] = []
-        unattended: dict[Unit, str] = {}
+        unattended: dict[Work, str] = {}
         waiting = queue.waiting_job_ids(self.rq_conn, self.settings)
         for build in results.running_builds(self.conn):
             if build.shards:
@@ -148,17 +139,17 @@ class Scheduler:
                 continue
             beat = runners.get(build.runner)
             if beat is None:
-                actions += self._redispatch(Unit(build.id, build.attempt),
+                actions += self._redispatch(Work(build.id, build.attempt),
                                             f"runner {build.runner} stopped sending heartbeats")
             elif (beat.build, beat.attempt) != (build.id, build.attempt):
-                unattended[Unit(build.id, build.attempt)] = f"runner {build.runner} is no longer working on it"
+                unattended[Work(build.id, build.attempt)] = f"runner {build.runner} is no longer working on it"
         off_queue = [b for b in results.queued_builds(self.conn) if keys.job_id(b.id, b.attempt) not in waiting]
         states = queue.job_states(self.rq_conn, [keys.job_id(b.id, b.attempt) for b in off_queue])
         for build in off_queue:
             status, worker = states.get(keys.job_id(build.id, build.attempt), ("", ""))
             reason = self._not_taken(status, worker, build.id, runners)
             if reason:
-                unattended[Unit(build.id, build.attempt)] = reason
+                unattended[Work(build.id, build.attempt)] = reason
         self.suspects = {unit: self.suspects.get(unit, now) for unit in unattended}
         for unit, since in list(self.suspects.items()):
             if now - since >= self.settings.heartbeat_ttl:
@@ -167,11 +158,11 @@ class Scheduler:
         return actions
 
     def _check_shards(self, build: Build, runners: dict[str, RunnerBeat], waiting: set[str],
-                      unattended: dict["Unit", str]) -> list[Action]:
+                      unattended: dict[Work, str]) -> list[Action]:
         """A split build: each shard that is not finished must be running on a live runner, or waiting."""
         actions: list[Action] = []
         for shard in results.get_shards(self.conn, build.id):
-            unit = Unit(build.id, build.attempt, shard.number, shard.attempt)
+            unit = Work(build.id, build.attempt, shard.number, shard.attempt)
             if shard.state is AttemptState.FINISHED:
                 continue
             if shard.state is AttemptState.RUNNING:
@@ -201,7 +192,7 @@ class Scheduler:
                 f"runner {worker} took it and stopped working on it"
         return f"its rq job is {status or 'gone'} and it never started"
 
-    def _redispatch(self, unit: "Unit", reason: str) -> list[Action]:
+    def _redispatch(self, unit: Work, reason: str) -> list[Action]:
         if unit.shard >= 0:
             done = queue.redispatch_shard(self.rq_conn, unit.build, unit.attempt, unit.shard, unit.shard_attempt,
                                           reason, self.settings)
