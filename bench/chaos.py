@@ -35,7 +35,7 @@ import redis  # noqa: E402
 from voltci import keys, results  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
-from voltci.procs import descendants, kill_all, processes_with_env  # noqa: E402
+from voltci.procs import children, descendants, kill_all, processes_with_env  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.testrun import TEST_RUN_ENV  # noqa: E402
 from voltci.up import WorkerPool  # noqa: E402
@@ -97,16 +97,9 @@ def kill_runner(pool: WorkerPool, index: int, whole_tree: bool) -> None:
     assert proc is not None
     tree = descendants(proc.pid)
     if not whole_tree:  # the runner and its work-horse only: the tests are left to Volt
-        tree = [pid for pid in tree if _parent(pid) == proc.pid]
+        tree = children(proc.pid)
     kill_all([proc.pid, *tree])
     proc.wait(timeout=10)
-
-
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1
 
 
 def leftovers(token: str) -> list[int]:

@@ -20,7 +20,7 @@ from voltci import keys, results
 from voltci.config import Settings, as_environment
 from voltci.models import Build
 from voltci.observer import RepoWatch
-from voltci.procs import descendants, kill_all, processes_with_env
+from voltci.procs import children, descendants, kill_all, processes_with_env
 from voltci.redis_server import RedisServer
 from voltci.testrun import TEST_RUN_ENV
 
@@ -117,8 +117,7 @@ class Cluster:
 
     def runner_and_horse(self, name: str) -> list[int]:
         pid = self.procs[name].pid
-        children = [p for p in descendants(pid) if _parent(p) == pid]
-        return [pid, *children]
+        return [pid, *children(pid)]
 
     def kill_runner(self, name: str) -> None:
         """SIGKILL the runner and its work-horse, leaving the test processes to the kernel and Volt."""
@@ -144,14 +143,8 @@ def marked_processes(build_id: str = "") -> dict[int, str]:
     return {pid: marker for pid, marker in processes_with_env(TEST_RUN_ENV).items() if build_id in marker}
 
 
-def _parent(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return -1
-
-
 def alive(pid: int) -> bool:
+    """Running, and not a zombie (read from /proc here, not through Volt's code, as the tests' oracle)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster import alive
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
 from unittest_oracle import run_unittest
 from voltci.models import Status
@@ -100,9 +101,9 @@ def test_timeout_kills_the_whole_group_and_keeps_finished_tests(tmp_path: Path) 
     assert "time limit" in outcome.reason
     assert [t.id for t in outcome.tests] == ["tests.test_a_quick.T.test_quick"]
     grandchild, daemon, group = map(int, pid_file.read_text().split())
-    assert not _alive(grandchild), "the test's own child outlived the build"
-    assert not _alive(daemon), "a child that left the process group outlived the build"
-    assert not [pid for pid in _pids() if _pgid(pid) == group and _alive(pid)], "the process group outlived the build"
+    assert not alive(grandchild), "the test's own child outlived the build"
+    assert not alive(daemon), "a child that left the process group outlived the build"
+    assert not [pid for pid in _pids() if _pgid(pid) == group and alive(pid)], "the process group outlived the build"
 
 
 def _pids() -> list[int]:
@@ -114,19 +115,6 @@ def _pgid(pid: int) -> int:
         return os.getpgid(pid)
     except ProcessLookupError:
         return -1
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie is dead; its parent has not reaped it yet.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_tests_see_no_volt_or_redis_settings_and_no_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -59,6 +59,11 @@ def processes_with_env(name: str) -> dict[int, str]:
     return found
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (a runner's work-horse, say)."""
+    return [child for child, parent in _parents().items() if parent == pid]
+
+
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (children, grandchildren, …), whatever their process group or session."""
     children: dict[int, list[int]] = {}
