@@ -41,12 +41,17 @@ def test_concurrent_builds_get_their_own_worktrees(settings, make_repo) -> None:
             assert one.tree != two.tree and files(one.tree) == files(two.tree) == {"a.txt": "1"}
 
 
-def test_a_damaged_worktree_and_a_deleted_mirror_are_repaired(settings, make_repo) -> None:
+def built_once(settings, make_repo):
+    """A repository with one commit that was checked out once: (repo, commit, worktree, mirror)."""
     repo = make_repo()
     first = repo.commit({"a.txt": "1"}, "one")
     with checkout(settings.workspace_dir, "proj", str(repo.path), first) as ws:
         tree = ws.tree
-    mirror = Mirror(host_dir(settings.workspace_dir) / "mirrors", "proj", str(repo.path))
+    return repo, first, tree, Mirror(host_dir(settings.workspace_dir) / "mirrors", "proj", str(repo.path))
+
+
+def test_a_damaged_worktree_and_a_deleted_mirror_are_repaired(settings, make_repo) -> None:
+    repo, first, tree, mirror = built_once(settings, make_repo)
     # A checkout killed half-way leaves the worktree's index lock behind.
     (mirror.path / "worktrees" / tree.name / "index.lock").write_text("")
     second = repo.commit({"a.txt": "2"}, "two")
@@ -62,11 +67,7 @@ def test_a_damaged_worktree_and_a_deleted_mirror_are_repaired(settings, make_rep
 
 
 def test_a_new_commit_is_fetched_and_switched_to_in_place(settings, make_repo) -> None:
-    repo = make_repo()
-    first = repo.commit({"a.txt": "1"}, "one")
-    with checkout(settings.workspace_dir, "proj", str(repo.path), first) as ws:
-        tree = ws.tree
-    mirror = Mirror(host_dir(settings.workspace_dir) / "mirrors", "proj", str(repo.path))
+    repo, _, tree, mirror = built_once(settings, make_repo)
     sentinel = mirror.path / "worktrees" / tree.name / "volt-sentinel"
     sentinel.write_text("the worktree was not made again")
     pushed = repo.commit({"a.txt": "2"}, "pushed after the mirror was made")
@@ -76,11 +77,7 @@ def test_a_new_commit_is_fetched_and_switched_to_in_place(settings, make_repo) -
 
 
 def test_a_mirror_that_lost_objects_is_made_again(settings, make_repo) -> None:
-    repo = make_repo()
-    first = repo.commit({"a.txt": "1"}, "one")
-    with checkout(settings.workspace_dir, "proj", str(repo.path), first):
-        pass
-    mirror = Mirror(host_dir(settings.workspace_dir) / "mirrors", "proj", str(repo.path))
+    repo, _, _, mirror = built_once(settings, make_repo)
     subprocess.run(["git", "fetch", "-q", "origin"], cwd=mirror.path, check=True)
     second = repo.commit({"a.txt": "2"}, "two")
     subprocess.run(["git", "fetch", "-q", "origin"], cwd=mirror.path, check=True)
