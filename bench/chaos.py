@@ -28,9 +28,10 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import redis  # noqa: E402
+from table import print_table  # noqa: E402
 
 from voltci import keys, results  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
@@ -207,9 +208,7 @@ def main() -> int:
         ("goal for the median (2 × heartbeat TTL)", f"{2 * settings.heartbeat_ttl:.2f} s"),
         ("wall time", f"{elapsed:.1f} s"),
     ]
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
+    print_table(rows)
     ok = lost == 0 and stored_twice == 0 and left == 0 and len(kills) >= args.kills and median <= 2 * settings.heartbeat_ttl
     print(f"chaos: lost {lost}, stored twice {stored_twice}, leftover processes {left}, "
           f"death→restart median {median:.2f} s worst {worst:.2f} s (goal ≤ {2 * settings.heartbeat_ttl:g} s)"

@@ -39,6 +39,7 @@ import redis  # noqa: E402
 from rq import Queue  # noqa: E402
 
 from real_project import GIT, make_repo  # noqa: E402
+from table import print_table  # noqa: E402
 from voltci import keys, results  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.git import Mirror, git  # noqa: E402
@@ -55,6 +56,7 @@ class Volt:
 
     def __init__(self, work: Path, server: RedisServer, **settings: object):
         self.work, self.server = work, server
+        work.mkdir(parents=True, exist_ok=True)
         self.settings = Settings(redis_url=server.url, workspace_dir=str(work / "ws"), retries=0, **settings)
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("VOLT_")},
                     **as_environment(self.settings), "PYTHONPATH": str(ROOT)}
@@ -68,6 +70,13 @@ class Volt:
         log.close()
         self.procs.append(proc)
         return proc
+
+    def watch(self, repo: Path, name: str) -> None:
+        """The observer on `repo` (woken by `volt notify`, else every 10 minutes), a scheduler, one runner."""
+        self.start("observe", "--repo", str(repo), "--name", name, "--poll", "600")
+        self.start("scheduler")
+        self.runners(1)
+        time.sleep(1.0)  # the observer has registered the repository and listens for notifications
 
     def runners(self, count: int) -> None:
         while self.live_runners() < count:
@@ -187,12 +196,8 @@ def bench_checkout(work: Path, repo: Path, runs: int) -> tuple[list[float], list
 def bench_sharding(work: Path, server: RedisServer, repo: Path, runs: int) -> tuple[list[float], list[float]]:
     """The same suite pushed to 1 runner and to 2 runners (split in two), alternately."""
     volt = Volt(work / "shard-volt", server, shard_threshold=100, queue="shards")
-    (work / "shard-volt").mkdir()
     try:
-        volt.start("observe", "--repo", str(repo), "--name", "shards", "--poll", "600")
-        volt.start("scheduler")
-        volt.runners(1)
-        time.sleep(1.0)
+        volt.watch(repo, "shards")
         volt.push_and_wait(repo, "shards", 0)  # warm: environment made, test durations recorded
         one, two = [], []
         for n in range(1, runs + 1):
@@ -232,7 +237,6 @@ def bench_dispatch(work: Path, server: RedisServer, builds: int) -> tuple[float,
     subprocess.run([*GIT, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*GIT, "commit", "-q", "-m", "trivial"], cwd=repo, check=True)
     volt = Volt(work / "dispatch-volt", server, queue="dispatch")
-    (work / "dispatch-volt").mkdir()
     try:
         rq_conn = redis.Redis.from_url(server.url)
         watch = RepoWatch(rq_conn, volt.settings, str(repo), name="trivial")
@@ -298,12 +302,8 @@ def main() -> None:
             repo = make_repo(args.package, work / "src")
             add_history(repo, args.history)
             volt = Volt(work / "volt", server)
-            (work / "volt").mkdir()
             try:
-                volt.start("observe", "--repo", str(repo), "--name", "suite", "--poll", "600")
-                volt.start("scheduler")
-                volt.runners(1)
-                time.sleep(1.0)
+                volt.watch(repo, "suite")
                 overhead = bench_overhead(volt, repo, "suite", args.runs)
             finally:
                 volt.stop()
@@ -341,9 +341,7 @@ def main() -> None:
             ("  observer ratio (goal ≤ 2)", f"{ratios['observer']:.2f}"),
             ("runs per figure", str(args.runs)),
         ]
-        width = max(len(name) for name, _ in rows)
-        for name, value in rows:
-            print(f"{name:<{width}}  {value}")
+        print_table(rows)
         print(f"fast: overhead {ratios['overhead']:.2f}, checkout {ratios['checkout']:.2f} "
               f"({ratios['checkout_vs_clone']:.3f} of a clone), sharding {ratios['sharding']:.2f}, "
               f"dispatch {ratios['dispatch']:.2f}, observer {ratios['observer']:.2f} (medians of {args.runs})")

@@ -33,6 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 import redis  # noqa: E402
 
 from real_project import GIT, make_repo  # noqa: E402
+from table import print_table  # noqa: E402
 from unittest_oracle import run_unittest  # noqa: E402
 from voltci import report, results  # noqa: E402
 from voltci.config import Settings  # noqa: E402
@@ -161,9 +162,7 @@ def main() -> None:
             ("render the build page, median ms", f"{page_s * 1000:.0f}"),
             ("`volt report --json` command, median ms", f"{cli_s * 1000:.0f}"),
         ]
-        width = max(len(name) for name, _ in rows)
-        for name, value in rows:
-            print(f"{name:<{width}}  {value}")
+        print_table(rows)
         for item in disagreements[:20]:
             print("  differs:", item)
         print(f"{args.package}: {len(ours)} results in Volt, {len(hand)} by hand, {len(disagreements)} disagreements; "

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
+from table import print_table  # noqa: E402
 from unittest_oracle import run_unittest  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
 
@@ -95,9 +96,7 @@ def main() -> None:
             ("bare unittest, median s", f"{statistics.median(bare):.2f}"),
             ("volt up --burst (cold), median s", f"{statistics.median(volt):.2f}"),
         ]
-        width = max(len(name) for name, _ in rows)
-        for name, value in rows:
-            print(f"{name:<{width}}  {value}")
+        print_table(rows)
         for item in disagreements[:20]:
             print("  differs:", item)
         ratio = statistics.median(volt) / statistics.median(bare)
