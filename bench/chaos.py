@@ -125,14 +125,14 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="volt-chaos-"))
     server = RedisServer(work / "redis", appendonly=True).start()
-    settings = Settings(redis_url=server.url, workspace_dir=str(work / "ws"))
+    settings = Settings(redis_url=server.url, workspace_dir=str(work / "ws"), pass_env=f"CHAOS_TEST_SECONDS {RUN_MARK}")
     conn = redis.Redis.from_url(server.url, decode_responses=True)
     rq_conn = redis.Redis.from_url(server.url)
     token = str(os.getpid())
     build_ids = enqueue_builds(work / "repo", args.builds, settings, rq_conn)
     assert len(build_ids) == args.builds, f"enqueued {len(build_ids)} builds, expected {args.builds}"
 
-    # Runners and the scheduler inherit these; the tests see the run mark (it is no Volt setting).
+    # Runners and the scheduler inherit these; the runners' pass_env hands both to the tests.
     os.environ.update({RUN_MARK: token, "CHAOS_TEST_SECONDS": str(args.test_seconds), "PYTHONPATH": str(ROOT)})
     pool = WorkerPool(args.runners, settings, work / "logs")
     with open(work / "scheduler.log", "wb") as log:

@@ -26,18 +26,16 @@ from voltci.testrun import TEST_RUN_ENV
 
 WAIT_S = 90
 
-# A test that marks where it runs, starts a grandchild that would outlive it, and takes a while.
+# A test that starts a grandchild that would outlive it, and takes a while: FAULT_SLEEP seconds, a
+# variable of the runner's environment its `pass_env` setting hands to builds.
+GRANDCHILD = "import time; time.sleep(300)"
 SLOW_TEST = {
     "tests/__init__.py": "",
     "tests/test_slow.py": (
         "import os, subprocess, sys, time, unittest\n\n\n"
         "class Slow(unittest.TestCase):\n"
         "    def test_slow(self):\n"
-        "        child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'])\n"
-        "        marks = os.environ.get('FAULT_DIR')\n"
-        "        if marks:\n"
-        "            with open(os.path.join(marks, f'started-{os.getpid()}'), 'w') as fh:\n"
-        "                fh.write(str(child.pid))\n"
+        f"        child = subprocess.Popen([sys.executable, '-c', {GRANDCHILD!r}])\n"
         "        time.sleep(float(os.environ.get('FAULT_SLEEP', '3')))\n"
         "        child.kill()\n"
         "        child.wait()\n"
@@ -63,7 +61,7 @@ class Cluster:
         self.tmp_path = tmp_path
         self.server = RedisServer(tmp_path / "redis", appendonly=True).start()
         self.settings = Settings(redis_url=self.server.url, workspace_dir=str(tmp_path / "ws"), heartbeat=0.5,
-                                 heartbeat_ttl=1.5, build_timeout=60)
+                                 heartbeat_ttl=1.5, build_timeout=60, pass_env="FAULT_SLEEP SHARD_SLEEP")
         self.settings = replace(self.settings, **settings)
         self.marks = tmp_path / "marks"
         self.marks.mkdir()
@@ -152,6 +150,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def grandchildren_started(marks: Path) -> list[int]:
-    return [int(p.read_text()) for p in marks.glob("started-*") if p.read_text()]
+def grandchildren_started(build_id: str) -> list[int]:
+    """Host pids of SLOW_TEST's grandchildren in the build's runs, found by the run's mark."""
+    found = []
+    for pid in marked_processes(build_id):
+        try:
+            if GRANDCHILD.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 

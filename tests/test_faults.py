@@ -39,7 +39,7 @@ def test_runner_killed_mid_build_is_redispatched_and_its_tests_reaped(cluster, m
     cluster.scheduler()
     build_id = one_build(cluster, make_repo)
     cluster.wait_running_on("r1")
-    (grandchild,) = wait_until(lambda: grandchildren_started(cluster.marks), "the test to start its child")
+    (grandchild,) = wait_until(lambda: grandchildren_started(build_id), "the test to start its child")
     cluster.worker("r2")
     cluster.kill_runner("r1")
 

@@ -4,16 +4,20 @@ build's status, timeout, environment and process-group handling."""
 from __future__ import annotations
 
 import os
+import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from cluster import alive
+from cluster import alive, marked_processes, wait_until
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
 from unittest_oracle import run_unittest
+from voltci.limits import Limits
 from voltci.models import Status
-from voltci.testrun import Discovery, run_tests, scrubbed_environment
+from voltci.sandbox import Sandbox, build_environment
+from voltci.testrun import OUTPUT_FILE, Budget, Discovery, run_tests
 
 
 def write_tree(root: Path, *file_sets: dict[str, str]) -> Path:
@@ -28,7 +32,9 @@ def write_tree(root: Path, *file_sets: dict[str, str]) -> Path:
 
 
 def run(tree: Path, timeout: float = 60, **kwargs):
-    return run_tests(tree, tree.parent / "scratch", Discovery(), timeout, **kwargs)
+    scratch = tree.parent / "scratch"
+    box = Sandbox.for_build(tree, scratch, Path(sys.executable), Limits(4 << 30, 1024)).with_network(False)
+    return run_tests(tree, box, Discovery(), Budget(timeout), scratch / OUTPUT_FILE, **kwargs)
 
 
 def assert_same_as_unittest(tree: Path, outcome) -> None:
@@ -80,7 +86,6 @@ def test_tree_without_tests_is_an_error_build(tmp_path: Path) -> None:
 
 
 def test_timeout_kills_the_whole_group_and_keeps_finished_tests(tmp_path: Path) -> None:
-    pid_file = tmp_path / "grandchild.pid"
     hang = {
         "tests/__init__.py": "",
         "tests/test_a_quick.py": "import unittest\n\nclass T(unittest.TestCase):\n    def test_quick(self):\n        pass\n",
@@ -88,22 +93,42 @@ def test_timeout_kills_the_whole_group_and_keeps_finished_tests(tmp_path: Path) 
             "import os, subprocess, sys, time, unittest\n\nclass T(unittest.TestCase):\n    def test_hang(self):\n"
             "        child = subprocess.Popen(['sleep', '600'])\n"
             "        daemon = subprocess.Popen(['sleep', '601'], start_new_session=True)\n"
-            "        group = os.getpgid(0)\n"
-            f"        open({str(pid_file)!r}, 'w').write(f'{{child.pid}} {{daemon.pid}} {{group}}')\n"
             "        time.sleep(600)\n"
         ),
     }
     tree = write_tree(tmp_path, hang)
+    run_id = f"hang-{os.getpid()}-{tmp_path.name}"
+    seen: list[int] = []
+
+    def watch() -> None:  # the run's processes, as the host sees them, while it hangs
+        wait_until(lambda: len(sleepers(marked_processes(run_id))) == 2, "the hanging test's children", timeout=30)
+        seen.extend(marked_processes(run_id))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     started = time.monotonic()
-    outcome = run(tree, timeout=3)
+    outcome = run(tree, timeout=3, run_id=run_id)
+    watcher.join()
     assert time.monotonic() - started < 30
     assert outcome.status is Status.TIMEOUT
     assert "time limit" in outcome.reason
     assert [t.id for t in outcome.tests] == ["tests.test_a_quick.T.test_quick"]
-    grandchild, daemon, group = map(int, pid_file.read_text().split())
-    assert not alive(grandchild), "the test's own child outlived the build"
-    assert not alive(daemon), "a child that left the process group outlived the build"
-    assert not [pid for pid in _pids() if _pgid(pid) == group and alive(pid)], "the process group outlived the build"
+    assert len(seen) >= 4, "bwrap, the test process and the two sleeps"
+    groups = {_pgid(pid) for pid in seen} - {-1}
+    assert not [pid for pid in seen if alive(pid)], "a process of the build outlived it (the daemon included)"
+    assert not [pid for pid in _pids() if _pgid(pid) in groups and alive(pid)], "a process group outlived the build"
+
+
+def sleepers(processes: dict[int, str] | list[int]) -> list[int]:
+    """The `sleep` processes among `processes`: the hanging test's child and the daemon it started."""
+    found = []
+    for pid in processes:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == b"sleep":
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def _pids() -> list[int]:
@@ -133,10 +158,15 @@ def test_tests_see_no_volt_or_redis_settings_and_no_stdin(tmp_path: Path, monkey
     assert outcome.status is Status.PASSED, [t.message for t in outcome.tests]
 
 
-def test_scrubbed_environment_keeps_the_rest() -> None:
-    env = scrubbed_environment({"PATH": "/bin", "VOLT_QUEUE": "x", "REDIS_URL": "y", "RQ_X": "z", "HOME": "/h"})
-    assert env["PATH"] == "/bin" and env["HOME"] == "/h"
-    assert not any(k.startswith(("VOLT_", "REDIS", "RQ_")) for k in env)
+def test_build_environment_is_an_allowlist() -> None:
+    runner = {"PATH": "/home/me/bin:/bin", "VOLT_QUEUE": "x", "REDIS_URL": "y", "RQ_X": "z", "HOME": "/home/me",
+              "AWS_SECRET_ACCESS_KEY": "k", "SSH_AUTH_SOCK": "/run/agent", "LANG": "de_DE.UTF-8", "LC_TIME": "C",
+              "https_proxy": "http://proxy:3128", "PIP_INDEX_URL": "https://pypi.example/simple"}
+    env = build_environment(Path("/b/home"), Path("/tmp"), Path("/b/venv"), runner_environ=runner)
+    assert env == {"LANG": "de_DE.UTF-8", "LC_TIME": "C", "https_proxy": "http://proxy:3128",
+                   "PIP_INDEX_URL": "https://pypi.example/simple", "HOME": "/b/home", "TMPDIR": "/tmp",
+                   "PYTHONUNBUFFERED": "1", "VIRTUAL_ENV": "/b/venv",
+                   "PATH": "/b/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
 
 
 def test_should_stop_cancels_the_run(tmp_path: Path) -> None:

@@ -34,10 +34,9 @@ def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo,
                                                                      tmp_path) -> None:
     repo = make_repo()
     repo.commit(PASSING, "passing")
-    pid_file = tmp_path / "grandchild.pid"
     hanging = {"tests/test_hang.py": (
         "import subprocess, time, unittest\n\nclass T(unittest.TestCase):\n    def test_hang(self):\n"
-        f"        open({str(pid_file)!r}, 'w').write(str(subprocess.Popen(['sleep', '600']).pid))\n"
+        "        subprocess.Popen(['sleep', '600'])\n"
         "        time.sleep(600)\n")}
     proc = start_up(tmp_path, "--repo", str(repo.path), "--workers", "2", "--poll", "0.3", "--redis-url", redis_url)
     try:
@@ -45,12 +44,12 @@ def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo,
         failing = repo.commit(FAILING, "broken")
         lines += read_until(proc, f"failed    proj {failing[:10]}")
         repo.commit(hanging, "hangs")
-        wait_for(lambda: pid_file.exists() and pid_file.read_text())
+        # The hanging test's own child, seen from the host: below `volt up`, inside a build's sandbox.
+        wait_for(lambda: sleeping_grandchild(proc))
         family = psutil.Process(proc.pid).children(recursive=True)
         runners = [p for p in psutil.Process(proc.pid).children() if "worker" in " ".join(p.cmdline())]
         assert len(runners) == 2
-        grandchild = psutil.Process(int(pid_file.read_text()))
-        assert grandchild in family  # the hanging test's own child, in the test's process group
+        assert sleeping_grandchild(proc) in family
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(timeout=30)
     finally:
@@ -73,6 +72,16 @@ def kill_if_running(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
         kill_all(leftovers)
         proc.wait()
+
+
+def sleeping_grandchild(proc: subprocess.Popen) -> psutil.Process | None:
+    for process in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if process.cmdline() == ["sleep", "600"]:
+                return process
+        except psutil.NoSuchProcess:
+            continue
+    return None
 
 
 def assert_all_gone(family: list[psutil.Process]) -> None:

@@ -11,9 +11,11 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from voltci.errors import BadInput
+from voltci.limits import BadLimit, parse_processes, parse_size
+from voltci.sandbox import variable_names
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CONFIG_PATH = Path("config") / "volt.toml"
@@ -49,6 +51,10 @@ class Settings:
     hook_secret: str | None = None
     result_ttl: int = 7 * 24 * 3600
     web_token: str | None = None
+    sandbox: bool = True
+    build_memory: str = "50%"
+    build_processes: int = 4096
+    pass_env: str = ""
 
     @property
     def effective_redis_url(self) -> str:
@@ -57,6 +63,14 @@ class Settings:
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 ZERO_ALLOWED = {"retries", "shard_threshold", "shards"}
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off"}
+# Settings whose values are checked by the module that uses them (each raises BadLimit).
+CHECKED: dict[str, Callable[[Any], object]] = {
+    "build_memory": lambda value: parse_size(value, allow_percent=True),
+    "build_processes": parse_processes,
+    "pass_env": lambda value: variable_names(value),
+}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -65,11 +79,11 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     kind = str if default is None else type(default)  # the optional settings are strings
     try:
         if kind is bool:
-            raise TypeError
-        if kind is int:
+            result: Any = _boolean(value)
+        elif kind is int:
             if isinstance(value, bool):
                 raise TypeError
-            result: Any = int(value)
+            result = int(value)
         elif kind is float:
             if isinstance(value, bool):
                 raise TypeError
@@ -79,10 +93,24 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 raise TypeError
             result = value
     except (TypeError, ValueError):
-        raise BadInput(f"{source}: setting '{name}' must be a {kind.__name__}, got {value!r}") from None
-    if isinstance(result, (int, float)) and (result < 0 if name in ZERO_ALLOWED else result <= 0):
+        what = "true or false" if kind is bool else f"a {kind.__name__}"
+        raise BadInput(f"{source}: setting '{name}' must be {what}, got {value!r}") from None
+    if name in CHECKED:
+        try:
+            CHECKED[name](result)
+        except (BadLimit, ValueError) as exc:
+            raise BadInput(f"{source}: setting '{name}' {exc}") from None
+    elif kind in (int, float) and (result < 0 if name in ZERO_ALLOWED else result <= 0):
         raise BadInput(f"{source}: setting '{name}' must be positive, got {value!r}")
     return result
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise TypeError
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -136,5 +164,5 @@ def as_environment(settings: Settings) -> dict[str, str]:
     for name in _FIELDS:
         value = getattr(settings, name)
         if value is not None:
-            env["VOLT_" + name.upper()] = str(value)
+            env["VOLT_" + name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     return env

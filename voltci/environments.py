@@ -44,13 +44,6 @@ class Environment:
     python: Path
     reused: bool
 
-    def variables(self, base: dict[str, str]) -> dict[str, str]:
-        """`base` with this environment activated: its bin first on PATH, VIRTUAL_ENV set."""
-        env = {k: v for k, v in base.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
-        env["VIRTUAL_ENV"] = str(self.path)
-        env["PATH"] = f"{self.path / 'bin'}{os.pathsep}{base.get('PATH', os.defpath)}"
-        return env
-
 
 def find_python(version: str | None) -> str:
     """The interpreter for `version` ("3.11") on this host; the runner's own when none is asked for."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import BinaryIO
 
+from voltci import untrusted
 from voltci.models import Outcome, TestResult
 
 MAX_MESSAGE = 64 * 1024
@@ -16,14 +18,24 @@ class JUnitError(Exception):
     """The file is missing or is not JUnit XML, in one line."""
 
 
-def read(path: Path) -> list[TestResult]:
-    if not path.is_file():
+def read(path: Path, inside: Path) -> list[TestResult]:
+    """The tests of the JUnit file at `path`, which the build wrote somewhere below `inside`."""
+    if not path.exists() and not path.is_symlink():
         raise JUnitError(f"no JUnit XML file at {path.name}")
+    try:
+        source = untrusted.open_binary(path, inside)
+    except OSError as exc:
+        raise JUnitError(f"cannot read {path.name}: {exc.strerror or exc}") from None
+    with source:
+        return _parse(source, path.name)
+
+
+def _parse(source: BinaryIO, name: str) -> list[TestResult]:
     tests: list[TestResult] = []
     seen: dict[str, int] = {}
     root_tag = None
     try:
-        for event, element in ET.iterparse(path, events=("start", "end")):
+        for event, element in ET.iterparse(source, events=("start", "end")):
             if event == "start":
                 root_tag = root_tag or element.tag
                 continue
@@ -38,9 +50,9 @@ def read(path: Path) -> list[TestResult]:
                                     message=message[:MAX_MESSAGE], order=len(tests)))
             element.clear()
     except ET.ParseError as exc:
-        raise JUnitError(f"{path.name} is not well-formed XML: {exc}") from None
+        raise JUnitError(f"{name} is not well-formed XML: {exc}") from None
     if root_tag not in ("testsuites", "testsuite"):
-        raise JUnitError(f"{path.name} is not JUnit XML (its root element is <{root_tag}>)")
+        raise JUnitError(f"{name} is not JUnit XML (its root element is <{root_tag}>)")
     return tests
 
 

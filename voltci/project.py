@@ -13,6 +13,9 @@ the runner turns into a build `error` — never a crash of the runner.
     top_level_dir = "."
     pattern = "test*.py"
     retries = 1                         # runs of a failed test on its own (unittest discovery)
+    network = false                     # tests get only a loopback of their own (setup keeps the network)
+    memory = "2G"                       # what the build may use, within the runner's build_memory
+    processes = 512                     # processes and threads at once, within build_processes
 """
 
 from __future__ import annotations
@@ -21,13 +24,17 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Callable
+
+from voltci import untrusted
+from voltci.limits import BadLimit, parse_processes, parse_size
 
 FILE_NAME = ".volt.toml"
 MAX_SIZE = 64 * 1024
 PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
 TOP_KEYS = {"python", "tests"}
-TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries"}
+TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries", "network",
+             "memory", "processes"}
 MAX_RETRIES = 5
 
 
@@ -46,17 +53,24 @@ class ProjectConfig:
     top_level_dir: str | None = None
     pattern: str = "test*.py"
     retries: int | None = None  # None: the runner's setting
+    network: bool = True  # for the tests; setup steps always have it
+    memory_bytes: int | None = None  # None: the runner's build_memory
+    processes: int | None = None  # None: the runner's build_processes
 
 
 def load(tree: Path) -> ProjectConfig:
     """The config of the checked-out commit in `tree` (the defaults when it has no .volt.toml)."""
     path = tree / FILE_NAME
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return ProjectConfig()
-    if path.stat().st_size > MAX_SIZE:
+    try:
+        raw = untrusted.read_bytes(path, tree, MAX_SIZE + 1)
+    except OSError as exc:
+        raise ProjectConfigError(f"{FILE_NAME} cannot be read: {exc}") from None
+    if len(raw) > MAX_SIZE:
         raise ProjectConfigError(f"{FILE_NAME} is larger than {MAX_SIZE} bytes")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProjectConfigError(f"{FILE_NAME} is not valid TOML: {exc}") from None
     return parse(data)
@@ -89,6 +103,10 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
                                 or not 0 <= retries <= MAX_RETRIES):
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.retries' must be a whole number from 0 to {MAX_RETRIES}")
+    network = tests.get("network", True)
+    if not isinstance(network, bool):
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.network' must be true or false, got {network!r}")
+    memory_bytes, processes = _limit(tests, "memory", parse_size), _limit(tests, "processes", parse_processes)
     pattern = tests.get("pattern", "test*.py")
     if not isinstance(pattern, str) or not pattern or "/" in pattern:
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.pattern' must be a file name pattern, got {pattern!r}")
@@ -97,8 +115,17 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
         setup=[_argv(step, f"tests.setup[{n}]") for n, step in enumerate(setup)],
         command=command, junit=junit,
         start_dir=_relative_path(tests, "start_dir") or ".", top_level_dir=_relative_path(tests, "top_level_dir"),
-        pattern=pattern, retries=retries,
+        pattern=pattern, retries=retries, network=network, memory_bytes=memory_bytes, processes=processes,
     )
+
+
+def _limit(tests: dict[str, Any], key: str, parse: Callable[[Any], int]) -> int | None:
+    if key not in tests:
+        return None
+    try:
+        return parse(tests[key])
+    except BadLimit as exc:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.{key}' {exc}") from None
 
 
 def _no_unknown(table: dict[str, Any], known: set[str], prefix: str) -> None:

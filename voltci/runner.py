@@ -29,6 +29,7 @@ from voltci.models import Build, Counts, RunOutcome, Share, Status
 from voltci.queue import Work, current_job_connection, current_runner_id, start_shards
 from voltci.sharding import partition
 from voltci.logstream import LogPump
+from voltci.sandbox import out_dir
 from voltci.steps import Splitter, run_steps
 from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
 from voltci.worker import heartbeat_in_parent
@@ -129,7 +130,7 @@ def _run_in_workspace(conn: redis.Redis, build: Build, settings: Settings, owned
             pump = LogPump(conn, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
                            settings.log_max_bytes) if stream_log else None
             outcome = run_steps(workspace.tree, workspace.scratch, build.repo, settings,
-                                owned.check(workspace.scratch / RESULTS_FILE, pump), run_id, split=split, only=only)
+                                owned.check(out_dir(workspace.scratch) / RESULTS_FILE, pump), run_id, split=split, only=only)
             try:
                 if pump is not None and owned.owns():
                     pump.finish()

@@ -2,8 +2,9 @@
 environment, run its setup steps, run its tests (unittest discovery, or its own command and the JUnit
 file that command writes), and run failed tests again on their own to tell flaky ones.
 
-Every step runs in a process group of its own under one time budget, its output appended to the
-build's log; every way a step can go wrong ends the build with a status and a reason.
+Every step runs in the build's sandbox (sandbox.py), under its limits, in a process group of its own
+and under one time budget, its output appended to the build's log; every way a step can go wrong
+ends the build with a status and a reason.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import shlex
 from pathlib import Path
 from typing import Callable
 
-from voltci import junitxml, project
+from voltci import junitxml, project, untrusted
 from voltci.config import Settings
 from voltci.environments import EnvironmentUnavailable, environment
+from voltci.limits import Limits
 from voltci.models import Counts, Outcome, RunOutcome, Share, Status, TestResult
-from voltci.testrun import (OUTPUT_FILE, Budget, Discovery, ProcessEnd, strip_workspace, apply_stop, count,
-                            parse_results, read_tail, run_process, run_tests, scrubbed_environment,
-                            unittest_command)
+from voltci.sandbox import Sandbox, SandboxUnavailable
+from voltci.testrun import (OUTPUT_FILE, Budget, Discovery, ProcessEnd, apply_stop, count, parse_results, read_tail,
+                            run_process, run_tests, strip_workspace, unittest_command)
 
 MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky tests
 _REPEAT_SUFFIX = re.compile(r" \[\d+\]$")
@@ -49,30 +51,32 @@ def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_s
         with environment(settings.workspace_dir, repo, tree, config.python, with_pip=bool(config.setup),
                          wait_s=budget.timeout_s) as env:
             _say(log_path, f"[volt: {'reusing' if env.reused else 'made'} the environment {env.path}]")
-            variables = env.variables(scrubbed_environment())
+            box = Sandbox.for_build(tree, scratch, env.python, build_limits(settings, config, log_path),
+                                    enabled=settings.sandbox, venv=env.path, pass_env=settings.pass_env)
+            _say(log_path, f"[volt: {box.with_network(config.network).describe()}]")
             for number, step in enumerate(config.setup, 1):
                 _say(log_path, f"$ {shlex.join(step)}")
-                end = run_process(step, tree, log_path, budget, should_stop, run_id, variables)
+                end = run_process(step, tree, log_path, budget, should_stop, run_id, box)
                 failed = _setup_failure(end, number, step)
                 if end.stopped or failed:
                     tail = read_tail(log_path, settings.log_tail_lines)
                     return apply_stop(RunOutcome(Status.ERROR, [], Counts(), failed, tail), end, budget)
+            box = box.with_network(config.network)
             if config.command:
-                return _run_command(config, tree, log_path, budget, should_stop, run_id, variables, settings)
+                return _run_command(config, tree, log_path, budget, should_stop, run_id, box, settings)
             plan = Discovery(config.start_dir, config.pattern, config.top_level_dir)
             if split is not None and only is None:
                 only = split(lambda: _list_tests(tree, scratch, plan, str(env.python), budget, should_stop, run_id,
-                                                 variables))
+                                                 box))
             share_file = None
             if only is not None:
-                share_file = scratch / "shard-tests.txt"
+                share_file = box.out / "shard-tests.txt"
                 share_file.write_text("\n".join(only.ids) + "\n", encoding="utf-8")
                 _say(log_path, f"[volt: this shard runs every test but the other shards' {len(only.ids)}]"
                      if only.exclude else f"[volt: this shard runs {len(only.ids)} test(s)]")
             _say(log_path, f"$ python -m unittest discover -s {plan.start_dir} -p '{plan.pattern}'")
-            outcome = run_tests(tree, scratch, plan, budget.timeout_s, python=str(env.python),
+            outcome = run_tests(tree, box, plan, budget, log_path, python=str(env.python),
                                 tail_lines=settings.log_tail_lines, should_stop=should_stop, run_id=run_id,
-                                env=variables, budget=budget,
                                 only_file=share_file if only is not None and not only.exclude else None,
                                 except_file=share_file if only is not None and only.exclude else None)
             if only is not None and outcome.status is Status.ERROR and outcome.reason == "no tests found":
@@ -80,26 +84,41 @@ def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_s
             retries = config.retries if config.retries is not None else settings.retries
             if outcome.status is Status.FAILED and retries:
                 outcome = _retry_failed(outcome, tree, scratch, plan, str(env.python), budget, should_stop, run_id,
-                                        variables, retries)
+                                        box, retries)
             return outcome
-    except EnvironmentUnavailable as exc:
+    except (EnvironmentUnavailable, SandboxUnavailable) as exc:
         _say(log_path, f"[volt: {exc}]")
         return _error(str(exc))
 
 
+def build_limits(settings: Settings, config: project.ProjectConfig, log_path: Path) -> Limits:
+    """The build's limits: the repository's own where it sets them, never above the runner's."""
+    runner = Limits.of_runner(settings.build_memory, settings.build_processes)
+    memory = min(config.memory_bytes or runner.memory_bytes, runner.memory_bytes)
+    processes = min(config.processes or runner.processes, runner.processes)
+    if (config.memory_bytes or 0) > runner.memory_bytes or (config.processes or 0) > runner.processes:
+        _say(log_path, f"[volt: {project.FILE_NAME} asks for more than this runner allows; the build gets "
+                       f"{Limits(memory, processes).describe()}]")
+    return Limits(memory, processes)
+
+
 def _list_tests(tree: Path, scratch: Path, plan: Discovery, python: str, budget: Budget, should_stop: StopCheck,
-                run_id: str, variables: dict[str, str]) -> list[str]:
+                run_id: str, box: Sandbox) -> list[str]:
     """The ids discovery finds, without running them (empty when discovery fails: the run says why)."""
-    listing = scratch / "test-ids.jsonl"
+    listing = box.out / "test-ids.jsonl"
     end = run_process(unittest_command(python, listing, plan, list_only=True), tree, scratch / "listing.log", budget,
-                      should_stop, run_id, variables)
+                      should_stop, run_id, box)
     if end.returncode != 0:
         return []
     ids = []
-    for line in listing.read_text(encoding="utf-8").splitlines():
+    try:
+        lines = untrusted.read_text(listing, box.out).splitlines()
+    except OSError:
+        return []
+    for line in lines:
         try:
             ids.append(json.loads(line)["id"])
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError):
             return []
     return ids
 
@@ -113,18 +132,18 @@ def _setup_failure(end: ProcessEnd, number: int, step: list[str]) -> str:
 
 
 def _run_command(config: project.ProjectConfig, tree: Path, log_path: Path, budget: Budget, should_stop: StopCheck,
-                 run_id: str, variables: dict[str, str], settings: Settings) -> RunOutcome:
+                 run_id: str, box: Sandbox, settings: Settings) -> RunOutcome:
     """The project's own test command; per-test results from the JUnit file it writes."""
     assert config.command is not None and config.junit is not None
     junit = tree / config.junit
     junit.unlink(missing_ok=True)  # a report committed to the repository is not this run's
     _say(log_path, f"$ {shlex.join(config.command)}")
-    end = run_process(config.command, tree, log_path, budget, should_stop, run_id, variables)
+    end = run_process(config.command, tree, log_path, budget, should_stop, run_id, box)
     tail = read_tail(log_path, settings.log_tail_lines)
     if end.not_started:
         return _error(f"the test command could not start: {end.not_started}", tail)
     try:
-        tests = junitxml.read(junit)
+        tests = junitxml.read(junit, tree)
     except junitxml.JUnitError as exc:
         how = "was stopped" if end.stopped else f"exited with status {end.returncode}"
         return apply_stop(_error(f"the test command {how} and left no usable results: {exc}", tail), end, budget)
@@ -144,7 +163,7 @@ def _run_command(config: project.ProjectConfig, tree: Path, log_path: Path, budg
 
 
 def _retry_failed(outcome: RunOutcome, tree: Path, scratch: Path, plan: Discovery, python: str, budget: Budget,
-                  should_stop: StopCheck, run_id: str, variables: dict[str, str], retries: int) -> RunOutcome:
+                  should_stop: StopCheck, run_id: str, box: Sandbox, retries: int) -> RunOutcome:
     """Run each failed test again on its own, up to `retries` times; one that passes is `flaky`."""
     failing = sorted({_REPEAT_SUFFIX.sub("", t.subtest_of or t.id) for t in outcome.tests
                       if t.outcome in (Outcome.FAILED, Outcome.ERROR)})
@@ -153,10 +172,10 @@ def _retry_failed(outcome: RunOutcome, tree: Path, scratch: Path, plan: Discover
     log_path = scratch / OUTPUT_FILE
     remaining, flaky = set(failing), {}
     for attempt in range(1, retries + 1):
-        results_path = scratch / f"retry-{attempt}.jsonl"
+        results_path = box.out / f"retry-{attempt}.jsonl"
         _say(log_path, f"[volt: running {len(remaining)} failed test(s) again on their own (retry {attempt})]")
         end = run_process(unittest_command(python, results_path, plan, sorted(remaining)), tree, log_path, budget,
-                          should_stop, run_id, variables)
+                          should_stop, run_id, box)
         if end.stopped:
             return apply_stop(outcome, end, budget)
         rerun = parse_results(results_path, end.returncode).tests

@@ -1,9 +1,11 @@
-"""Runs a checked-out commit's tests in a process group of its own and turns them into results.
+"""Runs a build's processes — its steps and its tests — and turns the tests into results.
 
-Called by the runner. The test process gets a scrubbed environment (no Volt, Redis or rq settings),
-no standard input, and a deadline: when it passes, the whole process group is killed, so children
-and grandchildren of the tests go too. Per-test results come from the collector's JSON lines, so
-the tests that finished before a hang or a crash are kept.
+Called by the runner. Every process runs inside the build's sandbox (sandbox.py) under its limits
+(limits.py), in a session and process group of its own, with an allowlisted environment, no
+standard input, and a deadline: when it passes, or the build is cancelled, the whole process group
+is killed, then every process that still carries the run's mark and whatever is left in the step's
+cgroup, so children, grandchildren and daemons of the tests go too. Per-test results come from the
+collector's JSON lines, so the tests that finished before a hang or a crash are kept.
 """
 
 from __future__ import annotations
@@ -19,18 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from voltci import collector, procs
+from voltci import collector, limits, procs, untrusted
+from voltci.limits import human_size
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.sandbox import Sandbox
 
-SCRUBBED_PREFIXES = ("VOLT_", "REDIS", "RQ_")
 # Every process of a test run carries this variable, naming the process that owns the run, so what
 # escapes the process group (a daemon) or outlives a killed runner can still be found and stopped.
 TEST_RUN_ENV = "VOLTCI_RUN"
 KILL_GRACE_S = 2.0
 PR_SET_PDEATHSIG = 1
 POLL_INTERVAL_S = 0.1
-RESULTS_FILE = "results.jsonl"
-OUTPUT_FILE = "output.log"
+RESULTS_FILE = "results.jsonl"  # in the sandbox's `out` directory
+OUTPUT_FILE = "output.log"  # in the scratch directory, out of the build's reach
 
 
 class LineCounter:
@@ -42,10 +45,8 @@ class LineCounter:
         self.lines = 0
 
     def count(self) -> int:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read()
+        try:  # the file is the build's: never follow a link it put there
+            data = untrusted.read_bytes(self.path, self.path.parent, offset=self.offset)
         except OSError:
             return self.lines
         self.offset += len(data)
@@ -60,14 +61,6 @@ class Discovery:
     start_dir: str = "."
     pattern: str = "test*.py"
     top_level_dir: str | None = None
-
-
-def scrubbed_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for test processes: ours minus anything that names Volt's Redis or settings."""
-    environ = dict(os.environ if environ is None else environ)
-    env = {k: v for k, v in environ.items() if not k.upper().startswith(SCRUBBED_PREFIXES)}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def run_marker(run_id: str) -> str:
@@ -131,6 +124,9 @@ class ProcessEnd:
     returncode: int | None
     stopped: str | None = None  # "timeout", or the reason should_stop gave
     not_started: str = ""
+    memory_limit: int | None = None  # the limit the process ran under
+    out_of_memory: bool = False  # the kernel killed a process of it at that limit
+    limit_raises: bool = False  # under that limit, an allocation fails with MemoryError (rlimits)
 
 
 @dataclass(frozen=True)
@@ -150,39 +146,60 @@ class Budget:
 
 
 def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
-                should_stop: Callable[[], str | None], run_id: str,
-                env: dict[str, str] | None = None) -> ProcessEnd:
-    """Run `argv` in a session and process group of its own, its output appended to `log_path`, until
-    it ends, the budget runs out or `should_stop` says why to stop; then kill what it left behind."""
+                should_stop: Callable[[], str | None], run_id: str, box: Sandbox) -> ProcessEnd:
+    """Run `argv` in `box`, in a session and process group of its own, under the box's limits, its
+    output appended to `log_path`, until it ends, the budget runs out or `should_stop` says why to stop;
+    then kill what it left behind."""
     marker = run_marker(run_id)
-    with open(log_path, "ab") as log:
-        try:
-            proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**(env if env is not None else scrubbed_environment()), TEST_RUN_ENV: marker},
-                                    start_new_session=True, preexec_fn=_die_with_parent)
-        except FileNotFoundError:
-            return ProcessEnd(None, not_started=f"command not found: '{argv[0]}'")
-        except OSError as exc:
-            return ProcessEnd(None, not_started=f"cannot start '{argv[0]}': {exc.strerror or exc}")
-        stopped = None
-        try:
-            while True:
-                try:
-                    proc.wait(timeout=POLL_INTERVAL_S)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-                if budget.expired:
-                    stopped = "timeout"
-                    break
-                stopped = should_stop()
-                if stopped:
-                    break
-        finally:
-            # Also reaps what the process left behind after a normal exit, in its group or not.
+    try:
+        confined = limits.best().confine(box.limits) if box.limits is not None else None
+    except OSError as exc:
+        return ProcessEnd(None, not_started=f"cannot apply the build's limits: {exc}")
+
+    def before_exec() -> None:
+        _die_with_parent()
+        if confined is not None:
+            confined.enter()
+
+    proc = None
+    try:
+        missing = box.missing(argv[0], cwd)
+        if missing:
+            return ProcessEnd(None, not_started=missing)
+        with open(log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(box.command(argv, cwd), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
+                                        stderr=subprocess.STDOUT, env={**box.variables, TEST_RUN_ENV: marker},
+                                        start_new_session=True, preexec_fn=before_exec)
+            except (OSError, subprocess.SubprocessError) as exc:
+                return ProcessEnd(None, not_started=f"cannot start '{argv[0]}': {getattr(exc, 'strerror', None) or exc}")
+            stopped = _supervise(proc, budget, should_stop)
+    finally:
+        # Also reaps what the process left behind after a normal exit, in its group or not.
+        if proc is not None:
             kill_group(proc)
-            kill_marked(marker)
-    return ProcessEnd(proc.returncode, stopped)
+        kill_marked(marker)
+        out_of_memory = confined is not None and confined.out_of_memory()
+        if confined is not None:
+            confined.close()
+    return ProcessEnd(box.returncode(proc.returncode), stopped,
+                      memory_limit=box.limits.memory_bytes if box.limits is not None else None,
+                      out_of_memory=out_of_memory, limit_raises=confined is not None and confined.raises_memory_error)
+
+
+def _supervise(proc: subprocess.Popen, budget: Budget, should_stop: Callable[[], str | None]) -> str | None:
+    """Wait for `proc` to end; why Volt stopped it, if it did."""
+    while True:
+        try:
+            proc.wait(timeout=POLL_INTERVAL_S)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        if budget.expired:
+            return "timeout"
+        stopped = should_stop()
+        if stopped:
+            return stopped
 
 
 def unittest_command(python: str, results_path: Path, plan: Discovery, test_ids: list[str] | None = None,
@@ -205,25 +222,22 @@ def unittest_command(python: str, results_path: Path, plan: Discovery, test_ids:
 
 def run_tests(
     workdir: Path,
-    scratch: Path,
+    box: Sandbox,
     plan: Discovery,
-    timeout_s: float,
+    budget: Budget,
+    log_path: Path,
     python: str = sys.executable,
     tail_lines: int = 60,
     should_stop: Callable[[], str | None] = lambda: None,
     run_id: str = "tests",
-    env: dict[str, str] | None = None,
-    budget: Budget | None = None,
     only_file: Path | None = None,
     except_file: Path | None = None,
 ) -> RunOutcome:
-    """Run unittest discovery in `workdir` (only the ids in `only_file`, for a shard); `scratch`
-    (outside the tree) holds the result file and log."""
-    results_path = scratch / RESULTS_FILE
-    log_path = scratch / OUTPUT_FILE
-    budget = budget or Budget(timeout_s)
+    """Run unittest discovery in `workdir` inside `box` (only the ids in `only_file`, for a shard, or
+    all but those in `except_file`); the results land in the box's `out` directory."""
+    results_path = box.out / RESULTS_FILE
     end = run_process(unittest_command(python, results_path, plan, only_file=only_file, except_file=except_file),
-                      workdir, log_path, budget, should_stop, run_id, env)
+                      workdir, log_path, budget, should_stop, run_id, box)
     if end.not_started:
         return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {end.not_started}")
     tail = read_tail(log_path, tail_lines)
@@ -233,14 +247,26 @@ def run_tests(
 
 
 def apply_stop(outcome: RunOutcome, end: ProcessEnd, budget: Budget) -> RunOutcome:
-    """A run Volt stopped ends `timeout` or `cancelled`, whatever its tests said so far."""
+    """A run Volt stopped ends `timeout` or `cancelled`, whatever its tests said so far; one that met
+    its memory limit says so, and does not pass."""
     if end.stopped == "timeout":
         outcome.status = Status.TIMEOUT
         outcome.reason = budget.reason
     elif end.stopped:
         outcome.status = Status.CANCELLED
         outcome.reason = end.stopped
+    elif end.memory_limit is not None and (end.out_of_memory or end.limit_raises and _memory_errors(outcome)):
+        what = ("the kernel killed a process of it" if end.out_of_memory
+                else "a test raised MemoryError")
+        said = f"the build hit its memory limit of {human_size(end.memory_limit)} ({what})"
+        if outcome.status is Status.PASSED:
+            outcome.status = Status.ERROR
+        outcome.reason = f"{said}; {outcome.reason}" if outcome.reason else said
     return outcome
+
+
+def _memory_errors(outcome: RunOutcome) -> bool:
+    return any(t.outcome in (Outcome.FAILED, Outcome.ERROR) and "MemoryError" in t.message for t in outcome.tests)
 
 
 def strip_workspace(outcome: RunOutcome, workdir: Path) -> None:
@@ -271,8 +297,8 @@ def parse_results(results_path: Path, returncode: int | None, log_tail: str = ""
     summary = None
     discovery_error = None
     seen: dict[str, int] = {}
-    try:
-        lines = results_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    try:  # the build wrote this file: never follow a link it put there
+        lines = untrusted.read_text(results_path, results_path.parent).splitlines()
     except OSError:
         lines = []
     for line in lines:

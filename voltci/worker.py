@@ -7,7 +7,9 @@
 - a bound on that: a runner that cannot reach Redis for `redis_outage_limit` seconds stops its build
   (it has been given to another runner by then), says so in one line and exits with status 75, for
   its supervisor (systemd, `volt up`) to start it again;
-- reaping the test processes that a killed runner on this host left behind.
+- reaping the test processes that a killed runner on this host left behind;
+- saying at start how builds are sandboxed and limited, and refusing to start when this host cannot
+  sandbox them (unless the runner is started with `sandbox = false`).
 
 Start it as `volt worker`, or as `rq worker -w voltci.worker.VoltWorker --url URL volt`. A plain
 `rq worker` also runs builds correctly: the build then keeps the runner's key alive itself.
@@ -29,10 +31,13 @@ from rq.job import Job
 from voltci.config import Settings, load_settings
 from voltci.connection import decoded
 from voltci.heartbeat import Heartbeat, RunnerBeat
+from voltci.limits import Limits
 from voltci.queue import build_of
+from voltci.sandbox import SandboxUnavailable, describe_runner
 from voltci.testrun import reap_orphaned_tests
 
 EXIT_REDIS_LOST = 75  # EX_TEMPFAIL: try again later
+EXIT_NO_SANDBOX = 78  # EX_CONFIG: starting again will not help until the host or the settings change
 REAP_EVERY_S = 5.0
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
@@ -59,6 +64,7 @@ class VoltWorker(Worker):
         global _heartbeat_in_parent
         _heartbeat_in_parent = True
         settings = self.volt_settings
+        self._say_how_builds_are_walled_in()
         self._reap()
         self._heartbeat = Heartbeat(decoded(self.connection), RunnerBeat(name=self.name, queues=self.queue_names()),
                                     settings.heartbeat, settings.heartbeat_ttl,
@@ -67,6 +73,17 @@ class VoltWorker(Worker):
             return super().work(*args, **kwargs)
         finally:
             self._heartbeat.stop()
+
+    def _say_how_builds_are_walled_in(self) -> None:
+        """One line at start: how builds are sandboxed and limited here; or, when this host cannot
+        sandbox them and the runner was not told to build without, why not, and exit."""
+        settings = self.volt_settings
+        try:
+            said = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes))
+        except SandboxUnavailable as exc:
+            print(f"volt worker {self.name}: refusing to run builds: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_NO_SANDBOX) from None
+        print(f"volt worker {self.name}: {said}", file=sys.stderr, flush=True)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         work = build_of(job)
