@@ -16,6 +16,10 @@ to print a ratio from a single run. It prints a table and one closing line of fi
 - dispatch: trivial builds per second through Volt ÷ rq jobs per second that run the same trivial
   suite in a subprocess, one worker each, same Redis (goal ≥ 0.5);
 - observer: one poll of a repository with nothing new ÷ `git ls-remote` of it (goal ≤ 2).
+
+Builds run sandboxed (the default), so the build overhead includes the sandbox; its own cost is also
+printed: one build step (`python -c pass` under the build's limits) in its bubblewrap sandbox and
+without, alternately, as the difference of the medians in milliseconds.
 """
 
 from __future__ import annotations
@@ -43,9 +47,12 @@ from table import print_table  # noqa: E402
 from voltci import keys, results  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.git import Mirror, git  # noqa: E402
+from voltci.limits import Limits  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
 from voltci.procs import descendants, kill_all  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
+from voltci.sandbox import Sandbox  # noqa: E402
+from voltci.testrun import Budget, run_process  # noqa: E402
 from voltci.workspace import checkout, host_dir  # noqa: E402
 
 WAIT_S = 900.0
@@ -159,6 +166,24 @@ def bench_overhead(volt: Volt, repo: Path, name: str, runs: int) -> tuple[list[f
         bare.append(timed(lambda: subprocess.run([sys.executable, "-m", "unittest", "discover"], cwd=clone,
                                                  capture_output=True, timeout=WAIT_S)))
     return ours, bare
+
+
+def bench_sandbox_step(work: Path, runs: int) -> tuple[list[float], list[float]]:
+    """One trivial step run in a build's sandbox and without one, alternately, same limits."""
+    tree, scratch = work / "step-tree", work / "step-scratch"
+    tree.mkdir(parents=True)
+    limits = Limits.of_runner("50%", 4096)
+    walled = Sandbox.for_build(tree, scratch, Path(sys.executable), limits)
+    bare = Sandbox.for_build(tree, scratch, Path(sys.executable), limits, enabled=False)
+    step = [sys.executable, "-c", "pass"]
+
+    def run(box: Sandbox) -> float:
+        return timed(lambda: run_process(step, tree, scratch / "step.log", Budget(60), lambda: None, "bench", box))
+    inside, outside = [], []
+    for _ in range(runs):
+        inside.append(run(walled))
+        outside.append(run(bare))
+    return inside, outside
 
 
 def bench_checkout(work: Path, repo: Path, runs: int) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -308,6 +333,7 @@ def main() -> None:
             finally:
                 volt.stop()
             checkout_times = bench_checkout(work, repo, max(args.runs, 6))
+            step_times = bench_sandbox_step(work, max(args.runs, 20))
             observer_times = bench_observer(work, server, repo, max(args.runs, 10))
             dispatch = bench_dispatch(work, server, args.builds)
             sharding = None if args.skip_sharding else bench_sharding(work, server, repo, args.runs)
@@ -322,11 +348,14 @@ def main() -> None:
             "observer": median_ratio(*observer_times),
         }
         ms = lambda values: f"{statistics.median(values) * 1000:.0f} ms"  # noqa: E731
+        sandbox_ms = (statistics.median(step_times[0]) - statistics.median(step_times[1])) * 1000
         rows = [
             ("suite / history", f"{args.package}, {args.history} commits added"),
             ("push → result with volt notify, median", ms(overhead[0])),
             ("bare python -m unittest discover, median", ms(overhead[1])),
             ("  build overhead ratio (goal ≤ 1.15)", f"{ratios['overhead']:.2f}"),
+            ("one step (python -c pass) in its sandbox / without, median", f"{ms(step_times[0])} / {ms(step_times[1])}"),
+            ("  the sandbox's own cost per step", f"{sandbox_ms:.1f} ms"),
             ("Volt workspace preparation, median", ms(ours)),
             ("git worktree add / reused checkout -f + clean, median", f"{ms(added)} / {ms(reuse)}"),
             ("fresh git clone --no-local + checkout, median", ms(cloned)),
@@ -342,7 +371,7 @@ def main() -> None:
             ("runs per figure", str(args.runs)),
         ]
         print_table(rows)
-        print(f"fast: overhead {ratios['overhead']:.2f}, checkout {ratios['checkout']:.2f} "
+        print(f"fast: overhead {ratios['overhead']:.2f} (sandboxed; {sandbox_ms:.1f} ms a step), checkout {ratios['checkout']:.2f} "
               f"({ratios['checkout_vs_clone']:.3f} of a clone), sharding {ratios['sharding']:.2f}, "
               f"dispatch {ratios['dispatch']:.2f}, observer {ratios['observer']:.2f} (medians of {args.runs})")
     finally:

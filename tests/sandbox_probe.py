@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 PROBE_TESTS = r'''
-import json, os, signal, socket, sys, unittest
+import json, os, signal, socket, subprocess, sys, unittest
 from pathlib import Path
 
 PROBE = json.loads(Path(__file__).resolve().parent.parent.joinpath("probe.json").read_text())
@@ -71,6 +71,9 @@ class WaysOut(unittest.TestCase):
     def test_workspace_dir_shows_nothing_but_this_build(self):
         out = os.path.dirname(os.path.abspath(sys.argv[sys.argv.index("--out") + 1]))
         own = (os.getcwd(), sys.prefix, os.environ["HOME"], out)
+        if os.path.exists(".git"):  # and the repository's own mirror, read-only
+            own += (subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+                                   capture_output=True, text=True, timeout=60).stdout.strip(),)
         seen = []
         for root, dirs, files in os.walk(PROBE["workspace_dir"]):
             if root.startswith(own):
@@ -93,6 +96,15 @@ class WaysOut(unittest.TestCase):
                 fh.write("gitdir: /tmp/evil\n")
         with self.assertRaises(OSError):
             os.remove(".git")
+
+    def test_git_reads_its_history_but_not_the_remote(self):
+        if not os.path.exists(".git"):
+            return  # a tree that is no checkout (the in-process runs): nothing to read
+        run = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True, timeout=60)
+        self.assertEqual(run("log", "-1", "--format=%s").stdout.strip(), "what to look for")
+        self.assertEqual(run("config", "--get", "remote.origin.url").stdout, "")
+        self.assertNotEqual(run("tag", "escaped").returncode, 0)
+        self.assertNotEqual(run("config", "core.fsmonitor", "touch /tmp/escaped").returncode, 0)
 
     def test_ordinary_writes_in_the_tree_and_tmp_work(self):
         Path("made-by-test.txt").write_text("ok")

@@ -37,7 +37,8 @@ PROBE_IDS = {f"tests.test_ways_out.WaysOut.{name}" for name in (
     "test_redis_refuses_without_the_password", "test_secret_in_the_runner_home_is_unreadable",
     "test_volt_config_is_unreadable", "test_other_repository_tree_is_unreadable",
     "test_workspace_dir_shows_nothing_but_this_build", "test_writes_outside_stay_inside",
-    "test_link_to_the_mirror_is_read_only", "test_ordinary_writes_in_the_tree_and_tmp_work")}
+    "test_link_to_the_mirror_is_read_only", "test_git_reads_its_history_but_not_the_remote",
+    "test_ordinary_writes_in_the_tree_and_tmp_work")}
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ A commit is code that anyone with push access wrote. Inside its sandbox it has:
   virtual environment and a directory for its results, read-write; a private `/tmp` and an empty
   private `HOME`. Nothing else: not the runner's home, not the workspace dir with the other
   builds' trees and environments, not Volt's config or environment files. The tree's `.git` (the
-  link to the host's mirror) is read-only, so a build cannot point the next checkout elsewhere;
+  link to the host's mirror) and the mirror itself are read-only, so `git describe` and
+  setuptools-scm work and a build cannot point the next checkout elsewhere; the mirror's config is
+  shown without its remote URLs, which may carry credentials;
 - an environment made from an allowlist (locale, proxies, the package installers' settings), never
   a copy of the runner's, so Volt's settings and credentials are not in it;
 - no capabilities, a user namespace, and the network only where the step needs it: setup steps have
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
-from voltci import collector
+from voltci import collector, untrusted
 from voltci.limits import Limits
 from voltci.limits import best as limits_mechanism
 
@@ -105,6 +107,31 @@ def out_dir(scratch: Path) -> Path:
     return scratch / "out"
 
 
+def git_metadata(tree: Path, scratch: Path) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """The mirror a worktree belongs to, to show read-only, and an overlay of its config without the
+    remote URLs; nothing when `tree` is no worktree of a mirror."""
+    link = tree / ".git"
+    try:
+        text = untrusted.read_text(link, tree, 4096) if link.is_file() else ""
+    except OSError:
+        return [], []
+    if not text.startswith("gitdir: "):
+        return [], []
+    admin = Path(text[len("gitdir: "):].strip())
+    try:
+        common = (admin / "commondir").read_text().strip()
+    except OSError:
+        return [], []
+    mirror = Path(os.path.normpath(admin / common))
+    config = mirror / "config"
+    if not (mirror / "objects").is_dir() or not config.is_file():
+        return [], []
+    shown = scratch / "git-config"
+    shown.write_text("".join(line for line in config.read_text(errors="replace").splitlines(keepends=True)
+                             if not line.strip().lower().startswith(("url", "pushurl"))))
+    return [mirror], [(shown, config)]
+
+
 def interpreter_roots(python: Path) -> list[Path]:
     """The directories an interpreter needs to run, outside the system's: its installation prefix (a
     pyenv version, say, not the home it lies in), and the virtual environment it belongs to, if any."""
@@ -139,6 +166,7 @@ class Sandbox:
     tmp: Path | None = None
     network: bool = True
     variables: dict[str, str] = field(default_factory=dict)
+    overlays: tuple[tuple[Path, Path], ...] = ()  # (host file, where it shows) read-only, over the rest
 
     @classmethod
     def for_build(cls, tree: Path, scratch: Path, python: Path, limits: Limits | None, enabled: bool = True,
@@ -149,9 +177,11 @@ class Sandbox:
         for path in (home, tmp, out):
             path.mkdir(parents=True, exist_ok=True)
         bwrap = checked_bwrap()[0] if enabled else None
-        readable = tuple(dict.fromkeys([*interpreter_roots(python), Path(collector.__file__)]))
+        mirror, overlays = git_metadata(tree, scratch)
+        readable = tuple(dict.fromkeys([*interpreter_roots(python), Path(collector.__file__), *mirror]))
         variables = build_environment(home, Path("/tmp") if enabled else tmp, venv, pass_env=pass_env)
-        return cls(bwrap, tree, limits, (out, *([venv] if venv else [])), readable, home, tmp, True, variables)
+        return cls(bwrap, tree, limits, (out, *([venv] if venv else [])), readable, home, tmp, True, variables,
+                   overlays)
 
     def with_network(self, network: bool) -> "Sandbox":
         return replace(self, network=network)
@@ -184,6 +214,8 @@ class Sandbox:
                 args += ["--ro-bind", str(self.tree / ".git"), str(self.tree / ".git")]
         for path in [*self.writable, *([self.home] if self.home else [])]:
             args += ["--bind", str(path), str(path)]
+        for source, shown in self.overlays:
+            args += ["--ro-bind", str(source), str(shown)]
         return [*args, "--chdir", str(cwd), "--", *argv]
 
     def missing(self, program: str, cwd: Path) -> str:
