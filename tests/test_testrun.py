@@ -17,7 +17,8 @@ from unittest_oracle import run_unittest
 from voltci.limits import Limits
 from voltci.models import Status
 from voltci.sandbox import Sandbox, build_environment
-from voltci.testrun import OUTPUT_FILE, Budget, Discovery, run_tests
+from voltci.suites import Discovery
+from voltci.testrun import OUTPUT_FILE, Budget, run_tests
 
 
 def write_tree(root: Path, *file_sets: dict[str, str]) -> Path:

@@ -8,6 +8,8 @@ the runner turns into a build `error` — never a crash of the runner.
     setup = [["python", "-m", "pip", "install", "-e", "."]]
     command = ["python", "-m", "pytest", "-q", "--junitxml", "report.xml"]
     junit = "report.xml"                # where `command` writes per-test results
+    runner = "pytest"                   # or "unittest" (discovery, below)
+    args = ["-q", "tests"]              # pytest's arguments, as the maintainers give them
     # or unittest discovery (the default when there is no command):
     start_dir = "tests"
     top_level_dir = "."
@@ -34,7 +36,8 @@ MAX_SIZE = 64 * 1024
 PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
 TOP_KEYS = {"python", "tests"}
 TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries", "network",
-             "memory", "processes"}
+             "memory", "processes", "runner", "args"}
+RUNNERS = ("pytest", "unittest")
 MAX_RETRIES = 5
 
 
@@ -56,6 +59,8 @@ class ProjectConfig:
     network: bool = True  # for the tests; setup steps always have it
     memory_bytes: int | None = None  # None: the runner's build_memory
     processes: int | None = None  # None: the runner's build_processes
+    runner: str | None = None  # "pytest" or "unittest"; None: as detected
+    args: list[str] = field(default_factory=list)  # pytest's arguments
 
 
 def load(tree: Path) -> ProjectConfig:
@@ -107,6 +112,16 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
     if not isinstance(network, bool):
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.network' must be true or false, got {network!r}")
     memory_bytes, processes = _limit(tests, "memory", parse_size), _limit(tests, "processes", parse_processes)
+    runner = tests.get("runner")
+    if runner is not None and runner not in RUNNERS:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.runner' must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    args = tests.get("args", [])
+    if not (isinstance(args, list) and all(isinstance(a, str) for a in args)):
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.args' must be a list of strings, got {args!r}")
+    if args and runner != "pytest":
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.args' are pytest's arguments: it needs runner = \"pytest\"")
+    if runner is not None and command is not None:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.runner' and 'tests.command' exclude each other")
     pattern = tests.get("pattern", "test*.py")
     if not isinstance(pattern, str) or not pattern or "/" in pattern:
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.pattern' must be a file name pattern, got {pattern!r}")
@@ -116,6 +131,7 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
         command=command, junit=junit,
         start_dir=_relative_path(tests, "start_dir") or ".", top_level_dir=_relative_path(tests, "top_level_dir"),
         pattern=pattern, retries=retries, network=network, memory_bytes=memory_bytes, processes=processes,
+        runner=runner, args=list(args),
     )
 
 

@@ -33,9 +33,10 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
-from voltci import collector, untrusted
+from voltci import untrusted
 from voltci.limits import Limits
 from voltci.limits import best as limits_mechanism
+from voltci.suites import COLLECTORS
 
 ENV_BWRAP = "VOLT_BWRAP"
 PROBE_TIMEOUT_S = 20.0
@@ -178,7 +179,7 @@ class Sandbox:
             path.mkdir(parents=True, exist_ok=True)
         bwrap = checked_bwrap()[0] if enabled else None
         mirror, overlays = git_metadata(tree, scratch)
-        readable = tuple(dict.fromkeys([*interpreter_roots(python), Path(collector.__file__), *mirror]))
+        readable = tuple(dict.fromkeys([*interpreter_roots(python), *COLLECTORS, *mirror]))
         variables = build_environment(home, Path("/tmp") if enabled else tmp, venv, pass_env=pass_env)
         return cls(bwrap, tree, limits, (out, *([venv] if venv else [])), readable, home, tmp, True, variables,
                    overlays)

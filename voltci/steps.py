@@ -21,11 +21,12 @@ from voltci.environments import EnvironmentUnavailable, environment
 from voltci.limits import Limits
 from voltci.models import Counts, Outcome, RunOutcome, Share, Status, TestResult
 from voltci.sandbox import Sandbox, SandboxUnavailable
-from voltci.testrun import (OUTPUT_FILE, Budget, Discovery, ProcessEnd, apply_stop, count, parse_results, read_tail,
-                            run_process, run_tests, strip_workspace, unittest_command)
+from voltci.suites import Discovery, Pytest, Selection, Suite
+from voltci.testrun import (OUTPUT_FILE, Budget, ProcessEnd, apply_stop, count, parse_results, read_tail, run_process,
+                            run_tests, strip_workspace)
 
 MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky tests
-_REPEAT_SUFFIX = re.compile(r" \[\d+\]$")
+_REPEAT_SUFFIX = re.compile(r" \[(\d+|teardown)\]$")  # a repeated id, or pytest's teardown error
 
 StopCheck = Callable[[], str | None]
 
@@ -64,21 +65,21 @@ def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_s
             box = box.with_network(config.network)
             if config.command:
                 return _run_command(config, tree, log_path, budget, should_stop, run_id, box, settings)
-            plan = Discovery(config.start_dir, config.pattern, config.top_level_dir)
+            plan = suite_of(config)
             if split is not None and only is None:
                 only = split(lambda: _list_tests(tree, scratch, plan, str(env.python), budget, should_stop, run_id,
                                                  box))
-            share_file = None
+            selection = Selection()
             if only is not None:
                 share_file = box.out / "shard-tests.txt"
                 share_file.write_text("\n".join(only.ids) + "\n", encoding="utf-8")
                 _say(log_path, f"[volt: this shard runs every test but the other shards' {len(only.ids)}]"
                      if only.exclude else f"[volt: this shard runs {len(only.ids)} test(s)]")
-            _say(log_path, f"$ python -m unittest discover -s {plan.start_dir} -p '{plan.pattern}'")
+                selection = Selection(others=share_file) if only.exclude else Selection(only=share_file)
+            _say(log_path, f"$ {plan.describe()}")
             outcome = run_tests(tree, box, plan, budget, log_path, python=str(env.python),
                                 tail_lines=settings.log_tail_lines, should_stop=should_stop, run_id=run_id,
-                                only_file=share_file if only is not None and not only.exclude else None,
-                                except_file=share_file if only is not None and only.exclude else None)
+                                selection=selection)
             if only is not None and outcome.status is Status.ERROR and outcome.reason == "no tests found":
                 outcome.status, outcome.reason = Status.PASSED, ""  # a shard whose tests were all removed
             retries = config.retries if config.retries is not None else settings.retries
@@ -102,11 +103,17 @@ def build_limits(settings: Settings, config: project.ProjectConfig, log_path: Pa
     return Limits(memory, processes)
 
 
-def _list_tests(tree: Path, scratch: Path, plan: Discovery, python: str, budget: Budget, should_stop: StopCheck,
+def suite_of(config: project.ProjectConfig) -> Suite:
+    if config.runner == "pytest":
+        return Pytest(tuple(config.args))
+    return Discovery(config.start_dir, config.pattern, config.top_level_dir)
+
+
+def _list_tests(tree: Path, scratch: Path, plan: Suite, python: str, budget: Budget, should_stop: StopCheck,
                 run_id: str, box: Sandbox) -> list[str]:
-    """The ids discovery finds, without running them (empty when discovery fails: the run says why)."""
+    """The ids the suite collects, without running them (empty when that fails: the run says why)."""
     listing = box.out / "test-ids.jsonl"
-    end = run_process(unittest_command(python, listing, plan, list_only=True), tree, scratch / "listing.log", budget,
+    end = run_process(plan.command(python, listing, Selection(list_only=True)), tree, scratch / "listing.log", budget,
                       should_stop, run_id, box)
     if end.returncode != 0:
         return []
@@ -162,7 +169,7 @@ def _run_command(config: project.ProjectConfig, tree: Path, log_path: Path, budg
     return apply_stop(outcome, end, budget)
 
 
-def _retry_failed(outcome: RunOutcome, tree: Path, scratch: Path, plan: Discovery, python: str, budget: Budget,
+def _retry_failed(outcome: RunOutcome, tree: Path, scratch: Path, plan: Suite, python: str, budget: Budget,
                   should_stop: StopCheck, run_id: str, box: Sandbox, retries: int) -> RunOutcome:
     """Run each failed test again on its own, up to `retries` times; one that passes is `flaky`."""
     failing = sorted({_REPEAT_SUFFIX.sub("", t.subtest_of or t.id) for t in outcome.tests
@@ -174,12 +181,14 @@ def _retry_failed(outcome: RunOutcome, tree: Path, scratch: Path, plan: Discover
     for attempt in range(1, retries + 1):
         results_path = box.out / f"retry-{attempt}.jsonl"
         _say(log_path, f"[volt: running {len(remaining)} failed test(s) again on their own (retry {attempt})]")
-        end = run_process(unittest_command(python, results_path, plan, sorted(remaining)), tree, log_path, budget,
-                          should_stop, run_id, box)
+        again = Selection(ids=tuple(sorted(remaining)), ids_file=box.out / f"retry-{attempt}-ids.txt")
+        end = run_process(plan.command(python, results_path, again), tree, log_path, budget, should_stop, run_id, box)
         if end.stopped:
             return apply_stop(outcome, end, budget)
         rerun = parse_results(results_path, end.returncode).tests
-        passed = {t.id for t in rerun if not t.subtest_of and t.outcome is Outcome.PASSED} & remaining
+        still_failing = {_REPEAT_SUFFIX.sub("", t.subtest_of or t.id) for t in rerun
+                         if t.outcome in (Outcome.FAILED, Outcome.ERROR)}
+        passed = {t.id for t in rerun if not t.subtest_of and t.outcome is Outcome.PASSED} & remaining - still_failing
         flaky.update(dict.fromkeys(passed, attempt))
         remaining -= passed
         if not remaining:

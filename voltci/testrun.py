@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from voltci import collector, limits, procs, untrusted
+from voltci import limits, procs, untrusted
 from voltci.limits import human_size
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
 from voltci.sandbox import Sandbox
+from voltci.suites import Selection, Suite
 
 # Every process of a test run carries this variable, naming the process that owns the run, so what
 # escapes the process group (a daemon) or outlives a killed runner can still be found and stopped.
@@ -33,6 +34,8 @@ KILL_GRACE_S = 2.0
 PR_SET_PDEATHSIG = 1
 POLL_INTERVAL_S = 0.1
 RESULTS_FILE = "results.jsonl"  # in the sandbox's `out` directory
+# pytest's exit statuses that mean its run itself went wrong, not a test.
+PYTEST_TROUBLE = {3: "met an internal error", 4: "refused its command line"}
 OUTPUT_FILE = "output.log"  # in the scratch directory, out of the build's reach
 
 
@@ -52,15 +55,6 @@ class LineCounter:
         self.offset += len(data)
         self.lines += data.count(b"\n")
         return self.lines
-
-
-@dataclass(frozen=True)
-class Discovery:
-    """How to discover a commit's tests (unittest discovery's three arguments)."""
-
-    start_dir: str = "."
-    pattern: str = "test*.py"
-    top_level_dir: str | None = None
 
 
 def run_marker(run_id: str) -> str:
@@ -202,42 +196,23 @@ def _supervise(proc: subprocess.Popen, budget: Budget, should_stop: Callable[[],
             return stopped
 
 
-def unittest_command(python: str, results_path: Path, plan: Discovery, test_ids: list[str] | None = None,
-                     only_file: Path | None = None, list_only: bool = False,
-                     except_file: Path | None = None) -> list[str]:
-    command = [python, collector.__file__, "--out", str(results_path), "--start-dir", plan.start_dir,
-               "--pattern", plan.pattern]
-    if plan.top_level_dir:
-        command += ["--top-level-dir", plan.top_level_dir]
-    if test_ids:
-        command += ["--tests", *test_ids]
-    if only_file is not None:
-        command += ["--only-file", str(only_file)]
-    if except_file is not None:
-        command += ["--except-file", str(except_file)]
-    if list_only:
-        command += ["--list"]
-    return command
-
-
 def run_tests(
     workdir: Path,
     box: Sandbox,
-    plan: Discovery,
+    suite: Suite,
     budget: Budget,
     log_path: Path,
     python: str = sys.executable,
     tail_lines: int = 60,
     should_stop: Callable[[], str | None] = lambda: None,
     run_id: str = "tests",
-    only_file: Path | None = None,
-    except_file: Path | None = None,
+    selection: Selection = Selection(),
 ) -> RunOutcome:
-    """Run unittest discovery in `workdir` inside `box` (only the ids in `only_file`, for a shard, or
-    all but those in `except_file`); the results land in the box's `out` directory."""
+    """Run the suite in `workdir` inside `box` (for a shard, only what `selection` keeps); the results
+    land in the box's `out` directory."""
     results_path = box.out / RESULTS_FILE
-    end = run_process(unittest_command(python, results_path, plan, only_file=only_file, except_file=except_file),
-                      workdir, log_path, budget, should_stop, run_id, box)
+    end = run_process(suite.command(python, results_path, selection), workdir, log_path, budget, should_stop, run_id,
+                      box)
     if end.not_started:
         return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {end.not_started}")
     tail = read_tail(log_path, tail_lines)
@@ -327,13 +302,26 @@ def parse_results(results_path: Path, returncode: int | None, log_tail: str = ""
             f"signal {-returncode}" if returncode is not None else "no exit status"
         return RunOutcome(Status.ERROR, tests, counts,
                           f"the test process ended ({how}) before reporting all results", log_tail)
-    if summary["import_failures"]:
+    if summary.get("import_failures"):
         names = ", ".join(name.rsplit(".", 1)[-1] for name, _ in summary["import_failures"])
         return RunOutcome(Status.ERROR, tests, counts, f"test module(s) failed to import: {names}", log_tail)
+    if summary.get("collect_errors"):
+        where, message = summary["collect_errors"][0]
+        more = len(summary["collect_errors"]) - 1
+        return RunOutcome(Status.ERROR, tests, counts, f"collecting the tests failed in {where}: {_last_line(message)}"
+                          + (f" (and {more} more)" if more else ""), log_tail)
+    if summary.get("exitstatus") in PYTEST_TROUBLE:
+        return RunOutcome(Status.ERROR, tests, counts, f"pytest {PYTEST_TROUBLE[summary['exitstatus']]} "
+                          f"(exit status {summary['exitstatus']}); see the log", log_tail)
     if summary["tests_run"] == 0:
         return RunOutcome(Status.ERROR, tests, counts, "no tests found", log_tail)
     status = Status.PASSED if counts.failed == 0 and counts.errors == 0 else Status.FAILED
     return RunOutcome(status, tests, counts, "", log_tail)
+
+
+def _last_line(message: str) -> str:
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
 
 
 def count(tests: list[TestResult]) -> Counts:

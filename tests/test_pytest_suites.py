@@ -1,0 +1,189 @@
+"""pytest suites run natively, in the build's sandbox: per-test results as pytest's own summary counts
+them (checked against pytest's `-rA` report of the same tree), collection errors, flaky re-runs by
+node id, shards chosen after pytest's own collection, and pytest refusing its arguments."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from voltci.config import Settings
+from voltci.models import Outcome, Status
+from voltci.steps import run_steps
+from voltci.testrun import OUTPUT_FILE
+
+PYTEST_VERSION = "9.2.0"  # the one requirements.txt pins: what the build's environment installs
+SETUP = f"setup = [['python', '-m', 'pip', 'install', '-q', 'pytest=={PYTEST_VERSION}']]\n"
+
+SUITE = {
+    "pytest.ini": '[pytest]\naddopts = --doctest-modules -m "not slow"\nmarkers =\n    slow: slow\n',
+    "tests/test_kinds.py": """\
+        import pytest
+
+        def test_pass():
+            pass
+
+        def test_fail():
+            assert 1 == 2
+
+        @pytest.mark.skip(reason="not today")
+        def test_skip():
+            pass
+
+        @pytest.mark.xfail(reason="known")
+        def test_xfail():
+            assert 0
+
+        @pytest.mark.xfail(reason="fixed?")
+        def test_xpass():
+            pass
+
+        @pytest.mark.xfail(strict=True, reason="must fail")
+        def test_xpass_strict():
+            pass
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("setup boom")
+
+        def test_setup_error(broken):
+            pass
+
+        @pytest.fixture
+        def bad_teardown():
+            yield
+            raise RuntimeError("teardown boom")
+
+        def test_teardown_error(bad_teardown):
+            pass
+
+        @pytest.mark.parametrize("n", [1, 2, "a b"])
+        def test_param(n):
+            assert n != 2
+
+        @pytest.mark.slow
+        def test_deselected_by_the_config():
+            pass
+
+        def double(x):
+            '''
+            >>> double(2)
+            4
+            '''
+            return 2 * x
+        """,
+}
+
+
+def write(tree: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = tree / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """One workspace dir for the module: the environment with pytest is made once and reused."""
+    return tmp_path_factory.mktemp("pytest-ws")
+
+
+def build(workspace: Path, where: Path, files: dict[str, str], toml: str = "", **settings):
+    tree, scratch = where / "tree", where / "scratch"
+    write(tree, {**files, ".volt.toml": f"[tests]\nrunner = 'pytest'\n{SETUP}{toml}"})
+    scratch.mkdir(parents=True)
+    options = {"workspace_dir": str(workspace), "build_timeout": 300, **settings}
+    outcome = run_steps(tree, scratch, "pyproj", Settings(**options), lambda: None, "pytest-run")
+    return outcome, (scratch / OUTPUT_FILE).read_text(errors="replace"), tree
+
+
+def pytest_says(tree: Path, python: Path) -> dict[str, str]:
+    """node id -> pytest's own word for it (PASSED, FAILED, ERROR, XFAIL, XPASS), from `-rA`."""
+    shown = subprocess.run([str(python), "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"], cwd=tree,
+                           capture_output=True, text=True, timeout=300).stdout
+    words: dict[str, str] = {}
+    for line in shown.splitlines():
+        match = re.fullmatch(r"(PASSED|FAILED|ERROR|XFAIL|XPASS) (.+?)(?: - .*)?", line)
+        if match:
+            words[match.group(2)] = words.get(match.group(2), "") + match.group(1)
+    return words
+
+
+def environment_python(workspace: Path) -> Path:
+    (python,) = workspace.glob("*/envs/pyproj/*/bin/python")
+    return python
+
+
+WORD = {"PASSED": Outcome.PASSED, "FAILED": Outcome.FAILED, "ERROR": Outcome.ERROR, "XFAIL": Outcome.SKIPPED,
+        "XPASS": Outcome.PASSED}
+
+
+def test_outcomes_are_pytests_own(workspace, tmp_path) -> None:
+    outcome, log, tree = build(workspace, tmp_path, SUITE, "retries = 0\n")
+    assert outcome.status is Status.FAILED, (outcome.reason, log[-3000:])
+    said = pytest_says(tree, environment_python(workspace))
+    by_id = {t.id: t for t in outcome.tests}
+    for node, word in said.items():
+        if word == "PASSEDERROR" or word == "ERRORPASSED":  # passed, then its teardown failed
+            assert by_id[node].outcome is Outcome.PASSED
+            assert by_id[f"{node} [teardown]"].outcome is Outcome.ERROR
+        else:
+            assert by_id[node].outcome is WORD[word], (node, word)
+    assert by_id["tests/test_kinds.py::test_skip"].outcome is Outcome.SKIPPED
+    assert by_id["tests/test_kinds.py::test_skip"].message == "not today"
+    assert by_id["tests/test_kinds.py::test_xfail"].message == "xfail: known"
+    assert "tests/test_kinds.py::test_kinds.double" in by_id  # the doctest the config collects
+    assert "tests/test_kinds.py::test_param[a b]" in by_id
+    assert not [t for t in by_id if "deselected" in t]
+    # pytest: 3 failed, 5 passed, 1 skipped, 1 deselected, 1 xfailed, 1 xpassed, 2 errors; Volt counts
+    # an xpass as passed and an xfail as skipped
+    counts = outcome.counts
+    assert (counts.failed, counts.passed, counts.skipped, counts.errors) == (3, 6, 2, 2), counts
+    assert "AssertionError" in by_id["tests/test_kinds.py::test_fail"].message or \
+        "assert 1 == 2" in by_id["tests/test_kinds.py::test_fail"].message
+    assert "$ python -m pytest" in log
+
+
+def test_a_module_that_does_not_collect_is_an_error_naming_it(workspace, tmp_path) -> None:
+    files = {"tests/test_ok.py": "def test_ok():\n    pass\n",
+             "tests/test_broken.py": "import no_such_module\n\ndef test_never():\n    pass\n"}
+    outcome, _, _ = build(workspace, tmp_path, files)
+    assert outcome.status is Status.ERROR
+    assert outcome.reason.startswith("collecting the tests failed in tests/test_broken.py: ")
+    assert "No module named 'no_such_module'" in outcome.reason
+
+
+def test_failed_tests_run_again_by_node_id_and_flaky_ones_pass(workspace, tmp_path) -> None:
+    files = {"tests/test_flaky.py": """\
+        import os, pytest
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_first_time_fails(n):
+            mark = f"/tmp/ran-{n}"
+            if not os.path.exists(mark):
+                open(mark, "w").close()
+                assert False, "first run"
+
+        def test_always_fails():
+            assert False
+        """}
+    outcome, log, _ = build(workspace, tmp_path, files, "retries = 1\n")
+    by_id = {t.id: t.outcome for t in outcome.tests}
+    assert by_id == {"tests/test_flaky.py::test_first_time_fails[1]": Outcome.FLAKY,
+                     "tests/test_flaky.py::test_first_time_fails[2]": Outcome.FLAKY,
+                     "tests/test_flaky.py::test_always_fails": Outcome.FAILED}
+    assert outcome.status is Status.FAILED and outcome.counts.flaky == 2
+    assert "running 3 failed test(s) again on their own" in log
+
+
+def test_no_tests_and_bad_arguments_are_errors(workspace, tmp_path) -> None:
+    outcome, _, _ = build(workspace, tmp_path / "a", {"tests/helpers.py": "X = 1\n"})
+    assert outcome.status is Status.ERROR and outcome.reason == "no tests found"
+    outcome, _, _ = build(workspace, tmp_path / "b", {"tests/test_ok.py": "def test_ok():\n    pass\n"},
+                          "args = ['--no-such-option']\n")
+    assert outcome.status is Status.ERROR
+    assert outcome.reason == "pytest refused its command line (exit status 4); see the log"

@@ -1,0 +1,169 @@
+"""Runs pytest with the maintainers' own arguments and writes one JSON line per test as each ends.
+
+The pytest counterpart of collector.py: this file runs inside the build's test process, under the
+project's Python and its pytest, so it uses the standard library and pytest only and imports nothing
+from Volt. It adds nothing to what pytest collects or how it runs; a plugin of its own records
+
+    {"id": <node id>, "outcome": "passed|failed|error|skipped", "duration_s": ..., "message": ...}
+    ...
+    {"summary": {"tests_run": N, "collect_errors": [[node id, message]], "exitstatus": N}}
+
+as pytest's summary counts them: an error in setup is an `error`; an error in teardown is an
+`error` entry of its own beside the test's outcome; xfail is `skipped` (with its reason), xpass
+`passed` (`failed` when strict); a failing subtest is an entry of its own. Lines are flushed one by
+one, so the tests that finished before a hang or a crash are kept. It must raise no warning, so
+projects that turn warnings into errors are unaffected (files are opened with an explicit encoding).
+
+Selection happens after the project's own collection (its testpaths, doctests and deselections
+stay): `--only-file` keeps the ids listed, `--except-file` keeps every other one, `--list` writes
+the collected ids and runs nothing.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+class VoltRecorder:
+    """A pytest plugin object: selects, and records each test's outcome."""
+
+    def __init__(self, out, only=None, others=None, list_only=False):
+        self.out = out
+        self.only, self.others, self.list_only = only, others, list_only
+        self.tests_run = 0
+        self.collect_errors = []
+        self._open = {}  # node id -> (outcome, message, duration) so far
+
+    def _write(self, record):
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self.collect_errors.append([report.nodeid or ".", _text(report)])
+
+    def pytest_collection_modifyitems(self, session, config, items):
+        if self.only is None and self.others is None:
+            return
+        keep, dropped = [], []
+        for item in items:
+            wanted = (self.only is None or item.nodeid in self.only) and \
+                     (self.others is None or item.nodeid not in self.others)
+            (keep if wanted else dropped).append(item)
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+    def pytest_collection_finish(self, session):
+        if self.list_only:
+            for item in session.items:
+                self._write({"id": item.nodeid})
+
+    def pytest_runtest_logreport(self, report):
+        if hasattr(report, "context"):  # a subtest's own report
+            if report.failed:
+                label = _subtest_label(report)
+                self._write({"id": f"{report.nodeid} {label}", "outcome": "failed",
+                             "duration_s": round(report.duration, 6), "message": _text(report),
+                             "subtest_of": report.nodeid})
+                outcome, message, duration = self._open.get(report.nodeid, ("passed", "", 0.0))
+                self._open[report.nodeid] = ("failed", message or "a subtest failed", duration)
+            return
+        nodeid = report.nodeid
+        outcome, message, duration = self._open.get(nodeid, ("passed", "", 0.0))
+        duration += report.duration
+        if report.when == "setup":
+            if report.failed:
+                outcome, message = "error", _text(report)
+            elif report.skipped:
+                outcome, message = _skipped(report)
+        elif report.when == "call":
+            if hasattr(report, "wasxfail"):
+                if report.skipped:
+                    outcome, message = "skipped", _xfail_reason(report)
+                else:
+                    outcome, message = ("failed", f"[XPASS(strict)] {report.wasxfail}") if report.failed \
+                        else ("passed", f"xpass: {report.wasxfail}")
+            elif report.failed:
+                outcome, message = "failed", _text(report)
+            elif report.skipped:
+                outcome, message = _skipped(report)
+        elif report.when == "teardown":
+            self._open.pop(nodeid, None)
+            self.tests_run += 1
+            self._write({"id": nodeid, "outcome": outcome, "duration_s": round(duration, 6), "message": message})
+            if report.failed:
+                self._write({"id": f"{nodeid} [teardown]", "outcome": "error",
+                             "duration_s": round(report.duration, 6), "message": _text(report)})
+            return
+        self._open[nodeid] = (outcome, message, duration)
+
+    def summary(self, exitstatus):
+        return {"summary": {"tests_run": self.tests_run, "collect_errors": self.collect_errors,
+                            "import_failures": [], "exitstatus": int(exitstatus)}}
+
+
+def _text(report):
+    try:
+        return str(report.longreprtext)
+    except Exception:
+        return str(report.longrepr)
+
+
+def _skipped(report):
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        reason = str(longrepr[2])
+        return "skipped", reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+    return "skipped", _text(report)
+
+
+def _xfail_reason(report):
+    reason = str(report.wasxfail or "")
+    return f"xfail: {reason}" if reason else "xfail"
+
+
+def _subtest_label(report):
+    context = report.context
+    parts = []
+    message = getattr(context, "msg", None)
+    if message:
+        parts.append(f"[{message}]")
+    kwargs = getattr(context, "kwargs", None) or {}
+    if kwargs:
+        parts.append("(" + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + ")")
+    return " ".join(parts) or "(subtest)"
+
+
+def _lines(path):
+    if not path:
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return set(fh.read().splitlines())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--only-file", default=None, help="Run only the collected tests listed in this file.")
+    parser.add_argument("--except-file", default=None, help="Run every collected test but those listed here.")
+    parser.add_argument("--list", action="store_true", help="Write the collected test ids, run nothing.")
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help="pytest's arguments, after `--`.")
+    args = parser.parse_args(argv)
+    pytest_args = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
+
+    # `python -m pytest` puts the current directory first on sys.path; so do we.
+    sys.path[0] = os.getcwd()
+    import pytest
+
+    with open(args.out, "w", encoding="utf-8") as out:
+        recorder = VoltRecorder(out, _lines(args.only_file), _lines(args.except_file), args.list)
+        extra = ["--collect-only", "-q"] if args.list else []
+        exitstatus = pytest.main([*pytest_args, *extra], plugins=[recorder])
+        recorder._write(recorder.summary(exitstatus))
+    return int(exitstatus)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
