@@ -30,6 +30,7 @@ def test_without_history_whole_modules_are_packed() -> None:
     assert sorted(len(s) for s in shares) == [30, 30]
     assert all(len({module_of(i) for i in share}) >= 1 for share in shares)
     assert {module_of(i) for i in shares[0]}.isdisjoint({module_of(i) for i in shares[1]})
+    assert module_of("tests/test_a.py::TestX::test_y[1.5-a.b]") == "tests/test_a.py"
 
 
 SUITE = {"tests/__init__.py": "", "pkg/__init__.py": "", "pkg/maths.py": (
@@ -127,3 +128,31 @@ def test_a_shard_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -
     assert lost[0]["then"] == "shard 1 attempt 2 queued" and lost[0]["runner"] == victim
     merged, _ = outcomes(cluster, sha)
     assert len(merged) == 67 and done.status.value == "failed"
+
+
+PYTEST_SUITE = {".volt.toml": "[tests]\nrunner = 'pytest'\nargs = ['-q']\n"
+                              "setup = [['python', '-m', 'pip', 'install', '-q', 'pytest==9.2.0']]\n",
+                "pytest.ini": "[pytest]\naddopts = --doctest-modules\ntestpaths = tests pkg\n",
+                "pkg/__init__.py": "", "pkg/maths.py": SUITE["pkg/maths.py"]}
+for module in range(4):
+    PYTEST_SUITE[f"tests/test_p{module}.py"] = (
+        "import pytest\n\n\n@pytest.mark.parametrize('n', range(8))\ndef test_n(n):\n    assert n != 7\n\n\n"
+        "class TestK:\n    def test_k(self):\n        pass\n")
+
+
+def test_a_pytest_suite_is_split_after_pytests_own_collection(cluster, make_repo) -> None:
+    repo = make_repo()
+    sha = repo.commit(PYTEST_SUITE, "a pytest suite of four modules and a doctest")
+    cluster.worker("r1")
+    cluster.worker("r2")
+    cluster.scheduler()
+    wait_until(lambda: len([n for n in ("r1", "r2") if cluster.beat(n)]) == 2, "both runners")
+    (build,) = cluster.watch(repo).poll()
+    split = cluster.wait_final(build.id, timeout=300)
+    assert split.shards == 2, split.reason
+    plans = [set(results.shard_plan(cluster.conn, build.id, n)) for n in (0, 1)]
+    assert plans[0].isdisjoint(plans[1]) and "pkg/maths.py::pkg.maths" in plans[0] | plans[1]
+    sharded, _ = outcomes(cluster, sha)
+    assert set(sharded) == plans[0] | plans[1] and len(sharded) == 4 * 9 + 1
+    assert sharded["tests/test_p2.py::test_n[7]"] == "failed" and split.counts.failed == 4
+    assert (split.counts.total, split.counts.passed) == (37, 33)

@@ -43,6 +43,17 @@ def is_running(pid: int, ticks: int) -> bool:
     return start_ticks(pid) == ticks
 
 
+def live_in_group(pgid: int) -> list[int]:
+    """The processes of process group `pgid` that still run (zombies waiting for a parent to reap them
+    are not counted: nothing of them is left to kill)."""
+    found = []
+    for pid in _pids():
+        fields = _stat_fields(pid)
+        if fields is not None and int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            found.append(pid)
+    return found
+
+
 def processes_with_env(name: str) -> dict[int, str]:
     """pid -> value of environment variable `name`, for every process of ours that has it set."""
     needle = name.encode() + b"="

@@ -161,7 +161,8 @@ def main(argv=None):
         recorder = VoltRecorder(out, _lines(args.only_file), _lines(args.except_file), args.list)
         extra = ["--collect-only", "-q"] if args.list else []
         exitstatus = pytest.main([*pytest_args, *extra], plugins=[recorder])
-        recorder._write(recorder.summary(exitstatus))
+        if not args.list:
+            recorder._write(recorder.summary(exitstatus))
     return int(exitstatus)
 
 

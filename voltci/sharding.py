@@ -15,7 +15,10 @@ MAX_SHARDS = 32
 
 
 def module_of(test_id: str) -> str:
-    """`pkg.test_mod.Class.test_x` → `pkg.test_mod` (near enough for grouping)."""
+    """`pkg.test_mod.Class.test_x` → `pkg.test_mod`, pytest's `tests/test_mod.py::T::test_x[1]` →
+    `tests/test_mod.py` (near enough for grouping)."""
+    if "::" in test_id:
+        return test_id.split("::", 1)[0]
     parts = test_id.split(" ", 1)[0].split(".")
     return ".".join(parts[:-2]) if len(parts) > 2 else parts[0]
 

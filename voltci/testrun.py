@@ -93,7 +93,8 @@ def _die_with_parent() -> None:
 
 def kill_group(proc: subprocess.Popen) -> None:
     """Kill the process group `proc` leads (the test command and everything it started) and wait,
-    boundedly, until none of it is left."""
+    boundedly, until none of it is left. A sandbox's own init may linger as a zombie until the host's
+    init reaps it: dead already, it is not waited for."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -107,6 +108,8 @@ def kill_group(proc: subprocess.Popen) -> None:
         try:
             os.killpg(proc.pid, 0)
         except ProcessLookupError:
+            return
+        if not procs.live_in_group(proc.pid):
             return
         time.sleep(0.02)
 
