@@ -22,7 +22,7 @@ import redis
 from cluster import alive, wait_until
 from conftest import ROOT, child_env
 from sandbox_probe import probe_files, write_probe
-from voltci import sandbox
+from voltci import limits, sandbox
 from voltci.config import Settings, as_environment
 from voltci.models import Outcome, Status
 from voltci.observer import RepoWatch
@@ -363,3 +363,15 @@ def _final_report(commit: str, env: dict[str, str]) -> dict | None:
     if shown.returncode == 3 or not shown.stdout.strip():
         return None
     return json.loads(shown.stdout)
+
+
+def test_where_no_cgroup_may_be_made_rlimits_hold_and_say_so(tmp_path, monkeypatch) -> None:
+    """The fallback a host without a writable cgroup gets: the address space is limited, and a test that
+    allocates past it fails with MemoryError, which the build's reason ties to the limit."""
+    monkeypatch.setattr(limits, "best", lambda: limits.Rlimits())
+    settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=120)
+    outcome, _ = build(tmp_path / "tree", tmp_path / "scratch", settings,
+                       {**HOG, ".volt.toml": "[tests]\nmemory = '256M'\n"})
+    assert outcome.status is Status.FAILED
+    assert "MemoryError" in outcome.tests[0].message
+    assert outcome.reason == "the build hit its memory limit of 256M (a test raised MemoryError)"
