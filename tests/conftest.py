@@ -30,6 +30,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
+LOCKED_PASSWORD = "s3cret-Volt-trust"
+
+
+@pytest.fixture
+def locked_redis(tmp_path: Path):
+    """A private redis-server that wants a password (LOCKED_PASSWORD), as a deployment's Redis does."""
+    server = RedisServer(tmp_path / "locked-redis", password=LOCKED_PASSWORD).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """A clean database on the suite's private server."""

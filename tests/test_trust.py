@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -26,11 +27,7 @@ from voltci.config import Settings
 from voltci.models import Status
 from voltci.observer import RepoWatch
 from voltci.queue import JOB_SERIALIZER, RUN_BUILD, RUN_SHARD, refusal, volt_queue
-from voltci.redis_server import RedisServer
 from voltci.web import create_app
-
-PASSWORD = "s3cret-Volt-trust"
-
 
 class RunsOnUnpickling:
     """A pickle gadget: loading it runs `touch PATH`."""
@@ -40,14 +37,6 @@ class RunsOnUnpickling:
 
     def __reduce__(self):
         return os.system, (f"touch {self.path}",)
-
-
-@pytest.fixture
-def locked_redis(tmp_path):
-    """A private redis-server that wants a password, as a deployment's Redis does."""
-    server = RedisServer(tmp_path / "redis", password=PASSWORD).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -206,3 +195,18 @@ def test_callbacks_and_instances_are_refused() -> None:
     job = job_calling(RUN_BUILD, ["b", 1])
     job.data = JOB_SERIALIZER.dumps([RUN_BUILD, {"x": 1}, ["b", 1], {}])
     assert "positional arguments only" in refusal(job)
+
+
+# ---------------------------------------------------------------- the embedded Redis' password
+
+def test_redis_server_password_is_in_a_private_config_file_never_in_its_arguments(locked_redis) -> None:
+    """redis-server rewrites its process title soon after it starts, so /proc shows little; what it was
+    executed with is Popen's argument list."""
+    from conftest import LOCKED_PASSWORD
+
+    assert all(LOCKED_PASSWORD not in arg for arg in locked_redis.proc.args)
+    assert stat.S_IMODE(locked_redis.config_path.stat().st_mode) == 0o600
+    assert f'requirepass "{LOCKED_PASSWORD}"' in locked_redis.config_path.read_text()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=locked_redis.port, socket_timeout=5).ping()
+    assert redis.Redis.from_url(locked_redis.url, socket_timeout=5).ping()
