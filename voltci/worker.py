@@ -7,15 +7,16 @@
 - a bound on that: a runner that cannot reach Redis for `redis_outage_limit` seconds stops its build
   (it has been given to another runner by then), says so in one line and exits with status 75, for
   its supervisor (systemd, `volt up`) to start it again;
-- reaping the test processes that a killed runner on this host left behind;
-- running nothing but builds: it reads jobs as JSON whatever serializer it is given (rq's CLI
-  defaults to pickle, which runs code as it loads), and refuses — records failed, with the
-  reason, without forking — every job that is not a call of Volt's own job functions
-  (queue.refusal). Anyone who can write to Redis can push a job; only Volt's code decides.
+- reaping the test processes that a killed runner on this host left behind.
 
 Start it as `volt worker`, or as `rq worker -w voltci.worker.VoltWorker --url URL volt`. A plain
 `rq worker -S rq.serializers.JSONSerializer` also runs builds correctly (the build then keeps the
 runner's key alive itself), but it runs whatever function a job names.
+
+A VoltWorker runs nothing but builds: it reads jobs as JSON whatever serializer it is given (rq's
+CLI defaults to pickle, which runs code as it loads), and refuses — records failed, with the
+reason, without forking — every job that is not a call of Volt's own job functions
+(queue.refusal). Anyone who can write to Redis can push a job; only Volt's code decides.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 
+from voltci import queue as jobs
 from voltci.config import Settings, load_settings
 from voltci.connection import decoded, warn_if_unprotected
 from voltci.heartbeat import Heartbeat, RunnerBeat
-from voltci.queue import JOB_SERIALIZER, build_of, record_refused, refusal, unreadable_job
+from voltci.queue import build_of
 from voltci.testrun import reap_orphaned_tests
 
 EXIT_REDIS_LOST = 75  # EX_TEMPFAIL: try again later
@@ -57,7 +59,7 @@ class VoltWorker(Worker):
     def __init__(self, queues: Any, *args: Any, settings: Settings | None = None, **kwargs: Any):
         """Whatever serializer rq's CLI passes (pickle by default), jobs are read as JSON: the queues
         are made again by name, with Volt's serializer."""
-        kwargs["serializer"] = JOB_SERIALIZER
+        kwargs["serializer"] = jobs.JOB_SERIALIZER
         given = queues if isinstance(queues, (list, tuple)) else [queues]
         if kwargs.get("connection") is None:
             kwargs["connection"] = next((q.connection for q in given if isinstance(q, Queue)), None)
@@ -82,7 +84,7 @@ class VoltWorker(Worker):
             self._heartbeat.stop()
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        reason = refusal(job)
+        reason = jobs.refusal(job)
         if reason is not None:
             self._refuse(job, queue.name, reason)
             return
@@ -103,7 +105,7 @@ class VoltWorker(Worker):
     def _refuse(self, job: Job, queue_name: str, reason: str) -> None:
         """Record a job that is not Volt's as failed, with the reason; nothing of it runs."""
         self.log.warning("Worker %s: job %s %s", self.name, job.id, reason)
-        record_refused(self.connection, job, queue_name, reason, self.volt_settings.result_ttl, self.name)
+        jobs.record_refused(self.connection, job, queue_name, reason, self.volt_settings.result_ttl, self.name)
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """rq retries a refused connection here but ends the worker on a socket timeout (a network
@@ -124,7 +126,7 @@ class VoltWorker(Worker):
                 if job_id is None or queue is None or isinstance(exc, redis.RedisError):
                     raise
                 reason = f"refused by Volt: its record cannot be read ({type(exc).__name__})"
-                self._refuse(unreadable_job(self.connection, job_id, queue.name), queue.name, reason)
+                self._refuse(jobs.unreadable_job(self.connection, job_id, queue.name), queue.name, reason)
 
     # rq's calls to Redis outside its dequeue loop end the worker on a connection error; these
     # tolerate one, so a Redis restart costs a log line instead of a runner.
