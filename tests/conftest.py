@@ -30,6 +30,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
     server.stop()
 
 
+LOCKED_PASSWORD = "s3cret-Volt-trust"
+
+
+@pytest.fixture
+def locked_redis(tmp_path: Path):
+    """A private redis-server that wants a password (LOCKED_PASSWORD), as a deployment's Redis does."""
+    server = RedisServer(tmp_path / "locked-redis", password=LOCKED_PASSWORD).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """A clean database on the suite's private server."""
@@ -117,11 +128,13 @@ def worker_env(settings: Settings) -> dict[str, str]:
     return child_env(VOLT_WORKSPACE_DIR=settings.workspace_dir, VOLT_BUILD_TIMEOUT=str(settings.build_timeout))
 
 
+RQ_WORKER = [sys.executable, "-m", "rq.cli", "worker", "-S", "rq.serializers.JSONSerializer"]
+
+
 def run_rq_worker_burst(settings: Settings, timeout: float = 120) -> subprocess.CompletedProcess:
-    """A plain `rq worker --burst` on Volt's queue, as a runner host would start it."""
+    """A plain `rq worker -S rq.serializers.JSONSerializer --burst` on Volt's queue, as the README says."""
     return subprocess.run(
-        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", settings.effective_redis_url,
-         settings.queue],
+        [*RQ_WORKER, "--burst", "--url", settings.effective_redis_url, settings.queue],
         env=worker_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         start_new_session=True)
 

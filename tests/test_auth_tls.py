@@ -72,6 +72,9 @@ def test_every_command_works_over_tls_with_a_password(tls_redis, make_repo, tmp_
     worker = run_volt("worker", "--burst", "--redis-url", url, env={"VOLT_WORKSPACE_DIR": env["VOLT_WORKSPACE_DIR"]},
                       timeout=120)
     assert worker.returncode == 0, worker.stderr[-2000:]
+    # --redis-url works, and says once that `ps` shows the password it carries
+    assert worker.stderr.count("the Redis URL on the command line carries its password") == 1
+    assert PASSWORD not in worker.stderr
     reported = run_volt("report", sha, "--json", env=env)
     assert reported.returncode == 0 and json.loads(reported.stdout)["status"] == "passed", reported.stderr
     for args in (["status"], ["history"]):

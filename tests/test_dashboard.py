@@ -17,16 +17,14 @@ from pathlib import Path
 
 import flask
 import pytest
-import rq_dashboard
-from rq import Queue
 from rq.job import Job, JobStatus
-from rq_dashboard.web import setup_rq_connection
 
 from conftest import run_rq_worker_burst
 from voltci import keys, results
 from voltci.models import Status
 from voltci.observer import RepoWatch
-from voltci.queue import describe
+from voltci.queue import JOB_SERIALIZER, describe, volt_queue
+from voltci.web import mount_rq_dashboard
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
 REGISTRIES = ("queued", "started", "finished", "failed", "deferred", "scheduled", "canceled")
@@ -48,11 +46,9 @@ def pinned(package: str) -> str:
 
 
 def dashboard_client(redis_url: str) -> flask.testing.FlaskClient:
-    """rq-dashboard mounted under /rq of an in-process Flask app, as a host app embeds it."""
+    """rq-dashboard mounted under /rq of an in-process Flask app, as `volt web` embeds it (JSON jobs)."""
     app = flask.Flask(__name__)
-    app.config["RQ_DASHBOARD_REDIS_URL"] = redis_url
-    app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
-    setup_rq_connection(app)
+    mount_rq_dashboard(app, redis_url)
     return app.test_client()
 
 
@@ -85,15 +81,19 @@ def volt_jobs(rq_conn, conn, settings, make_repo):
     watch.validate()
     [finished] = watch.poll()
     # A job whose function does not exist: the worker puts it in the failed registry.
-    Queue(settings.queue, connection=rq_conn).enqueue_call("voltci.nonexistent.func", job_id=BROKEN_JOB_ID)
+    volt_queue(rq_conn, settings.queue).enqueue_call("voltci.nonexistent.func", job_id=BROKEN_JOB_ID)
     burst(settings)
     assert results.get_build(conn, finished.id).status is Status.PASSED
 
     repo.commit({"tests/test_a.py": FAILING_TEST}, "Make test_a fail on purpose")
     [queued] = watch.poll()
-    Queue(settings.queue, connection=rq_conn).enqueue_call(
+    volt_queue(rq_conn, settings.queue).enqueue_call(
         "voltci.nonexistent.func", job_id=DEFERRED_JOB_ID, depends_on=keys.job_id(queued.id, 1))
     return finished, queued
+
+
+def status_of(rq_conn, job_id: str) -> JobStatus:
+    return Job.fetch(job_id, connection=rq_conn, serializer=JOB_SERIALIZER).get_status()
 
 
 def test_installed_rq_is_the_pinned_one():
@@ -104,10 +104,10 @@ def test_installed_rq_is_the_pinned_one():
 def test_dashboard_serves_every_page_for_volt_jobs(redis_url, rq_conn, settings, volt_jobs):
     finished, queued = volt_jobs
     job_of = {build.id: keys.job_id(build.id, 1) for build in (finished, queued)}
-    assert Job.fetch(job_of[finished.id], connection=rq_conn).get_status() == JobStatus.FINISHED
-    assert Job.fetch(job_of[queued.id], connection=rq_conn).get_status() == JobStatus.QUEUED
-    assert Job.fetch(BROKEN_JOB_ID, connection=rq_conn).get_status() == JobStatus.FAILED
-    assert Job.fetch(DEFERRED_JOB_ID, connection=rq_conn).get_status() == JobStatus.DEFERRED
+    assert status_of(rq_conn, job_of[finished.id]) == JobStatus.FINISHED
+    assert status_of(rq_conn, job_of[queued.id]) == JobStatus.QUEUED
+    assert status_of(rq_conn, BROKEN_JOB_ID) == JobStatus.FAILED
+    assert status_of(rq_conn, DEFERRED_JOB_ID) == JobStatus.DEFERRED
 
     client = dashboard_client(redis_url)
     for page in ("/rq/", "/rq/0/view/queues", "/rq/0/view/workers", "/rq/0/view/jobs",

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import threading
 import time
 
 from cluster import wait_until
-from conftest import ROOT, child_env, run_rq_worker_burst, run_volt
+from conftest import RQ_WORKER, ROOT, child_env, run_rq_worker_burst, run_volt
 from test_results import SHA_A, add
 from voltci import keys, results
 from voltci.logstream import LogPump, follow_log, read_log
@@ -92,8 +91,7 @@ def test_volt_log_follows_a_running_build_and_caps_a_flood(rq_conn, conn, settin
     env = {"VOLT_WORKSPACE_DIR": settings.workspace_dir, "VOLT_LOG_MAX_BYTES": str(1024 * 1024)}
     assert run_volt("observe", "--once", "--repo", str(repo.path), "--redis-url", settings.effective_redis_url,
                     env=env).returncode == 0
-    worker = subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--burst", "--url",
-                               settings.effective_redis_url, settings.queue],
+    worker = subprocess.Popen([*RQ_WORKER, "--burst", "--url", settings.effective_redis_url, settings.queue],
                               env=child_env(**env), cwd=ROOT, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:

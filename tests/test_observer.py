@@ -6,7 +6,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
-from rq import Queue
 
 from voltci import keys, queue, results
 from voltci.config import Settings
@@ -16,7 +15,7 @@ from voltci.observer import RepoWatch, repo_name_for
 
 def queued_commits(rq_conn: redis.Redis, settings: Settings) -> list[str]:
     """Commits of the builds in the rq queue, in queue order."""
-    jobs = Queue(settings.queue, connection=rq_conn).get_jobs()
+    jobs = queue.volt_queue(rq_conn, settings.queue).get_jobs()
     return [job.args[0].rsplit("-", 1)[1] for job in jobs]
 
 

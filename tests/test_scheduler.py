@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from rq import Queue
 from rq.job import Job
 
 from test_results import SHA_A, outcome
@@ -49,8 +48,8 @@ def submit(rq_conn, settings) -> Build:
 def take(rq_conn, conn, settings, build: Build, runner: str) -> None:
     """What a runner does when it takes the build: dequeue its job and start the attempt."""
     attempt = results.get_build(conn, build.id).attempt
-    job = Job.fetch(keys.job_id(build.id, attempt), connection=rq_conn)
-    Queue(settings.queue, connection=rq_conn).remove(job)
+    job = Job.fetch(keys.job_id(build.id, attempt), connection=rq_conn, serializer=queue.JOB_SERIALIZER)
+    queue.volt_queue(rq_conn, settings.queue).remove(job)
     job.set_status("started")
     assert results.start_attempt(conn, build.id, attempt, runner) is not None
 
@@ -83,7 +82,8 @@ def test_a_lost_attempt_is_recorded_and_the_next_one_queued(conn, rq_conn, fast,
     (lost,) = results.get_attempts(conn, build.id)
     assert (lost.state, lost.runner) == (AttemptState.LOST, "r1") and "r1 stopped sending heartbeats" in lost.reason
     assert keys.job_id(build.id, 2) in queue.waiting_job_ids(rq_conn, fast)
-    assert Job.fetch(keys.job_id(build.id, 1), connection=rq_conn).get_status().value == "failed"
+    job = Job.fetch(keys.job_id(build.id, 1), connection=rq_conn, serializer=queue.JOB_SERIALIZER)
+    assert job.get_status().value == "failed"
     # Fencing: the lost attempt can neither start again nor store a result.
     assert results.start_attempt(conn, build.id, 1, "r1") is None
     assert not results.finish_build(conn, build.id, 1, "r1", outcome())
@@ -118,8 +118,8 @@ def test_a_runner_that_moved_on_loses_the_build_after_a_ttl(conn, rq_conn, fast,
 
 def test_a_job_that_failed_before_starting_its_build_is_requeued(conn, rq_conn, fast, clock) -> None:
     build = submit(rq_conn, fast)
-    job = Job.fetch(keys.job_id(build.id, 1), connection=rq_conn)
-    Queue(fast.queue, connection=rq_conn).remove(job)
+    job = Job.fetch(keys.job_id(build.id, 1), connection=rq_conn, serializer=queue.JOB_SERIALIZER)
+    queue.volt_queue(rq_conn, fast.queue).remove(job)
     job.set_status("failed")
     sched = scheduler.Scheduler(fast)
     assert sched.step() == []  # first seen unattended

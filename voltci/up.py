@@ -1,6 +1,10 @@
 """`volt up`: everything on one machine — an embedded Redis unless one is named, N runners, the
 scheduler, the observer and, with --web, the web page — printing each build as it lands under a
 live status line (see live.py). Ctrl-C stops everything it started.
+
+The embedded Redis gets a fresh random password: other users of the host could otherwise queue
+jobs and rewrite results through its port. The password is in its redis.conf (mode 0600), reaches
+the runners in their environment (VOLT_REDIS_URL), and is never on a command line or printed.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -104,7 +109,8 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         if settings.redis_url is None:
             server = _start_embedded_redis(redis_dir)
             settings = replace(settings, redis_url=server.url)
-            click.echo(f"Redis:    embedded redis-server at {server.url} (data in {server.data_dir})")
+            click.echo(f"Redis:    embedded redis-server at {redacted(server.url)} (data in {server.data_dir};"
+                       f" its password is in {server.config_path})")
         else:
             click.echo(f"Redis:    {redacted(settings.effective_redis_url)}")
         conn = connect(settings.effective_redis_url)
@@ -160,9 +166,11 @@ def _stop_on_signals() -> None:
 
 
 def _start_embedded_redis(redis_dir: str | None) -> RedisServer:
+    """A private redis-server with a new random password (a fresh data dir, or `redis_dir` with its AOF)."""
+    password = secrets.token_urlsafe(32)
     if redis_dir:
-        return RedisServer(Path(redis_dir), appendonly=True).start()
-    return RedisServer(Path(tempfile.mkdtemp(prefix="volt-redis-"))).start()
+        return RedisServer(Path(redis_dir), appendonly=True, password=password).start()
+    return RedisServer(Path(tempfile.mkdtemp(prefix="volt-redis-")), password=password).start()
 
 
 def _example(state_dir: Path) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import flask
 import redis
 import rq_dashboard
+import rq_dashboard.web
 from jinja2 import DictLoader
 from rq_dashboard.web import setup_rq_connection
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
@@ -46,9 +47,7 @@ def create_app(settings: Settings) -> flask.Flask:
     url = settings.effective_redis_url
     conn = connect(url, ping=False)
     rq_conn = connect(url, decode=False, ping=False)
-    app.config.update(RQ_DASHBOARD_REDIS_URL=url, RQ_DASHBOARD_DISABLE_DELETE=True)
-    app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
-    setup_rq_connection(app)
+    mount_rq_dashboard(app, url)
 
     def allowed() -> bool:
         """Whether the request carries the configured token (constant-time compare)."""
@@ -227,6 +226,16 @@ def create_app(settings: Settings) -> flask.Flask:
 
     app.jinja_env.globals.update(REFRESH_S=REFRESH_S, outcome_rank=_outcome_rank, Status=Status)
     return app
+
+
+def mount_rq_dashboard(app: flask.Flask, url: str) -> None:
+    """rq-dashboard under /rq, reading jobs as Volt writes them (JSON), its delete buttons off.
+
+    rq-dashboard keeps its serializer in a module global (its CLI's `--json` sets the same)."""
+    rq_dashboard.web.config.serializer = queue.JOB_SERIALIZER
+    app.config.update(RQ_DASHBOARD_REDIS_URL=url, RQ_DASHBOARD_DISABLE_DELETE=True)
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix="/rq")
+    setup_rq_connection(app)
 
 
 def _pushed_ref(body: bytes) -> str | None:

@@ -12,7 +12,13 @@
   sandbox them (unless the runner is started with `sandbox = false`).
 
 Start it as `volt worker`, or as `rq worker -w voltci.worker.VoltWorker --url URL volt`. A plain
-`rq worker` also runs builds correctly: the build then keeps the runner's key alive itself.
+`rq worker -S rq.serializers.JSONSerializer` also runs builds correctly (the build then keeps the
+runner's key alive itself), but it runs whatever function a job names.
+
+A VoltWorker runs nothing but builds: it reads jobs as JSON whatever serializer it is given (rq's
+CLI defaults to pickle, which runs code as it loads), and refuses — records failed, with the
+reason, without forking — every job that is not a call of Volt's own job functions
+(queue.refusal). Anyone who can write to Redis can push a job; only Volt's code decides.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 
+from voltci import queue as jobs
 from voltci.config import Settings, load_settings
-from voltci.connection import decoded
+from voltci.connection import decoded, warn_if_unprotected
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.limits import Limits
 from voltci.queue import build_of
@@ -54,8 +61,16 @@ class VoltWorker(Worker):
 
     max_connection_wait_time = 5.0  # rq's reconnect backoff would otherwise grow to a minute
 
-    def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, queues: Any, *args: Any, settings: Settings | None = None, **kwargs: Any):
+        """Whatever serializer rq's CLI passes (pickle by default), jobs are read as JSON: the queues
+        are made again by name, with Volt's serializer."""
+        kwargs["serializer"] = jobs.JOB_SERIALIZER
+        given = queues if isinstance(queues, (list, tuple)) else [queues]
+        if kwargs.get("connection") is None:
+            kwargs["connection"] = next((q.connection for q in given if isinstance(q, Queue)), None)
+        super().__init__([q.name if isinstance(q, Queue) else q for q in given], *args, **kwargs)
+        if kwargs.get("prepare_for_work", True):  # then rq has spoken to Redis: it took the connection
+            warn_if_unprotected(self.connection)
         self.volt_settings = settings or load_settings()
         self._heartbeat: Heartbeat | None = None
         self._last_reap = 0.0
@@ -86,6 +101,10 @@ class VoltWorker(Worker):
         print(f"volt worker {self.name}: {said}", file=sys.stderr, flush=True)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        reason = jobs.refusal(job)
+        if reason is not None:
+            self._refuse(job, queue.name, reason)
+            return
         work = build_of(job)
         if self._heartbeat is not None and work is not None:
             self._heartbeat.set_work(work.build, work.attempt, work.shard, work.shard_attempt)
@@ -100,9 +119,17 @@ class VoltWorker(Worker):
             if self._heartbeat is not None:
                 self._heartbeat.clear_work()
 
+    def _refuse(self, job: Job, queue_name: str, reason: str) -> None:
+        """Record a job that is not Volt's as failed, with the reason; nothing of it runs."""
+        self.log.warning("Worker %s: job %s %s", self.name, job.id, reason)
+        jobs.record_refused(self.connection, job, queue_name, reason, self.volt_settings.result_ttl, self.name)
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """rq retries a refused connection here but ends the worker on a socket timeout (a network
-        cut rather than a restart); retry that too. The heartbeat thread bounds the outage."""
+        cut rather than a restart); retry that too. The heartbeat thread bounds the outage.
+
+        rq also ends the worker when a job's record cannot be read at all (a forged one): refuse
+        that job instead and take the next."""
         delay = 1.0
         while True:
             try:
@@ -111,6 +138,12 @@ class VoltWorker(Worker):
                 self.log.warning("Worker %s: Redis timed out (%s); retrying in %g s", self.name, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, self.max_connection_wait_time)
+            except Exception as exc:
+                job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
+                if job_id is None or queue is None or isinstance(exc, redis.RedisError):
+                    raise
+                reason = f"refused by Volt: its record cannot be read ({type(exc).__name__})"
+                self._refuse(jobs.unreadable_job(self.connection, job_id, queue.name), queue.name, reason)
 
     # rq's calls to Redis outside its dequeue loop end the worker on a connection error; these
     # tolerate one, so a Redis restart costs a log line instead of a runner.
@@ -173,4 +206,4 @@ class VoltWorker(Worker):
 
 def make_worker(conn: redis.Redis, settings: Settings, name: str | None = None) -> VoltWorker:
     name = name or f"{socket.gethostname()}.{os.getpid()}"
-    return VoltWorker([Queue(settings.queue, connection=conn)], connection=conn, name=name, settings=settings)
+    return VoltWorker([settings.queue], connection=conn, name=name, settings=settings)
