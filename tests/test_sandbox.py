@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from cluster import alive, wait_until
-from conftest import ROOT, child_env
+from conftest import ROOT, child_env, run_volt
 from sandbox_probe import probe_files, write_probe
 from voltci import limits, sandbox
 from voltci.config import Settings, as_environment
@@ -375,3 +375,11 @@ def test_where_no_cgroup_may_be_made_rlimits_hold_and_say_so(tmp_path, monkeypat
     assert outcome.status is Status.FAILED
     assert "MemoryError" in outcome.tests[0].message
     assert outcome.reason == "the build hit its memory limit of 256M (a test raised MemoryError)"
+
+
+def test_volt_up_says_how_builds_are_walled_in_or_refuses(tmp_path, broken_bwrap) -> None:
+    refused = run_volt("up", "--burst", env={"VOLT_WORKSPACE_DIR": str(tmp_path / "ws"),
+                                             sandbox.ENV_BWRAP: str(broken_bwrap)}, timeout=60, cwd=tmp_path)
+    assert refused.returncode == 78 and refused.stdout == ""
+    assert refused.stderr.startswith("volt: bwrap cannot make a sandbox on this host") and \
+        len(refused.stderr.strip().splitlines()) == 1

@@ -31,6 +31,7 @@ def test_up_burst_builds_the_example_repository(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "embedded redis-server" in proc.stdout
     assert "example repository" in proc.stdout
+    assert "builds are sandboxed by bubblewrap" in proc.stdout
     finished = [line for line in proc.stdout.splitlines() if line.startswith("failed ")]
     assert finished and "3/5 passed" in finished[0], proc.stdout
 

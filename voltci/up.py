@@ -30,11 +30,14 @@ from voltci import keys, report, results, web_server
 from voltci.config import Settings, as_environment
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
+from voltci.limits import Limits
 from voltci.live import LiveView
 from voltci.observer import RepoWatch, observe_loop
 from voltci.procs import descendants, kill_all
 from voltci.redis_server import RedisServer
+from voltci.sandbox import SandboxUnavailable, describe_runner
 from voltci.scheduler import Scheduler
+from voltci.worker import EXIT_NO_SANDBOX
 
 log = logging.getLogger("volt.up")
 WORKER_STOP_TIMEOUT_S = 10.0
@@ -106,6 +109,11 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
     stop = threading.Event()
     _stop_on_signals()
     try:
+        walls = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes))
+    except SandboxUnavailable as exc:
+        click.echo(f"volt: {exc}", err=True)
+        return EXIT_NO_SANDBOX
+    try:
         if settings.redis_url is None:
             server = _start_embedded_redis(redis_dir)
             settings = replace(settings, redis_url=server.url)
@@ -117,7 +125,7 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         watches = _watches(settings, repos or [str(_example(state_dir))], branches)
         pool = WorkerPool(workers, settings, state_dir / "logs")
         pool.start()
-        click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'})")
+        click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'}); {walls}")
         threading.Thread(target=Scheduler(settings).run, args=(stop,), name="scheduler", daemon=True).start()
         if web_port is not None:
             web, _ = web_server.start(settings, "127.0.0.1", web_port)
