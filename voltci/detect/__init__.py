@@ -18,7 +18,7 @@ from voltci.detect import command, pyproject, pytestconf, requirements, tox
 from voltci.detect.files import DetectError
 from voltci.detect.requirements import canonical
 
-__all__ = ["DetectError", "TestPlan", "detect"]
+__all__ = ["DetectError", "TestPlan", "describe", "detect"]
 
 PIP = ["python", "-m", "pip", "install"]
 LOCKED_REQUIREMENTS = "volt-requirements.txt"
@@ -228,3 +228,17 @@ def _in_venv(argv: list[str]) -> list[str]:
     if command.PYTHON.fullmatch(head):
         return ["python", *argv[1:]]
     return list(argv)
+
+
+def describe(plan: TestPlan) -> str:
+    """The plan in a few lines a person reads: the notes, the setup steps, the test command."""
+    lines = [f"[volt: {note}]" for note in plan.notes]
+    lines += [f"setup: {shlex.join(step)}" for step in plan.setup]
+    lines += [f"env: {key}={value}" for key, value in plan.env.items()]
+    if plan.runner == "pytest":
+        lines.append("tests: " + shlex.join(["pytest", *plan.pytest_args]))
+    else:
+        top = ["-t", plan.top_level_dir] if plan.top_level_dir else []
+        lines.append("tests: " + shlex.join(["python", "-m", "unittest", "discover", "-s", plan.start_dir,
+                                             "-p", plan.pattern, *top]))
+    return "\n".join(lines)
