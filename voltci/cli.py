@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -353,6 +354,30 @@ def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
         click.echo("no builds recorded" + (f" for '{repo}'" if repo else ""))
     for b in builds:
         click.echo(report.one_line(b))
+
+
+# ---------------------------------------------------------------- detection
+
+@cli.command(name="detect", cls=VoltCommand)
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.option("--python", "python", default=None, metavar="VERSION",
+              help="Take the tox env for this Python (like 3.12) when the project lists one.")
+def detect_cmd(path: str, as_json: bool, python: str | None) -> None:
+    """How a project's tests would be set up and run, read from its own files (nothing is built)."""
+    from pathlib import Path
+
+    from voltci.detect import DetectError, detect, describe
+
+    if not Path(path).is_dir():
+        raise BadInput(f"{path}: not a directory")
+    if python is not None and not re.fullmatch(r"3\.\d{1,2}", python):
+        raise BadInput(f"--python must be a version like 3.12, got {python!r}")
+    try:
+        plan = detect(Path(path), python=python)
+    except DetectError as exc:
+        raise BadInput(str(exc)) from None
+    click.echo(json.dumps(plan.to_json(), indent=2) if as_json else describe(plan))
 
 
 # ---------------------------------------------------------------- web

@@ -1,0 +1,666 @@
+"""Zero-configuration detection: each convention real Python projects use to declare how their tests
+are set up and run, as a small file set in a temporary directory, and the plan Volt reads from it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, child_env
+from voltci.detect import DetectError, TestPlan, describe, detect
+from voltci.detect.files import MAX_BYTES
+
+PIP = ["python", "-m", "pip", "install"]
+UV_STEPS = [[*PIP, "uv"]]
+
+
+def project(root: Path, files: dict[str, str]) -> Path:
+    """A source tree holding `files` (path -> text, dedented)."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return root
+
+
+PYPROJECT = """
+    [build-system]
+    requires = ["setuptools>=68"]
+    build-backend = "setuptools.build_meta"
+
+    [project]
+    name = "sample"
+    version = "1.0"
+    """
+
+
+def notes(plan: TestPlan) -> str:
+    return "\n".join(plan.notes)
+
+
+# ---------------------------------------------------------------- tox.ini
+
+
+def test_tox_ini_deps_extras_commands_setenv_and_commands_pre(tmp_path: Path) -> None:
+    """humanize's shape: deps, an extra, editable install, a commands_pre borrowed from another env."""
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [project.optional-dependencies]
+            tests = ["freezegun", "pytest>=9", "pytest-cov"]
+            """,
+        "tox.ini": r"""
+            [tox]
+            env_list =
+                lint
+                py{py3}
+                py{311-313}
+
+            [testenv]
+            package = editable
+            deps =
+                babel
+            extras =
+                tests
+            setenv =
+                DATA_DIR = {toxinidir}/data
+                SCRATCH = {envtmpdir}
+            commands_pre =
+                {[testenv:compile-translations]commands}
+            commands =
+                {envpython} -m pytest \
+                  --cov sample \
+                  --cov-report xml \
+                  {posargs}
+
+            [testenv:compile-translations]
+            skip_install = true
+            deps = babel
+            commands =
+                pybabel --quiet compile --directory src/sample/locale --domain sample
+
+            [testenv:lint]
+            deps = ruff
+            commands = ruff check
+            """,
+    })
+    plan = detect(tree)
+    assert plan.runner == "pytest"
+    assert plan.pytest_args == []  # --cov and its values are coverage's, {posargs} is tox's
+    assert plan.setup == [
+        [*PIP, "babel"],
+        [*PIP, "-e", ".[tests]"],
+        ["pybabel", "--quiet", "compile", "--directory", "src/sample/locale", "--domain", "sample"],
+    ]
+    assert plan.env == {"DATA_DIR": "data", "SCRATCH": "{tmp}"}
+    assert "env 'py311', the first CPython env" in notes(plan)  # pypy3 and lint are not it
+    assert "--cov sample" in notes(plan)
+
+
+def test_tox_ini_factors_keep_what_the_default_env_has_and_say_what_went(tmp_path: Path) -> None:
+    """attrs/pyparsing: generative env names and sections, factor conditions, negated factors."""
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [project.optional-dependencies]
+            diagrams = ["jinja2"]
+            """,
+        "tox.ini": """
+            [tox]
+            envlist = py3{10-12}-{unit,doctest}, mypy-check
+
+            [testenv]
+            deps =
+                unit: pytest
+                unit-!py312: matplotlib; implementation_name != 'pypy'
+                doctest: sphinx
+                py3: only-for-a-py3-factor
+            extras = unit: diagrams
+            setenv =
+                PYTHONPATH = {env:PYTHONPATH}{:}{toxinidir}
+                coverage: RUN_COVERAGE=1
+            commands =
+                unit: pytest tests examples/tiny/tests {posargs}
+                doctest: sphinx-build -b doctest docs docs/_build
+
+            [testenv:py3{11,12}-unit]
+            commands = pytest tests
+            """,
+    })
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, "pytest", "matplotlib; implementation_name != 'pypy'"], [*PIP, ".[diagrams]"]]
+    assert plan.pytest_args == ["tests", "examples/tiny/tests"]
+    assert plan.env == {"PYTHONPATH": "."}
+    assert "env 'py310-unit'" in notes(plan)
+    assert "doctest: sphinx" in notes(plan)  # what was left out is said
+
+    # the env for the build's Python, when listed, and its generative section
+    plan = detect(tree, python="3.12")
+    assert plan.pytest_args == ["tests"]
+    assert plan.setup[0] == [*PIP, "pytest"]
+
+
+def test_tox_posargs_default_is_kept_and_envtmpdir_is_the_builds_tmp(tmp_path: Path) -> None:
+    tree = project(tmp_path, {
+        "setup.py": "from setuptools import setup\nsetup()\n",
+        "tox.ini": """
+            [tox]
+            envlist = py311
+            [testenv]
+            usedevelop = true
+            deps = pytest-xdist
+            commands = pytest {posargs:-n auto "{toxinidir}/tests"} --basetemp={envtmpdir} --junitxml=out.xml
+            """,
+    })
+    plan = detect(tree, tmp_dir="/scratch/b1")
+    assert plan.pytest_args == ["-n", "auto", "tests", "--basetemp=/scratch/b1"]
+    assert plan.setup == [[*PIP, "pytest-xdist"], [*PIP, "-e", "."]]
+
+
+def test_tox_deps_read_requirements_files_and_constraints(tmp_path: Path) -> None:
+    """jinja2: `-r requirements/tests.txt` (pinned) is installed as such; its names are read, nested too."""
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT,
+        "requirements/tests.txt": "-r base.txt\npluggy==1.5.0\n",
+        "requirements/base.txt": "pytest==8.3.4  # pinned\n",
+        "constraints.txt": "iniconfig<3\n",
+        "tox.ini": """
+            [tox]
+            envlist = py313,style
+            [testenv]
+            deps =
+                -r requirements/tests.txt
+                -c{toxinidir}/constraints.txt
+            commands = pytest -v --tb=short {posargs}
+            """,
+    })
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, "-r", "requirements/tests.txt", "-c", "constraints.txt"], [*PIP, "."]]
+    assert plan.pytest_args == ["-v", "--tb=short"]
+    assert "pytest is not among" not in notes(plan)  # found in the nested file
+
+
+def test_tox_env_set_env_references_and_tox_only_substitutions(tmp_path: Path) -> None:
+    """pluggy/dateutil: `{env:X:default}` reads set_env, a value may extend itself, `{envname}`."""
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [dependency-groups]
+            testing = ["pytest>=8"]
+            """,
+        "tox.ini": """
+            [tox]
+            envlist = py311
+            [testenv]
+            dependency_groups = testing
+            setenv =
+                _SKIP_DEP=1
+                PYTEST_ADDOPTS=-n auto {env:PYTEST_ADDOPTS:}
+                COVERAGE_FILE={toxworkdir}/.coverage.{envname}
+                coverage: _CMD=coverage run -m pytest
+            commands = {env:_CMD:pytest} {posargs}
+            """,
+    })
+    plan = detect(tree)
+    assert plan.env == {"_SKIP_DEP": "1", "PYTEST_ADDOPTS": "-n auto", "COVERAGE_FILE": "{tmp}/.coverage.py311"}
+    assert plan.runner == "pytest" and plan.pytest_args == []
+    assert plan.setup == [[*PIP, "-U", "pip>=25.1"], [*PIP, "--group", "testing"], [*PIP, "."]]
+
+
+def test_tox_ini_without_tox_sections_is_not_a_tox_config(tmp_path: Path) -> None:
+    tree = project(tmp_path, {
+        "setup.py": "from setuptools import setup\nsetup()\n",
+        "tox.ini": "[flake8]\nmax-line-length = 100\n\n[pytest]\naddopts = --doctest-modules\n",
+    })
+    plan = detect(tree)
+    assert plan.runner == "pytest"
+    assert "configured in tox.ini [pytest]" in notes(plan)
+    assert plan.setup == [[*PIP, "pytest"], [*PIP, "."]]
+
+
+# ---------------------------------------------------------------- other tox forms
+
+
+def test_pyproject_tool_tox_legacy_ini_string(tmp_path: Path) -> None:
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + '''
+            [tool.tox]
+            legacy_tox_ini = """
+            [tox]
+            envlist = py312
+            [testenv]
+            deps = pytest
+            commands = python -m pytest tests {posargs}
+            """
+            ''',
+    })
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, "pytest"], [*PIP, "."]]
+    assert plan.pytest_args == ["tests"]
+    assert "pyproject.toml [tool.tox] legacy_tox_ini: env 'py312'" in notes(plan)
+
+
+def test_pyproject_tool_tox_native_with_uv_lock(tmp_path: Path) -> None:
+    """click/werkzeug: env_run_base, a posargs replace table, {env_tmp_dir}; their uv.lock pins it all."""
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [dependency-groups]
+            dev = ["ruff", "tox"]
+            tests = ["pytest"]
+
+            [tool.tox]
+            env_list = ["py3.14", "py3.13", "pypy3.11", "style"]
+
+            [tool.tox.env_run_base]
+            runner = "uv-venv-lock-runner"
+            package = "wheel"
+            dependency_groups = ["tests"]
+            set_env = { LANG = "C.UTF-8" }
+            commands = [[
+                "pytest", "-v", "--tb=short", "--basetemp={env_tmp_dir}",
+                {replace = "posargs", default = [], extend = true},
+            ]]
+
+            [tool.tox.env.style]
+            commands = [["pre-commit", "run", "--all-files"]]
+            """,
+        "uv.lock": "version = 1\n",
+    })
+    plan = detect(tree)
+    assert plan.setup == [
+        *UV_STEPS,
+        ["python", "-m", "uv", "export", "--frozen", "--no-hashes", "--no-emit-project", "--no-default-groups",
+         "--group", "tests", "-o", "{tmp}/volt-requirements.txt"],
+        [*PIP, "-r", "{tmp}/volt-requirements.txt"],
+        [*PIP, "."],
+    ]
+    assert plan.pytest_args == ["-v", "--tb=short", "--basetemp={tmp}"]
+    assert plan.env == {"LANG": "C.UTF-8"}
+    assert "uv.lock" in notes(plan)
+
+
+def test_tox_toml_with_posargs_default_and_env_section(tmp_path: Path) -> None:
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT,
+        "tox.toml": """
+            env_list = ["3.12", "lint"]
+
+            [env_run_base]
+            deps = ["pytest", "-r requirements-extra.txt"]
+            commands = [["python", "-m", "pytest", {replace = "posargs", default = ["-x", "tests"], extend = true}]]
+
+            [env."3.12"]
+            use_develop = true
+            set_env.MODE = "{env:MODE:strict}"
+            """,
+        "requirements-extra.txt": "hypothesis\n",
+    })
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, "pytest", "-r", "requirements-extra.txt"], [*PIP, "-e", "."]]
+    assert plan.pytest_args == ["-x", "tests"]
+    assert plan.env == {"MODE": "strict"}
+    assert "tox.toml: env '3.12'" in notes(plan)
+
+
+def test_setup_cfg_tox_section(tmp_path: Path) -> None:
+    tree = project(tmp_path, {
+        "setup.py": "from setuptools import setup\nsetup()\n",
+        "setup.cfg": """
+            [metadata]
+            name = sample
+
+            [options.extras_require]
+            testing =
+                pytest
+                mock
+
+            [tox:tox]
+            envlist = py39, py311
+
+            [testenv]
+            extras = testing
+            commands = pytest -ra {posargs}
+            """,
+    })
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, ".[testing]"]]
+    assert plan.pytest_args == ["-ra"]
+    assert "setup.cfg: env 'py39'" in notes(plan)
+
+
+def test_tox_config_order_tox_ini_first(tmp_path: Path) -> None:
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [tool.tox]
+            env_list = ["py3.12"]
+            env_run_base = { deps = ["from-pyproject"], commands = [["pytest"]] }
+            """,
+        "tox.ini": "[testenv]\ndeps = from-tox-ini\ncommands = pytest\n",
+    })
+    assert detect(tree).setup[0] == [*PIP, "from-tox-ini", "pytest"]
+
+
+# ---------------------------------------------------------------- PEP 735 groups, extras, requirements files
+
+
+def test_dependency_group_with_include_group(tmp_path: Path) -> None:
+    """Groups need pip >= 25.1; a group may include others; pytest found in the included one."""
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [dependency-groups]
+            docs = ["sphinx"]
+            test-base = ["pytest>=8", "hypothesis"]
+            Tests = [{include-group = "test-base"}, "pympler"]
+            """,
+        "tests/test_x.py": "def test_x():\n    pass\n",
+    })
+    plan = detect(tree)
+    assert plan.runner == "pytest"
+    assert plan.setup == [[*PIP, "-U", "pip>=25.1"], [*PIP, "--group", "Tests"], [*PIP, "."]]
+    assert "runner: pytest, among the test dependencies" in notes(plan)
+
+
+def test_dependency_group_order_prefers_test_over_dev(tmp_path: Path) -> None:
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [dependency-groups]
+            dev = ["ruff", "tox"]
+            testing = ["pytest"]
+            """,
+    })
+    assert detect(tree).setup[1] == [*PIP, "--group", "testing"]
+
+
+@pytest.mark.parametrize("groups, fault", [
+    ('test = [{include-group = "test"}]', "dependency group 'test' includes itself (test -> test)"),
+    ('test = [{include-group = "a"}]\na = [{include-group = "b"}]\nb = [{include-group = "test"}]',
+     "dependency group 'test' includes itself (test -> a -> b -> test)"),
+    ('test = [{include-group = "nope"}]', "includes 'nope', which does not exist"),
+    ('test = [{include = "x"}]', "neither a requirement nor {include-group"),
+])
+def test_dependency_group_cycles_and_bad_includes(tmp_path: Path, groups: str, fault: str) -> None:
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + "\n[dependency-groups]\n" + groups + "\n"})
+    with pytest.raises(DetectError) as caught:
+        detect(tree)
+    assert str(caught.value).startswith("pyproject.toml: ") and fault in str(caught.value)
+
+
+def test_uv_lock_is_honoured_for_a_dependency_group(tmp_path: Path) -> None:
+    """iniconfig: a `dev` group and its uv.lock; the project (a pytest dependency) installed last."""
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [dependency-groups]
+            dev = ["pytest>=8.4.2", "pytest-xdist>=3.8"]
+            [tool.pytest]
+            ini_options.testpaths = "testing"
+            """,
+        "uv.lock": "version = 1\n",
+        "src/sample/__init__.py": "",
+    })
+    plan = detect(tree)
+    assert plan.setup[1][-4:] == ["--group", "dev", "-o", "{tmp}/volt-requirements.txt"]
+    assert "--no-emit-project" in plan.setup[1] and "--no-default-groups" in plan.setup[1]
+    assert plan.setup[-1] == [*PIP, "."]
+    assert not any("pip>=25.1" in step for step in plan.setup)  # uv reads the groups, not pip
+
+
+def test_extra_from_pyproject(tmp_path: Path) -> None:
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT + """
+            [project.optional-dependencies]
+            docs = ["sphinx"]
+            test = ["pytest", "pytest-cov"]
+            """,
+    })
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, ".[test]"]]
+    assert plan.runner == "pytest"
+    assert "extra 'test' (pyproject.toml)" in notes(plan)
+
+
+def test_extra_filled_only_by_egg_info_requires_txt(tmp_path: Path) -> None:
+    """An sdist whose PKG-INFO names the extra without requirements; setup.py fills it (not run),
+    *.egg-info/requires.txt says what is in it."""
+    tree = project(tmp_path, {
+        "setup.py": "from setuptools import setup\nsetup(extras_require={'testing': ['pytest', 'coverage']})\n",
+        "PKG-INFO": "Metadata-Version: 2.1\nName: sample\nVersion: 1.0\nProvides-Extra: testing\n\nA project.\n",
+        "sample.egg-info/requires.txt": "six\n\n[testing]\npytest\ncoverage\n\n[docs:python_version >= '3.9']\nsphinx\n",
+        "tox.ini": "[testenv]\nextras = testing\ncommands = python -m pytest\n",
+    })
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, ".[testing]"]]
+    assert "pytest is not among" not in notes(plan)
+    tree.joinpath("tox.ini").unlink()
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, ".[testing]"]] and plan.runner == "pytest"
+    assert "extra 'testing' (sample.egg-info/requires.txt)" in notes(plan)
+
+
+def test_extra_of_a_setup_py_without_metadata_is_trusted(tmp_path: Path) -> None:
+    """A plain setup.py may define any extra; Volt cannot know without running it, so it lets pip say."""
+    tree = project(tmp_path, {
+        "setup.py": "from setuptools import setup\nsetup(extras_require={'test': ['pytest']})\n",
+        "tox.ini": "[testenv]\nextras = test\ncommands = pytest\n",
+    })
+    assert detect(tree).setup == [[*PIP, "pytest"], [*PIP, ".[test]"]]
+
+
+@pytest.mark.parametrize("files", [
+    {"pyproject.toml": PYPROJECT + '[project.optional-dependencies]\ntest = ["pytest"]\n',
+     "tox.ini": "[testenv]\nextras = tests\ncommands = pytest\n"},
+    {"setup.py": "", "PKG-INFO": "Metadata-Version: 2.1\nName: sample\nProvides-Extra: test\n",
+     "tox.ini": "[testenv]\nextras = testing\ncommands = pytest\n"},
+])
+def test_extra_that_does_not_exist(tmp_path: Path, files: dict[str, str]) -> None:
+    with pytest.raises(DetectError, match=r"^tox.ini: extra '(tests|testing)' does not exist \("):
+        detect(project(tmp_path, files))
+
+
+def test_group_named_by_tox_that_does_not_exist(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT,
+                              "tox.ini": "[testenv]\ndependency_groups = test\ncommands = pytest\n"})
+    with pytest.raises(DetectError, match=r"^tox.ini: dependency group 'test' does not exist in pyproject.toml$"):
+        detect(tree)
+
+
+@pytest.mark.parametrize("name", ["requirements-test.txt", "test-requirements.txt", "requirements/tests.txt",
+                                  "tests/requirements.txt", "requirements-dev.txt"])
+def test_requirements_files_of_the_usual_names(tmp_path: Path, name: str) -> None:
+    """packaging: tests/requirements.txt and no other declaration of its test dependencies."""
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT, name: "pretend\npytest>=6.2.0\n",
+                              "src/sample/__init__.py": ""})
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, "-r", name], [*PIP, "."]]
+    assert plan.runner == "pytest"
+
+
+def test_a_project_pytest_depends_on_is_installed_after_pytest(tmp_path: Path) -> None:
+    """pluggy, packaging, iniconfig: pytest pulls the released version; the tree's must win."""
+    tree = project(tmp_path, {
+        "pyproject.toml": PYPROJECT.replace('"sample"', '"pluggy"') + """
+            [dependency-groups]
+            testing = ["pytest>=8", "pluggy[dev]"]
+            """,
+        "tox.ini": "[tox]\nenvlist=py{310,311}\n[testenv]\ndependency_groups=testing\ncommands=pytest {posargs}\n",
+    })
+    setup = detect(tree).setup
+    assert setup[-1] == [*PIP, "."] and setup.index([*PIP, "--group", "testing"]) < len(setup) - 1
+    assert not any("--no-deps" in step for step in setup)
+
+
+# ---------------------------------------------------------------- the runner
+
+
+@pytest.mark.parametrize("files, source", [
+    ({"pytest.ini": "[pytest]\naddopts = --doctest-modules\n"}, "pytest.ini"),
+    ({"pyproject.toml": PYPROJECT + "[tool.pytest.ini_options]\ntestpaths = ['tests']\n"},
+     "pyproject.toml [tool.pytest.ini_options]"),
+    ({"setup.cfg": "[tool:pytest]\nminversion = 2.2.0\n", "setup.py": ""}, "setup.cfg [tool:pytest]"),
+    ({"tox.ini": "[pytest]\ntestpaths = testing\n", "setup.py": ""}, "tox.ini [pytest]"),
+    ({"conftest.py": "", "setup.py": ""}, "conftest.py"),
+    ({"tests/conftest.py": "", "setup.py": ""}, "tests/conftest.py"),
+])
+def test_pytest_config_makes_it_a_pytest_project(tmp_path: Path, files: dict[str, str], source: str) -> None:
+    """six: `[tool:pytest]` and nothing else; pytest is then installed for it. No paths are added:
+    the config's own testpaths, doctests and deselections stay in force."""
+    plan = detect(project(tmp_path, files))
+    assert plan.runner == "pytest" and plan.pytest_args == []
+    assert f"configured in {source}" in notes(plan)
+    assert [*PIP, "pytest"] in plan.setup
+
+
+@pytest.mark.parametrize("command, start, pattern, top", [
+    ("python -m unittest discover -s tests", "tests", "test*.py", None),
+    ("python -m unittest discover {toxinidir}/tests", "tests", "test*.py", None),
+    ("coverage run --source=sample -m unittest discover tests '*_test.py'", "tests", "*_test.py", None),
+    ("python -m unittest discover -s src/tests -t src -p 'check_*.py'", "src/tests", "check_*.py", "src"),
+    ("{envpython} -m unittest -v {posargs}", ".", "test*.py", None),
+    ("python -W error -m unittest", ".", "test*.py", None),
+])
+def test_unittest_discovery_root_from_the_maintainers_command(tmp_path: Path, command: str, start: str,
+                                                               pattern: str, top: str | None) -> None:
+    """Markdown: `unittest discover tests` gives ids `test_x....`, not `tests.test_x....`; and a unittest
+    project is run by unittest (pytest would lose the doctests its load_tests adds)."""
+    tree = project(tmp_path, {"setup.py": "", "conftest.py": "",
+                              "tox.ini": f"[tox]\nenvlist = py311\n[testenv]\ncommands =\n    {command}\n"
+                                         "    coverage xml\n"})
+    plan = detect(tree)
+    assert (plan.runner, plan.start_dir, plan.pattern, plan.top_level_dir) == ("unittest", start, pattern, top)
+    assert [*PIP, "pytest"] not in plan.setup
+
+
+def test_no_config_at_all_is_unittest_discovery(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"setup.py": "", "sample.py": "", "tests/test_sample.py": ""})
+    plan = detect(tree)
+    assert (plan.runner, plan.start_dir, plan.top_level_dir) == ("unittest", "tests", None)
+    assert plan.setup == [[*PIP, "."]]
+    tree.joinpath("tests/__init__.py").write_text("")
+    assert detect(tree).start_dir == "."
+
+
+def test_commands_before_the_runner_become_setup_and_coverage_reports_go(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"setup.py": "", "tox.ini": """
+        [testenv]
+        deps = pytest
+        commands_pre = pip uninstall --yes text-unidecode
+        commands =
+            - coverage erase
+            python scripts/make_fixtures.py
+            coverage run -m pytest {posargs:tests}
+            coverage report
+        """})
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, "pytest"], [*PIP, "."],
+                          ["python", "-m", "pip", "uninstall", "--yes", "text-unidecode"],
+                          ["python", "scripts/make_fixtures.py"]]
+    assert plan.pytest_args == ["tests"]
+
+
+def test_src_layout_is_installed_and_skip_install_is_honoured(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT, "src/sample/__init__.py": "",
+                              "tests/test_a.py": "", "requirements-test.txt": "pytest\n"})
+    assert detect(tree).setup[-1] == [*PIP, "."]
+    project(tmp_path, {"tox.ini": "[testenv]\nskip_install = true\ndeps = pytest\ncommands = pytest\n"})
+    assert detect(tree).setup == [[*PIP, "pytest"]]
+
+
+# ---------------------------------------------------------------- bad input: one line naming file and fault
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"tox.ini": "[testenv\ndeps = x\n"}, r"^tox.ini: not a valid ini file \("),
+    ({"tox.ini": "deps = pytest\n"}, r"^tox.ini: not a valid ini file \(File contains no section headers"),
+    ({"pyproject.toml": "[project\nname = 'x'\n"}, r"^pyproject.toml: not valid TOML \("),
+    ({"tox.toml": "env_list = [\n"}, r"^tox.toml: not valid TOML \("),
+    ({"setup.py": "", "tox.ini": "[testenv]\ncommands = make test\n"},
+     r"^tox.ini: the test command of env 'py' names no runner Volt knows \(pytest, python -m unittest\): "
+     r"make test$"),
+    ({"setup.py": "", "tox.ini": "[testenv]\ncommands = python setup.py test\n"}, r"names no runner Volt knows"),
+    ({"setup.py": "", "tox.ini": "[testenv]\ncommands = pytest 'unclosed\n"},
+     r"^tox.ini: commands of env 'py' cannot be split into words"),
+    ({"setup.py": "", "tox.ini": "[testenv]\ndeps = -r ../outside.txt\ncommands = pytest\n"},
+     r"^tox.ini: names '../outside.txt', which is not a file inside the repository$"),
+    ({"setup.py": "", "tox.ini": "[testenv]\ndeps = -r missing.txt\ncommands = pytest\n"},
+     r"^tox.ini: names missing.txt, which does not exist$"),
+    ({"pyproject.toml": "[tool.tox]\nenv_list = 'py'\n"}, r"^pyproject.toml \[tool.tox\]: env_list must be a list"),
+    ({"pyproject.toml": "[tool.tox.env_run_base]\ncommands = ['pytest']\n"},
+     r"^pyproject.toml \[tool.tox\]: 'commands' of env 'py' must be a list of commands"),
+])
+def test_bad_input_is_one_line_naming_the_file(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    with pytest.raises(DetectError, match=message) as caught:
+        detect(project(tmp_path, files))
+    assert "\n" not in str(caught.value)
+
+
+def test_files_are_read_bounded_and_never_through_a_link(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text("pytest\n")
+    tree = project(tmp_path / "tree", {"setup.py": "", "tox.ini": "[testenv]\ndeps = -r reqs.txt\ncommands = pytest\n"})
+    os.symlink(outside, tree / "reqs.txt")
+    with pytest.raises(DetectError, match=r"^reqs.txt: cannot be read"):
+        detect(tree)
+    (tree / "reqs.txt").unlink()
+    os.symlink(outside, tree / "requirements-test.txt")
+    (tree / "tox.ini").unlink()
+    with pytest.raises(DetectError, match=r"^requirements-test.txt: cannot be read"):
+        detect(tree)
+    (tree / "requirements-test.txt").unlink()
+    (tree / "pyproject.toml").write_text("# " + "x" * MAX_BYTES + "\n")
+    with pytest.raises(DetectError, match=rf"^pyproject.toml: larger than {MAX_BYTES} bytes$"):
+        detect(tree)
+
+
+def test_plan_as_json_and_as_text(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"setup.py": "", "tox.ini": "[testenv]\ndeps = pytest\nsetenv = A=1\n"
+                                                          "commands = pytest -x {posargs}\n"})
+    plan = detect(tree)
+    assert json.loads(json.dumps(plan.to_json())) == {
+        "runner": "pytest", "setup": [[*PIP, "pytest"], [*PIP, "."]], "pytest_args": ["-x"], "start_dir": ".",
+        "pattern": "test*.py", "top_level_dir": None, "env": {"A": "1"}, "notes": plan.notes}
+    text = describe(plan)
+    assert text.splitlines()[-1] == "tests: pytest -x" and "setup: python -m pip install pytest" in text
+    assert all(line.startswith("[volt: ") for line in text.splitlines()[:len(plan.notes)])
+
+
+# ---------------------------------------------------------------- volt detect
+
+
+def volt(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "voltci", *args], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env=child_env(), stdin=subprocess.DEVNULL)
+
+
+def test_volt_detect_prints_the_plan(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + "[project.optional-dependencies]\ntesting = ['pytest']\n",
+                              "tox.ini": "[tox]\nenvlist = py311\n[testenv]\nextras = testing\n"
+                                         "commands = coverage run -m unittest discover -s tests\n"})
+    proc = volt("detect", str(tree), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["runner"] == "unittest" and data["start_dir"] == "tests"
+    assert data["setup"] == [[*PIP, ".[testing]"]]
+    proc = volt("detect", str(tree))
+    assert proc.returncode == 0 and proc.stdout.startswith("[volt: tox.ini: env 'py311'")
+    assert "tests: python -m unittest discover -s tests -p 'test*.py'" in proc.stdout
+
+
+@pytest.mark.parametrize("files, args, fragment", [
+    ({"setup.py": "", "tox.ini": "[testenv]\ncommands = nosetests\n"}, [], "tox.ini: the test command of env 'py'"),
+    ({"pyproject.toml": "[dependency-groups]\ntest = [{include-group = 'test'}]\n"}, [],
+     "pyproject.toml: dependency group 'test' includes itself"),
+    ({}, ["--python", "three"], "--python must be a version like 3.12"),
+])
+def test_volt_detect_bad_input_is_one_line_and_exit_2(tmp_path: Path, files: dict[str, str], args: list[str],
+                                                      fragment: str) -> None:
+    proc = volt("detect", str(project(tmp_path, files)), "--json", *args)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert proc.stdout == "" and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("volt: ") and fragment in proc.stderr
+
+
+def test_volt_detect_of_a_missing_directory(tmp_path: Path) -> None:
+    proc = volt("detect", str(tmp_path / "nope"))
+    assert proc.returncode == 2 and proc.stderr == f"volt: {tmp_path / 'nope'}: not a directory\n"

@@ -1,0 +1,244 @@
+"""Zero configuration: a Python project's tests found, set up and run as its maintainers run them.
+
+Reads the project's own files as data (never runs setup.py or noxfile.py): the test environment its
+maintainers defined in tox, else a PEP 735 dependency group, else an extra, else requirements files of
+the usual names; the project itself installed last (so a project pytest depends on, like pluggy, is
+tested in its own version); a uv.lock honoured through `uv export --frozen`; and the runner — pytest when
+the project configures or depends on it, else unittest discovery from the root its command names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from voltci.detect import command, pyproject, pytestconf, requirements, tox
+from voltci.detect.files import DetectError
+from voltci.detect.requirements import canonical
+
+__all__ = ["DetectError", "TestPlan", "describe", "detect"]
+
+PIP = ["python", "-m", "pip", "install"]
+LOCKED_REQUIREMENTS = "volt-requirements.txt"
+
+
+@dataclass(frozen=True)
+class TestPlan:
+    """How to set up and run one project's tests, and why (notes, shown as `[volt: ...]` lines)."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+
+    runner: str                      # "pytest" or "unittest"
+    setup: list[list[str]]           # argv lists run in order in the build's venv: installers, then commands_pre
+    pytest_args: list[str]           # the maintainers' pytest arguments, without "pytest" and {posargs}
+    start_dir: str = "."             # unittest discovery, from the maintainers' command
+    pattern: str = "test*.py"
+    top_level_dir: str | None = None
+    env: dict[str, str] = field(default_factory=dict)    # set_env of the tox env, placeholders resolved
+    notes: list[str] = field(default_factory=list)       # what was detected and why, one short line each
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _Needs:
+    """What the test environment installs, gathered from whichever source declares it."""
+
+    pip_args: list[str] = field(default_factory=list)  # requirements and -r/-c options for one pip install
+    groups: list[str] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)       # projects these bring in
+    install: str = "wheel"                             # the project: "wheel", "editable" or "skip"
+    said: list[str] = field(default_factory=list)      # for the note
+
+
+def detect(tree: Path, tmp_dir: str = "{tmp}", *, python: str | None = None) -> TestPlan:
+    """The plan for the project in `tree`; `python` ("3.12") picks that tox env when listed."""
+    tree = Path(tree).resolve()
+    if not tree.is_dir():
+        raise DetectError(f"{tree}: not a directory")
+    project = pyproject.load(tree)
+    env = tox.load(tree, tmp_dir, python)
+    notes: list[str] = []
+    needs = _from_tox(tree, project, env) if env else _from_declarations(tree, project)
+    notes.append(env.why if env else "no tox config: " + (", ".join(needs.said) or "no test dependencies declared"))
+    if env:
+        notes.append("test dependencies: " + (", ".join(needs.said) or "none"))
+    runner, pre = _runner(tree, project, env, needs, notes)
+    setup = _installers(project, needs, tmp_dir, notes) + pre
+    if env:
+        notes.extend(env.notes)
+    return TestPlan(runner=runner.runner or "pytest", setup=setup, pytest_args=runner.pytest_args,
+                    start_dir=runner.start_dir, pattern=runner.pattern, top_level_dir=runner.top_level_dir,
+                    env=_environment(env.set_env) if env else {}, notes=notes)
+
+
+# ---------------------------------------------------------------- what to install
+
+def _from_tox(tree: Path, project: pyproject.Project, env: tox.ToxEnv) -> _Needs:
+    needs = _Needs(install=env.install)
+    for dep in env.deps:
+        _add_dep(tree, project, needs, dep, env.source)
+    for group in env.groups:
+        needs.names |= project.names(project.group(group, env.source))
+        needs.groups.append(group)
+    for extra in env.extras:
+        needs.names |= project.names(project.extra(extra, env.source))
+        needs.extras.append(extra)
+    needs.said = ([f"deps {', '.join(env.deps)}"] if env.deps else []) + \
+                 ([f"dependency groups {', '.join(needs.groups)}"] if needs.groups else []) + \
+                 ([f"extras {', '.join(needs.extras)}"] if needs.extras else [])
+    return needs
+
+
+def _add_dep(tree: Path, project: pyproject.Project, needs: _Needs, dep: str, source: str) -> None:
+    option = requirements.file_option(dep)
+    if option is not None:
+        path = requirements.inside(tree, _relative(option[1]), source)
+        if option[0] == "-r":
+            needs.names |= requirements.names_in_file(tree, path, source)
+        needs.pip_args += [option[0], path]
+        return
+    # a requirement is one word for pip, markers and all; an option line (-e, --pre, -i URL) is words
+    words = shlex.split(dep) if dep.startswith("-") else [dep]
+    spec = words[-1] if words else ""
+    if spec.startswith(".") and (len(spec) == 1 or spec[1] in "[/"):  # the project itself: installed last
+        needs.extras += [e for e in requirements.extras_of("x" + spec[1:]) if e not in needs.extras]
+        return
+    needs.pip_args += words
+    needs.names |= project.names([dep])
+
+
+def _relative(path: str) -> str:
+    return path[2:] if path.startswith("./") else path
+
+
+def _from_declarations(tree: Path, project: pyproject.Project) -> _Needs:
+    """No tox: a test group, else a test extra, else requirements files of the usual names."""
+    needs = _Needs(install="wheel" if project.installable else "skip")
+    for name in pyproject.TEST_NAMES:
+        if canonical(name) in project.groups:
+            written = project.group_names[canonical(name)]
+            needs.groups.append(written)
+            needs.names |= project.names(project.groups[canonical(name)])
+            needs.said.append(f"dependency group '{written}' of pyproject.toml")
+            return needs
+    for name in pyproject.TEST_NAMES:
+        if canonical(name) in project.extras:
+            needs.extras.append(name)
+            needs.names |= project.names(project.extras[canonical(name)])
+            needs.said.append(f"extra '{name}' ({project.extras_from})")
+            return needs
+    files = requirements.usual_files(tree)
+    for path in files:
+        needs.pip_args += ["-r", path]
+        needs.names |= requirements.names_in_file(tree, path, path)
+    if files:
+        needs.said.append(f"requirements {', '.join(files)}")
+    return needs
+
+
+def _installers(project: pyproject.Project, needs: _Needs, tmp: str, notes: list[str]) -> list[list[str]]:
+    """pip (and uv for a lock) commands: the test dependencies, then the project itself, last."""
+    setup: list[list[str]] = []
+    groups = needs.groups
+    if project.has_uv_lock:
+        locked = f"{tmp}/{LOCKED_REQUIREMENTS}"
+        export = ["python", "-m", "uv", "export", "--frozen", "--no-hashes", "--no-emit-project",
+                  "--no-default-groups"]
+        export += [word for g in groups for word in ("--group", g)]
+        export += [word for e in needs.extras for word in ("--extra", e)]
+        setup += [[*PIP, "uv"], [*export, "-o", locked], [*PIP, "-r", locked]]
+        notes.append("uv.lock: the versions it pins, through `uv export --frozen`")
+        groups = []
+    elif groups:
+        setup.append([*PIP, "-U", "pip>=25.1"])  # the first pip that installs dependency groups
+    pip_args = needs.pip_args + [word for g in groups for word in ("--group", g)]
+    if pip_args:
+        setup.append([*PIP, *pip_args])
+    if needs.install != "skip":
+        spec = "." + (f"[{','.join(needs.extras)}]" if needs.extras else "")
+        setup.append([*PIP, "-e", spec] if needs.install == "editable" else [*PIP, spec])
+        notes.append(f"the project: pip install {'-e ' if needs.install == 'editable' else ''}{spec}, last, "
+                     "so its own version is the one tested")
+    elif needs.extras:
+        notes.append(f"the project is not installed, so its extras ({', '.join(needs.extras)}) are not either")
+    return setup
+
+
+# ---------------------------------------------------------------- how to run
+
+def _runner(tree: Path, project: pyproject.Project, env: tox.ToxEnv | None, needs: _Needs,
+            notes: list[str]) -> tuple[command.RunnerCommand, list[list[str]]]:
+    """The runner and its arguments, and the steps to run before the tests (commands_pre...)."""
+    pre = [_in_venv(argv) for argv in (env.commands_pre if env else [])]
+    if env and env.commands:
+        for number, argv in enumerate(env.commands):
+            found = command.classify(argv)
+            if found.runner in ("pytest", "unittest"):
+                before = [_in_venv(a) for a in env.commands[:number] if command.classify(a).runner != "coverage"]
+                notes.append(f"runner: {found.runner}, from the test command `{shlex.join(argv)}`"
+                             + (f" (left out: {' '.join(found.dropped)})" if found.dropped else ""))
+                _need_pytest(found, needs, notes)
+                return found, pre + before
+        shown = next((a for a in env.commands if command.classify(a).runner != "coverage"), env.commands[0])
+        raise DetectError(f"{env.source}: the test command of env '{env.name}' names no runner Volt knows "
+                          f"(pytest, python -m unittest): {shlex.join(shown)}")
+    config = pytestconf.config_source(tree, project.pyproject)
+    in_deps = any(n == "pytest" or n.startswith("pytest-") for n in needs.names)
+    if config or in_deps:
+        found = command.RunnerCommand("pytest")
+        notes.append(f"runner: pytest, configured in {config}" if config else
+                     "runner: pytest, among the test dependencies")
+        _need_pytest(found, needs, notes)
+        return found, pre
+    start = next((d for d in ("tests", "test") if (tree / d).is_dir() and not (tree / d / "__init__.py").exists()),
+                 ".")
+    notes.append("runner: unittest discovery (no pytest config or dependency)"
+                 + (f", from {start}/ (not a package)" if start != "." else ""))
+    return command.RunnerCommand("unittest", start_dir=start), pre
+
+
+def _need_pytest(found: command.RunnerCommand, needs: _Needs, notes: list[str]) -> None:
+    """A pytest project that lists no pytest gets it installed with its test dependencies."""
+    if found.runner == "pytest" and not any(n == "pytest" or n.startswith("pytest-") for n in needs.names):
+        needs.pip_args.append("pytest")
+        notes.append("pytest is not among the test dependencies: installed with them")
+
+
+def _environment(set_env: dict[str, str]) -> dict[str, str]:
+    """set_env as the tests get it: `{env:PYTHONPATH}{:}.` with no PYTHONPATH of its own is just `.`."""
+    out = {}
+    for key, value in set_env.items():
+        value = value.strip()
+        if key.endswith("PATH") and ":" in value:
+            value = ":".join(part for part in value.split(":") if part)
+        out[key] = value
+    return out
+
+
+def _in_venv(argv: list[str]) -> list[str]:
+    """`pip ...` -> `python -m pip ...`, `python3.12` -> `python`: the build venv's own."""
+    head = argv[0].rsplit("/", 1)[-1]
+    if head in ("pip", "pip3"):
+        return ["python", "-m", "pip", *argv[1:]]
+    if command.PYTHON.fullmatch(head):
+        return ["python", *argv[1:]]
+    return list(argv)
+
+
+def describe(plan: TestPlan) -> str:
+    """The plan in a few lines a person reads: the notes, the setup steps, the test command."""
+    lines = [f"[volt: {note}]" for note in plan.notes]
+    lines += [f"setup: {shlex.join(step)}" for step in plan.setup]
+    lines += [f"env: {key}={value}" for key, value in plan.env.items()]
+    if plan.runner == "pytest":
+        lines.append("tests: " + shlex.join(["pytest", *plan.pytest_args]))
+    else:
+        top = ["-t", plan.top_level_dir] if plan.top_level_dir else []
+        lines.append("tests: " + shlex.join(["python", "-m", "unittest", "discover", "-s", plan.start_dir,
+                                             "-p", plan.pattern, *top]))
+    return "\n".join(lines)

@@ -1,0 +1,207 @@
+"""The test environment the maintainers defined in tox, read as data from wherever tox reads it.
+
+tox looks in `tox.ini`, `setup.cfg [tox:tox]`, `pyproject.toml [tool.tox]` (a `legacy_tox_ini` string or
+the native TOML form) and `tox.toml`, in that order. Of its environments Volt takes the default test
+one: the first CPython entry of `env_list` (the one for `python` when it is listed), or plain `py`.
+Its values go through tox's own substitutions, turned into what they mean in a Volt build.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from voltci.detect.files import DetectError, exists, parse_ini, read_ini, read_toml, table
+
+PYTHON_FACTOR = re.compile(r"py|py3|py3\d{1,2}|py3\.\d{1,2}|3\.\d{1,2}")
+TEST_FACTORS = ("test", "tests", "testing", "unit")
+_RANGE = re.compile(r"(\d+)-(\d+)")
+
+
+@dataclass(frozen=True)
+class ToxEnv:
+    """The parts of one tox environment that say how its tests are set up and run."""
+
+    source: str                        # the file, as the build log names it
+    name: str
+    why: str                           # how this environment was chosen
+    deps: list[str] = field(default_factory=list)
+    extras: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    commands: list[list[str]] = field(default_factory=list)
+    commands_pre: list[list[str]] = field(default_factory=list)
+    set_env: dict[str, str] = field(default_factory=dict)
+    install: str = "wheel"             # "wheel" (pip install .), "editable" (-e .) or "skip"
+    uv_lock: bool = False              # runner = uv-venv-lock-runner
+    notes: list[str] = field(default_factory=list)
+
+
+def load(tree: Path, tmp: str, python: str | None) -> ToxEnv | None:
+    """The default test environment of the project's tox config, or None when it has none."""
+    from voltci.detect import toxini, toxtoml
+
+    ini = read_ini(tree, "tox.ini") if exists(tree, "tox.ini") else None
+    if ini is not None and (ini.has_section("tox") or any(s.startswith("testenv") for s in ini.sections())):
+        return toxini.environment(ini, "tox.ini", "tox", tree, tmp, python)
+    cfg = read_ini(tree, "setup.cfg") if exists(tree, "setup.cfg") else None
+    if cfg is not None and cfg.has_section("tox:tox"):
+        return toxini.environment(cfg, "setup.cfg", "tox:tox", tree, tmp, python)
+    pyproject = read_toml(tree, "pyproject.toml") or {}
+    tool_tox = table(pyproject, "tool.tox")
+    if tool_tox is not None:
+        legacy = tool_tox.get("legacy_tox_ini")
+        if isinstance(legacy, str):
+            name = "pyproject.toml [tool.tox] legacy_tox_ini"
+            return toxini.environment(parse_ini(legacy, name), name, "tox", tree, tmp, python)
+        return toxtoml.environment(tool_tox, "pyproject.toml [tool.tox]", tmp, python)
+    native = read_toml(tree, "tox.toml")
+    if native is not None:
+        return toxtoml.environment(native, "tox.toml", tmp, python)
+    return None
+
+
+def expand(text: str) -> list[str]:
+    """tox's generative names: `py3{9-11}-{a,b}` -> py39-a, py39-b, py310-a, ..."""
+    match = re.search(r"\{([^{}]*)\}", text)
+    if not match:
+        return [text]
+    options: list[str] = []
+    for part in (p.strip() for p in match.group(1).split(",")):
+        numbers = _RANGE.fullmatch(part)
+        if numbers:
+            low, high = int(numbers.group(1)), int(numbers.group(2))
+            step = 1 if high >= low else -1
+            options.extend(str(n) for n in range(low, high + step, step))
+        else:
+            options.append(part)
+    return [name for option in options for name in expand(text[:match.start()] + option + text[match.end():])]
+
+
+def split_top(text: str, separators: str = ",\n") -> list[str]:
+    """Split at separators outside braces: `py{39,310}-a, lint` -> [`py{39,310}-a`, `lint`]."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += (char == "{") - (char == "}")
+        if char in separators and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def factors_match(condition: str, factors: set[str]) -> bool:
+    """tox factor conditions: `a,b` either, `a-b` both, `!a` not a; braces expand first."""
+    for alternative in (a for expanded in expand(condition) for a in expanded.split(",")):
+        needed = [f for f in alternative.strip().split("-") if f]
+        if needed and all((f[1:] not in factors) if f.startswith("!") else (f in factors) for f in needed):
+            return True
+    return False
+
+
+def choose(env_list: list[str], python: str | None, source: str) -> tuple[str, str]:
+    """The default test environment of `env_list` and why it is the one."""
+    names = [name for entry in env_list for name in expand(entry)]
+    pythons = [n for n in names if any(PYTHON_FACTOR.fullmatch(f) for f in n.split("-"))]
+    if python and pythons:
+        wanted = {f"py{python.replace('.', '')}", f"py{python}", python}
+        for name in pythons:
+            if wanted & set(name.split("-")):
+                return name, f"{source}: env '{name}', the one for Python {python} in env_list"
+    if pythons:
+        return pythons[0], f"{source}: env '{pythons[0]}', the first CPython env of env_list"
+    tests = [n for n in names if set(n.split("-")) & set(TEST_FACTORS)]
+    if tests:
+        return tests[0], f"{source}: env '{tests[0]}', the first test env of env_list"
+    return "py", f"{source}: env 'py' (env_list names no Python env)" if names else f"{source}: env 'py'"
+
+
+class Substitution:
+    """tox's `{...}` substitutions, each turned into its meaning in a Volt build.
+
+    {posargs} goes (its default stays), {toxinidir} is the tree (commands run there), {envtmpdir}
+    is the build's temporary directory, {env:X:default} is the env's set_env value or the default.
+    """
+
+    HERE = {"toxinidir", "tox_root", "toxinipath_dir"}
+    TMP = {"envtmpdir", "env_tmp_dir", "toxworkdir", "work_dir", "envlogdir", "env_log_dir", "temp_dir"}
+    PYTHON = {"envpython", "env_python", "basepython", "base_python"}
+
+    def __init__(self, source: str, env: str, tmp: str, set_env: Callable[[str], str | None],
+                 ref: Callable[[str, str], str | None] | None = None) -> None:
+        self.source, self.env, self.tmp, self.set_env, self.ref = source, env, tmp, set_env, ref
+        self.unknown: set[str] = set()
+        self._depth = 0
+
+    def __call__(self, text: str) -> str:
+        self._depth += 1
+        try:
+            if self._depth > 20:
+                raise DetectError(f"{self.source}: substitutions in env '{self.env}' refer to each other endlessly")
+            return self._scan(text)
+        finally:
+            self._depth -= 1
+
+    def _scan(self, text: str) -> str:
+        out, i = [], 0
+        while i < len(text):
+            char = text[i]
+            if char == "\\" and i + 1 < len(text) and text[i + 1] in "{}":
+                out.append(text[i + 1])
+                i += 2
+                continue
+            if char != "{":
+                out.append(char)
+                i += 1
+                continue
+            depth, j = 0, i
+            while j < len(text):
+                depth += (text[j] == "{") - (text[j] == "}")
+                if depth == 0:
+                    break
+                j += 1
+            if depth:  # unbalanced: leave as written
+                out.append(text[i:])
+                break
+            inner = text[i + 1:j]
+            value = self._one(inner)
+            # `{toxinidir}/tests` is `tests`: commands run in the tree
+            if inner in self.HERE and text[j + 1:j + 2] == "/":
+                value, j = "", j + 1
+            out.append(value)
+            i = j + 1
+        return "".join(out)
+
+    def _one(self, inner: str) -> str:
+        key, _, rest = inner.partition(":")
+        if key == "posargs":
+            return self(rest) if _ else ""
+        if inner in self.HERE:
+            return "."
+        if inner in self.TMP:
+            return self.tmp
+        if inner in ("envname", "env_name"):
+            return self.env
+        if inner in self.PYTHON:
+            return "python"
+        if inner == ":":
+            return ":"
+        if inner == "/":
+            return "/"
+        if key == "env" and rest:
+            name, has_default, default = rest.partition(":")
+            value = self.set_env(name)
+            return value if value is not None else (self(default) if has_default else "")
+        if key == "tty":
+            return self(rest.partition(":")[2])
+        ref = re.fullmatch(r"\[([^\]]+)\](\S+)", inner)
+        if ref and self.ref is not None:
+            value = self.ref(ref.group(1), ref.group(2))
+            if value is not None:
+                return self(value)
+        self.unknown.add(inner)
+        return "{" + inner + "}"
+
