@@ -187,3 +187,41 @@ def test_no_tests_and_bad_arguments_are_errors(workspace, tmp_path) -> None:
                           "args = ['--no-such-option']\n")
     assert outcome.status is Status.ERROR
     assert outcome.reason == "pytest refused its command line (exit status 4); see the log"
+
+
+def test_a_project_without_volt_toml_is_set_up_and_run_as_its_maintainers_do(tmp_path) -> None:
+    """No .volt.toml: the test dependency group is installed, then the project (a src layout) itself,
+    and pytest runs with the project's own configuration; the log says what was found and why."""
+    files = {
+        "pyproject.toml": f"""\
+            [build-system]
+            requires = ["setuptools>=68"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "shapes"
+            version = "1.0"
+
+            [dependency-groups]
+            test = ["pytest=={PYTEST_VERSION}"]
+
+            [tool.pytest.ini_options]
+            testpaths = ["tests"]
+            addopts = "-ra"
+            """,
+        "src/shapes/__init__.py": "def area(w, h):\n    return w * h\n",
+        "tests/test_area.py": "from shapes import area\n\ndef test_area():\n    assert area(2, 3) == 6\n",
+    }
+    tree, scratch = tmp_path / "tree", tmp_path / "scratch"
+    write(tree, files)
+    scratch.mkdir()
+    settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=600)
+    outcome = run_steps(tree, scratch, "shapes", settings, lambda: None, "zero-config")
+    log = (scratch / OUTPUT_FILE).read_text(errors="replace")
+    assert outcome.status is Status.PASSED, (outcome.reason, log[-3000:])
+    assert [t.id for t in outcome.tests] == ["tests/test_area.py::test_area"]
+    assert "[volt: no tox config: dependency group 'test' of pyproject.toml]" in log
+    assert "[volt: runner: pytest, configured in pyproject.toml" in log
+    assert "$ python -m pip install --group test" in log
+    assert "$ python -m pip install ." in log
+    assert "$ python -m pytest" in log

@@ -1,5 +1,5 @@
 """The reporter's three forms: the JSON contract, the human text, and JUnit XML valid against both
-common schemas (shared/schemas beside the project)."""
+common schemas (tests/schemas, with their sources)."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import xmlschema
 from voltci import report
 from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, Status, TestResult
 
-SCHEMAS = Path(__file__).resolve().parent.parent.parent / "shared" / "schemas"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
 CONTRACT_KEYS = {"repo", "commit", "branch", "status", "attempts", "runner", "queued_at", "started_at",
                  "finished_at", "duration_s", "counts", "tests", "log_tail"}
 
@@ -64,7 +64,7 @@ def test_exit_status(status: Status, code: int) -> None:
 @pytest.mark.parametrize("schema", ["junit-windyroad.xsd", "junit-jenkins.xsd"])
 def test_junit_is_valid_against_the_schema(schema: str, tmp_path: Path) -> None:
     path = SCHEMAS / schema
-    assert path.is_file(), f"JUnit schema missing: {path} (CI has shared/ beside the project checkout)"
+    assert path.is_file(), f"JUnit schema missing: {path}"
     build, tests, _ = sample()
     xml = report.as_junit(build, tests)
     out = tmp_path / "report.xml"

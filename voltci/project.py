@@ -61,6 +61,7 @@ class ProjectConfig:
     processes: int | None = None  # None: the runner's build_processes
     runner: str | None = None  # "pytest" or "unittest"; None: as detected
     args: list[str] = field(default_factory=list)  # pytest's arguments
+    given: frozenset[str] = frozenset()  # the [tests] keys the file sets: the rest is detected
 
 
 def load(tree: Path) -> ProjectConfig:
@@ -131,7 +132,7 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
         command=command, junit=junit,
         start_dir=_relative_path(tests, "start_dir") or ".", top_level_dir=_relative_path(tests, "top_level_dir"),
         pattern=pattern, retries=retries, network=network, memory_bytes=memory_bytes, processes=processes,
-        runner=runner, args=list(args),
+        runner=runner, args=list(args), given=frozenset(tests),
     )
 
 

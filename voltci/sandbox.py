@@ -103,6 +103,11 @@ def checked_bwrap() -> tuple[str, str]:
     return bwrap, version.stdout.strip() or "bwrap"
 
 
+def tmp_seen(scratch: Path, enabled: bool) -> str:
+    """The build's temporary directory as its steps see it: /tmp in a sandbox, else in its scratch."""
+    return "/tmp" if enabled else str(scratch / "tmp")
+
+
 def out_dir(scratch: Path) -> Path:
     """Where a build's steps write their results: the one directory of its scratch they may write."""
     return scratch / "out"
@@ -171,16 +176,17 @@ class Sandbox:
 
     @classmethod
     def for_build(cls, tree: Path, scratch: Path, python: Path, limits: Limits | None, enabled: bool = True,
-                  venv: Path | None = None, pass_env: str = "") -> "Sandbox":
+                  venv: Path | None = None, pass_env: str = "", env: dict[str, str] | None = None) -> "Sandbox":
         """The sandbox of one build in `tree`: `scratch/out` for its result files, `scratch/home` and
-        `scratch/tmp` as its HOME and /tmp; `python` (in `venv`, when it has one) runs its tests."""
+        `scratch/tmp` as its HOME and /tmp; `python` (in `venv`, when it has one) runs its tests; `env`,
+        the variables its project asks for (tox's set_env), come on top of its own."""
         home, tmp, out = scratch / "home", scratch / "tmp", out_dir(scratch)
         for path in (home, tmp, out):
             path.mkdir(parents=True, exist_ok=True)
         bwrap = checked_bwrap()[0] if enabled else None
         mirror, overlays = git_metadata(tree, scratch)
         readable = tuple(dict.fromkeys([*interpreter_roots(python), *COLLECTORS, *mirror]))
-        variables = build_environment(home, Path("/tmp") if enabled else tmp, venv, pass_env=pass_env)
+        variables = {**build_environment(home, Path(tmp_seen(scratch, enabled)), venv, pass_env=pass_env), **(env or {})}
         return cls(bwrap, tree, limits, (out, *([venv] if venv else [])), readable, home, tmp, True, variables,
                    overlays)
 

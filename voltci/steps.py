@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Callable
 
 from voltci import junitxml, project, untrusted
+from voltci.buildplan import plan_build
+from voltci.detect import DetectError
 from voltci.config import Settings
 from voltci.environments import EnvironmentUnavailable, environment
 from voltci.limits import Limits
 from voltci.models import Counts, Outcome, RunOutcome, Share, Status, TestResult
-from voltci.sandbox import Sandbox, SandboxUnavailable
-from voltci.suites import Discovery, Pytest, Selection, Suite
+from voltci.sandbox import Sandbox, SandboxUnavailable, tmp_seen
+from voltci.suites import Selection, Suite
 from voltci.testrun import (OUTPUT_FILE, Budget, ProcessEnd, apply_stop, count, parse_results, read_tail, run_process,
                             run_tests, strip_workspace)
 
@@ -42,54 +44,70 @@ def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_s
     log_path = scratch / OUTPUT_FILE
     try:
         config = project.load(tree)
-    except project.ProjectConfigError as exc:
+        plan = plan_build(config, tree, tmp_seen(scratch, settings.sandbox))
+    except (project.ProjectConfigError, DetectError) as exc:
         _say(log_path, f"[volt: {exc}]")
         return _error(str(exc))
+    for note in plan.notes:
+        _say(log_path, f"[volt: {note}]")
     budget = Budget(config.timeout or settings.build_timeout)
-    if split is not None and only is None and not config.command:
+    if split is not None and only is None and plan.suite is not None:
         only = split(None)  # from the repository's history: the other shards start while this one sets up
     try:
-        with environment(settings.workspace_dir, repo, tree, config.python, with_pip=bool(config.setup),
+        with environment(settings.workspace_dir, repo, tree, config.python, with_pip=bool(plan.setup),
                          wait_s=budget.timeout_s) as env:
             _say(log_path, f"[volt: {'reusing' if env.reused else 'made'} the environment {env.path}]")
             box = Sandbox.for_build(tree, scratch, env.python, build_limits(settings, config, log_path),
-                                    enabled=settings.sandbox, venv=env.path, pass_env=settings.pass_env)
+                                    enabled=settings.sandbox, venv=env.path, pass_env=settings.pass_env,
+                                    env=plan.env)
             _say(log_path, f"[volt: {box.with_network(config.network).describe()}]")
-            for number, step in enumerate(config.setup, 1):
-                _say(log_path, f"$ {shlex.join(step)}")
-                end = run_process(step, tree, log_path, budget, should_stop, run_id, box)
-                failed = _setup_failure(end, number, step)
-                if end.stopped or failed:
-                    tail = read_tail(log_path, settings.log_tail_lines)
-                    return apply_stop(RunOutcome(Status.ERROR, [], Counts(), failed, tail), end, budget)
+            failed = _set_up(plan.setup, tree, log_path, budget, should_stop, run_id, box, settings)
+            if failed is not None:
+                return failed
             box = box.with_network(config.network)
-            if config.command:
+            if plan.suite is None:
                 return _run_command(config, tree, log_path, budget, should_stop, run_id, box, settings)
-            plan = suite_of(config)
+            suite, python = plan.suite, str(env.python)
             if split is not None and only is None:
-                only = split(lambda: _list_tests(tree, scratch, plan, str(env.python), budget, should_stop, run_id,
-                                                 box))
-            selection = Selection()
-            if only is not None:
-                share_file = box.out / "shard-tests.txt"
-                share_file.write_text("\n".join(only.ids) + "\n", encoding="utf-8")
-                _say(log_path, f"[volt: this shard runs every test but the other shards' {len(only.ids)}]"
-                     if only.exclude else f"[volt: this shard runs {len(only.ids)} test(s)]")
-                selection = Selection(others=share_file) if only.exclude else Selection(only=share_file)
-            _say(log_path, f"$ {plan.describe()}")
-            outcome = run_tests(tree, box, plan, budget, log_path, python=str(env.python),
+                only = split(lambda: _list_tests(tree, scratch, suite, python, budget, should_stop, run_id, box))
+            _say(log_path, f"$ {suite.describe()}")
+            outcome = run_tests(tree, box, suite, budget, log_path, python=python,
                                 tail_lines=settings.log_tail_lines, should_stop=should_stop, run_id=run_id,
-                                selection=selection)
+                                selection=_share(only, box, log_path))
             if only is not None and outcome.status is Status.ERROR and outcome.reason == "no tests found":
                 outcome.status, outcome.reason = Status.PASSED, ""  # a shard whose tests were all removed
             retries = config.retries if config.retries is not None else settings.retries
             if outcome.status is Status.FAILED and retries:
-                outcome = _retry_failed(outcome, tree, scratch, plan, str(env.python), budget, should_stop, run_id,
-                                        box, retries)
+                outcome = _retry_failed(outcome, tree, scratch, suite, python, budget, should_stop, run_id, box,
+                                        retries)
             return outcome
     except (EnvironmentUnavailable, SandboxUnavailable) as exc:
         _say(log_path, f"[volt: {exc}]")
         return _error(str(exc))
+
+
+def _set_up(setup: list[list[str]], tree: Path, log_path: Path, budget: Budget, should_stop: StopCheck,
+            run_id: str, box: Sandbox, settings: Settings) -> RunOutcome | None:
+    """Run the setup steps in order; the build's outcome when one fails or the build is stopped."""
+    for number, step in enumerate(setup, 1):
+        _say(log_path, f"$ {shlex.join(step)}")
+        end = run_process(step, tree, log_path, budget, should_stop, run_id, box)
+        failed = _setup_failure(end, number, step)
+        if end.stopped or failed:
+            tail = read_tail(log_path, settings.log_tail_lines)
+            return apply_stop(RunOutcome(Status.ERROR, [], Counts(), failed, tail), end, budget)
+    return None
+
+
+def _share(only: Share | None, box: Sandbox, log_path: Path) -> Selection:
+    """What this run of a split build selects: its share, written where its tests can read it."""
+    if only is None:
+        return Selection()
+    share_file = box.out / "shard-tests.txt"
+    share_file.write_text("\n".join(only.ids) + "\n", encoding="utf-8")
+    _say(log_path, f"[volt: this shard runs every test but the other shards' {len(only.ids)}]"
+         if only.exclude else f"[volt: this shard runs {len(only.ids)} test(s)]")
+    return Selection(others=share_file) if only.exclude else Selection(only=share_file)
 
 
 def build_limits(settings: Settings, config: project.ProjectConfig, log_path: Path) -> Limits:
@@ -101,12 +119,6 @@ def build_limits(settings: Settings, config: project.ProjectConfig, log_path: Pa
         _say(log_path, f"[volt: {project.FILE_NAME} asks for more than this runner allows; the build gets "
                        f"{Limits(memory, processes).describe()}]")
     return Limits(memory, processes)
-
-
-def suite_of(config: project.ProjectConfig) -> Suite:
-    if config.runner == "pytest":
-        return Pytest(tuple(config.args))
-    return Discovery(config.start_dir, config.pattern, config.top_level_dir)
 
 
 def _list_tests(tree: Path, scratch: Path, plan: Suite, python: str, budget: Budget, should_stop: StopCheck,

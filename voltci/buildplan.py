@@ -1,0 +1,70 @@
+"""What a build runs: the commit's `.volt.toml` where it speaks, and where it is silent, what detection
+reads from the project's own files (its tox environment, dependency groups, extras, requirements
+files, pytest configuration).
+
+Each part is decided on its own: the setup steps, the runner and its arguments (or unittest
+discovery's), and the environment variables the tests need. A `.volt.toml` that gives the setup and
+the runner leaves nothing to detect, so a project's unreadable tox.ini cannot fail a build that
+does not use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from voltci.detect import TestPlan, detect
+from voltci.project import FILE_NAME, ProjectConfig
+from voltci.suites import Discovery, Pytest, Suite
+
+DISCOVERY_KEYS = {"start_dir", "pattern", "top_level_dir"}
+TMP = "{tmp}"  # detection's name for the build's temporary directory
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    setup: list[list[str]]
+    suite: Suite | None  # None: the project's own test command, results from its JUnit file
+    env: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was detected and why
+
+
+def plan_build(config: ProjectConfig, tree: Path, tmp: str) -> BuildPlan:
+    """The build's plan for `tree`; `tmp` is the build's temporary directory as its steps see it.
+    Raises detect.DetectError when detection is needed and the project's files are wrong."""
+    given = config.given
+    runner_given = config.command is not None or "runner" in given or bool(DISCOVERY_KEYS & given)
+    found: TestPlan | None = None
+    if "setup" not in given or not runner_given:
+        found = detect(tree, tmp_dir=TMP)
+    setup = config.setup if "setup" in given or found is None else found.setup
+    plan = BuildPlan(setup=setup, suite=_suite(config, found), env=dict(found.env) if found else {},
+                     notes=list(found.notes) if found else [])
+    if found is not None and "setup" in given:
+        plan = replace(plan, notes=[*plan.notes, f"setup: as {FILE_NAME} says, instead"])
+    return _filled(plan, tmp)
+
+
+def _suite(config: ProjectConfig, found: TestPlan | None) -> Suite | None:
+    if config.command is not None:
+        return None
+    runner = config.runner or ("unittest" if DISCOVERY_KEYS & config.given else None) or \
+        (found.runner if found else "unittest")
+    if runner == "pytest":
+        if "args" in config.given or found is None or found.runner != "pytest":
+            return Pytest(tuple(config.args))
+        return Pytest(tuple(found.pytest_args))
+    if found is not None and found.runner == "unittest" and not DISCOVERY_KEYS & config.given:
+        return Discovery(found.start_dir, found.pattern, found.top_level_dir)
+    return Discovery(config.start_dir, config.pattern, config.top_level_dir)
+
+
+def _filled(plan: BuildPlan, tmp: str) -> BuildPlan:
+    """Detection's `{tmp}` replaced with the build's temporary directory."""
+    def fill(text: str) -> str:
+        return text.replace(TMP, tmp)
+    suite = plan.suite
+    if isinstance(suite, Pytest):
+        suite = Pytest(tuple(fill(arg) for arg in suite.args))
+    return replace(plan, setup=[[fill(word) for word in step] for step in plan.setup], suite=suite,
+                   env={key: fill(value) for key, value in plan.env.items()})
