@@ -18,12 +18,15 @@ from typing import Any, Callable
 import click
 import redis
 
-from voltci import queue, report, results, scheduler
+from voltci import report
 from voltci.config import Settings, load_settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput, RedisUnavailable, VoltError
-from voltci.logstream import follow_log, read_log
+from voltci.logstream import follow_log
+from voltci.models import now_iso
 from voltci.observer import RepoWatch, observe_loop
+from voltci.scheduler import Scheduler
+from voltci.store import Store, seconds_between
 from voltci.up import run_up
 from voltci.worker import make_worker
 
@@ -55,15 +58,19 @@ class VoltCommand(OneLineErrors, click.Command):
 
 @dataclass
 class App:
-    """What every command shares: settings from flags/env/config and lazily opened connections."""
+    """What every command shares: settings from flags/env/config and a lazily opened store."""
 
     settings: Settings
-    _clients: dict[bool, redis.Redis] = field(default_factory=dict)
+    _store: Store | None = field(default=None)
 
-    def redis(self, decode: bool = True) -> redis.Redis:
-        if decode not in self._clients:
-            self._clients[decode] = connect(self.settings.effective_redis_url, decode=decode)
-        return self._clients[decode]
+    def store(self) -> Store:
+        """The store, on a client that has answered (or one line saying why Redis cannot be reached)."""
+        if self._store is None:
+            self._store = Store(connect(self.settings.effective_redis_url), self.settings)
+        return self._store
+
+
+SETTINGS_AS_FLAGS = ("poll",)
 
 
 def common_options(func: Callable) -> Callable:
@@ -76,8 +83,9 @@ def common_options(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(config_path: str | None, redis_url: str | None, **kwargs: Any) -> Any:
         overrides = {"redis_url": redis_url}
-        if "poll" in kwargs:  # a setting that some commands take as a flag of their own
-            overrides["poll"] = kwargs.pop("poll")
+        for name in SETTINGS_AS_FLAGS:  # settings that some commands take as flags of their own
+            if name in kwargs:
+                overrides[name] = kwargs.pop(name)
         app = App(load_settings(config_path, overrides))
         return func(app, **kwargs)
     return wrapper
@@ -119,8 +127,8 @@ def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...],
     """The repositories to watch, each checked (it exists, its branches exist) and registered."""
     if names and len(names) != len(repos):
         raise BadInput("give one --name per --repo, or none")
-    conn = app.redis(decode=False)
-    watches = [RepoWatch(conn, app.settings, url, names[i] if names else None, list(branches), list(supersede))
+    store = app.store()
+    watches = [RepoWatch(store, url, names[i] if names else None, list(branches), list(supersede))
                for i, url in enumerate(repos)]
     for watch in watches:
         watch.validate()
@@ -159,9 +167,7 @@ cli.add_command(observe)
 @common_options
 def notify_cmd(app: App, repo: str, ref: str | None) -> None:
     """Have the observer look at a repository now (for a git post-receive hook)."""
-    from voltci.observer import notify
-
-    heard = notify(app.redis(), repo, ref)
+    heard = app.store().notify(repo, ref)
     if heard:
         click.echo(f"notified {heard} observer(s) of {repo}" + (f" ({ref})" if ref else ""))
     else:
@@ -177,7 +183,7 @@ def notify_cmd(app: App, repo: str, ref: str | None) -> None:
 def worker(app: App, burst: bool, name: str | None) -> None:
     """Run builds: an rq worker on Volt's queue (same as `rq worker --url URL volt`)."""
     setup_logging()
-    w = make_worker(app.redis(decode=False), app.settings, name)
+    w = make_worker(connect(app.settings.effective_redis_url, decode=False), app.settings, name)
     w.work(burst=burst, logging_level="INFO")
 
 
@@ -188,13 +194,13 @@ def worker(app: App, burst: bool, name: str | None) -> None:
 def scheduler_cmd(app: App) -> None:
     """Re-dispatch the builds of runners whose heartbeat expired (run one or more; one acts)."""
     setup_logging()
-    app.redis()  # fail now, in one line, if Redis cannot be reached at all
+    store = app.store()  # fail now, in one line, if Redis cannot be reached at all
     stop = threading.Event()
     _stop_on_sigterm(stop)
     logging.getLogger("volt.scheduler").info(
         "watching runner heartbeats (ttl %g s) in %s", app.settings.heartbeat_ttl,
         redacted(app.settings.effective_redis_url))
-    scheduler.Scheduler(app.settings).run(stop)
+    Scheduler(app.settings, store).run(stop)
 
 
 def _stop_on_sigterm(stop: threading.Event) -> None:
@@ -210,11 +216,11 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
 @common_options
 def cancel(app: App, commit: str, repo: str | None) -> None:
     """Cancel a queued or running build (its tests' whole process group is killed)."""
-    conn = app.redis()
-    build_id = results.resolve_commit(conn, commit, repo)
-    before = queue.cancel(app.redis(decode=False), build_id, app.settings)
+    store = app.store()
+    build_id = store.resolve_commit(commit, repo)
+    before = store.cancel(build_id)
     if before is None:
-        build = results.get_build(conn, build_id)
+        build = store.get_build(build_id)
         status_now = build.status.value if build else "gone"
         raise BadInput(f"build of {commit} has already ended ({status_now}); nothing to cancel")
     where = f" on {before.runner}, which stops its tests within a second" if before.status.value == "running" else ""
@@ -232,14 +238,14 @@ def cancel(app: App, commit: str, repo: str | None) -> None:
 @common_options
 def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_path: str | None) -> None:
     """Show a commit's build: exit 0 passed, 1 failed, 3 not finished, 2 bad input."""
-    conn = app.redis()
-    build_id = results.resolve_commit(conn, commit, repo)
-    build = results.get_build(conn, build_id)
+    store = app.store()
+    build_id = store.resolve_commit(commit, repo)
+    build = store.get_build(build_id)
     if build is None:
-        raise BadInput(f"the build of '{commit}' has no record (was it removed?)")
-    tests = results.get_tests(conn, build_id)
-    attempts = results.get_attempts(conn, build_id)
-    shards = results.get_shards(conn, build_id)
+        raise BadInput(f"the build of '{commit}' has no record (was it pruned?)")
+    tests = store.get_tests(build_id) if as_json or junit_path else store.listed_tests(build_id)
+    attempts = store.get_attempts(build_id)
+    shards = store.get_shards(build_id)
     if junit_path:
         try:
             with open(junit_path, "wb") as fh:
@@ -260,11 +266,11 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
 @common_options
 def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
     """The tests that were flaky most often (failed, then passed when run again on their own)."""
-    conn = app.redis()
-    known = results.known_repos(conn)
+    store = app.store()
+    known = store.known_repos()
     if repo is not None and repo not in known:
         raise BadInput(f"unknown repository '{repo}'")
-    found = results.flaky_tests(conn, [repo] if repo else sorted(known), limit)
+    found = store.flaky_tests([repo] if repo else sorted(known), limit)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -282,13 +288,13 @@ def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
 @common_options
 def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
     """Print a build's output (setup and tests); -f follows it live while the build runs."""
-    conn = app.redis()
-    build_id = results.resolve_commit(conn, commit, repo)
+    store = app.store()
+    build_id = store.resolve_commit(commit, repo)
     if not follow:
-        click.echo(read_log(conn, build_id), nl=False)
+        click.echo(store.read_log(build_id), nl=False)
         return
     limit_s = app.settings.build_timeout * app.settings.max_attempts + 600
-    build = follow_log(conn, build_id, lambda text: click.echo(text, nl=False), limit_s)
+    build = follow_log(store, build_id, lambda text: click.echo(text, nl=False), limit_s)
     if build is None or not build.status.is_final:
         raise BadInput(f"the build of {commit} did not end within {limit_s:g} s; stopped following")
     click.echo(f"[volt: build {build.status.value}{' — ' + build.reason if build.reason else ''}]", err=True)
@@ -300,15 +306,15 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
 @common_options
 def status(app: App, as_json: bool) -> None:
     """Runners (alive, heartbeat age, current build), the queue, running builds, lost attempts."""
-    conn = app.redis()
+    store = app.store()
     data: dict[str, Any] = {
         "redis": redacted(app.settings.effective_redis_url),
         "queue": app.settings.queue,
-        "queued": queue.queue_depth(app.redis(decode=False), app.settings),
+        "queued": store.queue_depth(),
         "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
-                     "age_s": _age_s(b.started_at), "attempt": b.attempt} for b in results.running_builds(conn)],
-        "runners": scheduler.runner_table(conn),
-        "lost": results.recent_lost(conn),
+                     "age_s": _age_s(b.started_at), "attempt": b.attempt} for b in store.running_builds()],
+        "runners": store.runner_table(),
+        "lost": store.recent_lost(),
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -332,7 +338,7 @@ def status(app: App, as_json: bool) -> None:
 
 
 def _age_s(iso: str) -> float:
-    return results.seconds_between(iso, results.now_iso()) if iso else 0.0
+    return seconds_between(iso, now_iso()) if iso else 0.0
 
 
 @cli.command(cls=VoltCommand)
@@ -342,10 +348,10 @@ def _age_s(iso: str) -> float:
 @common_options
 def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
     """The latest builds, newest first, one line each."""
-    conn = app.redis()
-    if repo is not None and repo not in results.known_repos(conn):
+    store = app.store()
+    if repo is not None and not store.is_known_repo(repo):
         raise BadInput(f"unknown repository '{repo}'")
-    builds = results.history(conn, repo, limit)
+    builds = store.history(repo, limit)
     if as_json:
         click.echo(json.dumps([report.summary_dict(b) for b in builds], indent=2))
         return
@@ -367,7 +373,7 @@ def web_cmd(app: App, host: str, port: int) -> None:
     from voltci.web_server import serve
 
     setup_logging(logging.WARNING)
-    app.redis()  # fail now, in one line, if Redis cannot be reached
+    app.store()  # fail now, in one line, if Redis cannot be reached
     serve(app.settings, host, port, on_ready=lambda url: click.echo(
         f"Volt web: {url} (rq-dashboard at {url}rq/; {'token set' if app.settings.web_token else 'read-only'})"))
 

@@ -27,9 +27,9 @@ from rq import Queue, Worker
 from rq.job import Job
 
 from voltci.config import Settings, load_settings
-from voltci.connection import decoded
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.queue import build_of
+from voltci.store import Store
 from voltci.testrun import reap_orphaned_tests
 
 EXIT_REDIS_LOST = 75  # EX_TEMPFAIL: try again later
@@ -60,7 +60,7 @@ class VoltWorker(Worker):
         _heartbeat_in_parent = True
         settings = self.volt_settings
         self._reap()
-        self._heartbeat = Heartbeat(decoded(self.connection), RunnerBeat(name=self.name, queues=self.queue_names()),
+        self._heartbeat = Heartbeat(Store(self.connection, settings), RunnerBeat(name=self.name, queues=self.queue_names()),
                                     settings.heartbeat, settings.heartbeat_ttl,
                                     on_outage=self._on_outage, on_tick=self._reap_now_and_then).start()
         try:
