@@ -26,7 +26,7 @@ from voltci.logstream import follow_log
 from voltci.models import now_iso
 from voltci.observer import RepoWatch, observe_loop
 from voltci.scheduler import Scheduler
-from voltci.store import Store, seconds_between
+from voltci.store import Policy, Store, seconds_between
 from voltci.up import run_up
 from voltci.worker import make_worker
 
@@ -70,7 +70,7 @@ class App:
         return self._store
 
 
-SETTINGS_AS_FLAGS = ("poll",)
+SETTINGS_AS_FLAGS = ("poll", "keep_builds", "keep_days")
 
 
 def common_options(func: Callable) -> Callable:
@@ -337,6 +337,16 @@ def status(app: App, as_json: bool) -> None:
                        f"{lost['runner'] or '-'}: {lost['reason']}; {lost['then']}")
 
 
+def _size(count: int) -> str:
+    """Bytes for people: 512 B, 4.2 KiB, 10.1 MiB, 16.0 GiB."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
 def _age_s(iso: str) -> float:
     return seconds_between(iso, now_iso()) if iso else 0.0
 
@@ -359,6 +369,43 @@ def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
         click.echo("no builds recorded" + (f" for '{repo}'" if repo else ""))
     for b in builds:
         click.echo(report.one_line(b))
+
+
+@cli.command(cls=VoltCommand)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--repo", default=None, help="Only this repository.")
+@click.option("--keep-builds", "keep_builds", default=None, metavar="N",
+              help="Builds to keep per repository, newest first (default: the keep_builds setting; 0: no limit).")
+@click.option("--keep-days", "keep_days", default=None, metavar="DAYS",
+              help="Days of builds to keep (default: the keep_days setting; 0: no limit).")
+@common_options
+def prune(app: App, dry_run: bool, repo: str | None) -> None:
+    """Apply retention now: remove the ended builds beyond keep_builds or older than keep_days (never a
+    queued or running build, nor the newest build of a branch), and say what was removed."""
+    settings = app.settings
+    policy = Policy(settings.keep_builds, settings.keep_days)
+    store = app.store()
+    if repo is not None and not store.is_known_repo(repo):
+        raise BadInput(f"unknown repository '{repo}'")
+    if not policy.limited:
+        click.echo("retention is off (keep_builds = 0 and keep_days = 0): nothing to prune")
+        return
+    before = store.memory().used
+    removed = store.prune(policy, repo, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for name, builds in removed.items():
+        for build in builds:
+            click.echo(f"{verb} {build.repo} {build.short} {build.branch} {build.status.value} "
+                       f"(queued {build.queued_at[:19] or '?'})")
+    count = sum(map(len, removed.values()))
+    repos = sum(1 for builds in removed.values() if builds)
+    limits = " and ".join(part for part in (f"the newest {policy.keep_builds} per repository" if policy.keep_builds
+                                            else "", f"{policy.keep_days:g} days" if policy.keep_days else "")
+                          if part)
+    summary = f"{verb} {count} build(s) of {repos} repository(ies), keeping {limits}"
+    if not dry_run:
+        summary += f"; Redis memory {_size(before)} → {_size(store.memory().used)}"
+    click.echo(summary)
 
 
 # ---------------------------------------------------------------- web

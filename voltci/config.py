@@ -49,6 +49,8 @@ class Settings:
     hook_secret: str | None = None
     result_ttl: int = 7 * 24 * 3600
     web_token: str | None = None
+    keep_builds: int = 1000  # ended builds kept per repository, newest first (0: no limit)
+    keep_days: int = 365  # days an ended build is kept (0: no limit)
 
     @property
     def effective_redis_url(self) -> str:
@@ -56,7 +58,7 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-ZERO_ALLOWED = {"retries", "shard_threshold", "shards"}
+ZERO_ALLOWED = {"retries", "shard_threshold", "shards", "keep_builds", "keep_days"}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

@@ -31,10 +31,11 @@ from voltci.connection import connect
 from voltci.models import AttemptState, Build, RunnerBeat
 from voltci.notify import Notifier
 from voltci.queue import Work
-from voltci.store import Store
+from voltci.store import Policy, Store
 
 log = logging.getLogger("volt.scheduler")
 BACKOFF_MAX_S = 2.0
+PRUNE_PER_STEP = 50  # builds at most, so that a pass costs the same however long the history is
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,8 @@ class Scheduler:
         self.lock = self.store.scheduler_lock(settings.heartbeat_ttl)
         self.leading = False
         self.suspects: dict[Work, float] = {}  # unit -> when first seen unattended
+        self.retention = Policy(settings.keep_builds, settings.keep_days)
+        self._prune_queue: list[str] = []  # repositories still to look at in this round of pruning
 
     @property
     def interval_s(self) -> float:
@@ -85,15 +88,34 @@ class Scheduler:
         self.release()
 
     def step(self) -> list[Action]:
-        """One pass: lead or stand by, refresh the registry, re-dispatch what was lost."""
+        """One pass: lead or stand by, apply retention a little, refresh the registry, re-dispatch what
+        was lost."""
         now = time.monotonic()
         if not self._lead():
             return []
+        self.prune_step()  # it only deletes: it runs, and frees memory, even when Redis is full
         runners = self.store.live_runners()
         self.store.update_registry(runners)
         if self._redis_uptime_s() < self.settle_s:
             return []  # Redis just (re)started: let runners refresh keys that expired while it was down
         return self._check_builds(runners, now)
+
+    def prune_step(self) -> int:
+        """Apply retention to one repository, a bounded batch at a time: a repository with more to prune
+        is looked at again next pass, the others in turn. How many builds were removed."""
+        if not self.retention.limited:
+            return 0
+        if not self._prune_queue:
+            self._prune_queue = sorted(self.store.known_repos())
+            if not self._prune_queue:
+                return 0
+        repo = self._prune_queue[0]
+        removed = self.store.prune_repo(repo, self.retention, limit=PRUNE_PER_STEP)
+        if len(removed) < PRUNE_PER_STEP:
+            self._prune_queue.pop(0)
+        if removed:
+            log.info("retention: removed %d build(s) of %s", len(removed), repo)
+        return len(removed)
 
     @property
     def settle_s(self) -> float:

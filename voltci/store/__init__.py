@@ -1,7 +1,7 @@
 """The store: every read and write of Volt's own records in Redis, over one decoded client.
 
 Builds, their attempts, shards, per-test results and output; the runner registry and heartbeats;
-the webhook outbox; the history and commit indexes. Nothing outside this package formats
+the webhook outbox; the history and commit indexes; retention. Nothing outside this package formats
 a key or opens a pipeline; the web page, the CLI, the observer, the scheduler and the runners call a
 `Store`. Its parts, one module each:
 
@@ -12,6 +12,8 @@ a key or opens a pipeline; the web page, the CLI, the observer, the scheduler an
     runners.py      heartbeats, the registry, lost attempts, the scheduler lock
     repos.py        watched repositories, pointers, notifications
     outbox.py       webhook messages to send
+    retention.py    pruning old builds
+    usage.py        memory used, bytes per build
     codec.py        the compact encodings of finished results
 """
 
@@ -22,15 +24,17 @@ from voltci.store.codec import CorruptRecord
 from voltci.store.logs import Logs
 from voltci.store.outbox import Outbox
 from voltci.store.repos import Repos
+from voltci.store.retention import Policy, Retention
 from voltci.store.runners import Runners
 from voltci.store.shards import Shards, merge
 from voltci.store.transitions import seconds_between
 from voltci.store.tx import Contended
+from voltci.store.usage import Memory, RepoUsage, Usage
 
-__all__ = ["Contended", "CorruptRecord", "Store", "merge", "seconds_between"]
+__all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge", "seconds_between"]
 
 
-class Store(Shards, Logs, Runners, Repos, Outbox):
+class Store(Shards, Retention, Usage, Logs, Runners, Repos, Outbox):
     """Volt's records in one Redis. `Store(client, settings)`; see the package's docstring for its parts."""
 
     # rq's view of the queue, for the scheduler and the pages (through queue.py, which owns rq's client)
