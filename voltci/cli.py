@@ -25,6 +25,7 @@ from voltci.errors import BadInput, RedisUnavailable, VoltError
 from voltci.logstream import follow_log
 from voltci.models import now_iso
 from voltci.observer import RepoWatch, observe_loop
+from voltci.outage import describe, is_full
 from voltci.scheduler import Scheduler
 from voltci.store import Policy, Store, seconds_between
 from voltci.up import run_up
@@ -41,7 +42,7 @@ class OneLineErrors:
             click.echo(f"volt: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except redis.RedisError as exc:  # one that got past the boundaries that translate them
-            click.echo(f"volt: Redis error: {exc}", err=True)
+            click.echo(f"volt: {describe(exc)}" if is_full(exc) else f"volt: Redis error: {exc}", err=True)
             ctx.exit(RedisUnavailable.exit_code)
         except KeyboardInterrupt:
             click.echo("volt: interrupted", err=True)
@@ -305,8 +306,10 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
 def status(app: App, as_json: bool) -> None:
-    """Runners (alive, heartbeat age, current build), the queue, running builds, lost attempts."""
+    """Runners (alive, heartbeat age, current build), the queue, running builds, lost attempts, and how
+    much of Redis Volt uses."""
     store = app.store()
+    memory = store.memory()
     data: dict[str, Any] = {
         "redis": redacted(app.settings.effective_redis_url),
         "queue": app.settings.queue,
@@ -315,6 +318,10 @@ def status(app: App, as_json: bool) -> None:
                      "age_s": _age_s(b.started_at), "attempt": b.attempt} for b in store.running_builds()],
         "runners": store.runner_table(),
         "lost": store.recent_lost(),
+        "memory": {"used_bytes": memory.used, "maxmemory_bytes": memory.maxmemory, "policy": memory.policy,
+                   "full": memory.full},
+        "repositories": [{"repo": u.repo, "builds": u.builds, "bytes_per_finished_build": u.bytes_per_build}
+                         for u in map(store.repo_usage, sorted(store.known_repos()))],
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -335,6 +342,12 @@ def status(app: App, as_json: bool) -> None:
         for lost in data["lost"]:
             click.echo(f"  {lost['lost_at']} {lost['repo']} {lost['commit'][:10]} attempt {lost['attempt']} on "
                        f"{lost['runner'] or '-'}: {lost['reason']}; {lost['then']}")
+    limit = f"{_size(memory.maxmemory)} maxmemory" if memory.maxmemory else "no maxmemory"
+    click.echo(f"redis memory: {_size(memory.used)} used of {limit} ({memory.policy})"
+               + ("; FULL: writes are refused" if memory.full else ""))
+    for u in data["repositories"]:
+        per = _size(u["bytes_per_finished_build"]) if u["bytes_per_finished_build"] is not None else "-"
+        click.echo(f"  {u['repo']:<28} {u['builds']} build(s) kept, {per} per finished build")
 
 
 def _size(count: int) -> str:

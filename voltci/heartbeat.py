@@ -2,7 +2,8 @@
 
 The key holds who the runner is and what it is working on. It outlives the runner by at most
 `heartbeat_ttl` seconds, so a runner that is killed, frozen or cut off from Redis disappears from
-Redis by itself, and the scheduler gives its build to another runner.
+Redis by itself, and the scheduler gives its build to another runner. A full Redis is not a lost
+runner: the key's expiry is pushed back until Redis has room again (see Store.send_beat).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Callable
 import redis
 
 from voltci.models import RunnerBeat, now_iso
+from voltci.outage import Outage, is_full
 from voltci.store import Store
 
 __all__ = ["Heartbeat", "RunnerBeat"]
@@ -41,6 +43,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_outage_log = 0.0
+        self._full = Outage(log, f"runner {beat.name}")
 
     def set_work(self, build_id: str, attempt: int, shard: int = -1, shard_attempt: int = 0) -> None:
         """Say at once that the runner now works on `build_id` (so no scheduler sees it idle meanwhile)."""
@@ -65,6 +68,12 @@ class Heartbeat:
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._outage(exc)
             return False
+        except redis.RedisError as exc:
+            if not is_full(exc):
+                raise
+            self._full.failed(exc)  # the key was kept alive; Redis is reachable
+        else:
+            self._full.ok()
         self.last_ok = time.monotonic()
         return True
 
@@ -80,7 +89,7 @@ class Heartbeat:
         while not self._stop.wait(self.interval_s):
             try:
                 self.send()
-            except redis.RedisError as exc:  # anything but an outage: said, and tried again
+            except redis.RedisError as exc:  # anything but an outage or a full Redis: said, and tried again
                 log.warning("runner %s: heartbeat failed (%s); retrying", self.beat.name, exc)
             if self.on_tick is not None:
                 try:

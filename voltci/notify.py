@@ -22,6 +22,7 @@ import redis
 
 from voltci.config import Settings
 from voltci.models import Build
+from voltci.outage import Outage
 from voltci.store import Store
 
 log = logging.getLogger("volt.notify")
@@ -59,6 +60,7 @@ class Notifier:
     def __init__(self, settings: Settings, store: Store, is_leading: Callable[[], bool]):
         self.settings, self.store, self.is_leading = settings, store, is_leading
         self._was_leading = False
+        self._outage = Outage(log, "webhook")
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -71,8 +73,9 @@ class Notifier:
                     self.recover()
                     self._was_leading = True
                 self.send_next(stop)
+                self._outage.ok()
             except redis.RedisError as exc:
-                log.warning("Redis unavailable (%s); retrying", exc)
+                self._outage.failed(exc)
                 stop.wait(2.0)
 
     def recover(self) -> None:

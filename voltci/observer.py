@@ -23,6 +23,7 @@ from voltci import keys
 from voltci.errors import BadInput, GitError
 from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
 from voltci.models import Build, PointerUpdate, now_iso
+from voltci.outage import Outage
 from voltci.store import Store
 from voltci.store.channels import Subscription
 
@@ -163,6 +164,7 @@ def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
     """
     failures = 0
     listener = NotifyListener(watches[0].store) if watches else None
+    outage = Outage(log)
     due = {watch.name for watch in watches}
     while not stop.is_set():
         failed = False
@@ -173,12 +175,13 @@ def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
                 for build in watch.poll():
                     log.info("queued %s %s %s (%s)", build.repo, build.commit[:10], build.subject, build.branch)
                     on_build(build)
+                outage.ok()
             except GitError as exc:
                 failed = True
                 log.warning("%s: %s; retrying", watch.name, exc)
             except redis.RedisError as exc:
                 failed = True
-                log.warning("Redis unavailable (%s); retrying", exc)
+                outage.failed(exc)
         failures = failures + 1 if failed else 0
         wait = min(poll_s * (2 ** min(failures, 6)), max(poll_s, RETRY_BACKOFF_MAX_S)) if failed else poll_s
         notified = listener.wait(wait, stop) if listener is not None else set()

@@ -26,6 +26,7 @@ from voltci.errors import VoltError
 from voltci.heartbeat import Heartbeat
 from voltci.logstream import LogPump
 from voltci.models import Build, Counts, RunnerBeat, RunOutcome, Share, Status
+from voltci.outage import Outage, is_full
 from voltci.queue import Work, current_job_connection, current_runner_id
 from voltci.sharding import partition
 from voltci.store import Contended, Store
@@ -191,18 +192,26 @@ def _splitter(store: Store, build: Build, attempt: int, runner: str, owned: "Own
     return split
 
 
+_full = Outage(log)
+
+
 def _retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
-    """`call()`, riding out for up to `bound_s` seconds, with backoff, a Redis outage or a record others
-    kept changing."""
+    """`call()`, riding out for up to `bound_s` seconds, with backoff, a Redis that is away or full (said
+    once until it has room again), or a record others kept changing."""
     delay = 0.5
     deadline = time.monotonic() + bound_s
     while True:
         try:
-            return call()
-        except (redis.ConnectionError, redis.TimeoutError, Contended) as exc:
+            result = call()
+            _full.ok()
+            return result
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError, Contended) as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("cannot %s yet (%s); retrying in %.1f s", what, exc, delay)
+            if is_full(exc):
+                _full.failed(exc)
+            else:
+                log.warning("cannot %s yet (%s); retrying in %.1f s", what, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 

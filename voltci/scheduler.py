@@ -30,6 +30,7 @@ from voltci.config import Settings
 from voltci.connection import connect
 from voltci.models import AttemptState, Build, RunnerBeat
 from voltci.notify import Notifier
+from voltci.outage import Outage
 from voltci.queue import Work
 from voltci.store import Policy, Store
 
@@ -77,13 +78,15 @@ class Scheduler:
                                                      self.settings), lambda: self.leading)
             threading.Thread(target=notifier.run, args=(stop,), name="webhook", daemon=True).start()
         failures = 0
+        outage = Outage(log)
         while not stop.is_set():
             try:
                 self.step()
                 failures = 0
+                outage.ok()
             except redis.RedisError as exc:
                 failures += 1
-                log.warning("Redis unavailable (%s); retrying", exc)
+                outage.failed(exc)
             stop.wait(self.interval_s if not failures else min(BACKOFF_MAX_S, 0.5 * 2 ** failures))
         self.release()
 

@@ -26,6 +26,7 @@ from voltci.connection import connect, redacted
 from voltci.errors import BadInput
 from voltci.models import Build, Outcome, Status, TestResult
 from voltci.notify import SIGNATURE_HEADER, signature
+from voltci.outage import describe, is_full
 from voltci.store import Store
 from voltci.web_templates import TEMPLATES
 
@@ -76,6 +77,8 @@ def create_app(settings: Settings) -> flask.Flask:
 
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> tuple[Any, int]:
+        if is_full(exc):
+            return error_page(ServiceUnavailable(describe(exc)))
         return error_page(ServiceUnavailable(f"Redis is unavailable ({redacted(url)}): try again shortly"))
 
     def repo_or_404(repo: str) -> str:

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime, timezone
 
+import redis
 from redis.lock import Lock
 
 from voltci import keys
@@ -25,11 +26,18 @@ def age_s(iso: str) -> float:
 
 class Runners(StoreBase):
     def send_beat(self, beat: RunnerBeat, ttl_ms: int) -> None:
-        """Write a runner's heartbeat key, expiring after `ttl_ms`."""
-        with self.r.pipeline(transaction=False) as pipe:
-            pipe.set(keys.runner(beat.name), beat.to_json(), px=ttl_ms)
-            pipe.sadd(keys.runner_names(), beat.name)
-            pipe.execute()
+        """Write a runner's heartbeat key, expiring after `ttl_ms`.
+
+        A full Redis refuses the new value but still lets the key's expiry be pushed back, so a live
+        runner stays alive (with its last value) until memory is freed; the refusal is raised after."""
+        try:
+            with self.r.pipeline(transaction=False) as pipe:
+                pipe.set(keys.runner(beat.name), beat.to_json(), px=ttl_ms)
+                pipe.sadd(keys.runner_names(), beat.name)
+                pipe.execute()
+        except redis.exceptions.OutOfMemoryError:
+            self.r.pexpire(keys.runner(beat.name), ttl_ms)
+            raise
 
     def drop_beat(self, name: str) -> None:
         """A runner leaving cleanly removes its key (it is not a lost runner)."""
