@@ -117,6 +117,34 @@ def test_a_bytes_client_is_given_a_decoding_one() -> None:
     assert isinstance(store.r.get(keys.pointer("x")) or "", str)
 
 
+def test_history_of_every_repository_reads_one_index_and_falls_back_to_merging(store, fake) -> None:
+    for n, sha in enumerate((SHA_A, SHA_B, SHA_C)):
+        build = replace(new_build(sha), repo=f"r{n}", id=keys.build_id(f"r{n}", sha))
+        store.add_build(build, score=n)
+        fake.hset(keys.repos(), build.repo, "{}")
+    assert [b.repo for b in store.history(limit=2)] == ["r2", "r1"]
+    fake.zrem(keys.history(), keys.build_id("r2", SHA_C))  # as if recorded by an earlier version
+    assert [b.repo for b in store.history(limit=2)] == ["r2", "r1"]
+
+
+def test_a_build_recorded_from_elsewhere_reads_like_one_run_here(store, fake) -> None:
+    ran, imported = new_build(SHA_A), new_build(SHA_B)
+    store.submit(ran)
+    store.start_attempt(ran.id, 1, "r1")
+    store.append_log(ran.id, 1, "output\n")
+    store.finish_build(ran.id, 1, "r1", outcome(Status.FAILED))
+    done = store.get_build(ran.id)
+    store.record_finished(replace(imported, runner="r1", started_at=done.started_at, finished_at=done.finished_at),
+                          outcome(Status.FAILED), "output\n", score=1.0, newest=False)
+    copy = store.get_build(imported.id)
+    assert (copy.status, copy.counts, copy.results_stored, copy.log_compressed) == \
+        (done.status, done.counts, 1, True)
+    assert store.get_tests(imported.id) == store.get_tests(ran.id)
+    assert store.read_log(imported.id) == store.read_log(ran.id) == "output\n"
+    assert [a.state for a in store.get_attempts(imported.id)] == [AttemptState.FINISHED]
+    assert not fake.sismember(keys.queued(), imported.id) and store.latest_build("proj", "main").id == ran.id
+
+
 # ---------------------------------------------------------------- across processes, real Redis
 
 def _finish(url: str, build_id: str, status: str, barrier) -> bool:

@@ -16,6 +16,7 @@ Layout (P = prefix, "volt" by default):
     P:log:<build_id>                pubsub channel: the output as it is appended (JSON: end offset, text)
     P:repos                         hash   repo name -> JSON of where it lives
     P:repo:<repo>:history           zset   build ids scored by enqueue time (newest = highest)
+    P:history                       zset   the same, of every repository
     P:repo:<repo>:flaky             zset   test id -> times it was flaky
     P:repo:<repo>:flaky-last        hash   test id -> the latest build where it was flaky
     P:outbox                        list   ids of ended builds whose webhook message is to be sent (JSON)
@@ -114,6 +115,10 @@ def repos() -> str:
 
 def repo_history(repo: str) -> str:
     return f"{PREFIX}:repo:{_check_part(repo)}:history"
+
+
+def history() -> str:
+    return f"{PREFIX}:history"
 
 
 def repo_flaky(repo: str) -> str:

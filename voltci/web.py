@@ -113,8 +113,9 @@ def create_app(settings: Settings) -> flask.Flask:
         return {"repo": repo, "page": page, "pages": pages, "total": total, "builds": builds}
 
     def repositories() -> list[dict[str, Any]]:
-        return [{"name": name, "url": info.get("url", ""), "latest": store.latest_build(name)}
-                for name, info in sorted(store.known_repos().items())]
+        known = store.known_repos()
+        latest = store.latest_builds(sorted(known))
+        return [{"name": name, "url": known[name].get("url", ""), "latest": latest[name]} for name in sorted(known)]
 
     # ------------------------------------------------------------ pages
 

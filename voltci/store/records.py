@@ -109,9 +109,18 @@ class Reads(StoreBase):
         if repo is not None:
             if not keys.is_valid_repo_name(repo):
                 raise BadInput(f"not a repository name: '{repo}'")
-            repos = [repo]
-        else:
-            repos = sorted(self.known_repos())
+            return self._builds(self.r.zrevrange(keys.repo_history(repo), 0, limit - 1))
+        repos = sorted(self.known_repos())
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.history())
+            for name in repos:
+                pipe.zcard(keys.repo_history(name))
+            indexed, *per_repo = pipe.execute()
+        if indexed >= sum(per_repo):  # every build is in the index of all builds
+            return self._builds(self.r.zrevrange(keys.history(), 0, limit - 1))
+        return self._merged_history(repos, limit)  # some were recorded before that index existed
+
+    def _merged_history(self, repos: list[str], limit: int) -> list[Build]:
         with self.r.pipeline(transaction=False) as pipe:
             for name in repos:
                 pipe.zrevrange(keys.repo_history(name), 0, limit - 1, withscores=True)
@@ -127,6 +136,15 @@ class Reads(StoreBase):
             pipe.zcard(keys.repo_history(repo))
             build_ids, total = pipe.execute()
         return self._builds(list(build_ids)), int(total)
+
+    def latest_builds(self, repos: list[str]) -> dict[str, Build | None]:
+        """The newest build of each of `repos` (in two round trips, however many repositories)."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for repo in repos:
+                pipe.zrevrange(keys.repo_history(repo), 0, 0)
+            newest = [found[0] if found else None for found in pipe.execute()]
+        builds = {b.id: b for b in self._builds([build_id for build_id in newest if build_id])}
+        return {repo: builds.get(build_id) if build_id else None for repo, build_id in zip(repos, newest)}
 
     def latest_build(self, repo: str, branch: str | None = None) -> Build | None:
         """The newest build of `repo`, or of one of its branches."""

@@ -113,6 +113,7 @@ class Retention(Reads):
     def _delete_build(pipe: Pipeline, build: Build) -> None:
         pipe.delete(*build_keys(build))
         pipe.zrem(keys.repo_history(build.repo), build.id)
+        pipe.zrem(keys.history(), build.id)
         pipe.zrem(keys.commits(), keys.commit_member(build.commit, build.repo))
         pipe.srem(keys.queued(), build.id)
         pipe.srem(keys.running(), build.id)

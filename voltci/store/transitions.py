@@ -54,16 +54,37 @@ class Encoded:
 class Transitions(Reads):
     # ------------------------------------------------------------ a new build
 
-    def add_build(self, build: Build, score: float, pipeline: Pipeline | None = None) -> None:
-        """Record a new queued build: its record, the queue set, the history and commit indexes, and
-        its branch's newest build."""
+    def add_build(self, build: Build, score: float, pipeline: Pipeline | None = None, newest: bool = True) -> None:
+        """Record a new build: its record, the queue set (while it waits), the history and commit
+        indexes, and — unless `newest` is False — as its branch's newest build."""
         with self._batch(pipeline) as pipe:
             pipe.hset(keys.build(build.id), mapping=build.to_hash())
-            pipe.sadd(keys.queued(), build.id)
+            if not build.status.is_final:
+                pipe.sadd(keys.queued(), build.id)
             pipe.zadd(keys.repo_history(build.repo), {build.id: score})
+            pipe.zadd(keys.history(), {build.id: score})
             pipe.zadd(keys.commits(), {keys.commit_member(build.commit, build.repo): 0})
-            if build.branch:
+            if build.branch and newest:
                 pipe.hset(keys.repo_heads(build.repo), build.branch, build.id)
+
+    def record_finished(self, build: Build, outcome: RunOutcome, output: str = "", score: float | None = None,
+                        pipeline: Pipeline | None = None, newest: bool = True) -> None:
+        """Record a build that ran elsewhere — imported history, or a benchmark's — as a build run here
+        is stored when it ends: record, compact results, compressed output, its attempt `build.attempt`
+        (finished on `build.runner`), and the indexes. Repository aggregates (durations, flaky counts)
+        are left as they are; `newest` as in add_build."""
+        ended = replace(build, status=outcome.status, counts=outcome.counts, reason=outcome.reason,
+                        log_tail=outcome.log_tail, results_stored=1, log_compressed=bool(output))
+        results = codec.encode_tests(outcome.tests) if outcome.tests else None
+        with self._batch(pipeline) as pipe:
+            self.add_build(ended, time.time() if score is None else score, pipeline=pipe, newest=newest)
+            if results is not None:
+                pipe.hset(keys.build_results(build.id), mapping=results)
+            pipe.hset(keys.build_attempts(build.id), str(build.attempt),
+                      Attempt(build.attempt, AttemptState.FINISHED, build.runner, build.started_at, build.finished_at,
+                              status=outcome.status.value).to_json())
+            if output:
+                pipe.set(keys.build_log(build.id), codec.compress_log(output.encode()))
 
     def submit(self, build: Build, pointer: PointerUpdate | None = None) -> bool:
         """Record and enqueue `build` (and move the observer's pointer) atomically. False if the build
