@@ -59,8 +59,11 @@ class Retention(Reads):
             return []
         now = time.time() if now is None else now
         history = keys.repo_history(repo)
-        protected = set(self.r.hvals(keys.repo_heads(repo)))
-        total = int(self.r.zcard(history))
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hvals(keys.repo_heads(repo))
+            pipe.zcard(history)
+            heads, total = pipe.execute()
+        protected = set(heads)
         want = (total if limit is None else limit) + len(protected)
         over = total - policy.keep_builds if policy.keep_builds else 0
         by_count = self.r.zrange(history, 0, min(over, want) - 1) if over > 0 else []
