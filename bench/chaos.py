@@ -33,13 +33,14 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 import redis  # noqa: E402
 from table import print_table  # noqa: E402
 
-from voltci import keys, results  # noqa: E402
+from voltci import keys  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
 from voltci.procs import children, descendants, kill_all, processes_with_env  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.testrun import TEST_RUN_ENV  # noqa: E402
 from voltci.up import WorkerPool  # noqa: E402
+from voltci.store import Store  # noqa: E402
 
 GIT = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@volt.invalid"]
 RUN_MARK = "CHAOS_RUN"  # in the runners' environment, so every test process of this run can be counted
@@ -71,7 +72,7 @@ def enqueue_builds(repo: Path, count: int, settings: Settings, rq_conn: redis.Re
     (repo / "tests" / "__init__.py").write_text("")
     (repo / "tests" / "test_slow.py").write_text(SLOW_TEST)
     commit(repo, 0)
-    watch = RepoWatch(rq_conn, settings, str(repo), name="chaos")
+    watch = RepoWatch(Store(rq_conn, settings), str(repo), name="chaos")
     watch.validate()
     build_ids = [b.id for b in watch.poll()]
     for n in range(1, count):
@@ -87,7 +88,7 @@ def busy_runner(conn: redis.Redis, pool: WorkerPool) -> tuple[int, str, int] | N
         text = conn.get(keys.runner(f"{socket.gethostname()}.{proc.pid}"))
         beat = json.loads(text) if text else None
         if beat and beat["build"]:
-            build = results.get_build(conn, beat["build"])
+            build = Store(conn).get_build(beat["build"])
             if build and build.status.value == "running" and build.attempt == beat["attempt"]:
                 return index, beat["build"], beat["attempt"]
     return None
@@ -169,7 +170,7 @@ def main() -> int:
         while leftovers(token) and time.monotonic() < deadline:
             time.sleep(0.5)
         left = len(leftovers(token))
-        builds = [results.get_build(conn, b) for b in build_ids]
+        builds = [Store(conn).get_build(b) for b in build_ids]
     finally:
         pool.stop()
         scheduler.terminate()
@@ -180,7 +181,7 @@ def main() -> int:
     stored_twice = sum(1 for b in builds if b is not None and b.results_stored > 1)
     delays = []
     for when, build_id, attempt, _ in kills:
-        attempts = {a.number: a for a in results.get_attempts(conn, build_id)}
+        attempts = {a.number: a for a in Store(conn).get_attempts(build_id)}
         following = attempts.get(attempt + 1)
         if following and following.started_at:
             delays.append(parse_time(following.started_at) - when)
@@ -218,7 +219,7 @@ def main() -> int:
 
 def _final(conn: redis.Redis, build_id: str) -> bool:
     try:
-        build = results.get_build(conn, build_id)
+        build = Store(conn).get_build(build_id)
     except redis.ConnectionError:
         return False
     return build is not None and build.status.is_final

@@ -44,7 +44,7 @@ from rq import Queue  # noqa: E402
 
 from real_project import GIT, make_repo  # noqa: E402
 from table import print_table  # noqa: E402
-from voltci import keys, results  # noqa: E402
+from voltci import keys  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.git import Mirror, git  # noqa: E402
 from voltci.limits import Limits  # noqa: E402
@@ -54,6 +54,7 @@ from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.sandbox import Sandbox  # noqa: E402
 from voltci.testrun import Budget, run_process  # noqa: E402
 from voltci.workspace import checkout, host_dir  # noqa: E402
+from voltci.store import Store  # noqa: E402
 
 WAIT_S = 900.0
 
@@ -95,8 +96,7 @@ class Volt:
                 time.sleep(0.1)
 
     def live_runners(self) -> int:
-        from voltci.heartbeat import live_runners
-        return len(live_runners(self.conn))
+        return len(Store(self.conn).live_runners())
 
     def push_and_wait(self, repo: Path, name: str, n: int) -> float:
         """Commit, `volt notify`, and wait for the build's result: seconds from push to result."""
@@ -232,7 +232,7 @@ def bench_sharding(work: Path, server: RedisServer, repo: Path, runs: int) -> tu
                 volt.push_and_wait(repo, "shards", 10_000)  # warm the second runner's environment and worktree
             two.append(volt.push_and_wait(repo, "shards", 10_000 + 2 * n + 1))
             _stop_one_runner(volt)
-        split = results.get_build(volt.conn, results.resolve_commit(volt.conn, git(["rev-parse", "HEAD"], cwd=repo)
+        split = Store(volt.conn).get_build(Store(volt.conn).resolve_commit(git(["rev-parse", "HEAD"], cwd=repo)
                                                                    .strip(), "shards"))
         if split is None or split.shards < 2:
             raise SystemExit("the 2-runner build was not split: the sharding figure would mean nothing")
@@ -264,7 +264,7 @@ def bench_dispatch(work: Path, server: RedisServer, builds: int) -> tuple[float,
     volt = Volt(work / "dispatch-volt", server, queue="dispatch")
     try:
         rq_conn = redis.Redis.from_url(server.url)
-        watch = RepoWatch(rq_conn, volt.settings, str(repo), name="trivial")
+        watch = RepoWatch(Store(rq_conn, volt.settings), str(repo), name="trivial")
         watch.validate()
         first = watch.poll()
         volt.runners(1)
@@ -291,7 +291,7 @@ def bench_dispatch(work: Path, server: RedisServer, builds: int) -> tuple[float,
 
 def _wait_all(conn: redis.Redis, build_ids: list[str]) -> None:
     deadline = time.monotonic() + WAIT_S
-    while any(not results.get_build(conn, b).status.is_final for b in build_ids):
+    while any(not Store(conn).get_build(b).status.is_final for b in build_ids):
         if time.monotonic() > deadline:
             raise SystemExit("builds did not end")
         time.sleep(0.02)
@@ -300,7 +300,7 @@ def _wait_all(conn: redis.Redis, build_ids: list[str]) -> None:
 def bench_observer(work: Path, server: RedisServer, repo: Path, runs: int) -> tuple[list[float], list[float]]:
     rq_conn = redis.Redis.from_url(server.url)
     settings = Settings(redis_url=server.url, workspace_dir=str(work / "observer-ws"), queue="observer")
-    watch = RepoWatch(rq_conn, settings, str(repo), name="observed")
+    watch = RepoWatch(Store(rq_conn, settings), str(repo), name="observed")
     watch.validate()
     watch.poll()
     ours, ls_remote = [], []

@@ -35,10 +35,11 @@ import redis  # noqa: E402
 from real_project import GIT, make_repo  # noqa: E402
 from table import print_table  # noqa: E402
 from unittest_oracle import run_unittest  # noqa: E402
-from voltci import report, results  # noqa: E402
+from voltci import report  # noqa: E402
 from voltci.config import Settings  # noqa: E402
 from voltci.models import Build, RunOutcome, Status  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
+from voltci.store import Store  # noqa: E402
 
 
 def by_hand(repo: Path, config: dict, workdir: Path) -> tuple[dict[str, str], float]:
@@ -117,23 +118,22 @@ def main() -> None:
         with RedisServer(workdir / "redis") as server:
             volt_s, sha = build_with_volt(repo, workdir, server)
             conn = redis.Redis.from_url(server.url, decode_responses=True)
-            build_id = results.resolve_commit(conn, sha)
-            build = results.get_build(conn, build_id)
-            tests = results.get_tests(conn, build_id)
+            store = Store(conn)
+            build_id = store.resolve_commit(sha)
+            build = store.get_build(build_id)
+            tests = store.get_tests(build_id)
             ours = {t.id: t.report_dict()["outcome"] for t in tests}
 
             def store() -> None:
                 copy = Build(id=f"copy-{time.perf_counter_ns()}", repo="copy", url="", commit="0" * 40, branch="b")
-                with conn.pipeline() as pipe:
-                    results.add_build(copy, pipe, 0)
-                    pipe.execute()
-                results.start_attempt(conn, copy.id, 1, "bench")
-                results.finish_build(conn, copy.id, 1, "bench", RunOutcome(Status.PASSED, tests, build.counts))
+                store.add_build(copy, 0)
+                store.start_attempt(copy.id, 1, "bench")
+                store.finish_build(copy.id, 1, "bench", RunOutcome(Status.PASSED, tests, build.counts))
 
             store_s = timed(store, args.runs)
-            json_s = timed(lambda: json.dumps(report.as_dict(build, results.get_tests(conn, build_id),
-                                                             results.get_attempts(conn, build_id))), args.runs)
-            junit_s = timed(lambda: report.as_junit(build, results.get_tests(conn, build_id)), args.runs)
+            json_s = timed(lambda: json.dumps(report.as_dict(build, store.get_tests(build_id),
+                                                             store.get_attempts(build_id))), args.runs)
+            junit_s = timed(lambda: report.as_junit(build, store.get_tests(build_id)), args.runs)
             from voltci.web import create_app
             client = create_app(Settings(redis_url=server.url)).test_client()
             page = f"/build/{build.repo}/{sha}"

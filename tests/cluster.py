@@ -16,12 +16,13 @@ from typing import Callable
 import redis
 
 from conftest import ROOT, GitRepo, child_env
-from voltci import keys, results
+from voltci import keys
 from voltci.config import Settings, as_environment
 from voltci.models import Build
 from voltci.observer import RepoWatch
 from voltci.procs import children, descendants, kill_all, processes_with_env
 from voltci.redis_server import RedisServer
+from voltci.store import Store
 from voltci.testrun import TEST_RUN_ENV
 
 WAIT_S = 90
@@ -93,12 +94,12 @@ class Cluster:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")
 
     def watch(self, repo: GitRepo) -> RepoWatch:
-        watch = RepoWatch(self.rq_conn, self.settings, str(repo.path))
+        watch = RepoWatch(Store(self.rq_conn, self.settings), str(repo.path))
         watch.validate()
         return watch
 
     def build(self, build_id: str) -> Build:
-        build = results.get_build(self.conn, build_id)
+        build = Store(self.conn).get_build(build_id)
         assert build is not None
         return build
 

@@ -20,10 +20,11 @@ import pytest
 from rq.job import Job, JobStatus
 
 from conftest import run_rq_worker_burst
-from voltci import keys, results
+from voltci import keys
 from voltci.models import Status
 from voltci.observer import RepoWatch
 from voltci.queue import JOB_SERIALIZER, describe, volt_queue
+from voltci.store import Store
 from voltci.web import mount_rq_dashboard
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "requirements.txt"
@@ -77,13 +78,13 @@ def volt_jobs(rq_conn, conn, settings, make_repo):
     """
     repo = make_repo("dashproj")
     repo.commit({"tests/__init__.py": "", "tests/test_a.py": PASSING_TEST}, "Add a passing test")
-    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
     watch.validate()
     [finished] = watch.poll()
     # A job whose function does not exist: the worker puts it in the failed registry.
     volt_queue(rq_conn, settings.queue).enqueue_call("voltci.nonexistent.func", job_id=BROKEN_JOB_ID)
     burst(settings)
-    assert results.get_build(conn, finished.id).status is Status.PASSED
+    assert Store(conn).get_build(finished.id).status is Status.PASSED
 
     repo.commit({"tests/test_a.py": FAILING_TEST}, "Make test_a fail on purpose")
     [queued] = watch.poll()

@@ -18,6 +18,7 @@ from test_report import SCHEMAS
 from unittest_oracle import run_unittest
 from voltci.observer import RepoWatch
 from voltci.workspace import checkout, host_dir
+from voltci.store import Store
 
 
 def checkout_copy(repo, sha: str, where: Path) -> Path:
@@ -34,7 +35,7 @@ def report_json(settings, sha: str) -> tuple[int, dict]:
 
 def test_pass_fail_raise_import_fail_and_empty_commits(rq_conn, settings, make_repo, tmp_path) -> None:
     repo = make_repo()
-    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
     repo.commit({"README.md": "start\n"}, "start")
     watch.validate()
     watch.poll()  # first pass: the head only
@@ -46,7 +47,7 @@ def test_pass_fail_raise_import_fail_and_empty_commits(rq_conn, settings, make_r
     empty_repo = make_repo("empty")
     shas["empty"] = empty_repo.commit(NO_TESTS, "No tests here")
     assert [b.commit for b in watch.poll()] == [shas["passing"], shas["failing"], shas["import"]]
-    empty_watch = RepoWatch(rq_conn, settings, str(empty_repo.path))
+    empty_watch = RepoWatch(Store(rq_conn, settings), str(empty_repo.path))
     empty_watch.validate()
     empty_watch.poll()
 
@@ -91,7 +92,7 @@ def test_runner_workspaces_are_removed_and_user_clone_untouched(rq_conn, setting
     repo = make_repo()
     sha = repo.commit(PASSING, "tests")
     before = repo.git("status", "--porcelain", "--ignored")
-    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
     watch.validate()
     watch.poll()
     assert run_rq_worker_burst(settings).returncode == 0
@@ -105,7 +106,7 @@ def test_runner_workspaces_are_removed_and_user_clone_untouched(rq_conn, setting
 def test_a_commit_missing_from_the_remote_ends_error_not_crash(rq_conn, conn, settings, make_repo) -> None:
     repo = make_repo()
     repo.commit(PASSING, "tests")
-    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
     watch.validate()
     build = watch.poll()[0]
     repo.git("commit", "--amend", "--quiet", "-m", "rewritten")

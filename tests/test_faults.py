@@ -11,9 +11,10 @@ import pytest
 
 from cluster import SLOW_TEST, Cluster, alive, grandchildren_started, marked_processes, wait_until
 from conftest import run_volt
-from voltci import keys, results
+from voltci import keys
 from voltci.models import AttemptState
 from voltci.worker import EXIT_REDIS_LOST
+from voltci.store import Store
 
 
 @pytest.fixture
@@ -31,7 +32,7 @@ def one_build(cluster: Cluster, make_repo, files: dict[str, str] = SLOW_TEST) ->
 
 
 def attempts(cluster: Cluster, build_id: str) -> list[tuple[str, str, str]]:
-    return [(a.state.value, a.runner, a.status) for a in results.get_attempts(cluster.conn, build_id)]
+    return [(a.state.value, a.runner, a.status) for a in Store(cluster.conn).get_attempts(build_id)]
 
 
 def test_runner_killed_mid_build_is_redispatched_and_its_tests_reaped(cluster, make_repo) -> None:
@@ -46,7 +47,7 @@ def test_runner_killed_mid_build_is_redispatched_and_its_tests_reaped(cluster, m
     build = cluster.wait_final(build_id)
     assert build.status.value == "passed" and build.results_stored == 1
     assert attempts(cluster, build_id) == [("lost", "r1", ""), ("finished", "r2", "passed")]
-    lost = results.recent_lost(cluster.conn)
+    lost = Store(cluster.conn).recent_lost()
     assert lost[0]["runner"] == "r1" and "stopped sending heartbeats" in lost[0]["reason"]
     # The killed attempt's test left a grandchild behind; the other runner on this host reaps it.
     wait_until(lambda: not alive(grandchild), "the orphaned grandchild to be reaped", timeout=20)
@@ -113,7 +114,7 @@ def test_two_schedulers_act_once_and_the_survivor_takes_over(cluster, make_repo)
     cluster.worker("r2")
     cluster.kill_runner("r1")
     assert cluster.wait_final(first.id).status.value == "passed"
-    assert len(results.recent_lost(cluster.conn)) == 1 and cluster.build(first.id).attempt == 2
+    assert len(Store(cluster.conn).recent_lost()) == 1 and cluster.build(first.id).attempt == 2
     assert "acting as the scheduler" not in cluster.log(other)
 
     cluster.procs[leader].kill()
@@ -139,7 +140,7 @@ def test_redis_restart_with_aof_every_build_ends_once(cluster, make_repo) -> Non
     cluster.worker("r1", FAULT_SLEEP="1.5")
     cluster.worker("r2", FAULT_SLEEP="1.5")
     cluster.scheduler()
-    wait_until(lambda: results.running_builds(cluster.conn), "a build to run")
+    wait_until(lambda: Store(cluster.conn).running_builds(), "a build to run")
     cluster.server.stop()
     time.sleep(2)
     cluster.server.start()
@@ -176,6 +177,6 @@ def test_cancel_stops_a_running_build_and_its_processes(cluster, make_repo) -> N
     assert build.status.value == "cancelled" and build.results_stored == 1
     wait_until(lambda: not marked_processes(keys.job_id(build_id, 1)), "the tests to be killed", timeout=15)
     wait_until(lambda: (beat := cluster.beat("r1")) and not beat["build"], "r1 to be idle again")
-    assert results.get_attempts(cluster.conn, build_id)[0].state is AttemptState.FINISHED
+    assert Store(cluster.conn).get_attempts(build_id)[0].state is AttemptState.FINISHED
     again = run_volt("cancel", build.commit, "--redis-url", cluster.server.url)
     assert again.returncode == 2 and "already ended (cancelled)" in again.stderr

@@ -6,10 +6,9 @@ import io
 from datetime import datetime, timedelta, timezone
 
 from test_results import SHA_A, add, outcome
-from voltci import results
-from voltci.config import Settings
 from voltci.live import CLEAR_LINE, LiveView, expected_tests, status_line
 from voltci.models import Build
+from voltci.store import Store
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -29,21 +28,21 @@ def test_status_line_shows_queue_elapsed_time_and_progress() -> None:
 
 def test_expected_tests_come_from_the_last_finished_build(fake) -> None:
     build = add(fake, "proj", SHA_A)
-    assert expected_tests(fake, "proj") == 0
-    results.start_attempt(fake, build.id, 1, "r")
-    results.finish_build(fake, build.id, 1, "r", outcome())
-    assert expected_tests(fake, "proj") == 3
+    assert expected_tests(Store(fake), "proj") == 0
+    Store(fake).start_attempt(build.id, 1, "r")
+    Store(fake).finish_build(build.id, 1, "r", outcome())
+    assert expected_tests(Store(fake), "proj") == 3
 
 
 def test_lines_go_above_the_redrawn_status_line(fake) -> None:
     out = io.StringIO()
-    view = LiveView(fake, fake, Settings(), out=out, interactive=True)
+    view = LiveView(Store(fake), out=out, interactive=True)
     view.status = "queue: 1 queued"
     view.line("passed proj 1234")
     view.close()
     assert out.getvalue() == f"{CLEAR_LINE}passed proj 1234\nqueue: 1 queued{CLEAR_LINE}"
     plain = io.StringIO()
-    quiet = LiveView(fake, fake, Settings(), out=plain, interactive=False)
+    quiet = LiveView(Store(fake), out=plain, interactive=False)
     quiet.refresh()
     quiet.line("passed proj 1234")
     assert plain.getvalue() == "passed proj 1234\n"

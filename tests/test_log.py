@@ -9,15 +9,17 @@ import time
 
 from cluster import wait_until
 from conftest import RQ_WORKER, ROOT, child_env, run_rq_worker_burst, run_volt
-from test_results import SHA_A, add
-from voltci import keys, results
-from voltci.logstream import LogPump, follow_log, read_log
+from test_results import SHA_A, add, running
+from voltci import keys
+from voltci.logstream import LogPump, follow_log
+from voltci.store import Store
 
 
 def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
     out = tmp_path / "output.log"
     out.write_bytes(b"")
-    pump = LogPump(fake, "b1", 1, out, cap_bytes=20)
+    store = running(fake, "b1")
+    pump = LogPump(store, "b1", 1, out, cap_bytes=20)
     with open(out, "ab") as fh:
         fh.write("héllo ".encode()[:2])  # half of the é
         fh.flush()
@@ -25,20 +27,20 @@ def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
         fh.write("héllo ".encode()[2:] + b"world\n")
         fh.flush()
         pump.pump()
-        assert read_log(fake, "b1") == "héllo world\n"
+        assert store.read_log("b1") == "héllo world\n"
         fh.write(b"x" * 100)
     pump.finish()
-    text = read_log(fake, "b1")
+    text = store.read_log("b1")
     assert text.startswith("héllo world\nxxxxxxx\n[volt: the output was cut here, at 20 bytes")
     assert text.endswith("[volt: 93 more bytes of output were not kept]\n")
 
 
 def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path) -> None:
     build = add(fake, "proj", SHA_A)
-    results.start_attempt(fake, build.id, 1, "r1")
+    Store(fake).start_attempt(build.id, 1, "r1")
     out = tmp_path / "output.log"
     out.write_text("")
-    pump = LogPump(fake, build.id, 1, out, cap_bytes=10_000)
+    pump = LogPump(Store(fake), build.id, 1, out, cap_bytes=10_000)
     with open(out, "a") as fh:
         fh.write("before following\n")
     pump.pump()
@@ -54,12 +56,12 @@ def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path)
         time.sleep(0.05)
     # The runner dies; attempt 2 starts elsewhere with its output afresh, and finishes.
     fake.hset(keys.build(build.id), mapping={"attempt": "2", "status": "queued"})
-    results.start_attempt(fake, build.id, 2, "r2")
-    second = LogPump(fake, build.id, 2, tmp_path / "second.log", cap_bytes=10_000)
+    Store(fake).start_attempt(build.id, 2, "r2")
+    second = LogPump(Store(fake), build.id, 2, tmp_path / "second.log", cap_bytes=10_000)
     (tmp_path / "second.log").write_text("attempt two\n")
     second.finish()
     from test_results import outcome
-    results.finish_build(fake, build.id, 2, "r2", outcome())
+    Store(fake).finish_build(build.id, 2, "r2", outcome())
     follower.join(timeout=20)
     assert written == ["before following\nline 0\nline 1\nline 2\nline 3\nline 4\n"
                        "\n[volt: attempt 2 started on another runner; its output follows]\nattempt two\n"]
@@ -67,7 +69,7 @@ def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path)
 
 def collect(conn, build_id: str) -> list[str]:
     pieces: list[str] = []
-    follow_log(conn, build_id, pieces.append, limit_s=20)
+    follow_log(Store(conn), build_id, pieces.append, limit_s=20)
     return pieces
 
 

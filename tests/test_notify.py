@@ -13,9 +13,10 @@ from dataclasses import replace
 import pytest
 
 from test_results import SHA_A, SHA_B, outcome
-from voltci import keys, queue, results
+from voltci import keys
 from voltci.models import Build, Status
 from voltci.notify import SIGNATURE_HEADER, Notifier
+from voltci.store import Store
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
@@ -48,16 +49,16 @@ def hook_url():
 
 def ended_build(rq_conn, conn, settings, sha: str) -> Build:
     build = Build(id=keys.build_id("proj", sha), repo="proj", url="/r", commit=sha, branch="main", subject="s")
-    queue.submit_build(rq_conn, build, settings)
-    results.start_attempt(conn, build.id, 1, "r1")
-    results.finish_build(conn, build.id, 1, "r1", outcome(Status.PASSED))
+    Store(rq_conn, settings).submit(build)
+    Store(conn).start_attempt(build.id, 1, "r1")
+    Store(conn).finish_build(build.id, 1, "r1", outcome(Status.PASSED))
     return build
 
 
 def test_an_ended_build_is_posted_signed(conn, rq_conn, settings, hook_url) -> None:
     settings = replace(settings, webhook_url=hook_url, webhook_secret="k3y", web_url="https://ci.example.org/")
     build = ended_build(rq_conn, conn, settings, SHA_A)
-    notifier = Notifier(settings, conn, lambda: True)
+    notifier = Notifier(settings, Store(conn), lambda: True)
     assert notifier.send_next(threading.Event())
     ((body, sig, raw),) = Hook.received
     assert (body["repo"], body["commit"], body["status"], body["counts"]["passed"]) == ("proj", SHA_A, "passed", 3)
@@ -71,7 +72,7 @@ def test_a_failing_server_is_retried_then_given_up(conn, rq_conn, settings, hook
     settings = replace(settings, webhook_url=hook_url)
     ended_build(rq_conn, conn, settings, SHA_A)
     ended_build(rq_conn, conn, settings, SHA_B)
-    notifier = Notifier(settings, conn, lambda: True)
+    notifier = Notifier(settings, Store(conn), lambda: True)
     Hook.fail_first = 2
     assert notifier.send_next(threading.Event())
     assert [b["commit"] for b, _, _ in Hook.received] == [SHA_A]  # third try went through
@@ -85,7 +86,7 @@ def test_messages_being_sent_by_a_dead_scheduler_are_sent_again(conn, rq_conn, s
     settings = replace(settings, webhook_url=hook_url)
     ended_build(rq_conn, conn, settings, SHA_A)
     conn.lmove(keys.outbox(), keys.outbox_sending(), "RIGHT", "LEFT")  # taken, then its scheduler died
-    notifier = Notifier(settings, conn, lambda: True)
+    notifier = Notifier(settings, Store(conn), lambda: True)
     assert not notifier.send_next(threading.Event(), wait_s=0.1)
     notifier.recover()
     assert notifier.send_next(threading.Event())

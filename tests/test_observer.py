@@ -7,10 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
-from voltci import keys, queue, results
+from voltci import keys, queue
 from voltci.config import Settings
 from voltci.errors import BadInput
 from voltci.observer import RepoWatch, repo_name_for
+from voltci.store import Store
 
 
 def queued_commits(rq_conn: redis.Redis, settings: Settings) -> list[str]:
@@ -20,7 +21,7 @@ def queued_commits(rq_conn: redis.Redis, settings: Settings) -> list[str]:
 
 
 def watch(rq_conn, settings, repo, **kwargs) -> RepoWatch:
-    w = RepoWatch(rq_conn, settings, str(repo.path), **kwargs)
+    w = RepoWatch(Store(rq_conn, settings), str(repo.path), **kwargs)
     w.validate()
     return w
 
@@ -98,9 +99,9 @@ def test_builds_are_recorded_and_resolvable(rq_conn, conn, settings, make_repo) 
     head = repo.commit({"a.txt": "0"}, "zero")
     w = watch(rq_conn, settings, repo)
     w.poll()
-    build = results.get_build(conn, results.resolve_commit(conn, head[:7]))
+    build = Store(conn).get_build(Store(conn).resolve_commit(head[:7]))
     assert build.status.value == "queued" and build.url == str(repo.path) and build.branch == "main"
-    assert results.known_repos(conn)[w.name]["url"] == str(repo.path)
+    assert Store(conn).known_repos()[w.name]["url"] == str(repo.path)
 
 
 def test_bad_repositories_and_branches_are_clear_errors(rq_conn, settings, make_repo, tmp_path) -> None:
@@ -133,7 +134,7 @@ def test_repo_names_from_paths_and_urls() -> None:
 def test_a_poll_with_nothing_new_does_not_fetch(rq_conn, settings, make_repo, monkeypatch) -> None:
     repo = make_repo()
     repo.commit({"a.txt": "0"}, "zero")
-    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
     watch.validate()
     assert len(watch.poll()) == 1
     fetches = []
@@ -145,13 +146,12 @@ def test_a_poll_with_nothing_new_does_not_fetch(rq_conn, settings, make_repo, mo
 
 
 def test_a_newer_commit_skips_the_queued_older_builds_of_its_branch(rq_conn, conn, settings, make_repo) -> None:
-    from voltci import results
     from voltci.models import Status
 
     repo = make_repo()
     repo.commit({"a.txt": "0"}, "zero")
     repo.git("branch", "feature")
-    watch = RepoWatch(rq_conn, settings, str(repo.path), branches=["main", "feature"], supersede=["all"])
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path), branches=["main", "feature"], supersede=["all"])
     watch.validate()
     watch.poll()
     repo.checkout("feature")
@@ -159,15 +159,15 @@ def test_a_newer_commit_skips_the_queued_older_builds_of_its_branch(rq_conn, con
     repo.checkout("main")
     main_shas = [repo.commit({"m.txt": str(n)}, f"main {n}") for n in range(2)]
     watch.poll()
-    status = {b.commit: b.status for b in results.history(conn, "proj", 50)}
+    status = {b.commit: b.status for b in Store(conn).history("proj", 50)}
     assert [status[s] for s in shas] == [Status.SKIPPED, Status.SKIPPED, Status.QUEUED]
     assert [status[s] for s in main_shas] == [Status.QUEUED, Status.QUEUED]  # the default branch: not unless named
-    skipped = results.get_build(conn, keys.build_id("proj", shas[0]))
+    skipped = Store(conn).get_build(keys.build_id("proj", shas[0]))
     assert skipped.reason == f"superseded by {shas[2][:10]}" and skipped.results_stored == 1
     assert keys.job_id(skipped.id, 1) not in queue.waiting_job_ids(rq_conn, settings)
-    named = RepoWatch(rq_conn, settings, str(repo.path), branches=["main"], supersede=["main"])
+    named = RepoWatch(Store(rq_conn, settings), str(repo.path), branches=["main"], supersede=["main"])
     named.validate()
     newest = repo.commit({"m.txt": "x"}, "main x")
     named.poll()
-    status = {b.commit: b.status for b in results.history(conn, "proj", 50)}
+    status = {b.commit: b.status for b in Store(conn).history("proj", 50)}
     assert [status[s] for s in main_shas] == [Status.SKIPPED, Status.SKIPPED] and status[newest] is Status.QUEUED

@@ -17,6 +17,7 @@ from conftest import ROOT, child_env
 from voltci import keys
 from voltci.observer import RepoWatch
 from voltci.redis_server import RedisServer
+from voltci.store import Store
 
 WAIT_S = 60
 
@@ -80,7 +81,7 @@ def test_observer_survives_redis_restart_and_failing_fetch(own_redis, make_repo,
 def test_mirror_recovers_from_a_killed_fetch_and_a_deleted_mirror(rq_conn, settings, make_repo) -> None:
     repo = make_repo()
     repo.commit({"a.txt": "0"}, "zero")
-    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
     watch.validate()
     watch.poll()
     # What a fetch killed half-way leaves: a ref lock file.

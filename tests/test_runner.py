@@ -9,26 +9,28 @@ from test_results import SHA_A, add, outcome
 from voltci import keys, runner
 from voltci.config import Settings
 from voltci.models import Status
+from voltci.store import Store
 
 
 def test_attempt_it_does_not_own_is_not_run(fake: redis.Redis, tmp_path) -> None:
     build = add(fake, "proj", SHA_A)
-    result = runner.execute(fake, build.id, 2, Settings(workspace_dir=str(tmp_path)), "host.1")
+    result = runner.execute(Store(fake, Settings(workspace_dir=str(tmp_path))), build.id, 2, "host.1")
     assert result["stored"] is False
     assert not (tmp_path / "host").exists()  # nothing was checked out
 
 
 def test_a_checkout_failure_ends_the_build_error(fake: redis.Redis, tmp_path) -> None:
     build = add(fake, "proj", SHA_A)  # its url "/r" is no repository
-    result = runner.execute(fake, build.id, 1, Settings(workspace_dir=str(tmp_path)), "host.1")
+    result = runner.execute(Store(fake, Settings(workspace_dir=str(tmp_path))), build.id, 1, "host.1")
     assert result["stored"] and result["status"] == "error"
     assert fake.hget(keys.build(build.id), "reason").startswith("checkout failed")
 
 
 def test_storing_the_result_retries_through_a_redis_outage(fake: redis.Redis, monkeypatch) -> None:
     build = add(fake, "proj", SHA_A)
-    runner.results.start_attempt(fake, build.id, 1, "host.1")
-    real = runner.results.finish_build
+    store = Store(fake)
+    store.start_attempt(build.id, 1, "host.1")
+    real = store.finish_build
     failures = iter([redis.ConnectionError("down"), redis.TimeoutError("slow")])
 
     def flaky(*args):
@@ -36,11 +38,11 @@ def test_storing_the_result_retries_through_a_redis_outage(fake: redis.Redis, mo
         if error:
             raise error
         return real(*args)
-    monkeypatch.setattr(runner.results, "finish_build", flaky)
+    monkeypatch.setattr(store, "finish_build", flaky)
     monkeypatch.setattr(runner.time, "sleep", lambda s: None)
-    assert runner._retrying("store", 60, lambda: runner.results.finish_build(
-        fake, build.id, 1, "host.1", outcome(Status.PASSED)))
-    assert runner.results.get_build(fake, build.id).status is Status.PASSED
+    assert runner._retrying("store", 60, lambda: store.finish_build(
+        build.id, 1, "host.1", outcome(Status.PASSED)))
+    assert Store(fake).get_build(build.id).status is Status.PASSED
 
 
 def test_an_outage_longer_than_the_bound_is_raised(monkeypatch) -> None:
@@ -63,13 +65,14 @@ def test_a_build_runs_whole_when_redis_is_away_as_it_could_be_split(fake, monkey
     from voltci.models import Build
 
     for name in ("a", "b"):
-        Heartbeat(fake, RunnerBeat(name=name, queues=["volt"]), 2, 60).send()
+        Heartbeat(Store(fake), RunnerBeat(name=name, queues=["volt"]), 2, 60).send()
     build = Build(id="proj-" + SHA_A, repo="proj", url="/r", commit=SHA_A, branch="main")
-    owned = runner.Ownership(fake, build.id, 1)
-    split = runner._splitter(fake, fake, build, 1, Settings(shard_threshold=1), "a", owned)
+    store = Store(fake, Settings(shard_threshold=1))
+    owned = runner.Ownership(store, build.id, 1)
+    split = runner._splitter(store, build, 1, "a", owned)
     assert split is not None
 
     def away(*args, **kwargs):
         raise redis.ConnectionError("restarting")
-    monkeypatch.setattr(fake, "hgetall", away)
+    monkeypatch.setattr(store, "durations", away)
     assert split(None) is None and owned.shard is None

@@ -28,6 +28,7 @@ from voltci.models import Outcome, Status
 from voltci.observer import RepoWatch
 from voltci.redis_server import find_redis_server, free_port
 from voltci.steps import run_steps
+from voltci.store import Store
 from voltci.testrun import OUTPUT_FILE
 from voltci.workspace import host_dir
 
@@ -338,7 +339,7 @@ def test_a_runner_with_a_password_keeps_it_from_its_builds(tmp_path, guarded_red
                                             token=password))
         repo.commit({}, "what to look for")
         rq_conn = redis.Redis.from_url(url)
-        watch = RepoWatch(rq_conn, settings, str(repo.path))
+        watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
         watch.validate()
         (queued,) = watch.poll()
         conn = redis.Redis.from_url(url, decode_responses=True)

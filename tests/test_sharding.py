@@ -9,9 +9,9 @@ import pytest
 
 from cluster import Cluster, wait_until
 from conftest import run_volt
-from voltci import results
 from voltci.models import AttemptState
 from voltci.sharding import module_of, partition
+from voltci.store import Store
 
 
 def test_partition_covers_every_id_once_and_balances_by_duration() -> None:
@@ -71,9 +71,9 @@ def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
     wait_until(lambda: len([n for n in ("r1", "r2") if cluster.beat(n)]) == 2, "both runners")
     (build,) = cluster.watch(repo).poll()
     split = cluster.wait_final(build.id)
-    shards = results.get_shards(cluster.conn, build.id)
+    shards = Store(cluster.conn).get_shards(build.id)
     assert split.shards == len(shards) == 2 and {s.runner for s in shards} == {"r1", "r2"}
-    plans = [set(results.shard_plan(cluster.conn, build.id, s.number)) for s in shards]
+    plans = [set(Store(cluster.conn).shard_plan(build.id, s.number)) for s in shards]
     assert plans[0].isdisjoint(plans[1])
     sharded, data = outcomes(cluster, sha)
     assert {s["state"] for s in data["shards"]} == {"finished"}
@@ -116,15 +116,15 @@ def test_a_shard_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -
     (build,) = cluster.watch(repo).poll()
 
     def shard_one_runner():
-        shards = results.get_shards(cluster.conn, build.id)
+        shards = Store(cluster.conn).get_shards(build.id)
         return len(shards) == 2 and shards[1].state is AttemptState.RUNNING and shards[1].runner
     victim = wait_until(shard_one_runner, "shard 1 to start")
     cluster.worker("r3", SHARD_SLEEP="0.3")
     cluster.kill_runner(victim)
     done = cluster.wait_final(build.id)
-    shards = results.get_shards(cluster.conn, build.id)
+    shards = Store(cluster.conn).get_shards(build.id)
     assert shards[1].attempt == 2 and shards[1].runner != victim and done.results_stored == 1
-    lost = results.recent_lost(cluster.conn)
+    lost = Store(cluster.conn).recent_lost()
     assert lost[0]["then"] == "shard 1 attempt 2 queued" and lost[0]["runner"] == victim
     merged, _ = outcomes(cluster, sha)
     assert len(merged) == 67 and done.status.value == "failed"
@@ -150,7 +150,7 @@ def test_a_pytest_suite_is_split_after_pytests_own_collection(cluster, make_repo
     (build,) = cluster.watch(repo).poll()
     split = cluster.wait_final(build.id, timeout=300)
     assert split.shards == 2, split.reason
-    plans = [set(results.shard_plan(cluster.conn, build.id, n)) for n in (0, 1)]
+    plans = [set(Store(cluster.conn).shard_plan(build.id, n)) for n in (0, 1)]
     assert plans[0].isdisjoint(plans[1]) and "pkg/maths.py::pkg.maths" in plans[0] | plans[1]
     sharded, _ = outcomes(cluster, sha)
     assert set(sharded) == plans[0] | plans[1] and len(sharded) == 4 * 9 + 1

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from test_results import running
 from voltci import project
 from voltci.config import Settings
-from voltci.logstream import LogPump, read_log
+from voltci.logstream import LogPump
 from voltci.models import Outcome, Status
 from voltci.steps import run_steps
 from voltci.testrun import OUTPUT_FILE
@@ -174,7 +175,8 @@ def test_100_mb_of_output_keeps_memory_bounded(fake, tmp_path) -> None:
         "        for _ in range(100):\n            sys.stdout.write('x' * (1024 * 1024))\n")}
     tree = tree_with(tmp_path, loud)
     scratch = tmp_path / "scratch"
-    pump = LogPump(fake, "b", 1, scratch / OUTPUT_FILE, cap_bytes=1024 * 1024)
+    store = running(fake, "b")
+    pump = LogPump(store, "b", 1, scratch / OUTPUT_FILE, cap_bytes=1024 * 1024)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
     def tick():
@@ -186,7 +188,7 @@ def test_100_mb_of_output_keeps_memory_bounded(fake, tmp_path) -> None:
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert outcome.status is Status.PASSED, outcome.reason
     assert (scratch / OUTPUT_FILE).stat().st_size > 100 * 1024 * 1024
-    stored = read_log(fake, "b")
+    stored = store.read_log("b")
     assert len(stored) < 1024 * 1024 + 1000 and "more bytes of output were not kept" in stored
     assert grown_mib < 50, f"the runner grew by {grown_mib:.0f} MiB"
 

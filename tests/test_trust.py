@@ -22,11 +22,11 @@ from rq.serializers import DefaultSerializer
 
 from conftest import ROOT, child_env, run_volt
 from sample_project import PASSING
-from voltci import results
 from voltci.config import Settings
 from voltci.models import Status
 from voltci.observer import RepoWatch
 from voltci.queue import JOB_SERIALIZER, RUN_BUILD, RUN_SHARD, refusal, volt_queue
+from voltci.store import Store
 from voltci.web import create_app
 
 class RunsOnUnpickling:
@@ -75,7 +75,7 @@ def push_forged_jobs(rq_conn: redis.Redis, marks: Path) -> dict[str, Path]:
 def enqueue_real_build(rq_conn: redis.Redis, settings: Settings, make_repo) -> str:
     repo = make_repo()
     repo.commit(PASSING, "passing tests")
-    watch = RepoWatch(rq_conn, settings, str(repo.path))
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
     watch.validate()
     [build] = watch.poll()
     return build.id
@@ -107,8 +107,8 @@ def test_volt_worker_refuses_forged_jobs_and_still_builds(locked, make_repo, tmp
 
     assert worker.returncode == 0, worker.stderr[-3000:]
     assert_refused_and_nothing_ran(rq_conn, forged, worker.stderr)
-    assert results.get_build(redis.Redis.from_url(settings.redis_url, decode_responses=True),
-                             build_id).status is Status.PASSED
+    assert Store(redis.Redis.from_url(settings.redis_url, decode_responses=True)).get_build(
+        build_id).status is Status.PASSED
     reasons = {job_id: Job.fetch(job_id, connection=rq_conn, serializer=JOB_SERIALIZER).latest_result().exc_string
                for job_id in forged}
     assert "not JSON" in reasons["forged-pickle"] and "not JSON" in reasons["forged-gadget"]
@@ -143,7 +143,7 @@ def test_rq_worker_with_volts_class_reads_json_even_without_dash_s(locked, make_
 
     assert worker.returncode == 0, worker.stderr[-3000:]
     assert_refused_and_nothing_ran(rq_conn, forged, worker.stdout + worker.stderr)
-    build = results.get_build(redis.Redis.from_url(settings.redis_url, decode_responses=True), build_id)
+    build = Store(redis.Redis.from_url(settings.redis_url, decode_responses=True)).get_build(build_id)
     assert build.status is Status.PASSED
 
 

@@ -19,12 +19,16 @@ from typing import Any, Callable
 import click
 import redis
 
-from voltci import queue, report, results, scheduler
+from voltci import report
 from voltci.config import Settings, load_settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput, RedisUnavailable, VoltError
-from voltci.logstream import follow_log, read_log
+from voltci.logstream import follow_log
+from voltci.models import now_iso
 from voltci.observer import RepoWatch, observe_loop
+from voltci.outage import describe, is_full
+from voltci.scheduler import Scheduler
+from voltci.store import Policy, Store, seconds_between
 from voltci.up import run_up
 from voltci.worker import make_worker
 
@@ -39,7 +43,7 @@ class OneLineErrors:
             click.echo(f"volt: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except redis.RedisError as exc:  # one that got past the boundaries that translate them
-            click.echo(f"volt: Redis error: {exc}", err=True)
+            click.echo(f"volt: {describe(exc)}" if is_full(exc) else f"volt: Redis error: {exc}", err=True)
             ctx.exit(RedisUnavailable.exit_code)
         except KeyboardInterrupt:
             click.echo("volt: interrupted", err=True)
@@ -56,15 +60,19 @@ class VoltCommand(OneLineErrors, click.Command):
 
 @dataclass
 class App:
-    """What every command shares: settings from flags/env/config and lazily opened connections."""
+    """What every command shares: settings from flags/env/config and a lazily opened store."""
 
     settings: Settings
-    _clients: dict[bool, redis.Redis] = field(default_factory=dict)
+    _store: Store | None = field(default=None)
 
-    def redis(self, decode: bool = True) -> redis.Redis:
-        if decode not in self._clients:
-            self._clients[decode] = connect(self.settings.effective_redis_url, decode=decode)
-        return self._clients[decode]
+    def store(self) -> Store:
+        """The store, on a client that has answered (or one line saying why Redis cannot be reached)."""
+        if self._store is None:
+            self._store = Store(connect(self.settings.effective_redis_url), self.settings)
+        return self._store
+
+
+SETTINGS_AS_FLAGS = ("poll", "keep_builds", "keep_days")
 
 
 def common_options(func: Callable) -> Callable:
@@ -77,8 +85,9 @@ def common_options(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(config_path: str | None, redis_url: str | None, **kwargs: Any) -> Any:
         overrides = {"redis_url": redis_url}
-        if "poll" in kwargs:  # a setting that some commands take as a flag of their own
-            overrides["poll"] = kwargs.pop("poll")
+        for name in SETTINGS_AS_FLAGS:  # settings that some commands take as flags of their own
+            if name in kwargs:
+                overrides[name] = kwargs.pop(name)
         app = App(load_settings(config_path, overrides))
         return func(app, **kwargs)
     return wrapper
@@ -120,8 +129,8 @@ def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...],
     """The repositories to watch, each checked (it exists, its branches exist) and registered."""
     if names and len(names) != len(repos):
         raise BadInput("give one --name per --repo, or none")
-    conn = app.redis(decode=False)
-    watches = [RepoWatch(conn, app.settings, url, names[i] if names else None, list(branches), list(supersede))
+    store = app.store()
+    watches = [RepoWatch(store, url, names[i] if names else None, list(branches), list(supersede))
                for i, url in enumerate(repos)]
     for watch in watches:
         watch.validate()
@@ -160,9 +169,7 @@ cli.add_command(observe)
 @common_options
 def notify_cmd(app: App, repo: str, ref: str | None) -> None:
     """Have the observer look at a repository now (for a git post-receive hook)."""
-    from voltci.observer import notify
-
-    heard = notify(app.redis(), repo, ref)
+    heard = app.store().notify(repo, ref)
     if heard:
         click.echo(f"notified {heard} observer(s) of {repo}" + (f" ({ref})" if ref else ""))
     else:
@@ -178,7 +185,7 @@ def notify_cmd(app: App, repo: str, ref: str | None) -> None:
 def worker(app: App, burst: bool, name: str | None) -> None:
     """Run builds: an rq worker on Volt's queue (same as `rq worker --url URL volt`)."""
     setup_logging()
-    w = make_worker(app.redis(decode=False), app.settings, name)
+    w = make_worker(connect(app.settings.effective_redis_url, decode=False), app.settings, name)
     w.work(burst=burst, logging_level="INFO")
 
 
@@ -189,13 +196,13 @@ def worker(app: App, burst: bool, name: str | None) -> None:
 def scheduler_cmd(app: App) -> None:
     """Re-dispatch the builds of runners whose heartbeat expired (run one or more; one acts)."""
     setup_logging()
-    app.redis()  # fail now, in one line, if Redis cannot be reached at all
+    store = app.store()  # fail now, in one line, if Redis cannot be reached at all
     stop = threading.Event()
     _stop_on_sigterm(stop)
     logging.getLogger("volt.scheduler").info(
         "watching runner heartbeats (ttl %g s) in %s", app.settings.heartbeat_ttl,
         redacted(app.settings.effective_redis_url))
-    scheduler.Scheduler(app.settings).run(stop)
+    Scheduler(app.settings, store).run(stop)
 
 
 def _stop_on_sigterm(stop: threading.Event) -> None:
@@ -211,11 +218,11 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
 @common_options
 def cancel(app: App, commit: str, repo: str | None) -> None:
     """Cancel a queued or running build (its tests' whole process group is killed)."""
-    conn = app.redis()
-    build_id = results.resolve_commit(conn, commit, repo)
-    before = queue.cancel(app.redis(decode=False), build_id, app.settings)
+    store = app.store()
+    build_id = store.resolve_commit(commit, repo)
+    before = store.cancel(build_id)
     if before is None:
-        build = results.get_build(conn, build_id)
+        build = store.get_build(build_id)
         status_now = build.status.value if build else "gone"
         raise BadInput(f"build of {commit} has already ended ({status_now}); nothing to cancel")
     where = f" on {before.runner}, which stops its tests within a second" if before.status.value == "running" else ""
@@ -233,14 +240,14 @@ def cancel(app: App, commit: str, repo: str | None) -> None:
 @common_options
 def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_path: str | None) -> None:
     """Show a commit's build: exit 0 passed, 1 failed, 3 not finished, 2 bad input."""
-    conn = app.redis()
-    build_id = results.resolve_commit(conn, commit, repo)
-    build = results.get_build(conn, build_id)
+    store = app.store()
+    build_id = store.resolve_commit(commit, repo)
+    build = store.get_build(build_id)
     if build is None:
-        raise BadInput(f"the build of '{commit}' has no record (was it removed?)")
-    tests = results.get_tests(conn, build_id)
-    attempts = results.get_attempts(conn, build_id)
-    shards = results.get_shards(conn, build_id)
+        raise BadInput(f"the build of '{commit}' has no record (was it pruned?)")
+    tests = store.get_tests(build_id) if as_json or junit_path else store.listed_tests(build_id)
+    attempts = store.get_attempts(build_id)
+    shards = store.get_shards(build_id)
     if junit_path:
         try:
             with open(junit_path, "wb") as fh:
@@ -261,11 +268,11 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
 @common_options
 def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
     """The tests that were flaky most often (failed, then passed when run again on their own)."""
-    conn = app.redis()
-    known = results.known_repos(conn)
+    store = app.store()
+    known = store.known_repos()
     if repo is not None and repo not in known:
         raise BadInput(f"unknown repository '{repo}'")
-    found = results.flaky_tests(conn, [repo] if repo else sorted(known), limit)
+    found = store.flaky_tests([repo] if repo else sorted(known), limit)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -283,13 +290,13 @@ def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
 @common_options
 def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
     """Print a build's output (setup and tests); -f follows it live while the build runs."""
-    conn = app.redis()
-    build_id = results.resolve_commit(conn, commit, repo)
+    store = app.store()
+    build_id = store.resolve_commit(commit, repo)
     if not follow:
-        click.echo(read_log(conn, build_id), nl=False)
+        click.echo(store.read_log(build_id), nl=False)
         return
     limit_s = app.settings.build_timeout * app.settings.max_attempts + 600
-    build = follow_log(conn, build_id, lambda text: click.echo(text, nl=False), limit_s)
+    build = follow_log(store, build_id, lambda text: click.echo(text, nl=False), limit_s)
     if build is None or not build.status.is_final:
         raise BadInput(f"the build of {commit} did not end within {limit_s:g} s; stopped following")
     click.echo(f"[volt: build {build.status.value}{' — ' + build.reason if build.reason else ''}]", err=True)
@@ -300,16 +307,22 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
 def status(app: App, as_json: bool) -> None:
-    """Runners (alive, heartbeat age, current build), the queue, running builds, lost attempts."""
-    conn = app.redis()
+    """Runners (alive, heartbeat age, current build), the queue, running builds, lost attempts, and how
+    much of Redis Volt uses."""
+    store = app.store()
+    memory = store.memory()
     data: dict[str, Any] = {
         "redis": redacted(app.settings.effective_redis_url),
         "queue": app.settings.queue,
-        "queued": queue.queue_depth(app.redis(decode=False), app.settings),
+        "queued": store.queue_depth(),
         "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
-                     "age_s": _age_s(b.started_at), "attempt": b.attempt} for b in results.running_builds(conn)],
-        "runners": scheduler.runner_table(conn),
-        "lost": results.recent_lost(conn),
+                     "age_s": _age_s(b.started_at), "attempt": b.attempt} for b in store.running_builds()],
+        "runners": store.runner_table(),
+        "lost": store.recent_lost(),
+        "memory": {"used_bytes": memory.used, "maxmemory_bytes": memory.maxmemory, "policy": memory.policy,
+                   "full": memory.full},
+        "repositories": [{"repo": u.repo, "builds": u.builds, "bytes_per_finished_build": u.bytes_per_build}
+                         for u in map(store.repo_usage, sorted(store.known_repos()))],
     }
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -330,10 +343,26 @@ def status(app: App, as_json: bool) -> None:
         for lost in data["lost"]:
             click.echo(f"  {lost['lost_at']} {lost['repo']} {lost['commit'][:10]} attempt {lost['attempt']} on "
                        f"{lost['runner'] or '-'}: {lost['reason']}; {lost['then']}")
+    limit = f"{_size(memory.maxmemory)} maxmemory" if memory.maxmemory else "no maxmemory"
+    click.echo(f"redis memory: {_size(memory.used)} used of {limit} ({memory.policy})"
+               + ("; FULL: writes are refused" if memory.full else ""))
+    for u in data["repositories"]:
+        per = _size(u["bytes_per_finished_build"]) if u["bytes_per_finished_build"] is not None else "-"
+        click.echo(f"  {u['repo']:<28} {u['builds']} build(s) kept, {per} per finished build")
+
+
+def _size(count: int) -> str:
+    """Bytes for people: 512 B, 4.2 KiB, 10.1 MiB, 16.0 GiB."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
 
 
 def _age_s(iso: str) -> float:
-    return results.seconds_between(iso, results.now_iso()) if iso else 0.0
+    return seconds_between(iso, now_iso()) if iso else 0.0
 
 
 @cli.command(cls=VoltCommand)
@@ -343,10 +372,10 @@ def _age_s(iso: str) -> float:
 @common_options
 def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
     """The latest builds, newest first, one line each."""
-    conn = app.redis()
-    if repo is not None and repo not in results.known_repos(conn):
+    store = app.store()
+    if repo is not None and not store.is_known_repo(repo):
         raise BadInput(f"unknown repository '{repo}'")
-    builds = results.history(conn, repo, limit)
+    builds = store.history(repo, limit)
     if as_json:
         click.echo(json.dumps([report.summary_dict(b) for b in builds], indent=2))
         return
@@ -380,6 +409,43 @@ def detect_cmd(path: str, as_json: bool, python: str | None) -> None:
     click.echo(json.dumps(plan.to_json(), indent=2) if as_json else describe(plan))
 
 
+@cli.command(cls=VoltCommand)
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; remove nothing.")
+@click.option("--repo", default=None, help="Only this repository.")
+@click.option("--keep-builds", "keep_builds", default=None, metavar="N",
+              help="Builds to keep per repository, newest first (default: the keep_builds setting; 0: no limit).")
+@click.option("--keep-days", "keep_days", default=None, metavar="DAYS",
+              help="Days of builds to keep (default: the keep_days setting; 0: no limit).")
+@common_options
+def prune(app: App, dry_run: bool, repo: str | None) -> None:
+    """Apply retention now: remove the ended builds beyond keep_builds or older than keep_days (never a
+    queued or running build, nor the newest build of a branch), and say what was removed."""
+    settings = app.settings
+    policy = Policy(settings.keep_builds, settings.keep_days)
+    store = app.store()
+    if repo is not None and not store.is_known_repo(repo):
+        raise BadInput(f"unknown repository '{repo}'")
+    if not policy.limited:
+        click.echo("retention is off (keep_builds = 0 and keep_days = 0): nothing to prune")
+        return
+    before = store.memory().used
+    removed = store.prune(policy, repo, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    for name, builds in removed.items():
+        for build in builds:
+            click.echo(f"{verb} {build.repo} {build.short} {build.branch} {build.status.value} "
+                       f"(queued {build.queued_at[:19] or '?'})")
+    count = sum(map(len, removed.values()))
+    repos = sum(1 for builds in removed.values() if builds)
+    limits = " and ".join(part for part in (f"the newest {policy.keep_builds} per repository" if policy.keep_builds
+                                            else "", f"{policy.keep_days:g} days" if policy.keep_days else "")
+                          if part)
+    summary = f"{verb} {count} build(s) of {repos} repository(ies), keeping {limits}"
+    if not dry_run:
+        summary += f"; Redis memory {_size(before)} → {_size(store.memory().used)}"
+    click.echo(summary)
+
+
 # ---------------------------------------------------------------- web
 
 @cli.command(name="web", cls=VoltCommand)
@@ -392,7 +458,7 @@ def web_cmd(app: App, host: str, port: int) -> None:
     from voltci.web_server import serve
 
     setup_logging(logging.WARNING)
-    app.redis()  # fail now, in one line, if Redis cannot be reached
+    app.store()  # fail now, in one line, if Redis cannot be reached
     serve(app.settings, host, port, on_ready=lambda url: click.echo(
         f"Volt web: {url} (rq-dashboard at {url}rq/; {'token set' if app.settings.web_token else 'read-only'})"))
 

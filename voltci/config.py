@@ -55,6 +55,8 @@ class Settings:
     build_memory: str = "50%"
     build_processes: int = 4096
     pass_env: str = ""
+    keep_builds: int = 1000  # ended builds kept per repository, newest first (0: no limit)
+    keep_days: int = 365  # days an ended build is kept (0: no limit)
 
     @property
     def effective_redis_url(self) -> str:
@@ -62,7 +64,7 @@ class Settings:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
-ZERO_ALLOWED = {"retries", "shard_threshold", "shards"}
+ZERO_ALLOWED = {"retries", "shard_threshold", "shards", "keep_builds", "keep_days"}
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off"}
 # Settings whose values are checked by the module that uses them (each raises BadLimit).

@@ -2,62 +2,37 @@
 
 The key holds who the runner is and what it is working on. It outlives the runner by at most
 `heartbeat_ttl` seconds, so a runner that is killed, frozen or cut off from Redis disappears from
-Redis by itself, and the scheduler gives its build to another runner.
+Redis by itself, and the scheduler gives its build to another runner. A full Redis is not a lost
+runner: the key's expiry is pushed back until Redis has room again (see Store.send_beat).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import redis
 
-from voltci import keys
-from voltci.results import now_iso
+from voltci.models import RunnerBeat, now_iso
+from voltci.outage import Outage, is_full
+from voltci.store import Store
+
+__all__ = ["Heartbeat", "RunnerBeat"]
 
 log = logging.getLogger("volt.heartbeat")
 OUTAGE_LOG_EVERY_S = 10.0
-
-
-@dataclass
-class RunnerBeat:
-    """What a runner's key says about it."""
-
-    name: str
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
-    queues: list[str] = field(default_factory=list)
-    started_at: str = field(default_factory=now_iso)
-    build: str = ""
-    attempt: int = 0
-    shard: int = -1  # which shard of the build, when it works on one
-    shard_attempt: int = 0
-    build_started_at: str = ""
-    heartbeat_at: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "RunnerBeat":
-        data = json.loads(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 class Heartbeat:
     """Keeps `P:runner:<name>` alive from a thread of its own; `on_outage` is called with the seconds
     Redis has been out of reach each time a refresh fails."""
 
-    def __init__(self, conn: redis.Redis, beat: RunnerBeat, interval_s: float, ttl_s: float,
+    def __init__(self, store: Store, beat: RunnerBeat, interval_s: float, ttl_s: float,
                  on_outage: Callable[[float], None] | None = None,
                  on_tick: Callable[[], None] | None = None):
-        self.conn = conn
+        self.store = store
         self.beat = beat
         self.interval_s = interval_s
         self.ttl_ms = int(ttl_s * 1000)
@@ -68,6 +43,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_outage_log = 0.0
+        self._full = Outage(log, f"runner {beat.name}")
 
     def set_work(self, build_id: str, attempt: int, shard: int = -1, shard_attempt: int = 0) -> None:
         """Say at once that the runner now works on `build_id` (so no scheduler sees it idle meanwhile)."""
@@ -86,15 +62,18 @@ class Heartbeat:
         """One refresh; False (and the outage noted) when Redis cannot be reached."""
         with self._lock:
             self.beat.heartbeat_at = now_iso()
-            payload = self.beat.to_json()
+            beat = RunnerBeat(**vars(self.beat))
         try:
-            with self.conn.pipeline(transaction=False) as pipe:
-                pipe.set(keys.runner(self.beat.name), payload, px=self.ttl_ms)
-                pipe.sadd(keys.runner_names(), self.beat.name)
-                pipe.execute()
+            self.store.send_beat(beat, self.ttl_ms)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._outage(exc)
             return False
+        except redis.RedisError as exc:
+            if not is_full(exc):
+                raise
+            self._full.failed(exc)  # the key was kept alive; Redis is reachable
+        else:
+            self._full.ok()
         self.last_ok = time.monotonic()
         return True
 
@@ -108,7 +87,10 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.send()
+            try:
+                self.send()
+            except redis.RedisError as exc:  # anything but an outage or a full Redis: said, and tried again
+                log.warning("runner %s: heartbeat failed (%s); retrying", self.beat.name, exc)
             if self.on_tick is not None:
                 try:
                     self.on_tick()
@@ -128,18 +110,6 @@ class Heartbeat:
             self._thread.join(timeout=self.interval_s + 5)
         if remove:
             try:
-                with self.conn.pipeline(transaction=False) as pipe:
-                    pipe.delete(keys.runner(self.beat.name))
-                    pipe.srem(keys.runner_names(), self.beat.name)
-                    pipe.execute()
+                self.store.drop_beat(self.beat.name)
             except redis.RedisError:
                 pass  # it expires by itself
-
-
-def live_runners(conn: redis.Redis) -> dict[str, RunnerBeat]:
-    """Runners whose key has not expired, by name."""
-    names = sorted(conn.smembers(keys.runner_names()))
-    if not names:
-        return {}
-    values = conn.mget([keys.runner(name) for name in names])
-    return {name: RunnerBeat.from_json(text) for name, text in zip(names, values) if text}

@@ -3,16 +3,20 @@
 Layout (P = prefix, "volt" by default):
 
     P:build:<build_id>              hash   the build record (models.Build)
-    P:build:<build_id>:tests        hash   test id -> JSON of one test result
+    P:build:<build_id>:results      hash   a finished build's per-test results, compact (store/codec.py):
+                                           "all" every test, "listed" the failed, erroring and flaky ones
     P:build:<build_id>:attempts     hash   attempt number -> JSON of one attempt
     P:build:<build_id>:shards       hash   shard number -> JSON of its state (a sharded build)
-    P:build:<build_id>:shard-plan   hash   shard number -> its test ids, one per line
-    P:build:<build_id>:shard:<k>    hash   test id -> JSON of one result of shard k
-    P:repo:<repo>:durations         hash   test id -> seconds it took last (for balancing shards)
-    P:build:<build_id>:log          string the output of the build's current attempt, capped
+    P:build:<build_id>:shard-plan   hash   shard number -> its test ids, compact
+    P:build:<build_id>:shard:<k>    string the results of shard k, compact (until the shards are merged)
+    P:build:<build_id>:log          string the output of the build's current attempt, capped; compressed
+                                           once the build ended (the record's `log_compressed`)
+    P:repo:<repo>:timings           string test id -> seconds it took last, compact (for balancing shards)
+    P:repo:<repo>:heads             hash   branch -> the newest build of it (never pruned)
     P:log:<build_id>                pubsub channel: the output as it is appended (JSON: end offset, text)
     P:repos                         hash   repo name -> JSON of where it lives
     P:repo:<repo>:history           zset   build ids scored by enqueue time (newest = highest)
+    P:history                       zset   the same, of every repository
     P:repo:<repo>:flaky             zset   test id -> times it was flaky
     P:repo:<repo>:flaky-last        hash   test id -> the latest build where it was flaky
     P:outbox                        list   ids of ended builds whose webhook message is to be sent (JSON)
@@ -28,6 +32,11 @@ Layout (P = prefix, "volt" by default):
     P:runners                       hash   runner name -> JSON of its last heartbeat seen (the registry)
     P:lost                          list   the latest lost attempts, newest first (JSON), capped
     P:scheduler                     string the lock held by the scheduler that acts (expiring)
+
+Written by earlier versions and still read (and pruned), never written:
+
+    P:build:<build_id>:tests        hash   test id -> JSON of one test result
+    P:repo:<repo>:durations         hash   test id -> seconds it took last
 """
 
 from __future__ import annotations
@@ -49,7 +58,12 @@ def build(build_id: str) -> str:
     return f"{PREFIX}:build:{_check_part(build_id)}"
 
 
+def build_results(build_id: str) -> str:
+    return f"{build(build_id)}:results"
+
+
 def build_tests(build_id: str) -> str:
+    """Earlier versions' per-test hash (read when a build has no compact results)."""
     return f"{build(build_id)}:tests"
 
 
@@ -69,8 +83,17 @@ def build_shard_tests(build_id: str, shard: int) -> str:
     return f"{build(build_id)}:shard:{int(shard)}"
 
 
+def repo_timings(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:timings"
+
+
 def repo_durations(repo: str) -> str:
+    """Earlier versions' durations hash (read until a build writes the compact timings)."""
     return f"{PREFIX}:repo:{_check_part(repo)}:durations"
+
+
+def repo_heads(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:heads"
 
 
 def shard_job_id(build_id_: str, attempt: int, shard: int, shard_attempt: int) -> str:
@@ -92,6 +115,10 @@ def repos() -> str:
 
 def repo_history(repo: str) -> str:
     return f"{PREFIX}:repo:{_check_part(repo)}:history"
+
+
+def history() -> str:
+    return f"{PREFIX}:history"
 
 
 def repo_flaky(repo: str) -> str:

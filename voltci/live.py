@@ -12,17 +12,16 @@ from typing import TextIO
 
 import redis
 
-from voltci import queue, results
-from voltci.config import Settings
 from voltci.models import Build
+from voltci.store import Store
 
 CLEAR_LINE = "\r\x1b[2K"
 HISTORY_SCAN = 20
 
 
-def expected_tests(conn: redis.Redis, repo: str) -> int:
+def expected_tests(store: Store, repo: str) -> int:
     """How many tests the latest finished build of `repo` ran (0 when none did)."""
-    for build in results.history(conn, repo, HISTORY_SCAN):
+    for build in store.history(repo, HISTORY_SCAN):
         if build.status.is_final and build.counts.total:
             return build.counts.total
     return 0
@@ -49,9 +48,8 @@ def status_line(queued: int, running: list[Build], expected: dict[str, int], now
 class LiveView:
     """Prints lines above a status line that is redrawn in place (only when `out` is a terminal)."""
 
-    def __init__(self, conn: redis.Redis, rq_conn: redis.Redis, settings: Settings, out: TextIO | None = None,
-                 interactive: bool | None = None):
-        self.conn, self.rq_conn, self.settings = conn, rq_conn, settings
+    def __init__(self, store: Store, out: TextIO | None = None, interactive: bool | None = None):
+        self.store = store
         self.out = out or sys.stdout
         self.interactive = self.out.isatty() if interactive is None else interactive
         self.status = ""
@@ -67,10 +65,10 @@ class LiveView:
         if not self.interactive:
             return
         try:
-            running = results.running_builds(self.conn)
-            queued = queue.queue_depth(self.rq_conn, self.settings)
+            running = self.store.running_builds()
+            queued = self.store.queue_depth()
             for repo in {b.repo for b in running} - set(self.expected):
-                self.expected[repo] = expected_tests(self.conn, repo)
+                self.expected[repo] = expected_tests(self.store, repo)
         except redis.RedisError:
             return  # the status line waits for Redis like everything else
         width = shutil.get_terminal_size((100, 20)).columns

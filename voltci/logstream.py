@@ -4,31 +4,43 @@ it live. Bounded: past `log_max_bytes` the rest is counted, not kept, and a mark
 from __future__ import annotations
 
 import codecs
-import json
 import time
 from pathlib import Path
 from typing import Callable
 
 import redis
 
-from voltci import keys, results
 from voltci.models import Build
+from voltci.store import Store
 
 READ_CHUNK = 256 * 1024  # what one pump reads at most per step: memory stays bounded
 MAX_STEPS_PER_PUMP = 64
 
 
 class LogPump:
-    def __init__(self, conn: redis.Redis, build_id: str, attempt: int, path: Path, cap_bytes: int):
-        self.conn, self.build_id, self.attempt, self.path, self.cap = conn, build_id, attempt, path, cap_bytes
+    """Copies a running attempt's output file into the store. What Redis refuses for a while (it is
+    away, or full) waits here and goes first next time; what it refuses because the attempt no longer
+    owns the build is dropped."""
+
+    def __init__(self, store: Store, build_id: str, attempt: int, path: Path, cap_bytes: int):
+        self.store, self.build_id, self.attempt, self.path, self.cap = store, build_id, attempt, path, cap_bytes
         self.offset = 0  # bytes of the file read so far
-        self.kept = 0  # bytes stored in Redis
+        self.kept = 0  # bytes accepted for Redis (stored, or waiting in `pending`)
         self.dropped = 0
+        self.pending = ""  # accepted, not yet stored
+        self.owned = True
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
-    def pump(self) -> None:
-        """Copy what was written since the last call (a bounded amount per call)."""
-        for _ in range(MAX_STEPS_PER_PUMP):
+    def pump(self, drain: bool = False) -> None:
+        """Copy what was written since the last call: a bounded amount, or with `drain` all of it (at
+        the end, when nothing writes to the file any more). While Redis refuses a piece, the next ones
+        are only read when draining."""
+        self.flush()
+        steps = 0
+        while drain or steps < MAX_STEPS_PER_PUMP:
+            steps += 1
+            if self.pending and not drain:
+                return  # Redis refused the last piece: read on once it is stored
             try:
                 with open(self.path, "rb") as fh:
                     fh.seek(self.offset)
@@ -41,8 +53,9 @@ class LogPump:
             self._store(self._decoder.decode(data))
 
     def finish(self) -> None:
-        """Copy the rest, and say how much was cut if anything was."""
-        self.pump()
+        """Copy the rest, and say how much was cut if anything was. What Redis refused meanwhile is still
+        pending: call `flush(raise_errors=True)` until it is stored."""
+        self.pump(drain=True)
         tail = self._decoder.decode(b"", final=True)
         if tail:
             self._store(tail)
@@ -63,43 +76,47 @@ class LogPump:
         self._append(text)
 
     def _append(self, text: str) -> None:
-        with self.conn.pipeline(transaction=False) as pipe:
-            pipe.append(keys.build_log(self.build_id), text)
-            pipe.publish(keys.log_channel(self.build_id), json.dumps(
-                {"attempt": self.attempt, "end": self.kept + len(text.encode()), "text": text}))
-            end, _ = pipe.execute()
-        self.kept = int(end)
+        self.kept += len(text.encode())
+        self.pending += text
+        self.flush()
+
+    def flush(self, raise_errors: bool = False) -> None:
+        """Store what is waiting; a Redis error keeps it waiting (raised with `raise_errors`)."""
+        if not self.pending or not self.owned:
+            return
+        try:
+            end = self.store.append_log(self.build_id, self.attempt, self.pending)
+        except redis.RedisError:
+            if raise_errors:
+                raise
+            return
+        self.pending = ""
+        if end is None:
+            self.owned = False  # cancelled or re-dispatched: the output is no longer ours to write
 
 
-def read_log(conn: redis.Redis, build_id: str, start: int = 0) -> str:
-    """The stored output from byte `start` on."""
-    data = conn.getrange(keys.build_log(build_id), start, -1)
-    return data.decode(errors="replace") if isinstance(data, bytes) else data
-
-
-def follow_log(conn: redis.Redis, build_id: str, write: Callable[[str], None], limit_s: float) -> Build | None:
+def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_s: float) -> Build | None:
     """Write the output stored so far, then each piece as the runner publishes it, until the build
     ends (or `limit_s` passes). Subscribing before reading, and placing each piece by its offset,
     loses nothing and repeats nothing; a re-dispatched build's new attempt starts its output afresh.
     Returns the build as it was at the end."""
-    pubsub = conn.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(keys.log_channel(build_id), keys.events())
+    subscription = store.listen_log(build_id)
     deadline = time.monotonic() + limit_s
     try:
-        build = results.get_build(conn, build_id)
+        build = store.get_build(build_id)
         attempt = build.attempt if build else 0
-        text = read_log(conn, build_id)
+        text = store.read_log(build_id)
         shown = len(text.encode())
         write(text)
         while time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=1.0)
+            message = subscription.get(timeout=1.0)
             if message is None:
-                build = results.get_build(conn, build_id)
+                build = store.get_build(build_id)
                 if build is None or build.status.is_final:
                     break
                 continue
-            data = json.loads(message["data"])
-            if message["channel"] == keys.events():
+            kind, data = message
+            if kind == "event":
                 if data.get("build") == build_id:
                     break
                 continue
@@ -113,12 +130,12 @@ def follow_log(conn: redis.Redis, build_id: str, write: Callable[[str], None], l
             if end <= shown:
                 continue
             if begin > shown:  # missed a piece: take it from Redis
-                piece, begin = conn.getrange(keys.build_log(build_id), shown, end - 1).encode(), shown
+                piece, begin = store.read_log_range(build_id, shown, end).encode(), shown
             write(piece[shown - begin:].decode(errors="replace"))
             shown = end
-        build = results.get_build(conn, build_id)
+        build = store.get_build(build_id)
         if build is not None and build.attempt == attempt:
-            write(read_log(conn, build_id, shown))
+            write(store.read_log(build_id, shown))
         return build
     finally:
-        pubsub.close()
+        subscription.close()

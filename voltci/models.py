@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Mapping
 
@@ -142,11 +145,17 @@ class Build:
     results_stored: int = 0  # how many times a final result was written: exactly once, or Volt is wrong
     progress: int = 0  # test results written so far by the running attempt
     shards: int = 0  # how many shards its tests were split into (0: not split)
+    shard_rest: bool = False  # shard 0 runs every test the other shards do not (a split planned from history)
+    jobs: list[str] = field(default_factory=list)  # every rq job it had, so pruning leaves none behind
+    log_compressed: bool = False  # its output was compressed when it ended
 
     def to_hash(self) -> dict[str, str]:
         data = asdict(self)
         data["status"] = self.status.value
         data["counts"] = json.dumps(self.counts.to_dict())
+        data["jobs"] = " ".join(self.jobs)
+        data["log_compressed"] = "1" if self.log_compressed else "0"
+        data["shard_rest"] = "1" if self.shard_rest else "0"
         return {key: str(value) for key, value in data.items()}
 
     @classmethod
@@ -161,7 +170,8 @@ class Build:
             counts=Counts(**json.loads(data.get("counts") or "{}")),
             reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
             results_stored=int(data.get("results_stored") or 0), progress=int(data.get("progress") or 0),
-            shards=int(data.get("shards") or 0),
+            shards=int(data.get("shards") or 0), shard_rest=data.get("shard_rest") == "1", jobs=(data.get("jobs") or "").split(),
+            log_compressed=data.get("log_compressed") == "1",
         )
 
     @property
@@ -213,3 +223,41 @@ class Share:
 
     ids: list[str]
     exclude: bool = False
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class RunnerBeat:
+    """What a runner's heartbeat key says about it."""
+
+    name: str
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    queues: list[str] = field(default_factory=list)
+    started_at: str = field(default_factory=now_iso)
+    build: str = ""
+    attempt: int = 0
+    shard: int = -1  # which shard of the build, when it works on one
+    shard_attempt: int = 0
+    build_started_at: str = ""
+    heartbeat_at: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunnerBeat":
+        data = json.loads(text)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class PointerUpdate:
+    """Where the observer's pointer of a branch moves, in the transaction that enqueues the commit."""
+
+    repo: str
+    branch: str
+    sha: str

@@ -20,9 +20,10 @@ from typing import Any, Callable
 
 import redis
 
-from voltci import keys, results
 from voltci.config import Settings
 from voltci.models import Build
+from voltci.outage import Outage
+from voltci.store import Store
 
 log = logging.getLogger("volt.notify")
 TRIES = 5
@@ -56,9 +57,10 @@ def post(url: str, body: bytes, secret: str | None) -> None:
 class Notifier:
     """Sends the outbox's messages while `is_leading()` says this scheduler acts."""
 
-    def __init__(self, settings: Settings, conn: redis.Redis, is_leading: Callable[[], bool]):
-        self.settings, self.conn, self.is_leading = settings, conn, is_leading
+    def __init__(self, settings: Settings, store: Store, is_leading: Callable[[], bool]):
+        self.settings, self.store, self.is_leading = settings, store, is_leading
         self._was_leading = False
+        self._outage = Outage(log, "webhook")
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -71,25 +73,25 @@ class Notifier:
                     self.recover()
                     self._was_leading = True
                 self.send_next(stop)
+                self._outage.ok()
             except redis.RedisError as exc:
-                log.warning("Redis unavailable (%s); retrying", exc)
+                self._outage.failed(exc)
                 stop.wait(2.0)
 
     def recover(self) -> None:
         """Messages a scheduler was sending when it stopped go back to the outbox."""
-        while self.conn.lmove(keys.outbox_sending(), keys.outbox(), "RIGHT", "RIGHT"):
-            pass
+        self.store.outbox_recover()
 
     def send_next(self, stop: threading.Event, wait_s: float = 1.0) -> bool:
         """Send the oldest message, if one comes within `wait_s`; whether one was taken."""
-        raw = self.conn.blmove(keys.outbox(), keys.outbox_sending(), wait_s, "RIGHT", "LEFT")
-        if raw is None:
+        taken = self.store.outbox_take(wait_s)
+        if taken is None:
             return False
-        build_id = json.loads(raw)["build"]
-        build = results.get_build(self.conn, build_id)
+        text, build_id = taken
+        build = self.store.get_build(build_id)  # None when it was pruned meanwhile
         if build is not None and self.settings.webhook_url:
             self._deliver(build, stop)
-        self.conn.lrem(keys.outbox_sending(), 1, raw)
+        self.store.outbox_done(text)
         return True
 
     def _deliver(self, build: Build, stop: threading.Event) -> None:

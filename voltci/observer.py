@@ -9,7 +9,6 @@ derived from repo and commit, so a restart or a second observer never builds a c
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -21,12 +20,12 @@ from typing import Callable
 import redis
 
 from voltci import keys
-from voltci.config import Settings
 from voltci.errors import BadInput, GitError
 from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
-from voltci.models import Build
-from voltci.queue import PointerUpdate, submit_build, supersede
-from voltci.results import now_iso
+from voltci.models import Build, PointerUpdate, now_iso
+from voltci.outage import Outage
+from voltci.store import Store
+from voltci.store.channels import Subscription
 
 log = logging.getLogger("volt.observer")
 RETRY_BACKOFF_MAX_S = 60.0
@@ -49,10 +48,10 @@ def repo_name_for(url: str) -> str:
 class RepoWatch:
     """One watched repository and the branches to build."""
 
-    def __init__(self, conn: redis.Redis, settings: Settings, url: str, name: str | None = None,
-                 branches: list[str] | None = None, supersede: list[str] | None = None):
-        self.conn = conn  # bytes connection (rq's kind)
-        self.settings = settings
+    def __init__(self, store: Store, url: str, name: str | None = None, branches: list[str] | None = None,
+                 supersede: list[str] | None = None):
+        self.store = store
+        self.settings = settings = store.settings
         self.url = normalize_url(url)
         self.name = name or repo_name_for(self.url)
         if not keys.is_valid_repo_name(self.name):
@@ -86,13 +85,7 @@ class RepoWatch:
         self.register()
 
     def register(self) -> None:
-        raw = self.conn.hget(keys.repos(), self.name)
-        if raw is not None:
-            known = json.loads(raw)
-            if known.get("url") != self.url:
-                raise BadInput(f"repository name '{self.name}' is already used for {known.get('url')}; "
-                               f"choose another with --name")
-        self.conn.hset(keys.repos(), self.name, json.dumps({"url": self.url, "branches": self.branches}))
+        self.store.register_repo(self.name, self.url, self.branches)
 
     def poll(self) -> list[Build]:
         """One pass: ask the remote where its branches are (`git ls-remote`, a few ms); fetch and
@@ -108,9 +101,7 @@ class RepoWatch:
 
     def _moved(self) -> bool:
         heads, _ = remote_heads(self.url)
-        pointers = self.conn.hmget(keys.pointer(self.name), self.branches)
-        for branch, pointer in zip(self.branches, pointers):
-            pointer = pointer.decode() if isinstance(pointer, bytes) else pointer
+        for branch, pointer in self.store.pointers(self.name, self.branches).items():
             if branch not in heads:
                 log.warning("%s: branch '%s' is gone from %s; skipping it", self.name, branch, self.url)
             elif heads[branch] != pointer:
@@ -124,8 +115,7 @@ class RepoWatch:
         except GitError:
             log.warning("%s: branch '%s' is gone from %s; skipping it", self.name, branch, self.url)
             return []
-        last = self.conn.hget(keys.pointer(self.name), branch)
-        last = last.decode() if isinstance(last, bytes) else last
+        last = self.store.pointers(self.name, [branch])[branch]
         if last == head:
             return []
         commits = self._new_commits(last, head)
@@ -137,10 +127,10 @@ class RepoWatch:
         for info in commits:
             build = Build(id=keys.build_id(self.name, info.sha), repo=self.name, url=self.url, commit=info.sha,
                           branch=branch, subject=info.subject, author=info.author, queued_at=now_iso())
-            if submit_build(self.conn, build, self.settings, PointerUpdate(self.name, branch, info.sha)):
+            if self.store.submit(build, PointerUpdate(self.name, branch, info.sha)):
                 created.append(build)
         if created and self.supersedes(branch):
-            for skipped in supersede(self.conn, created[-1], self.settings):
+            for skipped in self.store.supersede(created[-1]):
                 log.info("skipped %s %s (%s): superseded by %s", skipped.repo, skipped.short, branch, created[-1].short)
         return created
 
@@ -173,7 +163,8 @@ def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
     A failing fetch or an unreachable Redis costs one log line and a retry with backoff, never the loop.
     """
     failures = 0
-    listener = NotifyListener(watches[0].conn) if watches else None
+    listener = NotifyListener(watches[0].store) if watches else None
+    outage = Outage(log)
     due = {watch.name for watch in watches}
     while not stop.is_set():
         failed = False
@@ -184,12 +175,13 @@ def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
                 for build in watch.poll():
                     log.info("queued %s %s %s (%s)", build.repo, build.commit[:10], build.subject, build.branch)
                     on_build(build)
+                outage.ok()
             except GitError as exc:
                 failed = True
                 log.warning("%s: %s; retrying", watch.name, exc)
             except redis.RedisError as exc:
                 failed = True
-                log.warning("Redis unavailable (%s); retrying", exc)
+                outage.failed(exc)
         failures = failures + 1 if failed else 0
         wait = min(poll_s * (2 ** min(failures, 6)), max(poll_s, RETRY_BACKOFF_MAX_S)) if failed else poll_s
         notified = listener.wait(wait, stop) if listener is not None else set()
@@ -200,33 +192,24 @@ def observe_loop(watches: list[RepoWatch], poll_s: float, stop: threading.Event,
 class NotifyListener:
     """Waits for the poll interval, or less when a notification names a repository."""
 
-    def __init__(self, conn: redis.Redis):
-        self.pubsub = conn.pubsub(ignore_subscribe_messages=True)
-        self.subscribed = False
+    def __init__(self, store: Store):
+        self.store = store
+        self.subscription: Subscription | None = None
 
     def wait(self, seconds: float, stop: threading.Event) -> set[str]:
         """The repositories notified during the wait (empty when it ran out)."""
         deadline = time.monotonic() + seconds
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             try:
-                if not self.subscribed:
-                    self.pubsub.subscribe(keys.notify())
-                    self.subscribed = True
-                message = self.pubsub.get_message(timeout=min(left, 0.5))
+                if self.subscription is None:
+                    self.subscription = self.store.listen_notify()
+                message = self.subscription.get(timeout=min(left, 0.5))
             except redis.RedisError:
-                self.subscribed = False
+                if self.subscription is not None:
+                    self.subscription.close()
+                self.subscription = None
                 stop.wait(min(left, 1.0))  # polling carries on without notifications meanwhile
                 continue
-            if message and message.get("type") == "message":
-                try:
-                    return {str(json.loads(message["data"])["repo"])}
-                except (ValueError, KeyError, TypeError):
-                    continue
+            if message is not None and isinstance(message[1].get("repo"), str):
+                return {message[1]["repo"]}
         return set()
-
-
-def notify(conn: redis.Redis, repo: str, ref: str | None = None) -> int:
-    """Ask the observers to look at `repo` now; how many observers heard it."""
-    if not keys.is_valid_repo_name(repo) or not conn.hexists(keys.repos(), repo):
-        raise BadInput(f"unknown repository '{repo}': no observer watches it (see `volt status`)")
-    return int(conn.publish(keys.notify(), json.dumps({"repo": repo, "ref": ref or ""})))

@@ -1,16 +1,14 @@
-"""Where builds meet rq: enqueueing, re-dispatching and cancelling builds, and queue and job stats.
+"""Where Volt meets rq: enqueueing an attempt of a build or of a shard, taking jobs that no longer run
+anything out of rq's queue, deleting the jobs of pruned builds, and reading queue and job state.
 
-(worker.py, the runner process, is the other module that imports rq.)
+The store (voltci/store) calls this inside its transactions: an enqueue is written in the same
+Redis transaction as the build record that it runs, so either both are written or neither. The
+store's client decodes replies to text; rq needs a client that does not, and that client stays in
+here (worker.py, the runner process, is the other module that uses rq).
 
 Volt's rq jobs are JSON (JOB_SERIALIZER), never pickle: whoever can write to Redis could otherwise
 hand every runner a pickle that runs code as it loads. `refusal` says which jobs a runner may run:
 only Volt's two job functions, with the arguments Volt gives them.
-
-A build is enqueued in one Redis transaction with its record and, when given, the observer's
-pointer: either all of them are written or none, and a build that already exists is never
-enqueued again (two observers, or one restarted, cannot build a commit twice). Re-dispatching a
-lost attempt and cancelling are transactions on the build record too, so they cannot race a
-runner that starts or ends the same attempt.
 """
 
 from __future__ import annotations
@@ -19,10 +17,9 @@ import logging
 import os
 import re
 import socket
-import time
-from dataclasses import dataclass, replace
+import weakref
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable
 
 import redis
 from rq import Queue, Worker, get_current_job
@@ -32,13 +29,11 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from voltci import keys, results
+from voltci import keys
 from voltci.config import Settings
-from voltci.connection import decoded
-from voltci.models import Attempt, AttemptState, Build, Shard, Status
+from voltci.models import Build
 
 log = logging.getLogger("volt.queue")
-TRANSACTION_TRIES = 10
 
 RUN_BUILD = "voltci.runner.run_build"
 RUN_SHARD = "voltci.runner.run_shard"
@@ -50,17 +45,31 @@ _JOB_ID_PART = re.compile(r"[A-Za-z0-9_-]{1,300}")
 # rq's own job timeout is only a backstop behind the runner's build timeout.
 RQ_TIMEOUT_MARGIN_S = 300
 
+_rq_clients: "weakref.WeakKeyDictionary[redis.ConnectionPool, redis.Redis]" = weakref.WeakKeyDictionary()
 
-@dataclass(frozen=True)
-class PointerUpdate:
-    repo: str
-    branch: str
-    sha: str
+
+def _rq(client: redis.Redis) -> redis.Redis:
+    """rq's bytes client on the same server as the store's `client` (one per client, reused)."""
+    pool = client.connection_pool
+    if not pool.connection_kwargs.get("decode_responses"):
+        return client
+    found = _rq_clients.get(pool)
+    if found is None:
+        kwargs = {**pool.connection_kwargs, "decode_responses": False}
+        found = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+        _rq_clients[pool] = found
+    return found
 
 
 def volt_queue(conn: redis.Redis, name: str) -> Queue:
     """Volt's rq queue `name`, reading and writing jobs as JSON (`conn` is a bytes connection)."""
     return Queue(name, connection=conn, serializer=JOB_SERIALIZER)
+
+
+def _queue(client: redis.Redis, settings: Settings) -> Queue:
+    queue = volt_queue(_rq(client), settings.queue)
+    queue.get_redis_server_version()  # cached; rq would otherwise ask in the middle of a transaction
+    return queue
 
 
 def describe(build: Build) -> str:
@@ -69,34 +78,9 @@ def describe(build: Build) -> str:
     return f"{build.repo} {build.commit[:10]} {subject}".strip()
 
 
-def submit_build(conn: redis.Redis, build: Build, settings: Settings, pointer: PointerUpdate | None = None) -> bool:
-    """Record and enqueue `build` (and move the pointer) atomically. False if the build already existed.
-
-    `conn` is a bytes connection, as rq needs.
-    """
-    queue = volt_queue(conn, settings.queue)
-    queue.get_redis_server_version()  # cached; rq would otherwise ask in the middle of the transaction
-    build_key = keys.build(build.id)
-    with conn.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(build_key)
-                exists = bool(pipe.exists(build_key))
-                pipe.multi()
-                if not exists:
-                    results.add_build(build, pipe, score=time.time())
-                    enqueue_attempt(queue, build, 1, settings, pipe)
-                if pointer is not None:
-                    pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
-                pipe.execute()
-                return not exists
-            except redis.WatchError:
-                continue  # another observer created it meanwhile: look again
-
-
-def enqueue_attempt(queue: Queue, build: Build, attempt: int, settings: Settings,
+def enqueue_attempt(client: redis.Redis, build: Build, attempt: int, settings: Settings,
                     pipeline: redis.client.Pipeline | None = None) -> Job:
-    return queue.enqueue_call(
+    return _queue(client, settings).enqueue_call(
         RUN_BUILD, args=(build.id, attempt), job_id=keys.job_id(build.id, attempt),
         timeout=int(settings.build_timeout) + RQ_TIMEOUT_MARGIN_S,
         result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl,
@@ -105,19 +89,79 @@ def enqueue_attempt(queue: Queue, build: Build, attempt: int, settings: Settings
     )
 
 
-def queue_depth(conn: redis.Redis, settings: Settings) -> int:
-    return volt_queue(conn, settings.queue).count
+def enqueue_shard(client: redis.Redis, build: Build, attempt: int, shard: int, shard_attempt: int,
+                  settings: Settings, pipeline: redis.client.Pipeline | None = None) -> Job:
+    return _queue(client, settings).enqueue_call(
+        RUN_SHARD, args=(build.id, attempt, shard, shard_attempt),
+        job_id=keys.shard_job_id(build.id, attempt, shard, shard_attempt),
+        timeout=int(settings.build_timeout) + RQ_TIMEOUT_MARGIN_S,
+        result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl,
+        description=f"{describe(build)} [shard {shard}]", pipeline=pipeline, at_front=True,
+    )
 
 
-def workers(conn: redis.Redis) -> list[dict[str, str]]:
+def queue_depth(client: redis.Redis, settings: Settings) -> int:
+    return volt_queue(_rq(client), settings.queue).count
+
+
+def waiting_job_ids(client: redis.Redis, settings: Settings) -> set[str]:
+    """Ids of the jobs waiting in Volt's queue."""
+    return set(volt_queue(_rq(client), settings.queue).get_job_ids())
+
+
+def job_states(client: redis.Redis, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """job id -> (rq status, worker name) for the jobs rq still has."""
+    found = {}
+    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=_rq(client), serializer=JOB_SERIALIZER)):
+        if job is not None:
+            status = job.get_status(refresh=False)
+            found[job_id] = (status.value if status else "", job.worker_name or "")
+    return found
+
+
+def workers(client: redis.Redis) -> list[dict[str, str]]:
     """The rq workers registered in this Redis, with what each is doing."""
     found = []
-    for worker in Worker.all(connection=conn, serializer=JOB_SERIALIZER):
+    for worker in Worker.all(connection=_rq(client), serializer=JOB_SERIALIZER):
         job_id = worker.get_current_job_id()
         found.append({"name": worker.name, "state": str(worker.get_state()),
                       "queues": ",".join(worker.queue_names()), "job": job_id or "",
                       "last_heartbeat": worker.last_heartbeat.isoformat() if worker.last_heartbeat else ""})
     return found
+
+
+def retire_job(client: redis.Redis, job_id: str, why: str, settings: Settings) -> None:
+    """Take a job that no longer runs a build out of rq's queue or started registry (moved to failed),
+    so rq-dashboard shows what happened. Best effort: Volt's own records already say it."""
+    conn = _rq(client)
+    try:
+        job = Job.fetch(job_id, connection=conn, serializer=JOB_SERIALIZER)
+        status = job.get_status()
+        if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
+            job.cancel()
+        elif status == JobStatus.STARTED:
+            queue = volt_queue(conn, settings.queue)
+            with conn.pipeline() as pipe:
+                StartedJobRegistry(queue=queue).remove_executions(job, pipeline=pipe)
+                job.set_status(JobStatus.FAILED, pipeline=pipe)
+                FailedJobRegistry(queue=queue).add(job, ttl=settings.result_ttl, exc_string=why, pipeline=pipe)
+                pipe.execute()
+    except (NoSuchJobError, InvalidJobOperation):
+        pass
+    except redis.RedisError as exc:
+        log.warning("could not retire rq job %s: %s", job_id, exc)
+
+
+def delete_jobs(client: redis.Redis, job_ids: list[str], pipeline: redis.client.Pipeline) -> None:
+    """Queue the deletion of these jobs' every record in rq (job, results, registries, queue) on
+    `pipeline` (a pruned build leaves nothing behind). Only deletions: a full Redis allows them."""
+    conn = _rq(client)
+    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=conn, serializer=JOB_SERIALIZER)):
+        if job is not None:
+            job.delete(pipeline=pipeline, remove_from_queue=True)
+        else:
+            pipeline.delete(Job.key_for(job_id), Job.dependents_key_for(job_id))
+        pipeline.delete(Result.get_key(job_id))
 
 
 def current_job_connection() -> redis.Redis:
@@ -223,246 +267,3 @@ def unreadable_job(conn: redis.Redis, job_id: str, queue_name: str) -> Job:
     job.origin, job.description = queue_name, "an unreadable job"
     return job
 
-
-def enqueue_shard(queue: Queue, build: Build, attempt: int, shard: int, shard_attempt: int, settings: Settings,
-                  pipeline: redis.client.Pipeline) -> Job:
-    return queue.enqueue_call(
-        RUN_SHARD, args=(build.id, attempt, shard, shard_attempt),
-        job_id=keys.shard_job_id(build.id, attempt, shard, shard_attempt),
-        timeout=int(settings.build_timeout) + RQ_TIMEOUT_MARGIN_S,
-        result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl,
-        description=f"{describe(build)} [shard {shard}]", pipeline=pipeline, at_front=True,
-    )
-
-
-def start_shards(conn: redis.Redis, build_id: str, attempt: int, plans: list[list[str]], runner: str,
-                 settings: Settings, rest: bool = False) -> bool:
-    """Split a running build: record the plan, queue shards 1… as jobs of their own (the caller runs
-    shard 0). False when `attempt` no longer owns the build."""
-    queue = volt_queue(conn, settings.queue)
-    queue.get_redis_server_version()
-
-    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
-        if build.attempt != attempt or build.status is not Status.RUNNING:
-            return None
-
-        def write() -> str:
-            results.start_shards(pipe, build, plans, runner, rest)
-            for number in range(1, len(plans)):
-                enqueue_shard(queue, build, attempt, number, 1, settings, pipe)
-            return "split"
-        return write
-
-    return bool(_transaction(conn, build_id, decide))
-
-
-def redispatch_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str,
-                     settings: Settings) -> str:
-    """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard
-    has had `max_attempts`. Returns "requeued", "gave up" or "" (nothing done)."""
-    queue = volt_queue(conn, settings.queue)
-    queue.get_redis_server_version()
-
-    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
-        raw = pipe.hget(keys.build_shards(build_id), str(shard))
-        record = Shard.from_json(raw.decode()) if raw else None
-        if (build.attempt != attempt or build.status is not Status.RUNNING or record is None
-                or record.attempt != shard_attempt or record.state is AttemptState.FINISHED):
-            return None
-        lost = Attempt(attempt, AttemptState.LOST, record.runner, record.started_at, results.now_iso(),
-                       reason=f"shard {shard}: {reason}")
-
-        def write() -> str:
-            if shard_attempt >= settings.max_attempts:
-                results.end_without_result(
-                    pipe, build, Status.ERROR,
-                    f"gave up after shard {shard} had {shard_attempt} attempt(s): each one's runner was lost "
-                    f"(last: {reason})")
-                results.record_lost(pipe, build, lost, "gave up")
-                return "gave up"
-            pipe.hset(keys.build_shards(build_id), str(shard), Shard(shard, shard_attempt + 1).to_json())
-            enqueue_shard(queue, build, attempt, shard, shard_attempt + 1, settings, pipe)
-            results.record_lost(pipe, build, lost, f"shard {shard} attempt {shard_attempt + 1} queued")
-            return "requeued"
-        return write
-
-    done = _transaction(conn, build_id, decide, also_watch=(keys.build_shards(build_id),))
-    if done:
-        retire_job(conn, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
-                   f"Volt: shard attempt lost ({reason})", settings)
-    return done
-
-
-def waiting_job_ids(conn: redis.Redis, settings: Settings) -> set[str]:
-    """Ids of the jobs waiting in Volt's queue."""
-    return set(volt_queue(conn, settings.queue).get_job_ids())
-
-
-def job_states(conn: redis.Redis, job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """job id -> (rq status, worker name) for the jobs rq still has."""
-    found = {}
-    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=conn, serializer=JOB_SERIALIZER)):
-        if job is not None:
-            status = job.get_status(refresh=False)
-            found[job_id] = (status.value if status else "", job.worker_name or "")
-    return found
-
-
-def _read_build(pipe: redis.client.Pipeline, build_id: str) -> Build | None:
-    data = pipe.hgetall(keys.build(build_id))
-    return Build.from_hash({k.decode(): v.decode() for k, v in data.items()}) if data else None
-
-
-def _attempt_record(pipe: redis.client.Pipeline, build: Build) -> Attempt:
-    raw = pipe.hget(keys.build_attempts(build.id), str(build.attempt))
-    if raw:
-        return Attempt.from_json(raw.decode())
-    return Attempt(build.attempt, AttemptState.RUNNING, build.runner, build.started_at)
-
-
-def _transaction(conn: redis.Redis, build_id: str,
-                 decide: Callable[[redis.client.Pipeline, Build], Callable[[], str] | None],
-                 also_watch: tuple[str, ...] = ()) -> str:
-    """Read the build under WATCH, let `decide` return the writes to make (or None), make them
-    atomically; what the writes returned, or "" when there was nothing to do."""
-    with conn.pipeline() as pipe:
-        for _ in range(TRANSACTION_TRIES):
-            try:
-                pipe.watch(keys.build(build_id), *also_watch)
-                build = _read_build(pipe, build_id)
-                write = decide(pipe, build) if build is not None else None
-                if write is None:
-                    return ""
-                pipe.multi()
-                done = write()
-                pipe.execute()
-                return done
-            except redis.WatchError:
-                continue  # a runner or another scheduler changed it: read again, decide again
-    return ""
-
-
-def redispatch(conn: redis.Redis, build_id: str, attempt: int, reason: str, settings: Settings,
-               runner: str = "") -> str:
-    """Record attempt `attempt` of a build as lost and queue the next one, or end the build `error`
-    once it has had `max_attempts`. Does nothing unless `attempt` is still the build's current one.
-    Returns "requeued", "gave up" or "" (nothing done). `conn` is a bytes connection."""
-    queue = volt_queue(conn, settings.queue)
-    queue.get_redis_server_version()  # cached; rq would otherwise ask in the middle of the transaction
-
-    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
-        if build.attempt != attempt or build.status.is_final:
-            return None
-        prior = _attempt_record(pipe, build)
-        lost = replace(prior, state=AttemptState.LOST, runner=prior.runner or runner,
-                       ended_at=results.now_iso(), reason=reason)
-
-        def write() -> str:
-            if attempt >= settings.max_attempts:
-                results.end_without_result(
-                    pipe, build, Status.ERROR,
-                    f"gave up after {attempt} attempt(s): each one's runner was lost (last: {reason})", lost)
-                results.record_lost(pipe, build, lost, "gave up")
-                return "gave up"
-            results.requeue(pipe, build, lost)
-            enqueue_attempt(queue, build, attempt + 1, settings, pipe)
-            results.record_lost(pipe, build, lost, f"attempt {attempt + 1} queued")
-            return "requeued"
-        return write
-
-    done = _transaction(conn, build_id, decide)
-    if done:
-        retire_job(conn, keys.job_id(build_id, attempt), f"Volt: attempt lost ({reason})", settings)
-    return done
-
-
-def cancel(conn: redis.Redis, build_id: str, settings: Settings, why: str = "cancelled on request") -> Build | None:
-    """End a queued or running build `cancelled`. Its runner sees that within a second and kills
-    the tests' process group. Returns the build as it was before, or None if it had already ended."""
-    before: list[Build] = []
-
-    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
-        if build.status.is_final:
-            return None
-        record = None
-        if build.status is Status.RUNNING:
-            record = replace(_attempt_record(pipe, build), state=AttemptState.FINISHED, ended_at=results.now_iso(),
-                             status=Status.CANCELLED.value)
-        before[:] = [build]
-
-        def write() -> str:
-            results.end_without_result(pipe, build, Status.CANCELLED, why, record)
-            return "cancelled"
-        return write
-
-    if not _transaction(conn, build_id, decide):
-        return None
-    build = before[0]
-    if build.status is Status.QUEUED:
-        retire_job(conn, keys.job_id(build_id, build.attempt), "Volt: build cancelled", settings)
-    return build
-
-
-def supersede(conn: redis.Redis, newest: Build, settings: Settings) -> list[Build]:
-    """Mark `skipped` every other build of `newest`'s repository and branch still waiting in the queue
-    (the observer calls this with the newest commit it enqueued): a busy pool then builds what matters.
-    Running builds are left to finish."""
-    older = [b for b in results.queued_builds(decoded(conn)) if b.repo == newest.repo and b.branch == newest.branch
-             and b.id != newest.id]
-    skipped = []
-    for build in older:
-        def decide(pipe: redis.client.Pipeline, current: Build) -> Callable[[], str] | None:
-            if current.status is not Status.QUEUED:
-                return None
-
-            def write() -> str:
-                results.end_without_result(pipe, current, Status.SKIPPED, f"superseded by {newest.short}")
-                return "skipped"
-            return write
-
-        if _transaction(conn, build.id, decide):
-            retire_job(conn, keys.job_id(build.id, build.attempt), f"Volt: superseded by {newest.short}", settings)
-            skipped.append(build)
-    return skipped
-
-
-def rebuild(conn: redis.Redis, build_id: str, settings: Settings) -> Build | None:
-    """Queue an ended build again, as its next attempt (the earlier ones stay in its history).
-    Returns the build as it was, or None when it has not ended (it is queued or running)."""
-    queue = volt_queue(conn, settings.queue)
-    queue.get_redis_server_version()
-    before: list[Build] = []
-
-    def decide(pipe: redis.client.Pipeline, build: Build) -> Callable[[], str] | None:
-        if not build.status.is_final:
-            return None
-        before[:] = [build]
-
-        def write() -> str:
-            results.reset_for_rebuild(pipe, build)
-            enqueue_attempt(queue, build, build.attempt + 1, settings, pipe)
-            return "queued"
-        return write
-
-    return before[0] if _transaction(conn, build_id, decide) else None
-
-
-def retire_job(conn: redis.Redis, job_id: str, why: str, settings: Settings) -> None:
-    """Take a job that no longer runs a build out of rq's queue or started registry (moved to failed),
-    so rq-dashboard shows what happened. Best effort: Volt's own records already say it."""
-    try:
-        job = Job.fetch(job_id, connection=conn, serializer=JOB_SERIALIZER)
-        status = job.get_status()
-        if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
-            job.cancel()
-        elif status == JobStatus.STARTED:
-            queue = volt_queue(conn, settings.queue)
-            with conn.pipeline() as pipe:
-                StartedJobRegistry(queue=queue).remove_executions(job, pipeline=pipe)
-                job.set_status(JobStatus.FAILED, pipeline=pipe)
-                FailedJobRegistry(queue=queue).add(job, ttl=settings.result_ttl, exc_string=why, pipeline=pipe)
-                pipe.execute()
-    except (NoSuchJobError, InvalidJobOperation):
-        pass
-    except redis.RedisError as exc:
-        log.warning("could not retire rq job %s: %s", job_id, exc)

@@ -20,16 +20,17 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import redis
 
-from voltci import keys, results
-from voltci.config import Settings, load_settings
-from voltci.connection import decoded
+from voltci import keys
+from voltci.config import load_settings
 from voltci.errors import VoltError
-from voltci.heartbeat import Heartbeat, RunnerBeat, live_runners
-from voltci.models import Build, Counts, RunOutcome, Share, Status
-from voltci.queue import Work, current_job_connection, current_runner_id, start_shards
-from voltci.sharding import partition
+from voltci.heartbeat import Heartbeat
 from voltci.logstream import LogPump
+from voltci.models import Build, Counts, RunnerBeat, RunOutcome, Share, Status
+from voltci.outage import Outage, is_full
+from voltci.queue import Work, current_job_connection, current_runner_id
 from voltci.sandbox import out_dir
+from voltci.sharding import partition
+from voltci.store import Contended, Store
 from voltci.steps import Splitter, run_steps
 from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
 from voltci.worker import heartbeat_in_parent
@@ -45,28 +46,26 @@ STALE_MARGIN_S = 600.0
 
 def run_build(build_id: str, attempt: int) -> dict[str, Any]:
     """rq job entry point: run attempt `attempt` of build `build_id` and store its result."""
-    rq_conn = current_job_connection()
-    conn = decoded(rq_conn)
-    settings, runner = load_settings(), current_runner_id()
-    with _plain_worker_heartbeat(conn, settings, runner, Work(build_id, attempt)):
-        return execute(conn, build_id, attempt, settings, runner, rq_conn)
+    store, runner = Store(current_job_connection(), load_settings()), current_runner_id()
+    with _plain_worker_heartbeat(store, runner, Work(build_id, attempt)):
+        return execute(store, build_id, attempt, runner)
 
 
 def run_shard(build_id: str, attempt: int, shard: int, shard_attempt: int) -> dict[str, Any]:
     """rq job entry point: run one shard of a split build and store its share of the results."""
-    conn = decoded(current_job_connection())
-    settings, runner = load_settings(), current_runner_id()
-    with _plain_worker_heartbeat(conn, settings, runner, Work(build_id, attempt, shard, shard_attempt)):
-        return execute_shard(conn, build_id, attempt, shard, shard_attempt, settings, runner)
+    store, runner = Store(current_job_connection(), load_settings()), current_runner_id()
+    with _plain_worker_heartbeat(store, runner, Work(build_id, attempt, shard, shard_attempt)):
+        return execute_shard(store, build_id, attempt, shard, shard_attempt, runner)
 
 
 @contextmanager
-def _plain_worker_heartbeat(conn: redis.Redis, settings: Settings, runner: str, work: Work) -> Iterator[None]:
+def _plain_worker_heartbeat(store: Store, runner: str, work: Work) -> Iterator[None]:
     """A plain `rq worker` has no heartbeat of its own: the job keeps the runner's key alive."""
     if heartbeat_in_parent():
         yield
         return
-    beat = Heartbeat(conn, RunnerBeat(name=runner, pid=os.getppid()), settings.heartbeat,
+    settings = store.settings
+    beat = Heartbeat(store, RunnerBeat(name=runner, pid=os.getppid()), settings.heartbeat,
                      settings.heartbeat_ttl).start()
     beat.set_work(work.build, work.attempt, work.shard, work.shard_attempt)
     try:
@@ -75,24 +74,23 @@ def _plain_worker_heartbeat(conn: redis.Redis, settings: Settings, runner: str, 
         beat.stop()
 
 
-def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, runner: str,
-            rq_conn: redis.Redis | None = None) -> dict[str, Any]:
+def execute(store: Store, build_id: str, attempt: int, runner: str) -> dict[str, Any]:
+    settings = store.settings
     build = _retrying(f"start {build_id}", settings.redis_outage_limit,
-                      lambda: results.start_attempt(conn, build_id, attempt, runner))
+                      lambda: store.start_attempt(build_id, attempt, runner))
     if build is None:
         log.info("build %s attempt %d is not ours to run (finished, cancelled or superseded)", build_id, attempt)
         return {"build": build_id, "attempt": attempt, "stored": False}
-    owned = Ownership(conn, build_id, attempt)
-    split = _splitter(conn, rq_conn, build, attempt, settings, runner, owned) if rq_conn is not None else None
-    outcome = _run_in_workspace(conn, build, settings, owned, keys.job_id(build_id, attempt), split=split,
-                                stream_log=True)
+    owned = Ownership(store, build_id, attempt)
+    split = _splitter(store, build, attempt, runner, owned)
+    outcome = _run_in_workspace(store, build, owned, keys.job_id(build_id, attempt), split=split, stream_log=True)
     if owned.shard is not None:
-        done = _retrying(f"store shard 0 of {build_id}", STORE_RETRY_S, lambda: results.finish_shard(
-            conn, build_id, attempt, 0, 1, runner, outcome))
+        done = _retrying(f"store shard 0 of {build_id}", STORE_RETRY_S, lambda: store.finish_shard(
+            build_id, attempt, 0, 1, runner, outcome))
         stored = done is not None
     else:
         stored = _retrying(f"store the result of {build_id}", STORE_RETRY_S,
-                           lambda: results.finish_build(conn, build_id, attempt, runner, outcome))
+                           lambda: store.finish_build(build_id, attempt, runner, outcome))
     if not stored:
         log.warning("build %s attempt %d no longer owns the build (cancelled or re-dispatched); its result was dropped",
                     build_id, attempt)
@@ -100,40 +98,43 @@ def execute(conn: redis.Redis, build_id: str, attempt: int, settings: Settings, 
             "counts": outcome.counts.to_dict()}
 
 
-def execute_shard(conn: redis.Redis, build_id: str, attempt: int, shard: int, shard_attempt: int,
-                  settings: Settings, runner: str) -> dict[str, Any]:
+def execute_shard(store: Store, build_id: str, attempt: int, shard: int, shard_attempt: int,
+                  runner: str) -> dict[str, Any]:
+    settings = store.settings
     build = _retrying(f"start shard {shard} of {build_id}", settings.redis_outage_limit,
-                      lambda: results.claim_shard(conn, build_id, attempt, shard, shard_attempt, runner))
+                      lambda: store.claim_shard(build_id, attempt, shard, shard_attempt, runner))
     if build is None:
         log.info("shard %d of build %s is not ours to run", shard, build_id)
         return {"build": build_id, "shard": shard, "stored": False}
-    owned = Ownership(conn, build_id, attempt, (shard, shard_attempt))
+    owned = Ownership(store, build_id, attempt, (shard, shard_attempt))
     share = _retrying(f"read shard {shard} of {build_id}", settings.redis_outage_limit,
-                      lambda: results.shard_share(conn, build_id, shard))
-    outcome = _run_in_workspace(conn, build, settings, owned, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
+                      lambda: store.shard_share(build_id, shard))
+    outcome = _run_in_workspace(store, build, owned, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
                                 only=share)
-    done = _retrying(f"store shard {shard} of {build_id}", STORE_RETRY_S, lambda: results.finish_shard(
-        conn, build_id, attempt, shard, shard_attempt, runner, outcome))
+    done = _retrying(f"store shard {shard} of {build_id}", STORE_RETRY_S, lambda: store.finish_shard(
+        build_id, attempt, shard, shard_attempt, runner, outcome))
     if done is None:
         log.warning("shard %d of build %s no longer ours; its results were dropped", shard, build_id)
     return {"build": build_id, "shard": shard, "stored": done is not None, "merged": done == "merged",
             "status": outcome.status.value}
 
 
-def _run_in_workspace(conn: redis.Redis, build: Build, settings: Settings, owned: "Ownership", run_id: str,
-                      split: Splitter | None = None, only: Share | None = None,
-                      stream_log: bool = False) -> RunOutcome:
+def _run_in_workspace(store: Store, build: Build, owned: "Ownership", run_id: str, split: Splitter | None = None,
+                      only: Share | None = None, stream_log: bool = False) -> RunOutcome:
     """Check the commit out and run its steps; every failure of ours becomes an `error` outcome."""
+    settings = store.settings
     try:
         with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
                       stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
-            pump = LogPump(conn, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
+            pump = LogPump(store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
                            settings.log_max_bytes) if stream_log else None
             outcome = run_steps(workspace.tree, workspace.scratch, build.repo, settings,
                                 owned.check(out_dir(workspace.scratch) / RESULTS_FILE, pump), run_id, split=split, only=only)
             try:
                 if pump is not None and owned.owns():
                     pump.finish()
+                    _retrying(f"store the end of the output of {build.id}", STORE_RETRY_S,
+                              lambda: pump.flush(raise_errors=True))
             except redis.RedisError as exc:
                 log.warning("build %s: could not store the end of its output (%s)", build.id, exc)
             return outcome
@@ -144,17 +145,17 @@ def _run_in_workspace(conn: redis.Redis, build: Build, settings: Settings, owned
         return RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
 
 
-def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: int, settings: Settings, runner: str,
-              owned: "Ownership") -> Splitter | None:
+def _splitter(store: Store, build: Build, attempt: int, runner: str, owned: "Ownership") -> Splitter | None:
     """How this build would be split across the live runners, if its suite is large enough.
 
     With the repository's recorded test durations, the split is planned from them at once and this
     run (shard 0) takes every test the other shards do not — new tests included; without them, the
     tests are listed first."""
+    settings = store.settings
     if settings.shard_threshold <= 0:
         return None
     try:
-        wanted = settings.shards or sum(1 for beat in live_runners(conn).values() if settings.queue in beat.queues)
+        wanted = settings.shards or sum(1 for beat in store.live_runners().values() if settings.queue in beat.queues)
     except redis.RedisError:
         return None  # Redis is away: this build runs whole
     if wanted < 2:
@@ -170,7 +171,7 @@ def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: in
             return None
 
     def plan(list_ids: Callable[[], list[str]] | None) -> Share | None:
-        history = results.durations(conn, build.repo)
+        history = store.durations(build.repo)
         from_history = len(history) >= settings.shard_threshold
         if from_history:
             ids = sorted(history)
@@ -181,7 +182,7 @@ def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: in
         if len(ids) < settings.shard_threshold:
             return None
         plans = partition(ids, wanted, history)
-        if len(plans) < 2 or not start_shards(rq_conn, build.id, attempt, plans, runner, settings, from_history):
+        if len(plans) < 2 or not store.start_shards(build.id, attempt, plans, runner, from_history):
             return None
         owned.shard = (0, 1)
         log.info("build %s split into %d shards of %s tests", build.id, len(plans),
@@ -192,17 +193,26 @@ def _splitter(conn: redis.Redis, rq_conn: redis.Redis, build: Build, attempt: in
     return split
 
 
+_full = Outage(log)
+
+
 def _retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
-    """`call()`, riding out a Redis outage of up to `bound_s` seconds with backoff."""
+    """`call()`, riding out for up to `bound_s` seconds, with backoff, a Redis that is away or full (said
+    once until it has room again), or a record others kept changing."""
     delay = 0.5
     deadline = time.monotonic() + bound_s
     while True:
         try:
-            return call()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            result = call()
+            _full.ok()
+            return result
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError, Contended) as exc:
             if time.monotonic() + delay > deadline:
                 raise
-            log.warning("cannot %s yet (%s); retrying in %.1f s", what, exc, delay)
+            if is_full(exc):
+                _full.failed(exc)
+            else:
+                log.warning("cannot %s yet (%s); retrying in %.1f s", what, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -210,13 +220,13 @@ def _retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
 class Ownership:
     """Whether this job still owns what it runs: the build's attempt, and its shard when it runs one."""
 
-    def __init__(self, conn: redis.Redis, build_id: str, attempt: int, shard: tuple[int, int] | None = None):
-        self.conn, self.build_id, self.attempt, self.shard = conn, build_id, attempt, shard
+    def __init__(self, store: Store, build_id: str, attempt: int, shard: tuple[int, int] | None = None):
+        self.store, self.build_id, self.attempt, self.shard = store, build_id, attempt, shard
 
     def owns(self) -> bool:
         if self.shard is None:
-            return results.is_current(self.conn, self.build_id, self.attempt)
-        return results.owns_shard(self.conn, self.build_id, self.attempt, *self.shard)
+            return self.store.is_current(self.build_id, self.attempt)
+        return self.store.owns_shard(self.build_id, self.attempt, *self.shard)
 
     def check(self, results_path: Path | None = None, pump: LogPump | None = None) -> Callable[[], str | None]:
         """A check, once a second, that says why to stop when this job no longer owns its work; while
@@ -236,10 +246,10 @@ class Ownership:
                     if pump is not None:
                         pump.pump()
                     if counter is not None and self.shard in (None, (0, 1)) and (done := counter.count()) != reported[0]:
-                        results.set_progress(self.conn, self.build_id, done)
+                        self.store.set_progress(self.build_id, done)
                         reported[0] = done
                     return None
-                build = results.get_build(self.conn, self.build_id)
+                build = self.store.get_build(self.build_id)
             except redis.RedisError:
                 return None  # a Redis outage is not a reason to stop the tests
             if build and build.status is Status.CANCELLED:

@@ -17,27 +17,26 @@ Redis was down, and live runners need a heartbeat or two to write them again.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass
 
 import redis
 from redis.exceptions import LockError
 
-from voltci import keys, queue, results
+from voltci import keys
 from voltci.config import Settings
 from voltci.connection import connect
-from voltci.heartbeat import RunnerBeat, live_runners
-from voltci.models import AttemptState, Build
+from voltci.models import AttemptState, Build, RunnerBeat
 from voltci.notify import Notifier
+from voltci.outage import Outage
 from voltci.queue import Work
+from voltci.store import Policy, Store
 
 log = logging.getLogger("volt.scheduler")
-KEEP_GONE_RUNNERS_S = 3600.0
 BACKOFF_MAX_S = 2.0
+PRUNE_PER_STEP = 50  # builds at most, so that a pass costs the same however long the history is
 
 
 @dataclass(frozen=True)
@@ -58,14 +57,14 @@ def _works_on(beat: RunnerBeat, unit: Work) -> bool:
 
 
 class Scheduler:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
-        self.conn = connect(settings.effective_redis_url, ping=False)
-        self.rq_conn = connect(settings.effective_redis_url, decode=False, ping=False)
-        self.lock = self.conn.lock(keys.scheduler_lock(), timeout=settings.heartbeat_ttl, blocking=False,
-                                   thread_local=False)
+        self.store = store or Store(connect(settings.effective_redis_url, ping=False), settings)
+        self.lock = self.store.scheduler_lock(settings.heartbeat_ttl)
         self.leading = False
         self.suspects: dict[Work, float] = {}  # unit -> when first seen unattended
+        self.retention = Policy(settings.keep_builds, settings.keep_days)
+        self._prune_queue: list[str] = []  # repositories still to look at in this round of pruning
 
     @property
     def interval_s(self) -> float:
@@ -75,30 +74,51 @@ class Scheduler:
         """Act every half heartbeat until `stop` is set; Redis outages cost a log line and a backoff.
         With a webhook configured, a thread of its own sends the messages of ended builds."""
         if self.settings.webhook_url:
-            notifier = Notifier(self.settings, connect(self.settings.effective_redis_url, ping=False),
-                                lambda: self.leading)
+            notifier = Notifier(self.settings, Store(connect(self.settings.effective_redis_url, ping=False),
+                                                     self.settings), lambda: self.leading)
             threading.Thread(target=notifier.run, args=(stop,), name="webhook", daemon=True).start()
         failures = 0
+        outage = Outage(log)
         while not stop.is_set():
             try:
                 self.step()
                 failures = 0
+                outage.ok()
             except redis.RedisError as exc:
                 failures += 1
-                log.warning("Redis unavailable (%s); retrying", exc)
+                outage.failed(exc)
             stop.wait(self.interval_s if not failures else min(BACKOFF_MAX_S, 0.5 * 2 ** failures))
         self.release()
 
     def step(self) -> list[Action]:
-        """One pass: lead or stand by, refresh the registry, re-dispatch what was lost."""
+        """One pass: lead or stand by, apply retention a little, refresh the registry, re-dispatch what
+        was lost."""
         now = time.monotonic()
         if not self._lead():
             return []
-        runners = live_runners(self.conn)
-        self._update_registry(runners)
+        self.prune_step()  # it only deletes: it runs, and frees memory, even when Redis is full
+        runners = self.store.live_runners()
+        self.store.update_registry(runners)
         if self._redis_uptime_s() < self.settle_s:
             return []  # Redis just (re)started: let runners refresh keys that expired while it was down
         return self._check_builds(runners, now)
+
+    def prune_step(self) -> int:
+        """Apply retention to one repository, a bounded batch at a time: a repository with more to prune
+        is looked at again next pass, the others in turn. How many builds were removed."""
+        if not self.retention.limited:
+            return 0
+        if not self._prune_queue:
+            self._prune_queue = sorted(self.store.known_repos())
+            if not self._prune_queue:
+                return 0
+        repo = self._prune_queue[0]
+        removed = self.store.prune_repo(repo, self.retention, limit=PRUNE_PER_STEP)
+        if len(removed) < PRUNE_PER_STEP:
+            self._prune_queue.pop(0)
+        if removed:
+            log.info("retention: removed %d build(s) of %s", len(removed), repo)
+        return len(removed)
 
     @property
     def settle_s(self) -> float:
@@ -106,7 +126,7 @@ class Scheduler:
         return min(self.settings.heartbeat_ttl, 2 * self.settings.heartbeat)
 
     def _redis_uptime_s(self) -> float:
-        return float(self.conn.info("server")["uptime_in_seconds"])
+        return self.store.redis_uptime_s()
 
     def release(self) -> None:
         if self.leading:
@@ -132,8 +152,8 @@ class Scheduler:
     def _check_builds(self, runners: dict[str, RunnerBeat], now: float) -> list[Action]:
         actions: list[Action] = []
         unattended: dict[Work, str] = {}
-        waiting = queue.waiting_job_ids(self.rq_conn, self.settings)
-        for build in results.running_builds(self.conn):
+        waiting = self.store.waiting_job_ids()
+        for build in self.store.running_builds():
             if build.shards:
                 actions += self._check_shards(build, runners, waiting, unattended)
                 continue
@@ -143,8 +163,8 @@ class Scheduler:
                                             f"runner {build.runner} stopped sending heartbeats")
             elif (beat.build, beat.attempt) != (build.id, build.attempt):
                 unattended[Work(build.id, build.attempt)] = f"runner {build.runner} is no longer working on it"
-        off_queue = [b for b in results.queued_builds(self.conn) if keys.job_id(b.id, b.attempt) not in waiting]
-        states = queue.job_states(self.rq_conn, [keys.job_id(b.id, b.attempt) for b in off_queue])
+        off_queue = [b for b in self.store.queued_builds() if keys.job_id(b.id, b.attempt) not in waiting]
+        states = self.store.job_states([keys.job_id(b.id, b.attempt) for b in off_queue])
         for build in off_queue:
             status, worker = states.get(keys.job_id(build.id, build.attempt), ("", ""))
             reason = self._not_taken(status, worker, build.id, runners)
@@ -161,7 +181,7 @@ class Scheduler:
                       unattended: dict[Work, str]) -> list[Action]:
         """A split build: each shard that is not finished must be running on a live runner, or waiting."""
         actions: list[Action] = []
-        for shard in results.get_shards(self.conn, build.id):
+        for shard in self.store.get_shards(build.id):
             unit = Work(build.id, build.attempt, shard.number, shard.attempt)
             if shard.state is AttemptState.FINISHED:
                 continue
@@ -175,7 +195,7 @@ class Scheduler:
             job_id = keys.shard_job_id(build.id, build.attempt, shard.number, shard.attempt)
             if job_id in waiting:
                 continue
-            status, worker = queue.job_states(self.rq_conn, [job_id]).get(job_id, ("", ""))
+            status, worker = self.store.job_states([job_id]).get(job_id, ("", ""))
             reason = self._not_taken(status, worker, build.id, runners)
             if reason:
                 unattended[unit] = reason
@@ -194,58 +214,15 @@ class Scheduler:
 
     def _redispatch(self, unit: Work, reason: str) -> list[Action]:
         if unit.shard >= 0:
-            done = queue.redispatch_shard(self.rq_conn, unit.build, unit.attempt, unit.shard, unit.shard_attempt,
-                                          reason, self.settings)
+            done = self.store.redispatch_shard(unit.build, unit.attempt, unit.shard, unit.shard_attempt, reason)
             what = f"shard {unit.shard} attempt {unit.shard_attempt}"
         else:
-            current = results.get_build(self.conn, unit.build)
+            current = self.store.get_build(unit.build)
             if current is None or current.attempt != unit.attempt:
                 return []
-            done = queue.redispatch(self.rq_conn, unit.build, unit.attempt, reason, self.settings, current.runner)
+            done = self.store.redispatch(unit.build, unit.attempt, reason, current.runner)
             what = f"attempt {unit.attempt}"
         if not done:
             return []  # the build moved on meanwhile (finished, cancelled, or another scheduler acted)
         log.warning("%s %s lost: %s; %s", unit.build, what, reason, done)
         return [Action(unit.build, unit.attempt, reason, done, unit.shard)]
-
-    def _update_registry(self, runners: dict[str, RunnerBeat]) -> None:
-        """Registry entries: live runners as their key says; runners whose key went, marked gone."""
-        seen_at = results.now_iso()
-        registry = self.conn.hgetall(keys.runners())
-        with self.conn.pipeline(transaction=False) as pipe:
-            for name, beat in runners.items():
-                pipe.hset(keys.runners(), name, json.dumps({**asdict(beat), "state": "alive", "seen_at": seen_at}))
-            for name, text in registry.items():
-                if name in runners:
-                    continue
-                entry = json.loads(text)
-                if entry.get("state") == "alive":
-                    entry.update(state="gone", gone_at=seen_at)
-                    pipe.hset(keys.runners(), name, json.dumps(entry))
-                    pipe.srem(keys.runner_names(), name)
-                elif _age_s(entry.get("gone_at", "")) > KEEP_GONE_RUNNERS_S:
-                    pipe.hdel(keys.runners(), name)
-            pipe.execute()
-
-
-def _age_s(iso: str) -> float:
-    try:
-        return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
-    except ValueError:
-        return float("inf")
-
-
-def runner_table(conn: redis.Redis) -> list[dict]:
-    """Every runner the registry or a live key knows of: alive or gone, heartbeat age, current work."""
-    live = live_runners(conn)
-    rows = {}
-    for name, text in conn.hgetall(keys.runners()).items():
-        entry = json.loads(text)
-        rows[name] = {**entry, "alive": False}
-    for name, beat in live.items():
-        rows[name] = {**asdict(beat), "alive": True}
-    for row in rows.values():
-        row["heartbeat_age_s"] = round(_age_s(row.get("heartbeat_at", "")), 1)
-        if not row["alive"]:
-            row["build"], row["attempt"] = "", 0
-    return sorted(rows.values(), key=lambda r: (not r["alive"], r["name"]))

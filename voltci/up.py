@@ -9,7 +9,6 @@ the runners in their environment (VOLT_REDIS_URL), and is never on a command lin
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -26,7 +25,7 @@ from pathlib import Path
 import click
 import redis
 
-from voltci import keys, report, results, web_server
+from voltci import report, web_server
 from voltci.config import Settings, as_environment
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
@@ -37,6 +36,8 @@ from voltci.procs import descendants, kill_all
 from voltci.redis_server import RedisServer
 from voltci.sandbox import SandboxUnavailable, describe_runner
 from voltci.scheduler import Scheduler
+from voltci.store import Store
+from voltci.store.channels import Subscription
 from voltci.worker import EXIT_NO_SANDBOX
 
 log = logging.getLogger("volt.up")
@@ -121,8 +122,8 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
                        f" its password is in {server.config_path})")
         else:
             click.echo(f"Redis:    {redacted(settings.effective_redis_url)}")
-        conn = connect(settings.effective_redis_url)
-        watches = _watches(settings, repos or [str(_example(state_dir))], branches)
+        store = Store(connect(settings.effective_redis_url), settings)
+        watches = _watches(store, repos or [str(_example(state_dir))], branches)
         pool = WorkerPool(workers, settings, state_dir / "logs")
         pool.start()
         click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'}); {walls}")
@@ -133,17 +134,16 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         if not burst:
             click.echo("Press Ctrl-C to stop.")
         click.echo("")
-        view = LiveView(conn, connect(settings.effective_redis_url, decode=False), settings)
-        pubsub = conn.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(keys.events())
+        view = LiveView(store)
+        events = store.listen_events()
         first = [build for watch in watches for build in watch.poll()]
         for build in first:
             view.line(report.one_line(build))
         if burst:
-            return _until_finished(conn, pubsub, pool, view, {b.id for b in first}, burst_timeout)
+            return _until_finished(store, events, pool, view, {b.id for b in first}, burst_timeout)
         threading.Thread(target=observe_loop, args=(watches, settings.poll, stop),
                          kwargs={"on_build": lambda b: view.line(report.one_line(b))}, daemon=True).start()
-        _until_interrupted(conn, pubsub, pool, view)
+        _until_interrupted(store, events, pool, view)
         return 0
     except KeyboardInterrupt:
         if view is not None:
@@ -187,47 +187,46 @@ def _example(state_dir: Path) -> Path:
     return example
 
 
-def _watches(settings: Settings, repos: list[str], branches: list[str]) -> list[RepoWatch]:
-    rq_conn = connect(settings.effective_redis_url, decode=False)
-    watches = [RepoWatch(rq_conn, settings, url, branches=branches) for url in repos]
+def _watches(store: Store, repos: list[str], branches: list[str]) -> list[RepoWatch]:
+    watches = [RepoWatch(store, url, branches=branches) for url in repos]
     for watch in watches:
         watch.validate()
         click.echo(f"Watching: {watch.name} ({watch.url}) branches {', '.join(watch.branches)}")
     return watches
 
 
-def _next_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool, view: LiveView) -> str | None:
+def _next_finished(store: Store, events: Subscription, pool: WorkerPool, view: LiveView) -> str | None:
     """Wait a moment for a finished build, print it, keep the runners up and the status line fresh;
     the build id, if one ended."""
     pool.supervise()
     view.refresh()
     try:
-        message = pubsub.get_message(timeout=SUPERVISE_INTERVAL_S)
+        message = events.get(timeout=SUPERVISE_INTERVAL_S)
+        if message is None or not isinstance(message[1].get("build"), str):
+            return None
+        build_id = message[1]["build"]
+        build = store.get_build(build_id)
     except redis.RedisError as exc:
         log.warning("Redis unavailable (%s); retrying", exc)
         time.sleep(1.0)
         return None
-    if not message or message.get("type") != "message":
-        return None
-    build_id = json.loads(message["data"])["build"]
-    build = results.get_build(conn, build_id)
     if build:
         view.finished(build)
         view.line(report.one_line(build))
     return build_id
 
 
-def _until_interrupted(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool, view: LiveView) -> None:
+def _until_interrupted(store: Store, events: Subscription, pool: WorkerPool, view: LiveView) -> None:
     while True:
-        _next_finished(conn, pubsub, pool, view)
+        _next_finished(store, events, pool, view)
 
 
-def _until_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: WorkerPool, view: LiveView,
+def _until_finished(store: Store, events: Subscription, pool: WorkerPool, view: LiveView,
                     pending: set[str], timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while pending:
-        _next_finished(conn, pubsub, pool, view)
-        pending = {build_id for build_id in pending if not _is_final(conn, build_id)}
+        _next_finished(store, events, pool, view)
+        pending = {build_id for build_id in pending if not _is_final(store, build_id)}
         if pending and time.monotonic() > deadline:
             view.close()
             click.echo(f"volt: {len(pending)} build(s) did not finish within {timeout:g} s", err=True)
@@ -235,6 +234,6 @@ def _until_finished(conn: redis.Redis, pubsub: redis.client.PubSub, pool: Worker
     return 0
 
 
-def _is_final(conn: redis.Redis, build_id: str) -> bool:
-    build = results.get_build(conn, build_id)
+def _is_final(store: Store, build_id: str) -> bool:
+    build = store.get_build(build_id)
     return build is None or build.status.is_final

@@ -21,13 +21,14 @@ from jinja2 import DictLoader
 from rq_dashboard.web import setup_rq_connection
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from voltci import keys, observer, queue, report, results, scheduler
+from voltci import queue, report
 from voltci.config import Settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput
-from voltci.logstream import read_log
-from voltci.notify import SIGNATURE_HEADER, signature
 from voltci.models import Build, Outcome, Status, TestResult
+from voltci.notify import SIGNATURE_HEADER, signature
+from voltci.outage import describe, is_full
+from voltci.store import Store
 from voltci.web_templates import TEMPLATES
 
 PER_PAGE = 25
@@ -45,8 +46,7 @@ def create_app(settings: Settings) -> flask.Flask:
     app = flask.Flask("voltci.web")
     app.jinja_loader = DictLoader(TEMPLATES)  # names end in .html: autoescaping is on
     url = settings.effective_redis_url
-    conn = connect(url, ping=False)
-    rq_conn = connect(url, decode=False, ping=False)
+    store = Store(connect(url, ping=False), settings)
     mount_rq_dashboard(app, url)
 
     def allowed() -> bool:
@@ -76,10 +76,12 @@ def create_app(settings: Settings) -> flask.Flask:
 
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> tuple[Any, int]:
+        if is_full(exc):
+            return error_page(ServiceUnavailable(describe(exc)))
         return error_page(ServiceUnavailable(f"Redis is unavailable ({redacted(url)}): try again shortly"))
 
     def repo_or_404(repo: str) -> str:
-        if not keys.is_valid_repo_name(repo) or repo not in results.known_repos(conn):
+        if not store.is_known_repo(repo):
             flask.abort(404, f"no repository named '{repo}'")
         return repo
 
@@ -94,7 +96,7 @@ def create_app(settings: Settings) -> flask.Flask:
         if not SHA_PREFIX.fullmatch(sha):
             flask.abort(404, f"'{sha}' is not a commit (4 to 40 lowercase hex digits)")
         try:
-            build = results.get_build(conn, results.resolve_commit(conn, sha, repo))
+            build = store.get_build(store.resolve_commit(sha, repo))
         except BadInput as exc:
             flask.abort(404, str(exc))
         if build is None:
@@ -103,25 +105,23 @@ def create_app(settings: Settings) -> flask.Flask:
 
     def history_page(repo: str) -> dict[str, Any]:
         page = page_arg()
-        builds, total = results.history_page(conn, repo, page, PER_PAGE)
+        builds, total = store.history_page(repo, page, PER_PAGE)
         pages = max(1, -(-total // PER_PAGE))
         if page > pages:
             flask.abort(404, f"'{repo}' has {pages} page(s) of builds, not {page}")
         return {"repo": repo, "page": page, "pages": pages, "total": total, "builds": builds}
 
     def repositories() -> list[dict[str, Any]]:
-        return [{"name": name, "url": info.get("url", ""), "latest": results.latest_build(conn, name)}
-                for name, info in sorted(results.known_repos(conn).items())]
+        known = store.known_repos()
+        latest = store.latest_builds(sorted(known))
+        return [{"name": name, "url": known[name].get("url", ""), "latest": latest[name]} for name in sorted(known)]
 
     # ------------------------------------------------------------ pages
 
     @app.get("/")
     def index() -> str:
-        repos = repositories()
-        busy = bool(conn.scard(keys.running()) or conn.scard(keys.queued()))
-        return flask.render_template("index.html", repos=repos, refresh=busy,
-                                     running=results.running_builds(conn),
-                                     queued=queue.queue_depth(rq_conn, settings))
+        return flask.render_template("index.html", repos=repositories(), refresh=store.busy(),
+                                     running=store.running_builds(), queued=store.queue_depth())
 
     @app.get("/repo/<repo>")
     def repo_page(repo: str) -> str:
@@ -132,31 +132,31 @@ def create_app(settings: Settings) -> flask.Flask:
     @app.get("/build/<repo>/<sha>")
     def build_page(repo: str, sha: str) -> str:
         build = build_or_404(repo, sha)
-        tests = results.get_tests(conn, build.id)
+        tests = store.get_tests(build.id)
         bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR)]
         rest = [t for t in tests if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
-        output = read_log(conn, build.id)
+        output = store.read_log(build.id)
         return flask.render_template(
             "build.html", build=build, output=output[-PAGE_LOG_CHARS:], output_cut=len(output) > PAGE_LOG_CHARS, bad=bad, rest=rest[:MAX_PASSING_ROWS], hidden=max(0, len(rest) - MAX_PASSING_ROWS),
-            attempts=results.get_attempts(conn, build.id), refresh=not build.status.is_final,
-            can_act=bool(settings.web_token), runners={r["name"]: r for r in scheduler.runner_table(conn)})
+            attempts=store.get_attempts(build.id), refresh=not build.status.is_final,
+            can_act=bool(settings.web_token), runners={r["name"]: r for r in store.runner_table()})
 
     @app.get("/runners")
     def runners_page() -> str:
-        return flask.render_template("runners.html", runners=scheduler.runner_table(conn),
-                                     lost=results.recent_lost(conn, 20), refresh=True)
+        return flask.render_template("runners.html", runners=store.runner_table(),
+                                     lost=store.recent_lost(20), refresh=True)
 
     @app.post("/build/<repo>/<sha>/cancel")
     def cancel(repo: str, sha: str) -> flask.Response:
         build = build_or_404(repo, sha)
-        if queue.cancel(rq_conn, build.id, settings, "cancelled from the web page") is None:
+        if store.cancel(build.id, "cancelled from the web page") is None:
             flask.abort(409, f"the build has already ended ({build.status.value})")
         return flask.redirect(flask.url_for("build_page", repo=repo, sha=build.commit), 303)
 
     @app.post("/build/<repo>/<sha>/rebuild")
     def rebuild(repo: str, sha: str) -> flask.Response:
         build = build_or_404(repo, sha)
-        if queue.rebuild(rq_conn, build.id, settings) is None:
+        if store.rebuild(build.id) is None:
             flask.abort(409, f"the build has not ended yet ({build.status.value})")
         return flask.redirect(flask.url_for("build_page", repo=repo, sha=build.commit), 303)
 
@@ -173,7 +173,7 @@ def create_app(settings: Settings) -> flask.Flask:
         if not hmac.compare_digest(given.encode(), signature(body, settings.hook_secret).encode()):
             flask.abort(403, "the signature does not match (hook_secret)")
         try:
-            heard = observer.notify(conn, repo, _pushed_ref(body))
+            heard = store.notify(repo, _pushed_ref(body))
         except BadInput as exc:
             flask.abort(404, str(exc))
         return flask.jsonify({"repo": repo, "observers": heard})
@@ -186,7 +186,7 @@ def create_app(settings: Settings) -> flask.Flask:
         branch = flask.request.args.get("branch")
         if branch is not None and not BRANCH.fullmatch(branch):
             flask.abort(400, "not a branch name")
-        build = results.latest_build(conn, repo, branch)
+        build = store.latest_build(repo, branch)
         status = build.status.value if build else "unknown"
         svg = flask.render_template("badge.svg.html", label="volt", status=status,
                                     colour=BADGE_COLOURS.get(status, BADGE_COLOURS["unknown"]),
@@ -211,18 +211,18 @@ def create_app(settings: Settings) -> flask.Flask:
     @app.get("/api/builds/<repo>/<sha>")
     def api_build(repo: str, sha: str) -> flask.Response:
         build = build_or_404(repo, sha)
-        return flask.jsonify(report.as_dict(build, results.get_tests(conn, build.id),
-                                            results.get_attempts(conn, build.id), results.get_shards(conn, build.id)))
+        return flask.jsonify(report.as_dict(build, store.get_tests(build.id), store.get_attempts(build.id),
+                                            store.get_shards(build.id)))
 
     @app.get("/api/builds/<repo>/<sha>/log")
     def api_log(repo: str, sha: str) -> flask.Response:
         build = build_or_404(repo, sha)
-        return flask.Response(read_log(conn, build.id), mimetype="text/plain")
+        return flask.Response(store.read_log(build.id), mimetype="text/plain")
 
     @app.get("/api/runners")
     def api_runners() -> flask.Response:
-        return flask.jsonify({"runners": scheduler.runner_table(conn), "lost": results.recent_lost(conn, 20),
-                              "queued": queue.queue_depth(rq_conn, settings)})
+        return flask.jsonify({"runners": store.runner_table(), "lost": store.recent_lost(20),
+                              "queued": store.queue_depth()})
 
     app.jinja_env.globals.update(REFRESH_S=REFRESH_S, outcome_rank=_outcome_rank, Status=Status)
     return app

@@ -36,17 +36,20 @@ from rq.job import Job
 
 from voltci import queue as jobs
 from voltci.config import Settings, load_settings
-from voltci.connection import decoded, warn_if_unprotected
+from voltci.connection import warn_if_unprotected
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.limits import Limits
+from voltci.outage import Outage
 from voltci.queue import build_of
 from voltci.sandbox import SandboxUnavailable, describe_runner
+from voltci.store import Store
 from voltci.testrun import reap_orphaned_tests
 
 EXIT_REDIS_LOST = 75  # EX_TEMPFAIL: try again later
 EXIT_NO_SANDBOX = 78  # EX_CONFIG: starting again will not help until the host or the settings change
 REAP_EVERY_S = 5.0
-_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+# Redis away, or full (maxmemory with noeviction: it refuses writes until memory is freed)
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
 
 _heartbeat_in_parent = False
 
@@ -74,6 +77,7 @@ class VoltWorker(Worker):
         self.volt_settings = settings or load_settings()
         self._heartbeat: Heartbeat | None = None
         self._last_reap = 0.0
+        self._full = Outage(self.log, f"Worker {self.name}")
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         global _heartbeat_in_parent
@@ -81,7 +85,7 @@ class VoltWorker(Worker):
         settings = self.volt_settings
         self._say_how_builds_are_walled_in()
         self._reap()
-        self._heartbeat = Heartbeat(decoded(self.connection), RunnerBeat(name=self.name, queues=self.queue_names()),
+        self._heartbeat = Heartbeat(Store(self.connection, settings), RunnerBeat(name=self.name, queues=self.queue_names()),
                                     settings.heartbeat, settings.heartbeat_ttl,
                                     on_outage=self._on_outage, on_tick=self._reap_now_and_then).start()
         try:
@@ -124,6 +128,23 @@ class VoltWorker(Worker):
         self.log.warning("Worker %s: job %s %s", self.name, job.id, reason)
         jobs.record_refused(self.connection, job, queue_name, reason, self.volt_settings.result_ttl, self.name)
 
+    def register_birth(self) -> None:
+        """A full Redis refuses a runner's registration: say so once and try again, for up to
+        `redis_outage_limit` (then the one line of `volt worker`, for its supervisor to start it again)."""
+        deadline = time.monotonic() + self.volt_settings.redis_outage_limit
+        delay = 1.0
+        while True:
+            try:
+                super().register_birth()
+                self._full.ok()
+                return
+            except redis.exceptions.OutOfMemoryError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self._full.failed(exc)
+                time.sleep(delay)
+                delay = min(delay * 2, self.max_connection_wait_time)
+
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """rq retries a refused connection here but ends the worker on a socket timeout (a network
         cut rather than a restart); retry that too. The heartbeat thread bounds the outage.
@@ -133,17 +154,22 @@ class VoltWorker(Worker):
         delay = 1.0
         while True:
             try:
-                return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                found = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+                self._full.ok()
+                return found
+            except redis.exceptions.OutOfMemoryError as exc:
+                self._full.failed(exc)  # once until Redis has room: the job stays in the queue meanwhile
             except redis.TimeoutError as exc:
                 self.log.warning("Worker %s: Redis timed out (%s); retrying in %g s", self.name, exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, self.max_connection_wait_time)
             except Exception as exc:
                 job_id, queue = getattr(exc, "job_id", None), getattr(exc, "queue", None)
                 if job_id is None or queue is None or isinstance(exc, redis.RedisError):
                     raise
                 reason = f"refused by Volt: its record cannot be read ({type(exc).__name__})"
                 self._refuse(jobs.unreadable_job(self.connection, job_id, queue.name), queue.name, reason)
+                continue
+            time.sleep(delay)
+            delay = min(delay * 2, self.max_connection_wait_time)
 
     # rq's calls to Redis outside its dequeue loop end the worker on a connection error; these
     # tolerate one, so a Redis restart costs a log line instead of a runner.
@@ -151,9 +177,11 @@ class VoltWorker(Worker):
     def _tolerating_outage(self, what: str, call: Callable[[], Any]) -> Any:
         try:
             return call()
+        except redis.exceptions.OutOfMemoryError as exc:
+            self._full.failed(exc)
         except _REDIS_DOWN as exc:
             self.log.warning("Worker %s: %s skipped, Redis unavailable (%s)", self.name, what, exc)
-            return None
+        return None
 
     def heartbeat(self, *args: Any, **kwargs: Any) -> None:
         self._tolerating_outage("rq heartbeat", lambda: super(VoltWorker, self).heartbeat(*args, **kwargs))

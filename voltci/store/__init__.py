@@ -1,0 +1,49 @@
+"""The store: every read and write of Volt's own records in Redis, over one decoded client.
+
+Builds, their attempts, shards, per-test results and output; the runner registry and heartbeats;
+the webhook outbox; the history and commit indexes; retention. Nothing outside this package formats
+a key or opens a pipeline; the web page, the CLI, the observer, the scheduler and the runners call a
+`Store`. Its parts, one module each:
+
+    records.py      reading builds, results, histories; commit lookup
+    transitions.py  the build state machine (each change one guarded transaction: tx.py)
+    shards.py       a build split across runners
+    logs.py         a build's output
+    runners.py      heartbeats, the registry, lost attempts, the scheduler lock
+    repos.py        watched repositories, pointers, notifications
+    outbox.py       webhook messages to send
+    retention.py    pruning old builds
+    usage.py        memory used, bytes per build
+    codec.py        the compact encodings of finished results
+"""
+
+from __future__ import annotations
+
+from voltci import queue
+from voltci.store.codec import CorruptRecord
+from voltci.store.logs import Logs
+from voltci.store.outbox import Outbox
+from voltci.store.repos import Repos
+from voltci.store.retention import Policy, Retention
+from voltci.store.runners import Runners
+from voltci.store.shards import Shards, merge
+from voltci.store.transitions import seconds_between
+from voltci.store.tx import Contended
+from voltci.store.usage import Memory, RepoUsage, Usage
+
+__all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge", "seconds_between"]
+
+
+class Store(Shards, Retention, Usage, Logs, Runners, Repos, Outbox):
+    """Volt's records in one Redis. `Store(client, settings)`; see the package's docstring for its parts."""
+
+    # rq's view of the queue, for the scheduler and the pages (through queue.py, which owns rq's client)
+
+    def queue_depth(self) -> int:
+        return queue.queue_depth(self.r, self.settings)
+
+    def waiting_job_ids(self) -> set[str]:
+        return queue.waiting_job_ids(self.r, self.settings)
+
+    def job_states(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+        return queue.job_states(self.r, job_ids)

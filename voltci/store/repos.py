@@ -1,0 +1,41 @@
+"""Watched repositories: where each lives, the observer's pointer per branch, and `volt notify`."""
+
+from __future__ import annotations
+
+import json
+
+from voltci import keys
+from voltci.errors import BadInput
+from voltci.store.base import StoreBase
+from voltci.store.channels import Subscription
+
+
+class Repos(StoreBase):
+    def register_repo(self, name: str, url: str, branches: list[str]) -> None:
+        """Record where repository `name` lives; a name already used for another URL is bad input.
+        Nothing is written when nothing changed (an observer restarting into a full Redis still starts)."""
+        text = self.r.hget(keys.repos(), name)
+        if text is not None:
+            known = json.loads(text)
+            if known.get("url") != url:
+                raise BadInput(f"repository name '{name}' is already used for {known.get('url')}; "
+                               f"choose another with --name")
+        entry = json.dumps({"url": url, "branches": branches})
+        if text != entry:
+            self.r.hset(keys.repos(), name, entry)
+
+    def pointers(self, repo: str, branches: list[str]) -> dict[str, str | None]:
+        """The last commit the observer enqueued, per branch."""
+        return dict(zip(branches, self.r.hmget(keys.pointer(repo), branches))) if branches else {}
+
+    def set_pointer(self, repo: str, branch: str, sha: str) -> None:
+        self.r.hset(keys.pointer(repo), branch, sha)
+
+    def notify(self, repo: str, ref: str | None = None) -> int:
+        """Ask the observers to look at `repo` now; how many observers heard it."""
+        if not keys.is_valid_repo_name(repo) or not self.r.hexists(keys.repos(), repo):
+            raise BadInput(f"unknown repository '{repo}': no observer watches it (see `volt status`)")
+        return int(self.r.publish(keys.notify(), json.dumps({"repo": repo, "ref": ref or ""})))
+
+    def listen_notify(self) -> Subscription:
+        return Subscription(self.r, {keys.notify(): "notify"})

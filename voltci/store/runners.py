@@ -1,0 +1,96 @@
+"""Runners as Redis sees them: heartbeat keys that expire by themselves, the registry the scheduler
+keeps from them (alive, or gone since when), the latest lost attempts, and the scheduler's lock."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+import redis
+from redis.lock import Lock
+
+from voltci import keys
+from voltci.models import RunnerBeat, now_iso
+from voltci.store.base import StoreBase
+
+KEEP_GONE_RUNNERS_S = 3600.0
+
+
+def age_s(iso: str) -> float:
+    try:
+        return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
+    except ValueError:
+        return float("inf")
+
+
+class Runners(StoreBase):
+    def send_beat(self, beat: RunnerBeat, ttl_ms: int) -> None:
+        """Write a runner's heartbeat key, expiring after `ttl_ms`.
+
+        A full Redis refuses the new value but still lets the key's expiry be pushed back, so a live
+        runner stays alive (with its last value) until memory is freed; the refusal is raised after."""
+        try:
+            with self.r.pipeline(transaction=False) as pipe:
+                pipe.set(keys.runner(beat.name), beat.to_json(), px=ttl_ms)
+                pipe.sadd(keys.runner_names(), beat.name)
+                pipe.execute()
+        except redis.exceptions.OutOfMemoryError:
+            self.r.pexpire(keys.runner(beat.name), ttl_ms)
+            raise
+
+    def drop_beat(self, name: str) -> None:
+        """A runner leaving cleanly removes its key (it is not a lost runner)."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.delete(keys.runner(name))
+            pipe.srem(keys.runner_names(), name)
+            pipe.execute()
+
+    def live_runners(self) -> dict[str, RunnerBeat]:
+        """Runners whose key has not expired, by name."""
+        names = sorted(self.r.smembers(keys.runner_names()))
+        if not names:
+            return {}
+        values = self.r.mget([keys.runner(name) for name in names])
+        return {name: RunnerBeat.from_json(text) for name, text in zip(names, values) if text}
+
+    def update_registry(self, runners: dict[str, RunnerBeat]) -> None:
+        """Registry entries: live runners as their key says; runners whose key went, marked gone (and
+        forgotten an hour later)."""
+        seen_at = now_iso()
+        registry = self.r.hgetall(keys.runners())
+        with self.r.pipeline(transaction=False) as pipe:
+            for name, beat in runners.items():
+                pipe.hset(keys.runners(), name, json.dumps({**asdict(beat), "state": "alive", "seen_at": seen_at}))
+            for name, text in registry.items():
+                if name in runners:
+                    continue
+                entry = json.loads(text)
+                if entry.get("state") == "alive":
+                    entry.update(state="gone", gone_at=seen_at)
+                    pipe.hset(keys.runners(), name, json.dumps(entry))
+                    pipe.srem(keys.runner_names(), name)
+                elif age_s(entry.get("gone_at", "")) > KEEP_GONE_RUNNERS_S:
+                    pipe.hdel(keys.runners(), name)
+            pipe.execute()
+
+    def runner_table(self) -> list[dict]:
+        """Every runner the registry or a live key knows of: alive or gone, heartbeat age, current work."""
+        live = self.live_runners()
+        rows = {}
+        for name, text in self.r.hgetall(keys.runners()).items():
+            rows[name] = {**json.loads(text), "alive": False}
+        for name, beat in live.items():
+            rows[name] = {**asdict(beat), "alive": True}
+        for row in rows.values():
+            row["heartbeat_age_s"] = round(age_s(row.get("heartbeat_at", "")), 1)
+            if not row["alive"]:
+                row["build"], row["attempt"] = "", 0
+        return sorted(rows.values(), key=lambda r: (not r["alive"], r["name"]))
+
+    def scheduler_lock(self, ttl_s: float) -> Lock:
+        """The expiring lock that the acting scheduler holds."""
+        return self.r.lock(keys.scheduler_lock(), timeout=ttl_s, blocking=False, thread_local=False)
+
+    def redis_uptime_s(self) -> float:
+        return float(self.r.info("server")["uptime_in_seconds"])

@@ -1,0 +1,184 @@
+"""A build split across runners: its plan, each shard's attempts, and the merge of their results.
+
+The runner that took the build records the split (and queues shards 1…) while it owns the build;
+each shard job claims its shard, and stores its results only while that shard attempt is current;
+the last one to finish merges every shard's results into the build's one result, in the transaction
+that ends the build. A shard lost with its runner is queued again by the scheduler, up to
+`max_attempts`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.client import Pipeline
+
+from voltci import keys, queue
+from voltci.models import Attempt, AttemptState, Build, RunOutcome, Shard, Share, Status, TestResult, now_iso
+from voltci.store import codec
+from voltci.store.transitions import Encoded, Transitions
+from voltci.store.tx import guarded, raw
+from voltci.testrun import count
+
+
+def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str) -> RunOutcome:
+    """The shards' results as one build's: every test once, one count, the worst status."""
+    tests: list[TestResult] = []
+    for number in sorted(tests_by_shard):
+        for test in tests_by_shard[number]:
+            test.order = len(tests)
+            tests.append(test)
+    counts = count(tests)
+    statuses = {records[n].status for n in records}
+    reasons = "; ".join(f"shard {n}: {records[n].reason}" for n in sorted(records) if records[n].reason)
+    for status in (Status.TIMEOUT, Status.CANCELLED, Status.ERROR):
+        if status.value in statuses:
+            return RunOutcome(status, tests, counts, reasons, log_tail)
+    status = Status.FAILED if counts.failed or counts.errors else Status.PASSED
+    return RunOutcome(status, tests, counts, "", log_tail)
+
+
+class Shards(Transitions):
+    def shard_plan(self, build_id: str, shard: int) -> list[str]:
+        return codec.decode_ids(raw(self.r, "HGET", keys.build_shard_plan(build_id), str(shard)))
+
+    def shard_share(self, build_id: str, shard: int) -> Share:
+        """What shard `shard` runs: shard 0 of a split planned from history runs all but the others' tests."""
+        build = self.get_build(build_id)
+        if shard == 0 and build is not None and build.shard_rest:
+            return Share([t for n in range(1, build.shards) for t in self.shard_plan(build_id, n)], exclude=True)
+        return Share(self.shard_plan(build_id, shard))
+
+    def start_shards(self, build_id: str, attempt: int, plans: list[list[str]], runner_id: str,
+                     rest: bool = False) -> bool:
+        """Split a running build: record the plan, queue shards 1… as jobs of their own (the caller runs
+        shard 0). With `rest`, shard 0 runs every test the other shards do not (its plan is only an
+        estimate). False when `attempt` no longer owns the build."""
+        encoded = [codec.encode_ids(ids) for ids in plans]
+
+        def body(pipe: Pipeline) -> bool:
+            build = self._read_build(pipe, build_id)
+            if build is None or build.attempt != attempt or build.status is not Status.RUNNING:
+                return False
+            started = now_iso()
+            pipe.multi()
+            pipe.hset(keys.build(build_id), mapping={"shards": str(len(plans)), "shard_rest": "1" if rest else "0"})
+            self._add_jobs(pipe, build, *(keys.shard_job_id(build_id, attempt, n, 1) for n in range(1, len(plans))))
+            pipe.delete(keys.build_shard_plan(build_id), keys.build_shards(build_id))
+            for number, blob in enumerate(encoded):
+                pipe.hset(keys.build_shard_plan(build_id), str(number), blob)
+                pipe.delete(keys.build_shard_tests(build_id, number))
+                shard = Shard(number, 1, AttemptState.RUNNING, runner_id, started) if number == 0 else Shard(number)
+                pipe.hset(keys.build_shards(build_id), str(number), shard.to_json())
+            for number in range(1, len(plans)):
+                queue.enqueue_shard(self.r, build, attempt, number, 1, self.settings, pipe)
+            return True
+
+        return guarded(self.r, [keys.build(build_id)], body)
+
+    def _shard_state(self, pipe: Pipeline, build_id: str, attempt: int, shard: int, shard_attempt: int,
+                     states: tuple[Any, ...]) -> tuple[Build, dict[int, Shard]] | None:
+        """The build and its shards, if it runs under `attempt` and shard `shard` is at `shard_attempt`
+        in one of `states`; None when it is not (cancelled, re-dispatched, ended)."""
+        build = self._read_build(pipe, build_id)
+        if build is None:
+            return None
+        shards = {int(k): Shard.from_json(v) for k, v in pipe.hgetall(keys.build_shards(build_id)).items()}
+        mine = shards.get(shard)
+        if (build.status is not Status.RUNNING or build.attempt != attempt or mine is None
+                or mine.attempt != shard_attempt or mine.state not in states):
+            return None
+        return build, shards
+
+    def claim_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int,
+                    runner_id: str) -> Build | None:
+        """Mark a queued shard running on `runner_id`; the build, or None when the shard is not ours to run."""
+
+        def body(pipe: Pipeline) -> Build | None:
+            found = self._shard_state(pipe, build_id, attempt, shard, shard_attempt, ("queued",))
+            if found is None:
+                return None
+            pipe.multi()
+            record = Shard(shard, shard_attempt, AttemptState.RUNNING, runner_id, now_iso())
+            pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
+            return found[0]
+
+        return guarded(self.r, [keys.build(build_id), keys.build_shards(build_id)], body)
+
+    def owns_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int) -> bool:
+        if not self.is_current(build_id, attempt):
+            return False
+        text = self.r.hget(keys.build_shards(build_id), str(shard))
+        return bool(text) and Shard.from_json(text).attempt == shard_attempt
+
+    def finish_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int, runner_id: str,
+                     outcome: RunOutcome) -> str | None:
+        """Store one shard's results; the last shard to finish merges them all into the build's one result.
+        Returns "stored" or "merged", or None when this shard attempt no longer owns its shard."""
+        finished = now_iso()
+        mine = codec.encode_tests(outcome.tests) if outcome.tests else None
+
+        def body(pipe: Pipeline) -> str | None:
+            found = self._shard_state(pipe, build_id, attempt, shard, shard_attempt, (AttemptState.RUNNING,))
+            if found is None:
+                return None
+            build, shards = found
+            others = [s for n, s in shards.items() if n != shard]
+            complete = all(s.state is AttemptState.FINISHED for s in others)
+            record = Shard(shard, shard_attempt, AttemptState.FINISHED, runner_id, shards[shard].started_at, finished,
+                           outcome.status.value, outcome.reason, len(outcome.tests))
+            if not complete:
+                pipe.multi()
+                pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
+                pipe.delete(keys.build_shard_tests(build_id, shard))
+                if mine is not None:
+                    pipe.hset(keys.build_shard_tests(build_id, shard), mapping=mine)
+                return "stored"
+            earlier = {s.number: codec.decode_tests(raw(pipe, "HGETALL", keys.build_shard_tests(build_id, s.number)))
+                       for s in others}
+            output = raw(pipe, "GET", keys.build_log(build_id))
+            records = {**{s.number: s for s in others}, shard: record}
+            merged = Encoded(merge(records, {**earlier, shard: outcome.tests}, outcome.log_tail))
+            pipe.multi()
+            pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
+            self._write_result(pipe, build, attempt, build.runner, merged, finished, output)
+            for number in records:
+                pipe.delete(keys.build_shard_tests(build_id, number))
+            return "merged"
+
+        return guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
+
+    def redispatch_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str) -> str:
+        """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard
+        has had `max_attempts`. Returns "requeued", "gave up" or "" (nothing done)."""
+
+        def body(pipe: Pipeline) -> str:
+            build = self._read_build(pipe, build_id)
+            text = pipe.hget(keys.build_shards(build_id), str(shard))
+            record = Shard.from_json(text) if text else None
+            if (build is None or build.attempt != attempt or build.status is not Status.RUNNING or record is None
+                    or record.attempt != shard_attempt or record.state is AttemptState.FINISHED):
+                return ""
+            lost = Attempt(attempt, AttemptState.LOST, record.runner, record.started_at, now_iso(),
+                           reason=f"shard {shard}: {reason}")
+            if shard_attempt >= self.settings.max_attempts:
+                output = raw(pipe, "GET", keys.build_log(build_id))
+                pipe.multi()
+                self._end_without_result(
+                    pipe, build, Status.ERROR,
+                    f"gave up after shard {shard} had {shard_attempt} attempt(s): each one's runner was lost "
+                    f"(last: {reason})", None, output)
+                self._record_lost(pipe, build, lost, "gave up")
+                return "gave up"
+            pipe.multi()
+            pipe.hset(keys.build_shards(build_id), str(shard), Shard(shard, shard_attempt + 1).to_json())
+            self._add_jobs(pipe, build, keys.shard_job_id(build_id, attempt, shard, shard_attempt + 1))
+            queue.enqueue_shard(self.r, build, attempt, shard, shard_attempt + 1, self.settings, pipe)
+            self._record_lost(pipe, build, lost, f"shard {shard} attempt {shard_attempt + 1} queued")
+            return "requeued"
+
+        done = guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
+        if done:
+            queue.retire_job(self.r, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
+                             f"Volt: shard attempt lost ({reason})", self.settings)
+        return done

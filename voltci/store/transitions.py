@@ -1,0 +1,338 @@
+"""A build's state machine, in one place: every change of state is one guarded transaction on its record.
+
+    submit ──▶ queued ──start_attempt──▶ running ──finish_build──▶ passed | failed | error | timeout
+                 ▲  │                      │ │
+                 │  └──cancel / supersede──┼─┼──▶ cancelled | skipped
+                 │                         │ └──redispatch (its runner was lost)──▶ queued, attempt n+1
+                 └──rebuild (an ended build)┘       … or error once it had max_attempts
+
+Only the build's current attempt may start or end it (fencing): a runner whose attempt was
+re-dispatched, or a build that was cancelled meanwhile, finds nothing to write. Each final write
+counts itself in `results_stored`, tells listeners, queues the webhook message and compresses the
+build's output, in the same transaction. Writes that put a job on rq's queue (submit, redispatch,
+rebuild) do it in that transaction too, through queue.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from datetime import datetime
+
+from redis.client import Pipeline
+
+from voltci import keys, queue
+from voltci.models import (Attempt, AttemptState, Build, Counts, Outcome, PointerUpdate, RunOutcome, Status,
+                           now_iso)
+from voltci.store import codec
+from voltci.store.records import Reads
+from voltci.store.tx import guarded, raw
+
+LOST_KEPT = 200
+OUTBOX_KEPT = 10_000  # with no webhook configured, nobody empties it: keep it bounded
+
+
+def seconds_between(start_iso: str, end_iso: str) -> float:
+    try:
+        return round((datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds(), 3)
+    except ValueError:
+        return 0.0
+
+
+class Encoded:
+    """A run's results encoded before the transaction (encoding a large suite takes a moment, and a
+    transaction should only decide and write)."""
+
+    def __init__(self, outcome: RunOutcome):
+        self.outcome = outcome
+        self.results = codec.encode_tests(outcome.tests) if outcome.tests else None
+        timings = {t.id: t.duration_s for t in outcome.tests if not t.subtest_of and t.outcome is not Outcome.SKIPPED}
+        self.timings = codec.encode_durations(timings) if timings else None
+
+
+class Transitions(Reads):
+    # ------------------------------------------------------------ a new build
+
+    def add_build(self, build: Build, score: float, pipeline: Pipeline | None = None, newest: bool = True) -> None:
+        """Record a new build: its record, the queue set (while it waits), the history and commit
+        indexes, and — unless `newest` is False — as its branch's newest build."""
+        with self._batch(pipeline) as pipe:
+            pipe.hset(keys.build(build.id), mapping=build.to_hash())
+            if not build.status.is_final:
+                pipe.sadd(keys.queued(), build.id)
+            pipe.zadd(keys.repo_history(build.repo), {build.id: score})
+            pipe.zadd(keys.history(), {build.id: score})
+            pipe.zadd(keys.commits(), {keys.commit_member(build.commit, build.repo): 0})
+            if build.branch and newest:
+                pipe.hset(keys.repo_heads(build.repo), build.branch, build.id)
+
+    def record_finished(self, build: Build, outcome: RunOutcome, output: str = "", score: float | None = None,
+                        pipeline: Pipeline | None = None, newest: bool = True) -> None:
+        """Record a build that ran elsewhere — imported history, or a benchmark's — as a build run here
+        is stored when it ends: record, compact results, compressed output, its attempt `build.attempt`
+        (finished on `build.runner`), and the indexes. Repository aggregates (durations, flaky counts)
+        are left as they are; `newest` as in add_build."""
+        ended = replace(build, status=outcome.status, counts=outcome.counts, reason=outcome.reason,
+                        log_tail=outcome.log_tail, results_stored=1, log_compressed=bool(output))
+        results = codec.encode_tests(outcome.tests) if outcome.tests else None
+        with self._batch(pipeline) as pipe:
+            self.add_build(ended, time.time() if score is None else score, pipeline=pipe, newest=newest)
+            if results is not None:
+                pipe.hset(keys.build_results(build.id), mapping=results)
+            pipe.hset(keys.build_attempts(build.id), str(build.attempt),
+                      Attempt(build.attempt, AttemptState.FINISHED, build.runner, build.started_at, build.finished_at,
+                              status=outcome.status.value).to_json())
+            if output:
+                pipe.set(keys.build_log(build.id), codec.compress_log(output.encode()))
+
+    def submit(self, build: Build, pointer: PointerUpdate | None = None) -> bool:
+        """Record and enqueue `build` (and move the observer's pointer) atomically. False if the build
+        already existed: two observers, or one restarted, never build a commit twice."""
+        key = keys.build(build.id)
+
+        def body(pipe: Pipeline) -> bool:
+            exists = bool(pipe.exists(key))
+            pipe.multi()
+            if not exists:
+                self.add_build(replace(build, jobs=[keys.job_id(build.id, 1)]), time.time(), pipeline=pipe)
+                queue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
+            if pointer is not None:
+                pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
+            return not exists
+
+        return guarded(self.r, [key], body)
+
+    # ------------------------------------------------------------ a runner's attempt
+
+    @staticmethod
+    def _owned(pipe: Pipeline, build_id: str, attempt: int) -> Build | None:
+        """The build, if `attempt` is its current attempt and it has not ended."""
+        build = Reads._read_build(pipe, build_id)
+        if build is None or build.attempt != attempt or build.status.is_final:
+            return None
+        return build
+
+    def start_attempt(self, build_id: str, attempt: int, runner_id: str) -> Build | None:
+        """Mark the build running under `attempt`; None when that attempt is no longer the build's to run
+        (already finished, cancelled, or superseded by a newer attempt)."""
+        started = now_iso()
+
+        def body(pipe: Pipeline) -> Build | None:
+            build = self._owned(pipe, build_id, attempt)
+            if build is None:
+                return None
+            pipe.multi()
+            pipe.hset(keys.build(build_id), mapping={"status": Status.RUNNING.value, "runner": runner_id,
+                                                     "started_at": started, "progress": "0", "log_compressed": "0"})
+            pipe.hset(keys.build_attempts(build_id), str(attempt),
+                      Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
+            pipe.delete(keys.build_log(build_id))  # an attempt's output starts afresh
+            pipe.srem(keys.queued(), build_id)
+            pipe.sadd(keys.running(), build_id)
+            return replace(build, status=Status.RUNNING, runner=runner_id, started_at=started, log_compressed=False)
+
+        return guarded(self.r, [keys.build(build_id)], body)
+
+    def set_progress(self, build_id: str, done: int) -> None:
+        """How many test results a running build has so far (a display hint, not part of its result)."""
+        self.r.hset(keys.build(build_id), "progress", str(done))
+
+    def finish_build(self, build_id: str, attempt: int, runner_id: str, outcome: RunOutcome) -> bool:
+        """Store a build's result, once, if `attempt` still owns the build. Returns whether it was stored."""
+        encoded = Encoded(outcome)
+        finished = now_iso()
+
+        def body(pipe: Pipeline) -> bool:
+            build = self._owned(pipe, build_id, attempt)
+            if build is None:
+                return False
+            output = raw(pipe, "GET", keys.build_log(build_id))
+            pipe.multi()
+            self._write_result(pipe, build, attempt, runner_id, encoded, finished, output)
+            return True
+
+        return guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
+
+    def _write_result(self, pipe: Pipeline, build: Build, attempt: int, runner_id: str, encoded: Encoded,
+                      finished: str, output: bytes | None) -> None:
+        """The writes of a build's final result (inside the caller's transaction)."""
+        outcome = encoded.outcome
+        build_id = build.id
+        pipe.delete(keys.build_results(build_id), keys.build_tests(build_id))
+        if encoded.results is not None:
+            pipe.hset(keys.build_results(build_id), mapping=encoded.results)
+        if outcome.tests:  # the latest suite's tests only: removed tests leave the timings
+            if encoded.timings is not None:
+                pipe.set(keys.repo_timings(build.repo), encoded.timings)
+            else:
+                pipe.delete(keys.repo_timings(build.repo))
+            pipe.delete(keys.repo_durations(build.repo))
+        pipe.hset(keys.build(build_id), mapping={
+            "status": outcome.status.value,
+            "finished_at": finished,
+            "runner": runner_id,
+            "duration_s": str(seconds_between(build.started_at or finished, finished)),
+            "counts": json.dumps(outcome.counts.to_dict()),
+            "reason": outcome.reason,
+            "log_tail": outcome.log_tail,
+        })
+        pipe.hset(keys.build_attempts(build_id), str(attempt),
+                  Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
+                          status=outcome.status.value).to_json())
+        for test in outcome.tests:
+            if test.outcome is Outcome.FLAKY and not test.subtest_of:
+                pipe.zincrby(keys.repo_flaky(build.repo), 1, test.id)
+                pipe.hset(keys.repo_flaky_last(build.repo), test.id, build_id)
+        self._compress_output(pipe, build_id, output)
+        self._ended(pipe, build_id, outcome.status)
+
+    @staticmethod
+    def _compress_output(pipe: Pipeline, build_id: str, output: bytes | None) -> None:
+        """An ended build's output is read, if ever, whole: it is kept compressed."""
+        if output:
+            pipe.set(keys.build_log(build_id), codec.compress_log(output))
+            pipe.hset(keys.build(build_id), "log_compressed", "1")
+
+    @staticmethod
+    def _ended(pipe: Pipeline, build_id: str, status: Status) -> None:
+        """What every write of a final status does: leave the work sets, count the write, tell listeners.
+
+        `results_stored` counts final writes, so that "written exactly once" can be checked, not assumed.
+        """
+        pipe.srem(keys.queued(), build_id)
+        pipe.srem(keys.running(), build_id)
+        pipe.hincrby(keys.build(build_id), "results_stored", 1)
+        pipe.publish(keys.events(), json.dumps({"build": build_id, "status": status.value}))
+        pipe.lpush(keys.outbox(), json.dumps({"build": build_id}))  # for the webhook (see notify.py)
+        pipe.ltrim(keys.outbox(), 0, OUTBOX_KEPT - 1)
+
+    def _end_without_result(self, pipe: Pipeline, build: Build, status: Status, reason: str,
+                            attempt_record: Attempt | None, output: bytes | None) -> None:
+        """End `build` (read under WATCH) with `status` and no test results: cancelled, skipped, or given
+        up after its runners were lost. `attempt_record` replaces its current attempt's record."""
+        finished = now_iso()
+        pipe.hset(keys.build(build.id), mapping={
+            "status": status.value, "reason": reason, "finished_at": finished,
+            "duration_s": str(seconds_between(build.started_at, finished) if build.started_at else 0.0),
+        })
+        if attempt_record is not None:
+            pipe.hset(keys.build_attempts(build.id), str(attempt_record.number), attempt_record.to_json())
+        self._compress_output(pipe, build.id, output)
+        self._ended(pipe, build.id, status)
+
+    @staticmethod
+    def _record_lost(pipe: Pipeline, build: Build, lost: Attempt, next_step: str) -> None:
+        """Keep the latest lost attempts for `volt status`."""
+        pipe.lpush(keys.lost(), json.dumps({"build": build.id, "repo": build.repo, "commit": build.commit,
+                                            "attempt": lost.number, "runner": lost.runner,
+                                            "started_at": lost.started_at, "lost_at": lost.ended_at,
+                                            "reason": lost.reason, "then": next_step}))
+        pipe.ltrim(keys.lost(), 0, LOST_KEPT - 1)
+
+    @staticmethod
+    def _add_jobs(pipe: Pipeline, build: Build, *job_ids: str) -> None:
+        pipe.hset(keys.build(build.id), "jobs", " ".join([*build.jobs, *job_ids]))
+
+    # ------------------------------------------------------------ the scheduler and people
+
+    def redispatch(self, build_id: str, attempt: int, reason: str, runner: str = "") -> str:
+        """Record attempt `attempt` of a build as lost and queue the next one, or end the build `error`
+        once it has had `max_attempts`. Does nothing unless `attempt` is still the build's current one.
+        Returns "requeued", "gave up" or "" (nothing done)."""
+
+        def body(pipe: Pipeline) -> str:
+            build = self._owned(pipe, build_id, attempt)
+            if build is None:
+                return ""
+            prior = self._attempt_record(pipe, build)
+            lost = replace(prior, state=AttemptState.LOST, runner=prior.runner or runner, ended_at=now_iso(),
+                           reason=reason)
+            if attempt >= self.settings.max_attempts:
+                output = raw(pipe, "GET", keys.build_log(build_id))
+                pipe.multi()
+                self._end_without_result(
+                    pipe, build, Status.ERROR,
+                    f"gave up after {attempt} attempt(s): each one's runner was lost (last: {reason})", lost, output)
+                self._record_lost(pipe, build, lost, "gave up")
+                return "gave up"
+            pipe.multi()
+            pipe.hset(keys.build_attempts(build.id), str(lost.number), lost.to_json())
+            pipe.hset(keys.build(build.id), mapping={"status": Status.QUEUED.value, "attempt": str(attempt + 1),
+                                                     "runner": "", "started_at": ""})
+            self._add_jobs(pipe, build, keys.job_id(build_id, attempt + 1))
+            pipe.srem(keys.running(), build.id)
+            pipe.sadd(keys.queued(), build.id)
+            queue.enqueue_attempt(self.r, build, attempt + 1, self.settings, pipe)
+            self._record_lost(pipe, build, lost, f"attempt {attempt + 1} queued")
+            return "requeued"
+
+        done = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
+        if done:
+            queue.retire_job(self.r, keys.job_id(build_id, attempt), f"Volt: attempt lost ({reason})", self.settings)
+        return done
+
+    def cancel(self, build_id: str, why: str = "cancelled on request") -> Build | None:
+        """End a queued or running build `cancelled`. Its runner sees that within a second and kills
+        the tests' process group. Returns the build as it was before, or None if it had already ended."""
+
+        def body(pipe: Pipeline) -> Build | None:
+            build = self._read_build(pipe, build_id)
+            if build is None or build.status.is_final:
+                return None
+            record = None
+            if build.status is Status.RUNNING:
+                record = replace(self._attempt_record(pipe, build), state=AttemptState.FINISHED, ended_at=now_iso(),
+                                 status=Status.CANCELLED.value)
+            output = raw(pipe, "GET", keys.build_log(build_id))
+            pipe.multi()
+            self._end_without_result(pipe, build, Status.CANCELLED, why, record, output)
+            return build
+
+        before = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
+        if before is not None and before.status is Status.QUEUED:
+            queue.retire_job(self.r, keys.job_id(build_id, before.attempt), "Volt: build cancelled", self.settings)
+        return before
+
+    def supersede(self, newest: Build) -> list[Build]:
+        """Mark `skipped` every other build of `newest`'s repository and branch still waiting in the queue
+        (the observer calls this with the newest commit it enqueued): a busy pool then builds what
+        matters. Running builds are left to finish."""
+        older = [b for b in self.queued_builds() if b.repo == newest.repo and b.branch == newest.branch
+                 and b.id != newest.id]
+        skipped = []
+        for build in older:
+            def body(pipe: Pipeline, build_id: str = build.id) -> bool:
+                current = self._read_build(pipe, build_id)
+                if current is None or current.status is not Status.QUEUED:
+                    return False
+                pipe.multi()
+                self._end_without_result(pipe, current, Status.SKIPPED, f"superseded by {newest.short}", None, None)
+                return True
+
+            if guarded(self.r, [keys.build(build.id)], body):
+                queue.retire_job(self.r, keys.job_id(build.id, build.attempt), f"Volt: superseded by {newest.short}",
+                                 self.settings)
+                skipped.append(build)
+        return skipped
+
+    def rebuild(self, build_id: str) -> Build | None:
+        """Queue an ended build again, as its next attempt (the earlier ones stay in its history).
+        Returns the build as it was, or None when it has not ended (it is queued or running)."""
+
+        def body(pipe: Pipeline) -> Build | None:
+            build = self._read_build(pipe, build_id)
+            if build is None or not build.status.is_final:
+                return None
+            pipe.multi()
+            pipe.delete(keys.build_results(build.id), keys.build_tests(build.id))
+            pipe.hset(keys.build(build.id), mapping={
+                "status": Status.QUEUED.value, "attempt": str(build.attempt + 1), "queued_at": now_iso(),
+                "runner": "", "started_at": "", "finished_at": "", "duration_s": "0.0", "reason": "",
+                "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0"})
+            self._add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
+            pipe.sadd(keys.queued(), build.id)
+            queue.enqueue_attempt(self.r, build, build.attempt + 1, self.settings, pipe)
+            return build
+
+        return guarded(self.r, [keys.build(build_id)], body)
