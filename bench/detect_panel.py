@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,21 +87,23 @@ def compare(entry: dict, tree: Path) -> tuple[str, TestPlan | None]:
 def run(plan: TestPlan, tree: Path) -> str:
     """The plan by hand: a venv, the setup steps, the tests; their closing line."""
     with tempfile.TemporaryDirectory(prefix="volt-panel-") as scratch:
+        tmp = Path(scratch) / "tmp"  # {tmp}: a directory of its own, as `pytest --basetemp={tmp}` empties it
+        tmp.mkdir()
         work = Path(scratch) / "tree"
         shutil.copytree(tree, work)
         venv = Path(scratch) / "venv"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         env = {**os.environ, "VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}",
-               **{k: v.replace("{tmp}", scratch) for k, v in plan.env.items()}}
+               **{k: v.replace("{tmp}", str(tmp)) for k, v in plan.env.items()}}
         log = Path(scratch) / "log.txt"
         with log.open("w") as out:
             for step in plan.setup:
-                argv = [part.replace("{tmp}", scratch) for part in step]
+                argv = [part.replace("{tmp}", str(tmp)) for part in step]
                 if subprocess.run(argv, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=1800).returncode:
                     return f"setup failed: {' '.join(argv)}"
             if plan.runner == "pytest":
-                argv = ["pytest", *[a.replace("{tmp}", scratch) for a in plan.pytest_args]]
+                argv = ["pytest", *[a.replace("{tmp}", str(tmp)) for a in plan.pytest_args]]
             else:
                 argv = ["python", "-m", "unittest", "discover", "-s", plan.start_dir, "-p", plan.pattern,
                         *(["-t", plan.top_level_dir] if plan.top_level_dir else [])]
@@ -108,7 +111,8 @@ def run(plan: TestPlan, tree: Path) -> str:
             out.flush()
             code = subprocess.run(argv, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=3600).returncode
-        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         closing = next((line for line in reversed(lines) if line.startswith(("=", "Ran ", "OK", "FAILED"))), "")
         if plan.runner == "unittest":
             ran = next((line for line in reversed(lines) if line.startswith("Ran ")), "")

@@ -164,8 +164,8 @@ def _installers(project: pyproject.Project, needs: _Needs, tmp: str, notes: list
         setup.append([*PIP, "-e", spec] if needs.install == "editable" else [*PIP, spec])
         notes.append(f"the project: pip install {'-e ' if needs.install == 'editable' else ''}{spec}, last, "
                      "so its own version is the one tested")
-    elif needs.extras:
-        notes.append(f"the project is not installed, so its extras ({', '.join(needs.extras)}) are not either")
+    elif project.src_layout:
+        notes.append("the project is not installed (the tox env skips it), although its code is under src/")
     return setup
 
 

@@ -40,7 +40,8 @@ class ToxEnv:
 
 def load(tree: Path, tmp: str, python: str | None) -> ToxEnv | None:
     """The default test environment of the project's tox config, or None when it has none."""
-    from voltci.detect import toxini, toxtoml
+    from voltci.detect import toxini, toxtoml  # they build on this module's records
+
 
     ini = read_ini(tree, "tox.ini") if exists(tree, "tox.ini") else None
     if ini is not None and (ini.has_section("tox") or any(s.startswith("testenv") for s in ini.sections())):
@@ -176,9 +177,9 @@ class Substitution:
         return "".join(out)
 
     def _one(self, inner: str) -> str:
-        key, _, rest = inner.partition(":")
+        key, colon, rest = inner.partition(":")
         if key == "posargs":
-            return self(rest) if _ else ""
+            return self(rest) if colon else ""
         if inner in self.HERE:
             return "."
         if inner in self.TMP:

@@ -63,8 +63,8 @@ class _Reader:
             notes.append(f"{self.source}: left out for other envs' factors: {'; '.join(self.dropped[:3])}"
                          + (f" (+{len(self.dropped) - 3} more)" if len(self.dropped) > 3 else ""))
         if self.subst.unknown:
-            notes.append(f"{self.source}: no Volt meaning for {', '.join('{' + u + '}' for u in sorted(self.subst.unknown))}"
-                         "; left as written")
+            unknown = ", ".join("{" + u + "}" for u in sorted(self.subst.unknown))
+            notes.append(f"{self.source}: no Volt meaning for {unknown}; left as written")
         return ToxEnv(source=self.source, name=self.name, why=why, deps=deps, extras=extras, groups=groups,
                       commands=commands, commands_pre=commands_pre, set_env=set_env, install=install,
                       uv_lock=(self.value("runner") or "").strip() == "uv-venv-lock-runner", notes=notes[1:])
