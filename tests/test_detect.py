@@ -210,6 +210,20 @@ def test_tox_env_set_env_references_and_tox_only_substitutions(tmp_path: Path) -
     assert plan.setup == [[*PIP, "-U", "pip>=25.1"], [*PIP, "--group", "testing"], [*PIP, "."]]
 
 
+def test_what_volt_cannot_mean_is_left_as_written_and_said(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"setup.py": "", "tox.ini": """
+        [testenv]
+        setenv =
+            file|.env
+            A=1
+        commands = pytest --rootdir={envsitepackagesdir}
+        """})
+    plan = detect(tree)
+    assert plan.pytest_args == ["--rootdir={envsitepackagesdir}"] and plan.env == {"A": "1"}
+    assert "tox.ini: set_env from files is not read: file|.env" in plan.notes
+    assert "tox.ini: no Volt meaning for {envsitepackagesdir}; left as written" in plan.notes
+
+
 def test_tox_ini_without_tox_sections_is_not_a_tox_config(tmp_path: Path) -> None:
     tree = project(tmp_path, {
         "setup.py": "from setuptools import setup\nsetup()\n",
@@ -427,7 +441,8 @@ def test_extra_filled_only_by_egg_info_requires_txt(tmp_path: Path) -> None:
     tree = project(tmp_path, {
         "setup.py": "from setuptools import setup\nsetup(extras_require={'testing': ['pytest', 'coverage']})\n",
         "PKG-INFO": "Metadata-Version: 2.1\nName: sample\nVersion: 1.0\nProvides-Extra: testing\n\nA project.\n",
-        "sample.egg-info/requires.txt": "six\n\n[testing]\npytest\ncoverage\n\n[docs:python_version >= '3.9']\nsphinx\n",
+        "sample.egg-info/requires.txt": "six\n\n[testing]\npytest\ncoverage\n\n"
+                                        "[docs:python_version >= '3.9']\nsphinx\n",
         "tox.ini": "[testenv]\nextras = testing\ncommands = python -m pytest\n",
     })
     plan = detect(tree)

@@ -36,6 +36,7 @@ class _Reader:
                and name in [n for part in split_top(s[len(base) + 1:]) for n in expand(part)]]
         self.sections = [*own, base]
         self.dropped: list[str] = []
+        self.unread: list[str] = []  # set_env lines that load a file (`file|.env`)
         self._raw_env = self._raw_set_env()
         self._resolving: set[str] = set()
         self.subst = Substitution(source, name, tmp, self._env_value, self._ref)
@@ -62,6 +63,8 @@ class _Reader:
         if self.dropped:
             notes.append(f"{self.source}: left out for other envs' factors: {'; '.join(self.dropped[:3])}"
                          + (f" (+{len(self.dropped) - 3} more)" if len(self.dropped) > 3 else ""))
+        if self.unread:
+            notes.append(f"{self.source}: set_env from files is not read: {', '.join(self.unread)}")
         if self.subst.unknown:
             unknown = ", ".join("{" + u + "}" for u in sorted(self.subst.unknown))
             notes.append(f"{self.source}: no Volt meaning for {unknown}; left as written")
@@ -125,6 +128,8 @@ class _Reader:
         found: dict[str, str] = {}
         for line in (raw or "").splitlines():
             body = self._filter(line)
+            if body is not None and body.startswith("file|"):
+                self.unread.append(body)
             if body is None or "=" not in body:
                 continue
             key, value = body.split("=", 1)
