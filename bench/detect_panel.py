@@ -84,7 +84,7 @@ def compare(entry: dict, tree: Path) -> tuple[str, TestPlan | None]:
             ("as expected" if not differs else f"MISMATCH in {', '.join(differs)}")), plan
 
 
-def run(plan: TestPlan, tree: Path) -> str:
+def run(plan: TestPlan, tree: Path, keep_log: Path | None = None) -> str:
     """The plan by hand: a venv, the setup steps, the tests; their closing line."""
     with tempfile.TemporaryDirectory(prefix="volt-panel-") as scratch:
         tmp = Path(scratch) / "tmp"  # {tmp}: a directory of its own, as `pytest --basetemp={tmp}` empties it
@@ -111,6 +111,8 @@ def run(plan: TestPlan, tree: Path) -> str:
             out.flush()
             code = subprocess.run(argv, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=3600).returncode
+        if keep_log is not None:
+            shutil.copy(log, keep_log)
         text = re.sub(r"\x1b\[[0-9;]*m", "", log.read_text(errors="replace"))
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         closing = next((line for line in reversed(lines) if line.startswith(("=", "Ran ", "OK", "FAILED"))), "")
@@ -124,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "volt-sdists",
                         help="where sdists are downloaded and unpacked (kept)")
+    parser.add_argument("--logs", type=Path, default=None, help="keep each run's output here, as NAME.log")
     parser.add_argument("--run", nargs="*", default=[], metavar="NAME",
                         help="carry out these projects' plans and run their tests ('all' for every one)")
     args = parser.parse_args()
@@ -136,7 +139,9 @@ def main() -> None:
         rows.append((requirement, summary + ("" if entry.get("right", True) else " (known wrong)")))
         name = requirement.split("==")[0]
         if plan is not None and ("all" in args.run or name in args.run):
-            rows.append(("  run", run(plan, tree)))
+            if args.logs:
+                args.logs.mkdir(parents=True, exist_ok=True)
+            rows.append(("  run", run(plan, tree, args.logs / f"{name}.log" if args.logs else None)))
     print_table(rows)
 
 

@@ -435,6 +435,20 @@ def test_extra_from_pyproject(tmp_path: Path) -> None:
     assert "extra 'test' (pyproject.toml)" in notes(plan)
 
 
+def test_a_group_or_extra_of_another_name_that_lists_pytest_comes_last(tmp_path: Path) -> None:
+    """idna: its tests need hypothesis, found only in the `all` extra beside pytest and the linters."""
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + """
+        [project.optional-dependencies]
+        cli = ["click"]
+        all = ["ruff", "pytest >= 8.3.2", "hypothesis"]
+        """})
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, ".[all]"]] and plan.runner == "pytest"
+    assert "extra 'all' (pyproject.toml), which lists pytest" in notes(plan)
+    project(tmp_path, {"requirements-dev.txt": "pytest\n"})
+    assert detect(tree).setup == [[*PIP, "-r", "requirements-dev.txt"], [*PIP, "."]]
+
+
 def test_extra_filled_only_by_egg_info_requires_txt(tmp_path: Path) -> None:
     """An sdist whose PKG-INFO names the extra without requirements; setup.py fills it (not run),
     *.egg-info/requires.txt says what is in it."""

@@ -117,7 +117,8 @@ def _relative(path: str) -> str:
 
 
 def _from_declarations(tree: Path, project: pyproject.Project) -> _Needs:
-    """No tox: a test group, else a test extra, else requirements files of the usual names."""
+    """No tox: a test group, else a test extra, else requirements files of the usual names, else a group
+    or extra that lists pytest."""
     needs = _Needs(install="wheel" if project.installable else "skip")
     for name in pyproject.TEST_NAMES:
         if canonical(name) in project.groups:
@@ -138,6 +139,20 @@ def _from_declarations(tree: Path, project: pyproject.Project) -> _Needs:
         needs.names |= requirements.names_in_file(tree, path, path)
     if files:
         needs.said.append(f"requirements {', '.join(files)}")
+        return needs
+    # last: a group or extra of another name that lists pytest (idna's `all`)
+    for key, reqs in project.groups.items():
+        if "pytest" in project.names(reqs):
+            needs.groups.append(project.group_names[key])
+            needs.names |= project.names(reqs)
+            needs.said.append(f"dependency group '{project.group_names[key]}' of pyproject.toml, which lists pytest")
+            return needs
+    for key, reqs in project.extras.items():
+        if "pytest" in project.names(reqs):
+            needs.extras.append(key)
+            needs.names |= project.names(reqs)
+            needs.said.append(f"extra '{key}' ({project.extras_from}), which lists pytest")
+            return needs
     return needs
 
 
