@@ -161,6 +161,12 @@ def test_tox_posargs_default_is_kept_and_envtmpdir_is_the_builds_tmp(tmp_path: P
     assert plan.setup == [[*PIP, "pytest-xdist"], [*PIP, "-e", "."]]
 
 
+def test_the_project_named_in_tox_deps_is_installed_last_with_its_extras(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + "[project.optional-dependencies]\ntest = ['pytest']\n",
+                              "tox.ini": "[testenv]\ndeps =\n    -e {toxinidir}[test]\n    mock\ncommands = pytest\n"})
+    assert detect(tree).setup == [[*PIP, "mock"], [*PIP, "-e", ".[test]"]]
+
+
 def test_tox_deps_read_requirements_files_and_constraints(tmp_path: Path) -> None:
     """jinja2: `-r requirements/tests.txt` (pinned) is installed as such; its names are read, nested too."""
     tree = project(tmp_path, {
@@ -304,7 +310,8 @@ def test_tox_toml_with_posargs_default_and_env_section(tmp_path: Path) -> None:
 
             [env_run_base]
             deps = ["pytest", "-r requirements-extra.txt"]
-            commands = [["python", "-m", "pytest", {replace = "posargs", default = ["-x", "tests"], extend = true}]]
+            commands = [["python", "-m", "pytest", {replace = "posargs", default = ["-x", "tests"], extend = true},
+                         "{posargs:--strict-markers -ra}"]]
 
             [env."3.12"]
             use_develop = true
@@ -314,7 +321,7 @@ def test_tox_toml_with_posargs_default_and_env_section(tmp_path: Path) -> None:
     })
     plan = detect(tree)
     assert plan.setup == [[*PIP, "pytest", "-r", "requirements-extra.txt"], [*PIP, "-e", "."]]
-    assert plan.pytest_args == ["-x", "tests"]
+    assert plan.pytest_args == ["-x", "tests", "--strict-markers", "-ra"]
     assert plan.env == {"MODE": "strict"}
     assert "tox.toml: env '3.12'" in notes(plan)
 
@@ -612,6 +619,8 @@ def test_src_layout_is_installed_and_skip_install_is_honoured(tmp_path: Path) ->
      r"^tox.ini: commands of env 'py' cannot be split into words"),
     ({"setup.py": "", "tox.ini": "[testenv]\ndeps = -r ../outside.txt\ncommands = pytest\n"},
      r"^tox.ini: names '../outside.txt', which is not a file inside the repository$"),
+    ({"setup.py": "", "tox.ini": "[testenv]\ndeps = -i 'https://x\ncommands = pytest\n"},
+     r"^tox.ini: deps line cannot be split into words \(No closing quotation\): -i 'https://x$"),
     ({"setup.py": "", "tox.ini": "[testenv]\ndeps = -r missing.txt\ncommands = pytest\n"},
      r"^tox.ini: names missing.txt, which does not exist$"),
     ({"pyproject.toml": "[tool.tox]\nenv_list = 'py'\n"}, r"^pyproject.toml \[tool.tox\]: env_list must be a list"),

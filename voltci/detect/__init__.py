@@ -103,10 +103,17 @@ def _add_dep(tree: Path, project: pyproject.Project, needs: _Needs, dep: str, so
         needs.pip_args += [option[0], path]
         return
     # a requirement is one word for pip, markers and all; an option line (-e, --pre, -i URL) is words
-    words = shlex.split(dep) if dep.startswith("-") else [dep]
+    try:
+        words = shlex.split(dep) if dep.startswith("-") else [dep]
+    except ValueError as exc:
+        raise DetectError(f"{source}: deps line cannot be split into words ({exc}): {dep}") from None
     spec = words[-1] if words else ""
-    if spec.startswith(".") and (len(spec) == 1 or spec[1] in "[/"):  # the project itself: installed last
-        needs.extras += [e for e in requirements.extras_of("x" + spec[1:]) if e not in needs.extras]
+    if spec == "." or spec.startswith(".["):  # the project itself: installed last
+        for extra in requirements.extras_of("x" + spec[1:]):
+            needs.names |= project.names(project.extra(extra, source))
+            needs.extras += [] if extra in needs.extras else [extra]
+        if "-e" in words and needs.install == "wheel":
+            needs.install = "editable"
         return
     needs.pip_args += words
     needs.names |= project.names([dep])
