@@ -97,7 +97,7 @@ def _from_tox(tree: Path, project: pyproject.Project, env: tox.ToxEnv) -> _Needs
 def _add_dep(tree: Path, project: pyproject.Project, needs: _Needs, dep: str, source: str) -> None:
     option = requirements.file_option(dep)
     if option is not None:
-        path = requirements.inside(tree, _relative(option[1]), source)
+        path = requirements.inside(_relative(option[1]), source)
         if option[0] == "-r":
             needs.names |= requirements.names_in_file(tree, path, source)
         needs.pip_args += [option[0], path]

@@ -45,17 +45,17 @@ def load(tree: Path, tmp: str, python: str | None) -> ToxEnv | None:
 
     ini = read_ini(tree, "tox.ini") if exists(tree, "tox.ini") else None
     if ini is not None and (ini.has_section("tox") or any(s.startswith("testenv") for s in ini.sections())):
-        return toxini.environment(ini, "tox.ini", "tox", tree, tmp, python)
+        return toxini.environment(ini, "tox.ini", "tox", tmp, python)
     cfg = read_ini(tree, "setup.cfg") if exists(tree, "setup.cfg") else None
     if cfg is not None and cfg.has_section("tox:tox"):
-        return toxini.environment(cfg, "setup.cfg", "tox:tox", tree, tmp, python)
+        return toxini.environment(cfg, "setup.cfg", "tox:tox", tmp, python)
     pyproject = read_toml(tree, "pyproject.toml") or {}
     tool_tox = table(pyproject, "tool.tox")
     if tool_tox is not None:
         legacy = tool_tox.get("legacy_tox_ini")
         if isinstance(legacy, str):
             name = "pyproject.toml [tool.tox] legacy_tox_ini"
-            return toxini.environment(parse_ini(legacy, name), name, "tox", tree, tmp, python)
+            return toxini.environment(parse_ini(legacy, name), name, "tox", tmp, python)
         return toxtoml.environment(tool_tox, "pyproject.toml [tool.tox]", tmp, python)
     native = read_toml(tree, "tox.toml")
     if native is not None:

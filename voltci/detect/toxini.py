@@ -10,7 +10,6 @@ from __future__ import annotations
 import configparser
 import re
 import shlex
-from pathlib import Path
 
 from voltci.detect.files import DetectError
 from voltci.detect.tox import Substitution, ToxEnv, choose, expand, factors_match, split_top
@@ -20,7 +19,7 @@ _COMMENT = re.compile(r"(^|\s)(?<!\\)#.*$")
 _TRUE = {"true", "1", "yes", "on"}
 
 
-def environment(parser: configparser.ConfigParser, source: str, core: str, tree: Path, tmp: str,
+def environment(parser: configparser.ConfigParser, source: str, core: str, tmp: str,
                 python: str | None) -> ToxEnv:
     env_list = split_top(_strip_comments(_get(parser, [core], "env_list", "envlist") or ""))
     name, why = choose(env_list, python, source)
