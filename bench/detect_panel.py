@@ -87,7 +87,7 @@ def compare(entry: dict, tree: Path) -> tuple[str, TestPlan | None]:
 def run(plan: TestPlan, tree: Path, keep_log: Path | None = None) -> str:
     """The plan by hand: a venv, the setup steps, the tests; their closing line."""
     with tempfile.TemporaryDirectory(prefix="volt-panel-") as scratch:
-        tmp = Path(scratch) / "tmp"  # {tmp}: a directory of its own, as `pytest --basetemp={tmp}` empties it
+        tmp = Path(scratch) / "tmp"  # {tmp}: the build's temporary directory, as the runner gives it
         tmp.mkdir()
         work = Path(scratch) / "tree"
         shutil.copytree(tree, work)

@@ -97,7 +97,7 @@ def test_tox_ini_deps_extras_commands_setenv_and_commands_pre(tmp_path: Path) ->
         [*PIP, "-e", ".[tests]"],
         ["pybabel", "--quiet", "compile", "--directory", "src/sample/locale", "--domain", "sample"],
     ]
-    assert plan.env == {"DATA_DIR": "data", "SCRATCH": "{tmp}"}
+    assert plan.env == {"DATA_DIR": "data", "SCRATCH": "{tmp}/envtmp"}
     assert "env 'py311', the first CPython env" in notes(plan)  # pypy3 and lint are not it
     assert "--cov sample" in notes(plan)
 
@@ -157,7 +157,7 @@ def test_tox_posargs_default_is_kept_and_envtmpdir_is_the_builds_tmp(tmp_path: P
             """,
     })
     plan = detect(tree, tmp_dir="/scratch/b1")
-    assert plan.pytest_args == ["-n", "auto", "tests", "--basetemp=/scratch/b1"]
+    assert plan.pytest_args == ["-n", "auto", "tests", "--basetemp=/scratch/b1/envtmp"]
     assert plan.setup == [[*PIP, "pytest-xdist"], [*PIP, "-e", "."]]
 
 
@@ -297,7 +297,7 @@ def test_pyproject_tool_tox_native_with_uv_lock(tmp_path: Path) -> None:
         [*PIP, "-r", "{tmp}/volt-requirements.txt"],
         [*PIP, "."],
     ]
-    assert plan.pytest_args == ["-v", "--tb=short", "--basetemp={tmp}"]
+    assert plan.pytest_args == ["-v", "--tb=short", "--basetemp={tmp}/envtmp"]
     assert plan.env == {"LANG": "C.UTF-8"}
     assert "uv.lock" in notes(plan)
 

@@ -123,12 +123,16 @@ def choose(env_list: list[str], python: str | None, source: str) -> tuple[str, s
 class Substitution:
     """tox's `{...}` substitutions, each turned into its meaning in a Volt build.
 
-    {posargs} goes (its default stays), {toxinidir} is the tree (commands run there), {envtmpdir}
-    is the build's temporary directory, {env:X:default} is the env's set_env value or the default.
+    {posargs} goes (its default stays), {toxinidir} is the tree (commands run there), {env:X:default}
+    is the env's set_env value or the default. {envtmpdir} is a directory of its own inside the build's
+    temporary one, as in tox: `pytest --basetemp={envtmpdir}` empties it, which must not be all of {tmp}
+    (in the sandbox that is /tmp itself, which pytest cannot remove and then fails to make).
     """
 
     HERE = {"toxinidir", "tox_root", "toxinipath_dir"}
-    TMP = {"envtmpdir", "env_tmp_dir", "toxworkdir", "work_dir", "envlogdir", "env_log_dir", "temp_dir"}
+    ENV_TMP = {"envtmpdir", "env_tmp_dir"}
+    TMP = {"toxworkdir", "work_dir", "envlogdir", "env_log_dir", "temp_dir"}
+    ENV_TMP_NAME = "envtmp"
     PYTHON = {"envpython", "env_python", "basepython", "base_python"}
 
     def __init__(self, source: str, env: str, tmp: str, set_env: Callable[[str], str | None],
@@ -182,6 +186,8 @@ class Substitution:
             return self(rest) if colon else ""
         if inner in self.HERE:
             return "."
+        if inner in self.ENV_TMP:
+            return f"{self.tmp}/{self.ENV_TMP_NAME}"
         if inner in self.TMP:
             return self.tmp
         if inner in ("envname", "env_name"):
