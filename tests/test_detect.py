@@ -97,7 +97,7 @@ def test_tox_ini_deps_extras_commands_setenv_and_commands_pre(tmp_path: Path) ->
         [*PIP, "-e", ".[tests]"],
         ["pybabel", "--quiet", "compile", "--directory", "src/sample/locale", "--domain", "sample"],
     ]
-    assert plan.env == {"DATA_DIR": "data", "SCRATCH": "{tmp}"}
+    assert plan.env == {"DATA_DIR": "data", "SCRATCH": "{tmp}/envtmp"}
     assert "env 'py311', the first CPython env" in notes(plan)  # pypy3 and lint are not it
     assert "--cov sample" in notes(plan)
 
@@ -157,8 +157,14 @@ def test_tox_posargs_default_is_kept_and_envtmpdir_is_the_builds_tmp(tmp_path: P
             """,
     })
     plan = detect(tree, tmp_dir="/scratch/b1")
-    assert plan.pytest_args == ["-n", "auto", "tests", "--basetemp=/scratch/b1"]
+    assert plan.pytest_args == ["-n", "auto", "tests", "--basetemp=/scratch/b1/envtmp"]
     assert plan.setup == [[*PIP, "pytest-xdist"], [*PIP, "-e", "."]]
+
+
+def test_the_project_named_in_tox_deps_is_installed_last_with_its_extras(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + "[project.optional-dependencies]\ntest = ['pytest']\n",
+                              "tox.ini": "[testenv]\ndeps =\n    -e {toxinidir}[test]\n    mock\ncommands = pytest\n"})
+    assert detect(tree).setup == [[*PIP, "mock"], [*PIP, "-e", ".[test]"]]
 
 
 def test_tox_deps_read_requirements_files_and_constraints(tmp_path: Path) -> None:
@@ -208,6 +214,20 @@ def test_tox_env_set_env_references_and_tox_only_substitutions(tmp_path: Path) -
     assert plan.env == {"_SKIP_DEP": "1", "PYTEST_ADDOPTS": "-n auto", "COVERAGE_FILE": "{tmp}/.coverage.py311"}
     assert plan.runner == "pytest" and plan.pytest_args == []
     assert plan.setup == [[*PIP, "-U", "pip>=25.1"], [*PIP, "--group", "testing"], [*PIP, "."]]
+
+
+def test_what_volt_cannot_mean_is_left_as_written_and_said(tmp_path: Path) -> None:
+    tree = project(tmp_path, {"setup.py": "", "tox.ini": """
+        [testenv]
+        setenv =
+            file|.env
+            A=1
+        commands = pytest --rootdir={envsitepackagesdir}
+        """})
+    plan = detect(tree)
+    assert plan.pytest_args == ["--rootdir={envsitepackagesdir}"] and plan.env == {"A": "1"}
+    assert "tox.ini: set_env from files is not read: file|.env" in plan.notes
+    assert "tox.ini: no Volt meaning for {envsitepackagesdir}; left as written" in plan.notes
 
 
 def test_tox_ini_without_tox_sections_is_not_a_tox_config(tmp_path: Path) -> None:
@@ -277,7 +297,7 @@ def test_pyproject_tool_tox_native_with_uv_lock(tmp_path: Path) -> None:
         [*PIP, "-r", "{tmp}/volt-requirements.txt"],
         [*PIP, "."],
     ]
-    assert plan.pytest_args == ["-v", "--tb=short", "--basetemp={tmp}"]
+    assert plan.pytest_args == ["-v", "--tb=short", "--basetemp={tmp}/envtmp"]
     assert plan.env == {"LANG": "C.UTF-8"}
     assert "uv.lock" in notes(plan)
 
@@ -290,7 +310,8 @@ def test_tox_toml_with_posargs_default_and_env_section(tmp_path: Path) -> None:
 
             [env_run_base]
             deps = ["pytest", "-r requirements-extra.txt"]
-            commands = [["python", "-m", "pytest", {replace = "posargs", default = ["-x", "tests"], extend = true}]]
+            commands = [["python", "-m", "pytest", {replace = "posargs", default = ["-x", "tests"], extend = true},
+                         "{posargs:--strict-markers -ra}"]]
 
             [env."3.12"]
             use_develop = true
@@ -300,7 +321,7 @@ def test_tox_toml_with_posargs_default_and_env_section(tmp_path: Path) -> None:
     })
     plan = detect(tree)
     assert plan.setup == [[*PIP, "pytest", "-r", "requirements-extra.txt"], [*PIP, "-e", "."]]
-    assert plan.pytest_args == ["-x", "tests"]
+    assert plan.pytest_args == ["-x", "tests", "--strict-markers", "-ra"]
     assert plan.env == {"MODE": "strict"}
     assert "tox.toml: env '3.12'" in notes(plan)
 
@@ -421,13 +442,28 @@ def test_extra_from_pyproject(tmp_path: Path) -> None:
     assert "extra 'test' (pyproject.toml)" in notes(plan)
 
 
+def test_a_group_or_extra_of_another_name_that_lists_pytest_comes_last(tmp_path: Path) -> None:
+    """idna: its tests need hypothesis, found only in the `all` extra beside pytest and the linters."""
+    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + """
+        [project.optional-dependencies]
+        cli = ["click"]
+        all = ["ruff", "pytest >= 8.3.2", "hypothesis"]
+        """})
+    plan = detect(tree)
+    assert plan.setup == [[*PIP, ".[all]"]] and plan.runner == "pytest"
+    assert "extra 'all' (pyproject.toml), which lists pytest" in notes(plan)
+    project(tmp_path, {"requirements-dev.txt": "pytest\n"})
+    assert detect(tree).setup == [[*PIP, "-r", "requirements-dev.txt"], [*PIP, "."]]
+
+
 def test_extra_filled_only_by_egg_info_requires_txt(tmp_path: Path) -> None:
     """An sdist whose PKG-INFO names the extra without requirements; setup.py fills it (not run),
     *.egg-info/requires.txt says what is in it."""
     tree = project(tmp_path, {
         "setup.py": "from setuptools import setup\nsetup(extras_require={'testing': ['pytest', 'coverage']})\n",
         "PKG-INFO": "Metadata-Version: 2.1\nName: sample\nVersion: 1.0\nProvides-Extra: testing\n\nA project.\n",
-        "sample.egg-info/requires.txt": "six\n\n[testing]\npytest\ncoverage\n\n[docs:python_version >= '3.9']\nsphinx\n",
+        "sample.egg-info/requires.txt": "six\n\n[testing]\npytest\ncoverage\n\n"
+                                        "[docs:python_version >= '3.9']\nsphinx\n",
         "tox.ini": "[testenv]\nextras = testing\ncommands = python -m pytest\n",
     })
     plan = detect(tree)
@@ -583,6 +619,8 @@ def test_src_layout_is_installed_and_skip_install_is_honoured(tmp_path: Path) ->
      r"^tox.ini: commands of env 'py' cannot be split into words"),
     ({"setup.py": "", "tox.ini": "[testenv]\ndeps = -r ../outside.txt\ncommands = pytest\n"},
      r"^tox.ini: names '../outside.txt', which is not a file inside the repository$"),
+    ({"setup.py": "", "tox.ini": "[testenv]\ndeps = -i 'https://x\ncommands = pytest\n"},
+     r"^tox.ini: deps line cannot be split into words \(No closing quotation\): -i 'https://x$"),
     ({"setup.py": "", "tox.ini": "[testenv]\ndeps = -r missing.txt\ncommands = pytest\n"},
      r"^tox.ini: names missing.txt, which does not exist$"),
     ({"pyproject.toml": "[tool.tox]\nenv_list = 'py'\n"}, r"^pyproject.toml \[tool.tox\]: env_list must be a list"),

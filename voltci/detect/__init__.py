@@ -97,16 +97,23 @@ def _from_tox(tree: Path, project: pyproject.Project, env: tox.ToxEnv) -> _Needs
 def _add_dep(tree: Path, project: pyproject.Project, needs: _Needs, dep: str, source: str) -> None:
     option = requirements.file_option(dep)
     if option is not None:
-        path = requirements.inside(tree, _relative(option[1]), source)
+        path = requirements.inside(_relative(option[1]), source)
         if option[0] == "-r":
             needs.names |= requirements.names_in_file(tree, path, source)
         needs.pip_args += [option[0], path]
         return
     # a requirement is one word for pip, markers and all; an option line (-e, --pre, -i URL) is words
-    words = shlex.split(dep) if dep.startswith("-") else [dep]
+    try:
+        words = shlex.split(dep) if dep.startswith("-") else [dep]
+    except ValueError as exc:
+        raise DetectError(f"{source}: deps line cannot be split into words ({exc}): {dep}") from None
     spec = words[-1] if words else ""
-    if spec.startswith(".") and (len(spec) == 1 or spec[1] in "[/"):  # the project itself: installed last
-        needs.extras += [e for e in requirements.extras_of("x" + spec[1:]) if e not in needs.extras]
+    if spec == "." or spec.startswith(".["):  # the project itself: installed last
+        for extra in requirements.extras_of("x" + spec[1:]):
+            needs.names |= project.names(project.extra(extra, source))
+            needs.extras += [] if extra in needs.extras else [extra]
+        if "-e" in words and needs.install == "wheel":
+            needs.install = "editable"
         return
     needs.pip_args += words
     needs.names |= project.names([dep])
@@ -117,7 +124,8 @@ def _relative(path: str) -> str:
 
 
 def _from_declarations(tree: Path, project: pyproject.Project) -> _Needs:
-    """No tox: a test group, else a test extra, else requirements files of the usual names."""
+    """No tox: a test group, else a test extra, else requirements files of the usual names, else a group
+    or extra that lists pytest."""
     needs = _Needs(install="wheel" if project.installable else "skip")
     for name in pyproject.TEST_NAMES:
         if canonical(name) in project.groups:
@@ -138,6 +146,20 @@ def _from_declarations(tree: Path, project: pyproject.Project) -> _Needs:
         needs.names |= requirements.names_in_file(tree, path, path)
     if files:
         needs.said.append(f"requirements {', '.join(files)}")
+        return needs
+    # last: a group or extra of another name that lists pytest (idna's `all`)
+    for key, reqs in project.groups.items():
+        if "pytest" in project.names(reqs):
+            needs.groups.append(project.group_names[key])
+            needs.names |= project.names(reqs)
+            needs.said.append(f"dependency group '{project.group_names[key]}' of pyproject.toml, which lists pytest")
+            return needs
+    for key, reqs in project.extras.items():
+        if "pytest" in project.names(reqs):
+            needs.extras.append(key)
+            needs.names |= project.names(reqs)
+            needs.said.append(f"extra '{key}' ({project.extras_from}), which lists pytest")
+            return needs
     return needs
 
 
@@ -164,8 +186,8 @@ def _installers(project: pyproject.Project, needs: _Needs, tmp: str, notes: list
         setup.append([*PIP, "-e", spec] if needs.install == "editable" else [*PIP, spec])
         notes.append(f"the project: pip install {'-e ' if needs.install == 'editable' else ''}{spec}, last, "
                      "so its own version is the one tested")
-    elif needs.extras:
-        notes.append(f"the project is not installed, so its extras ({', '.join(needs.extras)}) are not either")
+    elif project.src_layout:
+        notes.append("the project is not installed (the tox env skips it), although its code is under src/")
     return setup
 
 

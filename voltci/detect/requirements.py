@@ -49,7 +49,7 @@ def file_option(line: str) -> tuple[str, str] | None:
     return ("-c" if match.group(1) in ("-c", "--constraint") else "-r"), match.group(2)
 
 
-def inside(tree: Path, relative: str, named_in: str) -> str:
+def inside(relative: str, named_in: str) -> str:
     """`relative` as a path inside the tree, or a DetectError naming the file that named it."""
     path = PurePosixPath(relative)
     if path.is_absolute() or ".." in path.parts or not path.parts:
@@ -61,7 +61,7 @@ def names_in_file(tree: Path, name: str, named_in: str, depth: int = 0) -> set[s
     """The projects a requirements file names, following its `-r` lines (not its `-c` constraints)."""
     if depth > MAX_DEPTH:
         raise DetectError(f"{name}: requirements files nest deeper than {MAX_DEPTH} (a loop?)")
-    text = read_text(tree, inside(tree, name, named_in))
+    text = read_text(tree, inside(name, named_in))
     if text is None:
         raise DetectError(f"{named_in}: names {name}, which does not exist")
     found: set[str] = set()

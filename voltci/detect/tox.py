@@ -40,21 +40,22 @@ class ToxEnv:
 
 def load(tree: Path, tmp: str, python: str | None) -> ToxEnv | None:
     """The default test environment of the project's tox config, or None when it has none."""
-    from voltci.detect import toxini, toxtoml
+    from voltci.detect import toxini, toxtoml  # they build on this module's records
+
 
     ini = read_ini(tree, "tox.ini") if exists(tree, "tox.ini") else None
     if ini is not None and (ini.has_section("tox") or any(s.startswith("testenv") for s in ini.sections())):
-        return toxini.environment(ini, "tox.ini", "tox", tree, tmp, python)
+        return toxini.environment(ini, "tox.ini", "tox", tmp, python)
     cfg = read_ini(tree, "setup.cfg") if exists(tree, "setup.cfg") else None
     if cfg is not None and cfg.has_section("tox:tox"):
-        return toxini.environment(cfg, "setup.cfg", "tox:tox", tree, tmp, python)
+        return toxini.environment(cfg, "setup.cfg", "tox:tox", tmp, python)
     pyproject = read_toml(tree, "pyproject.toml") or {}
     tool_tox = table(pyproject, "tool.tox")
     if tool_tox is not None:
         legacy = tool_tox.get("legacy_tox_ini")
         if isinstance(legacy, str):
             name = "pyproject.toml [tool.tox] legacy_tox_ini"
-            return toxini.environment(parse_ini(legacy, name), name, "tox", tree, tmp, python)
+            return toxini.environment(parse_ini(legacy, name), name, "tox", tmp, python)
         return toxtoml.environment(tool_tox, "pyproject.toml [tool.tox]", tmp, python)
     native = read_toml(tree, "tox.toml")
     if native is not None:
@@ -122,12 +123,16 @@ def choose(env_list: list[str], python: str | None, source: str) -> tuple[str, s
 class Substitution:
     """tox's `{...}` substitutions, each turned into its meaning in a Volt build.
 
-    {posargs} goes (its default stays), {toxinidir} is the tree (commands run there), {envtmpdir}
-    is the build's temporary directory, {env:X:default} is the env's set_env value or the default.
+    {posargs} goes (its default stays), {toxinidir} is the tree (commands run there), {env:X:default}
+    is the env's set_env value or the default. {envtmpdir} is a directory of its own inside the build's
+    temporary one, as in tox: `pytest --basetemp={envtmpdir}` empties it, which must not be all of {tmp}
+    (in the sandbox that is /tmp itself, which pytest cannot remove and then fails to make).
     """
 
     HERE = {"toxinidir", "tox_root", "toxinipath_dir"}
-    TMP = {"envtmpdir", "env_tmp_dir", "toxworkdir", "work_dir", "envlogdir", "env_log_dir", "temp_dir"}
+    ENV_TMP = {"envtmpdir", "env_tmp_dir"}
+    TMP = {"toxworkdir", "work_dir", "envlogdir", "env_log_dir", "temp_dir"}
+    ENV_TMP_NAME = "envtmp"
     PYTHON = {"envpython", "env_python", "basepython", "base_python"}
 
     def __init__(self, source: str, env: str, tmp: str, set_env: Callable[[str], str | None],
@@ -176,11 +181,13 @@ class Substitution:
         return "".join(out)
 
     def _one(self, inner: str) -> str:
-        key, _, rest = inner.partition(":")
+        key, colon, rest = inner.partition(":")
         if key == "posargs":
-            return self(rest) if _ else ""
+            return self(rest) if colon else ""
         if inner in self.HERE:
             return "."
+        if inner in self.ENV_TMP:
+            return f"{self.tmp}/{self.ENV_TMP_NAME}"
         if inner in self.TMP:
             return self.tmp
         if inner in ("envname", "env_name"):

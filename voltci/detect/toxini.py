@@ -10,7 +10,6 @@ from __future__ import annotations
 import configparser
 import re
 import shlex
-from pathlib import Path
 
 from voltci.detect.files import DetectError
 from voltci.detect.tox import Substitution, ToxEnv, choose, expand, factors_match, split_top
@@ -20,7 +19,7 @@ _COMMENT = re.compile(r"(^|\s)(?<!\\)#.*$")
 _TRUE = {"true", "1", "yes", "on"}
 
 
-def environment(parser: configparser.ConfigParser, source: str, core: str, tree: Path, tmp: str,
+def environment(parser: configparser.ConfigParser, source: str, core: str, tmp: str,
                 python: str | None) -> ToxEnv:
     env_list = split_top(_strip_comments(_get(parser, [core], "env_list", "envlist") or ""))
     name, why = choose(env_list, python, source)
@@ -36,6 +35,7 @@ class _Reader:
                and name in [n for part in split_top(s[len(base) + 1:]) for n in expand(part)]]
         self.sections = [*own, base]
         self.dropped: list[str] = []
+        self.unread: list[str] = []  # set_env lines that load a file (`file|.env`)
         self._raw_env = self._raw_set_env()
         self._resolving: set[str] = set()
         self.subst = Substitution(source, name, tmp, self._env_value, self._ref)
@@ -62,9 +62,11 @@ class _Reader:
         if self.dropped:
             notes.append(f"{self.source}: left out for other envs' factors: {'; '.join(self.dropped[:3])}"
                          + (f" (+{len(self.dropped) - 3} more)" if len(self.dropped) > 3 else ""))
+        if self.unread:
+            notes.append(f"{self.source}: set_env from files is not read: {', '.join(self.unread)}")
         if self.subst.unknown:
-            notes.append(f"{self.source}: no Volt meaning for {', '.join('{' + u + '}' for u in sorted(self.subst.unknown))}"
-                         "; left as written")
+            unknown = ", ".join("{" + u + "}" for u in sorted(self.subst.unknown))
+            notes.append(f"{self.source}: no Volt meaning for {unknown}; left as written")
         return ToxEnv(source=self.source, name=self.name, why=why, deps=deps, extras=extras, groups=groups,
                       commands=commands, commands_pre=commands_pre, set_env=set_env, install=install,
                       uv_lock=(self.value("runner") or "").strip() == "uv-venv-lock-runner", notes=notes[1:])
@@ -125,6 +127,8 @@ class _Reader:
         found: dict[str, str] = {}
         for line in (raw or "").splitlines():
             body = self._filter(line)
+            if body is not None and body.startswith("file|"):
+                self.unread.append(body)
             if body is None or "=" not in body:
                 continue
             key, value = body.split("=", 1)

@@ -6,6 +6,7 @@ An environment is `env.<name>` over `env_run_base`; commands are lists of words,
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from voltci.detect.files import DetectError
@@ -78,7 +79,11 @@ class _Reader:
         out: list[str] = []
         for item in items:
             if isinstance(item, str):
-                out.append(self.subst(item))
+                value = self.subst(item)
+                if item.startswith("{posargs") and item.endswith("}"):  # a word of its own: its words, or none
+                    out.extend(shlex.split(value))
+                elif value or not item:
+                    out.append(value)
             elif isinstance(item, dict):
                 value = self._replace(item, key)
                 if isinstance(value, list):
