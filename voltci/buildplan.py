@@ -10,6 +10,7 @@ does not use it.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,12 +32,14 @@ class BuildPlan:
 
 def plan_build(config: ProjectConfig, tree: Path, tmp: str) -> BuildPlan:
     """The build's plan for `tree`; `tmp` is the build's temporary directory as its steps see it.
-    Raises detect.DetectError when detection is needed and the project's files are wrong."""
+    Raises detect.DetectError when detection is needed and the project's files are wrong. The tox
+    environment chosen is the one for the build's Python, when the project lists one."""
     given = config.given
     runner_given = config.command is not None or "runner" in given or bool(DISCOVERY_KEYS & given)
     found: TestPlan | None = None
     if "setup" not in given or not runner_given:
-        found = detect(tree, tmp_dir=TMP)
+        python = config.python or f"{sys.version_info.major}.{sys.version_info.minor}"
+        found = detect(tree, tmp_dir=TMP, python=python)
     setup = config.setup if "setup" in given or found is None else found.setup
     plan = BuildPlan(setup=setup, suite=_suite(config, found), env=dict(found.env) if found else {},
                      notes=list(found.notes) if found else [])
