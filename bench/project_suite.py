@@ -1,7 +1,7 @@
 """A real project with its own .volt.toml, built by Volt and run by hand, side by side; and how fast
 Volt stores, reports and renders its results.
 
-    python bench/project_suite.py --package dateparser==1.2.0 --volt-toml bench/projects/dateparser.toml
+    python bench/project_suite.py --package dateparser==1.5.0 --volt-toml bench/projects/dateparser.toml
     python bench/project_suite.py --package Markdown==3.8 --volt-toml bench/projects/markdown.toml
 
 Downloads the package's source distribution, makes it a git repository with the given .volt.toml,
