@@ -36,11 +36,11 @@ from table import print_table  # noqa: E402
 from voltci import keys  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
-from voltci.procs import children, descendants, kill_all, processes_with_env  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
-from voltci.testrun import TEST_RUN_ENV  # noqa: E402
-from voltci.up import WorkerPool  # noqa: E402
+from voltci.runner.procs import children, descendants, kill_all, processes_with_env  # noqa: E402
+from voltci.runner.testrun import TEST_RUN_ENV  # noqa: E402
 from voltci.store import Store  # noqa: E402
+from voltci.up import WorkerPool  # noqa: E402
 
 GIT = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@volt.invalid"]
 RUN_MARK = "CHAOS_RUN"  # in the runners' environment, so every test process of this run can be counted

@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import redis  # noqa: E402
-
 from real_project import GIT, make_repo  # noqa: E402
 from table import print_table  # noqa: E402
+
 from voltci.redis_server import RedisServer  # noqa: E402
 
 MIB = 1024 * 1024
@@ -47,7 +47,7 @@ import redis
 from voltci.cli import cli
 from voltci.config import Settings
 from voltci.models import Build, RunOutcome, Status
-from voltci.sharding import partition
+from voltci.runner.sharding import partition
 from voltci.web import create_app
 
 url, sha, runs, junit = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

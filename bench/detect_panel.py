@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from table import print_table  # noqa: E402
-from voltci.detect import DetectError, TestPlan, detect  # noqa: E402
+
+from voltci.runner.detect import DetectError, TestPlan, detect  # noqa: E402
 
 PANEL = ROOT / "bench" / "panel.toml"
 COMPARED = ("runner", "setup", "pytest_args", "start_dir", "pattern", "top_level_dir", "env")

@@ -31,10 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 import redis  # noqa: E402
-
 from real_project import GIT, make_repo  # noqa: E402
 from table import print_table  # noqa: E402
 from unittest_oracle import run_unittest  # noqa: E402
+
 from voltci import report  # noqa: E402
 from voltci.config import Settings  # noqa: E402
 from voltci.models import Build, RunOutcome, Status  # noqa: E402

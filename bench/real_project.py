@@ -26,6 +26,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from table import print_table  # noqa: E402
 from unittest_oracle import run_unittest  # noqa: E402
+
 from voltci.redis_server import RedisServer  # noqa: E402
 
 GIT = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@volt.invalid", "-c", "safe.directory=*"]

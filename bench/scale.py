@@ -31,17 +31,17 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import redis  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
-
 from table import print_table  # noqa: E402
+
 from voltci.cli import cli  # noqa: E402
 from voltci.config import Settings  # noqa: E402
 from voltci.heartbeat import Heartbeat  # noqa: E402
 from voltci.models import Build, Outcome, RunnerBeat, RunOutcome, Status, TestResult  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
+from voltci.runner.testrun import count  # noqa: E402
 from voltci.scheduler import Scheduler  # noqa: E402
 from voltci.store import Store  # noqa: E402
 from voltci.store.retention import build_keys  # noqa: E402
-from voltci.testrun import count  # noqa: E402
 from voltci.web import create_app  # noqa: E402
 
 REPOS = 100

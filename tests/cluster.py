@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Callable
 
 import redis
-
 from conftest import ROOT, GitRepo, child_env
+
 from voltci import keys
 from voltci.config import Settings, as_environment
 from voltci.models import Build
 from voltci.observer import RepoWatch
-from voltci.procs import children, descendants, kill_all, processes_with_env
 from voltci.redis_server import RedisServer
+from voltci.runner.procs import children, descendants, kill_all, processes_with_env
+from voltci.runner.testrun import TEST_RUN_ENV
 from voltci.store import Store
-from voltci.testrun import TEST_RUN_ENV
 
 WAIT_S = 90
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import ROOT, child_env, run_volt
 from sample_project import PASSING
+
 from voltci.redis_server import free_port
 
 PASSWORD = "pw-Volt-1"

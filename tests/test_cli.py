@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, run_rq_worker_burst, run_volt
 from sample_project import PASSING
+
 from voltci.redis_server import free_port
 
 
@@ -150,8 +150,8 @@ def test_status_shows_runners_running_builds_and_lost_attempts(built, conn, sett
 
 def test_flaky_lists_the_tests_that_flaked_most(rq_conn, conn, settings) -> None:
     from voltci import keys
-    from voltci.store import Store
     from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
+    from voltci.store import Store
 
     conn.hset(keys.repos(), "proj", json.dumps({"url": "/r"}))
     for n, flaky in enumerate([["t.A.test_x"], ["t.A.test_x", "t.B.test_y"], []]):

@@ -8,12 +8,12 @@ import json
 import zlib
 
 import pytest
-
 from test_results import SHA_A, add
+
 from voltci import keys, report
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.runner.testrun import count
 from voltci.store import CorruptRecord, Store, codec
-from voltci.testrun import count
 
 
 def suite() -> list[TestResult]:

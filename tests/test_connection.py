@@ -9,8 +9,8 @@ import time
 import psutil
 import pytest
 import redis
-
 from conftest import LOCKED_PASSWORD, ROOT, child_env, run_volt
+
 from voltci import connection
 from voltci.connection import check_url, connect, redacted
 from voltci.errors import BadInput, RedisUnavailable

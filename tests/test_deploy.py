@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run_volt
+
 from voltci.config import Settings
 
 UNITS = sorted((ROOT / "config" / "systemd").glob("*.service"))

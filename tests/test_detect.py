@@ -11,10 +11,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, child_env
-from voltci.detect import DetectError, TestPlan, describe, detect
-from voltci.detect.files import MAX_BYTES
+
+from voltci.runner.detect import DetectError, TestPlan, describe, detect
+from voltci.runner.detect.files import MAX_BYTES
 
 PIP = ["python", "-m", "pip", "install"]
 UV_STEPS = [[*PIP, "uv"]]

@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import xmlschema
-
 from conftest import run_rq_worker_burst, run_volt
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
 from test_report import SCHEMAS
 from unittest_oracle import run_unittest
+
 from voltci.observer import RepoWatch
-from voltci.workspace import checkout, host_dir
+from voltci.runner.workspace import checkout, host_dir
 from voltci.store import Store
 
 

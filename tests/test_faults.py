@@ -8,12 +8,12 @@ import signal
 import time
 
 import pytest
-
 from cluster import SLOW_TEST, Cluster, alive, grandchildren_started, marked_processes, wait_until
 from conftest import run_volt
+
 from voltci import keys
 from voltci.models import AttemptState
-from voltci.worker import EXIT_REDIS_LOST
+from voltci.runner.worker import EXIT_REDIS_LOST
 from voltci.store import Store
 
 

@@ -10,10 +10,10 @@ import time
 
 import pytest
 import redis
-
 from cluster import SLOW_TEST, Cluster, wait_until
 from conftest import run_volt
 from test_results import outcome
+
 from voltci import keys
 from voltci.models import Build
 from voltci.store import Store

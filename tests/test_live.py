@@ -6,6 +6,7 @@ import io
 from datetime import datetime, timedelta, timezone
 
 from test_results import SHA_A, add, outcome
+
 from voltci.live import CLEAR_LINE, LiveView, expected_tests, status_line
 from voltci.models import Build
 from voltci.store import Store

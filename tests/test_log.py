@@ -8,8 +8,9 @@ import threading
 import time
 
 from cluster import wait_until
-from conftest import RQ_WORKER, ROOT, child_env, run_rq_worker_burst, run_volt
+from conftest import ROOT, RQ_WORKER, child_env, run_rq_worker_burst, run_volt
 from test_results import SHA_A, add, running
+
 from voltci import keys
 from voltci.logstream import LogPump, follow_log
 from voltci.store import Store

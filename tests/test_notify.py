@@ -11,8 +11,8 @@ import threading
 from dataclasses import replace
 
 import pytest
-
 from test_results import SHA_A, SHA_B, outcome
+
 from voltci import keys
 from voltci.models import Build, Status
 from voltci.notify import SIGNATURE_HEADER, Notifier

@@ -12,8 +12,8 @@ import time
 
 import pytest
 import redis
-
 from conftest import ROOT, child_env
+
 from voltci import keys
 from voltci.observer import RepoWatch
 from voltci.redis_server import RedisServer

@@ -13,8 +13,8 @@ import pytest
 
 from voltci.config import Settings
 from voltci.models import Outcome, Status
-from voltci.steps import run_steps
-from voltci.testrun import OUTPUT_FILE
+from voltci.runner.steps import run_steps
+from voltci.runner.testrun import OUTPUT_FILE
 
 PYTEST_VERSION = "9.2.0"  # the one requirements.txt pins: what the build's environment installs
 SETUP = f"setup = [['python', '-m', 'pip', 'install', '-q', 'pytest=={PYTEST_VERSION}']]\n"

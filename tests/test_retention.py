@@ -9,11 +9,11 @@ import time
 from dataclasses import replace
 
 import pytest
-
 from conftest import run_rq_worker_burst, run_volt
 from sample_project import PASSING
 from test_cli import assert_one_line_error, snapshot
 from test_results import outcome
+
 from voltci import keys, scheduler
 from voltci.models import Build, Outcome, RunOutcome, Status, TestResult
 from voltci.observer import RepoWatch

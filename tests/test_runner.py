@@ -4,11 +4,12 @@ when storing a finished build's result."""
 from __future__ import annotations
 
 import redis
-
 from test_results import SHA_A, add, outcome
-from voltci import keys, runner
+
+from voltci import keys
 from voltci.config import Settings
 from voltci.models import Status
+from voltci.runner import jobs as runner
 from voltci.store import Store
 
 

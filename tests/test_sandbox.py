@@ -18,19 +18,19 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from cluster import alive, wait_until
 from conftest import ROOT, child_env, run_volt
 from sandbox_probe import probe_files, write_probe
-from voltci import limits, sandbox
+
 from voltci.config import Settings, as_environment
 from voltci.models import Outcome, Status
 from voltci.observer import RepoWatch
 from voltci.redis_server import find_redis_server, free_port
-from voltci.steps import run_steps
+from voltci.runner import limits, sandbox
+from voltci.runner.steps import run_steps
+from voltci.runner.testrun import OUTPUT_FILE
+from voltci.runner.workspace import host_dir
 from voltci.store import Store
-from voltci.testrun import OUTPUT_FILE
-from voltci.workspace import host_dir
 
 PROBE_IDS = {f"tests.test_ways_out.WaysOut.{name}" for name in (
     "test_other_processes_are_invisible", "test_runner_environ_is_out_of_reach",

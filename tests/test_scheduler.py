@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 from rq.job import Job
-
 from test_results import SHA_A, outcome
+
 from voltci import keys, queue, scheduler
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.models import AttemptState, Build, Status

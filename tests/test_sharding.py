@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from cluster import Cluster, wait_until
 from conftest import run_volt
+
 from voltci.models import AttemptState
-from voltci.sharding import module_of, partition
+from voltci.runner.sharding import module_of, partition
 from voltci.store import Store
 
 

@@ -8,14 +8,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from test_results import running
-from voltci import project
+
 from voltci.config import Settings
 from voltci.logstream import LogPump
 from voltci.models import Outcome, Status
-from voltci.steps import run_steps
-from voltci.testrun import OUTPUT_FILE
+from voltci.runner import project
+from voltci.runner.steps import run_steps
+from voltci.runner.testrun import OUTPUT_FILE
 
 PASSING = {"tests/__init__.py": "", "tests/test_ok.py": (
     "import unittest\n\nclass T(unittest.TestCase):\n    def test_ok(self):\n        self.assertTrue(True)\n")}

@@ -10,15 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-
 from cluster import alive, marked_processes, wait_until
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
 from unittest_oracle import run_unittest
-from voltci.limits import Limits
+
 from voltci.models import Status
-from voltci.sandbox import Sandbox, build_environment
-from voltci.suites import Discovery
-from voltci.testrun import OUTPUT_FILE, Budget, run_tests
+from voltci.runner.limits import Limits
+from voltci.runner.sandbox import Sandbox, build_environment
+from voltci.runner.suites import Discovery
+from voltci.runner.testrun import OUTPUT_FILE, Budget, run_tests
 
 
 def write_tree(root: Path, *file_sets: dict[str, str]) -> Path:

@@ -12,8 +12,8 @@ import time
 from dataclasses import replace
 
 import redis
-
 from conftest import ROOT, child_env, run_volt
+
 from voltci import keys
 from voltci.web import create_app
 

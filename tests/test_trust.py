@@ -15,19 +15,20 @@ from pathlib import Path
 
 import pytest
 import redis
+from conftest import ROOT, child_env, run_volt
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
-
-from conftest import ROOT, child_env, run_volt
 from sample_project import PASSING
+
 from voltci.config import Settings
 from voltci.models import Status
 from voltci.observer import RepoWatch
 from voltci.queue import JOB_SERIALIZER, RUN_BUILD, RUN_SHARD, refusal, volt_queue
 from voltci.store import Store
 from voltci.web import create_app
+
 
 class RunsOnUnpickling:
     """A pickle gadget: loading it runs `touch PATH`."""

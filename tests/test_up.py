@@ -16,11 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-
 from conftest import child_env, run_volt
-from voltci.procs import descendants, kill_all
-from voltci.redis_server import free_port
 from sample_project import FAILING, PASSING
+
+from voltci.redis_server import free_port
+from voltci.runner.procs import descendants, kill_all
 
 STARTUP_TIMEOUT_S = 120
 

@@ -7,12 +7,12 @@ import json
 from dataclasses import replace
 
 import pytest
-
 from test_results import SHA_A, SHA_B
+
 from voltci import keys, queue
 from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
-from voltci.web import PER_PAGE, create_app
 from voltci.store import Store
+from voltci.web import PER_PAGE, create_app
 
 SCRIPT = "<script>window.voltHacked=1</script>"
 

@@ -12,12 +12,12 @@ import time
 import urllib.request
 
 import pytest
+from conftest import ROOT, child_env, run_rq_worker_burst, run_volt
+from sample_project import FAILING, PASSING
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from conftest import ROOT, child_env, run_rq_worker_burst, run_volt
-from sample_project import FAILING, PASSING
 from voltci.redis_server import free_port
 
 ARTIFACTS = ROOT / "artifacts"

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 from voltci.git import Mirror
-from voltci.workspace import checkout, host_dir
+from voltci.runner.workspace import checkout, host_dir
 
 
 def files(tree) -> dict[str, str]:

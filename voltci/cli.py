@@ -27,10 +27,10 @@ from voltci.logstream import follow_log
 from voltci.models import now_iso
 from voltci.observer import RepoWatch, observe_loop
 from voltci.outage import describe, is_full
+from voltci.runner.worker import make_worker
 from voltci.scheduler import Scheduler
 from voltci.store import Policy, Store, seconds_between
 from voltci.up import run_up
-from voltci.worker import make_worker
 
 
 class OneLineErrors:
@@ -396,7 +396,7 @@ def detect_cmd(path: str, as_json: bool, python: str | None) -> None:
     """How a project's tests would be set up and run, read from its own files (nothing is built)."""
     from pathlib import Path
 
-    from voltci.detect import DetectError, detect, describe
+    from voltci.runner.detect import DetectError, describe, detect
 
     if not Path(path).is_dir():
         raise BadInput(f"{path}: not a directory")

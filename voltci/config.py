@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from voltci.errors import BadInput
-from voltci.limits import BadLimit, parse_processes, parse_size
-from voltci.sandbox import variable_names
+from voltci.sizes import BadLimit, parse_processes, parse_size
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CONFIG_PATH = Path("config") / "volt.toml"
@@ -66,13 +65,9 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 ZERO_ALLOWED = {"retries", "shard_threshold", "shards", "keep_builds", "keep_days"}
 TRUE_WORDS = {"1", "true", "yes", "on"}
+# Never passed to builds, even when named in `pass_env`: Volt's settings and credentials.
+WITHHELD_PREFIXES = ("VOLT_", "REDIS", "RQ_")
 FALSE_WORDS = {"0", "false", "no", "off"}
-# Settings whose values are checked by the module that uses them (each raises BadLimit).
-CHECKED: dict[str, Callable[[Any], object]] = {
-    "build_memory": lambda value: parse_size(value, allow_percent=True),
-    "build_processes": parse_processes,
-    "pass_env": lambda value: variable_names(value),
-}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -105,6 +100,26 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     elif kind in (int, float) and (result < 0 if name in ZERO_ALLOWED else result <= 0):
         raise BadInput(f"{source}: setting '{name}' must be positive, got {value!r}")
     return result
+
+
+def variable_names(text: str) -> list[str]:
+    """The names in a `pass_env` setting ("CUDA_HOME, JAVA_HOME" or space-separated); raises ValueError
+    for one that is not a variable name, or that names Volt's own settings."""
+    names = text.replace(",", " ").split()
+    for name in names:
+        if not name.isidentifier():
+            raise ValueError(f"must list environment variable names, got {name!r}")
+        if name.upper().startswith(WITHHELD_PREFIXES):
+            raise ValueError(f"cannot pass {name} to builds: Volt's settings and credentials stay out of them")
+    return names
+
+
+# Settings checked by the parser of their own kind (each raises ValueError, BadLimit among them).
+CHECKED: dict[str, Callable[[Any], object]] = {
+    "build_memory": lambda value: parse_size(value, allow_percent=True),
+    "build_processes": parse_processes,
+    "pass_env": variable_names,
+}
 
 
 def _boolean(value: Any) -> bool:

@@ -29,16 +29,16 @@ from voltci import report, web_server
 from voltci.config import Settings, as_environment
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
-from voltci.limits import Limits
 from voltci.live import LiveView
 from voltci.observer import RepoWatch, observe_loop
-from voltci.procs import descendants, kill_all
 from voltci.redis_server import RedisServer
-from voltci.sandbox import SandboxUnavailable, describe_runner
+from voltci.runner.limits import Limits
+from voltci.runner.procs import descendants, kill_all
+from voltci.runner.sandbox import SandboxUnavailable, describe_runner
+from voltci.runner.worker import EXIT_NO_SANDBOX
 from voltci.scheduler import Scheduler
 from voltci.store import Store
 from voltci.store.channels import Subscription
-from voltci.worker import EXIT_NO_SANDBOX
 
 log = logging.getLogger("volt.up")
 WORKER_STOP_TIMEOUT_S = 10.0

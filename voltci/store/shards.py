@@ -15,10 +15,10 @@ from redis.client import Pipeline
 
 from voltci import keys, queue
 from voltci.models import Attempt, AttemptState, Build, RunOutcome, Shard, Share, Status, TestResult, now_iso
+from voltci.runner.testrun import count
 from voltci.store import codec
 from voltci.store.transitions import Encoded, Transitions
 from voltci.store.tx import guarded, raw
-from voltci.testrun import count
 
 
 def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str) -> RunOutcome:

@@ -23,8 +23,7 @@ from datetime import datetime
 from redis.client import Pipeline
 
 from voltci import keys, queue
-from voltci.models import (Attempt, AttemptState, Build, Counts, Outcome, PointerUpdate, RunOutcome, Status,
-                           now_iso)
+from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, PointerUpdate, RunOutcome, Status, now_iso
 from voltci.store import codec
 from voltci.store.records import Reads
 from voltci.store.tx import guarded, raw

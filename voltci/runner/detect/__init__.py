@@ -14,9 +14,9 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voltci.detect import command, pyproject, pytestconf, requirements, tox
-from voltci.detect.files import DetectError
-from voltci.detect.requirements import canonical
+from voltci.runner.detect import command, pyproject, pytestconf, requirements, tox
+from voltci.runner.detect.files import DetectError
+from voltci.runner.detect.requirements import canonical
 
 __all__ = ["DetectError", "TestPlan", "describe", "detect"]
 

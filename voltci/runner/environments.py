@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from voltci.locks import AllBusy, first_free
-from voltci.workspace import host_dir
+from voltci.runner.workspace import host_dir
 
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", ".volt.toml")
 REQUIREMENTS_GLOBS = ("requirements*.txt", "*/requirements*.txt")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from voltci.detect.files import exists, read_ini, table
+from voltci.runner.detect.files import exists, read_ini, table
 
 CONFTEST_DIRS = (".", "tests", "test", "testing")
 

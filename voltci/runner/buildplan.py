@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from voltci.detect import TestPlan, detect
-from voltci.project import FILE_NAME, ProjectConfig
-from voltci.suites import Discovery, Pytest, Suite
+from voltci.runner.detect import TestPlan, detect
+from voltci.runner.project import FILE_NAME, ProjectConfig
+from voltci.runner.suites import Discovery, Pytest, Suite
 
 DISCOVERY_KEYS = {"start_dir", "pattern", "top_level_dir"}
 TMP = "{tmp}"  # detection's name for the build's temporary directory

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voltci.detect.files import DetectError, exists, read_ini, read_text, read_toml, table
-from voltci.detect.requirements import canonical, extras_of, name_of
+from voltci.runner.detect.files import DetectError, exists, read_ini, read_text, read_toml, table
+from voltci.runner.detect.requirements import canonical, extras_of, name_of
 
 PYPROJECT = "pyproject.toml"
 TEST_NAMES = ("test", "tests", "testing", "dev")

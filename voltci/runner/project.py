@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from voltci import untrusted
-from voltci.limits import BadLimit, parse_processes, parse_size
+from voltci.runner import untrusted
+from voltci.sizes import BadLimit, parse_processes, parse_size
 
 FILE_NAME = ".volt.toml"
 MAX_SIZE = 64 * 1024

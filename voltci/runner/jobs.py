@@ -28,13 +28,13 @@ from voltci.logstream import LogPump
 from voltci.models import Build, Counts, RunnerBeat, RunOutcome, Share, Status
 from voltci.outage import Outage, is_full
 from voltci.queue import Work, current_job_connection, current_runner_id
-from voltci.sandbox import out_dir
-from voltci.sharding import partition
+from voltci.runner.sandbox import out_dir
+from voltci.runner.sharding import partition
+from voltci.runner.steps import Splitter, run_steps
+from voltci.runner.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
+from voltci.runner.worker import heartbeat_in_parent
+from voltci.runner.workspace import checkout
 from voltci.store import Contended, Store
-from voltci.steps import Splitter, run_steps
-from voltci.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
-from voltci.worker import heartbeat_in_parent
-from voltci.workspace import checkout
 
 T = TypeVar("T")
 

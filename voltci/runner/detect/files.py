@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from voltci import untrusted
+from voltci.runner import untrusted
 
 MAX_BYTES = 1024 * 1024  # pyproject.toml, tox.ini, requirements files: far larger than any real one
 

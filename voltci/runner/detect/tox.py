@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from voltci.detect.files import DetectError, exists, parse_ini, read_ini, read_toml, table
+from voltci.runner.detect.files import DetectError, exists, parse_ini, read_ini, read_toml, table
 
 PYTHON_FACTOR = re.compile(r"py|py3|py3\d{1,2}|py3\.\d{1,2}|3\.\d{1,2}")
 TEST_FACTORS = ("test", "tests", "testing", "unit")
@@ -40,7 +40,7 @@ class ToxEnv:
 
 def load(tree: Path, tmp: str, python: str | None) -> ToxEnv | None:
     """The default test environment of the project's tox config, or None when it has none."""
-    from voltci.detect import toxini, toxtoml  # they build on this module's records
+    from voltci.runner.detect import toxini, toxtoml  # they build on this module's records
 
 
     ini = read_ini(tree, "tox.ini") if exists(tree, "tox.ini") else None

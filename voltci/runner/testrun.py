@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from voltci import limits, procs, untrusted
-from voltci.limits import human_size
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
-from voltci.sandbox import Sandbox
-from voltci.suites import Selection, Suite
+from voltci.runner import limits, procs, untrusted
+from voltci.runner.sandbox import Sandbox
+from voltci.runner.suites import Selection, Suite
+from voltci.sizes import human_size
 
 # Every process of a test run carries this variable, naming the process that owns the run, so what
 # escapes the process group (a daemon) or outlives a killed runner can still be found and stopped.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
-from voltci.detect.files import DetectError, read_text
+from voltci.runner.detect.files import DetectError, read_text
 
 # In the order the issue lists them; the first pattern that matches any file wins.
 USUAL_FILES = ("requirements-test*.txt", "requirements_test*.txt", "test-requirements.txt", "test_requirements.txt",

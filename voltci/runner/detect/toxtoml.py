@@ -9,8 +9,8 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from voltci.detect.files import DetectError
-from voltci.detect.tox import Substitution, ToxEnv, choose
+from voltci.runner.detect.files import DetectError
+from voltci.runner.detect.tox import Substitution, ToxEnv, choose
 
 
 def environment(config: dict[str, Any], source: str, tmp: str, python: str | None) -> ToxEnv:

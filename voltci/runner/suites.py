@@ -12,7 +12,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from voltci import collector, pytest_collector
+from voltci.runner import collector, pytest_collector
 
 COLLECTORS = (Path(collector.__file__), Path(pytest_collector.__file__))
 

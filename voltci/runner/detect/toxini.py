@@ -11,8 +11,8 @@ import configparser
 import re
 import shlex
 
-from voltci.detect.files import DetectError
-from voltci.detect.tox import Substitution, ToxEnv, choose, expand, factors_match, split_top
+from voltci.runner.detect.files import DetectError
+from voltci.runner.detect.tox import Substitution, ToxEnv, choose, expand, factors_match, split_top
 
 _FACTOR_LINE = re.compile(r"([\w{}.!,-]+):(?:\s+(.*))?")
 _COMMENT = re.compile(r"(^|\s)(?<!\\)#.*$")

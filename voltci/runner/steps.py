@@ -15,17 +15,27 @@ import shlex
 from pathlib import Path
 from typing import Callable
 
-from voltci import junitxml, project, untrusted
-from voltci.buildplan import plan_build
-from voltci.detect import DetectError
 from voltci.config import Settings
-from voltci.environments import EnvironmentUnavailable, environment
-from voltci.limits import Limits
 from voltci.models import Counts, Outcome, RunOutcome, Share, Status, TestResult
-from voltci.sandbox import Sandbox, SandboxUnavailable, tmp_seen
-from voltci.suites import Selection, Suite
-from voltci.testrun import (OUTPUT_FILE, Budget, ProcessEnd, apply_stop, count, parse_results, read_tail, run_process,
-                            run_tests, strip_workspace)
+from voltci.runner import junitxml, project, untrusted
+from voltci.runner.buildplan import plan_build
+from voltci.runner.detect import DetectError
+from voltci.runner.environments import EnvironmentUnavailable, environment
+from voltci.runner.limits import Limits
+from voltci.runner.sandbox import Sandbox, SandboxUnavailable, tmp_seen
+from voltci.runner.suites import Selection, Suite
+from voltci.runner.testrun import (
+    OUTPUT_FILE,
+    Budget,
+    ProcessEnd,
+    apply_stop,
+    count,
+    parse_results,
+    read_tail,
+    run_process,
+    run_tests,
+    strip_workspace,
+)
 
 MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky tests
 _REPEAT_SUFFIX = re.compile(r" \[(\d+|teardown)\]$")  # a repeated id, or pytest's teardown error

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
-from voltci import untrusted
-from voltci.limits import Limits
-from voltci.limits import best as limits_mechanism
-from voltci.suites import COLLECTORS
+from voltci.config import variable_names
+from voltci.runner import untrusted
+from voltci.runner.limits import Limits
+from voltci.runner.limits import best as limits_mechanism
+from voltci.runner.suites import COLLECTORS
 
 ENV_BWRAP = "VOLT_BWRAP"
 PROBE_TIMEOUT_S = 20.0
@@ -55,11 +56,6 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSED_VARIABLES = {"LANG", "LANGUAGE", "TZ", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
                     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 PASSED_PREFIXES = ("LC_", "PIP_", "UV_")
-# Never passed, even when named in `pass_env`: Volt's settings and credentials.
-WITHHELD_PREFIXES = ("VOLT_", "REDIS", "RQ_")
-# Every process of a build carries this variable, naming the runner process that owns the run, so the
-# runner can find what is left of it after a crash (testrun.reap_orphaned_tests).
-RUN_MARKER = "VOLTCI_RUN"
 
 
 class SandboxUnavailable(Exception):
@@ -257,18 +253,6 @@ def describe_runner(enabled: bool, limits: Limits) -> str:
     return (f"builds are sandboxed by {version} ({bwrap}): own PID, mount, IPC and user namespaces, no "
             f"capabilities, read-only system, private /tmp and HOME, network for setup and tests unless "
             f"[tests] network = false; {confined}")
-
-
-def variable_names(text: str) -> list[str]:
-    """The names in a `pass_env` setting ("CUDA_HOME, JAVA_HOME" or space-separated); raises ValueError
-    for one that is not a variable name, or that names Volt's own settings."""
-    names = text.replace(",", " ").split()
-    for name in names:
-        if not name.isidentifier():
-            raise ValueError(f"must list environment variable names, got {name!r}")
-        if name.upper().startswith(WITHHELD_PREFIXES):
-            raise ValueError(f"cannot pass {name} to builds: Volt's settings and credentials stay out of them")
-    return names
 
 
 def build_environment(home: Path, tmp: Path, venv: Path | None = None, runner_environ: dict[str, str] | None = None,

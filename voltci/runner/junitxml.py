@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import BinaryIO
 
-from voltci import untrusted
 from voltci.models import Outcome, TestResult
+from voltci.runner import untrusted
 
 MAX_MESSAGE = 64 * 1024
 
