@@ -45,7 +45,11 @@ from rq import Queue  # noqa: E402
 from table import print_table  # noqa: E402
 
 from voltci import keys  # noqa: E402
-from voltci.config import Settings, as_environment  # noqa: E402
+from voltci.config import (  # noqa: E402
+    Settings,
+    as_environment,
+    host_dir,  # noqa: E402
+)
 from voltci.git import Mirror, git  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
@@ -53,7 +57,7 @@ from voltci.runner.limits import Limits  # noqa: E402
 from voltci.runner.procs import descendants, kill_all  # noqa: E402
 from voltci.runner.sandbox import Sandbox  # noqa: E402
 from voltci.runner.testrun import Budget, run_process  # noqa: E402
-from voltci.runner.workspace import checkout, host_dir  # noqa: E402
+from voltci.runner.workspace import checkout
 from voltci.store import Store  # noqa: E402
 
 WAIT_S = 900.0

@@ -12,7 +12,6 @@ from test_results import SHA_A, add
 
 from voltci import keys, report
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
-from voltci.runner.testrun import count
 from voltci.store import CorruptRecord, Store, codec
 
 
@@ -83,7 +82,7 @@ def stored_both_ways(fake) -> tuple[Store, str, str]:
     """The same run stored by the store (compact) and as earlier versions stored it (a field per test)."""
     store = Store(fake)
     tests = suite()
-    outcome = RunOutcome(Status.FAILED, tests, count(tests), "", "the last lines")
+    outcome = RunOutcome(Status.FAILED, tests, Counts.of(tests), "", "the last lines")
     compact = add(fake, "proj", SHA_A)
     store.start_attempt(compact.id, 1, "host.1")
     assert store.finish_build(compact.id, 1, "host.1", outcome)

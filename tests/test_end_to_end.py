@@ -16,8 +16,9 @@ from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
 from test_report import SCHEMAS
 from unittest_oracle import run_unittest
 
+from voltci.config import host_dir
 from voltci.observer import RepoWatch
-from voltci.runner.workspace import checkout, host_dir
+from voltci.runner.workspace import checkout
 from voltci.store import Store
 
 

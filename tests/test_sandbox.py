@@ -22,14 +22,13 @@ from cluster import alive, wait_until
 from conftest import ROOT, child_env, run_volt
 from sandbox_probe import probe_files, write_probe
 
-from voltci.config import Settings, as_environment
+from voltci.config import Settings, as_environment, host_dir
 from voltci.models import Outcome, Status
 from voltci.observer import RepoWatch
 from voltci.redis_server import find_redis_server, free_port
 from voltci.runner import limits, sandbox
 from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
-from voltci.runner.workspace import host_dir
 from voltci.store import Store
 
 PROBE_IDS = {f"tests.test_ways_out.WaysOut.{name}" for name in (

@@ -6,8 +6,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 
+from voltci.config import host_dir
 from voltci.git import Mirror
-from voltci.runner.workspace import checkout, host_dir
+from voltci.runner.workspace import checkout
 
 
 def files(tree) -> dict[str, str]:

@@ -20,16 +20,16 @@ import click
 import redis
 
 from voltci import report
+from voltci.clock import now_iso, seconds_between
 from voltci.config import Settings, load_settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput, RedisUnavailable, VoltError
 from voltci.logstream import follow_log
-from voltci.models import now_iso
 from voltci.observer import RepoWatch, observe_loop
 from voltci.outage import describe, is_full
 from voltci.runner.worker import make_worker
 from voltci.scheduler import Scheduler
-from voltci.store import Policy, Store, seconds_between
+from voltci.store import Policy, Store
 from voltci.up import run_up
 
 
@@ -316,7 +316,7 @@ def status(app: App, as_json: bool) -> None:
         "queue": app.settings.queue,
         "queued": store.queue_depth(),
         "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
-                     "age_s": _age_s(b.started_at), "attempt": b.attempt} for b in store.running_builds()],
+                     "age_s": seconds_between(b.started_at, now_iso()) if b.started_at else 0.0, "attempt": b.attempt} for b in store.running_builds()],
         "runners": store.runner_table(),
         "lost": store.recent_lost(),
         "memory": {"used_bytes": memory.used, "maxmemory_bytes": memory.maxmemory, "policy": memory.policy,
@@ -359,10 +359,6 @@ def _size(count: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GiB"
-
-
-def _age_s(iso: str) -> float:
-    return seconds_between(iso, now_iso()) if iso else 0.0
 
 
 @cli.command(cls=VoltCommand)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,11 @@ from voltci.sizes import BadLimit, parse_processes, parse_size
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CONFIG_PATH = Path("config") / "volt.toml"
+
+
+def host_dir(workspace_dir: str) -> Path:
+    """Per-host part of the workspace dir, so a shared (network) cache dir never mixes hosts."""
+    return Path(workspace_dir) / socket.gethostname()
 
 
 def default_workspace_dir() -> str:

@@ -9,13 +9,15 @@ runner: the key's expiry is pushed back until Redis has room again (see Store.se
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Callable
 
 import redis
 
-from voltci.models import RunnerBeat, now_iso
+from voltci.clock import now_iso
+from voltci.models import RunnerBeat
 from voltci.outage import Outage, is_full
 from voltci.store import Store
 
@@ -23,6 +25,15 @@ __all__ = ["Heartbeat", "RunnerBeat"]
 
 log = logging.getLogger("volt.heartbeat")
 OUTAGE_LOG_EVERY_S = 10.0
+
+# Set in a runner whose own thread heartbeats (VoltWorker), and so in the work-horses it forks: a job
+# there leaves the heartbeat to that thread. A plain `rq worker` has none, and its jobs keep the
+# runner's key alive themselves. (Builds never see it: their environment is an allowlist.)
+WORKER_BEATS = "VOLTCI_WORKER_BEATS"
+
+
+def worker_beats() -> bool:
+    return os.environ.get(WORKER_BEATS) == "1"
 
 
 class Heartbeat:

@@ -12,6 +12,7 @@ from typing import TextIO
 
 import redis
 
+from voltci.clock import age_s
 from voltci.models import Build
 from voltci.store import Store
 
@@ -28,10 +29,8 @@ def expected_tests(store: Store, repo: str) -> int:
 
 
 def elapsed_s(build: Build, now: datetime) -> float:
-    try:
-        return max(0.0, (now - datetime.fromisoformat(build.started_at)).total_seconds())
-    except ValueError:
-        return 0.0
+    age = age_s(build.started_at, now)
+    return max(0.0, age) if age != float("inf") else 0.0
 
 
 def status_line(queued: int, running: list[Build], expected: dict[str, int], now: datetime, width: int) -> str:

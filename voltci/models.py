@@ -6,9 +6,10 @@ import json
 import os
 import socket
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Mapping
+
+from voltci.clock import now_iso
 
 
 class Status(str, Enum):
@@ -94,6 +95,27 @@ class Counts:
     errors: int = 0
     skipped: int = 0
     flaky: int = 0  # of the passed ones, those that passed only when run again
+
+    @classmethod
+    def of(cls, tests: list[TestResult]) -> Counts:
+        """Count as unittest's and pytest's summaries do: `total` is tests run (subtests are not tests of
+        their own), and each failing subtest adds to failures or errors."""
+        counts = cls()
+        for test in tests:
+            if not test.subtest_of:
+                counts.total += 1
+                if test.outcome in (Outcome.PASSED, Outcome.FLAKY):
+                    counts.passed += 1
+                    counts.flaky += test.outcome is Outcome.FLAKY
+                elif test.outcome is Outcome.SKIPPED:
+                    counts.skipped += 1
+            if test.via_subtests:
+                continue  # counted through its failing subtests' own entries
+            if test.outcome is Outcome.FAILED:
+                counts.failed += 1
+            elif test.outcome is Outcome.ERROR:
+                counts.errors += 1
+        return counts
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -223,10 +245,6 @@ class Share:
 
     ids: list[str]
     exclude: bool = False
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass

@@ -20,9 +20,10 @@ from typing import Callable
 import redis
 
 from voltci import keys
+from voltci.clock import now_iso
 from voltci.errors import BadInput, GitError
 from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
-from voltci.models import Build, PointerUpdate, now_iso
+from voltci.models import Build, PointerUpdate
 from voltci.outage import Outage
 from voltci.store import Store
 from voltci.store.channels import Subscription

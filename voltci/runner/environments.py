@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from voltci.config import host_dir
 from voltci.locks import AllBusy, first_free
-from voltci.runner.workspace import host_dir
 
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", ".volt.toml")
 REQUIREMENTS_GLOBS = ("requirements*.txt", "*/requirements*.txt")

@@ -23,7 +23,7 @@ import redis
 from voltci import keys
 from voltci.config import load_settings
 from voltci.errors import VoltError
-from voltci.heartbeat import Heartbeat
+from voltci.heartbeat import Heartbeat, worker_beats
 from voltci.logstream import LogPump
 from voltci.models import Build, Counts, RunnerBeat, RunOutcome, Share, Status
 from voltci.outage import Outage, is_full
@@ -32,7 +32,6 @@ from voltci.runner.sandbox import out_dir
 from voltci.runner.sharding import partition
 from voltci.runner.steps import Splitter, run_steps
 from voltci.runner.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
-from voltci.runner.worker import heartbeat_in_parent
 from voltci.runner.workspace import checkout
 from voltci.store import Contended, Store
 
@@ -61,7 +60,7 @@ def run_shard(build_id: str, attempt: int, shard: int, shard_attempt: int) -> di
 @contextmanager
 def _plain_worker_heartbeat(store: Store, runner: str, work: Work) -> Iterator[None]:
     """A plain `rq worker` has no heartbeat of its own: the job keeps the runner's key alive."""
-    if heartbeat_in_parent():
+    if worker_beats():
         yield
         return
     settings = store.settings

@@ -29,7 +29,6 @@ from voltci.runner.testrun import (
     Budget,
     ProcessEnd,
     apply_stop,
-    count,
     parse_results,
     read_tail,
     run_process,
@@ -176,7 +175,7 @@ def _run_command(config: project.ProjectConfig, tree: Path, log_path: Path, budg
     except junitxml.JUnitError as exc:
         how = "was stopped" if end.stopped else f"exited with status {end.returncode}"
         return apply_stop(_error(f"the test command {how} and left no usable results: {exc}", tail), end, budget)
-    counts = count(tests)
+    counts = Counts.of(tests)
     if not tests:
         outcome = _error(f"no tests found: {config.junit} lists none", tail)
     elif counts.failed or counts.errors:
@@ -221,7 +220,7 @@ def _retry_failed(outcome: RunOutcome, tree: Path, scratch: Path, plan: Suite, p
             test.outcome = Outcome.FLAKY
             test.message = f"passed when run again on its own (retry {flaky[parent]}); it had failed with:\n" \
                            f"{test.message}"
-    outcome.counts = count(outcome.tests)
+    outcome.counts = Counts.of(outcome.tests)
     if outcome.counts.failed == 0 and outcome.counts.errors == 0:
         outcome.status, outcome.reason = Status.PASSED, ""
     return outcome

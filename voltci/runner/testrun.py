@@ -297,7 +297,7 @@ def parse_results(results_path: Path, returncode: int | None, log_tail: str = ""
                                     message=record.get("message", ""), order=len(tests),
                                     subtest_of=record.get("subtest_of", ""),
                                     via_subtests=bool(record.get("via_subtests"))))
-    counts = count(tests)
+    counts = Counts.of(tests)
     if discovery_error:
         return RunOutcome(Status.ERROR, tests, counts, f"test discovery failed: {discovery_error}", log_tail)
     if summary is None:
@@ -327,22 +327,3 @@ def _last_line(message: str) -> str:
     return lines[-1] if lines else "no message"
 
 
-def count(tests: list[TestResult]) -> Counts:
-    """Count as unittest's summary does: `total` is tests run (subtests are not tests of their own),
-    and each failing subtest adds to failures or errors."""
-    counts = Counts()
-    for test in tests:
-        if not test.subtest_of:
-            counts.total += 1
-            if test.outcome in (Outcome.PASSED, Outcome.FLAKY):
-                counts.passed += 1
-                counts.flaky += test.outcome is Outcome.FLAKY
-            elif test.outcome is Outcome.SKIPPED:
-                counts.skipped += 1
-        if test.via_subtests:
-            continue  # counted through its failing subtests' own entries
-        if test.outcome is Outcome.FAILED:
-            counts.failed += 1
-        elif test.outcome is Outcome.ERROR:
-            counts.errors += 1
-    return counts

@@ -37,7 +37,7 @@ from rq.job import Job
 from voltci import queue as jobs
 from voltci.config import Settings, load_settings
 from voltci.connection import warn_if_unprotected
-from voltci.heartbeat import Heartbeat, RunnerBeat
+from voltci.heartbeat import WORKER_BEATS, Heartbeat, RunnerBeat
 from voltci.outage import Outage
 from voltci.queue import build_of
 from voltci.runner.limits import Limits
@@ -50,14 +50,6 @@ EXIT_NO_SANDBOX = 78  # EX_CONFIG: starting again will not help until the host o
 REAP_EVERY_S = 5.0
 # Redis away, or full (maxmemory with noeviction: it refuses writes until memory is freed)
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
-
-_heartbeat_in_parent = False
-
-
-def heartbeat_in_parent() -> bool:
-    """True in a work-horse forked by a VoltWorker, whose heartbeat thread speaks for the build."""
-    return _heartbeat_in_parent
-
 
 class VoltWorker(Worker):
     """An rq worker that heartbeats, rides out Redis restarts within a bound, and reaps orphans."""
@@ -80,8 +72,7 @@ class VoltWorker(Worker):
         self._full = Outage(self.log, f"Worker {self.name}")
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        global _heartbeat_in_parent
-        _heartbeat_in_parent = True
+        os.environ[WORKER_BEATS] = "1"  # the work-horses it forks leave the heartbeat to its thread
         settings = self.volt_settings
         self._say_how_builds_are_walled_in()
         self._reap()

@@ -12,7 +12,6 @@ the log go to a scratch directory beside it, removed afterwards.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import time
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from voltci.config import host_dir
 from voltci.git import GitError, Mirror, git
 from voltci.locks import AllBusy, first_free
 
@@ -32,11 +32,6 @@ SLOT_POLL_S = 0.2
 class Workspace:
     tree: Path  # the checked-out commit
     scratch: Path  # results and log of the build, outside the tree
-
-
-def host_dir(workspace_dir: str) -> Path:
-    """Per-host part of the workspace dir, so a shared (network) cache dir never mixes hosts."""
-    return Path(workspace_dir) / socket.gethostname()
 
 
 @contextmanager

@@ -27,11 +27,10 @@ from voltci.store.repos import Repos
 from voltci.store.retention import Policy, Retention
 from voltci.store.runners import Runners
 from voltci.store.shards import Shards, merge
-from voltci.store.transitions import seconds_between
 from voltci.store.tx import Contended
 from voltci.store.usage import Memory, RepoUsage, Usage
 
-__all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge", "seconds_between"]
+__all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge"]
 
 
 class Store(Shards, Retention, Usage, Logs, Runners, Repos, Outbox):

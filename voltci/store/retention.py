@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 
 from redis.client import Pipeline
 
 from voltci import keys, queue
+from voltci.clock import parse
 from voltci.models import Build
 from voltci.store.records import Reads
 from voltci.store.tx import guarded
@@ -123,7 +123,5 @@ class Retention(Reads):
 
 
 def _after(iso: str, cutoff: float) -> bool:
-    try:
-        return datetime.fromisoformat(iso).timestamp() >= cutoff
-    except ValueError:
-        return False
+    moment = parse(iso)
+    return moment is not None and moment.timestamp() >= cutoff

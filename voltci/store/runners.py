@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime, timezone
 
 import redis
 from redis.lock import Lock
 
 from voltci import keys
-from voltci.models import RunnerBeat, now_iso
+from voltci.clock import age_s, now_iso
+from voltci.models import RunnerBeat
 from voltci.store.base import StoreBase
 
 KEEP_GONE_RUNNERS_S = 3600.0
-
-
-def age_s(iso: str) -> float:
-    try:
-        return (datetime.now(timezone.utc) - datetime.fromisoformat(iso)).total_seconds()
-    except ValueError:
-        return float("inf")
 
 
 class Runners(StoreBase):

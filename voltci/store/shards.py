@@ -14,21 +14,21 @@ from typing import Any
 from redis.client import Pipeline
 
 from voltci import keys, queue
-from voltci.models import Attempt, AttemptState, Build, RunOutcome, Shard, Share, Status, TestResult, now_iso
-from voltci.runner.testrun import count
+from voltci.clock import now_iso
+from voltci.models import Attempt, AttemptState, Build, Counts, RunOutcome, Shard, Share, Status, TestResult
 from voltci.store import codec
 from voltci.store.transitions import Encoded, Transitions
 from voltci.store.tx import guarded, raw
 
 
 def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str) -> RunOutcome:
-    """The shards' results as one build's: every test once, one count, the worst status."""
+    """The shards' results as one build's: every test once, one the worst status."""
     tests: list[TestResult] = []
     for number in sorted(tests_by_shard):
         for test in tests_by_shard[number]:
             test.order = len(tests)
             tests.append(test)
-    counts = count(tests)
+    counts = Counts.of(tests)
     statuses = {records[n].status for n in records}
     reasons = "; ".join(f"shard {n}: {records[n].reason}" for n in sorted(records) if records[n].reason)
     for status in (Status.TIMEOUT, Status.CANCELLED, Status.ERROR):

@@ -18,25 +18,18 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
-from datetime import datetime
 
 from redis.client import Pipeline
 
 from voltci import keys, queue
-from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, PointerUpdate, RunOutcome, Status, now_iso
+from voltci.clock import now_iso, seconds_between
+from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, PointerUpdate, RunOutcome, Status
 from voltci.store import codec
 from voltci.store.records import Reads
 from voltci.store.tx import guarded, raw
 
 LOST_KEPT = 200
 OUTBOX_KEPT = 10_000  # with no webhook configured, nobody empties it: keep it bounded
-
-
-def seconds_between(start_iso: str, end_iso: str) -> float:
-    try:
-        return round((datetime.fromisoformat(end_iso) - datetime.fromisoformat(start_iso)).total_seconds(), 3)
-    except ValueError:
-        return 0.0
 
 
 class Encoded:
