@@ -37,8 +37,13 @@ from voltci import keys  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
-from voltci.runner.procs import children, descendants, kill_all, processes_with_env  # noqa: E402
-from voltci.runner.testrun import TEST_RUN_ENV  # noqa: E402
+from voltci.runner.procs import (  # noqa: E402
+    TEST_RUN_ENV,  # noqa: E402
+    children,
+    descendants,
+    kill_all,
+    processes_with_env,
+)
 from voltci.store import Store  # noqa: E402
 from voltci.up import WorkerPool  # noqa: E402
 

@@ -54,9 +54,8 @@ from voltci.git import Mirror, git  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.runner.limits import Limits  # noqa: E402
-from voltci.runner.procs import descendants, kill_all  # noqa: E402
+from voltci.runner.procs import Budget, descendants, kill_all, run_process  # noqa: E402  # noqa: E402
 from voltci.runner.sandbox import Sandbox  # noqa: E402
-from voltci.runner.testrun import Budget, run_process  # noqa: E402
 from voltci.runner.workspace import checkout
 from voltci.store import Store  # noqa: E402
 

@@ -36,9 +36,8 @@ from table import print_table  # noqa: E402
 from voltci.cli import cli  # noqa: E402
 from voltci.config import Settings  # noqa: E402
 from voltci.heartbeat import Heartbeat  # noqa: E402
-from voltci.models import Build, Outcome, RunnerBeat, RunOutcome, Status, TestResult  # noqa: E402
+from voltci.models import Build, Counts, Outcome, RunnerBeat, RunOutcome, Status, TestResult, Work  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
-from voltci.runner.testrun import count  # noqa: E402
 from voltci.scheduler import Scheduler  # noqa: E402
 from voltci.store import Store  # noqa: E402
 from voltci.store.retention import build_keys  # noqa: E402
@@ -71,7 +70,7 @@ def small_outcome(rng: random.Random) -> RunOutcome:
     tests = [TestResult(f"tests.test_mod{i % 5}.Test{i % 3}.test_case_{i}",
                         Outcome.FAILED if failing and i < 2 else Outcome.PASSED, round(rng.random() / 50, 6),
                         TRACEBACK if failing and i < 2 else "", i) for i in range(30)]
-    counts = count(tests)
+    counts = Counts.of(tests)
     return RunOutcome(Status.FAILED if failing else Status.PASSED, tests, counts, "",
                       "\n".join(f"tests/test_mod{i}.py ......" for i in range(10)))
 
@@ -86,7 +85,7 @@ def big_outcome() -> RunOutcome:
         tests.append(TestResult(f"tests.test_{module}.Test{module.title()}.test_case_{case}[{version}-"
                                 f"{rng.choice(('==', '>=', '<', '~=', '!='))}{rng.randrange(30)}.{rng.randrange(20)}]",
                                 Outcome.PASSED, round(rng.random() / 500, 6), "", n))
-    return RunOutcome(Status.PASSED, tests, count(tests), "", "25000 passed in 21.28s")
+    return RunOutcome(Status.PASSED, tests, Counts.of(tests), "", "25000 passed in 21.28s")
 
 
 OUTPUT = "".join(f"tests/test_mod{n % 5}.py::test_case_{n} PASSED [{n * 3}%]\n" for n in range(40))
@@ -159,7 +158,7 @@ class Installation:
         self.beats = [Heartbeat(self.store, RunnerBeat(name=f"runner-{n}", queues=["volt"]), 60, 3600)
                       for n in range(3)]
         for n, beat in enumerate(self.beats):
-            beat.set_work(f"live-{sha(999, n)}", 1)
+            beat.set_work(Work(f"live-{sha(999, n)}", 1))
         self.scheduler = Scheduler(self.settings, self.store)
         self.web = create_app(self.settings).test_client()
         self.runner = CliRunner()

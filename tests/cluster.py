@@ -21,8 +21,7 @@ from voltci.config import Settings, as_environment
 from voltci.models import Build
 from voltci.observer import RepoWatch
 from voltci.redis_server import RedisServer
-from voltci.runner.procs import children, descendants, kill_all, processes_with_env
-from voltci.runner.testrun import TEST_RUN_ENV
+from voltci.runner.procs import TEST_RUN_ENV, children, descendants, kill_all, processes_with_env
 from voltci.store import Store
 
 WAIT_S = 90

@@ -11,6 +11,7 @@ import pytest
 from conftest import ROOT, run_rq_worker_burst, run_volt
 from sample_project import PASSING
 
+from voltci.models import Work
 from voltci.redis_server import free_port
 
 
@@ -129,7 +130,7 @@ def test_status_shows_runners_running_builds_and_lost_attempts(built, conn, sett
     from voltci.store import Store
 
     heartbeat = Heartbeat(Store(conn), RunnerBeat(name="host-a.7", queues=["volt"]), 2, 60)
-    heartbeat.set_work("proj-" + "0" * 40, 2)
+    heartbeat.set_work(Work("proj-" + "0" * 40, 2))
     conn.hset(keys.runners(), "host-b.9", json.dumps({"name": "host-b.9", "state": "gone",
                                                       "heartbeat_at": "2026-01-01T00:00:00+00:00"}))
     conn.lpush(keys.lost(), json.dumps({"build": "proj-x", "repo": "proj", "commit": "ab" * 20, "attempt": 1,

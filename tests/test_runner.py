@@ -8,21 +8,22 @@ from test_results import SHA_A, add, outcome
 
 from voltci import keys
 from voltci.config import Settings
-from voltci.models import Status
-from voltci.runner import jobs as runner
+from voltci.models import Status, Work
+from voltci.runner import build as runner
+from voltci.runner.build import BuildRun
 from voltci.store import Store
 
 
 def test_attempt_it_does_not_own_is_not_run(fake: redis.Redis, tmp_path) -> None:
     build = add(fake, "proj", SHA_A)
-    result = runner.execute(Store(fake, Settings(workspace_dir=str(tmp_path))), build.id, 2, "host.1")
+    result = BuildRun(Store(fake, Settings(workspace_dir=str(tmp_path))), Work(build.id, 2), "host.1").run()
     assert result["stored"] is False
     assert not (tmp_path / "host").exists()  # nothing was checked out
 
 
 def test_a_checkout_failure_ends_the_build_error(fake: redis.Redis, tmp_path) -> None:
     build = add(fake, "proj", SHA_A)  # its url "/r" is no repository
-    result = runner.execute(Store(fake, Settings(workspace_dir=str(tmp_path))), build.id, 1, "host.1")
+    result = BuildRun(Store(fake, Settings(workspace_dir=str(tmp_path))), Work(build.id, 1), "host.1").run()
     assert result["stored"] and result["status"] == "error"
     assert fake.hget(keys.build(build.id), "reason").startswith("checkout failed")
 
@@ -41,7 +42,7 @@ def test_storing_the_result_retries_through_a_redis_outage(fake: redis.Redis, mo
         return real(*args)
     monkeypatch.setattr(store, "finish_build", flaky)
     monkeypatch.setattr(runner.time, "sleep", lambda s: None)
-    assert runner._retrying("store", 60, lambda: store.finish_build(
+    assert runner.retrying("store", 60, lambda: store.finish_build(
         build.id, 1, "host.1", outcome(Status.PASSED)))
     assert Store(fake).get_build(build.id).status is Status.PASSED
 
@@ -54,7 +55,7 @@ def test_an_outage_longer_than_the_bound_is_raised(monkeypatch) -> None:
     def down():
         raise redis.ConnectionError("down")
     try:
-        runner._retrying("start", 30, down)
+        runner.retrying("start", 30, down)
     except redis.ConnectionError:
         pass
     else:
@@ -69,11 +70,10 @@ def test_a_build_runs_whole_when_redis_is_away_as_it_could_be_split(fake, monkey
         Heartbeat(Store(fake), RunnerBeat(name=name, queues=["volt"]), 2, 60).send()
     build = Build(id="proj-" + SHA_A, repo="proj", url="/r", commit=SHA_A, branch="main")
     store = Store(fake, Settings(shard_threshold=1))
-    owned = runner.Ownership(store, build.id, 1)
-    split = runner._splitter(store, build, 1, "a", owned)
-    assert split is not None
+    run = BuildRun(store, Work(build.id, 1), "a")
 
     def away(*args, **kwargs):
         raise redis.ConnectionError("restarting")
     monkeypatch.setattr(store, "durations", away)
-    assert split(None) is None and owned.shard is None
+    assert run.split(build, steps=None, listing=lambda: ["t1", "t2"]) is None  # type: ignore[arg-type]
+    assert run.work.shard is None and run.ownership.work.shard is None

@@ -16,9 +16,10 @@ from unittest_oracle import run_unittest
 
 from voltci.models import Status
 from voltci.runner.limits import Limits
+from voltci.runner.procs import Budget
 from voltci.runner.sandbox import Sandbox, build_environment
 from voltci.runner.suites import Discovery
-from voltci.runner.testrun import OUTPUT_FILE, Budget, run_tests
+from voltci.runner.testrun import OUTPUT_FILE, run_tests
 
 
 def write_tree(root: Path, *file_sets: dict[str, str]) -> Path:

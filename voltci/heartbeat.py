@@ -17,7 +17,7 @@ from typing import Callable
 import redis
 
 from voltci.clock import now_iso
-from voltci.models import RunnerBeat
+from voltci.models import RunnerBeat, Work
 from voltci.outage import Outage, is_full
 from voltci.store import Store
 
@@ -56,17 +56,17 @@ class Heartbeat:
         self._last_outage_log = 0.0
         self._full = Outage(log, f"runner {beat.name}")
 
-    def set_work(self, build_id: str, attempt: int, shard: int = -1, shard_attempt: int = 0) -> None:
-        """Say at once that the runner now works on `build_id` (so no scheduler sees it idle meanwhile)."""
+    def set_work(self, work: Work) -> None:
+        """Say at once that the runner now works on `work` (so no scheduler sees it idle meanwhile)."""
         with self._lock:
-            self.beat.build, self.beat.attempt, self.beat.build_started_at = build_id, attempt, now_iso()
-            self.beat.shard, self.beat.shard_attempt = shard, shard_attempt
+            self.beat.build, self.beat.attempt, self.beat.build_started_at = work.build, work.attempt, now_iso()
+            self.beat.shard, self.beat.shard_attempt = work.shard, work.shard_attempt
         self.send()
 
     def clear_work(self) -> None:
         with self._lock:
             self.beat.build, self.beat.attempt, self.beat.build_started_at = "", 0, ""
-            self.beat.shard, self.beat.shard_attempt = -1, 0
+            self.beat.shard, self.beat.shard_attempt = None, 0
         self.send()
 
     def send(self) -> bool:

@@ -247,6 +247,16 @@ class Share:
     exclude: bool = False
 
 
+@dataclass(frozen=True)
+class Work:
+    """What a runner works on: an attempt of a build, or, when `shard` is a number, of one shard of it."""
+
+    build: str
+    attempt: int
+    shard: int | None = None
+    shard_attempt: int = 0
+
+
 @dataclass
 class RunnerBeat:
     """What a runner's heartbeat key says about it."""
@@ -258,7 +268,7 @@ class RunnerBeat:
     started_at: str = field(default_factory=now_iso)
     build: str = ""
     attempt: int = 0
-    shard: int = -1  # which shard of the build, when it works on one
+    shard: int | None = None  # which shard of the build, when it works on one
     shard_attempt: int = 0
     build_started_at: str = ""
     heartbeat_at: str = ""
@@ -267,9 +277,15 @@ class RunnerBeat:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "RunnerBeat":
+    def from_json(cls, text: str) -> RunnerBeat:
         data = json.loads(text)
+        if data.get("shard") == -1:
+            data["shard"] = None  # as runners before 0.2 said "no shard"
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def work(self) -> Work | None:
+        return Work(self.build, self.attempt, self.shard, self.shard_attempt) if self.build else None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ import os
 import re
 import socket
 import weakref
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import redis
@@ -31,7 +30,7 @@ from rq.serializers import JSONSerializer
 
 from voltci import keys
 from voltci.config import Settings
-from voltci.models import Build
+from voltci.models import Build, Work
 
 log = logging.getLogger("volt.queue")
 
@@ -179,18 +178,9 @@ def current_runner_id() -> str:
     return name or f"{socket.gethostname()}.{os.getppid()}"
 
 
-@dataclass(frozen=True)
-class Work:
-    """What an rq job of Volt's works on: an attempt of a build, or of one shard of it."""
-
-    build: str
-    attempt: int
-    shard: int = -1
-    shard_attempt: int = 0
-
-
-def build_of(job: Job) -> Work | None:
-    """The build (and shard) an rq job runs, or None for a job that is not Volt's."""
+def work_of(job: Job) -> Work | None:
+    """What an rq job works on (an attempt of a build, or of one shard of it), or None for a job that
+    is not Volt's."""
     if refusal(job) is not None:
         return None
     return Work(*job.args)

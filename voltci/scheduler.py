@@ -28,10 +28,9 @@ from redis.exceptions import LockError
 from voltci import keys
 from voltci.config import Settings
 from voltci.connection import connect
-from voltci.models import AttemptState, Build, RunnerBeat
+from voltci.models import AttemptState, Build, RunnerBeat, Work
 from voltci.notify import Notifier
 from voltci.outage import Outage
-from voltci.queue import Work
 from voltci.store import Policy, Store
 
 log = logging.getLogger("volt.scheduler")
@@ -45,14 +44,14 @@ class Action:
     attempt: int
     reason: str
     done: str  # "requeued" or "gave up"
-    shard: int = -1
+    shard: int | None = None
 
 
 def _works_on(beat: RunnerBeat, unit: Work) -> bool:
     if (beat.build, beat.attempt) != (unit.build, unit.attempt):
         return False
     if unit.shard == 0 and unit.shard_attempt == 1:
-        return beat.shard in (-1, 0)  # shard 0's first run is the job that split the build
+        return beat.shard in (None, 0)  # shard 0's first run is the job that split the build
     return (beat.shard, beat.shard_attempt) == (unit.shard, unit.shard_attempt)
 
 
@@ -213,7 +212,7 @@ class Scheduler:
         return f"its rq job is {status or 'gone'} and it never started"
 
     def _redispatch(self, unit: Work, reason: str) -> list[Action]:
-        if unit.shard >= 0:
+        if unit.shard is not None:
             done = self.store.redispatch_shard(unit.build, unit.attempt, unit.shard, unit.shard_attempt, reason)
             what = f"shard {unit.shard} attempt {unit.shard_attempt}"
         else:

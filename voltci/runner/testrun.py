@@ -1,38 +1,25 @@
-"""Runs a build's processes — its steps and its tests — and turns the tests into results.
+"""A build's test run: the suite started in the build's sandbox (through procs.run_process), and the
+collector's JSON lines turned into per-test results with the build's status and reason.
 
-Called by the runner. Every process runs inside the build's sandbox (sandbox.py) under its limits
-(limits.py), in a session and process group of its own, with an allowlisted environment, no
-standard input, and a deadline: when it passes, or the build is cancelled, the whole process group
-is killed, then every process that still carries the run's mark and whatever is left in the step's
-cgroup, so children, grandchildren and daemons of the tests go too. Per-test results come from the
-collector's JSON lines, so the tests that finished before a hang or a crash are kept.
+Per-test results come from the collector's JSON lines, written as each test ends, so the tests that
+finished before a hang, a crash or the time limit are kept.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
-from voltci.runner import limits, procs, untrusted
+from voltci.runner import untrusted
+from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.sandbox import Sandbox
 from voltci.runner.suites import Selection, Suite
 from voltci.sizes import human_size
 
-# Every process of a test run carries this variable, naming the process that owns the run, so what
-# escapes the process group (a daemon) or outlives a killed runner can still be found and stopped.
-TEST_RUN_ENV = "VOLTCI_RUN"
-KILL_GRACE_S = 2.0
-PR_SET_PDEATHSIG = 1
-POLL_INTERVAL_S = 0.1
 RESULTS_FILE = "results.jsonl"  # in the sandbox's `out` directory
 # pytest's exit statuses that mean its run itself went wrong, not a test.
 PYTEST_TROUBLE = {3: "met an internal error", 4: "refused its command line"}
@@ -55,148 +42,6 @@ class LineCounter:
         self.offset += len(data)
         self.lines += data.count(b"\n")
         return self.lines
-
-
-def run_marker(run_id: str) -> str:
-    """`<owner pid>.<owner start>.<run id>`: names this process as the owner of a test run."""
-    pid = os.getpid()
-    return f"{pid}.{procs.start_ticks(pid)}.{run_id}"
-
-
-def kill_marked(marker: str) -> int:
-    """Kill every process of the test run `marker`, wherever it went (new session, daemonized)."""
-    pids = [pid for pid, value in procs.processes_with_env(TEST_RUN_ENV).items() if value == marker]
-    procs.kill_all(pids)
-    return len(pids)
-
-
-def reap_orphaned_tests() -> int:
-    """Kill test processes on this host whose owning runner died (SIGKILL leaves grandchildren behind)."""
-    orphans = []
-    for pid, marker in procs.processes_with_env(TEST_RUN_ENV).items():
-        owner, _, rest = marker.partition(".")
-        ticks = rest.partition(".")[0]
-        if not (owner.isdigit() and ticks.isdigit()) or not procs.is_running(int(owner), int(ticks)):
-            orphans.append(pid)
-    procs.kill_all(orphans)
-    return len(orphans)
-
-
-def _die_with_parent() -> None:
-    """In the test process before exec: get SIGKILL if the runner that started it dies (Linux)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def kill_group(proc: subprocess.Popen) -> None:
-    """Kill the process group `proc` leads (the test command and everything it started) and wait,
-    boundedly, until none of it is left. A sandbox's own init may linger as a zombie until the host's
-    init reaps it: dead already, it is not waited for."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=KILL_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
-    deadline = time.monotonic() + KILL_GRACE_S
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        if not procs.live_in_group(proc.pid):
-            return
-        time.sleep(0.02)
-
-
-@dataclass(frozen=True)
-class ProcessEnd:
-    """How a build's process ended: its status, or why Volt stopped it, or why it never started."""
-
-    returncode: int | None
-    stopped: str | None = None  # "timeout", or the reason should_stop gave
-    not_started: str = ""
-    memory_limit: int | None = None  # the limit the process ran under
-    out_of_memory: bool = False  # the kernel killed a process of it at that limit
-    limit_raises: bool = False  # under that limit, an allocation fails with MemoryError (rlimits)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The build's time limit, shared by its setup steps and its tests."""
-
-    timeout_s: float
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def expired(self) -> bool:
-        return time.monotonic() - self.started > self.timeout_s
-
-    @property
-    def reason(self) -> str:
-        return f"the build exceeded its time limit of {self.timeout_s:g} s; its process group was killed"
-
-
-def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
-                should_stop: Callable[[], str | None], run_id: str, box: Sandbox) -> ProcessEnd:
-    """Run `argv` in `box`, in a session and process group of its own, under the box's limits, its
-    output appended to `log_path`, until it ends, the budget runs out or `should_stop` says why to stop;
-    then kill what it left behind."""
-    marker = run_marker(run_id)
-    try:
-        confined = limits.best().confine(box.limits) if box.limits is not None else None
-    except OSError as exc:
-        return ProcessEnd(None, not_started=f"cannot apply the build's limits: {exc}")
-
-    def before_exec() -> None:
-        _die_with_parent()
-        if confined is not None:
-            confined.enter()
-
-    proc = None
-    try:
-        missing = box.missing(argv[0], cwd)
-        if missing:
-            return ProcessEnd(None, not_started=missing)
-        with open(log_path, "ab") as log:
-            try:
-                proc = subprocess.Popen(box.command(argv, cwd), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, env={**box.variables, TEST_RUN_ENV: marker},
-                                        start_new_session=True, preexec_fn=before_exec)
-            except (OSError, subprocess.SubprocessError) as exc:
-                return ProcessEnd(None, not_started=f"cannot start '{argv[0]}': {getattr(exc, 'strerror', None) or exc}")
-            stopped = _supervise(proc, budget, should_stop)
-    finally:
-        # Also reaps what the process left behind after a normal exit, in its group or not.
-        if proc is not None:
-            kill_group(proc)
-        kill_marked(marker)
-        out_of_memory = confined is not None and confined.out_of_memory()
-        if confined is not None:
-            confined.close()
-    return ProcessEnd(box.returncode(proc.returncode), stopped,
-                      memory_limit=box.limits.memory_bytes if box.limits is not None else None,
-                      out_of_memory=out_of_memory, limit_raises=confined is not None and confined.raises_memory_error)
-
-
-def _supervise(proc: subprocess.Popen, budget: Budget, should_stop: Callable[[], str | None]) -> str | None:
-    """Wait for `proc` to end; why Volt stopped it, if it did."""
-    while True:
-        try:
-            proc.wait(timeout=POLL_INTERVAL_S)
-            return None
-        except subprocess.TimeoutExpired:
-            pass
-        if budget.expired:
-            return "timeout"
-        stopped = should_stop()
-        if stopped:
-            return stopped
 
 
 def run_tests(

@@ -39,10 +39,10 @@ from voltci.config import Settings, load_settings
 from voltci.connection import warn_if_unprotected
 from voltci.heartbeat import WORKER_BEATS, Heartbeat, RunnerBeat
 from voltci.outage import Outage
-from voltci.queue import build_of
+from voltci.queue import work_of
 from voltci.runner.limits import Limits
+from voltci.runner.procs import reap_orphaned_tests
 from voltci.runner.sandbox import SandboxUnavailable, describe_runner
-from voltci.runner.testrun import reap_orphaned_tests
 from voltci.store import Store
 
 EXIT_REDIS_LOST = 75  # EX_TEMPFAIL: try again later
@@ -100,9 +100,9 @@ class VoltWorker(Worker):
         if reason is not None:
             self._refuse(job, queue.name, reason)
             return
-        work = build_of(job)
+        work = work_of(job)
         if self._heartbeat is not None and work is not None:
-            self._heartbeat.set_work(work.build, work.attempt, work.shard, work.shard_attempt)
+            self._heartbeat.set_work(work)
         try:
             super().execute_job(job, queue)
         except _REDIS_DOWN as exc:

@@ -1,0 +1,271 @@
+"""One attempt of a build, or of one shard of it, on this runner: from claiming it in the store to
+storing its outcome, once.
+
+Lifecycle (BuildRun.run), each phase a method:
+
+    claim      take the attempt (or the shard's) in the store; one that is no longer ours (finished,
+               cancelled, re-dispatched) ends here, and nothing is stored
+    checkout   the commit into a worktree of this host's pool (workspace.py)
+    prepare    .volt.toml, and detection of what it leaves out (steps.BuildSteps.prepare)
+    split      with the repository's recorded durations, a large suite is split across the live
+               runners at once: the plan is written and the other shards are queued (a store
+               transaction), and this run keeps shard 0 — every test the others do not run
+    set up     the environment, the sandbox and the setup steps
+    split      without durations, once the tests can be listed
+    test       the suite, or this run's share of it; failed tests again
+    store      the outcome, by the attempt that still owns the build (or its shard)
+
+While the steps run, a Watch is asked once a second whether to stop, and does the duties that go
+with that second: it asks the store whether the run still owns its work (cancelled or superseded:
+stop), copies new output to Redis (LogPump) and records how many test results there are (Progress).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+
+from voltci import keys
+from voltci.errors import VoltError
+from voltci.logstream import LogPump
+from voltci.models import Build, Counts, RunOutcome, Share, Status, Work
+from voltci.outage import Outage, is_full
+from voltci.runner.sandbox import out_dir
+from voltci.runner.sharding import partition
+from voltci.runner.steps import BuildSteps
+from voltci.runner.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
+from voltci.runner.workspace import Workspace, checkout
+from voltci.store import Contended, Store
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+WATCH_EVERY_S = 1.0
+STORE_RETRY_S = 120.0
+STALE_MARGIN_S = 600.0
+
+
+class Ownership:
+    """Whether this run still owns what it works on: the build's attempt, or its shard's."""
+
+    def __init__(self, store: Store, work: Work):
+        self.store, self.work = store, work
+
+    def owns(self) -> bool:
+        work = self.work
+        if work.shard is None:
+            return self.store.is_current(work.build, work.attempt)
+        return self.store.owns_shard(work.build, work.attempt, work.shard, work.shard_attempt)
+
+    def why_not(self) -> str:
+        """Why the run no longer owns its work (after owns() said it does not)."""
+        build = self.store.get_build(self.work.build)
+        if build and build.status is Status.CANCELLED:
+            return "cancelled"
+        return f"attempt {self.work.attempt} was superseded"
+
+
+class Progress:
+    """How many test results the run has written, recorded in the build when it changes."""
+
+    def __init__(self, store: Store, build_id: str, results: Path):
+        self.store, self.build_id = store, build_id
+        self.counter = LineCounter(results)
+        self.reported = -1
+
+    def record(self) -> None:
+        done = self.counter.count()
+        if done != self.reported:
+            self.store.set_progress(self.build_id, done)
+            self.reported = done
+
+
+class Watch:
+    """The run's once-a-second duties, asked through `__call__` whether the steps should stop."""
+
+    def __init__(self, ownership: Ownership, pump: LogPump | None, progress: Progress | None):
+        self.ownership, self.pump, self.progress = ownership, pump, progress
+        self._last = 0.0
+
+    def __call__(self) -> str | None:
+        now = time.monotonic()
+        if now - self._last < WATCH_EVERY_S:
+            return None
+        self._last = now
+        try:
+            if not self.ownership.owns():
+                return self.ownership.why_not()
+            if self.pump is not None:
+                self.pump.pump()
+            if self.progress is not None:
+                self.progress.record()
+        except redis.RedisError:
+            return None  # a Redis outage is not a reason to stop the tests
+        return None
+
+
+class BuildRun:
+    """One attempt of a build (or of one of its shards) on this runner; see the module's docstring."""
+
+    def __init__(self, store: Store, work: Work, runner: str):
+        self.store, self.work, self.runner = store, work, runner
+        self.settings = store.settings
+        self.ownership = Ownership(store, work)
+        self.run_id = keys.job_id(work.build, work.attempt) if work.shard is None else \
+            keys.shard_job_id(work.build, work.attempt, work.shard, work.shard_attempt)
+
+    def run(self) -> dict[str, Any]:
+        build = self.claim()
+        if build is None:
+            log.info("%s is not ours to run (finished, cancelled or superseded)", self._what())
+            return {"build": self.work.build, "attempt": self.work.attempt, "shard": self.work.shard,
+                    "stored": False}
+        outcome = self.build(build)
+        done = self.store_outcome(outcome)
+        if done is None:
+            log.warning("%s no longer owns the build (cancelled or re-dispatched); its result was dropped",
+                        self._what())
+        return {"build": build.id, "attempt": self.work.attempt, "shard": self.work.shard,
+                "stored": done is not None, "merged": done == "merged", "status": outcome.status.value,
+                "counts": outcome.counts.to_dict()}
+
+    def claim(self) -> Build | None:
+        work, bound = self.work, self.settings.redis_outage_limit
+        if work.shard is None:
+            return retrying(f"start {work.build}", bound,
+                            lambda: self.store.start_attempt(work.build, work.attempt, self.runner))
+        return retrying(f"start shard {work.shard} of {work.build}", bound, lambda: self.store.claim_shard(
+            work.build, work.attempt, work.shard, work.shard_attempt, self.runner))
+
+    def build(self, build: Build) -> RunOutcome:
+        """Check the commit out and run its steps; every failure of ours becomes an `error` outcome."""
+        settings = self.settings
+        try:
+            with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
+                          stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
+                return self.steps(build, workspace)
+        except VoltError as exc:
+            return RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
+        except Exception as exc:  # a bug of ours must still end the build, not leave it running
+            log.error("build %s failed inside the runner:\n%s", build.id, traceback.format_exc())
+            return RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
+
+    def steps(self, build: Build, workspace: Workspace) -> RunOutcome:
+        """prepare → split (from history) → set up → split (listing the tests) → test."""
+        whole = self.work.shard is None
+        pump = LogPump(self.store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
+                       self.settings.log_max_bytes) if whole else None
+        progress = Progress(self.store, build.id, out_dir(workspace.scratch) / RESULTS_FILE) if whole else None
+        watch = Watch(self.ownership, pump, progress)
+        with BuildSteps(workspace.tree, workspace.scratch, build.repo, self.settings, watch, self.run_id) as steps:
+            share = None if whole else self.share()
+            ended = steps.prepare()
+            if ended is None and whole and steps.splittable:
+                share = self.split(build, steps, listing=None)
+            ended = ended or steps.set_up()
+            if ended is None and whole and share is None and steps.splittable:
+                share = self.split(build, steps, listing=steps.list_tests)
+            outcome = ended or steps.test(share)
+        if pump is not None:
+            self._finish_log(pump)
+        return outcome
+
+    def share(self) -> Share:
+        """A shard's share of the tests, as the run that split the build planned it."""
+        work = self.work
+        assert work.shard is not None
+        return retrying(f"read shard {work.shard} of {work.build}", self.settings.redis_outage_limit,
+                        lambda: self.store.shard_share(work.build, work.shard or 0))
+
+    def split(self, build: Build, steps: BuildSteps, listing: Callable[[], list[str]] | None) -> Share | None:
+        """Split a large suite across the live runners: the plan is written and shards 1… are queued in
+        one store transaction, and this run becomes shard 0. With the repository's recorded durations
+        the plan is made from them at once (`listing` None), and shard 0 runs every test the others do
+        not, new ones included; without them, from the ids `listing` gives. None: the build runs whole."""
+        settings = self.settings
+        if settings.shard_threshold <= 0:
+            return None
+        try:
+            wanted = settings.shards or sum(1 for beat in self.store.live_runners().values()
+                                            if settings.queue in beat.queues)
+            if wanted < 2:
+                return None
+            history = self.store.durations(build.repo)
+            from_history = len(history) >= settings.shard_threshold
+            if not from_history and listing is None:
+                return None  # asked again once the tests can be listed
+            ids = sorted(history) if from_history else listing() if listing is not None else []
+            if len(ids) < settings.shard_threshold:
+                return None
+            plans = partition(ids, wanted, history)
+            if len(plans) < 2 or not self.store.start_shards(build.id, self.work.attempt, plans, self.runner,
+                                                             from_history):
+                return None
+        except redis.RedisError as exc:
+            log.warning("build %s runs whole: Redis was away when it could have been split (%s)", build.id, exc)
+            return None
+        self.work = Work(self.work.build, self.work.attempt, 0, 1)
+        self.ownership.work = self.work
+        steps.say(f"[volt: split into {len(plans)} shards of {'/'.join(str(len(p)) for p in plans)} tests"
+                  f" ({'from the recorded durations' if from_history else 'by module'})]")
+        log.info("build %s split into %d shards of %s tests", build.id, len(plans),
+                 "/".join(str(len(p)) for p in plans))
+        if from_history:
+            return Share([test_id for plan in plans[1:] for test_id in plan], exclude=True)
+        return Share(plans[0])
+
+    def store_outcome(self, outcome: RunOutcome) -> str | None:
+        """Store the outcome once, if this run still owns its work: "stored", "merged" (the last shard),
+        or None (dropped)."""
+        work = self.work
+        if work.shard is None:
+            stored = retrying(f"store the result of {work.build}", STORE_RETRY_S,
+                              lambda: self.store.finish_build(work.build, work.attempt, self.runner, outcome))
+            return "stored" if stored else None
+        return retrying(f"store shard {work.shard} of {work.build}", STORE_RETRY_S, lambda: self.store.finish_shard(
+            work.build, work.attempt, work.shard or 0, work.shard_attempt, self.runner, outcome))
+
+    def _finish_log(self, pump: LogPump) -> None:
+        try:
+            if self.ownership.owns():
+                pump.finish()
+                retrying(f"store the end of the output of {self.work.build}", STORE_RETRY_S,
+                         lambda: pump.flush(raise_errors=True))
+        except redis.RedisError as exc:
+            log.warning("build %s: could not store the end of its output (%s)", self.work.build, exc)
+
+    def _what(self) -> str:
+        work = self.work
+        if work.shard is None:
+            return f"build {work.build} attempt {work.attempt}"
+        return f"shard {work.shard} of build {work.build}"
+
+
+_full = Outage(log)
+
+
+def retrying(what: str, bound_s: float, call: Callable[[], T]) -> T:
+    """`call()`, riding out for up to `bound_s` seconds, with backoff, a Redis that is away or full (said
+    once until it has room again), or a record others kept changing."""
+    delay = 0.5
+    deadline = time.monotonic() + bound_s
+    while True:
+        try:
+            result = call()
+            _full.ok()
+            return result
+        except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError, Contended) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            if is_full(exc):
+                _full.failed(exc)
+            else:
+                log.warning("cannot %s yet (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
