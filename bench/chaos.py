@@ -38,7 +38,7 @@ from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.runner.procs import (  # noqa: E402
-    TEST_RUN_ENV,  # noqa: E402
+    TEST_RUN_ENV,
     children,
     descendants,
     kill_all,
@@ -215,7 +215,8 @@ def main() -> int:
         ("wall time", f"{elapsed:.1f} s"),
     ]
     print_table(rows)
-    ok = lost == 0 and stored_twice == 0 and left == 0 and len(kills) >= args.kills and median <= 2 * settings.heartbeat_ttl
+    ok = (lost == 0 and stored_twice == 0 and left == 0 and len(kills) >= args.kills
+          and median <= 2 * settings.heartbeat_ttl)
     print(f"chaos: lost {lost}, stored twice {stored_twice}, leftover processes {left}, "
           f"death→restart median {median:.2f} s worst {worst:.2f} s (goal ≤ {2 * settings.heartbeat_ttl:g} s)"
           f" — {'OK' if ok else 'FAILED'}")

@@ -197,7 +197,8 @@ def main() -> None:
                 ("  of it the repository's durations", f"{old['durations']:,} → {new['durations']:,} bytes")]
         for name, old_s in old["times"].items():
             new_s = new["times"][name]
-            rows.append((f"{name}, median ms (ratio)", f"{old_s * 1000:.0f} → {new_s * 1000:.0f} ({new_s / old_s:.2f})"))
+            rows.append((f"{name}, median ms (ratio)",
+                         f"{old_s * 1000:.0f} → {new_s * 1000:.0f} ({new_s / old_s:.2f})"))
         print_table(rows)
         goal = new["grown"] <= MIB
         print(f"{args.package}: one {new['tests']:,}-test build adds {new['grown'] / MIB:.2f} MiB to Redis "

@@ -42,7 +42,8 @@ def sdist(requirement: str, cache: Path) -> Path:
 
     def downloaded() -> list[Path]:
         return [p for p in cache.glob("*") if p.is_file()
-                and p.name.lower().replace("-", "_").replace(".", "_").startswith(f"{name}_{version}_".replace(".", "_"))]
+                and p.name.lower().replace("-", "_").replace(".", "_")
+                .startswith(f"{name}_{version}_".replace(".", "_"))]
 
     if not downloaded():
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",

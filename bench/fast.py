@@ -33,8 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -48,15 +48,15 @@ from voltci import keys  # noqa: E402
 from voltci.config import (  # noqa: E402
     Settings,
     as_environment,
-    host_dir,  # noqa: E402
+    host_dir,
 )
 from voltci.git import Mirror, git  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.runner.limits import Limits  # noqa: E402
-from voltci.runner.procs import Budget, descendants, kill_all, run_process  # noqa: E402  # noqa: E402
+from voltci.runner.procs import Budget, descendants, kill_all, run_process  # noqa: E402
 from voltci.runner.sandbox import Sandbox  # noqa: E402
-from voltci.runner.workspace import checkout
+from voltci.runner.workspace import checkout  # noqa: E402
 from voltci.store import Store  # noqa: E402
 
 WAIT_S = 900.0
@@ -75,10 +75,9 @@ class Volt:
         self.conn = redis.Redis.from_url(server.url, decode_responses=True)
 
     def start(self, *args: str) -> subprocess.Popen:
-        log = open(self.work / f"{args[0]}-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "voltci", *args], env=self.env, cwd=self.work, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.work / f"{args[0]}-{len(self.procs)}.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "voltci", *args], env=self.env, cwd=self.work, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         return proc
 
@@ -191,7 +190,8 @@ def bench_sandbox_step(work: Path, runs: int) -> tuple[list[float], list[float]]
 
 def bench_checkout(work: Path, repo: Path, runs: int) -> tuple[list[float], list[float], list[float], list[float]]:
     """Switching between two commits far apart in history, by Volt and by plain git."""
-    shas = git(["rev-list", "--max-parents=0", "HEAD"], cwd=repo).split()[:1] + [git(["rev-parse", "HEAD"], cwd=repo).strip()]
+    first = git(["rev-list", "--max-parents=0", "HEAD"], cwd=repo).split()[:1]
+    shas = first + [git(["rev-parse", "HEAD"], cwd=repo).strip()]
     workspace_dir = str(work / "checkout-ws")
     with checkout(workspace_dir, "bench", str(repo), shas[1]):
         pass  # the mirror, and a worktree in the pool
@@ -202,21 +202,22 @@ def bench_checkout(work: Path, repo: Path, runs: int) -> tuple[list[float], list
     for n in range(runs):
         sha = shas[n % 2]
 
-        def volt_checkout() -> None:
+        def volt_checkout(sha: str = sha) -> None:
             with checkout(workspace_dir, "bench", str(repo), sha):
                 pass
         ours.append(timed(volt_checkout))
         fresh = work / f"added-{n}"
-        added.append(timed(lambda: git(["worktree", "add", "--detach", "--quiet", str(fresh), sha], cwd=mirror.path)))
+        added.append(timed(lambda fresh=fresh, sha=sha: git(["worktree", "add", "--detach", "--quiet", str(fresh),
+                                                             sha], cwd=mirror.path)))
         shutil.rmtree(fresh)
         git(["worktree", "prune"], cwd=mirror.path)
-        reuse.append(timed(lambda: (git(["checkout", "--force", "--detach", "--quiet", sha], cwd=reused),
-                                    git(["clean", "-ffdxq"], cwd=reused))))
+        reuse.append(timed(lambda sha=sha: (git(["checkout", "--force", "--detach", "--quiet", sha], cwd=reused),
+                                            git(["clean", "-ffdxq"], cwd=reused))))
         target = work / f"clone-{n}"
         # --no-local: objects are copied through git's transport, as from a server, not hard-linked.
-        cloned.append(timed(lambda: subprocess.run([*GIT, "clone", "-q", "--no-local", "--no-checkout", str(repo),
-                                                    str(target)], check=True) and None
-                            or git(["checkout", "-q", sha], cwd=target)))
+        cloned.append(timed(lambda target=target, sha=sha: subprocess.run(
+            [*GIT, "clone", "-q", "--no-local", "--no-checkout", str(repo), str(target)], check=True) and None
+            or git(["checkout", "-q", sha], cwd=target)))
         shutil.rmtree(target)
     return ours, added, reuse, cloned
 
@@ -357,7 +358,8 @@ def main() -> None:
             ("push → result with volt notify, median", ms(overhead[0])),
             ("bare python -m unittest discover, median", ms(overhead[1])),
             ("  build overhead ratio (goal ≤ 1.15)", f"{ratios['overhead']:.2f}"),
-            ("one step (python -c pass) in its sandbox / without, median", f"{ms(step_times[0])} / {ms(step_times[1])}"),
+            ("one step (python -c pass) in its sandbox / without, median",
+             f"{ms(step_times[0])} / {ms(step_times[1])}"),
             ("  the sandbox's own cost per step", f"{sandbox_ms:.1f} ms"),
             ("Volt workspace preparation, median", ms(ours)),
             ("git worktree add / reused checkout -f + clean, median", f"{ms(added)} / {ms(reuse)}"),
@@ -374,7 +376,8 @@ def main() -> None:
             ("runs per figure", str(args.runs)),
         ]
         print_table(rows)
-        print(f"fast: overhead {ratios['overhead']:.2f} (sandboxed; {sandbox_ms:.1f} ms a step), checkout {ratios['checkout']:.2f} "
+        print(f"fast: overhead {ratios['overhead']:.2f} (sandboxed; {sandbox_ms:.1f} ms a step), "
+              f"checkout {ratios['checkout']:.2f} "
               f"({ratios['checkout_vs_clone']:.3f} of a clone), sharding {ratios['sharding']:.2f}, "
               f"dispatch {ratios['dispatch']:.2f}, observer {ratios['observer']:.2f} (medians of {args.runs})")
     finally:

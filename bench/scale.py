@@ -23,8 +23,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -235,7 +235,7 @@ def main() -> None:
             plans = {"small": calls(small, work / "small.xml"), "large": calls(large, work / "large.xml")}
             pairs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in plans["small"]}
             for run in range(args.runs + 1):  # the first run warms both up and is not counted
-                for (label, on_small), (_, on_large) in zip(plans["small"], plans["large"]):
+                for (label, on_small), (_, on_large) in zip(plans["small"], plans["large"], strict=False):
                     # back to back, in turns, so that both see the same load on a shared machine
                     order = ((0, on_small), (1, on_large)) if run % 2 else ((1, on_large), (0, on_small))
                     pair = [0.0, 0.0]

@@ -9,9 +9,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import redis
 from conftest import ROOT, GitRepo, child_env
@@ -73,13 +73,10 @@ class Cluster:
         return child_env(**{**as_environment(self.settings), "FAULT_DIR": str(self.marks), **extra})
 
     def start(self, name: str, *args: str, **env: str) -> subprocess.Popen:
-        log = open(self.tmp_path / f"{name}.log", "ab")
-        try:
+        with open(self.tmp_path / f"{name}.log", "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "voltci", *args], env=self.env(**env), cwd=ROOT,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
-        finally:
-            log.close()
         self.procs[name] = proc
         return proc
 

@@ -142,5 +142,6 @@ def run_rq_worker_burst(settings: Settings, timeout: float = 120) -> subprocess.
 def run_volt(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
              cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The `volt` command as a user runs it, in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "voltci", *args], env=child_env(**(env or {})), capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "voltci", *args], env=child_env(**(env or {})), capture_output=True,
+                          text=True,
                           timeout=timeout, cwd=cwd or ROOT, stdin=subprocess.DEVNULL)

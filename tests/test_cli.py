@@ -141,7 +141,8 @@ def test_status_shows_runners_running_builds_and_lost_attempts(built, conn, sett
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     alive, gone = data["runners"]
-    assert (alive["name"], alive["alive"], alive["build"], alive["attempt"]) == ("host-a.7", True, "proj-" + "0" * 40, 2)
+    assert (alive["name"], alive["alive"], alive["build"], alive["attempt"]) == \
+        ("host-a.7", True, "proj-" + "0" * 40, 2)
     assert alive["heartbeat_age_s"] < 30 and (gone["name"], gone["alive"]) == ("host-b.9", False)
     assert data["lost"][0]["then"] == "attempt 2 queued" and data["queued"] == 0
     text = run_volt("status", "--redis-url", settings.effective_redis_url).stdout

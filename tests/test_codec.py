@@ -88,7 +88,8 @@ def stored_both_ways(fake) -> tuple[Store, str, str]:
     assert store.finish_build(compact.id, 1, "host.1", outcome)
     legacy = add(fake, "old", SHA_A)
     store.start_attempt(legacy.id, 1, "host.1")
-    assert store.finish_build(legacy.id, 1, "host.1", RunOutcome(Status.FAILED, [], outcome.counts, "", "the last lines"))
+    assert store.finish_build(legacy.id, 1, "host.1",
+                              RunOutcome(Status.FAILED, [], outcome.counts, "", "the last lines"))
     fake.hset(keys.build_tests(legacy.id), mapping={t.id: t.to_json() for t in tests})
     return store, compact.id, legacy.id
 

@@ -55,7 +55,8 @@ def dashboard_client(redis_url: str) -> flask.testing.FlaskClient:
 
 def get_ok(client: flask.testing.FlaskClient, url: str) -> flask.Response:
     response = client.get(url, follow_redirects=True)
-    assert response.status_code == 200, f"GET {url} -> {response.status_code}:\n{response.get_data(as_text=True)[-2000:]}"
+    assert response.status_code == 200, \
+        f"GET {url} -> {response.status_code}:\n{response.get_data(as_text=True)[-2000:]}"
     return response
 
 

@@ -48,7 +48,8 @@ def test_unit_runs_a_real_command_with_real_flags(path: Path) -> None:
 def test_environment_file_names_only_known_settings() -> None:
     names = {f"VOLT_{f.name.upper()}" for f in dataclasses.fields(Settings)}
     lines = (ROOT / "config" / "systemd" / "volt.env").read_text().splitlines()
-    assigned = [line.lstrip("# ").split("=", 1)[0] for line in lines if "=" in line and line.lstrip("# ").startswith("VOLT_")]
+    assigned = [line.lstrip("# ").split("=", 1)[0] for line in lines
+                if "=" in line and line.lstrip("# ").startswith("VOLT_")]
     assert assigned and set(assigned) <= names, set(assigned) - names
 
 

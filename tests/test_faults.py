@@ -86,7 +86,7 @@ def test_build_whose_runners_all_die_ends_error_after_max_attempts(cluster, make
     build_id = one_build(cluster, make_repo)
     for n in (1, 2, 3):
         cluster.worker(f"r{n}", FAULT_SLEEP="60")
-        wait_until(lambda: (beat := cluster.beat(f"r{n}")) and beat["build"] == build_id
+        wait_until(lambda n=n: (beat := cluster.beat(f"r{n}")) and beat["build"] == build_id
                    and beat["attempt"] == n and cluster.build(build_id).status.value == "running",
                    f"r{n} to run attempt {n}")
         cluster.kill_runner(f"r{n}")

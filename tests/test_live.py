@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from test_results import SHA_A, add, outcome
 
@@ -11,7 +11,7 @@ from voltci.live import CLEAR_LINE, LiveView, expected_tests, status_line
 from voltci.models import Build
 from voltci.store import Store
 
-NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 
 
 def running(repo: str, sha: str, seconds: float, progress: int) -> Build:

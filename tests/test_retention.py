@@ -133,7 +133,8 @@ def test_keep_days_removes_by_age_but_not_a_build_that_ended_recently(fake) -> N
 def test_flaky_counts_and_durations_survive_pruning(fake) -> None:
     store = Store(fake)
     fake.hset(keys.repos(), "proj", json.dumps({"url": "/r"}))
-    flaky = [TestResult("t.A.test_x", Outcome.FLAKY, 0.5, order=0), TestResult("t.A.test_y", Outcome.PASSED, 0.25, order=1)]
+    flaky = [TestResult("t.A.test_x", Outcome.FLAKY, 0.5, order=0),
+             TestResult("t.A.test_y", Outcome.PASSED, 0.25, order=1)]
     for n in range(1, 5):
         add(store, sha(n), n, tests=flaky)
     assert len(store.prune_repo("proj", Policy(keep_builds=1))) == 3

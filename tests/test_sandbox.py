@@ -343,7 +343,8 @@ def test_a_runner_with_a_password_keeps_it_from_its_builds(tmp_path, guarded_red
         (queued,) = watch.poll()
         conn = redis.Redis.from_url(url, decode_responses=True)
         report = wait_until(lambda: _final_report(queued.commit, env), "the probe build to end", timeout=120)
-        assert report["status"] == "passed", (report["reason"], [t for t in report["tests"] if t["outcome"] != "passed"])
+        failing = [t for t in report["tests"] if t["outcome"] != "passed"]
+        assert report["status"] == "passed", (report["reason"], failing)
         assert {t["id"] for t in report["tests"]} == PROBE_IDS
         assert password not in json.dumps(report)
         assert alive(proc.pid) and worker.poll() is None

@@ -79,7 +79,8 @@ def test_setup_runs_in_the_environment_and_a_failing_one_ends_the_build(tmp_path
     failing, log = steps(tmp_path / "b", {**PASSING, ".volt.toml": (
         "[tests]\nsetup = [['python', '-c', 'print(\"installing\"); raise SystemExit(3)']]\n")})
     assert failing.status is Status.ERROR
-    assert failing.reason == "setup step 1 failed with exit status 3: python -c 'print(\"installing\"); raise SystemExit(3)'"
+    assert failing.reason == ("setup step 1 failed with exit status 3: "
+                              "python -c 'print(\"installing\"); raise SystemExit(3)'")
     assert "installing" in failing.log_tail
     missing, _ = steps(tmp_path / "c", {**PASSING, ".volt.toml": "[tests]\nsetup = [['no-such-tool', 'x']]\n"})
     assert missing.reason == "setup step 1 could not start: command not found: 'no-such-tool'"
@@ -94,7 +95,8 @@ JUNIT_RUNNER = """\
 import sys
 cases = [
     '<testcase classname="suite.A" name="test_ok" time="0.5"/>',
-    '<testcase classname="suite.A" name="test_bad" time="0.1"><failure message="boom">Traceback\\nboom</failure></testcase>',
+    '<testcase classname="suite.A" name="test_bad" time="0.1">'
+    '<failure message="boom">Traceback\\nboom</failure></testcase>',
     '<testcase classname="suite.B" name="test_skip"><skipped message="later"/></testcase>',
 ]
 mode = sys.argv[1]
@@ -107,7 +109,8 @@ if mode == "garbage":
 elif mode == "html":
     open("out/report.xml", "w").write("<html></html>")
 elif mode != "none":
-    open("out/report.xml", "w").write(f'<?xml version="1.0"?><testsuites><testsuite name="s">{body}</testsuite></testsuites>')
+    open("out/report.xml", "w").write(
+        f'<?xml version="1.0"?><testsuites><testsuite name="s">{body}</testsuite></testsuites>')
 sys.exit(1 if mode == "fail" else 0)
 """
 
@@ -115,7 +118,8 @@ sys.exit(1 if mode == "fail" else 0)
 @pytest.mark.parametrize("mode, status, reason", [
     ("fail", Status.FAILED, ""),
     ("pass", Status.PASSED, ""),
-    ("none", Status.ERROR, "the test command exited with status 0 and left no usable results: no JUnit XML file at report.xml"),
+    ("none", Status.ERROR,
+     "the test command exited with status 0 and left no usable results: no JUnit XML file at report.xml"),
     ("garbage", Status.ERROR, "report.xml is not well-formed XML"),
     ("html", Status.ERROR, "report.xml is not JUnit XML (its root element is <html>)"),
 ])
@@ -157,12 +161,14 @@ class T(unittest.TestCase):
 def test_a_test_that_passes_when_run_again_is_flaky(tmp_path) -> None:
     outcome, log = steps(tmp_path / "a", FLAKY)
     outcomes = {t.id: t.outcome for t in outcome.tests}
-    assert outcomes == {"tests.test_flaky.T.test_broken": Outcome.FAILED, "tests.test_flaky.T.test_fine": Outcome.PASSED,
+    assert outcomes == {"tests.test_flaky.T.test_broken": Outcome.FAILED,
+                        "tests.test_flaky.T.test_fine": Outcome.PASSED,
                         "tests.test_flaky.T.test_flaky": Outcome.FLAKY}
     assert outcome.status is Status.FAILED  # test_broken fails every time
     assert (outcome.counts.passed, outcome.counts.failed, outcome.counts.flaky) == (2, 1, 1)
     assert "running 2 failed test(s) again on their own (retry 1)" in log
-    only_flaky = {**FLAKY, "tests/test_flaky.py": FLAKY["tests/test_flaky.py"].replace("self.assertEqual(1, 2)", "pass")}
+    only_flaky = {**FLAKY,
+                  "tests/test_flaky.py": FLAKY["tests/test_flaky.py"].replace("self.assertEqual(1, 2)", "pass")}
     passed, _ = steps(tmp_path / "b", only_flaky)
     assert passed.status is Status.PASSED and passed.counts.flaky == 1
     off, _ = steps(tmp_path / "c", only_flaky, retries=0)

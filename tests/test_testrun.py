@@ -66,7 +66,8 @@ def test_failing_tree_matches_unittest_with_subtests_and_tracebacks(tmp_path: Pa
     by_id = {t.id: t for t in outcome.tests}
     assert "AssertionError: 2 != 3 : arithmetic" in by_id["tests.test_broken.TestBroken.test_assert"].message
     assert "KeyError: 'boom'" in by_id["tests.test_broken.TestBroken.test_raises"].message
-    assert 'File "tests/test_broken.py", line 9, in test_raises' in by_id["tests.test_broken.TestBroken.test_raises"].message
+    raises = by_id["tests.test_broken.TestBroken.test_raises"].message
+    assert 'File "tests/test_broken.py", line 9, in test_raises' in raises
     sub = by_id["tests.test_broken.TestBroken.test_subtests (n=3)"]
     assert sub.subtest_of == "tests.test_broken.TestBroken.test_subtests"
     assert by_id["tests.test_broken.TestBroken.test_subtests"].outcome.value == "failed"
@@ -90,7 +91,8 @@ def test_tree_without_tests_is_an_error_build(tmp_path: Path) -> None:
 def test_timeout_kills_the_whole_group_and_keeps_finished_tests(tmp_path: Path) -> None:
     hang = {
         "tests/__init__.py": "",
-        "tests/test_a_quick.py": "import unittest\n\nclass T(unittest.TestCase):\n    def test_quick(self):\n        pass\n",
+        "tests/test_a_quick.py": ("import unittest\n\nclass T(unittest.TestCase):\n"
+                                  "    def test_quick(self):\n        pass\n"),
         "tests/test_b_hang.py": (
             "import os, subprocess, sys, time, unittest\n\nclass T(unittest.TestCase):\n    def test_hang(self):\n"
             "        child = subprocess.Popen(['sleep', '600'])\n"

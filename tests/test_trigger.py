@@ -23,11 +23,11 @@ WAIT_S = 30
 def test_notify_has_a_slow_polling_observer_build_at_once(redis_url, make_repo, tmp_path) -> None:
     repo = make_repo()
     repo.commit({"a.txt": "0"}, "zero")
-    log = open(tmp_path / "observer.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "volt-observe"), "--repo", str(repo.path),
-                             "--poll", "300", "--redis-url", redis_url],
-                            env=child_env(VOLT_WORKSPACE_DIR=str(tmp_path / "ws")), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "observer.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "volt-observe"), "--repo", str(repo.path),
+                                 "--poll", "300", "--redis-url", redis_url],
+                                env=child_env(VOLT_WORKSPACE_DIR=str(tmp_path / "ws")), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     conn = redis.Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + WAIT_S
@@ -45,7 +45,6 @@ def test_notify_has_a_slow_polling_observer_build_at_once(redis_url, make_repo, 
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-        log.close()
 
 
 def test_notify_of_an_unknown_repository_is_a_clear_error(redis_url) -> None:

@@ -59,10 +59,10 @@ def web_url(settings, make_repo, tmp_path):
     assert observed.returncode == 0, observed.stderr
     assert run_rq_worker_burst(settings).returncode == 0
     port = free_port()
-    log = open(tmp_path / "web.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "voltci", "web", "--port", str(port),
-                             "--redis-url", settings.effective_redis_url],
-                            env=child_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "web.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "voltci", "web", "--port", str(port),
+                                 "--redis-url", settings.effective_redis_url],
+                                env=child_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -75,7 +75,6 @@ def web_url(settings, make_repo, tmp_path):
     yield url, sha
     proc.terminate()
     proc.wait(timeout=10)
-    log.close()
 
 
 def test_failed_build_page_in_a_real_browser(browser, web_url) -> None:

@@ -37,9 +37,9 @@ def test_a_reused_worktree_is_exactly_the_commit(settings, make_repo) -> None:
 def test_concurrent_builds_get_their_own_worktrees(settings, make_repo) -> None:
     repo = make_repo()
     sha = repo.commit({"a.txt": "1"}, "one")
-    with checkout(settings.workspace_dir, "proj", str(repo.path), sha) as one:
-        with checkout(settings.workspace_dir, "proj", str(repo.path), sha) as two:
-            assert one.tree != two.tree and files(one.tree) == files(two.tree) == {"a.txt": "1"}
+    with checkout(settings.workspace_dir, "proj", str(repo.path), sha) as one, \
+            checkout(settings.workspace_dir, "proj", str(repo.path), sha) as two:
+        assert one.tree != two.tree and files(one.tree) == files(two.tree) == {"a.txt": "1"}
 
 
 def built_once(settings, make_repo):

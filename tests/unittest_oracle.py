@@ -51,7 +51,7 @@ def run_unittest(tree: Path, python: str = sys.executable, start_dir: str = ".")
         subprocess.run([python, "-c", ORACLE, out.name, start_dir], cwd=tree, capture_output=True, timeout=1800,
                        stdin=subprocess.DEVNULL, check=True)
         data = json.load(out)
-    outcomes = {test_id: "passed" for test_id in data["all"]}
+    outcomes = dict.fromkeys(data["all"], "passed")
     for test_id in data["skipped"]:
         outcomes[test_id] = "skipped"
     for kind, outcome in (("errors", "error"), ("failures", "failed")):

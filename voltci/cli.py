@@ -13,8 +13,9 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import click
 import redis
@@ -316,7 +317,8 @@ def status(app: App, as_json: bool) -> None:
         "queue": app.settings.queue,
         "queued": store.queue_depth(),
         "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
-                     "age_s": seconds_between(b.started_at, now_iso()) if b.started_at else 0.0, "attempt": b.attempt} for b in store.running_builds()],
+                     "age_s": seconds_between(b.started_at, now_iso()) if b.started_at else 0.0,
+                     "attempt": b.attempt} for b in store.running_builds()],
         "runners": store.runner_table(),
         "lost": store.recent_lost(),
         "memory": {"used_bytes": memory.used, "maxmemory_bytes": memory.maxmemory, "policy": memory.policy,
@@ -427,7 +429,7 @@ def prune(app: App, dry_run: bool, repo: str | None) -> None:
     before = store.memory().used
     removed = store.prune(policy, repo, dry_run)
     verb = "would remove" if dry_run else "removed"
-    for name, builds in removed.items():
+    for builds in removed.values():
         for build in builds:
             click.echo(f"{verb} {build.repo} {build.short} {build.branch} {build.status.value} "
                        f"(queued {build.queued_at[:19] or '?'})")

@@ -6,11 +6,11 @@ takes a time Volt did not write (empty, or malformed by hand) as no time at all 
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def parse(iso: str) -> datetime | None:
@@ -34,4 +34,4 @@ def age_s(iso: str, now: datetime | None = None) -> float:
     then = parse(iso)
     if then is None:
         return float("inf")
-    return ((now or datetime.now(timezone.utc)) - then).total_seconds()
+    return ((now or datetime.now(UTC)) - then).total_seconds()

@@ -10,9 +10,10 @@ import dataclasses
 import os
 import socket
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from voltci.errors import BadInput
 from voltci.sizes import BadLimit, parse_processes, parse_size

@@ -38,7 +38,7 @@ def redacted(url: str) -> str:
 def check_url(url: str) -> None:
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # raises ValueError on a bad port
+        _ = parts.port  # raises ValueError on a bad port
     except ValueError:
         raise BadInput(f"malformed Redis URL: {redacted(url)}") from None
     if parts.scheme not in SCHEMES:
@@ -116,7 +116,7 @@ def is_loopback(host: str) -> bool:
         addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
     except OSError:
         return False
-    return bool(addresses) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addresses)
+    return bool(addresses) and all(ipaddress.ip_address(str(a).split("%", 1)[0]).is_loopback for a in addresses)
 
 
 def decoded(client: redis.Redis) -> redis.Redis:

@@ -12,9 +12,9 @@ import re
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from voltci.errors import GitError
 from voltci.locks import AllBusy, first_free

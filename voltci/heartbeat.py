@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
@@ -108,7 +108,7 @@ class Heartbeat:
                 except Exception:  # a chore failing must not stop the heartbeat
                     log.exception("runner %s: periodic task failed", self.beat.name)
 
-    def start(self) -> "Heartbeat":
+    def start(self) -> Heartbeat:
         self.send()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.beat.name}", daemon=True)
         self._thread.start()

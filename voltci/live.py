@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TextIO
 
 import redis
@@ -71,7 +71,7 @@ class LiveView:
         except redis.RedisError:
             return  # the status line waits for Redis like everything else
         width = shutil.get_terminal_size((100, 20)).columns
-        status = status_line(queued, running, self.expected, datetime.now(timezone.utc), width)
+        status = status_line(queued, running, self.expected, datetime.now(UTC), width)
         with self._lock:
             self.status = status
             self.out.write(CLEAR_LINE + status)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import fcntl
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 class AllBusy(Exception):
@@ -22,7 +22,7 @@ def first_free(lock_paths: list[Path], wait_s: float, poll_s: float = 0.05) -> I
     deadline = time.monotonic() + wait_s
     while True:
         for index, path in enumerate(lock_paths):
-            held = open(path, "a+")
+            held = open(path, "a+")  # noqa: SIM115 -- held, locked, for as long as the caller's block runs
             try:
                 fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from voltci.clock import now_iso
 
@@ -69,7 +70,7 @@ class TestResult:
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, test_id: str, text: str) -> "TestResult":
+    def from_json(cls, test_id: str, text: str) -> TestResult:
         data = json.loads(text)
         return cls(id=test_id, outcome=Outcome(data["outcome"]), duration_s=float(data["duration_s"]),
                    message=data.get("message", ""), order=int(data.get("order", 0)),
@@ -137,7 +138,7 @@ class Attempt:
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, text: str) -> "Attempt":
+    def from_json(cls, text: str) -> Attempt:
         data = json.loads(text)
         data["state"] = AttemptState(data["state"])
         return cls(**data)
@@ -181,7 +182,7 @@ class Build:
         return {key: str(value) for key, value in data.items()}
 
     @classmethod
-    def from_hash(cls, data: Mapping[str, str]) -> "Build":
+    def from_hash(cls, data: Mapping[str, str]) -> Build:
         return cls(
             id=data["id"], repo=data["repo"], url=data.get("url", ""), commit=data["commit"],
             branch=data.get("branch", ""), subject=data.get("subject", ""), author=data.get("author", ""),
@@ -192,7 +193,8 @@ class Build:
             counts=Counts(**json.loads(data.get("counts") or "{}")),
             reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
             results_stored=int(data.get("results_stored") or 0), progress=int(data.get("progress") or 0),
-            shards=int(data.get("shards") or 0), shard_rest=data.get("shard_rest") == "1", jobs=(data.get("jobs") or "").split(),
+            shards=int(data.get("shards") or 0), shard_rest=data.get("shard_rest") == "1",
+            jobs=(data.get("jobs") or "").split(),
             log_compressed=data.get("log_compressed") == "1",
         )
 
@@ -232,7 +234,7 @@ class Shard:
         return json.dumps(data)
 
     @classmethod
-    def from_json(cls, text: str) -> "Shard":
+    def from_json(cls, text: str) -> Shard:
         data = json.loads(text)
         state = data.get("state", "queued")
         data["state"] = AttemptState(state) if state in AttemptState._value2member_map_ else state

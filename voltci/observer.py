@@ -13,9 +13,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import redis
 
@@ -81,7 +81,8 @@ class RepoWatch:
         else:
             missing = [b for b in self.requested_branches if b not in heads]
             if missing:
-                raise BadInput(f"unknown branch '{missing[0]}' in {self.url} (it has: {', '.join(sorted(heads)) or 'none'})")
+                have = ", ".join(sorted(heads)) or "none"
+                raise BadInput(f"unknown branch '{missing[0]}' in {self.url} (it has: {have})")
             self.branches = list(self.requested_branches)
         self.register()
 

@@ -18,7 +18,7 @@ import os
 import re
 import socket
 import weakref
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import redis
 from rq import Queue, Worker, get_current_job
@@ -44,7 +44,7 @@ _JOB_ID_PART = re.compile(r"[A-Za-z0-9_-]{1,300}")
 # rq's own job timeout is only a backstop behind the runner's build timeout.
 RQ_TIMEOUT_MARGIN_S = 300
 
-_rq_clients: "weakref.WeakKeyDictionary[redis.ConnectionPool, redis.Redis]" = weakref.WeakKeyDictionary()
+_rq_clients: weakref.WeakKeyDictionary[redis.ConnectionPool, redis.Redis] = weakref.WeakKeyDictionary()
 
 
 def _rq(client: redis.Redis) -> redis.Redis:
@@ -111,7 +111,8 @@ def waiting_job_ids(client: redis.Redis, settings: Settings) -> set[str]:
 def job_states(client: redis.Redis, job_ids: list[str]) -> dict[str, tuple[str, str]]:
     """job id -> (rq status, worker name) for the jobs rq still has."""
     found = {}
-    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=_rq(client), serializer=JOB_SERIALIZER)):
+    jobs = Job.fetch_many(job_ids, connection=_rq(client), serializer=JOB_SERIALIZER)
+    for job_id, job in zip(job_ids, jobs, strict=True):
         if job is not None:
             status = job.get_status(refresh=False)
             found[job_id] = (status.value if status else "", job.worker_name or "")
@@ -155,7 +156,7 @@ def delete_jobs(client: redis.Redis, job_ids: list[str], pipeline: redis.client.
     """Queue the deletion of these jobs' every record in rq (job, results, registries, queue) on
     `pipeline` (a pruned build leaves nothing behind). Only deletions: a full Redis allows them."""
     conn = _rq(client)
-    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=conn, serializer=JOB_SERIALIZER)):
+    for job_id, job in zip(job_ids, Job.fetch_many(job_ids, connection=conn, serializer=JOB_SERIALIZER), strict=False):
         if job is not None:
             job.delete(pipeline=pipeline, remove_from_queue=True)
         else:
@@ -216,12 +217,12 @@ def _arguments_fit(args: object, types: tuple[type, ...]) -> bool:
     """A build id (rq job id characters) and small non-negative integers, exactly as Volt enqueues them."""
     if not isinstance(args, (list, tuple)) or len(args) != len(types):
         return False
-    for value, kind in zip(args, types):
-        if type(value) is not kind:  # noqa: E721 -- bool is an int, and not an attempt number
+    for value, kind in zip(args, types, strict=True):
+        if type(value) is not kind:
             return False
-        if kind is str and not _JOB_ID_PART.fullmatch(value):
+        if isinstance(value, str) and not _JOB_ID_PART.fullmatch(value):
             return False
-        if kind is int and not 0 <= value <= 1_000_000:
+        if isinstance(value, int) and not 0 <= value <= 1_000_000:
             return False
     return True
 
@@ -241,7 +242,7 @@ def record_refused(conn: redis.Redis, job: Job, queue_name: str, reason: str, tt
     queue = volt_queue(conn, queue_name)
     with conn.pipeline() as pipe:
         pipe.lrem(queue.intermediate_queue_key, 1, job.id)
-        job.ended_at = job.ended_at or datetime.now(timezone.utc)
+        job.ended_at = job.ended_at or datetime.now(UTC)
         job.set_status(JobStatus.FAILED, pipeline=pipe)
         FailedJobRegistry(queue=queue).add(job, ttl=ttl, exc_string=reason, pipeline=pipe)
         Result.create_failure(job, ttl, exc_string=reason, worker_name=worker_name, pipeline=pipe)

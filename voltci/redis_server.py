@@ -93,7 +93,7 @@ class RedisServer:
             fh.write(text)
         return self.config_path
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [self.binary, str(self._write_config())]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -103,7 +103,8 @@ class RedisServer:
         try:
             while True:
                 if self.proc.poll() is not None:
-                    raise VoltError(f"redis-server exited at start (port {self.port}); see {self.data_dir / 'redis.log'}")
+                    log = self.data_dir / "redis.log"
+                    raise VoltError(f"redis-server exited at start (port {self.port}); see {log}")
                 try:
                     if client.ping():
                         return self
@@ -135,7 +136,7 @@ class RedisServer:
         self.stop()
         self.start()
 
-    def __enter__(self) -> "RedisServer":
+    def __enter__(self) -> RedisServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

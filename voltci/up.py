@@ -56,12 +56,9 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> subprocess.Popen:
         env = {**os.environ, **as_environment(self.settings)}
-        log_file = open(self.log_dir / f"worker-{index + 1}.log", "ab")
-        try:
+        with open(self.log_dir / f"worker-{index + 1}.log", "ab") as log_file:
             return subprocess.Popen([sys.executable, "-m", "voltci", "worker"], env=env, stdin=subprocess.DEVNULL,
                                     stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            log_file.close()
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -136,12 +136,12 @@ class BuildRun:
                 "counts": outcome.counts.to_dict()}
 
     def claim(self) -> Build | None:
-        work, bound = self.work, self.settings.redis_outage_limit
-        if work.shard is None:
+        work, bound, shard = self.work, self.settings.redis_outage_limit, self.work.shard
+        if shard is None:
             return retrying(f"start {work.build}", bound,
                             lambda: self.store.start_attempt(work.build, work.attempt, self.runner))
-        return retrying(f"start shard {work.shard} of {work.build}", bound, lambda: self.store.claim_shard(
-            work.build, work.attempt, work.shard, work.shard_attempt, self.runner))
+        return retrying(f"start shard {shard} of {work.build}", bound, lambda: self.store.claim_shard(
+            work.build, work.attempt, shard, work.shard_attempt, self.runner))
 
     def build(self, build: Build) -> RunOutcome:
         """Check the commit out and run its steps; every failure of ours becomes an `error` outcome."""
@@ -178,10 +178,11 @@ class BuildRun:
 
     def share(self) -> Share:
         """A shard's share of the tests, as the run that split the build planned it."""
-        work = self.work
-        assert work.shard is not None
-        return retrying(f"read shard {work.shard} of {work.build}", self.settings.redis_outage_limit,
-                        lambda: self.store.shard_share(work.build, work.shard or 0))
+        work, shard = self.work, self.work.shard
+        if shard is None:
+            raise ValueError("a build that is not split has no shares")
+        return retrying(f"read shard {shard} of {work.build}", self.settings.redis_outage_limit,
+                        lambda: self.store.shard_share(work.build, shard))
 
     def split(self, build: Build, steps: BuildSteps, listing: Callable[[], list[str]] | None) -> Share | None:
         """Split a large suite across the live runners: the plan is written and shards 1… are queued in
@@ -223,13 +224,13 @@ class BuildRun:
     def store_outcome(self, outcome: RunOutcome) -> str | None:
         """Store the outcome once, if this run still owns its work: "stored", "merged" (the last shard),
         or None (dropped)."""
-        work = self.work
-        if work.shard is None:
+        work, shard = self.work, self.work.shard
+        if shard is None:
             stored = retrying(f"store the result of {work.build}", STORE_RETRY_S,
                               lambda: self.store.finish_build(work.build, work.attempt, self.runner, outcome))
             return "stored" if stored else None
-        return retrying(f"store shard {work.shard} of {work.build}", STORE_RETRY_S, lambda: self.store.finish_shard(
-            work.build, work.attempt, work.shard or 0, work.shard_attempt, self.runner, outcome))
+        return retrying(f"store shard {shard} of {work.build}", STORE_RETRY_S, lambda: self.store.finish_shard(
+            work.build, work.attempt, shard, work.shard_attempt, self.runner, outcome))
 
     def _finish_log(self, pump: LogPump) -> None:
         try:

@@ -11,6 +11,8 @@ standard library only and imports nothing from Volt. It behaves like `python -m 
 Lines are flushed one by one, so the tests that finished before a hang or a crash are kept.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
@@ -18,6 +20,8 @@ import sys
 import time
 import traceback
 import unittest
+from collections.abc import Iterable, Iterator
+from typing import IO, Any
 
 IMPORT_FAILURE_CLASSES = ("_FailedTest",)
 
@@ -25,37 +29,42 @@ IMPORT_FAILURE_CLASSES = ("_FailedTest",)
 class JsonLinesResult(unittest.TextTestResult):
     """A TextTestResult that also writes each outcome to a JSON-lines file."""
 
-    def __init__(self, stream, descriptions, verbosity, *, out=None, **kwargs):
+    def __init__(self, stream: Any, descriptions: bool, verbosity: int, *, out: IO[str], **kwargs: Any) -> None:
         super().__init__(stream, descriptions, verbosity, **kwargs)
         self._out = out
-        self._started = {}
-        self._reported = set()
-        self._failed_subtests = {}
-        self.import_failures = []
+        self._started: dict[str, float] = {}
+        self._reported: set[str] = set()
+        self._failed_subtests: dict[str, list[str]] = {}
+        self.import_failures: list[tuple[str, str]] = []
         self.unexpected = 0
 
-    def _write(self, test_id, outcome, message="", duration=None, **extra):
+    def _write(self, test_id: str, outcome: str, message: str = "", duration: float | None = None,
+               **extra: Any) -> None:
         record = {"id": test_id, "outcome": outcome, "duration_s": round(duration or 0.0, 6),
                   "message": message}
         record.update(extra)
         self._out.write(json.dumps(record) + "\n")
         self._out.flush()
 
-    def _elapsed(self, test):
+    def _describe(self, err: Any, test: unittest.TestCase) -> str:
+        """The traceback text unittest's own report shows (TestResult's formatter, which typeshed omits)."""
+        return str(self._exc_info_to_string(err, test))  # type: ignore[attr-defined]
+
+    def _elapsed(self, test: unittest.TestCase) -> float:
         started = self._started.get(test.id())
         return time.perf_counter() - started if started is not None else 0.0
 
-    def _record(self, test, outcome, message="", **extra):
+    def _record(self, test: unittest.TestCase, outcome: str, message: str = "", **extra: Any) -> None:
         self._reported.add(test.id())
         if type(test).__name__ in IMPORT_FAILURE_CLASSES:
             self.import_failures.append((test.id(), message))
         self._write(test.id(), outcome, message, self._elapsed(test), **extra)
 
-    def startTest(self, test):
+    def startTest(self, test: unittest.TestCase) -> None:
         self._started[test.id()] = time.perf_counter()
         super().startTest(test)
 
-    def stopTest(self, test):
+    def stopTest(self, test: unittest.TestCase) -> None:
         super().stopTest(test)
         test_id = test.id()
         if test_id not in self._reported:
@@ -65,43 +74,43 @@ class JsonLinesResult(unittest.TextTestResult):
             self._record(test, outcome, f"{len(failed)} subtest(s) did not pass", via_subtests=True)
         self._started.pop(test_id, None)
 
-    def addSuccess(self, test):
+    def addSuccess(self, test: unittest.TestCase) -> None:
         super().addSuccess(test)
         self._record(test, "passed")
 
-    def addFailure(self, test, err):
+    def addFailure(self, test: unittest.TestCase, err: Any) -> None:
         super().addFailure(test, err)
-        self._record(test, "failed", self._exc_info_to_string(err, test))
+        self._record(test, "failed", self._describe(err, test))
 
-    def addError(self, test, err):
+    def addError(self, test: unittest.TestCase, err: Any) -> None:
         super().addError(test, err)
-        self._record(test, "error", self._exc_info_to_string(err, test))
+        self._record(test, "error", self._describe(err, test))
 
-    def addSkip(self, test, reason):
+    def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         super().addSkip(test, reason)
         self._record(test, "skipped", reason)
 
-    def addExpectedFailure(self, test, err):
+    def addExpectedFailure(self, test: unittest.TestCase, err: Any) -> None:
         super().addExpectedFailure(test, err)
         self._record(test, "passed", "expected failure")
 
-    def addUnexpectedSuccess(self, test):
+    def addUnexpectedSuccess(self, test: unittest.TestCase) -> None:
         super().addUnexpectedSuccess(test)
         self.unexpected += 1
         self._record(test, "failed", "unexpected success")
 
-    def addSubTest(self, test, subtest, err):
+    def addSubTest(self, test: unittest.TestCase, subtest: unittest.TestCase, err: Any) -> None:
         super().addSubTest(test, subtest, err)
         if err is None:
             return
         is_failure = issubclass(err[0], test.failureException)
         outcome = "failed" if is_failure else "error"
         self._failed_subtests.setdefault(test.id(), []).append(outcome)
-        self._write(subtest.id(), outcome, self._exc_info_to_string(err, test),
+        self._write(subtest.id(), outcome, self._describe(err, test),
                     self._elapsed(test), subtest_of=test.id())
 
 
-def flatten(suite):
+def flatten(suite: Iterable[Any]) -> Iterator[unittest.TestCase]:
     for item in suite:
         if isinstance(item, unittest.TestSuite):
             yield from flatten(item)
@@ -109,11 +118,11 @@ def flatten(suite):
             yield item
 
 
-def test_ids(suite):
+def test_ids(suite: unittest.TestSuite) -> list[str]:
     return [test.id() for test in flatten(suite)]
 
 
-def load_named(test_ids, start_dir, top_level_dir):
+def load_named(test_ids: list[str], start_dir: str, top_level_dir: str | None) -> unittest.TestSuite:
     """The tests `test_ids` names, importable as discovery would make them (top-level dir on sys.path)."""
     top = os.path.abspath(top_level_dir or start_dir)
     if top not in sys.path:
@@ -127,7 +136,7 @@ def load_named(test_ids, start_dir, top_level_dir):
     return suite
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--start-dir", default=".")
@@ -169,6 +178,7 @@ def main(argv=None):
             resultclass=lambda *a, **k: JsonLinesResult(*a, out=out, **k),
         )
         result = runner.run(suite)
+        assert isinstance(result, JsonLinesResult)
         summary = {
             "tests_run": result.testsRun, "failures": len(result.failures), "errors": len(result.errors),
             "skipped": len(result.skipped), "expected_failures": len(result.expectedFailures),

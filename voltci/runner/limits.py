@@ -40,7 +40,7 @@ class Limits:
     processes: int
 
     @classmethod
-    def of_runner(cls, memory: str, processes: int) -> "Limits":
+    def of_runner(cls, memory: str, processes: int) -> Limits:
         """The runner's own limits from its `build_memory` and `build_processes` settings."""
         return cls(parse_size(memory, allow_percent=True), parse_processes(processes))
 
@@ -111,7 +111,7 @@ def _kill_members(procs_files: list[Path]) -> None:
     """SIGKILL whatever is in the cgroups until they are empty (bounded)."""
     deadline = time.monotonic() + KILL_WAIT_S
     while True:
-        pids = set()
+        pids: set[int] = set()
         for procs in procs_files:
             try:
                 pids.update(int(p) for p in procs.read_text().split())
@@ -201,7 +201,7 @@ class CgroupV1:
         self.memory_parent, self.pids_parent = memory_parent, pids_parent
 
     @classmethod
-    def find(cls) -> "CgroupV1 | None":
+    def find(cls) -> CgroupV1 | None:
         parents = []
         for controller in ("memory", "pids"):
             own = _own_cgroup(controller)
@@ -253,7 +253,7 @@ class CgroupV2:
         self.parent = parent
 
     @classmethod
-    def find(cls) -> "CgroupV2 | None":
+    def find(cls) -> CgroupV2 | None:
         own = _own_cgroup("")
         if own is None or not (CGROUP_ROOT / "cgroup.controllers").exists():
             return None

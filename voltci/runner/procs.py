@@ -232,7 +232,8 @@ def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
                                         stderr=subprocess.STDOUT, env={**box.variables, TEST_RUN_ENV: marker},
                                         start_new_session=True, preexec_fn=before_exec)
             except (OSError, subprocess.SubprocessError) as exc:
-                return ProcessEnd(None, not_started=f"cannot start '{argv[0]}': {getattr(exc, 'strerror', None) or exc}")
+                why = getattr(exc, "strerror", None) or exc
+                return ProcessEnd(None, not_started=f"cannot start '{argv[0]}': {why}")
             stopped = _supervise(proc, budget, should_stop)
     finally:
         # Also reaps what the process left behind after a normal exit, in its group or not.

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 
 from voltci.runner import untrusted
 from voltci.sizes import BadLimit, parse_processes, parse_size

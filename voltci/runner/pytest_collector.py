@@ -19,34 +19,39 @@ stay): `--only-file` keeps the ids listed, `--except-file` keeps every other one
 the collected ids and runs nothing.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
+from typing import IO, Any
 
 
 class VoltRecorder:
     """A pytest plugin object: selects, and records each test's outcome."""
 
-    def __init__(self, out, only=None, others=None, list_only=False):
+    def __init__(self, out: IO[str], only: set[str] | None = None, others: set[str] | None = None,
+                 list_only: bool = False) -> None:
         self.out = out
         self.only, self.others, self.list_only = only, others, list_only
         self.tests_run = 0
-        self.collect_errors = []
-        self._open = {}  # node id -> (outcome, message, duration) so far
+        self.collect_errors: list[list[str]] = []
+        self._open: dict[str, tuple[str, str, float]] = {}  # node id -> (outcome, message, duration) so far
 
-    def _write(self, record):
+    def _write(self, record: dict[str, Any]) -> None:
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
 
-    def pytest_collectreport(self, report):
+    def pytest_collectreport(self, report: Any) -> None:
         if report.failed:
             self.collect_errors.append([report.nodeid or ".", _text(report)])
 
-    def pytest_collection_modifyitems(self, session, config, items):
+    def pytest_collection_modifyitems(self, session: Any, config: Any, items: list[Any]) -> None:
         if self.only is None and self.others is None:
             return
-        keep, dropped = [], []
+        keep: list[Any] = []
+        dropped: list[Any] = []
         for item in items:
             wanted = (self.only is None or item.nodeid in self.only) and \
                      (self.others is None or item.nodeid not in self.others)
@@ -55,12 +60,12 @@ class VoltRecorder:
             config.hook.pytest_deselected(items=dropped)
         items[:] = keep
 
-    def pytest_collection_finish(self, session):
+    def pytest_collection_finish(self, session: Any) -> None:
         if self.list_only:
             for item in session.items:
                 self._write({"id": item.nodeid})
 
-    def pytest_runtest_logreport(self, report):
+    def pytest_runtest_logreport(self, report: Any) -> None:
         if hasattr(report, "context"):  # a subtest's own report
             if report.failed:
                 label = _subtest_label(report)
@@ -99,19 +104,19 @@ class VoltRecorder:
             return
         self._open[nodeid] = (outcome, message, duration)
 
-    def summary(self, exitstatus):
+    def summary(self, exitstatus: int) -> dict[str, Any]:
         return {"summary": {"tests_run": self.tests_run, "collect_errors": self.collect_errors,
                             "import_failures": [], "exitstatus": int(exitstatus)}}
 
 
-def _text(report):
+def _text(report: Any) -> str:
     try:
         return str(report.longreprtext)
     except Exception:
         return str(report.longrepr)
 
 
-def _skipped(report):
+def _skipped(report: Any) -> tuple[str, str]:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         reason = str(longrepr[2])
@@ -119,12 +124,12 @@ def _skipped(report):
     return "skipped", _text(report)
 
 
-def _xfail_reason(report):
+def _xfail_reason(report: Any) -> str:
     reason = str(report.wasxfail or "")
     return f"xfail: {reason}" if reason else "xfail"
 
 
-def _subtest_label(report):
+def _subtest_label(report: Any) -> str:
     context = report.context
     parts = []
     message = getattr(context, "msg", None)
@@ -136,14 +141,14 @@ def _subtest_label(report):
     return " ".join(parts) or "(subtest)"
 
 
-def _lines(path):
+def _lines(path: str | None) -> set[str] | None:
     if not path:
         return None
     with open(path, encoding="utf-8") as fh:
         return set(fh.read().splitlines())
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--only-file", default=None, help="Run only the collected tests listed in this file.")

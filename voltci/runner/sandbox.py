@@ -172,7 +172,7 @@ class Sandbox:
 
     @classmethod
     def for_build(cls, tree: Path, scratch: Path, python: Path, limits: Limits | None, enabled: bool = True,
-                  venv: Path | None = None, pass_env: str = "", env: dict[str, str] | None = None) -> "Sandbox":
+                  venv: Path | None = None, pass_env: str = "", env: dict[str, str] | None = None) -> Sandbox:
         """The sandbox of one build in `tree`: `scratch/out` for its result files, `scratch/home` and
         `scratch/tmp` as its HOME and /tmp; `python` (in `venv`, when it has one) runs its tests; `env`,
         the variables its project asks for (tox's set_env), come on top of its own."""
@@ -182,11 +182,12 @@ class Sandbox:
         bwrap = checked_bwrap()[0] if enabled else None
         mirror, overlays = git_metadata(tree, scratch)
         readable = tuple(dict.fromkeys([*interpreter_roots(python), *COLLECTORS, *mirror]))
-        variables = {**build_environment(home, Path(tmp_seen(scratch, enabled)), venv, pass_env=pass_env), **(env or {})}
+        variables = build_environment(home, Path(tmp_seen(scratch, enabled)), venv, pass_env=pass_env)
+        variables.update(env or {})
         return cls(bwrap, tree, limits, (out, *([venv] if venv else [])), readable, home, tmp, True, variables,
-                   overlays)
+                   tuple(overlays))
 
-    def with_network(self, network: bool) -> "Sandbox":
+    def with_network(self, network: bool) -> Sandbox:
         return replace(self, network=network)
 
     @property

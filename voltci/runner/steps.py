@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Callable
 
 from voltci.config import Settings
 from voltci.models import Counts, Outcome, RunOutcome, Share, Status

@@ -29,6 +29,9 @@ class Selection:
     list_only: bool = False
 
 
+ALL = Selection()  # every collected test
+
+
 @dataclass(frozen=True)
 class Discovery:
     """unittest discovery's three arguments, as the maintainers give them."""
@@ -38,7 +41,7 @@ class Discovery:
     top_level_dir: str | None = None
     kind = "unittest"
 
-    def command(self, python: str, results: Path, selection: Selection = Selection()) -> list[str]:
+    def command(self, python: str, results: Path, selection: Selection = ALL) -> list[str]:
         command = [python, collector.__file__, "--out", str(results), "--start-dir", self.start_dir,
                    "--pattern", self.pattern]
         if self.top_level_dir:
@@ -66,7 +69,7 @@ class Pytest:
     args: tuple[str, ...] = ()
     kind = "pytest"
 
-    def command(self, python: str, results: Path, selection: Selection = Selection()) -> list[str]:
+    def command(self, python: str, results: Path, selection: Selection = ALL) -> list[str]:
         command = [python, pytest_collector.__file__, "--out", str(results)]
         only = selection.only
         if selection.ids:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
 from voltci.runner import untrusted
 from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.sandbox import Sandbox
-from voltci.runner.suites import Selection, Suite
+from voltci.runner.suites import ALL, Selection, Suite
 from voltci.sizes import human_size
 
 RESULTS_FILE = "results.jsonl"  # in the sandbox's `out` directory
@@ -54,7 +54,7 @@ def run_tests(
     tail_lines: int = 60,
     should_stop: Callable[[], str | None] = lambda: None,
     run_id: str = "tests",
-    selection: Selection = Selection(),
+    selection: Selection = ALL,
 ) -> RunOutcome:
     """Run the suite in `workdir` inside `box` (for a shard, only what `selection` keeps); the results
     land in the box's `out` directory."""

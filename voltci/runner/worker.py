@@ -28,7 +28,8 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from rq import Queue, Worker
@@ -76,7 +77,8 @@ class VoltWorker(Worker):
         settings = self.volt_settings
         self._say_how_builds_are_walled_in()
         self._reap()
-        self._heartbeat = Heartbeat(Store(self.connection, settings), RunnerBeat(name=self.name, queues=self.queue_names()),
+        beat = RunnerBeat(name=self.name, queues=self.queue_names())
+        self._heartbeat = Heartbeat(Store(self.connection, settings), beat,
                                     settings.heartbeat, settings.heartbeat_ttl,
                                     on_outage=self._on_outage, on_tick=self._reap_now_and_then).start()
         try:

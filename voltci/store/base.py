@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any
 
 import redis
-from redis.client import Pipeline
 
 from voltci.config import Settings
 from voltci.connection import decoded
+from voltci.store.tx import Txn
 
 
 def _decodes(client: redis.Redis) -> bool:
@@ -24,11 +25,13 @@ class StoreBase:
     (`tx.raw`)."""
 
     def __init__(self, client: redis.Redis, settings: Settings | None = None):
-        self.r = client if _decodes(client) else decoded(client)
+        # redis-py types every reply as `bytes | str`; this client decodes, so its replies are str (and
+        # the store's records say what each one holds).
+        self.r: Any = client if _decodes(client) else decoded(client)
         self.settings = settings or Settings()
 
     @contextmanager
-    def _batch(self, pipeline: Pipeline | None) -> Iterator[Pipeline]:
+    def _batch(self, pipeline: Txn | None) -> Iterator[Txn]:
         """The caller's pipeline, or one of our own that is executed (as one transaction) at the end."""
         if pipeline is not None:
             yield pipeline

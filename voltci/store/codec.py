@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from voltci.errors import VoltError
 from voltci.models import Outcome, TestResult
@@ -59,7 +60,7 @@ def front_code(ids: Iterable[str]) -> tuple[list[int], list[str]]:
 def front_decode(kept: list[int], rest: list[str]) -> list[str]:
     ids: list[str] = []
     previous = ""
-    for n, tail in zip(kept, rest):
+    for n, tail in zip(kept, rest, strict=False):
         previous = previous[:n] + tail
         ids.append(previous)
     return ids
@@ -134,7 +135,8 @@ def decode_tests(fields: dict[bytes, bytes] | dict[str, bytes]) -> list[TestResu
     via = set(columns.get("via", ()))
     tests = [TestResult(test_id, _OUTCOMES[code], _seconds_in(seconds), messages.get(str(i), ""), order,
                         subtests.get(str(i), ""), i in via)
-             for i, (test_id, code, seconds, order) in enumerate(zip(ids, columns["o"], columns["d"], orders))]
+             for i, (test_id, code, seconds, order)
+             in enumerate(zip(ids, columns["o"], columns["d"], orders, strict=False))]
     for entry in _unpack(blobs["listed"]) if blobs.get("listed") else []:
         tests[entry["i"]].message = entry.get("m", "")
     return tests
@@ -164,7 +166,7 @@ def decode_durations(blob: bytes | None) -> dict[str, float]:
     if not blob:
         return {}
     data = _unpack(blob)
-    return dict(zip(front_decode(data["p"], data["s"]), map(_seconds_in, data["d"])))
+    return dict(zip(front_decode(data["p"], data["s"]), map(_seconds_in, data["d"]), strict=False))
 
 
 def compress_log(data: bytes) -> bytes:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 
-from redis.client import Pipeline
-
 from voltci import keys
 from voltci.store import codec
 from voltci.store.base import StoreBase
 from voltci.store.channels import Subscription
-from voltci.store.tx import guarded, raw
+from voltci.store.tx import Txn, guarded, raw
 
 READ_TRIES = 3
 
@@ -26,7 +24,7 @@ class Logs(StoreBase):
         bytes, or None when that attempt no longer owns the build (nothing was written)."""
         size = len(text.encode())
 
-        def body(pipe: Pipeline) -> int | None:
+        def body(pipe: Txn) -> int | None:
             status, current = pipe.hmget(keys.build(build_id), "status", "attempt")
             if status != "running" or current != str(attempt):
                 return None

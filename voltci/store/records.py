@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import re
 
-from redis.client import Pipeline
-
 from voltci import keys
 from voltci.errors import BadInput
 from voltci.models import Attempt, AttemptState, Build, Shard, TestResult
 from voltci.store import codec
 from voltci.store.base import StoreBase
-from voltci.store.tx import raw
+from voltci.store.tx import Txn, raw
 
 SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 LEGACY_BRANCH_SCAN = 500  # builds looked at for a branch's newest, in a history written before heads existed
@@ -29,7 +27,7 @@ class Reads(StoreBase):
         return Build.from_hash(data) if data else None
 
     @staticmethod
-    def _read_build(pipe: Pipeline, build_id: str) -> Build | None:
+    def _read_build(pipe: Txn, build_id: str) -> Build | None:
         """The record, read inside a guarded transaction."""
         data = pipe.hgetall(keys.build(build_id))
         return Build.from_hash(data) if data else None
@@ -61,7 +59,7 @@ class Reads(StoreBase):
         return [Attempt.from_json(found[n]) for n in sorted(found, key=int)]
 
     @staticmethod
-    def _attempt_record(pipe: Pipeline, build: Build) -> Attempt:
+    def _attempt_record(pipe: Txn, build: Build) -> Attempt:
         text = pipe.hget(keys.build_attempts(build.id), str(build.attempt))
         if text:
             return Attempt.from_json(text)
@@ -144,7 +142,7 @@ class Reads(StoreBase):
                 pipe.zrevrange(keys.repo_history(repo), 0, 0)
             newest = [found[0] if found else None for found in pipe.execute()]
         builds = {b.id: b for b in self._builds([build_id for build_id in newest if build_id])}
-        return {repo: builds.get(build_id) if build_id else None for repo, build_id in zip(repos, newest)}
+        return {repo: builds.get(build_id) if build_id else None for repo, build_id in zip(repos, newest, strict=False)}
 
     def latest_build(self, repo: str, branch: str | None = None) -> Build | None:
         """The newest build of `repo`, or of one of its branches."""

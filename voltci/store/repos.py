@@ -26,7 +26,7 @@ class Repos(StoreBase):
 
     def pointers(self, repo: str, branches: list[str]) -> dict[str, str | None]:
         """The last commit the observer enqueued, per branch."""
-        return dict(zip(branches, self.r.hmget(keys.pointer(repo), branches))) if branches else {}
+        return dict(zip(branches, self.r.hmget(keys.pointer(repo), branches), strict=False)) if branches else {}
 
     def set_pointer(self, repo: str, branch: str, sha: str) -> None:
         self.r.hset(keys.pointer(repo), branch, sha)

@@ -13,13 +13,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from redis.client import Pipeline
-
 from voltci import keys, queue
 from voltci.clock import parse
 from voltci.models import Build
 from voltci.store.records import Reads
-from voltci.store.tx import guarded
+from voltci.store.tx import Txn, guarded
 
 BATCH = 200
 DAY_S = 86400.0
@@ -102,7 +100,7 @@ class Retention(Reads):
         if not builds:
             return []
 
-        def body(pipe: Pipeline) -> list[Build]:
+        def body(pipe: Txn) -> list[Build]:
             current = [b for b in self._builds([b.id for b in builds]) if b.status.is_final]
             pipe.multi()
             for build in current:
@@ -113,7 +111,7 @@ class Retention(Reads):
         return guarded(self.r, [keys.build(b.id) for b in builds], body)
 
     @staticmethod
-    def _delete_build(pipe: Pipeline, build: Build) -> None:
+    def _delete_build(pipe: Txn, build: Build) -> None:
         pipe.delete(*build_keys(build))
         pipe.zrem(keys.repo_history(build.repo), build.id)
         pipe.zrem(keys.history(), build.id)

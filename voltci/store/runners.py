@@ -45,7 +45,7 @@ class Runners(StoreBase):
         if not names:
             return {}
         values = self.r.mget([keys.runner(name) for name in names])
-        return {name: RunnerBeat.from_json(text) for name, text in zip(names, values) if text}
+        return {name: RunnerBeat.from_json(text) for name, text in zip(names, values, strict=False) if text}
 
     def update_registry(self, runners: dict[str, RunnerBeat]) -> None:
         """Registry entries: live runners as their key says; runners whose key went, marked gone (and

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.client import Pipeline
-
 from voltci import keys, queue
 from voltci.clock import now_iso
 from voltci.models import Attempt, AttemptState, Build, Counts, RunOutcome, Shard, Share, Status, TestResult
 from voltci.store import codec
 from voltci.store.transitions import Encoded, Transitions
-from voltci.store.tx import guarded, raw
+from voltci.store.tx import Txn, guarded, raw
 
 
 def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str) -> RunOutcome:
@@ -56,7 +54,7 @@ class Shards(Transitions):
         estimate). False when `attempt` no longer owns the build."""
         encoded = [codec.encode_ids(ids) for ids in plans]
 
-        def body(pipe: Pipeline) -> bool:
+        def body(pipe: Txn) -> bool:
             build = self._read_build(pipe, build_id)
             if build is None or build.attempt != attempt or build.status is not Status.RUNNING:
                 return False
@@ -76,7 +74,7 @@ class Shards(Transitions):
 
         return guarded(self.r, [keys.build(build_id)], body)
 
-    def _shard_state(self, pipe: Pipeline, build_id: str, attempt: int, shard: int, shard_attempt: int,
+    def _shard_state(self, pipe: Txn, build_id: str, attempt: int, shard: int, shard_attempt: int,
                      states: tuple[Any, ...]) -> tuple[Build, dict[int, Shard]] | None:
         """The build and its shards, if it runs under `attempt` and shard `shard` is at `shard_attempt`
         in one of `states`; None when it is not (cancelled, re-dispatched, ended)."""
@@ -94,7 +92,7 @@ class Shards(Transitions):
                     runner_id: str) -> Build | None:
         """Mark a queued shard running on `runner_id`; the build, or None when the shard is not ours to run."""
 
-        def body(pipe: Pipeline) -> Build | None:
+        def body(pipe: Txn) -> Build | None:
             found = self._shard_state(pipe, build_id, attempt, shard, shard_attempt, ("queued",))
             if found is None:
                 return None
@@ -118,7 +116,7 @@ class Shards(Transitions):
         finished = now_iso()
         mine = codec.encode_tests(outcome.tests) if outcome.tests else None
 
-        def body(pipe: Pipeline) -> str | None:
+        def body(pipe: Txn) -> str | None:
             found = self._shard_state(pipe, build_id, attempt, shard, shard_attempt, (AttemptState.RUNNING,))
             if found is None:
                 return None
@@ -152,7 +150,7 @@ class Shards(Transitions):
         """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard
         has had `max_attempts`. Returns "requeued", "gave up" or "" (nothing done)."""
 
-        def body(pipe: Pipeline) -> str:
+        def body(pipe: Txn) -> str:
             build = self._read_build(pipe, build_id)
             text = pipe.hget(keys.build_shards(build_id), str(shard))
             record = Shard.from_json(text) if text else None

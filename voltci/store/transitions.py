@@ -19,14 +19,12 @@ import json
 import time
 from dataclasses import replace
 
-from redis.client import Pipeline
-
 from voltci import keys, queue
 from voltci.clock import now_iso, seconds_between
 from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, PointerUpdate, RunOutcome, Status
 from voltci.store import codec
 from voltci.store.records import Reads
-from voltci.store.tx import guarded, raw
+from voltci.store.tx import Txn, guarded, raw
 
 LOST_KEPT = 200
 OUTBOX_KEPT = 10_000  # with no webhook configured, nobody empties it: keep it bounded
@@ -46,7 +44,7 @@ class Encoded:
 class Transitions(Reads):
     # ------------------------------------------------------------ a new build
 
-    def add_build(self, build: Build, score: float, pipeline: Pipeline | None = None, newest: bool = True) -> None:
+    def add_build(self, build: Build, score: float, pipeline: Txn | None = None, newest: bool = True) -> None:
         """Record a new build: its record, the queue set (while it waits), the history and commit
         indexes, and — unless `newest` is False — as its branch's newest build."""
         with self._batch(pipeline) as pipe:
@@ -60,7 +58,7 @@ class Transitions(Reads):
                 pipe.hset(keys.repo_heads(build.repo), build.branch, build.id)
 
     def record_finished(self, build: Build, outcome: RunOutcome, output: str = "", score: float | None = None,
-                        pipeline: Pipeline | None = None, newest: bool = True) -> None:
+                        pipeline: Txn | None = None, newest: bool = True) -> None:
         """Record a build that ran elsewhere — imported history, or a benchmark's — as a build run here
         is stored when it ends: record, compact results, compressed output, its attempt `build.attempt`
         (finished on `build.runner`), and the indexes. Repository aggregates (durations, flaky counts)
@@ -83,7 +81,7 @@ class Transitions(Reads):
         already existed: two observers, or one restarted, never build a commit twice."""
         key = keys.build(build.id)
 
-        def body(pipe: Pipeline) -> bool:
+        def body(pipe: Txn) -> bool:
             exists = bool(pipe.exists(key))
             pipe.multi()
             if not exists:
@@ -98,7 +96,7 @@ class Transitions(Reads):
     # ------------------------------------------------------------ a runner's attempt
 
     @staticmethod
-    def _owned(pipe: Pipeline, build_id: str, attempt: int) -> Build | None:
+    def _owned(pipe: Txn, build_id: str, attempt: int) -> Build | None:
         """The build, if `attempt` is its current attempt and it has not ended."""
         build = Reads._read_build(pipe, build_id)
         if build is None or build.attempt != attempt or build.status.is_final:
@@ -110,7 +108,7 @@ class Transitions(Reads):
         (already finished, cancelled, or superseded by a newer attempt)."""
         started = now_iso()
 
-        def body(pipe: Pipeline) -> Build | None:
+        def body(pipe: Txn) -> Build | None:
             build = self._owned(pipe, build_id, attempt)
             if build is None:
                 return None
@@ -135,7 +133,7 @@ class Transitions(Reads):
         encoded = Encoded(outcome)
         finished = now_iso()
 
-        def body(pipe: Pipeline) -> bool:
+        def body(pipe: Txn) -> bool:
             build = self._owned(pipe, build_id, attempt)
             if build is None:
                 return False
@@ -146,7 +144,7 @@ class Transitions(Reads):
 
         return guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
 
-    def _write_result(self, pipe: Pipeline, build: Build, attempt: int, runner_id: str, encoded: Encoded,
+    def _write_result(self, pipe: Txn, build: Build, attempt: int, runner_id: str, encoded: Encoded,
                       finished: str, output: bytes | None) -> None:
         """The writes of a build's final result (inside the caller's transaction)."""
         outcome = encoded.outcome
@@ -180,14 +178,14 @@ class Transitions(Reads):
         self._ended(pipe, build_id, outcome.status)
 
     @staticmethod
-    def _compress_output(pipe: Pipeline, build_id: str, output: bytes | None) -> None:
+    def _compress_output(pipe: Txn, build_id: str, output: bytes | None) -> None:
         """An ended build's output is read, if ever, whole: it is kept compressed."""
         if output:
             pipe.set(keys.build_log(build_id), codec.compress_log(output))
             pipe.hset(keys.build(build_id), "log_compressed", "1")
 
     @staticmethod
-    def _ended(pipe: Pipeline, build_id: str, status: Status) -> None:
+    def _ended(pipe: Txn, build_id: str, status: Status) -> None:
         """What every write of a final status does: leave the work sets, count the write, tell listeners.
 
         `results_stored` counts final writes, so that "written exactly once" can be checked, not assumed.
@@ -199,7 +197,7 @@ class Transitions(Reads):
         pipe.lpush(keys.outbox(), json.dumps({"build": build_id}))  # for the webhook (see notify.py)
         pipe.ltrim(keys.outbox(), 0, OUTBOX_KEPT - 1)
 
-    def _end_without_result(self, pipe: Pipeline, build: Build, status: Status, reason: str,
+    def _end_without_result(self, pipe: Txn, build: Build, status: Status, reason: str,
                             attempt_record: Attempt | None, output: bytes | None) -> None:
         """End `build` (read under WATCH) with `status` and no test results: cancelled, skipped, or given
         up after its runners were lost. `attempt_record` replaces its current attempt's record."""
@@ -214,7 +212,7 @@ class Transitions(Reads):
         self._ended(pipe, build.id, status)
 
     @staticmethod
-    def _record_lost(pipe: Pipeline, build: Build, lost: Attempt, next_step: str) -> None:
+    def _record_lost(pipe: Txn, build: Build, lost: Attempt, next_step: str) -> None:
         """Keep the latest lost attempts for `volt status`."""
         pipe.lpush(keys.lost(), json.dumps({"build": build.id, "repo": build.repo, "commit": build.commit,
                                             "attempt": lost.number, "runner": lost.runner,
@@ -223,7 +221,7 @@ class Transitions(Reads):
         pipe.ltrim(keys.lost(), 0, LOST_KEPT - 1)
 
     @staticmethod
-    def _add_jobs(pipe: Pipeline, build: Build, *job_ids: str) -> None:
+    def _add_jobs(pipe: Txn, build: Build, *job_ids: str) -> None:
         pipe.hset(keys.build(build.id), "jobs", " ".join([*build.jobs, *job_ids]))
 
     # ------------------------------------------------------------ the scheduler and people
@@ -233,7 +231,7 @@ class Transitions(Reads):
         once it has had `max_attempts`. Does nothing unless `attempt` is still the build's current one.
         Returns "requeued", "gave up" or "" (nothing done)."""
 
-        def body(pipe: Pipeline) -> str:
+        def body(pipe: Txn) -> str:
             build = self._owned(pipe, build_id, attempt)
             if build is None:
                 return ""
@@ -268,7 +266,7 @@ class Transitions(Reads):
         """End a queued or running build `cancelled`. Its runner sees that within a second and kills
         the tests' process group. Returns the build as it was before, or None if it had already ended."""
 
-        def body(pipe: Pipeline) -> Build | None:
+        def body(pipe: Txn) -> Build | None:
             build = self._read_build(pipe, build_id)
             if build is None or build.status.is_final:
                 return None
@@ -294,7 +292,7 @@ class Transitions(Reads):
                  and b.id != newest.id]
         skipped = []
         for build in older:
-            def body(pipe: Pipeline, build_id: str = build.id) -> bool:
+            def body(pipe: Txn, build_id: str = build.id) -> bool:
                 current = self._read_build(pipe, build_id)
                 if current is None or current.status is not Status.QUEUED:
                     return False
@@ -312,7 +310,7 @@ class Transitions(Reads):
         """Queue an ended build again, as its next attempt (the earlier ones stay in its history).
         Returns the build as it was, or None when it has not ended (it is queued or running)."""
 
-        def body(pipe: Pipeline) -> Build | None:
+        def body(pipe: Txn) -> Build | None:
             build = self._read_build(pipe, build_id)
             if build is None or not build.status.is_final:
                 return None

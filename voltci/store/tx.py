@@ -12,13 +12,17 @@ A full Redis refuses the whole transaction (EXECABORT): nothing is half-written.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import redis
-from redis.client import NEVER_DECODE, Pipeline
+from redis.client import NEVER_DECODE
 
 T = TypeVar("T")
 TRIES = 10
+# A pipeline of the store's decoding client. redis-py types every reply `bytes | str`; the store's
+# client decodes, so replies are str, and each record's reader says what it holds.
+Txn = Any
 
 
 class Contended(redis.WatchError):
@@ -27,7 +31,7 @@ class Contended(redis.WatchError):
     A WatchError, so the loops that retry on Redis errors try again later."""
 
 
-def guarded(client: redis.Redis, watched: Sequence[str], body: Callable[[Pipeline], T]) -> T:
+def guarded(client: redis.Redis, watched: Sequence[str], body: Callable[[Txn], T]) -> T:
     """Run `body` as one guarded transaction on `watched` (see the module's docstring); what it returned."""
     with client.pipeline() as pipe:
         for _ in range(TRIES):
@@ -42,6 +46,6 @@ def guarded(client: redis.Redis, watched: Sequence[str], body: Callable[[Pipelin
     raise Contended(f"{watched[0]} changed {TRIES} times while it was being written; try again")
 
 
-def raw(client: redis.Redis | Pipeline, *command: Any) -> Any:
+def raw(client: redis.Redis | Txn, *command: Any) -> Any:
     """A command whose reply stays bytes on the store's decoding client (for compressed blobs)."""
     return client.execute_command(*command, **{NEVER_DECODE: []})

@@ -136,7 +136,7 @@ def _unittest(args: list[str]) -> RunnerCommand:
         elif not arg.startswith("-"):
             positional.append(arg)
         i += 1
-    for key, value in zip(("-s", "-p", "-t"), positional):
+    for key, value in zip(("-s", "-p", "-t"), positional, strict=False):
         values[key] = value
     return RunnerCommand("unittest", start_dir=_clean(values["-s"] or "."), pattern=values["-p"] or "test*.py",
                          top_level_dir=_clean(values["-t"]) if values["-t"] else None)

@@ -9,9 +9,9 @@ Its values go through tox's own substitutions, turned into what they mean in a V
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from voltci.runner.detect.files import DetectError, exists, parse_ini, read_ini, read_toml, table
 

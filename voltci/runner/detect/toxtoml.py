@@ -85,11 +85,11 @@ class _Reader:
                 elif value or not item:
                     out.append(value)
             elif isinstance(item, dict):
-                value = self._replace(item, key)
-                if isinstance(value, list):
-                    out.extend(value)
-                elif value:
-                    out.append(value)
+                replaced = self._replace(item, key)
+                if isinstance(replaced, list):
+                    out.extend(replaced)
+                elif replaced:
+                    out.append(replaced)
             else:
                 raise DetectError(f"{self.source}: '{key}' of env '{self.name}' has {item!r}, neither a word nor "
                                   f"a {{replace = ...}} table")
