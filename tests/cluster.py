@@ -8,13 +8,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import redis
-from conftest import ROOT, GitRepo, child_env
+from support import ROOT, GitRepo, child_env, wait_until
 
 from voltci import keys
 from voltci.config import Settings, as_environment
@@ -41,19 +39,6 @@ SLOW_TEST = {
         "        child.wait()\n"
     ),
 }
-
-
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = WAIT_S) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except redis.ConnectionError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 class Cluster:
@@ -136,15 +121,6 @@ class Cluster:
 def marked_processes(build_id: str = "") -> dict[int, str]:
     """Test processes (pid -> run marker) of runs whose marker names `build_id`."""
     return {pid: marker for pid, marker in processes_with_env(TEST_RUN_ENV).items() if build_id in marker}
-
-
-def alive(pid: int) -> bool:
-    """Running, and not a zombie (read from /proc here, not through Volt's code, as the tests' oracle)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def grandchildren_started(build_id: str) -> list[int]:

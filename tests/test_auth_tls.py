@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, child_env, run_volt
 from sample_project import PASSING
+from support import ROOT, child_env, run_volt, wait_until
 
 from voltci.redis_server import free_port
+
+pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
 PASSWORD = "pw-Volt-1"
 
@@ -47,14 +49,7 @@ def tls_redis(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={certs / 'ca.crt'}"
     client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            assert proc.poll() is None and time.monotonic() < deadline, "redis-server with TLS did not start"
-            time.sleep(0.1)
+    wait_until(client.ping, "redis-server with TLS to start", 20, ignoring=(redis.RedisError,), process=proc)
     client.close()
     yield url, url.replace(PASSWORD, "wrong-password")
     proc.terminate()
@@ -87,14 +82,8 @@ def test_every_command_works_over_tls_with_a_password(tls_redis, make_repo, tmp_
     scheduler = subprocess.Popen([sys.executable, "-m", "voltci", "scheduler"], env=child_env(**env), cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/repo/proj", timeout=2).read().decode()
-                break
-            except OSError:
-                assert web.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
+        page = wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/repo/proj", timeout=2).read()
+                          .decode(), "the web page", 30, ignoring=(OSError,), process=web)
         assert sha[:10] in page and "passed" in page
         time.sleep(1.5)
         assert scheduler.poll() is None

@@ -8,15 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run_rq_worker_burst, run_volt
 from sample_project import PASSING
+from support import ROOT, assert_one_line_error, run_rq_worker_burst, run_volt, snapshot
 
 from voltci.models import Work
 from voltci.redis_server import free_port
-
-
-def snapshot(conn) -> dict:
-    return {key: conn.dump(key) for key in conn.keys("*")}
 
 
 @pytest.fixture
@@ -29,14 +25,6 @@ def built(rq_conn, conn, settings, make_repo):
     assert proc.returncode == 0, proc.stderr
     assert run_rq_worker_burst(settings).returncode == 0
     return repo, sha
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("volt: ") and fragment in lines[0], lines[0]
-    assert "Traceback" not in proc.stderr
 
 
 def test_report_passes_and_resolves_prefixes(built, settings) -> None:
@@ -74,17 +62,20 @@ def test_unknown_branch(built, conn, settings) -> None:
 
 @pytest.mark.parametrize("command", [["report", "abcd"], ["status"], ["history"], ["observe", "--once", "--repo", "."],
                                      ["cancel", "abcd"], ["scheduler"], ["worker", "--burst"]])
+@pytest.mark.e2e
 def test_unreachable_redis(command) -> None:
     proc = run_volt(*command, "--redis-url", f"redis://:s3cret@127.0.0.1:{free_port()}/0")
     assert_one_line_error(proc, "cannot reach Redis")
     assert "s3cret" not in proc.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("url", ["localhost:6379", "http://h/0", "redis://h:port/0"])
 def test_malformed_redis_url(url) -> None:
     assert_one_line_error(run_volt("status", "--redis-url", url), "malformed Redis URL")
 
 
+@pytest.mark.e2e
 def test_malformed_url_from_environment() -> None:
     assert_one_line_error(run_volt("status", env={"VOLT_REDIS_URL": "nonsense"}), "malformed Redis URL")
 

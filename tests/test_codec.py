@@ -8,7 +8,7 @@ import json
 import zlib
 
 import pytest
-from test_results import SHA_A, add
+from support import SHA_A, add
 
 from voltci import keys, report
 from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult

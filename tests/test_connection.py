@@ -4,12 +4,11 @@ A Redis without a password off loopback, and a password on the command line, are
 import socket
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 import redis
-from conftest import LOCKED_PASSWORD, ROOT, child_env, run_volt
+from support import LOCKED_PASSWORD, ROOT, child_env, run_volt, wait_until
 
 from voltci import connection
 from voltci.connection import check_url, connect, redacted
@@ -96,19 +95,13 @@ def open_redis(tmp_path):
                              "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = redis.Redis(host=host, port=port, socket_timeout=1)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
+    wait_until(client.ping, "redis-server to start", 15, ignoring=(redis.RedisError,), process=proc, every=0.05)
     yield f"redis://{host}:{port}/0"
     proc.terminate()
     proc.wait(timeout=10)
 
 
+@pytest.mark.e2e
 def test_every_kind_of_volt_process_warns_once_about_a_redis_open_to_the_network(open_redis, tmp_path) -> None:
     env = {"VOLT_REDIS_URL": open_redis, "VOLT_WORKSPACE_DIR": str(tmp_path / "ws")}
     status = run_volt("status", env=env)

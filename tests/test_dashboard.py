@@ -17,8 +17,8 @@ from pathlib import Path
 
 import flask
 import pytest
-from conftest import run_rq_worker_burst
 from rq.job import Job, JobStatus
+from support import run_rq_worker_burst
 
 from voltci import keys
 from voltci.models import Status

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_volt
+from support import ROOT, run_volt
 
 from voltci.config import Settings
 
@@ -32,6 +32,7 @@ def test_there_is_a_unit_per_role() -> None:
                                        "volt-web.service"}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", UNITS, ids=lambda p: p.name)
 def test_unit_runs_a_real_command_with_real_flags(path: Path) -> None:
     service = unit(path)["Service"]

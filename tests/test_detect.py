@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, child_env
+from support import ROOT, child_env
 
 from voltci.runner.detect import DetectError, TestPlan, describe, detect
 from voltci.runner.detect.files import MAX_BYTES
@@ -671,6 +671,7 @@ def volt(*args: str) -> subprocess.CompletedProcess:
                           cwd=ROOT, env=child_env(), stdin=subprocess.DEVNULL)
 
 
+@pytest.mark.e2e
 def test_volt_detect_prints_the_plan(tmp_path: Path) -> None:
     tree = project(tmp_path, {"pyproject.toml": PYPROJECT + "[project.optional-dependencies]\ntesting = ['pytest']\n",
                               "tox.ini": "[tox]\nenvlist = py311\n[testenv]\nextras = testing\n"
@@ -691,6 +692,7 @@ def test_volt_detect_prints_the_plan(tmp_path: Path) -> None:
      "pyproject.toml: dependency group 'test' includes itself"),
     ({}, ["--python", "three"], "--python must be a version like 3.12"),
 ])
+@pytest.mark.e2e
 def test_volt_detect_bad_input_is_one_line_and_exit_2(tmp_path: Path, files: dict[str, str], args: list[str],
                                                       fragment: str) -> None:
     proc = volt("detect", str(project(tmp_path, files)), "--json", *args)
@@ -699,6 +701,7 @@ def test_volt_detect_bad_input_is_one_line_and_exit_2(tmp_path: Path, files: dic
     assert proc.stderr.startswith("volt: ") and fragment in proc.stderr
 
 
+@pytest.mark.e2e
 def test_volt_detect_of_a_missing_directory(tmp_path: Path) -> None:
     proc = volt("detect", str(tmp_path / "nope"))
     assert proc.returncode == 2 and proc.stderr == f"volt: {tmp_path / 'nope'}: not a directory\n"

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import xmlschema
-from conftest import run_rq_worker_burst, run_volt
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
-from test_report import SCHEMAS
+from support import SCHEMAS, run_rq_worker_burst, run_volt
 from unittest_oracle import run_unittest
 
 from voltci.config import host_dir

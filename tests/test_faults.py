@@ -8,13 +8,15 @@ import signal
 import time
 
 import pytest
-from cluster import SLOW_TEST, Cluster, alive, grandchildren_started, marked_processes, wait_until
-from conftest import run_volt
+from cluster import SLOW_TEST, Cluster, grandchildren_started, marked_processes
+from support import alive, run_volt, wait_until
 
 from voltci import keys
 from voltci.models import AttemptState
 from voltci.runner.worker import EXIT_REDIS_LOST
 from voltci.store import Store
+
+pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
 
 @pytest.fixture

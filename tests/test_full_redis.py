@@ -10,9 +10,8 @@ import time
 
 import pytest
 import redis
-from cluster import SLOW_TEST, Cluster, wait_until
-from conftest import run_volt
-from test_results import outcome
+from cluster import SLOW_TEST, Cluster
+from support import outcome, run_volt, wait_until
 
 from voltci import keys
 from voltci.models import Build

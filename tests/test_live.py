@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
-from test_results import SHA_A, add, outcome
+from support import SHA_A, add, outcome
 
 from voltci.live import CLEAR_LINE, LiveView, expected_tests, status_line
 from voltci.models import Build

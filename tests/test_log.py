@@ -7,9 +7,8 @@ import subprocess
 import threading
 import time
 
-from cluster import wait_until
-from conftest import ROOT, RQ_WORKER, child_env, run_rq_worker_burst, run_volt
-from test_results import SHA_A, add, running
+import pytest
+from support import ROOT, RQ_WORKER, SHA_A, add, child_env, run_rq_worker_burst, run_volt, running, wait_until
 
 from voltci import keys
 from voltci.logstream import LogPump, follow_log
@@ -36,6 +35,7 @@ def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
     assert text.endswith("[volt: 93 more bytes of output were not kept]\n")
 
 
+@pytest.mark.e2e
 def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path) -> None:
     build = add(fake, "proj", SHA_A)
     Store(fake).start_attempt(build.id, 1, "r1")

@@ -11,7 +11,7 @@ import threading
 from dataclasses import replace
 
 import pytest
-from test_results import SHA_A, SHA_B, outcome
+from support import SHA_A, SHA_B, outcome, wait_until
 
 from voltci import keys
 from voltci.models import Build, Status
@@ -102,10 +102,7 @@ def test_the_scheduler_sends_them(conn, rq_conn, settings, hook_url) -> None:
     thread.start()
     try:
         ended_build(rq_conn, conn, settings, SHA_A)
-        deadline = 200
-        while not Hook.received and deadline:
-            stop.wait(0.05)
-            deadline -= 1
+        wait_until(lambda: Hook.received, "the webhook to be sent", 10, every=0.05)
     finally:
         stop.set()
         thread.join(timeout=10)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import redis
-from conftest import ROOT, child_env
+from support import ROOT, child_env, wait_until
 
 from voltci import keys
 from voltci.observer import RepoWatch
@@ -31,15 +31,8 @@ def own_redis(tmp_path):
 
 
 def wait_for_build(url: str, repo: str, sha: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        try:
-            if redis.Redis.from_url(url).exists(keys.build(keys.build_id(repo, sha))):
-                return
-        except redis.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"no build of {sha[:10]} within {WAIT_S} s")
+    wait_until(lambda: redis.Redis.from_url(url).exists(keys.build(keys.build_id(repo, sha))),
+               f"a build of {sha[:10]}")
 
 
 def test_observer_survives_redis_restart_and_failing_fetch(own_redis, make_repo, tmp_path) -> None:

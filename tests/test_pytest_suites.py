@@ -16,6 +16,8 @@ from voltci.models import Outcome, Status
 from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 
+pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
+
 PYTEST_VERSION = "9.2.0"  # the one requirements.txt pins: what the build's environment installs
 SETUP = f"setup = [['python', '-m', 'pip', 'install', '-q', 'pytest=={PYTEST_VERSION}']]\n"
 

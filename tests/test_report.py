@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import xmlschema
+from support import SCHEMAS
 
 from voltci import report
 from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, Status, TestResult
 
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
 CONTRACT_KEYS = {"repo", "commit", "branch", "status", "attempts", "runner", "queued_at", "started_at",
                  "finished_at", "duration_s", "counts", "tests", "log_tail"}
 

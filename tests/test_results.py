@@ -2,34 +2,12 @@
 
 import pytest
 import redis
+from support import SHA_A, SHA_B, SHA_C, add, outcome
 
 from voltci import keys
 from voltci.errors import BadInput
-from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.models import Status
 from voltci.store import Store
-
-SHA_A = "abcd" + "1" * 36
-SHA_B = "abce" + "2" * 36
-SHA_C = "abcd" + "3" * 36
-
-
-def add(conn: redis.Redis, repo: str, sha: str, score: float = 1.0) -> Build:
-    build = Build(id=keys.build_id(repo, sha), repo=repo, url="/r", commit=sha, branch="main", subject="s")
-    Store(conn).add_build(build, score)
-    return build
-
-
-def running(conn: redis.Redis, build_id: str, attempt: int = 1) -> Store:
-    """A build `build_id` whose attempt `attempt` runs (only the running attempt may write its output)."""
-    store = Store(conn)
-    store.add_build(Build(id=build_id, repo="proj", url="/r", commit=SHA_A, branch="main", attempt=attempt), 1.0)
-    assert store.start_attempt(build_id, attempt, "r1") is not None
-    return store
-
-
-def outcome(status: Status = Status.PASSED) -> RunOutcome:
-    tests = [TestResult(f"t.T.test_{i}", Outcome.PASSED, 0.1, order=i) for i in range(3)]
-    return RunOutcome(status, tests, Counts(total=3, passed=3))
 
 
 def test_resolve_unique_prefix_and_full_sha(fake: redis.Redis) -> None:

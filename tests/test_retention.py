@@ -9,10 +9,8 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import run_rq_worker_burst, run_volt
 from sample_project import PASSING
-from test_cli import assert_one_line_error, snapshot
-from test_results import outcome
+from support import assert_one_line_error, outcome, run_rq_worker_burst, run_volt, snapshot
 
 from voltci import keys, scheduler
 from voltci.models import Build, Outcome, RunOutcome, Status, TestResult

@@ -4,7 +4,7 @@ when storing a finished build's result."""
 from __future__ import annotations
 
 import redis
-from test_results import SHA_A, add, outcome
+from support import SHA_A, add, outcome
 
 from voltci import keys
 from voltci.config import Settings

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from cluster import alive, wait_until
-from conftest import ROOT, child_env, run_volt
 from sandbox_probe import probe_files, write_probe
+from support import ROOT, alive, child_env, run_volt, wait_until
 
 from voltci.config import Settings, as_environment, host_dir
 from voltci.models import Outcome, Status
@@ -30,6 +29,8 @@ from voltci.runner import limits, sandbox
 from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 from voltci.store import Store
+
+pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
 PROBE_IDS = {f"tests.test_ways_out.WaysOut.{name}" for name in (
     "test_other_processes_are_invisible", "test_runner_environ_is_out_of_reach",

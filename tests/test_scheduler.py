@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 from rq.job import Job
-from test_results import SHA_A, outcome
+from support import SHA_A, outcome
 
 from voltci import keys, queue, scheduler
 from voltci.heartbeat import Heartbeat, RunnerBeat

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from cluster import Cluster, wait_until
-from conftest import run_volt
+from cluster import Cluster
+from support import run_volt, wait_until
 
 from voltci.models import AttemptState
 from voltci.runner.sharding import module_of, partition

@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from test_results import running
+from support import running
 
 from voltci.config import Settings
 from voltci.logstream import LogPump
@@ -16,6 +16,8 @@ from voltci.models import Outcome, Status
 from voltci.runner import project
 from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
+
+pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
 PASSING = {"tests/__init__.py": "", "tests/test_ok.py": (
     "import unittest\n\nclass T(unittest.TestCase):\n    def test_ok(self):\n        self.assertTrue(True)\n")}

@@ -9,7 +9,7 @@ from dataclasses import replace
 import fakeredis
 import pytest
 import redis
-from test_results import SHA_A, SHA_B, SHA_C, outcome
+from support import SHA_A, SHA_B, SHA_C, outcome
 
 from voltci import keys, queue
 from voltci.config import Settings

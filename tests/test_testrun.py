@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
-from cluster import alive, marked_processes, wait_until
+from cluster import marked_processes
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
+from support import alive, wait_until
 from unittest_oracle import run_unittest
 
 from voltci.models import Status
@@ -20,6 +21,8 @@ from voltci.runner.procs import Budget
 from voltci.runner.sandbox import Sandbox, build_environment
 from voltci.runner.suites import Discovery
 from voltci.runner.testrun import OUTPUT_FILE, run_tests
+
+pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
 
 def write_tree(root: Path, *file_sets: dict[str, str]) -> Path:

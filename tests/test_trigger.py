@@ -12,7 +12,7 @@ import time
 from dataclasses import replace
 
 import redis
-from conftest import ROOT, child_env, run_volt
+from support import ROOT, child_env, run_volt, wait_until
 
 from voltci import keys
 from voltci.web import create_app
@@ -30,18 +30,13 @@ def test_notify_has_a_slow_polling_observer_build_at_once(redis_url, make_repo, 
                                 stderr=subprocess.STDOUT, start_new_session=True)
     conn = redis.Redis.from_url(redis_url)
     try:
-        deadline = time.monotonic() + WAIT_S
-        while not conn.zcard(keys.repo_history("proj")):
-            assert time.monotonic() < deadline, (tmp_path / "observer.log").read_text()
-            time.sleep(0.1)
+        wait_until(lambda: conn.zcard(keys.repo_history("proj")), "the observer's first build", process=proc)
         time.sleep(0.5)  # the observer now waits for its next poll, five minutes away
         sha = repo.commit({"a.txt": "1"}, "pushed")
         notified = run_volt("notify", "--repo", "proj", "refs/heads/main", "--redis-url", redis_url)
         assert notified.returncode == 0 and "notified 1 observer(s) of proj" in notified.stdout, notified.stderr
-        started = time.monotonic()
-        while not conn.exists(keys.build(keys.build_id("proj", sha))):
-            assert time.monotonic() - started < 10, "the notification did not make the observer look"
-            time.sleep(0.05)
+        wait_until(lambda: conn.exists(keys.build(keys.build_id("proj", sha))),
+                   "the notification to make the observer look", 10, every=0.05)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

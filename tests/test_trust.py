@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import ROOT, child_env, run_volt
 from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import DefaultSerializer
 from sample_project import PASSING
+from support import ROOT, child_env, run_volt
 
 from voltci.config import Settings
 from voltci.models import Status

@@ -16,11 +16,13 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-from conftest import child_env, run_volt
 from sample_project import FAILING, PASSING
+from support import child_env, run_volt, wait_until
 
 from voltci.redis_server import free_port
 from voltci.runner.procs import descendants, kill_all
+
+pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
 STARTUP_TIMEOUT_S = 120
 
@@ -51,7 +53,7 @@ def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo,
         lines += read_until(proc, f"failed    proj {failing[:10]}")
         repo.commit(hanging, "hangs")
         # The hanging test's own child, seen from the host: below `volt up`, inside a build's sandbox.
-        wait_for(lambda: sleeping_grandchild(proc))
+        wait_until(lambda: sleeping_grandchild(proc), "the hanging test to start its child", STARTUP_TIMEOUT_S)
         family = psutil.Process(proc.pid).children(recursive=True)
         runners = [p for p in psutil.Process(proc.pid).children() if "worker" in " ".join(p.cmdline())]
         assert len(runners) == 2
@@ -93,13 +95,6 @@ def sleeping_grandchild(proc: subprocess.Popen) -> psutil.Process | None:
 def assert_all_gone(family: list[psutil.Process]) -> None:
     time.sleep(0.2)
     assert [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
-
-
-def wait_for(condition, timeout: float = STARTUP_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def read_until(proc: subprocess.Popen, fragment: str, timeout: float = STARTUP_TIMEOUT_S) -> list[str]:

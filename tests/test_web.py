@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from test_results import SHA_A, SHA_B
+from support import SHA_A, SHA_B
 
 from voltci import keys, queue
 from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult

@@ -8,15 +8,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
-from conftest import ROOT, child_env, run_rq_worker_burst, run_volt
 from sample_project import FAILING, PASSING
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from support import ROOT, child_env, run_rq_worker_burst, run_volt, wait_until
 
 from voltci.redis_server import free_port
 
@@ -64,14 +63,8 @@ def web_url(settings, make_repo, tmp_path):
                                  "--redis-url", settings.effective_redis_url],
                                 env=child_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/", timeout=2).read()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "web.log").read_text()
-            time.sleep(0.1)
+    wait_until(lambda: urllib.request.urlopen(url + "/", timeout=2).read(), "the web page", 30, ignoring=(OSError,),
+               process=proc)
     yield url, sha
     proc.terminate()
     proc.wait(timeout=10)

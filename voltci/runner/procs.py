@@ -127,10 +127,22 @@ def run_marker(run_id: str) -> str:
 
 
 def kill_marked(marker: str) -> int:
-    """Kill every process of the test run `marker`, wherever it went (new session, daemonized)."""
+    """Kill every process of the test run `marker`, wherever it went (new session, daemonized), and
+    wait, boundedly, until they are gone: the run is over only when none of them runs."""
     pids = [pid for pid, value in processes_with_env(TEST_RUN_ENV).items() if value == marker]
     kill_all(pids)
+    _wait_gone(pids, KILL_GRACE_S)
     return len(pids)
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> None:
+    """Until none of `pids` runs (a zombie has nothing left to run), or `timeout_s` passes."""
+    ticks = {pid: start_ticks(pid) for pid in pids}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not any(start_ticks(pid) == started for pid, started in ticks.items() if started is not None):
+            return
+        time.sleep(0.01)
 
 
 def reap_orphaned_tests() -> int:

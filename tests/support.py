@@ -1,0 +1,163 @@
+"""What the test modules share: builders of records and repositories, the processes tests start the
+way a user would (`volt`, `rq worker`), and the one way to wait for something. Test modules import
+from here (and from cluster.py, sample_project.py, unittest_oracle.py, sandbox_probe.py), never from
+each other; conftest.py holds only fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from voltci import keys
+from voltci.config import Settings
+from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.store import Store
+
+WAIT_S = 90
+
+ROOT = Path(__file__).resolve().parent.parent
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@volt.invalid",
+                "GIT_COMMITTER_NAME": "Test Author", "GIT_COMMITTER_EMAIL": "author@volt.invalid"}
+
+
+LOCKED_PASSWORD = "s3cret-Volt-trust"
+
+
+class GitRepo:
+    """A real git repository in a temp dir, for the observer and runners to build."""
+
+    def __init__(self, path: Path, branch: str = "main"):
+        self.path = path
+        path.mkdir(parents=True)
+        self.git("init", "--quiet", f"--initial-branch={branch}")
+
+    def git(self, *args: str) -> str:
+        env = {**os.environ, **GIT_IDENTITY}
+        return subprocess.run(["git", *args], cwd=self.path, env=env, check=True, capture_output=True,
+                              text=True, timeout=60).stdout.strip()
+
+    def commit(self, files: dict[str, str | None], message: str) -> str:
+        """Write (or, for None, delete) files and commit them; returns the new sha."""
+        for name, text in files.items():
+            file = self.path / name
+            if text is None:
+                file.unlink()
+                continue
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_text(text)
+        self.git("add", "--all")
+        self.git("commit", "--quiet", "--allow-empty", "-m", message)
+        return self.head()
+
+    def head(self) -> str:
+        return self.git("rev-parse", "HEAD")
+
+    def checkout(self, branch: str, create: bool = False) -> None:
+        self.git("checkout", "--quiet", *(["-b"] if create else []), branch)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a process the tests start: this checkout importable, the machine's VOLT_* left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    return child_env(VOLT_WORKSPACE_DIR=settings.workspace_dir, VOLT_BUILD_TIMEOUT=str(settings.build_timeout))
+
+
+RQ_WORKER = [sys.executable, "-m", "rq.cli", "worker", "-S", "rq.serializers.JSONSerializer"]
+
+
+def run_rq_worker_burst(settings: Settings, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A plain `rq worker -S rq.serializers.JSONSerializer --burst` on Volt's queue, as the README says."""
+    return subprocess.run(
+        [*RQ_WORKER, "--burst", "--url", settings.effective_redis_url, settings.queue],
+        env=worker_env(settings), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        start_new_session=True)
+
+
+def run_volt(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+             cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The `volt` command as a user runs it, in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "voltci", *args], env=child_env(**(env or {})), capture_output=True,
+                          text=True,
+                          timeout=timeout, cwd=cwd or ROOT, stdin=subprocess.DEVNULL)
+
+
+SHA_A = "abcd" + "1" * 36
+SHA_B = "abce" + "2" * 36
+SHA_C = "abcd" + "3" * 36
+
+
+def add(conn: redis.Redis, repo: str, sha: str, score: float = 1.0) -> Build:
+    build = Build(id=keys.build_id(repo, sha), repo=repo, url="/r", commit=sha, branch="main", subject="s")
+    Store(conn).add_build(build, score)
+    return build
+
+
+def running(conn: redis.Redis, build_id: str, attempt: int = 1) -> Store:
+    """A build `build_id` whose attempt `attempt` runs (only the running attempt may write its output)."""
+    store = Store(conn)
+    store.add_build(Build(id=build_id, repo="proj", url="/r", commit=SHA_A, branch="main", attempt=attempt), 1.0)
+    assert store.start_attempt(build_id, attempt, "r1") is not None
+    return store
+
+
+def outcome(status: Status = Status.PASSED) -> RunOutcome:
+    tests = [TestResult(f"t.T.test_{i}", Outcome.PASSED, 0.1, order=i) for i in range(3)]
+    return RunOutcome(status, tests, Counts(total=3, passed=3))
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S, *,
+               ignoring: tuple[type[BaseException], ...] = (redis.ConnectionError,),
+               process: subprocess.Popen | None = None, every: float = 0.1) -> Any:
+    """The first true value of `predicate()`, asked every `every` seconds for at most `timeout`; an
+    exception of `ignoring` counts as not yet. With `process`, it fails at once when that process
+    exits (it was to bring what is waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except ignoring:
+            value = None
+        if value:
+            return value
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{process.args[0]} exited ({process.returncode}) while waiting for {what}")
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    """Running, and not a zombie (read from /proc here, not through Volt's code, as the tests' oracle)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def snapshot(conn) -> dict:
+    return {key: conn.dump(key) for key in conn.keys("*")}
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("volt: ") and fragment in lines[0], lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
