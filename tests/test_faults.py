@@ -12,8 +12,8 @@ from cluster import SLOW_TEST, Cluster, grandchildren_started, marked_processes
 from support import alive, run_volt, wait_until
 
 from voltci import keys
+from voltci.errors import RedisLost
 from voltci.models import AttemptState
-from voltci.runner.worker import EXIT_REDIS_LOST
 from voltci.store import Store
 
 pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
@@ -163,7 +163,7 @@ def test_runner_cut_off_longer_than_the_bound_exits_with_one_line(cluster) -> No
         code = cluster.procs["r1"].wait(timeout=30)
     finally:
         cluster.server.start()
-    assert code == EXIT_REDIS_LOST
+    assert code == RedisLost.exit_code == 75
     last = cluster.log("r1").strip().splitlines()[-1]
     assert last.startswith("volt worker r1: cannot reach Redis for") and "exiting" in last
 

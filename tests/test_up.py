@@ -20,7 +20,7 @@ from sample_project import FAILING, PASSING
 from support import child_env, run_volt, wait_until
 
 from voltci.redis_server import free_port
-from voltci.runner.procs import descendants, kill_all
+from voltci.runner.procs import descendants, kill_all, processes_with_env
 
 pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
@@ -117,12 +117,12 @@ def read_until(proc: subprocess.Popen, fragment: str, timeout: float = STARTUP_T
 
 
 def test_up_with_a_bad_repository_exits_2_and_leaves_nothing_running(tmp_path) -> None:
-    before = {p.pid for p in psutil.process_iter() if p.name() == "redis-server"}
-    proc = run_volt("up", "--repo", str(tmp_path / "absent"), env={"VOLT_WORKSPACE_DIR": str(tmp_path / "ws")},
-                    cwd=tmp_path)
+    workspace = str(tmp_path / "ws")
+    proc = run_volt("up", "--repo", str(tmp_path / "absent"), env={"VOLT_WORKSPACE_DIR": workspace}, cwd=tmp_path)
     assert proc.returncode == 2 and "not a git repository" in proc.stderr and "Traceback" not in proc.stderr
-    after = {p.pid for p in psutil.process_iter() if p.name() == "redis-server"}
-    assert after <= before
+    # Whatever this `volt up` started carries its environment: none of it may be left (other tests of the
+    # machine may start redis-servers of their own meanwhile).
+    assert [pid for pid, value in processes_with_env("VOLT_WORKSPACE_DIR").items() if value == workspace] == []
 
 
 def test_up_stopped_by_sigterm_stops_its_runners_and_embedded_redis(tmp_path) -> None:

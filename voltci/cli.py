@@ -24,7 +24,7 @@ from voltci import report
 from voltci.clock import now_iso, seconds_between
 from voltci.config import Settings, load_settings
 from voltci.connection import connect, redacted
-from voltci.errors import BadInput, RedisUnavailable, VoltError
+from voltci.errors import BadInput, Interrupted, RedisUnavailable, VoltError
 from voltci.logstream import follow_log
 from voltci.observer import RepoWatch, observe_loop
 from voltci.outage import describe, is_full
@@ -48,7 +48,7 @@ class OneLineErrors:
             ctx.exit(RedisUnavailable.exit_code)
         except KeyboardInterrupt:
             click.echo("volt: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(Interrupted.exit_code)
 
 
 class VoltGroup(OneLineErrors, click.Group):

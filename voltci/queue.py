@@ -21,7 +21,7 @@ import weakref
 from datetime import UTC, datetime
 
 import redis
-from rq import Queue, Worker, get_current_job
+from rq import Queue, get_current_job
 from rq.exceptions import DeserializationError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
@@ -116,17 +116,6 @@ def job_states(client: redis.Redis, job_ids: list[str]) -> dict[str, tuple[str, 
         if job is not None:
             status = job.get_status(refresh=False)
             found[job_id] = (status.value if status else "", job.worker_name or "")
-    return found
-
-
-def workers(client: redis.Redis) -> list[dict[str, str]]:
-    """The rq workers registered in this Redis, with what each is doing."""
-    found = []
-    for worker in Worker.all(connection=_rq(client), serializer=JOB_SERIALIZER):
-        job_id = worker.get_current_job_id()
-        found.append({"name": worker.name, "state": str(worker.get_state()),
-                      "queues": ",".join(worker.queue_names()), "job": job_id or "",
-                      "last_heartbeat": worker.last_heartbeat.isoformat() if worker.last_heartbeat else ""})
     return found
 
 

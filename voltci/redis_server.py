@@ -132,10 +132,6 @@ class RedisServer:
             pass
         self.proc = None
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def __enter__(self) -> RedisServer:
         return self.start()
 

@@ -35,7 +35,6 @@ from voltci.redis_server import RedisServer
 from voltci.runner.limits import Limits
 from voltci.runner.procs import descendants, kill_all
 from voltci.runner.sandbox import SandboxUnavailable, describe_runner
-from voltci.runner.worker import EXIT_NO_SANDBOX
 from voltci.scheduler import Scheduler
 from voltci.store import Store
 from voltci.store.channels import Subscription
@@ -110,7 +109,7 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         walls = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes))
     except SandboxUnavailable as exc:
         click.echo(f"volt: {exc}", err=True)
-        return EXIT_NO_SANDBOX
+        return exc.exit_code
     try:
         if settings.redis_url is None:
             server = _start_embedded_redis(redis_dir)

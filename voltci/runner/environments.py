@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voltci.config import host_dir
+from voltci.errors import VoltError
 from voltci.locks import AllBusy, first_free
 
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", ".volt.toml")
@@ -34,7 +35,7 @@ UNUSED_FOR_S = 7 * 24 * 3600
 LOCK_POLL_S = 0.5
 
 
-class EnvironmentUnavailable(Exception):
+class EnvironmentUnavailable(VoltError):
     """The build's environment cannot be made (no such Python here, venv failed), in one line."""
 
 

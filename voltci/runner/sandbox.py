@@ -34,6 +34,7 @@ from functools import cache
 from pathlib import Path
 
 from voltci.config import variable_names
+from voltci.errors import CannotSandbox
 from voltci.runner import untrusted
 from voltci.runner.limits import Limits
 from voltci.runner.limits import best as limits_mechanism
@@ -58,7 +59,7 @@ PASSED_VARIABLES = {"LANG", "LANGUAGE", "TZ", "http_proxy", "https_proxy", "no_p
 PASSED_PREFIXES = ("LC_", "PIP_", "UV_")
 
 
-class SandboxUnavailable(Exception):
+class SandboxUnavailable(CannotSandbox):
     """bwrap cannot make a sandbox on this host (or is missing), in one line that says what to do."""
 
 

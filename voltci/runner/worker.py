@@ -38,6 +38,7 @@ from rq.job import Job
 from voltci import queue as jobs
 from voltci.config import Settings, load_settings
 from voltci.connection import warn_if_unprotected
+from voltci.errors import RedisLost
 from voltci.heartbeat import WORKER_BEATS, Heartbeat, RunnerBeat
 from voltci.outage import Outage
 from voltci.queue import work_of
@@ -46,8 +47,6 @@ from voltci.runner.procs import reap_orphaned_tests
 from voltci.runner.sandbox import SandboxUnavailable, describe_runner
 from voltci.store import Store
 
-EXIT_REDIS_LOST = 75  # EX_TEMPFAIL: try again later
-EXIT_NO_SANDBOX = 78  # EX_CONFIG: starting again will not help until the host or the settings change
 REAP_EVERY_S = 5.0
 # Redis away, or full (maxmemory with noeviction: it refuses writes until memory is freed)
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
@@ -94,7 +93,7 @@ class VoltWorker(Worker):
             said = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes))
         except SandboxUnavailable as exc:
             print(f"volt worker {self.name}: refusing to run builds: {exc}", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_NO_SANDBOX) from None
+            raise SystemExit(exc.exit_code) from None
         print(f"volt worker {self.name}: {said}", file=sys.stderr, flush=True)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -212,7 +211,7 @@ class VoltWorker(Worker):
             except ChildProcessError:
                 pass
         self._reap()
-        os._exit(EXIT_REDIS_LOST)
+        os._exit(RedisLost.exit_code)
 
     def _reap_now_and_then(self) -> None:
         if time.monotonic() - self._last_reap >= REAP_EVERY_S:

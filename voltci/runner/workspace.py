@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voltci.config import host_dir
+from voltci.errors import WorkspaceBusy
 from voltci.git import GitError, Mirror, git
 from voltci.locks import AllBusy, first_free
 
@@ -57,7 +58,7 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str,
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
     except AllBusy:
-        raise GitError(f"all {POOL_SLOTS} workspaces of {pool.name} on this host stayed busy") from None
+        raise WorkspaceBusy(f"all {POOL_SLOTS} workspaces of {pool.name} on this host stayed busy") from None
 
 
 def switch(mirror: Mirror, tree: Path, sha: str) -> None:
