@@ -1,0 +1,68 @@
+"""The layers the README draws, checked against the code: every module imports only from its own layer
+or the layers below it (read from the source with ast; nothing is imported)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from support import ROOT
+
+# Lowest first. A module is in the layer of the longest prefix that names it.
+LAYERS: list[tuple[str, set[str]]] = [
+    ("records", {"voltci", "voltci.clock", "voltci.errors", "voltci.sizes", "voltci.keys", "voltci.models", "voltci.config",
+                 "voltci.connection", "voltci.git", "voltci.locks", "voltci.outage", "voltci.redis_server"}),
+    ("rq", {"voltci.queue"}),
+    ("store", {"voltci.store"}),
+    ("runner", {"voltci.runner", "voltci.worker", "voltci.heartbeat", "voltci.logstream"}),
+    ("dispatch", {"voltci.observer", "voltci.scheduler", "voltci.notify", "voltci.dispatch", "voltci.metrics",
+                  "voltci.fairness", "voltci.culprit", "voltci.repos"}),
+    ("people", {"voltci.cli", "voltci.up", "voltci.live", "voltci.report", "voltci.web", "voltci.web_server",
+                "voltci.web_templates", "voltci.example", "voltci.__main__"}),
+]
+
+
+def layer_of(module: str) -> int | None:
+    best: tuple[int, int] | None = None  # (prefix length, layer)
+    for number, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or (module.startswith(prefix + ".") and prefix != "voltci"):
+                if best is None or len(prefix) > best[0]:
+                    best = (len(prefix), number)
+    return best[1] if best else None
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in found if name.startswith("voltci")}
+
+
+def test_every_module_has_a_layer() -> None:
+    homeless = [module_name(p) for p in (ROOT / "voltci").rglob("*.py") if layer_of(module_name(p)) is None]
+    assert homeless == [], "modules the README's layers do not place"
+
+
+def test_imports_point_down_or_sideways_only() -> None:
+    upward = []
+    for path in (ROOT / "voltci").rglob("*.py"):
+        here = module_name(path)
+        mine = layer_of(here)
+        assert mine is not None
+        for imported in imports_of(path):
+            theirs = layer_of(imported)
+            if theirs is not None and theirs > mine and not imported.startswith(here):
+                upward.append(f"{here} ({LAYERS[mine][0]}) imports {imported} ({LAYERS[theirs][0]})")
+    assert upward == []
