@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from table import print_table  # noqa: E402
+
 from voltci.redis_server import RedisServer  # noqa: E402
 
 # Run by each tree's interpreter path, against its own Redis: fills it with that tree's store, then
@@ -48,12 +49,13 @@ for n in range(tests_n):
     module, case = rng.choice(("specifiers", "version", "markers", "tags")), rng.randrange(40)
     ids.append(f"tests/test_{module}.py::Test{module.title()}::test_case_{case}[{rng.randrange(30)}.{n}]")
 failing = {ids[7], ids[tests_n // 2], ids[-3]}
+TRACEBACK = "Traceback (most recent call last):\n  ...\nAssertionError: 1 != 2"
 dots = "".join("." * 80 + f" [{min(100, (k + 1) * 8000 // tests_n)}%]\n" for k in range(tests_n // 80))
 
 def outcome(fails):
     tests = [TestResult(test_id, Outcome.FAILED if test_id in fails else Outcome.PASSED,
                         round(rng.random() / 200 + (0.8 if i % 997 == 0 else 0), 6),
-                        "Traceback (most recent call last):\n  ...\nAssertionError: 1 != 2" if test_id in fails else "", i)
+                        TRACEBACK if test_id in fails else "", i)
              for i, test_id in enumerate(ids)]
     failed = sum(1 for t in tests if t.outcome is Outcome.FAILED)
     counts = Counts(total=len(tests), passed=len(tests) - failed, failed=failed)

@@ -4,6 +4,8 @@ most numbers are dead; and the recent builds the charts read (store/trends.py)."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from voltci import keys
@@ -22,14 +24,15 @@ def sha(n: int) -> str:
 def record(store: Store, n: int, tests: dict[str, tuple[Outcome, float]], branch: str = "main",
            status: Status | None = None, repo: str = "proj") -> Build:
     """Build number `n` of `repo` (scored n: later builds are newer), ended with `tests`."""
-    results = [TestResult(test_id, outcome, seconds, f"Traceback: {test_id} broke in {n}" if outcome in (F, E) else "", i)
-               for i, (test_id, (outcome, seconds)) in enumerate(tests.items())]
+    results = [TestResult(test_id, outcome, seconds, f"Traceback: {test_id} broke in {n}" if outcome in (F, E) else "",
+                          i) for i, (test_id, (outcome, seconds)) in enumerate(tests.items())]
     failed = sum(1 for t in results if t.outcome in (F, E))
     if status is None:
         status = Status.FAILED if failed else Status.PASSED
     build = Build(id=keys.build_id(repo, sha(n)), repo=repo, url="/r", commit=sha(n), branch=branch,
                   subject=f"change {n}", queued_at=f"2026-01-01T00:{n % 60:02d}:00+00:00",
-                  started_at=f"2026-01-01T00:{n % 60:02d}:05+00:00", finished_at=f"2026-01-01T00:{n % 60:02d}:35+00:00",
+                  started_at=f"2026-01-01T00:{n % 60:02d}:05+00:00",
+                  finished_at=f"2026-01-01T00:{n % 60:02d}:35+00:00",
                   duration_s=30.0, runner="host.1")
     store.record_finished(build, RunOutcome(status, results, Counts(total=len(results), failed=failed,
                                                                     passed=len(results) - failed)), score=float(n))
@@ -112,7 +115,8 @@ def test_a_builds_own_table_from_the_trail(store) -> None:
     record(store, 1, {"old": (P, 0.01)})
     build = record(store, 2, {"a": (P, 0.5), "b": (F, 2.0)})
     table = store.trail_table(build)
-    assert table is not None and table.ids == ["a", "b"] and [table.cell(i) for i in range(2)] == [Cell(P, 500), Cell(F, 2000)]
+    assert table is not None and table.ids == ["a", "b"]
+    assert [table.cell(i) for i in range(2)] == [Cell(P, 500), Cell(F, 2000)]
     assert store.trail_table(Build(id="proj-" + sha(77), repo="proj", url="", commit=sha(77), branch="x")) is None
 
 
@@ -123,3 +127,39 @@ def test_recent_builds_of_a_branch_without_their_output(store) -> None:
     assert [b.commit for b in recent] == [sha(7), sha(5), sha(3)] and all(b.log_tail == "" for b in recent)
     assert len(store.recent_builds("proj")) == 7 and store.recent_builds("proj", "nosuch") == []
     assert store.branches("proj") == ["dev", "main"]
+
+
+def volt(settings, *args: str):
+    from click.testing import CliRunner
+
+    from voltci.cli import cli
+    return CliRunner().invoke(cli, [*args, "--redis-url", settings.effective_redis_url])
+
+
+def test_volt_test_history_prints_the_strip_and_the_last_failure(store, settings) -> None:
+    store.register_repo("proj", "/r", ["main"])
+    for n, outcome in enumerate([P, F, P, K]):
+        record(store, n + 1, {"t.T.test_x": (outcome, 0.25 * (n + 1)), "t.T.other": (P, 0.1)})
+    record(store, 5, {"t.T.other": (P, 0.1)}, branch="dev")
+    text = volt(settings, "test-history", "proj", "t.T.test_x")
+    assert text.exit_code == 0, text.output
+    assert "✓✗✓~·" in text.output and "ran in 4 of the last 5 build(s): 1 failed, 1 flaky" in text.output
+    assert f"in {sha(2)[:10]} (main)" in text.output and "Traceback: t.T.test_x broke in 2" in text.output
+    data = json.loads(volt(settings, "test-history", "proj", "t.T.test_x", "--json").output)
+    assert [b["outcome"] for b in data["builds"]] == ["passed", "failed", "passed", "flaky", None]
+    assert data["builds"][1]["duration_s"] == 0.5 and data["last_failure"]["commit"] == sha(2)
+    dev = json.loads(volt(settings, "test-history", "proj", "t.T.test_x", "--branch", "dev", "--json").output)
+    assert [b["outcome"] for b in dev["builds"]] == [None] and dev["last_failure"] is None
+
+
+@pytest.mark.parametrize("args, says", [
+    (("nosuch", "t.T.test_x"), "unknown repository 'nosuch'"),
+    (("proj", "t.T.nosuch"), "no test 't.T.nosuch' in the newest builds of 'proj'"),
+    (("proj", "a\nb"), "not a test id"),
+    (("proj", "x" * 5000), "not a test id"),
+])
+def test_volt_test_history_bad_input_is_one_line_and_exit_2(store, settings, args, says) -> None:
+    store.register_repo("proj", "/r", ["main"])
+    record(store, 1, {"t.T.test_x": (P, 0.1)})
+    result = volt(settings, "test-history", *args)
+    assert result.exit_code == 2 and says in result.output and len(result.output.strip().splitlines()) == 1

@@ -23,6 +23,7 @@ import sys
 import zlib
 from array import array
 from dataclasses import dataclass
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
@@ -153,7 +154,8 @@ class Trail(Reads):
             if score is None:
                 return False
             known = codec.decode_ids(raw(pipe, "GET", ids_key))
-            order = dict(pipe.zrange(order_key, 0, -1, withscores=True))
+            scored = cast(list[tuple[str, float]], pipe.zrange(order_key, 0, -1, withscores=True))
+            order = dict(scored)
             order[build_id] = float(score)
             newest_first = sorted(order, key=lambda b: order[b], reverse=True)
             dropped = newest_first[TRAIL_BUILDS:]
@@ -172,7 +174,7 @@ class Trail(Reads):
             pipe.multi()
             if len(ids) != len(known) or ids != known:
                 pipe.set(ids_key, codec.encode_ids(ids))
-            pipe.hset(trail_key, mapping=columns)
+            pipe.hset(trail_key, mapping=cast(Any, columns))
             pipe.zadd(order_key, {build_id: float(score)})
             if dropped:
                 pipe.hdel(trail_key, *dropped)
@@ -185,7 +187,7 @@ class Trail(Reads):
 
     def trail_builds(self, repo: str, branch: str | None = None) -> list[Build]:
         """The ended builds of the trail, newest first (of one branch, when given)."""
-        builds = self._builds(self.r.zrevrange(keys.repo_trail_order(repo), 0, TRAIL_BUILDS - 1))
+        builds = self._builds(cast(list[str], self.r.zrevrange(keys.repo_trail_order(repo), 0, TRAIL_BUILDS - 1)))
         return [b for b in builds if b.status.is_final and (branch is None or b.branch == branch)]
 
     def trail_ids(self, repo: str) -> list[str]:

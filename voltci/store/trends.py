@@ -7,6 +7,8 @@ SCAN_BUILDS (there is no index per branch), so a chart costs the same however lo
 
 from __future__ import annotations
 
+from typing import cast
+
 from voltci import keys
 from voltci.models import Build
 from voltci.store.records import Reads
@@ -25,7 +27,7 @@ class Trends(Reads):
         found: list[Build] = []
         history = keys.repo_history(repo)
         for start in range(0, SCAN_BUILDS, CHUNK):
-            build_ids = self.r.zrevrange(history, start, start + CHUNK - 1)
+            build_ids = cast(list[str], self.r.zrevrange(history, start, start + CHUNK - 1))
             with self.r.pipeline(transaction=False) as pipe:
                 for build_id in build_ids:
                     pipe.hmget(keys.build(build_id), FIELDS)
@@ -42,4 +44,4 @@ class Trends(Reads):
 
     def branches(self, repo: str) -> list[str]:
         """The branches that have builds (each branch's newest build is recorded)."""
-        return sorted(self.r.hkeys(keys.repo_heads(repo)))
+        return sorted(cast(list[str], self.r.hkeys(keys.repo_heads(repo))))

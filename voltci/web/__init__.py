@@ -7,12 +7,16 @@ and rq-dashboard under /rq — all read-only unless a `web_token` is configured.
     context.py    the store and settings every request shares
     reads.py      what pages and API both read
     pages.py      /, /runners, /badge
-    builds.py     a repository's page and a build's page
+    builds.py     a repository's page (trend, builds) and a build's page
+    testpages.py  a test's history; a repository's flaky and slowest tests
+    testsearch.py finding tests in a build: search, slowest
+    charts.py     what the charts draw (static/charts.js draws it with Chartist)
+    formatting.py times ("3 min ago"), durations ("1m 12s"), links to tests
     api.py        /api/…
     actions.py    cancel, rebuild, the push webhook
     dashboard.py  rq-dashboard under /rq
     server.py     serving it (`volt web`, `volt up --web`)
-    templates/    the pages (Jinja); static/ the style sheet and scripts
+    templates/    the pages (Jinja); static/ the style sheet, scripts and Chartist
 """
 
 from voltci.web.app import create_app

@@ -7,6 +7,7 @@ import hmac
 import json
 
 import flask
+from werkzeug.wrappers import Response
 
 from voltci.errors import BadInput
 from voltci.notify import SIGNATURE_HEADER, signature
@@ -17,7 +18,7 @@ bp = flask.Blueprint("actions", __name__)
 
 
 @bp.post("/build/<repo>/<sha>/cancel")
-def cancel(repo: str, sha: str) -> flask.Response:
+def cancel(repo: str, sha: str) -> Response:
     build = build_or_404(repo, sha)
     if store().cancel(build.id, "cancelled from the web page") is None:
         flask.abort(409, f"the build has already ended ({build.status.value})")
@@ -25,7 +26,7 @@ def cancel(repo: str, sha: str) -> flask.Response:
 
 
 @bp.post("/build/<repo>/<sha>/rebuild")
-def rebuild(repo: str, sha: str) -> flask.Response:
+def rebuild(repo: str, sha: str) -> Response:
     build = build_or_404(repo, sha)
     if store().rebuild(build.id) is None:
         flask.abort(409, f"the build has not ended yet ({build.status.value})")
