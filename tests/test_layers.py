@@ -10,15 +10,16 @@ from support import ROOT
 
 # Lowest first. A module is in the layer of the longest prefix that names it.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("records", {"voltci", "voltci.clock", "voltci.errors", "voltci.sizes", "voltci.keys", "voltci.models", "voltci.config",
-                 "voltci.connection", "voltci.git", "voltci.locks", "voltci.outage", "voltci.redis_server"}),
+    ("records", {"voltci", "voltci.clock", "voltci.errors", "voltci.sizes", "voltci.keys", "voltci.models",
+                 "voltci.config", "voltci.connection", "voltci.git", "voltci.locks", "voltci.outage",
+                 "voltci.redis_server"}),
     ("rq", {"voltci.queue"}),
     ("store", {"voltci.store"}),
     ("runner", {"voltci.runner", "voltci.worker", "voltci.heartbeat", "voltci.logstream"}),
     ("dispatch", {"voltci.observer", "voltci.scheduler", "voltci.notify", "voltci.dispatch", "voltci.metrics",
                   "voltci.fairness", "voltci.culprit", "voltci.repos"}),
     ("people", {"voltci.cli", "voltci.up", "voltci.live", "voltci.report", "voltci.web", "voltci.web_server",
-                "voltci.web_templates", "voltci.example", "voltci.__main__"}),
+                "voltci.example", "voltci.humantime", "voltci.testhistory", "voltci.__main__"}),
 ]
 
 
@@ -26,9 +27,9 @@ def layer_of(module: str) -> int | None:
     best: tuple[int, int] | None = None  # (prefix length, layer)
     for number, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if module == prefix or (module.startswith(prefix + ".") and prefix != "voltci"):
-                if best is None or len(prefix) > best[0]:
-                    best = (len(prefix), number)
+            names_it = module == prefix or (module.startswith(prefix + ".") and prefix != "voltci")
+            if names_it and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), number)
     return best[1] if best else None
 
 

@@ -3,6 +3,7 @@ and 400 without touching Redis, escaping, and the token that cancel and rebuild 
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import replace
 
@@ -123,3 +124,151 @@ def test_without_a_token_everything_is_read_only(settings, conn, rq_conn) -> Non
     assert Store(conn).get_build(build.id).status is Status.QUEUED
     assert web.get("/rq/", follow_redirects=True).status_code == 200
     assert "Cancel" not in web.get(f"/build/proj/{build.commit}").get_data(as_text=True)
+
+
+# ---------------------------------------------------------------- trends, test history, search
+
+def ended(conn, n: int, status: Status, tests: list[TestResult], branch: str = "main", output: str = "") -> Build:
+    """Build `n` of proj (later n: newer), stored as an ended build is."""
+    sha = f"{n:04x}".ljust(40, "a")
+    build = Build(id=keys.build_id("proj", sha), repo="proj", url="/r", commit=sha, branch=branch,
+                  subject=f"subject {SCRIPT}", queued_at=f"2026-01-01T00:{n:02d}:00+00:00",
+                  started_at=f"2026-01-01T00:{n:02d}:07+00:00", finished_at=f"2026-01-01T00:{n:02d}:59+00:00",
+                  duration_s=52.0, runner="host.1")
+    failed = sum(1 for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR))
+    Store(conn).record_finished(build, RunOutcome(status, tests, Counts(total=len(tests), failed=failed,
+                                                                        passed=len(tests) - failed)),
+                                output, score=float(n))
+    return build
+
+
+def one_test(outcome: Outcome, test_id: str = f"t.T.test_x (p='{SCRIPT}')", seconds: float = 0.5) -> list[TestResult]:
+    message = f"AssertionError: {SCRIPT}" if outcome in (Outcome.FAILED, Outcome.ERROR) else ""
+    return [TestResult("t.T.test_ok", Outcome.PASSED, 0.01, order=0), TestResult(test_id, outcome, seconds, message, 1)]
+
+
+def test_repository_page_charts_its_builds_and_escapes_them(web, conn) -> None:
+    builds = [ended(conn, n, status, one_test(Outcome.PASSED), branch="main" if n != 1 else "dev")
+              for n, status in enumerate([Status.PASSED, Status.FAILED, Status.ERROR, Status.PASSED])]
+    page = web.get("/repo/proj").get_data(as_text=True)
+    assert SCRIPT not in page and 'id="trend-chart"' in page
+    data = page[page.index('<script type="application/json" id="trend-data">') + 48:]
+    chart = json.loads(data[:data.index("</script>")])
+    assert [(p["commit"], p["status"]) for p in chart] == [
+        (b.short, s) for b, s in zip(builds, ["passed", "failed", "error", "passed"], strict=True)]
+    first = chart[0]
+    assert (first["wait_s"], first["duration_s"], first["url"]) == (7.0, 52.0, f"/build/proj/{builds[0].commit}")
+    dev = web.get("/repo/proj?branch=dev").get_data(as_text=True)
+    assert builds[1].short in dev and builds[0].short not in dev and "<option selected>dev</option>" in dev
+    trend = web.get("/api/repos/proj/trend?branch=main").get_json()
+    assert [p["commit"] for p in trend["builds"]] == [builds[0].short, builds[2].short, builds[3].short]
+
+
+def test_a_branch_without_builds_and_a_repository_with_one_build(web, conn) -> None:
+    empty = web.get("/repo/proj?branch=nosuch")
+    assert empty.status_code == 200 and "No builds of branch <code>nosuch</code> yet" in empty.get_data(as_text=True)
+    assert "No builds yet" in web.get("/repo/proj").get_data(as_text=True)
+    ended(conn, 0, Status.PASSED, one_test(Outcome.PASSED))
+    one = web.get("/repo/proj").get_data(as_text=True)
+    assert "One build so far: a trend needs more." in one
+    assert web.get("/repo/proj/slow?branch=nosuch").status_code == 200
+    assert "No test of proj has been flaky" in web.get("/repo/proj/flaky").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path, code", [
+    ("/repo/proj/test/t.T.nosuch", 404), ("/repo/proj/test/%00", 404), ("/repo/proj/test/" + "x" * 5000, 404),
+    ("/repo/proj/test/a%0Ab", 404), ("/repo/nosuch/test/t.T.test_ok", 404),
+    ("/repo/proj/test/t.T.test_ok?branch=a%20b", 400),
+    ("/repo/proj/test/%FF%FE", 404), ("/repo/proj/flaky?branch=..%00", 400), ("/repo/nosuch/slow", 404),
+    ("/repo/proj?branch=%3Cscript%3E", 400), ("/repo/proj?branch=dev&page=2", 404),
+    ("/api/repos/proj/tests/t.T.nosuch", 404), ("/api/builds/proj/0000/tests?limit=0", 400),
+    ("/api/builds/proj/0000/tests?limit=x", 400), ("/api/builds/proj/0000/tests?q=" + "a" * 600, 400),
+    ("/api/builds/proj/0000/tests?q=%01", 400), ("/build/proj/0000?q=" + "a" * 600, 400),
+    ("/api/repos/nosuch/trend", 404),
+])
+def test_bad_test_ids_branches_and_searches(web, conn, path, code) -> None:
+    ended(conn, 0, Status.PASSED, one_test(Outcome.PASSED))
+    before = {key: conn.dump(key) for key in conn.keys("*")}
+    response = web.get(path)
+    assert response.status_code == code, response.get_data(as_text=True)[:300]
+    if path.startswith("/api/"):
+        assert response.get_json()["status"] == code
+    else:
+        assert f"{code} " in response.get_data(as_text=True) and SCRIPT not in response.get_data(as_text=True)
+    assert {key: conn.dump(key) for key in conn.keys("*")} == before
+
+
+def test_test_history_page_and_json(web, conn) -> None:
+    builds = [ended(conn, n, Status.FAILED if o is Outcome.FAILED else Status.PASSED,
+                    one_test(o, seconds=0.1 * (n + 1)))
+              for n, o in enumerate([Outcome.PASSED, Outcome.FAILED, Outcome.FLAKY, Outcome.PASSED])]
+    ended(conn, 4, Status.PASSED, one_test(Outcome.PASSED)[:1])  # it no longer runs
+    build_page = web.get(f"/build/proj/{builds[1].commit}").get_data(as_text=True)
+    url = build_page[build_page.index('class="test-history" href="') + 27:]
+    url = html.unescape(url[:url.index('"')])
+    assert "%3Cscript%3E" in url and "<" not in url
+    page = web.get(url).get_data(as_text=True)
+    assert SCRIPT not in page and "t.T.test_x (p=&#39;&lt;script&gt;" in page
+    cells = [part.split('"')[0] for part in page.split('data-outcome="')[1:]]
+    assert cells == ["passed", "failed", "flaky", "passed", "absent"]
+    assert f"<code>{builds[1].short}</code>" in page.split('id="last-failure"')[1].split("</td>")[0]
+    assert "AssertionError: &lt;script&gt;" in page
+    history = web.get(url.replace("/repo/proj/test/", "/api/repos/proj/tests/")).get_json()
+    assert [b["outcome"] for b in history["builds"]] == ["passed", "failed", "flaky", "passed", None]
+    assert [b["duration_s"] for b in history["builds"]][:4] == [0.1, 0.2, 0.3, 0.4]
+    assert history["last_failure"]["commit"] == builds[1].commit and history["last_failure"]["message"].endswith(SCRIPT)
+    assert (history["runs"], history["failed"], history["flaky"]) == (4, 1, 1)
+
+
+def test_build_page_says_since_when_a_test_fails(web, conn) -> None:
+    ended(conn, 0, Status.PASSED, one_test(Outcome.PASSED))
+    first = ended(conn, 1, Status.FAILED, one_test(Outcome.FAILED))
+    ended(conn, 2, Status.CANCELLED, [])  # ran no tests: passed over
+    second = ended(conn, 3, Status.FAILED, one_test(Outcome.FAILED))
+    third = ended(conn, 4, Status.FAILED, one_test(Outcome.FAILED))
+    assert "first failed in this build</strong>: it passed in the previous one" in \
+        web.get(f"/build/proj/{first.commit}").get_data(as_text=True)
+    page = web.get(f"/build/proj/{second.commit}").get_data(as_text=True)
+    assert "also failed in the previous build" in page and f"{first.short}</code></a>, where it first failed" in page
+    page = web.get(f"/build/proj/{third.commit}").get_data(as_text=True)
+    assert "3 builds in a row, first failed in" in page and f'class="first" href="/build/proj/{first.commit}"' in page
+
+
+def test_build_page_of_many_tests_searches_instead_of_listing(web, conn, monkeypatch) -> None:
+    from voltci.web import builds as build_pages
+    monkeypatch.setattr(build_pages, "ALL_TESTS_UP_TO", 5)
+    tests = [TestResult(f"pkg.test_m{i % 3}.T.test_{i}", Outcome.PASSED, i / 1000, "", i) for i in range(40)]
+    tests.append(TestResult(f"pkg.T.test_{SCRIPT}", Outcome.SKIPPED, 9.0, "skipped", 40))
+    output = "".join(f"line {n} ......\n" for n in range(500))
+    build = ended(conn, 0, Status.PASSED, tests, output=output)
+    page = web.get(f"/build/proj/{build.commit}").get_data(as_text=True)
+    assert 'id="tests"' not in page and "among 41 tests" in page
+    slowest = page.split('id="slowest"')[1].split("</table>")[0]
+    assert slowest.index("pkg.test_m0.T.test_39") < slowest.index("pkg.test_m2.T.test_38")
+    assert "test_&lt;script" not in slowest  # skipped: not among the slowest
+    assert 'id="log-folded"' in page and "line 499" in page and "line 480" not in page  # a passing build's output folds
+    found = web.get(f"/build/proj/{build.commit}?q=m1 test_1").get_data(as_text=True)
+    assert found.count('class="found"') == 1 and "pkg.test_m1.T.test_1<" in found and "pkg.test_m1.T.test_10<" in found
+    api = web.get(f"/api/builds/proj/{build.commit}/tests?q=T.TEST_3&limit=2").get_json()
+    assert (api["total"], api["matched"], api["more"], len(api["tests"])) == (41, 11, True, 2)
+    assert api["tests"][0]["history_url"] == "/repo/proj/test/pkg.test_m0.T.test_3"
+    hostile = web.get(f"/api/builds/proj/{build.commit}/tests?q=script").get_json()
+    assert hostile["tests"][0]["id"] == f"pkg.T.test_{SCRIPT}" and "%3Cscript%3E" in hostile["tests"][0]["history_url"]
+
+
+def test_flaky_and_slow_views(web, conn) -> None:
+    for n in range(3):
+        tests = [TestResult("t.T.test_wobbly", Outcome.FLAKY if n != 1 else Outcome.PASSED, 0.2, "", 0),
+                 TestResult("t.T.test_slow", Outcome.PASSED, 2.0 + n, "", 1)]
+        build = ended(conn, n, Status.PASSED, tests)
+        if n != 1:
+            conn.zincrby(keys.repo_flaky("proj"), 1, "t.T.test_wobbly")
+            conn.hset(keys.repo_flaky_last("proj"), "t.T.test_wobbly", build.id)
+    flaky = web.get("/repo/proj/flaky").get_data(as_text=True)
+    row = flaky.split('id="flaky-tests"')[1]
+    assert "t.T.test_wobbly" in row and [c.split('"')[0] for c in row.split('data-outcome="')[1:]] == \
+        ["flaky", "passed", "flaky"]
+    slow = web.get("/repo/proj/slow").get_data(as_text=True)
+    assert slow.index("t.T.test_slow") < slow.index("t.T.test_wobbly")
+    sparks = slow[slow.index('id="spark-data">') + 16:]
+    assert json.loads(sparks[:sparks.index("</script>")])[0] == [2.0, 3.0, 4.0]

@@ -1,23 +1,34 @@
 """The web page in a real headless browser (Debian's chromium and chromedriver, installed by
 .ci/packages): a failed build built by real processes, its failing test and traceback, the way back
-to the history, a 404, and HTML from a test name that must not run. A screenshot of the build page
-is kept in artifacts/ as an artifact of the run."""
+to the history, a 404, and HTML from a test name that must not run; then, on a stored history, the
+repository's trend chart (a bar per build, coloured by status, read from the SVG), a test's history
+after pass → fail → pass, the search finding one test among 25,000 in under a second of page time,
+and the pages without JavaScript. Screenshots of the build, repository, search and test-history
+pages are kept in artifacts/ as artifacts of the run."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pytest
+import redis
 from sample_project import FAILING, PASSING
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 from support import ROOT, child_env, run_rq_worker_burst, run_volt, wait_until
 
-from voltci.redis_server import free_port
+from voltci import keys
+from voltci.config import Settings
+from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.redis_server import RedisServer, free_port
+from voltci.store import Store
+from voltci.web import server as web_server
 
 ARTIFACTS = ROOT / "artifacts"
 SCRIPT = "<script>window.voltHacked=1</script>"
@@ -104,3 +115,172 @@ def test_badge_renders_as_an_image(browser, web_url) -> None:
     width = browser.execute_script(
         "const img = document.querySelector('img[alt=status]'); return img.complete ? img.naturalWidth : 0;")
     assert width > 40
+
+
+# ---------------------------------------------------------------- charts, test history, search
+
+STATUS_CYCLE = [Status.PASSED, Status.FAILED, Status.PASSED, Status.ERROR, Status.PASSED, Status.TIMEOUT,
+                Status.PASSED, Status.CANCELLED, Status.PASSED, Status.PASSED]
+COLOURS = {"passed": "rgb(46, 125, 50)", "failed": "rgb(198, 40, 40)", "error": "rgb(106, 27, 154)",
+           "timeout": "rgb(239, 108, 0)", "cancelled": "rgb(97, 97, 97)"}
+SEQUENCE_TEST = "tests.test_seq.TestSeq.test_changes"
+HOSTILE_TEST = f"tests.test_hostile.Hostile.test_named (name='{SCRIPT}')"
+BIG_TESTS = 25_000
+
+
+def iso(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t))
+
+
+def ended(store: Store, repo: str, n: int, status: Status, tests: list[TestResult], branch: str = "main",
+          start: float = 0.0) -> Build:
+    """Build `n` of `repo`, an hour after build n - 1, ended with `status` and `tests`."""
+    sha = f"{n:06x}".ljust(40, "d" if repo == "proj" else "e")
+    queued = (start or time.time() - 40 * 3600) + n * 3600
+    build = Build(id=keys.build_id(repo, sha), repo=repo, url=f"/srv/{repo}", commit=sha, branch=branch,
+                  subject=f"Change {n} <b>of {repo}</b>", author="Dev <dev@example.org>", queued_at=iso(queued),
+                  started_at=iso(queued + 5 + n), finished_at=iso(queued + 65 + 3 * n), duration_s=60.0 + 2 * n,
+                  runner="host.1")
+    failed = sum(1 for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR))
+    counts = Counts(total=len(tests), passed=len(tests) - failed, failed=failed)
+    output = "".join("." * 70 + "\n" for _ in range(300)) + f"{len(tests)} tests\n"
+    store.record_finished(build, RunOutcome(status, tests, counts, "", output[-300:]), output, queued)
+    stored = store.get_build(build.id)
+    assert stored is not None
+    return stored
+
+
+@pytest.fixture(scope="module")
+def charts_site(tmp_path_factory):
+    """A Redis of its own holding: `proj`, 30 builds of mixed statuses (build 29 has 25,000 tests);
+    `seq`, whose one test passes, fails, then passes; and `volt web` serving it in this process."""
+    server = RedisServer(tmp_path_factory.mktemp("charts-redis")).start()
+    settings = Settings(redis_url=server.url, workspace_dir=str(tmp_path_factory.mktemp("ws")))
+    store = Store(redis.Redis.from_url(server.url, decode_responses=True), settings)
+    store.register_repo("proj", "/srv/proj", ["main"])
+    store.register_repo("seq", "/srv/seq", ["main"])
+    builds = []
+    for n in range(30):
+        status = STATUS_CYCLE[n % len(STATUS_CYCLE)]
+        count = BIG_TESTS if n == 29 else 20
+        tests = [TestResult(f"tests.test_mod{i % 7}.TestCase{i % 13}.test_number_{i}",
+                            Outcome.FAILED if status is Status.FAILED and i == 3 else Outcome.PASSED,
+                            0.002 * (i % 50) + (1.5 if i == 5 else 0), "AssertionError: 3" if i == 3 else "", i)
+                 for i in range(count)] if status not in (Status.ERROR, Status.CANCELLED) else []
+        if tests:
+            tests.append(TestResult(HOSTILE_TEST, Outcome.FAILED, 0.01, f"AssertionError: {SCRIPT}", count))
+            status = Status.FAILED if status is Status.PASSED and n % 2 else status
+        builds.append(ended(store, "proj", n, status, tests))
+    seq = [ended(store, "seq", n, status, [TestResult(SEQUENCE_TEST, outcome, 0.1 * (n + 1), message, 0)])
+           for n, (status, outcome, message) in enumerate([(Status.PASSED, Outcome.PASSED, ""),
+                                                           (Status.FAILED, Outcome.FAILED, "AssertionError: 1 != 2"),
+                                                           (Status.PASSED, Outcome.PASSED, "")])]
+    web, thread = web_server.start(settings, "127.0.0.1", 0)
+    yield web_server.url_of(web).rstrip("/"), builds, seq
+    web.shutdown()
+    thread.join(timeout=10)
+    server.stop()
+
+
+def wait_for(browser, condition, timeout: float = 10):
+    return WebDriverWait(browser, timeout).until(lambda driver: condition())
+
+
+def test_repository_trend_has_a_bar_per_build_coloured_by_its_status(browser, charts_site) -> None:
+    url, builds, _ = charts_site
+    browser.get(f"{url}/repo/proj")
+    bars = wait_for(browser, lambda: (found := browser.find_elements(
+        By.CSS_SELECTOR, "#trend-chart .ct-series-duration line.ct-bar")) and len(found) >= 30 and found)
+    assert len(bars) == len(builds) == 30
+    drawn = [(bar.get_attribute("data-status"), bar.value_of_css_property("stroke")) for bar in bars]
+    assert drawn == [(b.status.value, COLOURS[b.status.value]) for b in builds]  # oldest first
+    links = browser.find_elements(By.CSS_SELECTOR, "#trend-chart .ct-series-duration a")
+    assert [a.get_dom_attribute("href") for a in links] == [f"/build/proj/{b.commit}" for b in builds]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#tests-chart .ct-series-tests .ct-line")) == 1
+    assert browser.execute_script("return window.voltHacked") is None
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "repository-page.png"))
+    browser.execute_script("arguments[0].dispatchEvent(new MouseEvent('click', {bubbles: true}))", bars[1])
+    wait_for(browser, lambda: browser.current_url == f"{url}/build/proj/{builds[1].commit}")
+    assert browser.find_element(By.ID, "status").text == builds[1].status.value
+
+
+def test_a_branch_without_builds_is_an_explained_empty_chart(browser, charts_site) -> None:
+    url, _, _ = charts_site
+    browser.get(f"{url}/repo/proj?branch=nosuch")
+    assert "No builds of branch nosuch yet" in browser.find_element(By.ID, "trend-empty").text
+    assert not browser.find_elements(By.CSS_SELECTOR, ".ct-bar")
+
+
+def test_test_history_shows_pass_fail_pass_in_order(browser, charts_site) -> None:
+    url, _, seq = charts_site
+    browser.get(f"{url}/repo/seq")
+    browser.find_element(By.LINK_TEXT, seq[1].short).click()
+    browser.find_element(By.CSS_SELECTOR, "#failing a.test-history").click()
+    assert browser.find_element(By.ID, "test-id").text == SEQUENCE_TEST
+    cells = browser.find_elements(By.CSS_SELECTOR, "#strip a.cell")
+    assert [c.get_attribute("data-outcome") for c in cells] == ["passed", "failed", "passed"]
+    assert [c.get_attribute("href") for c in cells] == [f"{url}/build/seq/{b.commit}" for b in seq]
+    points = wait_for(browser, lambda: browser.find_elements(By.CSS_SELECTOR, "#duration-chart .ct-point"))
+    assert [p.get_attribute("data-outcome") for p in points] == ["passed", "failed", "passed"]
+    assert seq[1].short in browser.find_element(By.ID, "last-failure").text
+    assert "AssertionError: 1 != 2" in browser.find_element(By.ID, "last-failure").get_attribute("textContent")
+    assert browser.find_element(By.CSS_SELECTOR, "#summary time").get_attribute("title")  # the exact time on hover
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "test-history-page.png"))
+
+
+def test_search_finds_one_test_among_25000_in_under_a_second(browser, charts_site) -> None:
+    url, builds, _ = charts_site
+    big = builds[29]
+    browser.get(f"{url}/build/proj/{big.commit}")
+    assert f"among {BIG_TESTS + 1} tests" in browser.find_element(By.ID, "test-search").text
+    assert len(browser.page_source) < 200_000  # not 25,000 rows
+    box = browser.find_element(By.CSS_SELECTOR, "#test-search input[name=q]")
+    wanted = "tests.test_mod0.TestCase4.test_number_24444"
+    box.send_keys("test_number_24444")
+    results = browser.find_element(By.ID, "search-results")
+    wait_for(browser, lambda: results.get_attribute("data-query") == "test_number_24444")
+    assert results.find_element(By.ID, "search-count").text == "1 match"
+    assert int(results.get_attribute("data-ms")) < 1000, results.get_attribute("data-ms")
+    link = results.find_element(By.CSS_SELECTOR, "table.found a")
+    assert link.text == wanted
+    ARTIFACTS.mkdir(exist_ok=True)
+    assert browser.save_screenshot(str(ARTIFACTS / "build-page-search.png"))
+    link.click()
+    assert browser.find_element(By.ID, "test-id").text == wanted
+
+
+def test_names_with_html_stay_text_on_the_new_pages(browser, charts_site) -> None:
+    url, builds, _ = charts_site
+    browser.get(f"{url}/build/proj/{builds[1].commit}")
+    failing = browser.find_element(By.ID, "failing")
+    assert HOSTILE_TEST in failing.text
+    failing.find_elements(By.CSS_SELECTOR, "a.test-history")[-1].click()
+    assert browser.find_element(By.ID, "test-id").text == HOSTILE_TEST
+    assert SCRIPT in browser.find_element(By.ID, "last-failure").get_attribute("textContent")
+    assert browser.execute_script("return window.voltHacked") is None
+    browser.get(f"{url}/build/proj/{builds[1].commit}?q=hostile")
+    assert browser.find_element(By.CSS_SELECTOR, "#search-results table.found code").text == HOSTILE_TEST
+    assert browser.execute_script("return window.voltHacked") is None
+
+
+def test_without_javascript_the_figures_are_there(tmp_path, charts_site) -> None:
+    url, builds, _ = charts_site
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--blink-settings=scriptEnabled=false"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which("chromedriver")))
+    try:
+        driver.get(f"{url}/repo/proj")
+        assert not driver.find_elements(By.CSS_SELECTOR, ".ct-bar")  # no chart …
+        rows = driver.find_elements(By.CSS_SELECTOR, "#history tr")[1:]
+        assert len(rows) == 25 and builds[-1].short in rows[0].text  # … the same builds as a table
+        assert "The charts need JavaScript" in driver.find_element(By.ID, "trends").text
+        driver.get(f"{url}/build/proj/{builds[29].commit}")
+        box = driver.find_element(By.CSS_SELECTOR, "#test-search input[name=q]")
+        box.send_keys("test_number_24444\n")  # the form asks the server
+        assert "1 match" in driver.find_element(By.ID, "search-count").text
+    finally:
+        driver.quit()

@@ -284,6 +284,29 @@ def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
         click.echo(f"{f['times']:>5}x  {f['repo']}  {f['test']}  (last in {last})")
 
 
+@cli.command(name="test-history", cls=VoltCommand)
+@click.argument("repo")
+@click.argument("test_id")
+@click.option("--branch", default=None, help="Only the builds of this branch.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@common_options
+def test_history_cmd(app: App, repo: str, test_id: str, branch: str | None, as_json: bool) -> None:
+    """One test's outcome and duration in each of the repository's newest builds, when it last failed
+    and with what message, and how often it was flaky (the web page's /repo/NAME/test/ID)."""
+    from voltci import testhistory
+
+    store = app.store()
+    if not store.is_known_repo(repo):
+        raise BadInput(f"unknown repository '{repo}'")
+    if not testhistory.is_test_id(test_id):
+        raise BadInput(f"not a test id: {test_id[:200]!r}")
+    found = testhistory.read(store, repo, test_id, branch)
+    if found is None:
+        raise BadInput(f"no test '{test_id}' in the newest builds of '{repo}' (volt keeps a test's history "
+                       f"for the newest {testhistory.TRAIL_BUILDS})")
+    click.echo(json.dumps(testhistory.as_dict(found), indent=2) if as_json else testhistory.as_text(found))
+
+
 @cli.command(name="log", cls=VoltCommand)
 @click.argument("commit")
 @click.option("--repo", default=None, help="Repository name, when the commit prefix is in several.")

@@ -19,6 +19,10 @@ Layout (P = prefix, "volt" by default):
     P:history                       zset   the same, of every repository
     P:repo:<repo>:flaky             zset   test id -> times it was flaky
     P:repo:<repo>:flaky-last        hash   test id -> the latest build where it was flaky
+    P:repo:<repo>:trail-ids         string the test ids its trail numbers, in the order first seen, compact
+    P:repo:<repo>:trail             hash   build id -> that build's column: each numbered test's outcome and
+                                           milliseconds, compact (store/trail.py; its newest builds only)
+    P:repo:<repo>:trail-order       zset   the builds of the trail, scored as in the history
     P:outbox                        list   ids of ended builds whose webhook message is to be sent (JSON)
     P:outbox:sending                list   those being sent
     P:commits                       zset   "<sha>:<repo>" members, all score 0, for prefix lookup by lex range
@@ -127,6 +131,18 @@ def repo_flaky(repo: str) -> str:
 
 def repo_flaky_last(repo: str) -> str:
     return f"{PREFIX}:repo:{_check_part(repo)}:flaky-last"
+
+
+def repo_trail(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:trail"
+
+
+def repo_trail_ids(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:trail-ids"
+
+
+def repo_trail_order(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:trail-order"
 
 
 def outbox() -> str:

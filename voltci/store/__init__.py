@@ -14,6 +14,8 @@ a key or opens a pipeline; the web page, the CLI, the observer, the scheduler an
     outbox.py       webhook messages to send
     retention.py    pruning old builds
     usage.py        memory used, bytes per build
+    trail.py        each test's outcome and duration in a repository's newest builds (its history)
+    trends.py       a repository's recent builds for charts, its branches
     codec.py        the compact encodings of finished results
 """
 
@@ -27,13 +29,14 @@ from voltci.store.repos import Repos
 from voltci.store.retention import Policy, Retention
 from voltci.store.runners import Runners
 from voltci.store.shards import Shards, merge
+from voltci.store.trends import Trends
 from voltci.store.tx import Contended
 from voltci.store.usage import Memory, RepoUsage, Usage
 
 __all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge"]
 
 
-class Store(Shards, Retention, Usage, Logs, Runners, Repos, Outbox):
+class Store(Shards, Retention, Usage, Logs, Runners, Repos, Outbox, Trends):
     """Volt's records in one Redis. `Store(client, settings)`; see the package's docstring for its parts."""
 
     # rq's view of the queue, for the scheduler and the pages (through queue.py, which owns rq's client)

@@ -1,7 +1,8 @@
 """Retention: ended builds beyond `keep_builds` per repository, or older than `keep_days`, are deleted —
 every key of theirs, their history and commit-index entries, and their rq jobs — so Redis stops
 growing with time. Queued and running builds, and the newest build of each branch, are never pruned.
-A repository's aggregates (test durations, flaky counts) are not per build and stay.
+A repository's aggregates (test durations, flaky counts) are not per build and stay; its test trail
+(trail.py) loses the columns of the builds pruned.
 
 The acting scheduler prunes a bounded batch per pass (its pass costs the same however long the
 history is); `volt prune` does it all at once. Pruning only deletes, so it works — and frees
@@ -114,6 +115,8 @@ class Retention(Reads):
     def _delete_build(pipe: Txn, build: Build) -> None:
         pipe.delete(*build_keys(build))
         pipe.zrem(keys.repo_history(build.repo), build.id)
+        pipe.hdel(keys.repo_trail(build.repo), build.id)
+        pipe.zrem(keys.repo_trail_order(build.repo), build.id)
         pipe.zrem(keys.history(), build.id)
         pipe.zrem(keys.commits(), keys.commit_member(build.commit, build.repo))
         pipe.srem(keys.queued(), build.id)

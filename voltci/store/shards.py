@@ -144,7 +144,10 @@ class Shards(Transitions):
                 pipe.delete(keys.build_shard_tests(build_id, number))
             return "merged"
 
-        return guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
+        done = guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
+        if done == "merged":
+            self.record_trail_quietly(build_id)
+        return done
 
     def redispatch_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str) -> str:
         """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard

@@ -24,6 +24,7 @@ from voltci.clock import now_iso, seconds_between
 from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, PointerUpdate, RunOutcome, Status
 from voltci.store import codec
 from voltci.store.records import Reads
+from voltci.store.trail import Trail
 from voltci.store.tx import Txn, guarded, raw
 
 LOST_KEPT = 200
@@ -41,7 +42,7 @@ class Encoded:
         self.timings = codec.encode_durations(timings) if timings else None
 
 
-class Transitions(Reads):
+class Transitions(Trail):
     # ------------------------------------------------------------ a new build
 
     def add_build(self, build: Build, score: float, pipeline: Txn | None = None, newest: bool = True) -> None:
@@ -75,6 +76,8 @@ class Transitions(Reads):
                               status=outcome.status.value).to_json())
             if output:
                 pipe.set(keys.build_log(build.id), codec.compress_log(output.encode()))
+        if pipeline is None:  # with a caller's pipeline, the caller records the trail once it has run
+            self.record_trail(build.id, outcome.tests)
 
     def submit(self, build: Build, pointer: PointerUpdate | None = None) -> bool:
         """Record and enqueue `build` (and move the observer's pointer) atomically. False if the build
@@ -142,7 +145,10 @@ class Transitions(Reads):
             self._write_result(pipe, build, attempt, runner_id, encoded, finished, output)
             return True
 
-        return guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
+        stored = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
+        if stored:
+            self.record_trail_quietly(build_id, outcome.tests)
+        return stored
 
     def _write_result(self, pipe: Txn, build: Build, attempt: int, runner_id: str, encoded: Encoded,
                       finished: str, output: bytes | None) -> None:

@@ -1,0 +1,165 @@
+"""A repository's test trail (store/trail.py) and what reads it: each test's outcome and duration
+across the newest builds, written as builds end, bounded, pruned with retention, renumbered when
+most numbers are dead; and the recent builds the charts read (store/trends.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from voltci import keys
+from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.store import Policy, Store
+from voltci.store import trail as trail_module
+from voltci.store.trail import Cell
+
+P, F, E, S, K = Outcome.PASSED, Outcome.FAILED, Outcome.ERROR, Outcome.SKIPPED, Outcome.FLAKY
+
+
+def sha(n: int) -> str:
+    return f"{n:08x}".ljust(40, "c")
+
+
+def record(store: Store, n: int, tests: dict[str, tuple[Outcome, float]], branch: str = "main",
+           status: Status | None = None, repo: str = "proj") -> Build:
+    """Build number `n` of `repo` (scored n: later builds are newer), ended with `tests`."""
+    results = [TestResult(test_id, outcome, seconds, f"Traceback: {test_id} broke in {n}" if outcome in (F, E) else "",
+                          i) for i, (test_id, (outcome, seconds)) in enumerate(tests.items())]
+    failed = sum(1 for t in results if t.outcome in (F, E))
+    if status is None:
+        status = Status.FAILED if failed else Status.PASSED
+    build = Build(id=keys.build_id(repo, sha(n)), repo=repo, url="/r", commit=sha(n), branch=branch,
+                  subject=f"change {n}", queued_at=f"2026-01-01T00:{n % 60:02d}:00+00:00",
+                  started_at=f"2026-01-01T00:{n % 60:02d}:05+00:00",
+                  finished_at=f"2026-01-01T00:{n % 60:02d}:35+00:00",
+                  duration_s=30.0, runner="host.1")
+    store.record_finished(build, RunOutcome(status, results, Counts(total=len(results), failed=failed,
+                                                                    passed=len(results) - failed)), score=float(n))
+    return build
+
+
+def outcomes(cells: list[Cell]) -> list[Outcome | None]:
+    return [c.outcome for c in cells]
+
+
+@pytest.fixture
+def store(conn, settings) -> Store:
+    return Store(conn, settings)
+
+
+def test_a_test_row_across_builds_newest_first(store) -> None:
+    record(store, 1, {"a": (P, 0.010), "b": (P, 1.5)})
+    record(store, 2, {"a": (F, 0.020), "b": (P, 1.6)})
+    record(store, 3, {"a": (P, 0.030), "b": (S, 0.0), "c": (P, 0.001)})
+    builds = store.trail_builds("proj")
+    assert [b.commit for b in builds] == [sha(3), sha(2), sha(1)]
+    rows = store.trail_rows("proj", ["a", "b", "c", "nosuch"], builds)
+    assert set(rows) == {"a", "b", "c"}  # a test the trail never saw is left out
+    assert outcomes(rows["a"]) == [P, F, P] and [c.ms for c in rows["a"]] == [30, 20, 10]
+    assert outcomes(rows["b"]) == [S, P, P] and rows["b"][1].ms == 1600
+    assert outcomes(rows["c"]) == [P, None, None]  # not in the builds before it was added
+
+
+def test_finish_build_and_shards_merge_write_the_trail(store, rq_conn, settings) -> None:
+    build = Build(id=keys.build_id("proj", sha(9)), repo="proj", url="/r", commit=sha(9), branch="main")
+    Store(rq_conn, settings).submit(build)
+    store.start_attempt(build.id, 1, "host.1")
+    tests = [TestResult("t.T.test_a", F, 0.25, "boom", 0)]
+    assert store.finish_build(build.id, 1, "host.1", RunOutcome(Status.FAILED, tests, Counts(total=1, failed=1)))
+    cells = store.trail_rows("proj", ["t.T.test_a"], store.trail_builds("proj"))["t.T.test_a"]
+    assert cells == [Cell(F, 250)]
+
+
+def test_branches_and_builds_without_tests(store) -> None:
+    record(store, 1, {"a": (P, 0.01)}, branch="main")
+    record(store, 2, {"a": (F, 0.01)}, branch="dev")
+    record(store, 3, {}, status=Status.ERROR)  # setup failed: no tests ran
+    assert [b.commit for b in store.trail_builds("proj", "main")] == [sha(3), sha(1)]
+    assert [b.commit for b in store.trail_builds("proj", "dev")] == [sha(2)]
+    assert outcomes(store.trail_rows("proj", ["a"], store.trail_builds("proj"))["a"]) == [None, F, P]
+
+
+def test_the_trail_keeps_its_newest_builds_only(store, monkeypatch) -> None:
+    monkeypatch.setattr(trail_module, "TRAIL_BUILDS", 3)
+    for n in range(1, 6):
+        record(store, n, {"a": (P, 0.01)})
+    assert [b.commit for b in store.trail_builds("proj")] == [sha(5), sha(4), sha(3)]
+    assert store.r.hlen(keys.repo_trail("proj")) == 3
+    older = record(store, 0, {"a": (P, 0.01)})  # older than the kept ones: not added
+    assert not store.record_trail(older.id)
+    assert store.r.hlen(keys.repo_trail("proj")) == 3
+
+
+def test_retention_drops_the_columns_of_pruned_builds(store) -> None:
+    for n in range(1, 5):
+        record(store, n, {"a": (P, 0.01)})
+    store.prune(Policy(keep_builds=2), "proj")
+    assert [b.commit for b in store.trail_builds("proj")] == [sha(4), sha(3)]
+    assert store.r.hlen(keys.repo_trail("proj")) == 2 and store.r.zcard(keys.repo_trail_order("proj")) == 2
+
+
+def test_ids_that_change_every_build_are_numbered_again(store, monkeypatch) -> None:
+    monkeypatch.setattr(trail_module, "TRAIL_BUILDS", 2)
+    monkeypatch.setattr(trail_module, "RENUMBER_SLACK", 0)
+    for n in range(1, 8):
+        record(store, n, {"stable": (P, 0.01), f"random[{n}a]": (P, 0.01), f"random[{n}b]": (F, 0.02)})
+    ids = store.trail_ids("proj")
+    assert len(ids) <= 2 * 3 + 3  # bounded: not 1 + 2 * 7
+    rows = store.trail_rows("proj", ["stable", "random[7b]", "random[6a]"], store.trail_builds("proj"))
+    assert outcomes(rows["stable"]) == [P, P] and outcomes(rows["random[7b]"]) == [F, None]
+    assert outcomes(rows["random[6a]"]) == [None, P]
+
+
+def test_a_builds_own_table_from_the_trail(store) -> None:
+    record(store, 1, {"old": (P, 0.01)})
+    build = record(store, 2, {"a": (P, 0.5), "b": (F, 2.0)})
+    table = store.trail_table(build)
+    assert table is not None and table.ids == ["a", "b"]
+    assert [table.cell(i) for i in range(2)] == [Cell(P, 500), Cell(F, 2000)]
+    assert store.trail_table(Build(id="proj-" + sha(77), repo="proj", url="", commit=sha(77), branch="x")) is None
+
+
+def test_recent_builds_of_a_branch_without_their_output(store) -> None:
+    for n in range(1, 8):
+        record(store, n, {"a": (P, 0.01)}, branch="main" if n % 2 else "dev")
+    recent = store.recent_builds("proj", "main", limit=3)
+    assert [b.commit for b in recent] == [sha(7), sha(5), sha(3)] and all(b.log_tail == "" for b in recent)
+    assert len(store.recent_builds("proj")) == 7 and store.recent_builds("proj", "nosuch") == []
+    assert store.branches("proj") == ["dev", "main"]
+
+
+def volt(settings, *args: str):
+    from click.testing import CliRunner
+
+    from voltci.cli import cli
+    return CliRunner().invoke(cli, [*args, "--redis-url", settings.effective_redis_url])
+
+
+def test_volt_test_history_prints_the_strip_and_the_last_failure(store, settings) -> None:
+    store.register_repo("proj", "/r", ["main"])
+    for n, outcome in enumerate([P, F, P, K]):
+        record(store, n + 1, {"t.T.test_x": (outcome, 0.25 * (n + 1)), "t.T.other": (P, 0.1)})
+    record(store, 5, {"t.T.other": (P, 0.1)}, branch="dev")
+    text = volt(settings, "test-history", "proj", "t.T.test_x")
+    assert text.exit_code == 0, text.output
+    assert "✓✗✓~·" in text.output and "ran in 4 of the last 5 build(s): 1 failed, 1 flaky" in text.output
+    assert f"in {sha(2)[:10]} (main)" in text.output and "Traceback: t.T.test_x broke in 2" in text.output
+    data = json.loads(volt(settings, "test-history", "proj", "t.T.test_x", "--json").output)
+    assert [b["outcome"] for b in data["builds"]] == ["passed", "failed", "passed", "flaky", None]
+    assert data["builds"][1]["duration_s"] == 0.5 and data["last_failure"]["commit"] == sha(2)
+    dev = json.loads(volt(settings, "test-history", "proj", "t.T.test_x", "--branch", "dev", "--json").output)
+    assert [b["outcome"] for b in dev["builds"]] == [None] and dev["last_failure"] is None
+
+
+@pytest.mark.parametrize("args, says", [
+    (("nosuch", "t.T.test_x"), "unknown repository 'nosuch'"),
+    (("proj", "t.T.nosuch"), "no test 't.T.nosuch' in the newest builds of 'proj'"),
+    (("proj", "a\nb"), "not a test id"),
+    (("proj", "x" * 5000), "not a test id"),
+])
+def test_volt_test_history_bad_input_is_one_line_and_exit_2(store, settings, args, says) -> None:
+    store.register_repo("proj", "/r", ["main"])
+    record(store, 1, {"t.T.test_x": (P, 0.1)})
+    result = volt(settings, "test-history", *args)
+    assert result.exit_code == 2 and says in result.output and len(result.output.strip().splitlines()) == 1

@@ -1,0 +1,250 @@
+"""A repository's test trail: each test's outcome and duration in the repository's newest TRAIL_BUILDS
+builds, kept so that one test's row across them is cheap to read.
+
+Why: a test's history, the flaky and slow views and a build page's "first failed in" each need a few
+tests across many builds, and a build's results are one compressed blob of all its tests (codec.py):
+27,000 tests take ~30 ms to decode, so a history of 100 builds read that way would take seconds. The
+trail numbers each test of the repository once — `trail-ids`, the ids in the order first seen; a test
+keeps its number — and keeps per build one column aligned to those numbers: an outcome code and the
+whole milliseconds of each test, zlib-compressed (about 10 KB a build of 25,000 tests). Reading a
+test's row is one decode of the ids and one small decompression per build.
+
+It is written when a build's result has been stored, after and apart from that write: a trail that
+missed a build (Redis refused the write) shows it as not recorded, and nothing else depends on it.
+It holds only the newest TRAIL_BUILDS builds, retention drops the columns of the builds it prunes, and
+when more than half of the numbers belong to tests no kept column has (renamed tests, ids that change
+every run) the tests are numbered again.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import zlib
+from array import array
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+from redis.client import Pipeline
+
+from voltci import keys
+from voltci.models import Build, Outcome, TestResult
+from voltci.store import codec
+from voltci.store.records import Reads
+from voltci.store.tx import guarded, raw
+
+log = logging.getLogger("volt.store")
+
+TRAIL_BUILDS = 100
+RENUMBER_SLACK = 1000  # numbers beyond twice the suite's size (and this many) make a writer look for dead ones
+COLUMN_FORMAT = 1
+MAX_MS = 2**32 - 1
+_CODES = {Outcome.PASSED: ord("p"), Outcome.FAILED: ord("f"), Outcome.ERROR: ord("e"), Outcome.SKIPPED: ord("s"),
+          Outcome.FLAKY: ord("k")}
+_OUTCOMES = {code: outcome for outcome, code in _CODES.items()}
+ABSENT = ord("-")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One test in one build: its outcome (None: the build did not run it, or it was not recorded)."""
+
+    outcome: Outcome | None
+    ms: int = 0
+
+
+class Column:
+    """One build's column: outcome codes, then the milliseconds as four byte planes (they compress)."""
+
+    def __init__(self, blob: bytes | None):
+        data = zlib.decompress(blob) if blob else b""
+        if data and data[0] != COLUMN_FORMAT:
+            raise codec.CorruptRecord(f"a trail column in format {data[0]}; this Volt reads {COLUMN_FORMAT}")
+        self.size = (len(data) - 1) // 5 if data else 0
+        self._data = data
+
+    def cell(self, number: int) -> Cell:
+        if not 0 <= number < self.size:
+            return Cell(None)
+        outcome = _OUTCOMES.get(self._data[1 + number])
+        if outcome is None:
+            return Cell(None)
+        at, n, d = 1 + self.size + number, self.size, self._data
+        return Cell(outcome, d[at] | d[at + n] << 8 | d[at + 2 * n] << 16 | d[at + 3 * n] << 24)
+
+    def numbers(self) -> list[int]:
+        """The numbers of the tests this build has."""
+        codes = self._data[1:1 + self.size]
+        return [n for n, code in enumerate(codes) if code != ABSENT]
+
+    def codes(self) -> bytes:
+        """Every number's outcome code (b"-": not in this build)."""
+        return self._data[1:1 + self.size]
+
+    def millis(self) -> array:
+        """Every number's milliseconds, at once (the planes put back together)."""
+        n, base = self.size, 1 + self.size
+        joined = bytearray(4 * n)
+        for k in range(4):
+            joined[k::4] = self._data[base + k * n:base + (k + 1) * n]
+        found = array("I")
+        found.frombytes(bytes(joined))
+        if sys.byteorder == "big":
+            found.byteswap()
+        return found
+
+    @staticmethod
+    def encode(size: int, cells: dict[int, tuple[int, int]]) -> bytes:
+        """`cells`: number -> (outcome code, milliseconds)."""
+        codes = bytearray(b"-" * size)
+        planes = [bytearray(size) for _ in range(4)]
+        for number, (code, ms) in cells.items():
+            codes[number] = code
+            ms = min(max(ms, 0), MAX_MS)
+            planes[0][number], planes[1][number] = ms & 255, ms >> 8 & 255
+            planes[2][number], planes[3][number] = ms >> 16 & 255, ms >> 24
+        return zlib.compress(bytes([COLUMN_FORMAT]) + codes + b"".join(planes), codec.LEVEL)
+
+
+@dataclass
+class TestTable:
+    """One build's tests as its trail column holds them, in trail order: ids, outcomes, milliseconds."""
+
+    __test__ = False
+
+    ids: list[str]
+    codes: bytes
+    millis: list[int]
+
+    def cell(self, index: int) -> Cell:
+        return Cell(_OUTCOMES.get(self.codes[index]), self.millis[index])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class Trail(Reads):
+    # ------------------------------------------------------------ writing
+
+    def record_trail_quietly(self, build_id: str, tests: list[TestResult] | None = None) -> bool:
+        """record_trail, for the writers of a build's result: the result is stored by then, so a trail
+        Redis refuses to write is one log line, not an error of the build."""
+        try:
+            return self.record_trail(build_id, tests)
+        except (redis.RedisError, codec.CorruptRecord) as exc:
+            log.warning("the test trail of %s was not recorded: %s", build_id, exc)
+            return False
+
+    def record_trail(self, build_id: str, tests: list[TestResult] | None = None) -> bool:
+        """Add an ended build to its repository's trail (its stored results are read when `tests` is
+        None). False when there is nothing to add: no such build, not ended, pruned, or older than the
+        trail's builds."""
+        build = self.get_build(build_id)
+        if build is None or not build.status.is_final:
+            return False
+        if tests is None:
+            tests = self.get_tests(build_id)
+        results = {t.id: (_CODES[t.outcome], round(t.duration_s * 1000)) for t in tests}
+        ids_key, order_key, trail_key = (keys.repo_trail_ids(build.repo), keys.repo_trail_order(build.repo),
+                                         keys.repo_trail(build.repo))
+
+        def body(pipe: Pipeline) -> bool:
+            score = pipe.zscore(keys.repo_history(build.repo), build_id)
+            if score is None:
+                return False
+            known = codec.decode_ids(raw(pipe, "GET", ids_key))
+            scored = cast(list[tuple[str, float]], pipe.zrange(order_key, 0, -1, withscores=True))
+            order = dict(scored)
+            order[build_id] = float(score)
+            newest_first = sorted(order, key=lambda b: order[b], reverse=True)
+            dropped = newest_first[TRAIL_BUILDS:]
+            if build_id in dropped:
+                return False
+            number = {test_id: n for n, test_id in enumerate(known)}
+            ids = known + [test_id for test_id in results if test_id not in number]
+            for n in range(len(known), len(ids)):
+                number[ids[n]] = n
+            columns = {build_id: Column.encode(len(ids), {number[t]: cell for t, cell in results.items()})}
+            if len(ids) > 2 * len(results) + RENUMBER_SLACK:
+                others = [b for b in newest_first[:TRAIL_BUILDS] if b != build_id]
+                renumbered = _renumber(ids, {**_columns(pipe, trail_key, others), build_id: columns[build_id]})
+                if renumbered is not None:
+                    ids, columns = renumbered
+            pipe.multi()
+            if len(ids) != len(known) or ids != known:
+                pipe.set(ids_key, codec.encode_ids(ids))
+            pipe.hset(trail_key, mapping=cast(Any, columns))
+            pipe.zadd(order_key, {build_id: float(score)})
+            if dropped:
+                pipe.hdel(trail_key, *dropped)
+                pipe.zrem(order_key, *dropped)
+            return True
+
+        return guarded(self.r, [ids_key, order_key], body)
+
+    # ------------------------------------------------------------ reading
+
+    def trail_builds(self, repo: str, branch: str | None = None) -> list[Build]:
+        """The ended builds of the trail, newest first (of one branch, when given)."""
+        builds = self._builds(cast(list[str], self.r.zrevrange(keys.repo_trail_order(repo), 0, TRAIL_BUILDS - 1)))
+        return [b for b in builds if b.status.is_final and (branch is None or b.branch == branch)]
+
+    def trail_ids(self, repo: str) -> list[str]:
+        """Every test id the trail numbers, in the order first seen."""
+        return codec.decode_ids(raw(self.r, "GET", keys.repo_trail_ids(repo)))
+
+    def trail_rows(self, repo: str, test_ids: list[str], builds: list[Build]) -> dict[str, list[Cell]]:
+        """Each of `test_ids` the trail knows, with its cell in each of `builds` (in their order)."""
+        known = self.trail_ids(repo)
+        wanted = set(test_ids)
+        number = {test_id: n for n, test_id in enumerate(known) if test_id in wanted}
+        columns = _columns(self.r, keys.repo_trail(repo), [b.id for b in builds])
+        return {test_id: [columns[b.id].cell(n) if b.id in columns else Cell(None) for b in builds]
+                for test_id, n in number.items()}
+
+    def trail_table(self, build: Build) -> TestTable | None:
+        """The build's own tests from its trail column (None when the trail does not hold the build)."""
+        blob = raw(self.r, "HGET", keys.repo_trail(build.repo), build.id)
+        if blob is None:
+            return None
+        column = Column(blob)
+        ids = self.trail_ids(build.repo)
+        codes, millis = column.codes(), column.millis()
+        numbers = [n for n in column.numbers() if n < len(ids)]
+        return TestTable([ids[n] for n in numbers], bytes(codes[n] for n in numbers), [millis[n] for n in numbers])
+
+    def flaky_record(self, repo: str, test_id: str) -> tuple[int, str]:
+        """How many times the test was flaky (over the repository's whole history) and the latest build."""
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.zscore(keys.repo_flaky(repo), test_id)
+            pipe.hget(keys.repo_flaky_last(repo), test_id)
+            times, last = pipe.execute()
+        return int(times or 0), last or ""
+
+
+def _columns(client: redis.Redis | Pipeline, trail_key: str, build_ids: list[str]) -> dict[str, Column]:
+    if not build_ids:
+        return {}
+    blobs = raw(client, "HMGET", trail_key, *build_ids)
+    return {build_id: Column(blob) for build_id, blob in zip(build_ids, blobs, strict=True) if blob is not None}
+
+
+def _renumber(ids: list[str], columns: dict[str, Column | bytes]) -> tuple[list[str], dict[str, bytes]] | None:
+    """The ids of the tests some column has, numbered again, and every column rewritten to them —
+    or None when at least half of the numbers are still in use."""
+    decoded = {b: Column(c) if isinstance(c, bytes) else c for b, c in columns.items()}
+    live = sorted({n for column in decoded.values() for n in column.numbers() if n < len(ids)})
+    if len(live) * 2 > len(ids):
+        return None
+    renumbered = {old: new for new, old in enumerate(live)}
+    rewritten = {}
+    for build_id, column in decoded.items():
+        cells = {}
+        for old in column.numbers():
+            if old in renumbered:
+                cell = column.cell(old)
+                if cell.outcome is not None:
+                    cells[renumbered[old]] = (_CODES[cell.outcome], cell.ms)
+        rewritten[build_id] = Column.encode(len(live), cells)
+    return [ids[n] for n in live], rewritten

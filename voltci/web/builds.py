@@ -1,0 +1,81 @@
+"""A repository's page (its trend and its builds) and a build's page (what failed, since when, the
+slowest tests, a search over all of them, and the output — folded when there is nothing to find)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask
+
+from voltci import testhistory
+from voltci.models import Build, Outcome, Status
+from voltci.web import charts
+from voltci.web.checks import branch_arg, build_or_404, page_arg, repo_or_404
+from voltci.web.context import store, volt
+from voltci.web.reads import PER_PAGE, history_page
+from voltci.web.testsearch import MAX_QUERY, build_table, search, slowest
+
+bp = flask.Blueprint("builds", __name__)
+
+TREND_BUILDS = 200  # the builds a repository's chart shows
+ALL_TESTS_UP_TO = 200  # a build with at most this many tests lists them all
+SLOWEST = 10
+FOUND_SHOWN = 100
+STREAKS_FOR = 200  # failing tests whose history a build page looks up
+PAGE_LOG_CHARS = 64 * 1024  # the page shows the end of the output; /api/builds/…/log has all of it
+FOLDED_LINES = 15  # what a passing build's page shows of its output
+FOLDED = (Status.PASSED, Status.CANCELLED, Status.SKIPPED)
+
+
+@bp.get("/repo/<repo>")
+def repo_page(repo: str) -> str:
+    repo_or_404(repo)
+    branch = branch_arg()
+    recent = store().recent_builds(repo, branch, TREND_BUILDS)
+    data = history_page(repo) if branch is None else _branch_page(repo, branch, recent)
+    busy = any(not b.status.is_final for b in data["builds"])
+    return flask.render_template("repo.html", refresh=busy, branch=branch, branches=store().branches(repo),
+                                 chart=charts.trend(recent), trend_limit=TREND_BUILDS, **data)
+
+
+def _branch_page(repo: str, branch: str, recent: list[Build]) -> dict[str, Any]:
+    """A page of one branch's builds: those its chart shows."""
+    page = page_arg()
+    pages = max(1, -(-len(recent) // PER_PAGE))
+    if page > pages:
+        flask.abort(404, f"branch '{branch}' of '{repo}' has {pages} page(s) of builds, not {page}")
+    return {"repo": repo, "page": page, "pages": pages, "total": len(recent),
+            "builds": recent[(page - 1) * PER_PAGE:page * PER_PAGE]}
+
+
+def query_arg() -> str:
+    query = flask.request.args.get("q", "")
+    if len(query) > MAX_QUERY or not query.isprintable():
+        flask.abort(400, f"a search is at most {MAX_QUERY} printable characters")
+    return query.strip()
+
+
+@bp.get("/build/<repo>/<sha>")
+def build_page(repo: str, sha: str) -> str:
+    build = build_or_404(repo, sha)
+    query = query_arg()
+    listed = store().listed_tests(build.id) if build.status.is_final else []
+    bad = [t for t in listed if t.outcome in (Outcome.FAILED, Outcome.ERROR)]
+    flaky = [t for t in listed if t.outcome is Outcome.FLAKY and not t.subtest_of]
+    table = build_table(store(), build)
+    found, matched = search(table, query, FOUND_SHOWN) if query else ([], 0)
+    rest = []
+    if len(table) <= ALL_TESTS_UP_TO:  # a small build lists everything (with skip reasons)
+        rest = [t for t in store().get_tests(build.id) if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
+    output = store().read_log(build.id)
+    folded, lines = 0, output.count("\n")
+    if build.status in FOLDED and lines > FOLDED_LINES:
+        folded, output = FOLDED_LINES, "\n".join(output.rstrip("\n").split("\n")[-FOLDED_LINES:])
+    return flask.render_template(
+        "build.html", build=build, output=output[-PAGE_LOG_CHARS:], output_cut=len(output) > PAGE_LOG_CHARS,
+        folded=folded, output_lines=lines, bad=bad, flaky=flaky,
+        streaks=testhistory.streaks(store(), build, [t.id for t in bad[:STREAKS_FOR]]),
+        slow=slowest(table, SLOWEST) if len(table) > 1 else [], test_count=len(table), query=query,
+        max_query=MAX_QUERY, found=found, matched=matched, rest=rest,
+        attempts=store().get_attempts(build.id), refresh=not build.status.is_final,
+        can_act=bool(volt().settings.web_token), runners={r["name"]: r for r in store().runner_table()})
