@@ -21,7 +21,7 @@ from jinja2 import DictLoader
 from rq_dashboard.web import setup_rq_connection
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from voltci import queue, report
+from voltci import metrics, queue, report
 from voltci.config import Settings
 from voltci.connection import connect, redacted
 from voltci.errors import BadInput
@@ -173,7 +173,7 @@ def create_app(settings: Settings) -> flask.Flask:
         if not hmac.compare_digest(given.encode(), signature(body, settings.hook_secret).encode()):
             flask.abort(403, "the signature does not match (hook_secret)")
         try:
-            heard = store.notify(repo, _pushed_ref(body))
+            heard = store.notify(repo, _pushed_ref(body), via="webhook")
         except BadInput as exc:
             flask.abort(404, str(exc))
         return flask.jsonify({"repo": repo, "observers": heard})
@@ -225,6 +225,7 @@ def create_app(settings: Settings) -> flask.Flask:
                               "queued": store.queue_depth()})
 
     app.jinja_env.globals.update(REFRESH_S=REFRESH_S, outcome_rank=_outcome_rank, Status=Status)
+    metrics.register(app, store)
     return app
 
 

@@ -92,6 +92,7 @@ BUILD = """{% extends "base.html" %}
  {{ build.repo }} <code>{{ build.short }}</code></h1>
 <p>{{ build.subject }} <span class="muted">— {{ build.author }} on {{ build.branch }}</span></p>
 {% if build.reason %}<p id="reason"><strong>{{ build.reason }}</strong></p>{% endif %}
+{% if build.first_failing %}<p id="first-failing">{{ build.first_failing.line() }} (its parent <code>{{ build.first_failing.parent[:10] }}</code> passed) <a href="/build/{{ build.repo }}/{{ build.first_failing.commit }}">its build</a></p>{% endif %}
 <table>
 <tr><th>tests</th><td id="counts">{{ build.counts.total }} total, {{ build.counts.passed }} passed,
  {{ build.counts.failed }} failed, {{ build.counts.errors }} errors, {{ build.counts.skipped }} skipped</td></tr>

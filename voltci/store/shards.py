@@ -146,7 +146,10 @@ class Shards(Transitions):
                 pipe.delete(keys.build_shard_tests(build_id, number))
             return "merged"
 
-        return guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
+        done = guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
+        if done == "merged":
+            self._ended_now(build_id)
+        return done
 
     def redispatch_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str) -> str:
         """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard
@@ -181,4 +184,6 @@ class Shards(Transitions):
         if done:
             queue.retire_job(self.r, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
                              f"Volt: shard attempt lost ({reason})", self.settings)
+        if done == "gave up":
+            self._ended_now(build_id)
         return done
