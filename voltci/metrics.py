@@ -3,7 +3,8 @@
 Every value is read from Redis at each scrape — the counters and histograms that the store keeps in
 the transactions that start and end builds (store/metrics.py), the queue, the runners' heartbeats —
 so any `volt web` process serves the same numbers, and they survive restarts of every process.
-Nothing is counted in this process's memory.
+Nothing is counted in this process's memory. Served as text format 0.0.4, which every Prometheus
+reads (Volt's names need none of 1.0.0's escaping).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from typing import Iterator
 
 import flask
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from voltci.store import Store
 from voltci.store.metrics import BUILD_DURATION, QUEUE_WAIT
@@ -51,7 +53,8 @@ class VoltCollector(Collector):
         for name, about in ((BUILD_DURATION, "How long builds ran, from start to end."),
                             (QUEUE_WAIT, "How long builds waited in the queue before a runner took them.")):
             found = counters.histograms[name]
-            yield HistogramMetricFamily(f"volt_{name}", about, buckets=found.buckets, sum_value=found.sum)
+            buckets = [(floatToGoString(float(bound)), count) for bound, count in found.buckets]  # "1.0", "+Inf"
+            yield HistogramMetricFamily(f"volt_{name}", about, buckets=buckets, sum_value=found.sum)
         lost = CounterMetricFamily("volt_lost_attempts", "Attempts lost with their runner (re-dispatched or given up).")
         lost.add_metric([], counters.lost)
         yield lost
@@ -69,4 +72,4 @@ def register(app: flask.Flask, store: Store) -> None:
 
     @app.get("/metrics")
     def prometheus_metrics() -> flask.Response:
-        return flask.Response(exposition(store), content_type=CONTENT_TYPE_LATEST)
+        return flask.Response(exposition(store), content_type=CONTENT_TYPE_PLAIN_0_0_4)
