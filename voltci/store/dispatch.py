@@ -34,6 +34,8 @@ from voltci.store.tx import guarded
 
 log = logging.getLogger("volt.dispatch")
 MAX_ORDERED = 20_000  # jobs at the front of the queue kept in order; any beyond them wait as they are
+# What ordering reads of a waiting build (a whole record is ten times as much to read, for each of them).
+ORDER_FIELDS = ("repo", "commit", "branch", "status", "attempt", "queued_at", "waiting_since", "queued_for", "push")
 WANTED_WHY = {QueuedFor.NOTIFY.value: "someone waits for it (volt notify)",
               QueuedFor.WEBHOOK.value: "someone waits for it (the push webhook)",
               QueuedFor.REBUILD.value: "someone asked to build it again (Rebuild)"}
@@ -96,7 +98,7 @@ class Dispatch(Transitions):
     def _plan(self, ids: list[str]) -> list[Placed]:
         now = time.time()
         parsed = [keys.parse_job_id(job_id) for job_id in ids]
-        builds = {b.id: b for b in self._builds(sorted({p[0] for p in parsed if p and p[2] < 0}))}
+        builds = {b.id: b for b in self._partial(sorted({p[0] for p in parsed if p and p[2] < 0}), ORDER_FIELDS)}
         waiting_builds = [b for b in builds.values() if b.status is Status.QUEUED]
         hunts = self._hunts({b.push for b in waiting_builds if b.push})
         repos = sorted({b.repo for b in waiting_builds})
@@ -160,12 +162,21 @@ class Dispatch(Transitions):
             repo = build_id.rsplit("-", 1)[0]
             used[repo] = used.get(repo, 0.0) + max(0.0, end_s - max(start_s, since))
             lengths.setdefault(repo, []).append(max(0.0, end_s - start_s))
-        for build in self.running_builds():
+        for build in self._partial(sorted(self.r.smembers(keys.running())), ("repo", "commit", "started_at")):
             started = epoch(build.started_at)
             if started is not None:
                 used[build.repo] = used.get(build.repo, 0.0) + max(0.0, now - max(started, since))
         return {repo: Share(used.get(repo, 0.0), sum(lengths[repo]) / len(lengths[repo]) if repo in lengths else None)
                 for repo in {*used, *lengths}}
+
+    def _partial(self, build_ids: list[str], fields: tuple[str, ...]) -> list[Build]:
+        """Builds with only `fields` read (the rest at their defaults); those that are gone are left out."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for build_id in build_ids:
+                pipe.hmget(keys.build(build_id), fields)
+            found = pipe.execute()
+        return [Build.from_hash({"id": build_id, **{k: v for k, v in zip(fields, values) if v is not None}})
+                for build_id, values in zip(build_ids, found) if values[0] is not None]
 
     def priorities(self) -> dict[str, Priority]:
         found = {}
