@@ -5,6 +5,7 @@ processes and a real observer, the issue's scenario in small."""
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -71,10 +72,11 @@ class Scene:
     def finish(self, build: Build, status: Status) -> None:
         assert self.store.finish_build(build.id, build.attempt, "runner-1", RunOutcome(status, [], Counts()))
 
-    def run_one(self, broken: dict[str, int]) -> Build | None:
-        """Take the next build and end it: failed from commit `broken[repo]` on, else passed."""
+    def run_one(self, broken: dict[str, int], seconds: float = 0.0) -> Build | None:
+        """Take the next build and end it after `seconds`: failed from commit `broken[repo]` on, else passed."""
         build = self.take()
         if build is not None:
+            time.sleep(seconds)
             number = int(build.subject.split()[-1])
             self.finish(build, Status.FAILED if number >= broken.get(build.repo, 10 ** 9) else Status.PASSED)
         return build
@@ -200,7 +202,7 @@ def test_volt_status_shows_each_queued_builds_position_and_why(scene: Scene, set
     scene.repo("A")
     scene.repo("B")
     scene.push("A", 1)
-    scene.run_one({})
+    scene.run_one({}, seconds=0.05)  # A has had runner time; B none
     scene.push("A", 4, start=1)
     scene.push("B", 1)
     proc = run_volt("status", "--redis-url", settings.effective_redis_url)
