@@ -278,3 +278,67 @@ def test_with_real_runners_a_newcomer_goes_first_and_the_culprit_is_found_early(
                                for n, shas in (("A", a), ("C", c)) for s in shas), "every commit built", 180)
     finally:
         cluster.stop()
+
+
+def test_the_culprit_shows_on_the_page_and_in_the_webhook_message(scene: Scene, settings) -> None:
+    from voltci.notify import message
+    from voltci.web import create_app
+
+    scene.repo("C")
+    scene.push("C", 1)
+    scene.run_one({})
+    builds = scene.push("C", 4, start=1)  # C 2 … C 5; C 4 breaks
+    while scene.run_one({"C": 4}) is not None:
+        pass
+    head = scene.store.get_build(builds[-1].id)
+    page = create_app(settings).test_client().get(f"/build/C/{head.commit}").get_data(as_text=True)
+    assert f"first failing commit: {builds[2].commit[:10]} C 4 by Ann &lt;ann@volt.invalid&gt;" in page
+    sent = message(head, settings)
+    assert sent["first_failing_commit"] == {"commit": builds[2].commit, "subject": "C 4",
+                                            "author": "Ann <ann@volt.invalid>", "parent": builds[1].commit}
+    assert message(scene.store.get_build(builds[0].id), settings)["first_failing_commit"] is None
+
+
+def test_a_plain_rq_worker_builds_in_the_same_order(settings, make_repo, rq_conn, conn) -> None:
+    """The order lives in the queue itself: `rq worker` without Volt's worker class follows it."""
+    from conftest import run_rq_worker_burst
+
+    repo = make_repo()
+    commit_numbered(repo, 0, False)
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
+    watch.validate()
+    watch.poll()
+    assert run_rq_worker_burst(settings).returncode == 0
+    shas = [commit_numbered(repo, n, n >= 3) for n in range(1, 6)]
+    watch.poll()
+    assert run_rq_worker_burst(settings).returncode == 0
+    store = Store(conn)
+    started = [b.commit for b in sorted(store.history("proj", 10), key=lambda b: b.started_at)][1:]
+    # the head fails, the midpoint 2 passes, 3 fails: the culprit; then the rest, halving order
+    assert started == [shas[4], shas[1], shas[2], shas[0], shas[3]]
+    assert store.get_build(keys.build_id("proj", shas[4])).first_failing.commit == shas[2]
+
+
+SLOW = ("import time, unittest\n\nclass T(unittest.TestCase):\n    def test_slow(self):\n"
+        "        time.sleep(60)\n")
+
+
+def test_interrupt_stops_an_older_running_build_on_its_runner(tmp_path, make_repo) -> None:
+    cluster = Cluster(tmp_path, heartbeat=1.0, heartbeat_ttl=3.0)
+    try:
+        repo = make_repo()
+        repo.commit({"test_n.py": SLOW}, "slow")
+        watch = RepoWatch(Store(cluster.rq_conn, cluster.settings), str(repo.path), supersede=["main"],
+                          interrupt=True)
+        watch.validate()
+        (old,) = watch.poll()
+        cluster.worker("runner-1")
+        wait_until(lambda: cluster.build(old.id).status is Status.RUNNING, "the slow build to run")
+        newer = commit_numbered(repo, 1, False)
+        watch.poll()
+        stopped = cluster.wait_final(old.id, timeout=30)
+        assert stopped.status is Status.CANCELLED
+        assert stopped.reason == f"interrupted: superseded by {newer[:10]}, a newer commit of main (--interrupt)"
+        assert cluster.wait_final(keys.build_id("proj", newer), timeout=60).status is Status.PASSED
+    finally:
+        cluster.stop()
