@@ -92,15 +92,15 @@ def scenario(work: Path, mode: str, args: argparse.Namespace) -> dict[str, float
         for watch in watches.values():
             watch.validate()
             bases += [b.id for b in watch.poll()]
-        log = open(work / f"runner-{mode}.log", "wb")
-        runner = subprocess.Popen([sys.executable, "-m", "voltci", "worker", "--name", f"bench-{mode}"], env=env,
-                                  cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(work / f"runner-{mode}.log", "wb") as log:
+            runner = subprocess.Popen([sys.executable, "-m", "voltci", "worker", "--name", f"bench-{mode}"], env=env,
+                                      cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_ended(store, bases, "the first builds")
             c = [commit(repos["C"], n, passing=n < args.broken) for n in range(1, args.push + 1)]
             c_builds = watches["C"].poll()
-            a = [commit(repos["A"], n, seconds=args.seconds) for n in range(1, args.backlog + 1)]
+            for n in range(1, args.backlog + 1):
+                commit(repos["A"], n, seconds=args.seconds)
             a_builds = watches["A"].poll()
             commit(repos["B"], 1)
             (b_build,) = watches["B"].poll()
@@ -155,7 +155,8 @@ def main() -> None:
     rows = [
         ("scenario", f"C: push of {args.push}, commit {args.broken} breaks; A: {args.backlog} builds of "
                      f"{args.seconds:g} s; then B: 1 commit; one runner"),
-        ("builds of A started while B's commit waited, fifo / fair", f"{fifo['a_between']:.0f} / {fair['a_between']:.0f}"),
+        ("builds of A started while B's commit waited, fifo / fair",
+         f"{fifo['a_between']:.0f} / {fair['a_between']:.0f}"),
         ("  goal for fair", "≤ 1"),
         ("B's queue wait, fifo / fair", f"{fifo['b_wait_s']:.1f} s / {fair['b_wait_s']:.1f} s"),
         ("builds of C until the culprit and its parent were known, fifo / fair",

@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import pytest
 import redis
-
 from cluster import Cluster, wait_until
 from conftest import run_volt
+
 from voltci import keys, queue, report
 from voltci.bisect import halving
 from voltci.dispatch import Priority
@@ -227,7 +227,8 @@ def test_observer_options_bad_input_is_one_line(settings, make_repo) -> None:
     assert lone.returncode == 2 and lone.stderr.count("\n") == 1 and "--interrupt needs --supersede" in lone.stderr
     good = run_volt("observe", *url, "--priority", "high", "--supersede", "main", "--interrupt", "--once")
     assert good.returncode == 0, good.stderr
-    assert json.loads(redis.Redis.from_url(settings.effective_redis_url).hget(keys.repos(), "proj"))["priority"] == "high"
+    registered = redis.Redis.from_url(settings.effective_redis_url).hget(keys.repos(), "proj")
+    assert json.loads(registered)["priority"] == "high"
 
 
 # ---------------------------------------------------------------- real processes

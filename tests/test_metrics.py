@@ -7,10 +7,10 @@ import subprocess
 import sys
 import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import ROOT, child_env
+from prometheus_client.parser import text_string_to_metric_families
 from test_dispatch import Scene
+
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.models import Status
 from voltci.store import Store

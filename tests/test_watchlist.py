@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis
-
 from conftest import run_volt
+
 from voltci import keys
 from voltci.dispatch import Priority
 from voltci.errors import BadInput

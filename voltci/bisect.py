@@ -16,9 +16,9 @@ orders by the result (dispatch.py).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterator
 
 from voltci.models import Status
 
@@ -103,7 +103,6 @@ def _first_breakage(states: list[Known]) -> tuple[int, int] | None:
         state = states[position]
         if state is Known.GOOD:
             lo, broken = position, False
-        elif state is Known.BAD:
-            if not broken:
-                return lo, position
+        elif state is Known.BAD and not broken:
+            return lo, position
     return None

@@ -24,9 +24,9 @@ Pure: the store reads what it needs and writes the order this returns.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
-from typing import Iterable
 
 from voltci.errors import BadInput
 

@@ -9,7 +9,7 @@ reads (Volt's names need none of 1.0.0's escaping).
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import flask
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, generate_latest

@@ -102,7 +102,7 @@ class WatchList:
         self._stamp = self._stamp_now()
 
     @classmethod
-    def from_file(cls, store: Store, path: Path) -> "WatchList":
+    def from_file(cls, store: Store, path: Path) -> WatchList:
         """Every repository of the file, each checked (bad input at start is one line, exit 2)."""
         rules = read_rules(path)
         if not rules:

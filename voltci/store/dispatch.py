@@ -74,7 +74,7 @@ class Dispatch(Transitions):
         builds = {b.id: b for b in self._builds([p[0] for p in map(keys.parse_job_id, ids) if p])}
         return [Placed(job_id, getattr(builds.get(found[0] if found else ""), "repo", ""), Tier.BACKLOG,
                        "in the order queued (dispatch = fifo)") for job_id, found in
-                zip(ids, map(keys.parse_job_id, ids))]
+                zip(ids, map(keys.parse_job_id, ids), strict=True)]
 
     def keep_order(self) -> None:
         """Put the queue in dispatch order; a failure costs a log line (it is done again soon)."""
@@ -105,9 +105,9 @@ class Dispatch(Transitions):
         with self.r.pipeline(transaction=False) as pipe:
             for repo in repos:
                 pipe.hgetall(keys.repo_heads(repo))
-            heads = dict(zip(repos, pipe.execute()))
+            heads = dict(zip(repos, pipe.execute(), strict=True))
         waiting = []
-        for job_id, found in zip(ids, parsed):
+        for job_id, found in zip(ids, parsed, strict=True):
             build = builds.get(found[0]) if found else None
             if found is None:
                 waiting.append(Waiting(job_id, "", Tier.FIRST, "not a job of Volt's: a runner refuses it at once"))
@@ -175,8 +175,8 @@ class Dispatch(Transitions):
             for build_id in build_ids:
                 pipe.hmget(keys.build(build_id), fields)
             found = pipe.execute()
-        return [Build.from_hash({"id": build_id, **{k: v for k, v in zip(fields, values) if v is not None}})
-                for build_id, values in zip(build_ids, found) if values[0] is not None]
+        return [Build.from_hash({"id": build_id, **{k: v for k, v in zip(fields, values, strict=True) if v}})
+                for build_id, values in zip(build_ids, found, strict=True) if values[0] is not None]
 
     def priorities(self) -> dict[str, Priority]:
         found = {}
@@ -219,7 +219,7 @@ class Dispatch(Transitions):
             with self.r.pipeline(transaction=False) as pipe:
                 for push_id in active:
                     pipe.hmget(keys.push(push_id), "repo", "base")
-                for push_id, (repo, base) in zip(active, pipe.execute()):
+                for push_id, (repo, base) in zip(active, pipe.execute(), strict=True):
                     if (repo, base) in ended:
                         push_ids.add(push_id)
         found = []
@@ -244,7 +244,8 @@ class Dispatch(Transitions):
             record = self.get_build(keys.build_id(push.repo, culprit))
             if record is not None:
                 first = FirstFailing(culprit, record.subject, record.author, parent)
-            bad = [keys.build_id(push.repo, sha) for n, (sha, state) in enumerate(zip(push.commits, states), 1)
+            bad = [keys.build_id(push.repo, sha)
+                   for n, (sha, state) in enumerate(zip(push.commits, states, strict=True), 1)
                    if state is Known.BAD and n >= found.culprit]
             marked = self._builds(bad)
             to_mark = [b.id for b in marked if b.first_failing is None or b.first_failing.commit != culprit]
