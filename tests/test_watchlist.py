@@ -149,3 +149,18 @@ def test_a_notification_puts_the_pushed_head_before_backlog(rq_conn, conn, setti
     assert Store(conn).get_build(keys.build_id(watch.name, later)).queued_for == "notify"
     assert not Wanted("refs/heads/other", QueuedFor.NOTIFY).covers("main")
     assert json.loads(conn.hget(keys.repos(), watch.name))["priority"] == "normal"
+
+
+def test_a_branch_moved_back_builds_nothing_and_the_observer_goes_on(rq_conn, conn, settings, make_repo) -> None:
+    repo = make_repo()
+    first = repo.commit({"a": "0"}, "zero")
+    watch = RepoWatch(Store(rq_conn, settings), str(repo.path))
+    watch.validate()
+    watch.poll()
+    repo.commit({"a": "1"}, "one")
+    watch.poll()
+    repo.git("reset", "--hard", "--quiet", first)
+    assert watch.poll() == []
+    assert conn.hget(keys.pointer(watch.name), "main") == first
+    again = repo.commit({"a": "2"}, "two")
+    assert [b.commit for b in watch.poll()] == [again]

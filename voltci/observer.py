@@ -198,6 +198,10 @@ class RepoWatch:
         if last == head:
             return []
         commits, base = self._new_commits(last, head, branch)
+        if not commits:  # the branch moved back to a commit it had: nothing new to build
+            log.info("%s/%s: moved back to %s, which is not new; nothing to build", self.name, branch, head[:10])
+            self.store.set_pointer(self.name, branch, head)
+            return []
         if len(commits) > self.settings.max_commits_per_poll:
             log.warning("%s/%s: %d new commits; enqueueing the oldest %d now and the rest next pass",
                         self.name, branch, len(commits), self.settings.max_commits_per_poll)
