@@ -142,6 +142,7 @@ def test_why_names_the_fair_share_when_repositories_compete() -> None:
     placed = plan(waiting, {"a": Share(120.0, 60.0)}, {}, 3600)
     assert ids(placed) == ["b1", "a1"]
     assert "fair share: a has had 120 s of runner time in the last 60 min" in placed[1].why
+    assert "fair share: b has had 0.0 s" in placed[0].why
 
 
 @pytest.mark.parametrize("word", ["urgent", "", "HIGH", 3, None])

@@ -149,6 +149,7 @@ def _why(job: Waiting, lane: _Lane, used: float, contenders: int, priorities: di
     priority = priorities.get(job.repo, Priority.NORMAL)
     said = f"; {priority.value} priority" if priority is not Priority.NORMAL else ""
     if contenders > 1:
-        said += (f"; fair share: {job.repo} has had {used:.0f} s of runner time in the last {window_s / 60:g} min"
-                 + (" (with the builds placed ahead)" if lane.taken else ""))
+        seconds = f"{used:.1f}" if used < 10 else f"{used:.0f}"
+        said += (f"; fair share: {job.repo} has had {seconds} s of runner time in the last {window_s / 60:g} min"
+                 + (", counting its builds placed ahead" if lane.taken else ""))
     return job.why + said
