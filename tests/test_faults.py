@@ -143,6 +143,9 @@ def test_redis_restart_with_aof_every_build_ends_once(cluster, make_repo) -> Non
     cluster.worker("r2", FAULT_SLEEP="1.5")
     cluster.scheduler()
     wait_until(lambda: Store(cluster.conn).running_builds(), "a build to run")
+    # Everything is up before Redis goes (a process still starting would rightly refuse to start).
+    wait_until(lambda: "acting as the scheduler" in cluster.log("scheduler"), "the scheduler to act")
+    wait_until(lambda: cluster.beat("r1") and cluster.beat("r2"), "both runners' heartbeats")
     cluster.server.stop()
     time.sleep(2)
     cluster.server.start()

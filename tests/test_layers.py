@@ -8,18 +8,18 @@ from pathlib import Path
 
 from support import ROOT
 
-# Lowest first. A module is in the layer of the longest prefix that names it.
+# Lowest first. A module is in the layer of the longest prefix that names it. The records' layer holds
+# the pure policies too (the dispatch order, culprit finding): functions of records, used by the store.
 LAYERS: list[tuple[str, set[str]]] = [
     ("records", {"voltci", "voltci.clock", "voltci.errors", "voltci.sizes", "voltci.keys", "voltci.models",
                  "voltci.config", "voltci.connection", "voltci.git", "voltci.locks", "voltci.outage",
-                 "voltci.redis_server"}),
+                 "voltci.redis_server", "voltci.dispatch", "voltci.bisect"}),
     ("rq", {"voltci.queue"}),
     ("store", {"voltci.store"}),
     ("runner", {"voltci.runner", "voltci.worker", "voltci.heartbeat", "voltci.logstream"}),
-    ("dispatch", {"voltci.observer", "voltci.scheduler", "voltci.notify", "voltci.dispatch", "voltci.metrics",
-                  "voltci.fairness", "voltci.culprit", "voltci.repos"}),
+    ("dispatch", {"voltci.observer", "voltci.watchlist", "voltci.scheduler", "voltci.notify"}),
     ("people", {"voltci.cli", "voltci.up", "voltci.live", "voltci.report", "voltci.web", "voltci.web_server",
-                "voltci.example", "voltci.humantime", "voltci.testhistory", "voltci.__main__"}),
+                "voltci.example", "voltci.humantime", "voltci.testhistory", "voltci.metrics", "voltci.__main__"}),
 ]
 
 

@@ -61,7 +61,7 @@ def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path)
     second = LogPump(Store(fake), build.id, 2, tmp_path / "second.log", cap_bytes=10_000)
     (tmp_path / "second.log").write_text("attempt two\n")
     second.finish()
-    from test_results import outcome
+    from support import outcome
     Store(fake).finish_build(build.id, 2, "r2", outcome())
     follower.join(timeout=20)
     assert written == ["before following\nline 0\nline 1\nline 2\nline 3\nline 4\n"

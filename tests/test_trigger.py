@@ -66,4 +66,4 @@ def test_push_webhook_needs_the_right_signature(settings, conn) -> None:
     ok = web.post("/hooks/proj", data=body, headers={"X-Hub-Signature-256": good})
     assert ok.status_code == 200
     message = listener.get_message(timeout=2)
-    assert json.loads(message["data"]) == {"repo": "proj", "ref": "refs/heads/main"}
+    assert json.loads(message["data"]) == {"repo": "proj", "ref": "refs/heads/main", "via": "webhook"}

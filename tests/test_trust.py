@@ -203,7 +203,7 @@ def test_callbacks_and_instances_are_refused() -> None:
 def test_redis_server_password_is_in_a_private_config_file_never_in_its_arguments(locked_redis) -> None:
     """redis-server rewrites its process title soon after it starts, so /proc shows little; what it was
     executed with is Popen's argument list."""
-    from conftest import LOCKED_PASSWORD
+    from support import LOCKED_PASSWORD
 
     assert all(LOCKED_PASSWORD not in arg for arg in locked_redis.proc.args)
     assert stat.S_IMODE(locked_redis.config_path.stat().st_mode) == 0o600

@@ -22,9 +22,11 @@ import redis
 
 from voltci import report
 from voltci.clock import now_iso, seconds_between
-from voltci.config import Settings, load_settings
+from voltci.config import Settings, config_file, load_settings
 from voltci.connection import connect, redacted
+from voltci.dispatch import Placed, parse_priority
 from voltci.errors import BadInput, Interrupted, RedisUnavailable, VoltError
+from voltci.keys import parse_job_id
 from voltci.logstream import follow_log
 from voltci.observer import RepoWatch, observe_loop
 from voltci.outage import describe, is_full
@@ -32,6 +34,7 @@ from voltci.runner.worker import make_worker
 from voltci.scheduler import Scheduler
 from voltci.store import Policy, Store
 from voltci.up import run_up
+from voltci.watchlist import WatchList
 
 
 class OneLineErrors:
@@ -65,6 +68,7 @@ class App:
 
     settings: Settings
     _store: Store | None = field(default=None)
+    config_path: str | None = None  # as given with --config
 
     def store(self) -> Store:
         """The store, on a client that has answered (or one line saying why Redis cannot be reached)."""
@@ -89,7 +93,7 @@ def common_options(func: Callable) -> Callable:
         for name in SETTINGS_AS_FLAGS:  # settings that some commands take as flags of their own
             if name in kwargs:
                 overrides[name] = kwargs.pop(name)
-        app = App(load_settings(config_path, overrides))
+        app = App(load_settings(config_path, overrides), config_path=config_path)
         return func(app, **kwargs)
     return wrapper
 
@@ -109,45 +113,65 @@ def cli() -> None:
 
 def observe_options(func: Callable) -> Callable:
     for decorator in reversed([
-        click.option("--repo", "repos", multiple=True, required=True, metavar="PATH_OR_URL",
-                     help="Repository to watch (repeatable)."),
+        click.option("--repo", "repos", multiple=True, metavar="PATH_OR_URL",
+                     help="Repository to watch (repeatable; default: the [[repos]] tables of the config file, "
+                          "followed as it changes)."),
         click.option("--name", "names", multiple=True, metavar="NAME",
                      help="Name of the repository in Volt, one per --repo (default: from its path)."),
         click.option("--branch", "branches", multiple=True, metavar="BRANCH",
-                     help="Branch to build (repeatable; default: the repository's default branch)."),
+                     help="Branch to build, or a glob such as 'release/*' or '*' (repeatable; default: the "
+                          "repository's default branch)."),
         click.option("--poll", type=float, default=None, help="Seconds between polls (default 5)."),
         click.option("--once", is_flag=True, help="One pass, then exit (for cron)."),
         click.option("--supersede", "supersede", multiple=True, metavar="BRANCH",
                      help="A newer commit of BRANCH skips its queued older builds (repeatable; 'all': every "
                           "branch but the default one, which is superseded only when named)."),
+        click.option("--interrupt", is_flag=True,
+                     help="With --supersede: a newer commit also cancels the branch's older running builds."),
+        click.option("--priority", default="normal", metavar="high|normal|low",
+                     help="Dispatch priority of these repositories (default: normal)."),
     ]):
         func = decorator(func)
     return func
 
 
-def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...],
-                 branches: tuple[str, ...], supersede: tuple[str, ...] = ()) -> list[RepoWatch]:
-    """The repositories to watch, each checked (it exists, its branches exist) and registered."""
+def make_watches(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...],
+                 supersede: tuple[str, ...] = (), priority: str = "normal", interrupt: bool = False) -> WatchList:
+    """The repositories to watch, each checked (it exists, its branches exist) and registered: those
+    given with --repo, else the config file's [[repos]] tables (followed as the file changes)."""
     if names and len(names) != len(repos):
         raise BadInput("give one --name per --repo, or none")
+    level = parse_priority(priority)
+    if interrupt and not supersede:
+        raise BadInput("--interrupt needs --supersede BRANCH: it cancels the running builds that a newer commit "
+                       "of a superseded branch makes pointless")
+    if not repos:
+        path = config_file(app.config_path)
+        if path is None:
+            raise BadInput("no repository to watch: give --repo, or [[repos]] tables in the config file "
+                           "(--config, VOLT_CONFIG or ./config/volt.toml)")
+        return WatchList.from_file(app.store(), path)
     store = app.store()
-    watches = [RepoWatch(store, url, names[i] if names else None, list(branches), list(supersede))
+    watches = [RepoWatch(store, url, names[i] if names else None, list(branches), list(supersede), level, interrupt)
                for i, url in enumerate(repos)]
     for watch in watches:
         watch.validate()
-    return watches
+    return WatchList(store, watches)
 
 
-def run_observer(app: App, watches: list[RepoWatch], once: bool) -> None:
+def run_observer(app: App, watches: WatchList, once: bool) -> None:
     if once:
-        for watch in watches:
+        for watch in watches.current():
             for build in watch.poll():
                 click.echo(f"queued {build.repo} {build.commit[:10]} {build.subject}")
         return
     stop = threading.Event()
-    for watch in watches:
-        logging.getLogger("volt.observer").info("watching %s (%s) branches %s every %g s",
-                                                watch.name, watch.url, ", ".join(watch.branches), app.settings.poll)
+    for watch in watches.current():
+        logging.getLogger("volt.observer").info(
+            "watching %s (%s) branches %s every %g s%s", watch.name, watch.url, ", ".join(watch.branches),
+            app.settings.poll, f", priority {watch.priority.value}" if watch.priority.value != "normal" else "")
+    if watches.path is not None:
+        logging.getLogger("volt.observer").info("following %s for changes to its [[repos]]", watches.path)
     observe_loop(watches, app.settings.poll, stop)
 
 
@@ -155,10 +179,10 @@ def run_observer(app: App, watches: list[RepoWatch], once: bool) -> None:
 @observe_options
 @common_options
 def observe(app: App, repos: tuple[str, ...], names: tuple[str, ...], branches: tuple[str, ...],
-            once: bool, supersede: tuple[str, ...]) -> None:
+            once: bool, supersede: tuple[str, ...], interrupt: bool, priority: str) -> None:
     """Watch repositories and enqueue a build for every new commit (also bin/volt-observe)."""
     setup_logging()
-    run_observer(app, make_watches(app, repos, names, branches, supersede), once)
+    run_observer(app, make_watches(app, repos, names, branches, supersede, priority, interrupt), once)
 
 
 cli.add_command(observe)
@@ -331,14 +355,17 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @common_options
 def status(app: App, as_json: bool) -> None:
-    """Runners (alive, heartbeat age, current build), the queue, running builds, lost attempts, and how
-    much of Redis Volt uses."""
+    """Runners (alive, heartbeat age, current build), the queue (each build's position and why it stands
+    there), running builds, lost attempts, and how much of Redis Volt uses."""
     store = app.store()
     memory = store.memory()
+    order = store.dispatch_plan()
     data: dict[str, Any] = {
         "redis": redacted(app.settings.effective_redis_url),
         "queue": app.settings.queue,
         "queued": store.queue_depth(),
+        "dispatch": app.settings.dispatch,
+        "queue_order": [_standing(n, placed) for n, placed in enumerate(order[:QUEUE_LISTED], 1)],
         "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
                      "age_s": seconds_between(b.started_at, now_iso()) if b.started_at else 0.0,
                      "attempt": b.attempt} for b in store.running_builds()],
@@ -352,7 +379,12 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(f"queue '{data['queue']}': {data['queued']} queued, {len(data['running'])} running")
+    click.echo(f"queue '{data['queue']}': {data['queued']} queued, {len(data['running'])} running"
+               f" (dispatch: {data['dispatch']})")
+    for q in data["queue_order"][:QUEUE_SHOWN]:
+        click.echo(f"  {q['position']:>4}. {q['repo'] or '-':<16} {q['commit'][:10] or q['job']:<10}  {q['why']}")
+    if len(order) > QUEUE_SHOWN:
+        click.echo(f"        … and {len(order) - QUEUE_SHOWN} more (volt status --json lists {QUEUE_LISTED})")
     for b in data["running"]:
         click.echo(f"  running {b['repo']} {b['commit'][:10]} attempt {b['attempt']} on {b['runner']}"
                    f" for {b['age_s']:.0f} s")
@@ -374,6 +406,18 @@ def status(app: App, as_json: bool) -> None:
     for u in data["repositories"]:
         per = _size(u["bytes_per_finished_build"]) if u["bytes_per_finished_build"] is not None else "-"
         click.echo(f"  {u['repo']:<28} {u['builds']} build(s) kept, {per} per finished build")
+
+
+QUEUE_SHOWN = 30  # queued builds `volt status` lists; --json lists QUEUE_LISTED
+QUEUE_LISTED = 1000
+
+
+def _standing(position: int, placed: Placed) -> dict[str, Any]:
+    """A queued job for `volt status`: where it stands in the queue and why."""
+    found = parse_job_id(placed.job_id)
+    commit = found[0].rsplit("-", 1)[-1] if found else ""
+    return {"position": position, "job": placed.job_id, "repo": placed.repo, "commit": commit,
+            "tier": placed.tier.name.lower(), "why": placed.why}
 
 
 def _size(count: int) -> str:

@@ -63,6 +63,8 @@ class Settings:
     pass_env: str = ""
     keep_builds: int = 1000  # ended builds kept per repository, newest first (0: no limit)
     keep_days: int = 365  # days an ended build is kept (0: no limit)
+    dispatch: str = "fair"  # "fair": tiers, fair share, culprit first (dispatch.py); "fifo": the order queued
+    fair_window: float = 3600.0  # seconds of runner time that fair share looks back on
 
     @property
     def effective_redis_url(self) -> str:
@@ -75,6 +77,15 @@ TRUE_WORDS = {"1", "true", "yes", "on"}
 # Never passed to builds, even when named in `pass_env`: Volt's settings and credentials.
 WITHHELD_PREFIXES = ("VOLT_", "REDIS", "RQ_")
 FALSE_WORDS = {"0", "false", "no", "off"}
+DISPATCH_MODES = ("fair", "fifo")
+# Tables of the config file that are not settings: the observer reads them (watchlist.py).
+NOT_SETTINGS = {"repos"}
+
+
+def _one_of(value: str, words: tuple[str, ...]) -> str:
+    if value not in words:
+        raise ValueError(f"must be one of {', '.join(words)}, got {value!r}")
+    return value
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -126,6 +137,7 @@ CHECKED: dict[str, Callable[[Any], object]] = {
     "build_memory": lambda value: parse_size(value, allow_percent=True),
     "build_processes": parse_processes,
     "pass_env": variable_names,
+    "dispatch": lambda value: _one_of(value, DISPATCH_MODES),
 }
 
 
@@ -147,10 +159,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise BadInput(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise BadInput(f"cannot read config file {path}: {exc.strerror}") from None
-    unknown = sorted(set(data) - set(_FIELDS))
+    unknown = sorted(set(data) - set(_FIELDS) - NOT_SETTINGS)
     if unknown:
         raise BadInput(f"config file {path}: unknown setting '{unknown[0]}'")
-    return {name: _coerce(name, value, str(path)) for name, value in data.items()}
+    return {name: _coerce(name, value, str(path)) for name, value in data.items() if name not in NOT_SETTINGS}
+
+
+def config_file(config_path: str | None = None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The config file the settings are read from (as load_settings finds it), or None."""
+    environ = os.environ if environ is None else environ
+    path_text = config_path or environ.get("VOLT_CONFIG")
+    if path_text:
+        return Path(path_text)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
 
 
 def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -169,12 +190,10 @@ def load_settings(
 ) -> Settings:
     """Build the settings; `overrides` are the command-line flags that were given (None = not given)."""
     environ = os.environ if environ is None else environ
-    path_text = config_path or environ.get("VOLT_CONFIG")
     values: dict[str, Any] = {}
-    if path_text:
-        values.update(read_config_file(Path(path_text)))
-    elif DEFAULT_CONFIG_PATH.is_file():
-        values.update(read_config_file(DEFAULT_CONFIG_PATH))
+    path = config_file(config_path, environ)
+    if path is not None:
+        values.update(read_config_file(path))
     values.update(read_environment(environ))
     for name, value in (overrides or {}).items():
         if value is not None:

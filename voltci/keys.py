@@ -36,6 +36,13 @@ Layout (P = prefix, "volt" by default):
     P:runners                       hash   runner name -> JSON of its last heartbeat seen (the registry)
     P:lost                          list   the latest lost attempts, newest first (JSON), capped
     P:scheduler                     string the lock held by the scheduler that acts (expiring)
+    P:push:<push_id>                hash   a push: new commits of one branch enqueued together (models.Push),
+                                           until every build of it has ended
+    P:pushes                        set    ids of the pushes still being built
+    P:runtime                       zset   "<build_id> <attempt> <start> <end>" of each attempt that ended,
+                                           scored by its end (epoch s), kept for `fair_window`: runner time
+    P:metrics                       hash   counters for /metrics: builds ended by repository and status,
+                                           histogram buckets of build durations and queue waits, lost attempts
 
 Written by earlier versions and still read (and pruned), never written:
 
@@ -203,6 +210,22 @@ def lost() -> str:
     return f"{PREFIX}:lost"
 
 
+def push(push_id: str) -> str:
+    return f"{PREFIX}:push:{_check_part(push_id)}"
+
+
+def pushes() -> str:
+    return f"{PREFIX}:pushes"
+
+
+def runtime() -> str:
+    return f"{PREFIX}:runtime"
+
+
+def metrics() -> str:
+    return f"{PREFIX}:metrics"
+
+
 def scheduler_lock() -> str:
     return f"{PREFIX}:scheduler"
 
@@ -224,3 +247,18 @@ def build_id(repo: str, sha: str) -> str:
 def job_id(build_id_: str, attempt: int) -> str:
     """The rq job of one attempt of a build."""
     return f"{build_id_}-a{attempt}"
+
+
+_SHARD_JOB = re.compile(r"(?P<build>.+)-a(?P<attempt>[0-9]+)-s(?P<shard>[0-9]+)-(?P<shard_attempt>[0-9]+)")
+_BUILD_JOB = re.compile(r"(?P<build>.+)-a(?P<attempt>[0-9]+)")
+
+
+def parse_job_id(job_id: str) -> tuple[str, int, int] | None:
+    """(build id, attempt, shard) of one of Volt's rq job ids (shard -1 for a build's own job), else None."""
+    found = _SHARD_JOB.fullmatch(job_id)
+    if found:
+        return found["build"], int(found["attempt"]), int(found["shard"])
+    found = _BUILD_JOB.fullmatch(job_id)
+    if found:
+        return found["build"], int(found["attempt"]), -1
+    return None

@@ -144,6 +144,37 @@ class Attempt:
         return cls(**data)
 
 
+class QueuedFor(str, Enum):
+    """Why a build waits in the queue ahead of backlog (dispatch.py orders by it)."""
+
+    NOTIFY = "notify"  # `volt notify` named its repository and branch: someone waits for it
+    WEBHOOK = "webhook"  # a forge's push webhook did
+    REBUILD = "rebuild"  # someone asked for it again
+    LOST = "lost"  # its runner was lost: it was already under way
+
+
+@dataclass(frozen=True)
+class FirstFailing:
+    """The first failing commit of a push and its parent, the last commit that passed (bisect.py)."""
+
+    commit: str
+    subject: str
+    author: str
+    parent: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> FirstFailing:
+        data = json.loads(text)
+        return cls(**{k: str(data.get(k, "")) for k in cls.__dataclass_fields__})
+
+    def line(self) -> str:
+        """How reports and pages say it: "first failing commit: <sha> <subject> by <author>"."""
+        return f"first failing commit: {self.commit[:10]} {self.subject} by {self.author}".rstrip()
+
+
 @dataclass
 class Build:
     """A build of one commit of one repository; stored as a Redis hash of strings."""
@@ -171,10 +202,15 @@ class Build:
     shard_rest: bool = False  # shard 0 runs every test the other shards do not (a split planned from history)
     jobs: list[str] = field(default_factory=list)  # every rq job it had, so pruning leaves none behind
     log_compressed: bool = False  # its output was compressed when it ended
+    push: str = ""  # the push it came with (several new commits of one branch; see bisect.py), if any
+    queued_for: str = ""  # why it waits, when not only as backlog: a QueuedFor value
+    waiting_since: str = ""  # when it last went into the queue (the queue wait the metrics count)
+    first_failing: FirstFailing | None = None  # the first failing commit of its push, once known
 
     def to_hash(self) -> dict[str, str]:
         data = asdict(self)
         data["status"] = self.status.value
+        data["first_failing"] = self.first_failing.to_json() if self.first_failing else ""
         data["counts"] = json.dumps(self.counts.to_dict())
         data["jobs"] = " ".join(self.jobs)
         data["log_compressed"] = "1" if self.log_compressed else "0"
@@ -196,6 +232,9 @@ class Build:
             shards=int(data.get("shards") or 0), shard_rest=data.get("shard_rest") == "1",
             jobs=(data.get("jobs") or "").split(),
             log_compressed=data.get("log_compressed") == "1",
+            push=data.get("push", ""), queued_for=data.get("queued_for", ""),
+            waiting_since=data.get("waiting_since", ""),
+            first_failing=FirstFailing.from_json(data["first_failing"]) if data.get("first_failing") else None,
         )
 
     @property
@@ -297,3 +336,30 @@ class PointerUpdate:
     repo: str
     branch: str
     sha: str
+
+
+@dataclass(frozen=True)
+class Push:
+    """New commits of one branch enqueued together, oldest first, on top of `base` (the commit the branch
+    was at before, "" when unknown). Its head is built first, then the midpoint of what is unknown
+    (bisect.py); `culprit` is its first failing commit once known. Its id is the head's build id."""
+
+    id: str
+    repo: str
+    branch: str
+    base: str
+    commits: list[str]
+    culprit: str = ""
+    rewritten: bool = False  # the branch was force-pushed: `base` is where the new history leaves the old
+    queued_at: str = ""
+
+    def to_hash(self) -> dict[str, str]:
+        return {"id": self.id, "repo": self.repo, "branch": self.branch, "base": self.base,
+                "commits": " ".join(self.commits), "culprit": self.culprit,
+                "rewritten": "1" if self.rewritten else "0", "queued_at": self.queued_at}
+
+    @classmethod
+    def from_hash(cls, data: Mapping[str, str]) -> Push:
+        return cls(id=data["id"], repo=data["repo"], branch=data.get("branch", ""), base=data.get("base", ""),
+                   commits=(data.get("commits") or "").split(), culprit=data.get("culprit", ""),
+                   rewritten=data.get("rewritten") == "1", queued_at=data.get("queued_at", ""))

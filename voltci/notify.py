@@ -5,6 +5,9 @@ transaction, so no ended build is missed. The acting scheduler empties the outbo
 its own: it moves a message to a `sending` list, POSTs it (a few tries with backoff, each bounded),
 then removes it. A scheduler that takes over moves what was being sent back to the outbox, so a
 message may arrive twice but is never lost while the outbox keeps it.
+
+A failing build whose push's first failing commit is known carries it as `first_failing_commit`; when
+culprit finding names it, a `culprit.found` message about the culprit's build is sent too.
 """
 
 from __future__ import annotations
@@ -31,14 +34,18 @@ TRIES = 5
 TIMEOUT_S = 5.0
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 SIGNATURE_HEADER = "X-Volt-Signature"
+EVENTS = ("build.ended", "culprit.found")
 
 
-def message(build: Build, settings: Settings) -> dict[str, Any]:
+def message(build: Build, settings: Settings, event: str = "build.ended") -> dict[str, Any]:
     link = f"{settings.web_url.rstrip('/')}/build/{build.repo}/{build.commit}" if settings.web_url else None
-    return {"event": "build.ended", "repo": build.repo, "commit": build.commit, "branch": build.branch,
+    first = build.first_failing
+    return {"event": event, "repo": build.repo, "commit": build.commit, "branch": build.branch,
             "subject": build.subject, "status": build.status.value, "reason": build.reason,
             "counts": build.counts.to_dict(), "duration_s": build.duration_s, "attempts": build.attempt,
-            "finished_at": build.finished_at, "url": link}
+            "finished_at": build.finished_at, "url": link,
+            "first_failing_commit": {"commit": first.commit, "subject": first.subject, "author": first.author,
+                                     "parent": first.parent} if first else None}
 
 
 def signature(body: bytes, secret: str) -> str:
@@ -91,12 +98,13 @@ class Notifier:
         text, build_id = taken
         build = self.store.get_build(build_id)  # None when it was pruned meanwhile
         if build is not None and self.settings.webhook_url:
-            self._deliver(build, stop)
+            event = json.loads(text).get("event", "build.ended")
+            self._deliver(build, stop, event if event in EVENTS else "build.ended")
         self.store.outbox_done(text)
         return True
 
-    def _deliver(self, build: Build, stop: threading.Event) -> None:
-        body = json.dumps(message(build, self.settings)).encode()
+    def _deliver(self, build: Build, stop: threading.Event, event: str = "build.ended") -> None:
+        body = json.dumps(message(build, self.settings, event)).encode()
         url = self.settings.webhook_url or ""
         for attempt in range(1, TRIES + 1):
             try:

@@ -103,6 +103,17 @@ def queue_depth(client: redis.Redis, settings: Settings) -> int:
     return volt_queue(_rq(client), settings.queue).count
 
 
+def queue_key(settings: Settings) -> str:
+    """The Redis list of rq's queue, which store/dispatch.py keeps in dispatch order (rq pops its front)."""
+    return Queue.redis_queue_namespace_prefix + settings.queue
+
+
+def waiting_in_order(client: redis.Redis, settings: Settings, limit: int) -> list[str]:
+    """Ids of the first `limit` jobs waiting in Volt's queue, in the order runners take them."""
+    return [job_id.decode() if isinstance(job_id, bytes) else job_id
+            for job_id in client.lrange(queue_key(settings), 0, limit - 1)]
+
+
 def waiting_job_ids(client: redis.Redis, settings: Settings) -> set[str]:
     """Ids of the jobs waiting in Volt's queue."""
     return set(volt_queue(_rq(client), settings.queue).get_job_ids())

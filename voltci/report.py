@@ -40,6 +40,7 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
         "reason": build.reason,
         "subject": build.subject,
         "author": build.author,
+        "first_failing_commit": json.loads(build.first_failing.to_json()) if build.first_failing else None,
         "attempt_history": [
             {"attempt": a.number, "state": a.state.value, "runner": a.runner, "started_at": a.started_at,
              "ended_at": a.ended_at, "status": a.status, "reason": a.reason} for a in attempts],
@@ -74,6 +75,8 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shar
         _timing(build),
         f"runner:   {build.runner or '-'}   attempt {build.attempt}",
     ]
+    if build.first_failing is not None:
+        lines.insert(2, build.first_failing.line() + f" (its parent {build.first_failing.parent[:10] or '-'} passed)")
     if len(attempts) > 1 or any(a.state is AttemptState.LOST for a in attempts):
         lines += [f"  {attempt_line(a)}" for a in attempts]
     for shard in shards or []:

@@ -7,7 +7,10 @@ reads the runners' heartbeat keys (see heartbeat.py) every half heartbeat and:
 - for a running build whose runner's key expired, records that attempt `lost` and queues the next
   attempt, or ends the build `error` after `max_attempts` (queue.redispatch does both atomically);
 - does the same, once it has lasted a heartbeat TTL, for a build that no runner works on although
-  it is not waiting in the queue either (its runner moved on, or died before starting it).
+  it is not waiting in the queue either (its runner moved on, or died before starting it);
+- every few seconds, puts the queue back in dispatch order (store/dispatch.py), for what changes
+  with time alone (runner time moving out of the fair-share window), or a process that stopped
+  between queueing a build and ordering the queue.
 
 Several schedulers may run; only the holder of an expiring lock in Redis acts, and every change it
 makes is a transaction on the build, so even two acting at once could not dispatch a build twice.
@@ -36,6 +39,7 @@ from voltci.store import Policy, Store
 log = logging.getLogger("volt.scheduler")
 BACKOFF_MAX_S = 2.0
 PRUNE_PER_STEP = 50  # builds at most, so that a pass costs the same however long the history is
+DISPATCH_EVERY_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Scheduler:
         self.suspects: dict[Work, float] = {}  # unit -> when first seen unattended
         self.retention = Policy(settings.keep_builds, settings.keep_days)
         self._prune_queue: list[str] = []  # repositories still to look at in this round of pruning
+        self._dispatched_at = float("-inf")
 
     @property
     def interval_s(self) -> float:
@@ -100,7 +105,11 @@ class Scheduler:
         self.store.update_registry(runners)
         if self._redis_uptime_s() < self.settle_s:
             return []  # Redis just (re)started: let runners refresh keys that expired while it was down
-        return self._check_builds(runners, now)
+        actions = self._check_builds(runners, now)
+        if now - self._dispatched_at >= DISPATCH_EVERY_S:
+            self._dispatched_at = now
+            self.store.keep_order()
+        return actions
 
     def prune_step(self) -> int:
         """Apply retention to one repository, a bounded batch at a time: a repository with more to prune

@@ -7,6 +7,8 @@ a key or opens a pipeline; the web page, the CLI, the observer, the scheduler an
 
     records.py      reading builds, results, histories; commit lookup
     transitions.py  the build state machine (each change one guarded transaction: tx.py)
+    dispatch.py     the queue kept in dispatch order; culprit finding in pushes
+    metrics.py      counters and histograms for /metrics
     shards.py       a build split across runners
     logs.py         a build's output
     runners.py      heartbeats, the registry, lost attempts, the scheduler lock
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 from voltci import queue
 from voltci.store.codec import CorruptRecord
+from voltci.store.dispatch import Dispatch
 from voltci.store.logs import Logs
+from voltci.store.metrics import Metrics
 from voltci.store.outbox import Outbox
 from voltci.store.repos import Repos
 from voltci.store.retention import Policy, Retention
@@ -36,7 +40,7 @@ from voltci.store.usage import Memory, RepoUsage, Usage
 __all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge"]
 
 
-class Store(Shards, Retention, Usage, Logs, Runners, Repos, Outbox, Trends):
+class Store(Dispatch, Shards, Retention, Usage, Logs, Runners, Repos, Outbox, Metrics, Trends):
     """Volt's records in one Redis. `Store(client, settings)`; see the package's docstring for its parts."""
 
     # rq's view of the queue, for the scheduler and the pages (through queue.py, which owns rq's client)

@@ -11,16 +11,17 @@ from voltci.store.channels import Subscription
 
 
 class Repos(StoreBase):
-    def register_repo(self, name: str, url: str, branches: list[str]) -> None:
-        """Record where repository `name` lives; a name already used for another URL is bad input.
-        Nothing is written when nothing changed (an observer restarting into a full Redis still starts)."""
+    def register_repo(self, name: str, url: str, branches: list[str], priority: str = "normal") -> None:
+        """Record where repository `name` lives, the branches watched and its dispatch priority; a name
+        already used for another URL is bad input. Nothing is written when nothing changed (an observer
+        restarting into a full Redis still starts)."""
         text = self.r.hget(keys.repos(), name)
         if text is not None:
             known = json.loads(text)
             if known.get("url") != url:
                 raise BadInput(f"repository name '{name}' is already used for {known.get('url')}; "
                                f"choose another with --name")
-        entry = json.dumps({"url": url, "branches": branches})
+        entry = json.dumps({"url": url, "branches": branches, "priority": priority})
         if text != entry:
             self.r.hset(keys.repos(), name, entry)
 
@@ -31,11 +32,16 @@ class Repos(StoreBase):
     def set_pointer(self, repo: str, branch: str, sha: str) -> None:
         self.r.hset(keys.pointer(repo), branch, sha)
 
-    def notify(self, repo: str, ref: str | None = None) -> int:
-        """Ask the observers to look at `repo` now; how many observers heard it."""
+    def drop_pointer(self, repo: str, branch: str) -> None:
+        """Forget a branch that was deleted upstream: created again, it starts from its head."""
+        self.r.hdel(keys.pointer(repo), branch)
+
+    def notify(self, repo: str, ref: str | None = None, via: str = "notify") -> int:
+        """Ask the observers to look at `repo` now (someone waits for what they find: `via` says who asked,
+        "notify" or "webhook"); how many observers heard it."""
         if not keys.is_valid_repo_name(repo) or not self.r.hexists(keys.repos(), repo):
             raise BadInput(f"unknown repository '{repo}': no observer watches it (see `volt status`)")
-        return int(self.r.publish(keys.notify(), json.dumps({"repo": repo, "ref": ref or ""})))
+        return int(self.r.publish(keys.notify(), json.dumps({"repo": repo, "ref": ref or "", "via": via})))
 
     def listen_notify(self) -> Subscription:
         return Subscription(self.r, {keys.notify(): "notify"})

@@ -147,6 +147,7 @@ class Shards(Transitions):
         done = guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
         if done == "merged":
             self.record_trail_quietly(build_id)
+            self._ended_now(build_id)
         return done
 
     def redispatch_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str) -> str:
@@ -182,4 +183,6 @@ class Shards(Transitions):
         if done:
             queue.retire_job(self.r, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
                              f"Volt: shard attempt lost ({reason})", self.settings)
+        if done == "gave up":
+            self._ended_now(build_id)
         return done

@@ -26,13 +26,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-from redis.client import Pipeline
 
 from voltci import keys
 from voltci.models import Build, Outcome, TestResult
 from voltci.store import codec
 from voltci.store.records import Reads
-from voltci.store.tx import guarded, raw
+from voltci.store.tx import Txn, guarded, raw
 
 log = logging.getLogger("volt.store")
 
@@ -149,7 +148,7 @@ class Trail(Reads):
         ids_key, order_key, trail_key = (keys.repo_trail_ids(build.repo), keys.repo_trail_order(build.repo),
                                          keys.repo_trail(build.repo))
 
-        def body(pipe: Pipeline) -> bool:
+        def body(pipe: Txn) -> bool:
             score = pipe.zscore(keys.repo_history(build.repo), build_id)
             if score is None:
                 return False
@@ -223,7 +222,7 @@ class Trail(Reads):
         return int(times or 0), last or ""
 
 
-def _columns(client: redis.Redis | Pipeline, trail_key: str, build_ids: list[str]) -> dict[str, Column]:
+def _columns(client: redis.Redis | Txn, trail_key: str, build_ids: list[str]) -> dict[str, Column]:
     if not build_ids:
         return {}
     blobs = raw(client, "HMGET", trail_key, *build_ids)

@@ -8,9 +8,11 @@
 
 Only the build's current attempt may start or end it (fencing): a runner whose attempt was
 re-dispatched, or a build that was cancelled meanwhile, finds nothing to write. Each final write
-counts itself in `results_stored`, tells listeners, queues the webhook message and compresses the
-build's output, in the same transaction. Writes that put a job on rq's queue (submit, redispatch,
-rebuild) do it in that transaction too, through queue.py.
+counts itself in `results_stored`, tells listeners, queues the webhook message, compresses the
+build's output and counts the build for /metrics (metrics.py) and for fair share (the runner time it
+took), in the same transaction. Writes that put a job on rq's queue (submit, redispatch, rebuild) do
+it in that transaction too, through queue.py. After a build is queued or ends, `after_enqueue` and
+`after_end` (store/dispatch.py) put the queue back in dispatch order.
 """
 
 from __future__ import annotations
@@ -20,15 +22,32 @@ import time
 from dataclasses import replace
 
 from voltci import keys, queue
-from voltci.clock import now_iso, seconds_between
-from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, PointerUpdate, RunOutcome, Status
-from voltci.store import codec
+from voltci.clock import now_iso, parse, seconds_between
+from voltci.models import (
+    Attempt,
+    AttemptState,
+    Build,
+    Counts,
+    Outcome,
+    PointerUpdate,
+    Push,
+    QueuedFor,
+    RunOutcome,
+    Status,
+)
+from voltci.store import codec, metrics
 from voltci.store.records import Reads
 from voltci.store.trail import Trail
 from voltci.store.tx import Txn, guarded, raw
 
 LOST_KEPT = 200
 OUTBOX_KEPT = 10_000  # with no webhook configured, nobody empties it: keep it bounded
+RUNTIME_KEPT = 100_000  # attempts whose runner time fair share reads, at most (within fair_window)
+
+
+def epoch(iso: str) -> float | None:
+    moment = parse(iso)
+    return moment.timestamp() if moment is not None else None
 
 
 class Encoded:
@@ -48,6 +67,8 @@ class Transitions(Trail):
     def add_build(self, build: Build, score: float, pipeline: Txn | None = None, newest: bool = True) -> None:
         """Record a new build: its record, the queue set (while it waits), the history and commit
         indexes, and — unless `newest` is False — as its branch's newest build."""
+        if not build.status.is_final and not build.waiting_since:
+            build = replace(build, waiting_since=build.queued_at or now_iso())
         with self._batch(pipeline) as pipe:
             pipe.hset(keys.build(build.id), mapping=build.to_hash())
             if not build.status.is_final:
@@ -94,7 +115,71 @@ class Transitions(Trail):
                 pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
             return not exists
 
-        return guarded(self.r, [key], body)
+        created = guarded(self.r, [key], body)
+        if created:
+            self.after_enqueue()
+        return created
+
+    def submit_push(self, builds: list[Build], pointer: PointerUpdate | None, push: Push | None = None,
+                    first: list[str] | None = None) -> list[Build]:
+        """Record and enqueue the new commits of one branch (oldest first), move the observer's pointer,
+        and record them as one push (culprit finding, bisect.py) — all in one transaction. Their jobs go
+        on the queue in the order of `first` (build ids; then the rest, oldest first). Returns the
+        builds created, oldest first: a commit that already has a build is not built again."""
+        if not builds:
+            return []
+        rank = {build_id: n for n, build_id in enumerate(first or [])}
+        in_queue_order = sorted(builds, key=lambda b: rank.get(b.id, len(rank)))
+        age = {b.id: n for n, b in enumerate(builds)}
+        now = time.time()
+
+        def body(pipe: Txn) -> list[Build]:
+            exists = {b.id for b in builds if pipe.exists(keys.build(b.id))}
+            new = [b for b in builds if b.id not in exists]
+            pipe.multi()
+            if new and push is not None:
+                new = [replace(b, push=push.id) for b in new]
+                pipe.hset(keys.push(push.id), mapping=push.to_hash())
+                pipe.sadd(keys.pushes(), push.id)
+            by_id = {b.id: b for b in new}
+            for build in (by_id[b.id] for b in in_queue_order if b.id in by_id):
+                self.add_build(replace(build, jobs=[keys.job_id(build.id, 1)]), now + age[build.id] * 1e-4,
+                               pipeline=pipe, newest=build.id == builds[-1].id)
+                queue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
+            if pointer is not None:
+                pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
+            return new
+
+        created = guarded(self.r, [keys.build(b.id) for b in builds], body)
+        if created:
+            self.after_enqueue()
+        by_id = {b.id: b for b in created}
+        return [by_id[b.id] for b in builds if b.id in by_id]
+
+    def want(self, build_id: str, why: QueuedFor) -> bool:
+        """Someone waits for a build already in the queue (`volt notify` of a commit the observer had
+        already found): it goes before backlog. Whether it was still waiting."""
+
+        def body(pipe: Txn) -> bool:
+            build = self._read_build(pipe, build_id)
+            if build is None or build.status is not Status.QUEUED or build.queued_for:
+                return False
+            pipe.multi()
+            pipe.hset(keys.build(build_id), "queued_for", why.value)
+            return True
+
+        wanted = guarded(self.r, [keys.build(build_id)], body)
+        if wanted:
+            self.after_enqueue()
+        return wanted
+
+    # ------------------------------------------------------------ dispatch order (store/dispatch.py)
+
+    def after_enqueue(self) -> None:
+        """A build was queued: the queue goes back in dispatch order."""
+
+    def after_end(self, builds: list[Build]) -> None:
+        """`builds` ended: culprit finding in their pushes, and the queue back in dispatch order."""
 
     # ------------------------------------------------------------ a runner's attempt
 
@@ -123,6 +208,7 @@ class Transitions(Trail):
             pipe.delete(keys.build_log(build_id))  # an attempt's output starts afresh
             pipe.srem(keys.queued(), build_id)
             pipe.sadd(keys.running(), build_id)
+            metrics.observe(pipe, metrics.QUEUE_WAIT, seconds_between(build.waiting_since or build.queued_at, started))
             return replace(build, status=Status.RUNNING, runner=runner_id, started_at=started, log_compressed=False)
 
         return guarded(self.r, [keys.build(build_id)], body)
@@ -148,7 +234,11 @@ class Transitions(Trail):
         stored = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
         if stored:
             self.record_trail_quietly(build_id, outcome.tests)
+            self._ended_now(build_id)
         return stored
+
+    def _ended_now(self, *build_ids: str) -> None:
+        self.after_end(self._builds(list(build_ids)))
 
     def _write_result(self, pipe: Txn, build: Build, attempt: int, runner_id: str, encoded: Encoded,
                       finished: str, output: bytes | None) -> None:
@@ -182,6 +272,7 @@ class Transitions(Trail):
                 pipe.hset(keys.repo_flaky_last(build.repo), test.id, build_id)
         self._compress_output(pipe, build_id, output)
         self._ended(pipe, build_id, outcome.status)
+        self._account(pipe, build, outcome.status, finished)
 
     @staticmethod
     def _compress_output(pipe: Txn, build_id: str, output: bytes | None) -> None:
@@ -189,6 +280,17 @@ class Transitions(Trail):
         if output:
             pipe.set(keys.build_log(build_id), codec.compress_log(output))
             pipe.hset(keys.build(build_id), "log_compressed", "1")
+
+    def _account(self, pipe: Txn, build: Build, status: Status, finished: str) -> None:
+        """Count an ended build for /metrics, and the runner time it took for fair share."""
+        metrics.count_build(pipe, build.repo, status.value)
+        start, end = epoch(build.started_at), epoch(finished)
+        if start is None or end is None:
+            return  # it never ran
+        metrics.observe(pipe, metrics.BUILD_DURATION, end - start)
+        pipe.zadd(keys.runtime(), {f"{build.id} {build.attempt} {start:.3f} {end:.3f}": end})
+        pipe.zremrangebyscore(keys.runtime(), "-inf", f"({end - self.settings.fair_window}")
+        pipe.zremrangebyrank(keys.runtime(), 0, -RUNTIME_KEPT - 1)
 
     @staticmethod
     def _ended(pipe: Txn, build_id: str, status: Status) -> None:
@@ -216,6 +318,7 @@ class Transitions(Trail):
             pipe.hset(keys.build_attempts(build.id), str(attempt_record.number), attempt_record.to_json())
         self._compress_output(pipe, build.id, output)
         self._ended(pipe, build.id, status)
+        self._account(pipe, build, status, finished)
 
     @staticmethod
     def _record_lost(pipe: Txn, build: Build, lost: Attempt, next_step: str) -> None:
@@ -225,6 +328,7 @@ class Transitions(Trail):
                                             "started_at": lost.started_at, "lost_at": lost.ended_at,
                                             "reason": lost.reason, "then": next_step}))
         pipe.ltrim(keys.lost(), 0, LOST_KEPT - 1)
+        metrics.count_lost(pipe)
 
     @staticmethod
     def _add_jobs(pipe: Txn, build: Build, *job_ids: str) -> None:
@@ -255,7 +359,8 @@ class Transitions(Trail):
             pipe.multi()
             pipe.hset(keys.build_attempts(build.id), str(lost.number), lost.to_json())
             pipe.hset(keys.build(build.id), mapping={"status": Status.QUEUED.value, "attempt": str(attempt + 1),
-                                                     "runner": "", "started_at": ""})
+                                                     "runner": "", "started_at": "", "waiting_since": now_iso(),
+                                                     "queued_for": QueuedFor.LOST.value})
             self._add_jobs(pipe, build, keys.job_id(build_id, attempt + 1))
             pipe.srem(keys.running(), build.id)
             pipe.sadd(keys.queued(), build.id)
@@ -266,6 +371,8 @@ class Transitions(Trail):
         done = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
         if done:
             queue.retire_job(self.r, keys.job_id(build_id, attempt), f"Volt: attempt lost ({reason})", self.settings)
+        if done == "gave up":
+            self._ended_now(build_id)
         return done
 
     def cancel(self, build_id: str, why: str = "cancelled on request") -> Build | None:
@@ -288,6 +395,8 @@ class Transitions(Trail):
         before = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
         if before is not None and before.status is Status.QUEUED:
             queue.retire_job(self.r, keys.job_id(build_id, before.attempt), "Volt: build cancelled", self.settings)
+        if before is not None:
+            self._ended_now(build_id)
         return before
 
     def supersede(self, newest: Build) -> list[Build]:
@@ -310,7 +419,19 @@ class Transitions(Trail):
                 queue.retire_job(self.r, keys.job_id(build.id, build.attempt), f"Volt: superseded by {newest.short}",
                                  self.settings)
                 skipped.append(build)
+        if skipped:
+            self._ended_now(*(b.id for b in skipped))
         return skipped
+
+    def interrupt(self, newest: Build) -> list[Build]:
+        """Cancel the running builds of `newest`'s branch that were queued before it (GitLab's
+        `interruptible`; the observer's `--interrupt`), each with the reason. A build someone asked to be
+        built again (Rebuild) is left to finish. Their runners stop their tests within a second."""
+        older = [b for b in self.running_builds() if b.repo == newest.repo and b.branch == newest.branch
+                 and b.id != newest.id and b.queued_for != QueuedFor.REBUILD.value
+                 and (b.queued_at or "") <= (newest.queued_at or "~")]
+        return [b for b in older if self.cancel(b.id, f"interrupted: superseded by {newest.short}, a newer commit "
+                                                      f"of {newest.branch} (--interrupt)") is not None]
 
     def rebuild(self, build_id: str) -> Build | None:
         """Queue an ended build again, as its next attempt (the earlier ones stay in its history).
@@ -322,13 +443,18 @@ class Transitions(Trail):
                 return None
             pipe.multi()
             pipe.delete(keys.build_results(build.id), keys.build_tests(build.id))
+            queued = now_iso()
             pipe.hset(keys.build(build.id), mapping={
-                "status": Status.QUEUED.value, "attempt": str(build.attempt + 1), "queued_at": now_iso(),
+                "status": Status.QUEUED.value, "attempt": str(build.attempt + 1), "queued_at": queued,
                 "runner": "", "started_at": "", "finished_at": "", "duration_s": "0.0", "reason": "",
-                "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0"})
+                "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0",
+                "waiting_since": queued, "queued_for": QueuedFor.REBUILD.value, "first_failing": ""})
             self._add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
             pipe.sadd(keys.queued(), build.id)
             queue.enqueue_attempt(self.r, build, build.attempt + 1, self.settings, pipe)
             return build
 
-        return guarded(self.r, [keys.build(build_id)], body)
+        before = guarded(self.r, [keys.build(build_id)], body)
+        if before is not None:
+            self.after_enqueue()
+        return before

@@ -45,7 +45,7 @@ def push_hook(repo: str) -> flask.Response:
     if not hmac.compare_digest(given.encode(), signature(body, secret).encode()):
         flask.abort(403, "the signature does not match (hook_secret)")
     try:
-        heard = store().notify(repo, _pushed_ref(body))
+        heard = store().notify(repo, _pushed_ref(body), via="webhook")
     except BadInput as exc:
         flask.abort(404, str(exc))
     return flask.jsonify({"repo": repo, "observers": heard})

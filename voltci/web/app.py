@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import flask
 
+from voltci import metrics
 from voltci.config import Settings
 from voltci.connection import connect
 from voltci.models import Outcome, Status
@@ -31,4 +32,5 @@ def create_app(settings: Settings) -> flask.Flask:
         app.register_blueprint(blueprint)
     formatting.install(app.jinja_env)
     app.jinja_env.globals.update(REFRESH_S=REFRESH_S, Status=Status, Outcome=Outcome)
+    metrics.register(app, app.extensions["volt"].store)
     return app
