@@ -21,9 +21,9 @@ from rq.job import Job, JobStatus
 from support import run_rq_worker_burst
 
 from voltci import keys
+from voltci.jobqueue import JOB_SERIALIZER, describe, volt_queue
 from voltci.models import Status
 from voltci.observer import RepoWatch
-from voltci.queue import JOB_SERIALIZER, describe, volt_queue
 from voltci.store import Store
 from voltci.web import mount_rq_dashboard
 

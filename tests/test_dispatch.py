@@ -13,7 +13,7 @@ import redis
 from cluster import Cluster
 from support import run_volt, wait_until
 
-from voltci import keys, queue, report
+from voltci import jobqueue, keys, report
 from voltci.bisect import halving
 from voltci.clock import now_iso
 from voltci.dispatch import Priority
@@ -55,13 +55,13 @@ class Scene:
 
     def order(self) -> list[str]:
         """Commits' labels (their subjects) in queue order."""
-        ids = queue.waiting_in_order(self.conn, self.settings, 1000)
+        ids = jobqueue.waiting_in_order(self.conn, self.settings, 1000)
         builds = {b.id: b for b in self.store._builds([keys.parse_job_id(j)[0] for j in ids])}
         return [builds[keys.parse_job_id(j)[0]].subject for j in ids]
 
     def take(self) -> Build | None:
         """Pop the front of the queue and start that attempt."""
-        job_id = self.conn.lpop(queue.queue_key(self.settings))
+        job_id = self.conn.lpop(jobqueue.queue_key(self.settings))
         if job_id is None:
             return None
         build_id, attempt, _ = keys.parse_job_id(job_id)
@@ -283,8 +283,8 @@ def test_with_real_runners_a_newcomer_goes_first_and_the_culprit_is_found_early(
 
 
 def test_the_culprit_shows_on_the_page_and_in_the_webhook_message(scene: Scene, settings) -> None:
-    from voltci.notify import message
     from voltci.web import create_app
+    from voltci.webhooks import message
 
     scene.repo("C")
     scene.push("C", 1)

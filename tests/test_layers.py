@@ -14,10 +14,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("records", {"voltci", "voltci.clock", "voltci.errors", "voltci.sizes", "voltci.keys", "voltci.models",
                  "voltci.config", "voltci.connection", "voltci.git", "voltci.locks", "voltci.outage",
                  "voltci.redis_server", "voltci.dispatch", "voltci.bisect"}),
-    ("rq", {"voltci.queue"}),
+    ("rq", {"voltci.jobqueue"}),
     ("store", {"voltci.store"}),
     ("runner", {"voltci.runner", "voltci.worker", "voltci.heartbeat", "voltci.logstream"}),
-    ("dispatch", {"voltci.observer", "voltci.watchlist", "voltci.scheduler", "voltci.notify"}),
+    ("dispatch", {"voltci.observer", "voltci.watchlist", "voltci.scheduler", "voltci.webhooks"}),
     ("people", {"voltci.cli", "voltci.up", "voltci.live", "voltci.report", "voltci.web", "voltci.web_server",
                 "voltci.example", "voltci.humantime", "voltci.testhistory", "voltci.metrics", "voltci.__main__"}),
 ]

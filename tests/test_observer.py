@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 import redis
 
-from voltci import keys, queue
+from voltci import jobqueue, keys
 from voltci.config import Settings
 from voltci.errors import BadInput
 from voltci.observer import RepoWatch, repo_name_for
@@ -17,7 +17,7 @@ from voltci.store import Store
 
 def queued_commits(rq_conn: redis.Redis, settings: Settings) -> list[str]:
     """Commits of the builds in the rq queue, in queue order."""
-    jobs = queue.volt_queue(rq_conn, settings.queue).get_jobs()
+    jobs = jobqueue.volt_queue(rq_conn, settings.queue).get_jobs()
     return [job.args[0].rsplit("-", 1)[1] for job in jobs]
 
 
@@ -178,7 +178,7 @@ def test_a_newer_commit_skips_the_queued_older_builds_of_its_branch(rq_conn, con
     assert [status[s] for s in main_shas] == [Status.QUEUED, Status.QUEUED]  # the default branch: not unless named
     skipped = Store(conn).get_build(keys.build_id("proj", shas[0]))
     assert skipped.reason == f"superseded by {shas[2][:10]}" and skipped.results_stored == 1
-    assert keys.job_id(skipped.id, 1) not in queue.waiting_job_ids(rq_conn, settings)
+    assert keys.job_id(skipped.id, 1) not in jobqueue.waiting_job_ids(rq_conn, settings)
     named = RepoWatch(Store(rq_conn, settings), str(repo.path), branches=["main"], supersede=["main"])
     named.validate()
     newest = repo.commit({"m.txt": "x"}, "main x")

@@ -9,7 +9,7 @@ import pytest
 from rq.job import Job
 from support import SHA_A, outcome
 
-from voltci import keys, queue, scheduler
+from voltci import jobqueue, keys, scheduler
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.models import AttemptState, Build, Status
 from voltci.store import Store
@@ -49,8 +49,8 @@ def submit(rq_conn, settings) -> Build:
 def take(rq_conn, conn, settings, build: Build, runner: str) -> None:
     """What a runner does when it takes the build: dequeue its job and start the attempt."""
     attempt = Store(conn).get_build(build.id).attempt
-    job = Job.fetch(keys.job_id(build.id, attempt), connection=rq_conn, serializer=queue.JOB_SERIALIZER)
-    queue.volt_queue(rq_conn, settings.queue).remove(job)
+    job = Job.fetch(keys.job_id(build.id, attempt), connection=rq_conn, serializer=jobqueue.JOB_SERIALIZER)
+    jobqueue.volt_queue(rq_conn, settings.queue).remove(job)
     job.set_status("started")
     assert Store(conn).start_attempt(build.id, attempt, runner) is not None
 
@@ -82,8 +82,8 @@ def test_a_lost_attempt_is_recorded_and_the_next_one_queued(conn, rq_conn, fast,
     assert (after.status, after.attempt, after.runner) == (Status.QUEUED, 2, "")
     (lost,) = Store(conn).get_attempts(build.id)
     assert (lost.state, lost.runner) == (AttemptState.LOST, "r1") and "r1 stopped sending heartbeats" in lost.reason
-    assert keys.job_id(build.id, 2) in queue.waiting_job_ids(rq_conn, fast)
-    job = Job.fetch(keys.job_id(build.id, 1), connection=rq_conn, serializer=queue.JOB_SERIALIZER)
+    assert keys.job_id(build.id, 2) in jobqueue.waiting_job_ids(rq_conn, fast)
+    job = Job.fetch(keys.job_id(build.id, 1), connection=rq_conn, serializer=jobqueue.JOB_SERIALIZER)
     assert job.get_status().value == "failed"
     # Fencing: the lost attempt can neither start again nor store a result.
     assert Store(conn).start_attempt(build.id, 1, "r1") is None
@@ -119,8 +119,8 @@ def test_a_runner_that_moved_on_loses_the_build_after_a_ttl(conn, rq_conn, fast,
 
 def test_a_job_that_failed_before_starting_its_build_is_requeued(conn, rq_conn, fast, clock) -> None:
     build = submit(rq_conn, fast)
-    job = Job.fetch(keys.job_id(build.id, 1), connection=rq_conn, serializer=queue.JOB_SERIALIZER)
-    queue.volt_queue(rq_conn, fast.queue).remove(job)
+    job = Job.fetch(keys.job_id(build.id, 1), connection=rq_conn, serializer=jobqueue.JOB_SERIALIZER)
+    jobqueue.volt_queue(rq_conn, fast.queue).remove(job)
     job.set_status("failed")
     sched = scheduler.Scheduler(fast)
     assert sched.step() == []  # first seen unattended

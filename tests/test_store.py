@@ -11,7 +11,7 @@ import pytest
 import redis
 from support import SHA_A, SHA_B, SHA_C, outcome
 
-from voltci import keys, queue
+from voltci import jobqueue, keys
 from voltci.config import Settings
 from voltci.models import AttemptState, Build, PointerUpdate, Status
 from voltci.store import Contended, Store
@@ -182,7 +182,7 @@ def test_racing_processes_end_a_build_exactly_once(conn, settings, redis_url) ->
     ended = store.get_build(build.id)
     assert ended.results_stored <= 1 and (ended.status.is_final or ended.status is Status.QUEUED)
     if ended.status is Status.QUEUED:  # the re-dispatch won: exactly one new attempt, one new job
-        assert ended.attempt == 2 and queue.waiting_job_ids(conn, settings) == {keys.job_id(build.id, 2)}
+        assert ended.attempt == 2 and jobqueue.waiting_job_ids(conn, settings) == {keys.job_id(build.id, 2)}
     else:
         assert ended.attempt == 1 and ended.results_stored == 1
 
@@ -201,4 +201,4 @@ def test_two_schedulers_redispatching_at_once_queue_one_attempt(conn, settings, 
     after = store.get_build(build.id)
     assert (after.status, after.attempt) == (Status.QUEUED, 2)
     assert replace(after, queued_at="").jobs == [keys.job_id(build.id, 1), keys.job_id(build.id, 2)]
-    assert queue.waiting_job_ids(conn, settings) == {keys.job_id(build.id, 2)}
+    assert jobqueue.waiting_job_ids(conn, settings) == {keys.job_id(build.id, 2)}

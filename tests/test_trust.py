@@ -23,9 +23,9 @@ from sample_project import PASSING
 from support import ROOT, child_env, run_volt
 
 from voltci.config import Settings
+from voltci.jobqueue import JOB_SERIALIZER, RUN_BUILD, RUN_SHARD, refusal, volt_queue
 from voltci.models import Status
 from voltci.observer import RepoWatch
-from voltci.queue import JOB_SERIALIZER, RUN_BUILD, RUN_SHARD, refusal, volt_queue
 from voltci.store import Store
 from voltci.web import create_app
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from support import SHA_A, SHA_B
 
-from voltci import keys, queue
+from voltci import jobqueue, keys
 from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
 from voltci.store import Store
 from voltci.web import PER_PAGE, create_app
@@ -111,7 +111,7 @@ def test_cancel_and_rebuild_need_the_token(web, conn, rq_conn, settings) -> None
     assert again.status_code == 303
     rebuilt = Store(conn).get_build(build.id)
     assert (rebuilt.status, rebuilt.attempt) == (Status.QUEUED, 2)
-    assert keys.job_id(build.id, 2) in queue.waiting_job_ids(rq_conn, settings)
+    assert keys.job_id(build.id, 2) in jobqueue.waiting_job_ids(rq_conn, settings)
 
 
 def test_without_a_token_everything_is_read_only(settings, conn, rq_conn) -> None:

@@ -20,6 +20,7 @@ from voltci.errors import GitError
 from voltci.locks import AllBusy, first_free
 
 SHA = re.compile(r"[0-9a-f]{40}")
+SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")  # as git accepts an abbreviated commit
 GIT_TIMEOUT_S = 300.0
 LOCK_TIMEOUT_S = 600.0
 

@@ -41,6 +41,7 @@ class Outcome(str, Enum):
 
 
 class AttemptState(str, Enum):
+    QUEUED = "queued"  # a shard's attempt waiting in the queue
     RUNNING = "running"
     FINISHED = "finished"
     LOST = "lost"  # its runner died; the build went back to the queue
@@ -259,7 +260,7 @@ class Shard:
 
     number: int
     attempt: int = 1
-    state: AttemptState | str = "queued"  # "queued", or an AttemptState
+    state: AttemptState = AttemptState.QUEUED
     runner: str = ""
     started_at: str = ""
     ended_at: str = ""
@@ -269,14 +270,13 @@ class Shard:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["state"] = self.state.value if isinstance(self.state, AttemptState) else self.state
+        data["state"] = self.state.value
         return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> Shard:
         data = json.loads(text)
-        state = data.get("state", "queued")
-        data["state"] = AttemptState(state) if state in AttemptState._value2member_map_ else state
+        data["state"] = AttemptState(data.get("state", AttemptState.QUEUED.value))
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 

@@ -80,7 +80,7 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shar
     if len(attempts) > 1 or any(a.state is AttemptState.LOST for a in attempts):
         lines += [f"  {attempt_line(a)}" for a in attempts]
     for shard in shards or []:
-        state = shard.status or (shard.state.value if isinstance(shard.state, AttemptState) else shard.state)
+        state = shard.status or shard.state.value
         lines.append(f"  shard {shard.number}: {state} on {shard.runner or '-'}, {shard.tests} test result(s)"
                      + (f", attempt {shard.attempt}" if shard.attempt > 1 else ""))
     bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR) and not t.via_subtests]

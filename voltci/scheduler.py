@@ -32,9 +32,9 @@ from voltci import keys
 from voltci.config import Settings
 from voltci.connection import connect
 from voltci.models import AttemptState, Build, RunnerBeat, Work
-from voltci.notify import Notifier
 from voltci.outage import Outage
 from voltci.store import Policy, Store
+from voltci.webhooks import WebhookSender
 
 log = logging.getLogger("volt.scheduler")
 BACKOFF_MAX_S = 2.0
@@ -78,9 +78,9 @@ class Scheduler:
         """Act every half heartbeat until `stop` is set; Redis outages cost a log line and a backoff.
         With a webhook configured, a thread of its own sends the messages of ended builds."""
         if self.settings.webhook_url:
-            notifier = Notifier(self.settings, Store(connect(self.settings.effective_redis_url, ping=False),
+            sender = WebhookSender(self.settings, Store(connect(self.settings.effective_redis_url, ping=False),
                                                      self.settings), lambda: self.leading)
-            threading.Thread(target=notifier.run, args=(stop,), name="webhook", daemon=True).start()
+            threading.Thread(target=sender.run, args=(stop,), name="webhook", daemon=True).start()
         failures = 0
         outage = Outage(log)
         while not stop.is_set():

@@ -15,8 +15,8 @@ from typing import Any
 
 from voltci.config import load_settings
 from voltci.heartbeat import Heartbeat, worker_beats
+from voltci.jobqueue import current_job_connection, current_runner_id
 from voltci.models import RunnerBeat, Work
-from voltci.queue import current_job_connection, current_runner_id
 from voltci.runner.build import BuildRun
 from voltci.store import Store
 

@@ -18,7 +18,7 @@ runner's key alive itself), but it runs whatever function a job names.
 A VoltWorker runs nothing but builds: it reads jobs as JSON whatever serializer it is given (rq's
 CLI defaults to pickle, which runs code as it loads), and refuses — records failed, with the
 reason, without forking — every job that is not a call of Volt's own job functions
-(queue.refusal). Anyone who can write to Redis can push a job; only Volt's code decides.
+(jobqueue.refusal). Anyone who can write to Redis can push a job; only Volt's code decides.
 """
 
 from __future__ import annotations
@@ -35,13 +35,13 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 
-from voltci import queue as jobs
+from voltci import jobqueue as jobs
 from voltci.config import Settings, load_settings
 from voltci.connection import warn_if_unprotected
 from voltci.errors import RedisLost
 from voltci.heartbeat import WORKER_BEATS, Heartbeat, RunnerBeat
+from voltci.jobqueue import work_of
 from voltci.outage import Outage
-from voltci.queue import work_of
 from voltci.runner.limits import Limits
 from voltci.runner.procs import reap_orphaned_tests
 from voltci.runner.sandbox import SandboxUnavailable, describe_runner

@@ -23,7 +23,7 @@ a key or opens a pipeline; the web page, the CLI, the observer, the scheduler an
 
 from __future__ import annotations
 
-from voltci import queue
+from voltci import jobqueue
 from voltci.store.codec import CorruptRecord
 from voltci.store.dispatch import Dispatch
 from voltci.store.logs import Logs
@@ -43,13 +43,13 @@ __all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store
 class Store(Dispatch, Shards, Retention, Usage, Logs, Runners, Repos, Outbox, Metrics, Trends):
     """Volt's records in one Redis. `Store(client, settings)`; see the package's docstring for its parts."""
 
-    # rq's view of the queue, for the scheduler and the pages (through queue.py, which owns rq's client)
+    # rq's view of the queue, for the scheduler and the pages (through jobqueue.py, which owns rq's client)
 
     def queue_depth(self) -> int:
-        return queue.queue_depth(self.r, self.settings)
+        return jobqueue.queue_depth(self.r, self.settings)
 
     def waiting_job_ids(self) -> set[str]:
-        return queue.waiting_job_ids(self.r, self.settings)
+        return jobqueue.waiting_job_ids(self.r, self.settings)
 
     def job_states(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
-        return queue.job_states(self.r, job_ids)
+        return jobqueue.job_states(self.r, job_ids)

@@ -24,7 +24,7 @@ import time
 
 import redis
 
-from voltci import keys, queue
+from voltci import jobqueue, keys
 from voltci.bisect import Hunt, Known, hunt, known
 from voltci.dispatch import Placed, Priority, Share, Tier, Waiting, plan
 from voltci.models import Build, FirstFailing, Push, QueuedFor, Status
@@ -51,7 +51,7 @@ class Dispatch(Transitions):
         """Rewrite the queue in dispatch order (nothing under `dispatch = "fifo"`); the order, with why."""
         if not self.fair:
             return []
-        key = queue.queue_key(self.settings)
+        key = jobqueue.queue_key(self.settings)
 
         def body(pipe: Txn) -> list[Placed]:
             ids = pipe.lrange(key, 0, MAX_ORDERED - 1)
@@ -67,7 +67,7 @@ class Dispatch(Transitions):
 
     def dispatch_plan(self) -> list[Placed]:
         """The queue as it stands, each job with why it stands there (`volt status`)."""
-        ids = queue.waiting_in_order(self.r, self.settings, MAX_ORDERED)
+        ids = jobqueue.waiting_in_order(self.r, self.settings, MAX_ORDERED)
         if self.fair:
             return self._plan(ids)
         builds = {b.id: b for b in self._builds([p[0] for p in map(keys.parse_job_id, ids) if p])}

@@ -8,16 +8,15 @@ prefix, each branch's newest build), never by scanning.
 from __future__ import annotations
 
 import json
-import re
 
 from voltci import keys
 from voltci.errors import BadInput
+from voltci.git import SHA_PREFIX
 from voltci.models import Attempt, AttemptState, Build, Shard, TestResult
 from voltci.store import codec
 from voltci.store.base import StoreBase
 from voltci.store.tx import Txn, raw
 
-SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 LEGACY_BRANCH_SCAN = 500  # builds looked at for a branch's newest, in a history written before heads existed
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from voltci import keys, queue
+from voltci import jobqueue, keys
 from voltci.clock import parse
 from voltci.models import Build
 from voltci.store.records import Reads
@@ -106,7 +106,7 @@ class Retention(Reads):
             pipe.multi()
             for build in current:
                 self._delete_build(pipe, build)
-            queue.delete_jobs(self.r, [job for build in current for job in build_jobs(build)], pipe)
+            jobqueue.delete_jobs(self.r, [job for build in current for job in build_jobs(build)], pipe)
             return current
 
         return guarded(self.r, [keys.build(b.id) for b in builds], body)

@@ -9,9 +9,7 @@ that ends the build. A shard lost with its runner is queued again by the schedul
 
 from __future__ import annotations
 
-from typing import Any
-
-from voltci import keys, queue
+from voltci import jobqueue, keys
 from voltci.clock import now_iso
 from voltci.models import Attempt, AttemptState, Build, Counts, RunOutcome, Shard, Share, Status, TestResult
 from voltci.store import codec
@@ -69,13 +67,13 @@ class Shards(Transitions):
                 shard = Shard(number, 1, AttemptState.RUNNING, runner_id, started) if number == 0 else Shard(number)
                 pipe.hset(keys.build_shards(build_id), str(number), shard.to_json())
             for number in range(1, len(plans)):
-                queue.enqueue_shard(self.r, build, attempt, number, 1, self.settings, pipe)
+                jobqueue.enqueue_shard(self.r, build, attempt, number, 1, self.settings, pipe)
             return True
 
         return guarded(self.r, [keys.build(build_id)], body)
 
     def _shard_state(self, pipe: Txn, build_id: str, attempt: int, shard: int, shard_attempt: int,
-                     states: tuple[Any, ...]) -> tuple[Build, dict[int, Shard]] | None:
+                     states: tuple[AttemptState, ...]) -> tuple[Build, dict[int, Shard]] | None:
         """The build and its shards, if it runs under `attempt` and shard `shard` is at `shard_attempt`
         in one of `states`; None when it is not (cancelled, re-dispatched, ended)."""
         build = self._read_build(pipe, build_id)
@@ -93,7 +91,7 @@ class Shards(Transitions):
         """Mark a queued shard running on `runner_id`; the build, or None when the shard is not ours to run."""
 
         def body(pipe: Txn) -> Build | None:
-            found = self._shard_state(pipe, build_id, attempt, shard, shard_attempt, ("queued",))
+            found = self._shard_state(pipe, build_id, attempt, shard, shard_attempt, (AttemptState.QUEUED,))
             if found is None:
                 return None
             pipe.multi()
@@ -175,13 +173,13 @@ class Shards(Transitions):
             pipe.multi()
             pipe.hset(keys.build_shards(build_id), str(shard), Shard(shard, shard_attempt + 1).to_json())
             self._add_jobs(pipe, build, keys.shard_job_id(build_id, attempt, shard, shard_attempt + 1))
-            queue.enqueue_shard(self.r, build, attempt, shard, shard_attempt + 1, self.settings, pipe)
+            jobqueue.enqueue_shard(self.r, build, attempt, shard, shard_attempt + 1, self.settings, pipe)
             self._record_lost(pipe, build, lost, f"shard {shard} attempt {shard_attempt + 1} queued")
             return "requeued"
 
         done = guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
         if done:
-            queue.retire_job(self.r, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
+            jobqueue.retire_job(self.r, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
                              f"Volt: shard attempt lost ({reason})", self.settings)
         if done == "gave up":
             self._ended_now(build_id)

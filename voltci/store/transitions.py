@@ -11,7 +11,7 @@ re-dispatched, or a build that was cancelled meanwhile, finds nothing to write. 
 counts itself in `results_stored`, tells listeners, queues the webhook message, compresses the
 build's output and counts the build for /metrics (metrics.py) and for fair share (the runner time it
 took), in the same transaction. Writes that put a job on rq's queue (submit, redispatch, rebuild) do
-it in that transaction too, through queue.py. After a build is queued or ends, `after_enqueue` and
+it in that transaction too, through jobqueue.py. After a build is queued or ends, `after_enqueue` and
 `after_end` (store/dispatch.py) put the queue back in dispatch order.
 """
 
@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import replace
 
-from voltci import keys, queue
+from voltci import jobqueue, keys
 from voltci.clock import now_iso, parse, seconds_between
 from voltci.models import (
     Attempt,
@@ -110,7 +110,7 @@ class Transitions(Trail):
             pipe.multi()
             if not exists:
                 self.add_build(replace(build, jobs=[keys.job_id(build.id, 1)]), time.time(), pipeline=pipe)
-                queue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
+                jobqueue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
             if pointer is not None:
                 pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
             return not exists
@@ -145,7 +145,7 @@ class Transitions(Trail):
             for build in (by_id[b.id] for b in in_queue_order if b.id in by_id):
                 self.add_build(replace(build, jobs=[keys.job_id(build.id, 1)]), now + age[build.id] * 1e-4,
                                pipeline=pipe, newest=build.id == builds[-1].id)
-                queue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
+                jobqueue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
             if pointer is not None:
                 pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
             return new
@@ -302,7 +302,7 @@ class Transitions(Trail):
         pipe.srem(keys.running(), build_id)
         pipe.hincrby(keys.build(build_id), "results_stored", 1)
         pipe.publish(keys.events(), json.dumps({"build": build_id, "status": status.value}))
-        pipe.lpush(keys.outbox(), json.dumps({"build": build_id}))  # for the webhook (see notify.py)
+        pipe.lpush(keys.outbox(), json.dumps({"build": build_id}))  # for the webhook (see webhooks.py)
         pipe.ltrim(keys.outbox(), 0, OUTBOX_KEPT - 1)
 
     def _end_without_result(self, pipe: Txn, build: Build, status: Status, reason: str,
@@ -364,13 +364,13 @@ class Transitions(Trail):
             self._add_jobs(pipe, build, keys.job_id(build_id, attempt + 1))
             pipe.srem(keys.running(), build.id)
             pipe.sadd(keys.queued(), build.id)
-            queue.enqueue_attempt(self.r, build, attempt + 1, self.settings, pipe)
+            jobqueue.enqueue_attempt(self.r, build, attempt + 1, self.settings, pipe)
             self._record_lost(pipe, build, lost, f"attempt {attempt + 1} queued")
             return "requeued"
 
         done = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
         if done:
-            queue.retire_job(self.r, keys.job_id(build_id, attempt), f"Volt: attempt lost ({reason})", self.settings)
+            jobqueue.retire_job(self.r, keys.job_id(build_id, attempt), f"Volt: attempt lost ({reason})", self.settings)
         if done == "gave up":
             self._ended_now(build_id)
         return done
@@ -394,7 +394,7 @@ class Transitions(Trail):
 
         before = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
         if before is not None and before.status is Status.QUEUED:
-            queue.retire_job(self.r, keys.job_id(build_id, before.attempt), "Volt: build cancelled", self.settings)
+            jobqueue.retire_job(self.r, keys.job_id(build_id, before.attempt), "Volt: build cancelled", self.settings)
         if before is not None:
             self._ended_now(build_id)
         return before
@@ -416,7 +416,7 @@ class Transitions(Trail):
                 return True
 
             if guarded(self.r, [keys.build(build.id)], body):
-                queue.retire_job(self.r, keys.job_id(build.id, build.attempt), f"Volt: superseded by {newest.short}",
+                jobqueue.retire_job(self.r, keys.job_id(build.id, build.attempt), f"Volt: superseded by {newest.short}",
                                  self.settings)
                 skipped.append(build)
         if skipped:
@@ -451,7 +451,7 @@ class Transitions(Trail):
                 "waiting_since": queued, "queued_for": QueuedFor.REBUILD.value, "first_failing": ""})
             self._add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
             pipe.sadd(keys.queued(), build.id)
-            queue.enqueue_attempt(self.r, build, build.attempt + 1, self.settings, pipe)
+            jobqueue.enqueue_attempt(self.r, build, build.attempt + 1, self.settings, pipe)
             return build
 
         before = guarded(self.r, [keys.build(build_id)], body)

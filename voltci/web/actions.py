@@ -10,9 +10,9 @@ import flask
 from werkzeug.wrappers import Response
 
 from voltci.errors import BadInput
-from voltci.notify import SIGNATURE_HEADER, signature
 from voltci.web.checks import BRANCH, build_or_404
 from voltci.web.context import store, volt
+from voltci.webhooks import SIGNATURE_HEADER, signature
 
 bp = flask.Blueprint("actions", __name__)
 

@@ -8,12 +8,12 @@ import re
 import flask
 
 from voltci.errors import BadInput
+from voltci.git import SHA_PREFIX
 from voltci.models import Build
 from voltci.web.context import store
 
 MAX_PAGE = 100_000
 BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
-SHA_PREFIX = re.compile(r"[0-9a-f]{4,40}")
 
 
 def repo_or_404(repo: str) -> str:

@@ -62,7 +62,7 @@ def post(url: str, body: bytes, secret: str | None) -> None:
         response.read(1024)
 
 
-class Notifier:
+class WebhookSender:
     """Sends the outbox's messages while `is_leading()` says this scheduler acts."""
 
     def __init__(self, settings: Settings, store: Store, is_leading: Callable[[], bool]):

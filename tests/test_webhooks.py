@@ -15,8 +15,8 @@ from support import SHA_A, SHA_B, outcome, wait_until
 
 from voltci import keys
 from voltci.models import Build, Status
-from voltci.notify import SIGNATURE_HEADER, Notifier
 from voltci.store import Store
+from voltci.webhooks import SIGNATURE_HEADER, WebhookSender
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
@@ -58,8 +58,8 @@ def ended_build(rq_conn, conn, settings, sha: str) -> Build:
 def test_an_ended_build_is_posted_signed(conn, rq_conn, settings, hook_url) -> None:
     settings = replace(settings, webhook_url=hook_url, webhook_secret="k3y", web_url="https://ci.example.org/")
     build = ended_build(rq_conn, conn, settings, SHA_A)
-    notifier = Notifier(settings, Store(conn), lambda: True)
-    assert notifier.send_next(threading.Event())
+    sender = WebhookSender(settings, Store(conn), lambda: True)
+    assert sender.send_next(threading.Event())
     ((body, sig, raw),) = Hook.received
     assert (body["repo"], body["commit"], body["status"], body["counts"]["passed"]) == ("proj", SHA_A, "passed", 3)
     assert body["url"] == f"https://ci.example.org/build/proj/{build.commit}"
@@ -72,12 +72,12 @@ def test_a_failing_server_is_retried_then_given_up(conn, rq_conn, settings, hook
     settings = replace(settings, webhook_url=hook_url)
     ended_build(rq_conn, conn, settings, SHA_A)
     ended_build(rq_conn, conn, settings, SHA_B)
-    notifier = Notifier(settings, Store(conn), lambda: True)
+    sender = WebhookSender(settings, Store(conn), lambda: True)
     Hook.fail_first = 2
-    assert notifier.send_next(threading.Event())
+    assert sender.send_next(threading.Event())
     assert [b["commit"] for b, _, _ in Hook.received] == [SHA_A]  # third try went through
     Hook.fail_first = 100
-    assert notifier.send_next(threading.Event())  # five tries, then dropped: bounded
+    assert sender.send_next(threading.Event())  # five tries, then dropped: bounded
     assert len(Hook.received) == 1 and Hook.fail_first == 95
     assert conn.llen(keys.outbox()) == 0
 
@@ -86,10 +86,10 @@ def test_messages_being_sent_by_a_dead_scheduler_are_sent_again(conn, rq_conn, s
     settings = replace(settings, webhook_url=hook_url)
     ended_build(rq_conn, conn, settings, SHA_A)
     conn.lmove(keys.outbox(), keys.outbox_sending(), "RIGHT", "LEFT")  # taken, then its scheduler died
-    notifier = Notifier(settings, Store(conn), lambda: True)
-    assert not notifier.send_next(threading.Event(), wait_s=0.1)
-    notifier.recover()
-    assert notifier.send_next(threading.Event())
+    sender = WebhookSender(settings, Store(conn), lambda: True)
+    assert not sender.send_next(threading.Event(), wait_s=0.1)
+    sender.recover()
+    assert sender.send_next(threading.Event())
     assert [b["commit"] for b, _, _ in Hook.received] == [SHA_A]
 
 
