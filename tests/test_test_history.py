@@ -71,6 +71,22 @@ def test_finish_build_and_shards_merge_write_the_trail(store, rq_conn, settings)
     assert cells == [Cell(F, 250)]
 
 
+def test_a_sharded_build_enters_the_trail_when_its_last_shard_merges(store, rq_conn, settings) -> None:
+    build = Build(id=keys.build_id("proj", sha(8)), repo="proj", url="/r", commit=sha(8), branch="main")
+    Store(rq_conn, settings).submit(build)
+    store.start_attempt(build.id, 1, "host.1")
+    assert store.start_shards(build.id, 1, [["t.A.test_a"], ["t.B.test_b"]], "host.1")
+    assert store.claim_shard(build.id, 1, 1, 1, "host.2")
+    one = [TestResult("t.B.test_b", F, 1.25, "boom", 0)]
+    assert store.finish_shard(build.id, 1, 1, 1, "host.2", RunOutcome(Status.FAILED, one, Counts(total=1, failed=1)))
+    assert store.trail_builds("proj") == []  # not until the build's result is merged
+    zero = [TestResult("t.A.test_a", P, 0.5, "", 0)]
+    assert store.finish_shard(build.id, 1, 0, 1, "host.1", RunOutcome(Status.PASSED, zero, Counts(total=1, passed=1))) \
+        == "merged"
+    rows = store.trail_rows("proj", ["t.A.test_a", "t.B.test_b"], store.trail_builds("proj"))
+    assert rows == {"t.A.test_a": [Cell(P, 500)], "t.B.test_b": [Cell(F, 1250)]}
+
+
 def test_branches_and_builds_without_tests(store) -> None:
     record(store, 1, {"a": (P, 0.01)}, branch="main")
     record(store, 2, {"a": (F, 0.01)}, branch="dev")

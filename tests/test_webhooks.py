@@ -68,7 +68,7 @@ def test_an_ended_build_is_posted_signed(conn, rq_conn, settings, hook_url) -> N
 
 
 def test_a_failing_server_is_retried_then_given_up(conn, rq_conn, settings, hook_url, monkeypatch) -> None:
-    monkeypatch.setattr("voltci.notify.BACKOFF_S", (0.01,))
+    monkeypatch.setattr("voltci.webhooks.BACKOFF_S", (0.01,))
     settings = replace(settings, webhook_url=hook_url)
     ended_build(rq_conn, conn, settings, SHA_A)
     ended_build(rq_conn, conn, settings, SHA_B)

@@ -154,13 +154,23 @@ def streaks(store: Store, build: Build, test_ids: list[str]) -> dict[str, Streak
     if here is None or not test_ids:
         return {}
     line = builds[here:here + 1] + [b for b in builds[here + 1:] if b.counts.total]  # older ones that ran tests
-    rows = store.trail_rows(build.repo, test_ids, line)
-    found = {}
-    for test_id, cells in rows.items():
-        run = 1
-        while run < len(cells) and cells[run].outcome in BAD:
-            run += 1
-        found[test_id] = Streak(previous=line[1] if len(line) > 1 else None,
-                                previous_outcome=cells[1].outcome if len(cells) > 1 else None,
-                                first=line[run - 1], failing_builds=run, reaches_back=run == len(line) > 1)
-    return found
+    runs = dict.fromkeys(test_ids, 1)
+    previous: dict[str, Outcome | None] = dict.fromkeys(test_ids)
+    going, start, size = list(test_ids), 1, 4
+    while going and start < len(line):  # a few builds back first: most failures are new
+        chunk = line[start:start + size]
+        rows = store.trail_rows(build.repo, going, chunk, durations=False)
+        still = []
+        for test_id in going:
+            cells = rows.get(test_id, [])
+            if start == 1 and cells:
+                previous[test_id] = cells[0].outcome
+            bad = next((k for k, c in enumerate(cells) if c.outcome not in BAD), len(cells))
+            runs[test_id] += bad
+            if cells and bad == len(cells):
+                still.append(test_id)
+        going, start, size = still, start + size, size * 4
+    return {test_id: Streak(previous=line[1] if len(line) > 1 else None, previous_outcome=previous[test_id],
+                            first=line[runs[test_id] - 1], failing_builds=runs[test_id],
+                            reaches_back=runs[test_id] == len(line) > 1)
+            for test_id in test_ids}

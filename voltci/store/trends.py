@@ -28,19 +28,19 @@ class Trends(Reads):
         history = keys.repo_history(repo)
         for start in range(0, SCAN_BUILDS, CHUNK):
             build_ids = cast(list[str], self.r.zrevrange(history, start, start + CHUNK - 1))
-            with self.r.pipeline(transaction=False) as pipe:
-                for build_id in build_ids:
-                    pipe.hmget(keys.build(build_id), FIELDS)
-                rows = pipe.execute()
-            for values in rows:
-                if values[0] is None:
-                    continue  # pruned meanwhile
-                build = Build.from_hash({k: v for k, v in zip(FIELDS, values, strict=True) if v is not None})
-                if branch is None or build.branch == branch:
-                    found.append(build)
+            found += [b for b in self._light_builds(build_ids) if branch is None or b.branch == branch]
             if len(found) >= limit or len(build_ids) < CHUNK:
                 break
         return found[:limit]
+
+    def _light_builds(self, build_ids: list[str]) -> list[Build]:
+        """These builds without their output and jobs (those that exist), in one round trip."""
+        with self.r.pipeline(transaction=False) as pipe:
+            for build_id in build_ids:
+                pipe.hmget(keys.build(build_id), FIELDS)
+            rows = pipe.execute()
+        return [Build.from_hash({k: v for k, v in zip(FIELDS, values, strict=True) if v is not None})
+                for values in rows if values[0] is not None]
 
     def branches(self, repo: str) -> list[str]:
         """The branches that have builds (each branch's newest build is recorded)."""

@@ -46,9 +46,9 @@ def test_page(repo: str, test_id: str) -> str:
                                  median_s=history.median_s())
 
 
-def _rows(repo: str, test_ids: list[str], builds: list[Build]) -> dict[str, list[Point]]:
+def _rows(repo: str, test_ids: list[str], builds: list[Build], durations: bool = True) -> dict[str, list[Point]]:
     """Each test's points, oldest first, over `builds` (newest first)."""
-    rows = store().trail_rows(repo, test_ids, builds)
+    rows = store().trail_rows(repo, test_ids, builds, durations)
     return {test_id: [Point(b, c) for b, c in zip(builds, cells, strict=True)][::-1] for test_id, cells in rows.items()}
 
 
@@ -58,7 +58,7 @@ def flaky_page(repo: str) -> str:
     branch = branch_arg()
     ranking = store().flaky_tests([repo], FLAKY_SHOWN)
     builds = store().trail_builds(repo, branch)
-    rows = _rows(repo, [f["test"] for f in ranking], builds)
+    rows = _rows(repo, [f["test"] for f in ranking], builds, durations=False)
     tests = [{**f, "points": rows.get(f["test"], []),
               "recent": sum(1 for p in rows.get(f["test"], []) if p.outcome is Outcome.FLAKY),
               "last": f["last_build"].rsplit("-", 1)[-1]} for f in ranking]
