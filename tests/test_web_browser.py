@@ -30,6 +30,8 @@ from voltci.redis_server import RedisServer, free_port
 from voltci.store import Store
 from voltci.web import server as web_server
 
+pytestmark = pytest.mark.e2e  # every test here starts processes: Chromium, volt web, redis-server
+
 ARTIFACTS = ROOT / "artifacts"
 SCRIPT = "<script>window.voltHacked=1</script>"
 HOSTILE = {
