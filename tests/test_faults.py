@@ -50,7 +50,7 @@ def test_runner_killed_mid_build_is_redispatched_and_its_tests_reaped(cluster, m
     assert build.status.value == "passed" and build.results_stored == 1
     assert attempts(cluster, build_id) == [("lost", "r1", ""), ("finished", "r2", "passed")]
     lost = Store(cluster.conn).recent_lost()
-    assert lost[0]["runner"] == "r1" and "stopped sending heartbeats" in lost[0]["reason"]
+    assert lost[0].runner == "r1" and "stopped sending heartbeats" in lost[0].reason
     # The killed attempt's test left a grandchild behind; the other runner on this host reaps it.
     wait_until(lambda: not alive(grandchild), "the orphaned grandchild to be reaped", timeout=20)
     assert marked_processes(keys.job_id(build_id, 1)) == {}

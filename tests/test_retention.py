@@ -136,7 +136,7 @@ def test_flaky_counts_and_durations_survive_pruning(fake) -> None:
     for n in range(1, 5):
         add(store, sha(n), n, tests=flaky)
     assert len(store.prune_repo("proj", Policy(keep_builds=1))) == 3
-    assert [(f["test"], f["times"]) for f in store.flaky_tests(["proj"], 10)] == [("t.A.test_x", 4)]
+    assert [(f.test, f.times) for f in store.flaky_tests(["proj"], 10)] == [("t.A.test_x", 4)]
     assert store.durations("proj") == {"t.A.test_x": 0.5, "t.A.test_y": 0.25}
 
 

@@ -98,11 +98,11 @@ def test_a_live_runner_keeps_its_build_and_registry_tracks_it(conn, rq_conn, fas
     sched = scheduler.Scheduler(fast)
     assert sched.step() == []
     (row,) = Store(conn).runner_table()
-    assert (row["name"], row["alive"], row["build"]) == ("r1", True, build.id)
+    assert (row.name, row.alive, row.build) == ("r1", True, build.id)
     heartbeat.stop()  # a runner leaving removes its key
     sched.step()
     (row,) = Store(conn).runner_table()
-    assert (row["alive"], row["state"]) == (False, "gone")
+    assert (row.alive, row.state) == (False, "gone")
 
 
 def test_a_runner_that_moved_on_loses_the_build_after_a_ttl(conn, rq_conn, fast, clock) -> None:
@@ -140,7 +140,7 @@ def test_after_max_attempts_the_build_ends_error_once(conn, rq_conn, fast, clock
     assert after.status is Status.ERROR and after.results_stored == 1
     assert after.reason.startswith("gave up after 2 attempt(s)")
     assert not conn.sismember(keys.running(), build.id) and not conn.sismember(keys.queued(), build.id)
-    assert [lost["then"] for lost in Store(conn).recent_lost()] == ["gave up", "attempt 2 queued"]
+    assert [lost.then for lost in Store(conn).recent_lost()] == ["gave up", "attempt 2 queued"]
     assert sched.step() == []
 
 

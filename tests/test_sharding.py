@@ -125,7 +125,7 @@ def test_a_shard_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -
     shards = Store(cluster.conn).get_shards(build.id)
     assert shards[1].attempt == 2 and shards[1].runner != victim and done.results_stored == 1
     lost = Store(cluster.conn).recent_lost()
-    assert lost[0]["then"] == "shard 1 attempt 2 queued" and lost[0]["runner"] == victim
+    assert lost[0].then == "shard 1 attempt 2 queued" and lost[0].runner == victim
     merged, _ = outcomes(cluster, sha)
     assert len(merged) == 67 and done.status.value == "failed"
 

@@ -66,7 +66,7 @@ def test_a_lost_attempt_is_requeued_then_given_up(store, fake) -> None:
     ended = store.get_build(build.id)
     assert (ended.status, ended.results_stored) == (Status.ERROR, 1) and "gave up after 2" in ended.reason
     assert [a.state for a in store.get_attempts(build.id)] == [AttemptState.LOST, AttemptState.LOST]
-    assert [lost["then"] for lost in store.recent_lost()] == ["gave up", "attempt 2 queued"]
+    assert [lost.then for lost in store.recent_lost()] == ["gave up", "attempt 2 queued"]
 
 
 def test_cancel_supersede_and_rebuild(store, fake) -> None:

@@ -299,13 +299,13 @@ def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
         raise BadInput(f"unknown repository '{repo}'")
     found = store.flaky_tests([repo] if repo else sorted(known), limit)
     if as_json:
-        click.echo(json.dumps(found, indent=2))
+        click.echo(json.dumps([f.to_dict() for f in found], indent=2))
         return
     if not found:
         click.echo("no flaky tests recorded" + (f" for '{repo}'" if repo else ""))
     for f in found:
-        last = f["last_build"].rsplit("-", 1)[-1][:10]
-        click.echo(f"{f['times']:>5}x  {f['repo']}  {f['test']}  (last in {last})")
+        last = f.last_build.rsplit("-", 1)[-1][:10]
+        click.echo(f"{f.times:>5}x  {f.repo}  {f.test}  (last in {last})")
 
 
 @cli.command(name="test-history", cls=VoltCommand)
@@ -369,8 +369,8 @@ def status(app: App, as_json: bool) -> None:
         "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
                      "age_s": seconds_between(b.started_at, now_iso()) if b.started_at else 0.0,
                      "attempt": b.attempt} for b in store.running_builds()],
-        "runners": store.runner_table(),
-        "lost": store.recent_lost(),
+        "runners": [row.to_dict() for row in store.runner_table()],
+        "lost": [lost.to_dict() for lost in store.recent_lost()],
         "memory": {"used_bytes": memory.used, "maxmemory_bytes": memory.maxmemory, "policy": memory.policy,
                    "full": memory.full},
         "repositories": [{"repo": u.repo, "builds": u.builds, "bytes_per_finished_build": u.bytes_per_build}

@@ -41,7 +41,7 @@ class VoltCollector(Collector):
                                     "(stopped sending heartbeats within the last hour).", labels=["state"])
         states = dict.fromkeys(RUNNER_STATES, 0)
         for row in self.store.runner_table():
-            states["gone" if not row["alive"] else "busy" if row.get("build") else "idle"] += 1
+            states["gone" if not row.alive else "busy" if row.build else "idle"] += 1
         for state in RUNNER_STATES:
             runners.add_metric([state], states[state])
         yield runners

@@ -363,3 +363,65 @@ class Push:
         return cls(id=data["id"], repo=data["repo"], branch=data.get("branch", ""), base=data.get("base", ""),
                    commits=(data.get("commits") or "").split(), culprit=data.get("culprit", ""),
                    rewritten=data.get("rewritten") == "1", queued_at=data.get("queued_at", ""))
+
+
+@dataclass(frozen=True)
+class RunnerRow:
+    """A runner as `volt status` and the runners page show it: from its live heartbeat key, or, once
+    that expired, from the registry's last word on it (then it works on nothing)."""
+
+    name: str
+    alive: bool  # its heartbeat key lives
+    state: str = ""  # the registry's word on it, as the scheduler last wrote it: "alive" or "gone"
+    host: str = ""
+    pid: int = 0
+    queues: list[str] = field(default_factory=list)
+    started_at: str = ""
+    build: str = ""
+    attempt: int = 0
+    shard: int | None = None
+    shard_attempt: int = 0
+    heartbeat_at: str = ""
+    heartbeat_age_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LostAttempt:
+    """An attempt whose runner died, as the scheduler recorded it, and what it did then."""
+
+    build: str
+    repo: str
+    commit: str
+    attempt: int
+    runner: str
+    started_at: str
+    lost_at: str
+    reason: str
+    then: str  # "attempt 2 queued", "shard 1 attempt 2 queued", "gave up"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> LostAttempt:
+        data = json.loads(text)
+        return cls(**{k: data.get(k, "" if k != "attempt" else 0) for k in cls.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FlakyTest:
+    """A test of a repository that passed only when run again, and how often (kept through pruning)."""
+
+    repo: str
+    test: str
+    times: int
+    last_build: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -12,7 +12,7 @@ import json
 from voltci import keys
 from voltci.errors import BadInput
 from voltci.git import SHA_PREFIX
-from voltci.models import Attempt, AttemptState, Build, Shard, TestResult
+from voltci.models import Attempt, AttemptState, Build, FlakyTest, LostAttempt, Shard, TestResult
 from voltci.store import codec
 from voltci.store.base import StoreBase
 from voltci.store.tx import Txn, raw
@@ -175,18 +175,18 @@ class Reads(StoreBase):
             found = pipe.execute()
         return [Build.from_hash(data) for data in found if data]
 
-    def flaky_tests(self, repos: list[str], limit: int) -> list[dict]:
+    def flaky_tests(self, repos: list[str], limit: int) -> list[FlakyTest]:
         """The tests that were flaky most often, over the history of `repos` (kept through pruning)."""
         found = []
         for repo in repos:
             for test_id, times in self.r.zrevrange(keys.repo_flaky(repo), 0, limit - 1, withscores=True):
-                found.append({"repo": repo, "test": test_id, "times": int(times),
-                              "last_build": self.r.hget(keys.repo_flaky_last(repo), test_id) or ""})
-        found.sort(key=lambda f: (-f["times"], f["repo"], f["test"]))
+                found.append(FlakyTest(repo, test_id, int(times),
+                                       self.r.hget(keys.repo_flaky_last(repo), test_id) or ""))
+        found.sort(key=lambda f: (-f.times, f.repo, f.test))
         return found[:limit]
 
-    def recent_lost(self, limit: int = 10) -> list[dict]:
-        return [json.loads(text) for text in self.r.lrange(keys.lost(), 0, limit - 1)]
+    def recent_lost(self, limit: int = 10) -> list[LostAttempt]:
+        return [LostAttempt.from_json(text) for text in self.r.lrange(keys.lost(), 0, limit - 1)]
 
     def durations(self, repo: str) -> dict[str, float]:
         """Each test's duration in the repository's latest build that ran tests (for balancing shards)."""

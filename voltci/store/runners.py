@@ -4,14 +4,14 @@ keeps from them (alive, or gone since when), the latest lost attempts, and the s
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import redis
 from redis.lock import Lock
 
 from voltci import keys
 from voltci.clock import age_s, now_iso
-from voltci.models import RunnerBeat
+from voltci.models import RunnerBeat, RunnerRow
 from voltci.store.base import StoreBase
 
 KEEP_GONE_RUNNERS_S = 3600.0
@@ -67,19 +67,14 @@ class Runners(StoreBase):
                     pipe.hdel(keys.runners(), name)
             pipe.execute()
 
-    def runner_table(self) -> list[dict]:
+    def runner_table(self) -> list[RunnerRow]:
         """Every runner the registry or a live key knows of: alive or gone, heartbeat age, current work."""
         live = self.live_runners()
-        rows = {}
-        for name, text in self.r.hgetall(keys.runners()).items():
-            rows[name] = {**json.loads(text), "alive": False}
-        for name, beat in live.items():
-            rows[name] = {**asdict(beat), "alive": True}
-        for row in rows.values():
-            row["heartbeat_age_s"] = round(age_s(row.get("heartbeat_at", "")), 1)
-            if not row["alive"]:
-                row["build"], row["attempt"] = "", 0
-        return sorted(rows.values(), key=lambda r: (not r["alive"], r["name"]))
+        registry = {name: (RunnerBeat.from_json(text), json.loads(text).get("state", ""))
+                    for name, text in self.r.hgetall(keys.runners()).items()}
+        registry.update({name: (beat, "alive") for name, beat in live.items()})
+        rows = [_row(beat, state, alive=name in live) for name, (beat, state) in registry.items()]
+        return sorted(rows, key=lambda r: (not r.alive, r.name))
 
     def scheduler_lock(self, ttl_s: float) -> Lock:
         """The expiring lock that the acting scheduler holds."""
@@ -87,3 +82,12 @@ class Runners(StoreBase):
 
     def redis_uptime_s(self) -> float:
         return float(self.r.info("server")["uptime_in_seconds"])
+
+
+def _row(beat: RunnerBeat, state: str, alive: bool) -> RunnerRow:
+    """A runner's row: what its beat says, and, for a runner that is gone, no work."""
+    row = RunnerRow(beat.name, alive, state, beat.host, beat.pid, list(beat.queues), beat.started_at,
+                    heartbeat_at=beat.heartbeat_at, heartbeat_age_s=round(age_s(beat.heartbeat_at), 1))
+    if not alive:
+        return row
+    return replace(row, build=beat.build, attempt=beat.attempt, shard=beat.shard, shard_attempt=beat.shard_attempt)

@@ -28,6 +28,7 @@ from voltci.models import (
     AttemptState,
     Build,
     Counts,
+    LostAttempt,
     Outcome,
     PointerUpdate,
     Push,
@@ -323,10 +324,8 @@ class Transitions(Trail):
     @staticmethod
     def _record_lost(pipe: Txn, build: Build, lost: Attempt, next_step: str) -> None:
         """Keep the latest lost attempts for `volt status`."""
-        pipe.lpush(keys.lost(), json.dumps({"build": build.id, "repo": build.repo, "commit": build.commit,
-                                            "attempt": lost.number, "runner": lost.runner,
-                                            "started_at": lost.started_at, "lost_at": lost.ended_at,
-                                            "reason": lost.reason, "then": next_step}))
+        pipe.lpush(keys.lost(), LostAttempt(build.id, build.repo, build.commit, lost.number, lost.runner,
+                                            lost.started_at, lost.ended_at, lost.reason, next_step).to_json())
         pipe.ltrim(keys.lost(), 0, LOST_KEPT - 1)
         metrics.count_lost(pipe)
 

@@ -47,7 +47,8 @@ def api_log(repo: str, sha: str) -> flask.Response:
 
 @bp.get("/runners")
 def api_runners() -> flask.Response:
-    return flask.jsonify({"runners": store().runner_table(), "lost": store().recent_lost(20),
+    return flask.jsonify({"runners": [row.to_dict() for row in store().runner_table()],
+                          "lost": [lost.to_dict() for lost in store().recent_lost(20)],
                           "queued": store().queue_depth()})
 
 

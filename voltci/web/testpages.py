@@ -58,10 +58,10 @@ def flaky_page(repo: str) -> str:
     branch = branch_arg()
     ranking = store().flaky_tests([repo], FLAKY_SHOWN)
     builds = store().trail_builds(repo, branch)
-    rows = _rows(repo, [f["test"] for f in ranking], builds, durations=False)
-    tests = [{**f, "points": rows.get(f["test"], []),
-              "recent": sum(1 for p in rows.get(f["test"], []) if p.outcome is Outcome.FLAKY),
-              "last": f["last_build"].rsplit("-", 1)[-1]} for f in ranking]
+    rows = _rows(repo, [f.test for f in ranking], builds, durations=False)
+    tests = [{**f.to_dict(), "points": rows.get(f.test, []),
+              "recent": sum(1 for p in rows.get(f.test, []) if p.outcome is Outcome.FLAKY),
+              "last": f.last_build.rsplit("-", 1)[-1]} for f in ranking]
     return flask.render_template("flaky.html", repo=repo, branch=branch, branches=store().branches(repo),
                                  tests=tests, builds=len(builds))
 
