@@ -149,16 +149,21 @@ def _boolean(value: Any) -> bool:
     raise TypeError
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
+def load_config_toml(path: Path) -> dict[str, Any]:
+    """The config file's tables (settings and [[repos]]), or one line saying why it cannot be read."""
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise BadInput(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise BadInput(f"cannot read config file {path}: {exc.strerror}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    data = load_config_toml(path)
     unknown = sorted(set(data) - set(_FIELDS) - NOT_SETTINGS)
     if unknown:
         raise BadInput(f"config file {path}: unknown setting '{unknown[0]}'")

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voltci.config import load_config_toml
 from voltci.dispatch import Priority, parse_priority
 from voltci.errors import BadInput, GitError
 from voltci.observer import RepoWatch
@@ -57,15 +57,7 @@ def _words(value: Any, where: str) -> tuple[str, ...]:
 
 def read_rules(path: Path) -> list[RepoRule]:
     """The `[[repos]]` tables of the config file at `path`, checked; bad input names the table and key."""
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise BadInput(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"config file {path} is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise BadInput(f"cannot read config file {path}: {exc.strerror}") from None
+    data = load_config_toml(path)
     tables = data.get("repos", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise BadInput(f"config file {path}: 'repos' must be [[repos]] tables")

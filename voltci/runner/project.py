@@ -71,11 +71,11 @@ def load(tree: Path) -> ProjectConfig:
     if not path.exists() and not path.is_symlink():
         return ProjectConfig()
     try:
-        raw = untrusted.read_bytes(path, tree, MAX_SIZE + 1)
+        raw = untrusted.read_capped(path, tree, MAX_SIZE)
+    except untrusted.TooLarge:
+        raise ProjectConfigError(f"{FILE_NAME} is larger than {MAX_SIZE} bytes") from None
     except OSError as exc:
         raise ProjectConfigError(f"{FILE_NAME} cannot be read: {exc}") from None
-    if len(raw) > MAX_SIZE:
-        raise ProjectConfigError(f"{FILE_NAME} is larger than {MAX_SIZE} bytes")
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

@@ -18,6 +18,10 @@ class NotInside(OSError):
     """The file is a link, or lies outside the directory it must be in."""
 
 
+class TooLarge(OSError):
+    """The file is larger than whoever reads it takes."""
+
+
 def _checked(path: Path, inside: Path) -> int:
     """An open descriptor of `path`: a regular file below `inside`, reached through no link."""
     relative = os.path.relpath(os.path.abspath(path), os.path.abspath(inside))
@@ -43,6 +47,15 @@ def read_bytes(path: Path, inside: Path, max_bytes: int | None = None, offset: i
     with open_binary(path, inside) as fh:
         fh.seek(offset)
         return fh.read() if max_bytes is None else fh.read(max_bytes)
+
+
+def read_capped(path: Path, inside: Path, max_bytes: int) -> bytes:
+    """The whole file, which must be at most `max_bytes`: a project's config read as data (TooLarge
+    past it, NotInside for a link)."""
+    data = read_bytes(path, inside, max_bytes + 1)
+    if len(data) > max_bytes:
+        raise TooLarge(f"{os.path.relpath(path, inside)} is larger than {max_bytes} bytes")
+    return data
 
 
 def read_text(path: Path, inside: Path, max_bytes: int | None = None) -> str:

@@ -33,11 +33,11 @@ def read_text(tree: Path, name: str) -> str | None:
     if not os.path.lexists(path):
         return None
     try:
-        raw = untrusted.read_bytes(path, tree, MAX_BYTES + 1)
+        raw = untrusted.read_capped(path, tree, MAX_BYTES)
+    except untrusted.TooLarge:
+        raise DetectError(f"{name}: larger than {MAX_BYTES} bytes") from None
     except OSError as exc:
         raise DetectError(f"{name}: cannot be read ({exc.strerror or exc})") from None
-    if len(raw) > MAX_BYTES:
-        raise DetectError(f"{name}: larger than {MAX_BYTES} bytes")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
