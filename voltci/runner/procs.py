@@ -12,7 +12,10 @@ Process trees are read from /proc.
 from __future__ import annotations
 
 import ctypes
+import functools
+import json
 import os
+import select
 import signal
 import subprocess
 import time
@@ -27,7 +30,9 @@ from voltci.runner.sandbox import Sandbox
 # escapes the process group (a daemon) or outlives a killed runner can still be found and stopped.
 TEST_RUN_ENV = "VOLTCI_RUN"
 KILL_GRACE_S = 2.0
+INFO_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 POLL_INTERVAL_S = 0.1
 
 
@@ -157,19 +162,65 @@ def reap_orphaned_tests() -> int:
     return len(orphans)
 
 
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up once in the runner (not in each child between fork and exec)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def _die_with_parent() -> None:
     """In the test process before exec: get SIGKILL if the runner that started it dies (Linux)."""
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@functools.cache
+def _adopt_orphans() -> bool:
+    """Become a child subreaper, so that a sandbox's init, orphaned when its bwrap exits, is ours to
+    reap at once instead of lingering as a zombie until the host's init gets to it."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _sandbox_init(info: int) -> int | None:
+    """The host pid of the sandbox's init, from what bwrap writes on its --info-fd (it closes the fd at
+    once, before the step's command runs); None when bwrap said nothing (it failed first)."""
+    chunks = []
+    deadline = time.monotonic() + INFO_WAIT_S
+    with os.fdopen(info, "rb") as fh:
+        while time.monotonic() < deadline and select.select([fh], [], [], INFO_WAIT_S)[0]:
+            chunk = fh.read1(4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+        return int(json.loads(b"".join(chunks))["child-pid"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def _reap(pid: int | None) -> None:
+    """Reap the sandbox's init (our child once its bwrap exited), boundedly."""
+    if pid is None:
+        return
+    deadline = time.monotonic() + KILL_GRACE_S
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return  # not ours (no subreaper here) or already reaped
+        time.sleep(0.005)
+
+
+def kill_group(proc: subprocess.Popen, init: int | None = None) -> None:
     """Kill the process group `proc` leads (the test command and everything it started) and wait,
-    boundedly, until none of it is left. A sandbox's own init may linger as a zombie until the host's
-    init reaps it: dead already, it is not waited for."""
+    boundedly, until none of it is left; reap `init`, the sandbox's own init, once `proc` is gone. One
+    that lingers as a zombie (no subreaper here) is dead already and not waited for."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -178,6 +229,7 @@ def kill_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=KILL_GRACE_S)
     except subprocess.TimeoutExpired:
         pass
+    _reap(init)
     deadline = time.monotonic() + KILL_GRACE_S
     while time.monotonic() < deadline:
         try:
@@ -233,25 +285,35 @@ def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
         if confined is not None:
             confined.enter()
 
-    proc = None
+    _prctl()  # looked up here, not in the child
+    sandboxed = box.bwrap is not None and _adopt_orphans()
+    proc, init = None, None
     try:
         missing = box.missing(argv[0], cwd)
         if missing:
             return ProcessEnd(None, not_started=missing)
+        info_read, info_write = os.pipe() if sandboxed else (-1, -1)
         with open(log_path, "ab") as log:
             try:
-                proc = subprocess.Popen(box.command(argv, cwd), cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
-                                        stderr=subprocess.STDOUT, env={**box.variables, TEST_RUN_ENV: marker},
-                                        start_new_session=True, preexec_fn=before_exec)
+                proc = subprocess.Popen(box.command(argv, cwd, info_fd=info_write if sandboxed else None), cwd=cwd,
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**box.variables, TEST_RUN_ENV: marker}, start_new_session=True,
+                                        preexec_fn=before_exec, pass_fds=(info_write,) if sandboxed else ())
             except (OSError, subprocess.SubprocessError) as exc:
                 why = getattr(exc, "strerror", None) or exc
                 return ProcessEnd(None, not_started=f"cannot start '{argv[0]}': {why}")
+            finally:
+                if sandboxed:
+                    os.close(info_write)
+            if sandboxed:
+                init = _sandbox_init(info_read)
             stopped = _supervise(proc, budget, should_stop)
     finally:
         # Also reaps what the process left behind after a normal exit, in its group or not.
         if proc is not None:
-            kill_group(proc)
-        kill_marked(marker)
+            kill_group(proc, init)
+        if box.bwrap is None:  # in a sandbox, its PID namespace took every process with it
+            kill_marked(marker)
         out_of_memory = confined is not None and confined.out_of_memory()
         if confined is not None:
             confined.close()
@@ -261,15 +323,25 @@ def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
 
 
 def _supervise(proc: subprocess.Popen, budget: Budget, should_stop: Callable[[], str | None]) -> str | None:
-    """Wait for `proc` to end; why Volt stopped it, if it did."""
-    while True:
-        try:
-            proc.wait(timeout=POLL_INTERVAL_S)
-            return None
-        except subprocess.TimeoutExpired:
-            pass
-        if budget.expired:
-            return "timeout"
-        stopped = should_stop()
-        if stopped:
-            return stopped
+    """Wait for `proc` to end, woken the moment it does (a pidfd); why Volt stopped it, if it did."""
+    try:
+        ended = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        ended = None  # an older kernel: poll
+    try:
+        while True:
+            if ended is not None:
+                select.select([ended], [], [], POLL_INTERVAL_S)
+            try:
+                proc.wait(timeout=0 if ended is not None else POLL_INTERVAL_S)
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+            if budget.expired:
+                return "timeout"
+            stopped = should_stop()
+            if stopped:
+                return stopped
+    finally:
+        if ended is not None:
+            os.close(ended)

@@ -196,12 +196,15 @@ class Sandbox:
         """The directory where the steps write their results (collector JSON lines, listings)."""
         return self.writable[0]
 
-    def command(self, argv: list[str], cwd: Path) -> list[str]:
-        """`argv` as it runs inside the sandbox, in `cwd`; unchanged without a sandbox."""
+    def command(self, argv: list[str], cwd: Path, info_fd: int | None = None) -> list[str]:
+        """`argv` as it runs inside the sandbox, in `cwd`; unchanged without a sandbox. With `info_fd`,
+        bwrap writes there the pid of the sandbox's init (procs reaps it)."""
         if self.bwrap is None:
             return argv
         args = [self.bwrap, "--unshare-all", *(["--share-net"] if self.network else []), "--die-with-parent",
                 "--cap-drop", "ALL", "--proc", "/proc", "--dev", "/dev"]
+        if info_fd is not None:
+            args += ["--info-fd", str(info_fd)]
         for name in SYSTEM_DIRS:
             if os.path.islink(name):
                 args += ["--symlink", os.readlink(name), name]
