@@ -11,15 +11,23 @@ it splits in two from those durations), each timed from `volt notify` to the bui
 second runner's first build is a warm-up too and is not counted. Prints the medians, their ratio
 (goal ≤ 0.6), the shards of the last 2-runner build, and whether every test's id and outcome of
 each 2-runner build equals the 1-runner build's before it.
+
+Then, without Volt around it, the floor that ratio has: in the build's own environment and tree, the
+time of pytest (through Volt's pytest_collector.py, as a build runs it) over the whole suite, and over
+half of its tests, selected after pytest's full collection as a shard selects them (every other
+collected id), alternately, --runs times each. A shard's tests cannot take less than that half's
+share of the whole, whatever the runners.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +36,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from fast import Volt, _stop_one_runner  # noqa: E402
 from real_project import GIT, make_repo  # noqa: E402
 from table import print_table  # noqa: E402
-from voltci import keys  # noqa: E402
+from voltci import keys, pytest_collector  # noqa: E402
 from voltci.config import Settings  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.store import Store  # noqa: E402
@@ -44,6 +52,26 @@ def outcomes(volt: Volt, repo: Path) -> tuple[str, dict[str, str], int]:
     build_id = keys.build_id(NAME, sha)
     build = store.get_build(build_id)
     return build.status.value, {t.id: t.outcome.value for t in store.get_tests(build_id)}, build.shards
+
+
+def half_share_floor(work: Path, repo: Path, runs: int) -> tuple[list[float], list[float]]:
+    """The whole suite and every other collected test of it, run by pytest_collector.py in the build's
+    environment (made by Volt), outside any sandbox: seconds of each, alternately."""
+    (python,) = (work / "volt" / "ws").glob(f"*/envs/{NAME}/*-0/bin/python")
+    listing, half = work / "ids.jsonl", work / "half.txt"
+    collector = [str(python), pytest_collector.__file__]
+    subprocess.run([*collector, "--out", str(listing), "--list", "--", "-p", "no:cacheprovider"], cwd=repo,
+                   capture_output=True, timeout=600, check=True)
+    ids = [json.loads(line)["id"] for line in listing.read_text().splitlines() if line.startswith('{"id"')]
+    half.write_text("\n".join(ids[::2]) + "\n")
+    whole_s, half_s = [], []
+    for _ in range(runs):
+        for times, selection in ((whole_s, []), (half_s, ["--only-file", str(half)])):
+            started = time.perf_counter()
+            subprocess.run([*collector, "--out", str(work / "out.jsonl"), *selection, "--", "-p", "no:cacheprovider"],
+                           cwd=repo, capture_output=True, timeout=1800)
+            times.append(time.perf_counter() - started)
+    return whole_s, half_s
 
 
 def main() -> None:
@@ -78,6 +106,7 @@ def main() -> None:
                     _stop_one_runner(volt)
             finally:
                 volt.stop()
+            whole_s, half_s = half_share_floor(work, repo, args.runs)
     ratio = statistics.median(two) / statistics.median(one)
     print_table([
         ("package (no .volt.toml)", args.package),
@@ -88,6 +117,10 @@ def main() -> None:
         ("shards of the last 2-runner build", str(shards)),
         ("every test id and outcome equal, 2 runners vs 1", f"{sum(equal)} of {len(equal)} runs"),
         ("  ratio 2 runners / 1 runner, medians (goal ≤ 0.6)", f"{ratio:.2f}"),
+        ("no Volt: pytest over all tests / over every other one, runs s",
+         f"{' '.join(f'{s:.1f}' for s in whole_s)} / {' '.join(f'{s:.1f}' for s in half_s)}"),
+        ("  floor of the ratio: half a suite / the whole, medians",
+         f"{statistics.median(half_s) / statistics.median(whole_s):.2f}"),
     ])
     print(f"shard_pytest: {args.package}: 2 runners / 1 runner = {ratio:.2f} (median of {args.runs}); outcomes "
           f"equal in {sum(equal)} of {len(equal)}")
