@@ -16,7 +16,9 @@ Then, without Volt around it, the floor that ratio has: in the build's own envir
 time of pytest (through Volt's pytest_collector.py, as a build runs it) over the whole suite, and over
 half of its tests, selected after pytest's full collection as a shard selects them (every other
 collected id), alternately, --runs times each. A shard's tests cannot take less than that half's
-share of the whole, whatever the runners.
+share of the whole, whatever the runners. And the machine's own parallelism at that moment: a fixed
+CPU-bound loop run alone and two of them at once, alternately (2.0 on two free cores; less when other
+work holds them).
 """
 
 from __future__ import annotations
@@ -74,6 +76,25 @@ def half_share_floor(work: Path, repo: Path, runs: int) -> tuple[list[float], li
     return whole_s, half_s
 
 
+BUSY = "s = 0\nfor i in range(30_000_000):\n    s += i\n"
+
+
+def parallelism(runs: int) -> float:
+    """How many CPU-bound processes' worth of work this machine does at once, now: two loops at once
+    against one alone, medians of `runs`."""
+    alone, pair = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", BUSY], check=True)
+        alone.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(2)]
+        for proc in procs:
+            proc.wait()
+        pair.append(time.perf_counter() - started)
+    return 2 * statistics.median(alone) / statistics.median(pair)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", default="packaging==25.0")
@@ -107,6 +128,7 @@ def main() -> None:
             finally:
                 volt.stop()
             whole_s, half_s = half_share_floor(work, repo, args.runs)
+            cores = parallelism(args.runs)
     ratio = statistics.median(two) / statistics.median(one)
     print_table([
         ("package (no .volt.toml)", args.package),
@@ -121,6 +143,7 @@ def main() -> None:
          f"{' '.join(f'{s:.1f}' for s in whole_s)} / {' '.join(f'{s:.1f}' for s in half_s)}"),
         ("  floor of the ratio: half a suite / the whole, medians",
          f"{statistics.median(half_s) / statistics.median(whole_s):.2f}"),
+        ("machine: CPU-bound processes' worth of work done at once (2 free cores: 2.0)", f"{cores:.2f}"),
     ])
     print(f"shard_pytest: {args.package}: 2 runners / 1 runner = {ratio:.2f} (median of {args.runs}); outcomes "
           f"equal in {sum(equal)} of {len(equal)}")
