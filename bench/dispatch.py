@@ -40,8 +40,8 @@ from voltci import keys  # noqa: E402
 from voltci.config import Settings, as_environment  # noqa: E402
 from voltci.models import Build  # noqa: E402
 from voltci.observer import RepoWatch  # noqa: E402
-from voltci.procs import descendants, kill_all  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
+from voltci.runner.procs import descendants, kill_all  # noqa: E402
 from voltci.store import Store  # noqa: E402
 
 GIT = ["git", "-c", "user.name=Bench", "-c", "user.email=bench@volt.invalid"]

@@ -52,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from real_project import GIT, make_repo  # noqa: E402
+
 from voltci.redis_server import RedisServer  # noqa: E402
 
 PANEL = ROOT / "bench" / "panel.toml"

@@ -38,9 +38,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from fast import Volt, _stop_one_runner  # noqa: E402
 from real_project import GIT, make_repo  # noqa: E402
 from table import print_table  # noqa: E402
-from voltci import keys, pytest_collector  # noqa: E402
+
+from voltci import keys  # noqa: E402
 from voltci.config import Settings  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
+from voltci.runner import pytest_collector  # noqa: E402
 from voltci.store import Store  # noqa: E402
 
 NAME = "sharded"
@@ -132,7 +134,8 @@ def main() -> None:
     ratio = statistics.median(two) / statistics.median(one)
     print_table([
         ("package (no .volt.toml)", args.package),
-        ("settings", f"shard_threshold {defaults.shard_threshold} (default), shards {defaults.shards or 'one per live runner'}"),
+        ("settings", f"shard_threshold {defaults.shard_threshold} (default), "
+                     f"shards {defaults.shards or 'one per live runner'}"),
         ("tests in the warm build, its status", f"{len(first)}, {status}"),
         ("push → result, 1 runner, runs s", " ".join(f"{s:.1f}" for s in one)),
         ("push → result, 2 runners, runs s", " ".join(f"{s:.1f}" for s in two)),

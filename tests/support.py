@@ -22,6 +22,7 @@ from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
 from voltci.store import Store
 
 WAIT_S = 90
+PYTEST_VERSION = "9.2.0"  # the one requirements.txt pins: what builds of pytest suites install in tests
 
 ROOT = Path(__file__).resolve().parent.parent
 GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@volt.invalid",

@@ -7,9 +7,9 @@ import subprocess
 import sys
 import urllib.request
 
+from dispatch_scene import Scene
 from prometheus_client.parser import text_string_to_metric_families
 from support import ROOT, child_env
-from test_dispatch import Scene
 
 from voltci.heartbeat import Heartbeat, RunnerBeat
 from voltci.models import Status

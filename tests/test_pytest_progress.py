@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from support import PYTEST_VERSION, child_env
 
-from conftest import child_env
-from test_pytest_suites import PYTEST_VERSION
 from voltci.config import Settings, as_environment
 from voltci.models import Status
 from voltci.observer import RepoWatch
-from voltci.procs import descendants, kill_all
+from voltci.runner.procs import descendants, kill_all
 from voltci.store import Store
 
 TESTS = 40
@@ -81,7 +80,7 @@ def test_a_running_pytest_builds_progress_grows_before_it_ends(make_repo, redis_
     build = Store(conn).get_build(build_id)
     assert build.status is Status.PASSED, build.reason
     assert build.counts.total == TESTS
-    during = sorted(set(p for p in seen if 0 < p < TESTS))
+    during = sorted({p for p in seen if 0 < p < TESTS})
     # the tests take 8 s and the runner records the count once a second: several values in between
     assert len(during) >= 3, seen
     assert seen == sorted(seen), f"progress went back: {seen}"
@@ -110,10 +109,11 @@ def up_on_a_terminal(settings: Settings, repo_path: Path, tmp_path: Path) -> str
     master, slave = pty.openpty()
     env = child_env(**as_environment(settings), COLUMNS="200", LINES="40", TERM="xterm")
     env.pop("VOLT_REDIS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", "--repo", str(repo_path), "--burst",
-                             "--workers", "1", "--redis-url", settings.redis_url, "--timeout", str(WAIT_S)],
-                            env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=slave,
-                            stderr=open(tmp_path / "up.err", "wb"), start_new_session=True)
+    with open(tmp_path / "up.err", "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", "--repo", str(repo_path), "--burst",
+                                 "--workers", "1", "--redis-url", settings.redis_url, "--timeout", str(WAIT_S)],
+                                env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=slave, stderr=err,
+                                start_new_session=True)
     os.close(slave)
     screen = b""
     try:

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from support import PYTEST_VERSION
 
 from voltci.config import Settings
 from voltci.models import Outcome, Status
@@ -18,7 +19,6 @@ from voltci.runner.testrun import OUTPUT_FILE
 
 pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
-PYTEST_VERSION = "9.2.0"  # the one requirements.txt pins: what the build's environment installs
 SETUP = f"setup = [['python', '-m', 'pip', 'install', '-q', 'pytest=={PYTEST_VERSION}']]\n"
 
 SUITE = {

@@ -37,11 +37,34 @@ class VoltRecorder:
         self.only, self.others, self.list_only = only, others, list_only
         self.tests_run = 0
         self.collect_errors: list[list[str]] = []
+        self._files: set[str] | None = None  # with `only`: the files its tests are in, and their directories
+        self._dirs: set[str] = set()
         self._open: dict[str, tuple[str, str, float]] = {}  # node id -> (outcome, message, duration) so far
 
     def _write(self, record: dict[str, Any]) -> None:
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
+
+    def pytest_configure(self, config: Any) -> None:
+        """A share that lists its tests (`only`) needs only their files collected: the rest of the suite is
+        not imported at all, which is most of what a shard of a large suite would otherwise spend."""
+        if self.only is None:
+            return
+        root = str(config.rootpath)
+        self._files = {os.path.normpath(os.path.join(root, test_id.split("::", 1)[0])) for test_id in self.only}
+        for path in self._files:
+            parent = os.path.dirname(path)
+            while parent not in self._dirs and len(parent) >= len(root):
+                self._dirs.add(parent)
+                parent = os.path.dirname(parent)
+
+    def pytest_ignore_collect(self, collection_path: Any, config: Any) -> bool | None:
+        if self._files is None:
+            return None
+        path = os.path.normpath(str(collection_path))
+        if path in self._files or path in self._dirs:
+            return None  # pytest's own rules decide
+        return True
 
     def pytest_collectreport(self, report: Any) -> None:
         if report.failed:
