@@ -24,6 +24,7 @@ from voltci.models import Status
 from voltci.observer import RepoWatch
 from voltci.runner.procs import descendants, kill_all
 from voltci.store import Store
+from voltci.web import create_app
 
 TESTS = 40
 SLOW_SUITE = {
@@ -47,9 +48,12 @@ def settings_for(redis_url: str, workspace: Path) -> Settings:
     return Settings(redis_url=redis_url, workspace_dir=str(workspace), build_timeout=WAIT_S, retries=0)
 
 
-def build_with_a_worker(settings: Settings, repo_path: Path, conn, rq_conn) -> tuple[str, list[int]]:
+def build_with_a_worker(settings: Settings, repo_path: Path, conn, rq_conn,
+                        pages: list[str] | None = None) -> tuple[str, list[int]]:
     """Queue the head of `repo_path`, run it on a real `volt worker --burst`, and read the build's
-    progress through the store every 50 ms while it runs: the build id and the values seen."""
+    progress through the store every 50 ms while it runs: the build id and the values seen (and, with
+    `pages`, the build's web page each time, as its text)."""
+    web = create_app(settings).test_client() if pages is not None else None
     watch = RepoWatch(Store(rq_conn, settings), str(repo_path))
     watch.validate()
     (build,) = watch.poll()
@@ -63,6 +67,8 @@ def build_with_a_worker(settings: Settings, repo_path: Path, conn, rq_conn) -> t
             assert time.monotonic() < deadline, "the build did not end"
             if current.status is Status.RUNNING:
                 seen.append(current.progress)
+                if web is not None and pages is not None:
+                    pages.append(web.get(f"/build/{current.repo}/{current.commit}").get_data(as_text=True))
             time.sleep(0.05)
         worker.wait(timeout=60)
     finally:
@@ -76,7 +82,11 @@ def test_a_running_pytest_builds_progress_grows_before_it_ends(make_repo, redis_
                                                                workspace) -> None:
     repo = make_repo()
     repo.commit(SLOW_SUITE, "forty slow tests")
-    build_id, seen = build_with_a_worker(settings_for(redis_url, workspace), repo.path, conn, rq_conn)
+    pages: list[str] = []
+    build_id, seen = build_with_a_worker(settings_for(redis_url, workspace), repo.path, conn, rq_conn, pages)
+    shown = [int(m.group(1)) for page in pages if (m := re.search(r'id="progress">(\d+)', page))]
+    assert [n for n in shown if 0 < n < TESTS], "the build page never showed the tests done so far"
+    assert shown == sorted(shown)
     build = Store(conn).get_build(build_id)
     assert build.status is Status.PASSED, build.reason
     assert build.counts.total == TESTS

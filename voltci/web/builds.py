@@ -8,6 +8,7 @@ from typing import Any
 import flask
 
 from voltci import testhistory
+from voltci.live import expected_tests
 from voltci.models import Build, Outcome, Status
 from voltci.web import charts
 from voltci.web.checks import branch_arg, build_or_404, page_arg, repo_or_404
@@ -78,4 +79,5 @@ def build_page(repo: str, sha: str) -> str:
         slow=slowest(table, SLOWEST) if len(table) > 1 else [], test_count=len(table), query=query,
         max_query=MAX_QUERY, found=found, matched=matched, rest=rest,
         attempts=store().get_attempts(build.id), refresh=not build.status.is_final,
+        expected=expected_tests(store(), build.repo) if build.status is Status.RUNNING else 0,
         can_act=bool(volt().settings.web_token), runners={r.name: r for r in store().runner_table()})
