@@ -56,13 +56,19 @@ def probe(path: str) -> str | None:
 @cache
 def interpreters(pythons: str = "") -> dict[str, str]:
     """version -> interpreter path on this host (found once per process and `pythons` setting)."""
+    return discover(pythons)
+
+
+def discover(pythons: str = "", path: list[str] | None = None, pyenv_root: str | None = None) -> dict[str, str]:
+    """version -> interpreter path, oldest first: the runner's own, then the first of `candidates` that
+    runs as each version."""
     found = {own_version(): sys.executable}
     given = set(path_list(pythons))
-    for path in candidates(pythons):
-        claimed = os.path.basename(path)[len("python"):]
-        if not os.access(path, os.X_OK) or (path not in given and claimed in found):
+    for candidate in candidates(pythons, path, pyenv_root):
+        claimed = os.path.basename(candidate)[len("python"):]
+        if not os.access(candidate, os.X_OK) or (candidate not in given and claimed in found):
             continue
-        version = probe(path)
+        version = probe(candidate)
         if version is not None and version not in found:
-            found[version] = path
+            found[version] = candidate
     return dict(sorted(found.items(), key=lambda item: tuple(int(n) for n in item[0].split("."))))
