@@ -292,3 +292,19 @@ def test_a_runner_listens_on_the_queue_of_each_interpreter_it_has_before_volts_o
     other = worker.VoltWorker(["elsewhere"], connection=fakeredis.FakeRedis(), settings=Settings(),
                               prepare_for_work=False)
     assert other.queue_names() == ["elsewhere"]
+
+
+def test_the_build_page_shows_the_legs_and_groups_failures_by_leg(settings, conn, rq_conn) -> None:
+    from voltci.web import create_app
+
+    conn.hset(keys.repos(), "proj", '{"url": "/r"}')
+    store = Store(rq_conn, settings)
+    matrix_report(store)
+    web = create_app(settings).test_client()
+    page = web.get(f"/build/proj/{SHA_A}").get_data(as_text=True)
+    assert 'id="legs"' in page and "py3.12-A=1" in page and page.count('class="leg"') == 1
+    assert page.index('<h3 class="leg">leg <code>py3.11</code>') < page.index("AssertionError: 3.11")
+    assert web.get(f"/api/builds/proj/{SHA_A}").get_json()["legs"][1]["name"] == "py3.12-A=1"
+    assert web.get(f"/api/builds/proj/{SHA_A}/log?leg=py3.11").status_code == 200
+    assert web.get(f"/api/builds/proj/{SHA_A}/log?leg=py2.7").status_code == 404
+    assert web.get("/badge/proj.svg").status_code == 200

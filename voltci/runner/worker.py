@@ -9,7 +9,10 @@
   its supervisor (systemd, `volt up`) to start it again;
 - reaping the test processes that a killed runner on this host left behind;
 - saying at start how builds are sandboxed and limited, and refusing to start when this host cannot
-  sandbox them (unless the runner is started with `sandbox = false`).
+  sandbox them (unless the runner is started with `sandbox = false`);
+- listening, before Volt's queue, on the matrix-leg queue of each interpreter this host has
+  (interpreters.py), and naming them in its heartbeat: rq then hands a leg only to a runner that can
+  run it, and the scheduler knows which interpreters some live runner has.
 
 Start it as `volt worker`, or as `rq worker -w voltci.worker.VoltWorker --url URL volt`. A plain
 `rq worker -S rq.serializers.JSONSerializer` also runs builds correctly (the build then keeps the
