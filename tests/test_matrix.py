@@ -308,3 +308,36 @@ def test_the_build_page_shows_the_legs_and_groups_failures_by_leg(settings, conn
     assert web.get(f"/api/builds/proj/{SHA_A}/log?leg=py3.11").status_code == 200
     assert web.get(f"/api/builds/proj/{SHA_A}/log?leg=py2.7").status_code == 404
     assert web.get("/badge/proj.svg").status_code == 200
+
+
+def test_the_scheduler_ends_a_leg_no_live_runner_can_run_and_requeues_a_lost_one(settings, conn, rq_conn,
+                                                                                 monkeypatch) -> None:
+    from dataclasses import replace
+
+    from voltci import scheduler
+    from voltci.heartbeat import Heartbeat, RunnerBeat
+
+    fast = replace(settings, heartbeat=1.0, heartbeat_ttl=3.0)
+    now = [1000.0]
+    monkeypatch.setattr(scheduler.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(scheduler.Scheduler, "_redis_uptime_s", lambda self: 3600.0)
+    store = Store(rq_conn, fast)
+    build, (leg0, leg1) = split(store, Leg.of("3.11", {}), Leg.of("3.99", {}))
+    assert store.start_attempt(leg0.id, 1, "r1") is not None
+    beat = Heartbeat(Store(conn), RunnerBeat(name="r1", pythons=["3.10", "3.11"]), 1.0, 3.0)
+    beat.beat.build, beat.beat.attempt = leg0.id, 1
+    beat.send()
+    sched = scheduler.Scheduler(fast)
+    assert sched.step() == []  # leg 1 is first seen without a runner for its Python
+    now[0] += fast.heartbeat_ttl
+    beat.send()
+    (action,) = sched.step()
+    assert (action.build, action.done) == (leg1.id, "error")
+    ended = store.get_build(leg1.id)
+    assert ended.status is Status.ERROR
+    assert ended.reason == "no live runner has python 3.99 (the live runners have 3.10, 3.11)"
+    assert store.get_build(build.id).status is Status.RUNNING  # leg 0 runs on
+    beat.stop()  # r1 is gone: its leg goes back on its queue
+    (lost,) = sched.step()
+    assert (lost.build, lost.done) == (leg0.id, "requeued")
+    assert keys.job_id(leg0.id, 2) in store.waiting_job_ids(["volt-py3.11"])
