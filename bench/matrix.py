@@ -1,7 +1,7 @@
 """Matrix builds on a project we did not write: per-leg agreement with stock unittest run by hand on
 each interpreter, and the wall time of a matrix against its legs run one by one.
 
-    python bench/matrix.py [--package more-itertools==11.2.1] [--runs 3] [--wall 3.11,3.12,3.13]
+    python bench/matrix.py [--package more-itertools==10.5.0] [--runs 3] [--wall 3.11,3.12,3.13]
 
 Downloads the package's source distribution, makes it a git repository with a `.volt.toml` whose
 `[matrix] python` lists every interpreter this host has from 3.9 up (`[tests] retries = 0`, so that
@@ -123,7 +123,7 @@ def wall(repo: Path, workdir: Path, legs: list[str], runs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--package", default="more-itertools==11.2.1")
+    parser.add_argument("--package", default="more-itertools==10.5.0")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--wall", default="", help="the 3 interpreters of the timed matrix (default: the newest 3)")
     args = parser.parse_args()
