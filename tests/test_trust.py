@@ -23,7 +23,7 @@ from sample_project import PASSING
 from support import ROOT, child_env, run_volt
 
 from voltci.config import Settings
-from voltci.jobqueue import JOB_SERIALIZER, RUN_BUILD, RUN_SHARD, refusal, volt_queue
+from voltci.jobqueue import JOB_SERIALIZER, RUN_BUILD, RUN_LEG, RUN_SHARD, refusal, volt_queue
 from voltci.models import Status
 from voltci.observer import RepoWatch
 from voltci.store import Store
@@ -158,6 +158,7 @@ def job_calling(func: str, args: list | tuple = (), kwargs: dict | None = None, 
 def test_volts_own_jobs_pass() -> None:
     assert refusal(job_calling(RUN_BUILD, ["proj-" + "a" * 40, 1])) is None
     assert refusal(job_calling(RUN_SHARD, ["proj-" + "a" * 40, 2, 3, 1])) is None
+    assert refusal(job_calling(RUN_LEG, ["proj-" + "a" * 40 + "-a1-L2", 1])) is None
 
 
 @pytest.mark.parametrize("func, args, kwargs, why", [
@@ -172,6 +173,9 @@ def test_volts_own_jobs_pass() -> None:
     (RUN_BUILD, ["b:c", 1], None, "takes (str, int)"),
     (RUN_BUILD, [["b"], 1], None, "takes (str, int)"),
     (RUN_SHARD, ["b", 1, 2], None, "takes (str, int, int, int)"),
+    (RUN_LEG, ["b", 1, 2], None, "takes (str, int)"),
+    (RUN_LEG, ["b c", 1], None, "takes (str, int)"),
+    (RUN_LEG, ["b", 1], {"attempt": 2}, "positional arguments only"),
     (RUN_BUILD, ["b", 1], {"attempt": 2}, "positional arguments only"),
 ])
 def test_anything_else_is_refused_with_a_one_line_reason(func, args, kwargs, why) -> None:

@@ -273,16 +273,17 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
     tests = store.get_tests(build_id) if as_json or junit_path else store.listed_tests(build_id)
     attempts = store.get_attempts(build_id)
     shards = store.get_shards(build_id)
+    legs = store.get_legs(build_id)
     if junit_path:
         try:
             with open(junit_path, "wb") as fh:
-                fh.write(report.as_junit(build, tests))
+                fh.write(report.as_junit(build, tests, legs))
         except OSError as exc:
             raise BadInput(f"cannot write {junit_path}: {exc.strerror}") from None
     if as_json:
-        click.echo(json.dumps(report.as_dict(build, tests, attempts, shards), indent=2))
+        click.echo(json.dumps(report.as_dict(build, tests, attempts, shards, legs), indent=2))
     else:
-        click.echo(report.as_text(build, tests, attempts, shards))
+        click.echo(report.as_text(build, tests, attempts, shards, legs))
     sys.exit(report.exit_status(build))
 
 
@@ -335,11 +336,15 @@ def test_history_cmd(app: App, repo: str, test_id: str, branch: str | None, as_j
 @click.argument("commit")
 @click.option("--repo", default=None, help="Repository name, when the commit prefix is in several.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing the output as it comes, until the build ends.")
+@click.option("--leg", default=None, metavar="NAME", help="The output of this matrix leg (like py3.12).")
 @common_options
-def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
-    """Print a build's output (setup and tests); -f follows it live while the build runs."""
+def log_cmd(app: App, commit: str, repo: str | None, follow: bool, leg: str | None) -> None:
+    """Print a build's output (setup and tests); -f follows it live while the build runs. A matrix build's
+    own output is its split into legs; each leg's is its own (--leg NAME)."""
     store = app.store()
     build_id = store.resolve_commit(commit, repo)
+    if leg is not None:
+        build_id = _leg_of(store, build_id, commit, leg)
     if not follow:
         click.echo(store.read_log(build_id), nl=False)
         return
@@ -349,6 +354,18 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool) -> None:
         raise BadInput(f"the build of {commit} did not end within {limit_s:g} s; stopped following")
     click.echo(f"[volt: build {build.status.value}{' — ' + build.reason if build.reason else ''}]", err=True)
     sys.exit(report.exit_status(build))
+
+
+def _leg_of(store: Store, build_id: str, commit: str, name: str) -> str:
+    """The id of the matrix leg `name` of a build, or one line saying which legs it has."""
+    legs = store.get_legs(build_id)
+    for leg in legs:
+        if leg.leg == name:
+            return leg.id
+    if not legs:
+        raise BadInput(f"the build of {commit} has no matrix legs (its .volt.toml has no [matrix], or it has not "
+                       f"been split yet)")
+    raise BadInput(f"the build of {commit} has no leg {name[:100]!r}; its legs: {', '.join(leg.leg for leg in legs)}")
 
 
 @cli.command(cls=VoltCommand)

@@ -61,6 +61,7 @@ class Settings:
     build_memory: str = "50%"
     build_processes: int = 4096
     pass_env: str = ""
+    pythons: str = ""  # interpreters for matrix legs besides those on PATH and pyenv's (paths)
     keep_builds: int = 1000  # ended builds kept per repository, newest first (0: no limit)
     keep_days: int = 365  # days an ended build is kept (0: no limit)
     dispatch: str = "fair"  # "fair": tiers, fair share, culprit first (dispatch.py); "fifo": the order queued
@@ -92,6 +93,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     """Turn a raw value from env or toml into the field's type, or say which setting is wrong."""
     default = getattr(Settings(), name)
     kind = str if default is None else type(default)  # the optional settings are strings
+    if name == "pythons" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ", ".join(value)  # the config file may give them as a list
     try:
         if kind is bool:
             result: Any = _boolean(value)
@@ -132,11 +135,25 @@ def variable_names(text: str) -> list[str]:
     return names
 
 
+def path_list(text: str) -> list[str]:
+    """The paths of a `pythons` setting: separated by commas or whitespace."""
+    return text.replace(",", " ").split()
+
+
+def _absolute_paths(text: str) -> list[str]:
+    paths = path_list(text)
+    for path in paths:
+        if not os.path.isabs(os.path.expanduser(path)):
+            raise ValueError(f"must list absolute paths of interpreters, got {path!r}")
+    return paths
+
+
 # Settings checked by the parser of their own kind (each raises ValueError, BadLimit among them).
 CHECKED: dict[str, Callable[[Any], object]] = {
     "build_memory": lambda value: parse_size(value, allow_percent=True),
     "build_processes": parse_processes,
     "pass_env": variable_names,
+    "pythons": _absolute_paths,
     "dispatch": lambda value: _one_of(value, DISPATCH_MODES),
 }
 

@@ -1,4 +1,4 @@
-"""Where Volt meets rq: enqueueing an attempt of a build or of a shard, taking jobs that no longer run
+"""Where Volt meets rq: enqueueing an attempt of a build, of a matrix leg or of a shard, taking jobs that no longer run
 anything out of rq's queue, deleting the jobs of pruned builds, and reading queue and job state.
 
 The store (voltci/store) calls this inside its transactions: an enqueue is written in the same
@@ -8,7 +8,11 @@ here (worker.py, the runner process, is the other module that uses rq).
 
 Volt's rq jobs are JSON (JOB_SERIALIZER), never pickle: whoever can write to Redis could otherwise
 hand every runner a pickle that runs code as it loads. `refusal` says which jobs a runner may run:
-only Volt's two job functions, with the arguments Volt gives them.
+only Volt's three job functions, with the arguments Volt gives them.
+
+Matrix legs are routed by rq itself: a leg on Python 3.12 is queued on `<queue>-py3.12`, and a runner
+listens on the queue of each interpreter it has (before the main queue: a leg's build is already
+under way), so no runner ever takes a leg it cannot run. The shards of a leg go on the leg's queue.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ log = logging.getLogger("volt.queue")
 
 RUN_BUILD = "voltci.runner.run_build"
 RUN_SHARD = "voltci.runner.run_shard"
+RUN_LEG = "voltci.runner.run_leg"
 # The one serializer of Volt's rq jobs: JSON, so reading a job can never run code.
 JOB_SERIALIZER = JSONSerializer
-# Each job function's arguments, by type: (build id, attempt) and (build id, attempt, shard, shard attempt).
-JOB_ARGUMENTS: dict[str, tuple[type, ...]] = {RUN_BUILD: (str, int), RUN_SHARD: (str, int, int, int)}
+# Each job function's arguments, by type: (build id, attempt), (build or leg id, attempt, shard, shard
+# attempt) and (leg id, leg attempt).
+JOB_ARGUMENTS: dict[str, tuple[type, ...]] = {RUN_BUILD: (str, int), RUN_SHARD: (str, int, int, int),
+                                              RUN_LEG: (str, int)}
 _JOB_ID_PART = re.compile(r"[A-Za-z0-9_-]{1,300}")
 # rq's own job timeout is only a backstop behind the runner's build timeout.
 RQ_TIMEOUT_MARGIN_S = 300
@@ -65,8 +72,18 @@ def volt_queue(conn: redis.Redis, name: str) -> Queue:
     return Queue(name, connection=conn, serializer=JOB_SERIALIZER)
 
 
-def _queue(client: redis.Redis, settings: Settings) -> Queue:
-    queue = volt_queue(_rq(client), settings.queue)
+def leg_queue(settings: Settings, python: str) -> str:
+    """The rq queue of matrix legs (and their shards) on Python `python`: runners that have it listen on it."""
+    return f"{settings.queue}-py{python}"
+
+
+def unit_queue(settings: Settings, build: Build) -> str:
+    """The queue of a build's jobs, or of a matrix leg's."""
+    return leg_queue(settings, build.python) if build.is_leg else settings.queue
+
+
+def _queue(client: redis.Redis, settings: Settings, name: str | None = None) -> Queue:
+    queue = volt_queue(_rq(client), name or settings.queue)
     queue.get_redis_server_version()  # cached; rq would otherwise ask in the middle of a transaction
     return queue
 
@@ -88,9 +105,20 @@ def enqueue_attempt(client: redis.Redis, build: Build, attempt: int, settings: S
     )
 
 
+def enqueue_leg(client: redis.Redis, leg: Build, attempt: int, settings: Settings,
+                pipeline: redis.client.Pipeline | None = None) -> Job:
+    """An attempt of a matrix leg, on the queue of its interpreter (a re-dispatched one at its front)."""
+    return _queue(client, settings, unit_queue(settings, leg)).enqueue_call(
+        RUN_LEG, args=(leg.id, attempt), job_id=keys.job_id(leg.id, attempt),
+        timeout=int(settings.build_timeout) + RQ_TIMEOUT_MARGIN_S,
+        result_ttl=settings.result_ttl, failure_ttl=settings.result_ttl,
+        description=f"{describe(leg)} [{leg.leg}]", pipeline=pipeline, at_front=attempt > 1,
+    )
+
+
 def enqueue_shard(client: redis.Redis, build: Build, attempt: int, shard: int, shard_attempt: int,
                   settings: Settings, pipeline: redis.client.Pipeline | None = None) -> Job:
-    return _queue(client, settings).enqueue_call(
+    return _queue(client, settings, unit_queue(settings, build)).enqueue_call(
         RUN_SHARD, args=(build.id, attempt, shard, shard_attempt),
         job_id=keys.shard_job_id(build.id, attempt, shard, shard_attempt),
         timeout=int(settings.build_timeout) + RQ_TIMEOUT_MARGIN_S,
@@ -114,9 +142,9 @@ def waiting_in_order(client: redis.Redis, settings: Settings, limit: int) -> lis
             for job_id in client.lrange(queue_key(settings), 0, limit - 1)]
 
 
-def waiting_job_ids(client: redis.Redis, settings: Settings) -> set[str]:
-    """Ids of the jobs waiting in Volt's queue."""
-    return set(volt_queue(_rq(client), settings.queue).get_job_ids())
+def waiting_job_ids(client: redis.Redis, settings: Settings, queues: list[str] | None = None) -> set[str]:
+    """Ids of the jobs waiting in Volt's queue (or in the queues named)."""
+    return {job_id for name in queues or [settings.queue] for job_id in volt_queue(_rq(client), name).get_job_ids()}
 
 
 def job_states(client: redis.Redis, job_ids: list[str]) -> dict[str, tuple[str, str]]:
@@ -140,7 +168,7 @@ def retire_job(client: redis.Redis, job_id: str, why: str, settings: Settings) -
         if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
             job.cancel()
         elif status == JobStatus.STARTED:
-            queue = volt_queue(conn, settings.queue)
+            queue = volt_queue(conn, job.origin or settings.queue)
             with conn.pipeline() as pipe:
                 StartedJobRegistry(queue=queue).remove_executions(job, pipeline=pipe)
                 job.set_status(JobStatus.FAILED, pipeline=pipe)
@@ -196,14 +224,14 @@ def refusal(job: Job) -> str | None:
     """Why a runner must not run `job`, in one line, or None for one of Volt's own jobs.
 
     It reads the job as data only: nothing the job names is imported or called. Anyone who can
-    write to Redis can push a job; only Volt's two job functions, with the arguments Volt gives
+    write to Redis can push a job; only Volt's three job functions, with the arguments Volt gives
     them, may run on a runner host."""
     try:
         func, instance, args, kwargs = job.func_name, job.instance, job.args, job.kwargs
     except DeserializationError:
         return REFUSED + "its data is not JSON (Volt's jobs are JSON; a pickle could run code as it is read)"
     if not isinstance(func, str) or func not in JOB_ARGUMENTS:
-        return REFUSED + f"it names {_shown(func)}, not one of Volt's job functions ({RUN_BUILD}, {RUN_SHARD})"
+        return REFUSED + f"it names {_shown(func)}, not one of Volt's job functions ({', '.join(JOB_ARGUMENTS)})"
     if instance is not None or not isinstance(kwargs, dict) or kwargs:
         return REFUSED + f"{func} takes positional arguments only, not an instance or keyword arguments"
     if any(getattr(job, name, None) for name in _CALLBACKS):

@@ -12,6 +12,9 @@ Layout (P = prefix, "volt" by default):
     P:build:<build_id>:log          string the output of the build's current attempt, capped; compressed
                                            once the build ended (the record's `log_compressed`)
     P:repo:<repo>:timings           string test id -> seconds it took last, compact (for balancing shards)
+    P:repo:<repo>:leg-timings       hash   matrix leg name -> the same, of that leg's latest run
+    P:build:<build_id>-a<k>-L<n>    hash   matrix leg n of attempt k of a build: a record like a build's
+                                           (models.Build, with `parent`), and every key a build has, under its id
     P:repo:<repo>:heads             hash   branch -> the newest build of it (never pruned)
     P:log:<build_id>                pubsub channel: the output as it is appended (JSON: end offset, text)
     P:repos                         hash   repo name -> JSON of where it lives
@@ -105,6 +108,27 @@ def repo_durations(repo: str) -> str:
 
 def repo_heads(repo: str) -> str:
     return f"{PREFIX}:repo:{_check_part(repo)}:heads"
+
+
+def repo_leg_timings(repo: str) -> str:
+    """Each matrix leg's recorded durations, by leg name (a leg on another interpreter takes other times)."""
+    return f"{PREFIX}:repo:{_check_part(repo)}:leg-timings"
+
+
+_LEG = re.compile(r"(?P<build>.+)-a(?P<attempt>[0-9]+)-L(?P<leg>[0-9]+)")
+
+
+def leg_id(build_id_: str, attempt: int, leg: int) -> str:
+    """Matrix leg `leg` (from 0) of attempt `attempt` of a build: its records live under this id, as a
+    build's under its own (a build id ends with a hex sha, so a leg's never reads as one). Each attempt
+    of a build has legs of its own, so nothing of an earlier attempt's legs can write into a later's."""
+    return f"{build_id_}-a{int(attempt)}-L{int(leg)}"
+
+
+def parent_of(unit_id: str) -> str | None:
+    """The build a matrix leg's id belongs to; None for a build's own id."""
+    found = _LEG.fullmatch(unit_id)
+    return found["build"] if found else None
 
 
 def shard_job_id(build_id_: str, attempt: int, shard: int, shard_attempt: int) -> str:

@@ -60,6 +60,7 @@ class TestResult:
     order: int = 0
     subtest_of: str = ""  # the parent test's id, for a failing subtest's own entry
     via_subtests: bool = False  # a parent that did not pass only because of its subtests
+    leg: str = ""  # the matrix leg that ran it (a matrix build's merged results); "" in a build without legs
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"outcome": self.outcome.value, "duration_s": self.duration_s,
@@ -86,6 +87,8 @@ class TestResult:
             data["flaky"] = True
         if self.subtest_of:
             data["subtest_of"] = self.subtest_of
+        if self.leg:
+            data["leg"] = self.leg
         return data
 
 
@@ -207,10 +210,17 @@ class Build:
     queued_for: str = ""  # why it waits, when not only as backlog: a QueuedFor value
     waiting_since: str = ""  # when it last went into the queue (the queue wait the metrics count)
     first_failing: FirstFailing | None = None  # the first failing commit of its push, once known
+    legs: int = 0  # how many matrix legs it was split into (0: none; see Leg)
+    # A matrix leg's own record (keys.leg_id): its build, its name, interpreter and variables.
+    parent: str = ""
+    leg: str = ""
+    python: str = ""
+    env: dict[str, str] = field(default_factory=dict)
 
     def to_hash(self) -> dict[str, str]:
         data = asdict(self)
         data["status"] = self.status.value
+        data["env"] = json.dumps(self.env) if self.env else ""
         data["first_failing"] = self.first_failing.to_json() if self.first_failing else ""
         data["counts"] = json.dumps(self.counts.to_dict())
         data["jobs"] = " ".join(self.jobs)
@@ -236,11 +246,32 @@ class Build:
             push=data.get("push", ""), queued_for=data.get("queued_for", ""),
             waiting_since=data.get("waiting_since", ""),
             first_failing=FirstFailing.from_json(data["first_failing"]) if data.get("first_failing") else None,
+            legs=int(data.get("legs") or 0), parent=data.get("parent", ""), leg=data.get("leg", ""),
+            python=data.get("python", ""), env=json.loads(data["env"]) if data.get("env") else {},
         )
 
     @property
     def short(self) -> str:
         return self.commit[:10]
+
+    @property
+    def is_leg(self) -> bool:
+        """A matrix leg's record, rather than a build's."""
+        return bool(self.parent)
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One combination of a build's `[matrix]`: an interpreter and the variables its processes get.
+    Its name says both (`py3.12-DJANGO=5.1`); a matrix build runs each leg as an rq job of its own."""
+
+    name: str
+    python: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, python: str, env: Mapping[str, str]) -> Leg:
+        return cls("-".join([f"py{python}", *(f"{k}={v}" for k, v in env.items())]), python, dict(env))
 
 
 @dataclass
@@ -313,6 +344,7 @@ class RunnerBeat:
     shard_attempt: int = 0
     build_started_at: str = ""
     heartbeat_at: str = ""
+    pythons: list[str] = field(default_factory=list)  # the interpreters it has ("3.12"): matrix legs it can run
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from datetime import datetime
 from typing import Any
 
-from voltci.models import Attempt, AttemptState, Build, Outcome, Shard, Status, TestResult
+from voltci.models import Attempt, AttemptState, Build, Counts, Outcome, Shard, Status, TestResult
 
 # Exit status of `volt report`, by build status.
 EXIT_PASSED, EXIT_FAILED, EXIT_NOT_FINISHED = 0, 1, 3
@@ -27,9 +27,9 @@ def exit_status(build: Build) -> int:
 
 
 def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
-            shards: list[Shard] | None = None) -> dict[str, Any]:
-    """The `volt report --json` contract of DESIGN.md, plus `reason`, `subject`, `attempt_history` and,
-    for a build split across runners, `shards`."""
+            shards: list[Shard] | None = None, legs: list[Build] | None = None) -> dict[str, Any]:
+    """The `volt report --json` contract of DESIGN.md, plus `reason`, `subject`, `attempt_history`, for a
+    build split across runners `shards`, and for a matrix build `legs` (each test then names its `leg`)."""
     return {
         "repo": build.repo, "commit": build.commit, "branch": build.branch, "status": build.status.value,
         "attempts": build.attempt, "runner": build.runner, "queued_at": build.queued_at,
@@ -45,7 +45,15 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
             {"attempt": a.number, "state": a.state.value, "runner": a.runner, "started_at": a.started_at,
              "ended_at": a.ended_at, "status": a.status, "reason": a.reason} for a in attempts],
         "shards": [json.loads(shard.to_json()) for shard in shards or []],
+        "legs": [leg_dict(leg) for leg in legs or []],
     }
+
+
+def leg_dict(leg: Build) -> dict[str, Any]:
+    """One matrix leg in the report contract."""
+    return {"name": leg.leg, "python": leg.python, "env": leg.env, "status": leg.status.value,
+            "counts": leg.counts.to_dict(), "duration_s": leg.duration_s, "runner": leg.runner, "reason": leg.reason,
+            "attempts": leg.attempt}
 
 
 def summary_dict(build: Build) -> dict[str, Any]:
@@ -64,8 +72,10 @@ def one_line(build: Build) -> str:
             f"{counts:<16} {build.subject[:60]}").rstrip()
 
 
-def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shards: list[Shard] | None = None) -> str:
-    """The human form: status, counts, duration, runner, then each failing test with its traceback."""
+def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shards: list[Shard] | None = None,
+            legs: list[Build] | None = None) -> str:
+    """The human form: status, counts, duration, runner, then each failing test with its traceback (a
+    matrix build: each leg's line, then the failing tests grouped by leg)."""
     c = build.counts
     lines = [
         f"{build.repo} {build.commit[:12]} ({build.branch}) {build.subject}",
@@ -83,16 +93,32 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shar
         state = shard.status or shard.state.value
         lines.append(f"  shard {shard.number}: {state} on {shard.runner or '-'}, {shard.tests} test result(s)"
                      + (f", attempt {shard.attempt}" if shard.attempt > 1 else ""))
+    for leg in legs or []:
+        lines.append(f"  leg {leg_line(leg)}")
     bad = [t for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR) and not t.via_subtests]
+    shown_leg = ""
     for test in bad:
+        if test.leg and test.leg != shown_leg:
+            shown_leg = test.leg
+            count = sum(1 for t in bad if t.leg == test.leg)
+            lines += ["", f"=== leg {test.leg}: {count} failing " + "=" * max(3, 50 - len(test.leg))]
         lines += ["", f"{test.outcome.value.upper()}: {test.id}", "-" * 70, test.message.rstrip()]
     flaky = [t for t in tests if t.outcome is Outcome.FLAKY and not t.subtest_of]
     if flaky:
         lines += ["", f"flaky ({len(flaky)}): failed, then passed when run again on its own:"]
-        lines += [f"  {t.id}" for t in flaky]
+        lines += [f"  {t.id}" + (f" [{t.leg}]" if t.leg else "") for t in flaky]
     if build.status in (Status.ERROR, Status.TIMEOUT) and build.log_tail:
         lines += ["", "last lines of the output:", build.log_tail]
     return "\n".join(lines)
+
+
+def leg_line(leg: Build) -> str:
+    """One matrix leg: name, status, passed/total, duration, runner, why it errored."""
+    c = leg.counts
+    took = f", {leg.duration_s:.1f} s" if leg.status.is_final and leg.started_at else ""
+    on = f" on {leg.runner}" if leg.runner else ""
+    return (f"{leg.leg}: {leg.status.value}, {c.passed}/{c.total} passed{took}{on}"
+            + (f", attempt {leg.attempt}" if leg.attempt > 1 else "") + (f" — {leg.reason}" if leg.reason else ""))
 
 
 def attempt_line(attempt: Attempt) -> str:
@@ -123,27 +149,45 @@ def _split_id(test_id: str) -> tuple[str, str]:
     return (classname or head), (name or head) + (sep + sub if sep else "")
 
 
-def as_junit(build: Build, tests: list[TestResult]) -> bytes:
-    """JUnit XML that both the Ant (windyroad) schema and Jenkins' schema accept."""
-    c = build.counts
+def as_junit(build: Build, tests: list[TestResult], legs: list[Build] | None = None) -> bytes:
+    """JUnit XML that both the Ant (windyroad) schema and Jenkins' schema accept: one <testsuite>, or for
+    a matrix build one per leg in a <testsuites>."""
+    if not legs:
+        suite = _suite(build, build.repo, build.counts, build.duration_s, build.runner, build.status, build.reason,
+                       tests, build.log_tail, {})
+        return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    root = ET.Element("testsuites")  # no attributes: the Ant schema allows none there
+    for number, leg in enumerate(legs):
+        mine = [t for t in tests if t.leg == leg.leg]
+        suite = _suite(build, f"{build.repo} [{leg.leg}]", Counts.of(mine), leg.duration_s, leg.runner, leg.status,
+                       leg.reason, mine, leg.log_tail,
+                       {"leg": leg.leg, "python": leg.python, **{f"env.{k}": v for k, v in leg.env.items()}})
+        suite.set("package", build.repo)
+        suite.set("id", str(number))
+        root.append(suite)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _suite(build: Build, name: str, c: Counts, duration_s: float, runner: str, status: Status, reason: str,
+           tests: list[TestResult], log_tail: str, more: dict[str, str]) -> ET.Element:
     started = build.started_at or build.queued_at
     try:
         timestamp = datetime.fromisoformat(started).strftime("%Y-%m-%dT%H:%M:%S")
     except ValueError:
         timestamp = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
-    host = (build.runner.split(".")[0] if build.runner else "") or socket.gethostname()
+    host = (runner.split(".")[0] if runner else "") or socket.gethostname()
     suite = ET.Element("testsuite", {
-        "name": f"{build.repo}", "timestamp": timestamp, "hostname": _xml_text(host),
+        "name": _xml_text(name), "timestamp": timestamp, "hostname": _xml_text(host),
         "tests": str(c.total), "failures": str(c.failed), "errors": str(c.errors), "skipped": str(c.skipped),
-        "time": f"{build.duration_s:.3f}",
+        "time": f"{duration_s:.3f}",
     })
     props = ET.SubElement(suite, "properties")
-    for name, value in (("commit", build.commit), ("branch", build.branch), ("status", build.status.value),
-                        ("reason", build.reason)):
-        ET.SubElement(props, "property", {"name": name, "value": _xml_text(value)})
+    for key, value in (("commit", build.commit), ("branch", build.branch), ("status", status.value),
+                       ("reason", reason), *more.items()):
+        ET.SubElement(props, "property", {"name": key, "value": _xml_text(value)})
     for test in tests:
-        classname, name = _split_id(test.id)
-        case = ET.SubElement(suite, "testcase", {"name": _xml_text(name), "classname": _xml_text(classname),
+        classname, test_name = _split_id(test.id)
+        case = ET.SubElement(suite, "testcase", {"name": _xml_text(test_name), "classname": _xml_text(classname),
                                                  "time": f"{test.duration_s:.6f}"})
         message = _xml_text(test.message)
         first_line = message.strip().splitlines()[-1] if message.strip() else ""
@@ -154,6 +198,6 @@ def as_junit(build: Build, tests: list[TestResult]) -> bytes:
                                           "message": first_line}).text = message
         elif test.outcome is Outcome.SKIPPED:
             ET.SubElement(case, "skipped").text = message
-    ET.SubElement(suite, "system-out").text = _xml_text(build.log_tail)
+    ET.SubElement(suite, "system-out").text = _xml_text(log_tail)
     ET.SubElement(suite, "system-err").text = ""
-    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+    return suite

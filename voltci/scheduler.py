@@ -8,6 +8,9 @@ reads the runners' heartbeat keys (see heartbeat.py) every half heartbeat and:
   attempt, or ends the build `error` after `max_attempts` (queue.redispatch does both atomically);
 - does the same, once it has lasted a heartbeat TTL, for a build that no runner works on although
   it is not waiting in the queue either (its runner moved on, or died before starting it);
+- checks each matrix leg of a running build as it checks a build (and a split leg's shards as a split
+  build's), and ends `error` a leg that has waited a heartbeat TTL for an interpreter no live runner
+  has (the reason names it; the other legs run on);
 - every few seconds, puts the queue back in dispatch order (store/dispatch.py), for what changes
   with time alone (runner time moving out of the fair-share window), or a process that stopped
   between queueing a build and ordering the queue.
@@ -31,7 +34,8 @@ from redis.exceptions import LockError
 from voltci import keys
 from voltci.config import Settings
 from voltci.connection import connect
-from voltci.models import AttemptState, Build, RunnerBeat, Work
+from voltci.jobqueue import unit_queue
+from voltci.models import AttemptState, Build, RunnerBeat, Status, Work
 from voltci.outage import Outage
 from voltci.store import Policy, Store
 from voltci.webhooks import WebhookSender
@@ -51,6 +55,10 @@ class Action:
     shard: int | None = None
 
 
+def _version(python: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in python.split(".") if part.isdigit())
+
+
 def _works_on(beat: RunnerBeat, unit: Work) -> bool:
     if (beat.build, beat.attempt) != (unit.build, unit.attempt):
         return False
@@ -66,6 +74,7 @@ class Scheduler:
         self.lock = self.store.scheduler_lock(settings.heartbeat_ttl)
         self.leading = False
         self.suspects: dict[Work, float] = {}  # unit -> when first seen unattended
+        self.stranded: dict[Work, float] = {}  # waiting leg -> when first seen with no live runner for its Python
         self.retention = Policy(settings.keep_builds, settings.keep_days)
         self._prune_queue: list[str] = []  # repositories still to look at in this round of pruning
         self._dispatched_at = float("-inf")
@@ -161,7 +170,11 @@ class Scheduler:
         actions: list[Action] = []
         unattended: dict[Work, str] = {}
         waiting = self.store.waiting_job_ids()
+        stranded: dict[Work, str] = {}
         for build in self.store.running_builds():
+            if build.legs:
+                actions += self._check_legs(build, runners, unattended, stranded)
+                continue
             if build.shards:
                 actions += self._check_shards(build, runners, waiting, unattended)
                 continue
@@ -183,6 +196,46 @@ class Scheduler:
             if now - since >= self.settings.heartbeat_ttl:
                 actions += self._redispatch(unit, unattended[unit])
                 del self.suspects[unit]
+        self.stranded = {unit: self.stranded.get(unit, now) for unit in stranded}
+        for unit, since in list(self.stranded.items()):
+            if now - since >= self.settings.heartbeat_ttl:
+                if self.store.end_leg_unrunnable(unit.build, unit.attempt, stranded[unit]):
+                    log.warning("%s: %s; it ends error", unit.build, stranded[unit])
+                    actions.append(Action(unit.build, unit.attempt, stranded[unit], "error"))
+                del self.stranded[unit]
+        return actions
+
+    def _check_legs(self, build: Build, runners: dict[str, RunnerBeat], unattended: dict[Work, str],
+                    stranded: dict[Work, str]) -> list[Action]:
+        """A matrix build: each leg that has not ended must be running on a live runner, or waiting on the
+        queue of its interpreter — which some live runner must have."""
+        actions: list[Action] = []
+        legs = [leg for leg in self.store.get_legs(build.id) if not leg.status.is_final]
+        waiting = self.store.waiting_job_ids(sorted({unit_queue(self.settings, leg) for leg in legs}))
+        have = {python for beat in runners.values() for python in beat.pythons}
+        for leg in legs:
+            unit = Work(leg.id, leg.attempt)
+            if leg.status is Status.RUNNING:
+                if leg.shards:
+                    actions += self._check_shards(leg, runners, waiting, unattended)
+                    continue
+                beat = runners.get(leg.runner)
+                if beat is None:
+                    actions += self._redispatch(unit, f"runner {leg.runner} stopped sending heartbeats")
+                elif (beat.build, beat.attempt) != (leg.id, leg.attempt):
+                    unattended[unit] = f"runner {leg.runner} is no longer working on leg {leg.leg}"
+                continue
+            if leg.python not in have:
+                stranded[unit] = (f"no live runner has python {leg.python} (the live runners have "
+                                  f"{', '.join(sorted(have, key=_version)) or 'none'})")
+                continue
+            job_id = keys.job_id(leg.id, leg.attempt)
+            if job_id in waiting:
+                continue
+            status, worker = self.store.job_states([job_id]).get(job_id, ("", ""))
+            reason = self._not_taken(status, worker, leg.id, runners)
+            if reason:
+                unattended[unit] = reason
         return actions
 
     def _check_shards(self, build: Build, runners: dict[str, RunnerBeat], waiting: set[str],

@@ -7,6 +7,10 @@ Lifecycle (BuildRun.run), each phase a method:
                cancelled, re-dispatched) ends here, and nothing is stored
     checkout   the commit into a worktree of this host's pool (workspace.py)
     prepare    .volt.toml, and detection of what it leaves out (steps.BuildSteps.prepare)
+    legs       a build whose .volt.toml has a [matrix] is split into its legs here: they are recorded
+               and queued, each on its interpreter's queue (a store transaction), and this run ends;
+               each leg runs every other phase as a job of its own, and the last to end stores the
+               build's result
     split      with the repository's recorded durations, a large suite is split across the live
                runners at once: the plan is written and the other shards are queued (a store
                transaction), and this run keeps shard 0 — every test the others do not run
@@ -31,10 +35,10 @@ from typing import Any, TypeVar
 
 import redis
 
-from voltci import keys
+from voltci import jobqueue, keys
 from voltci.errors import VoltError
 from voltci.logstream import LogPump
-from voltci.models import Build, Counts, RunOutcome, Share, Status, Work
+from voltci.models import Build, Counts, Leg, RunOutcome, Share, Status, Work
 from voltci.outage import Outage, is_full
 from voltci.runner.sandbox import out_dir
 from voltci.runner.sharding import partition
@@ -127,6 +131,8 @@ class BuildRun:
             return {"build": self.work.build, "attempt": self.work.attempt, "shard": self.work.shard,
                     "stored": False}
         outcome = self.build(build)
+        if outcome is None:
+            return {"build": build.id, "attempt": self.work.attempt, "shard": None, "stored": False, "legs": build.legs}
         done = self.store_outcome(outcome)
         if done is None:
             log.warning("%s no longer owns the build (cancelled or re-dispatched); its result was dropped",
@@ -143,8 +149,9 @@ class BuildRun:
         return retrying(f"start shard {shard} of {work.build}", bound, lambda: self.store.claim_shard(
             work.build, work.attempt, shard, work.shard_attempt, self.runner))
 
-    def build(self, build: Build) -> RunOutcome:
-        """Check the commit out and run its steps; every failure of ours becomes an `error` outcome."""
+    def build(self, build: Build) -> RunOutcome | None:
+        """Check the commit out and run its steps; every failure of ours becomes an `error` outcome. None:
+        the build was split into matrix legs, which store its result."""
         settings = self.settings
         try:
             with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
@@ -156,25 +163,52 @@ class BuildRun:
             log.error("build %s failed inside the runner:\n%s", build.id, traceback.format_exc())
             return RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
 
-    def steps(self, build: Build, workspace: Workspace) -> RunOutcome:
-        """prepare → split (from history) → set up → split (listing the tests) → test."""
+    def steps(self, build: Build, workspace: Workspace) -> RunOutcome | None:
+        """prepare → legs → split (from history) → set up → split (listing the tests) → test."""
         whole = self.work.shard is None
         pump = LogPump(self.store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
                        self.settings.log_max_bytes) if whole else None
         progress = Progress(self.store, build.id, out_dir(workspace.scratch) / RESULTS_FILE) if whole else None
         watch = Watch(self.ownership, pump, progress)
-        with BuildSteps(workspace.tree, workspace.scratch, build.repo, self.settings, watch, self.run_id) as steps:
+        leg = Leg(build.leg, build.python, build.env) if build.is_leg else None
+        outcome: RunOutcome | None
+        with BuildSteps(workspace.tree, workspace.scratch, build.repo, self.settings, watch, self.run_id,
+                        leg) as steps:
             share = None if whole else self.share()
             ended = steps.prepare()
-            if ended is None and whole and steps.splittable:
-                share = self.split(build, steps, listing=None)
-            ended = ended or steps.set_up()
-            if ended is None and whole and share is None and steps.splittable:
-                share = self.split(build, steps, listing=steps.list_tests)
-            outcome = ended or steps.test(share)
+            if ended is None and whole and leg is None and steps.config.matrix:
+                self.split_legs(build, steps)
+                outcome = None  # its legs store the result
+            else:
+                if ended is None and whole and steps.splittable:
+                    share = self.split(build, steps, listing=None)
+                ended = ended or steps.set_up()
+                if ended is None and whole and share is None and steps.splittable:
+                    share = self.split(build, steps, listing=steps.list_tests)
+                outcome = ended or steps.test(share)
         if pump is not None:
             self._finish_log(pump)
         return outcome
+
+    def split_legs(self, build: Build, steps: BuildSteps) -> None:
+        """Split a build into the legs of its [matrix]: recorded and queued in one store transaction, each
+        on the queue of its interpreter, where only runners that have it listen. This run ends here."""
+        legs = list(steps.config.matrix)
+        recorded = retrying(f"split {build.id} into its matrix legs", self.settings.redis_outage_limit,
+                            lambda: self.store.start_legs(build.id, self.work.attempt, legs, self.runner))
+        if recorded is None:
+            return  # no longer ours: nothing to store
+        build.legs = len(recorded)
+        steps.say(f"[volt: a matrix of {len(legs)} legs: {', '.join(leg.name for leg in legs)}; each runs as a job "
+                  f"of its own on a runner that has its Python, with its own log (volt log COMMIT --leg NAME)]")
+        try:
+            have = {python for beat in self.store.live_runners().values() for python in beat.pythons}
+        except redis.RedisError:
+            return
+        for python in sorted({leg.python for leg in legs} - have):
+            steps.say(f"[volt: no live runner has python {python} yet: its legs wait for one, and end `error` if "
+                      f"none comes]")
+        log.info("build %s split into %d matrix legs", build.id, len(legs))
 
     def share(self) -> Share:
         """A shard's share of the tests, as the run that split the build planned it."""
@@ -193,11 +227,11 @@ class BuildRun:
         if settings.shard_threshold <= 0:
             return None
         try:
-            wanted = settings.shards or sum(1 for beat in self.store.live_runners().values()
-                                            if settings.queue in beat.queues)
+            on = jobqueue.unit_queue(settings, build)  # a matrix leg's shards go to runners that have its Python
+            wanted = settings.shards or sum(1 for beat in self.store.live_runners().values() if on in beat.queues)
             if wanted < 2:
                 return None
-            history = self.store.durations(build.repo)
+            history = self.store.durations(build.repo, build.leg)
             from_history = len(history) >= settings.shard_threshold
             if not from_history and listing is None:
                 return None  # asked again once the tests can be listed

@@ -1,9 +1,10 @@
 """Virtual environments for builds: one per repository and set of dependency files, made by the runner
 and reused while those files do not change.
 
-An environment is keyed by a hash of the interpreter's version and of the commit's dependency files
-(requirements*.txt, pyproject.toml, setup.cfg, setup.py, .volt.toml); a commit that changes one of
-them gets a new environment. A build holds its environment under a file lock for as long as it runs,
+An environment is keyed by a hash of the interpreter's version, of the commit's dependency files
+(requirements*.txt, pyproject.toml, setup.cfg, setup.py, .volt.toml) and of a matrix leg's variables
+(a setup step may install by them); a commit that changes one of them gets a new environment. A
+build holds its environment under a file lock for as long as it runs,
 and a second build of the same repository on the same host takes another slot, so two builds never
 install into one environment at once. Environments unused for a week are removed.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 from voltci.config import host_dir
 from voltci.errors import VoltError
 from voltci.locks import AllBusy, first_free
+from voltci.runner.interpreters import interpreters, own_version
 
 DEPENDENCY_FILES = ("pyproject.toml", "setup.cfg", "setup.py", ".volt.toml")
 REQUIREMENTS_GLOBS = ("requirements*.txt", "*/requirements*.txt")
@@ -46,24 +48,24 @@ class Environment:
     reused: bool
 
 
-def find_python(version: str | None) -> str:
-    """The interpreter for `version` ("3.11") on this host; the runner's own when none is asked for."""
-    mine = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if version is None or version == mine:
+def find_python(version: str | None, pythons: str = "") -> str:
+    """The interpreter for `version` ("3.11") on this host (interpreters.py says where Volt looks); the
+    runner's own when none is asked for."""
+    if version is None or version == own_version():
         return sys.executable
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
-    have = sorted({mine, *(p.name[len("python"):] for d in os.get_exec_path() if os.path.isdir(d)
-                           for p in Path(d).glob("python3.*") if p.name[len("python"):].replace(".", "").isdigit())})
+    have = interpreters(pythons)
+    if version in have:
+        return have[version]
     raise EnvironmentUnavailable(f"python {version} is not on this runner host (it has {', '.join(have)})")
 
 
-def dependency_hash(tree: Path, python: str) -> str:
+def dependency_hash(tree: Path, python: str, variables: dict[str, str] | None = None) -> str:
     digest = hashlib.sha256()
     version = sys.version if python == sys.executable else subprocess.run(
         [python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, timeout=60).stdout
     digest.update(version.encode())
+    for name, value in sorted((variables or {}).items()):
+        digest.update(f"{name}={value}\0".encode())
     files = [tree / name for name in DEPENDENCY_FILES]
     for pattern in REQUIREMENTS_GLOBS:
         files += sorted(tree.glob(pattern))
@@ -75,12 +77,13 @@ def dependency_hash(tree: Path, python: str) -> str:
 
 @contextmanager
 def environment(workspace_dir: str, repo: str, tree: Path, python_version: str | None, with_pip: bool,
-                wait_s: float) -> Iterator[Environment]:
-    """An environment for this build of `repo`, held for the duration of the `with` block."""
-    python = find_python(python_version)
+                wait_s: float, pythons: str = "", variables: dict[str, str] | None = None) -> Iterator[Environment]:
+    """An environment for this build of `repo` (or of one matrix leg of it, with its `variables`), held
+    for the duration of the `with` block."""
+    python = find_python(python_version, pythons)
     base = host_dir(workspace_dir) / "envs" / repo
     base.mkdir(parents=True, exist_ok=True)
-    digest = dependency_hash(tree, python)
+    digest = dependency_hash(tree, python, variables)
     try:
         with first_free([base / f"{digest}-{slot}.lock" for slot in range(SLOTS)], wait_s, LOCK_POLL_S) as slot:
             path = base / f"{digest}-{slot}"

@@ -3,6 +3,9 @@ it is part of the commit. Every mistake in it is a ProjectConfigError that names
 the runner turns into a build `error` — never a crash of the runner.
 
     python = "3.11"                     # optional: an interpreter the runner host has
+    [matrix]                            # optional: one leg per interpreter and variable set (matrix.py)
+    python = ["3.11", "3.12"]
+    env = [{DJANGO = "4.2"}, {DJANGO = "5.1"}]
     [tests]
     timeout = 600                       # seconds, whole build (setup included)
     setup = [["python", "-m", "pip", "install", "-e", "."]]
@@ -29,13 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from voltci.models import Leg
 from voltci.runner import untrusted
+from voltci.runner.matrix import MatrixError, parse_matrix
 from voltci.sizes import BadLimit, parse_processes, parse_size
 
 FILE_NAME = ".volt.toml"
 MAX_SIZE = 64 * 1024
 PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
-TOP_KEYS = {"python", "tests"}
+TOP_KEYS = {"python", "tests", "matrix"}
 TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries", "network",
              "memory", "processes", "runner", "args"}
 RUNNERS = ("pytest", "unittest")
@@ -63,6 +68,7 @@ class ProjectConfig:
     runner: str | None = None  # "pytest" or "unittest"; None: as detected
     args: list[str] = field(default_factory=list)  # pytest's arguments
     given: frozenset[str] = frozenset()  # the [tests] keys the file sets: the rest is detected
+    matrix: tuple[Leg, ...] = ()  # the legs of its [matrix]; none: the build is one run, as without it
 
 
 def load(tree: Path) -> ProjectConfig:
@@ -92,6 +98,15 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
     python = data.get("python")
     if python is not None and not (isinstance(python, str) and PYTHON_VERSION.fullmatch(python)):
         raise ProjectConfigError(f"{FILE_NAME}: 'python' must be a version like \"3.11\", got {python!r}")
+    matrix: tuple[Leg, ...] = ()
+    if "matrix" in data:
+        if python is not None:
+            raise ProjectConfigError(f"{FILE_NAME}: 'python' and 'matrix.python' exclude each other: list every "
+                                     "version in 'matrix.python'")
+        try:
+            matrix = parse_matrix(data["matrix"])
+        except MatrixError as exc:
+            raise ProjectConfigError(f"{FILE_NAME}: {exc}") from None
     command = tests.get("command")
     if command is not None:
         command = _argv(command, "tests.command")
@@ -133,7 +148,7 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
         command=command, junit=junit,
         start_dir=_relative_path(tests, "start_dir") or ".", top_level_dir=_relative_path(tests, "top_level_dir"),
         pattern=pattern, retries=retries, network=network, memory_bytes=memory_bytes, processes=processes,
-        runner=runner, args=list(args), given=frozenset(tests),
+        runner=runner, args=list(args), given=frozenset(tests), matrix=matrix,
     )
 
 

@@ -15,11 +15,12 @@ import re
 import shlex
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
 from voltci.config import Settings
-from voltci.models import Counts, Outcome, RunOutcome, Share, Status
+from voltci.models import Counts, Leg, Outcome, RunOutcome, Share, Status
 from voltci.runner import junitxml, project, untrusted
 from voltci.runner.buildplan import BuildPlan, plan_build
 from voltci.runner.detect import DetectError
@@ -49,9 +50,10 @@ class BuildSteps:
     `splittable` says whether the suite can be split at all (a project's own command cannot)."""
 
     def __init__(self, tree: Path, scratch: Path, repo: str, settings: Settings, should_stop: StopCheck,
-                 run_id: str):
+                 run_id: str, leg: Leg | None = None):
         self.tree, self.scratch, self.repo, self.settings = tree, scratch, repo, settings
         self.should_stop, self.run_id = should_stop, run_id
+        self.leg = leg  # a matrix leg's run: its interpreter and variables, instead of the matrix
         self.log_path = scratch / OUTPUT_FILE
         self._held = ExitStack()
         self.config = project.ProjectConfig()
@@ -73,11 +75,18 @@ class BuildSteps:
 
     def prepare(self) -> RunOutcome | None:
         """Read the commit's .volt.toml and detect what it leaves out; no process of the build runs."""
+        leg = self.leg
         try:
             self.config = project.load(self.tree)
+            if leg is not None:
+                self.config = replace(self.config, python=leg.python, matrix=())
+                self.say(f"[volt: matrix leg {leg.name}: python {leg.python}"
+                         + "".join(f", {name}={value}" for name, value in leg.env.items()) + "]")
             self.plan = plan_build(self.config, self.tree, tmp_seen(self.scratch, self.settings.sandbox))
         except (project.ProjectConfigError, DetectError) as exc:
             return self._ends(str(exc))
+        if leg is not None:
+            self.plan = replace(self.plan, env={**self.plan.env, **leg.env})
         for note in self.plan.notes:
             self.say(f"[volt: {note}]")
         self.budget = Budget(self.config.timeout or self.settings.build_timeout)
@@ -89,7 +98,7 @@ class BuildSteps:
         try:
             self.env = env = self._held.enter_context(environment(
                 settings.workspace_dir, self.repo, self.tree, self.config.python, with_pip=bool(self.plan.setup),
-                wait_s=self.budget.timeout_s))
+                wait_s=self.budget.timeout_s, pythons=settings.pythons, variables=self.leg.env if self.leg else None))
             self.say(f"[volt: {'reusing' if env.reused else 'made'} the environment {env.path}]")
             box = Sandbox.for_build(self.tree, self.scratch, env.python, self._limits(), enabled=settings.sandbox,
                                     venv=env.path, pass_env=settings.pass_env, env=self.plan.env)

@@ -9,7 +9,10 @@
   its supervisor (systemd, `volt up`) to start it again;
 - reaping the test processes that a killed runner on this host left behind;
 - saying at start how builds are sandboxed and limited, and refusing to start when this host cannot
-  sandbox them (unless the runner is started with `sandbox = false`).
+  sandbox them (unless the runner is started with `sandbox = false`);
+- listening, before Volt's queue, on the matrix-leg queue of each interpreter this host has
+  (interpreters.py), and naming them in its heartbeat: rq then hands a leg only to a runner that can
+  run it, and the scheduler knows which interpreters some live runner has.
 
 Start it as `volt worker`, or as `rq worker -w voltci.worker.VoltWorker --url URL volt`. A plain
 `rq worker -S rq.serializers.JSONSerializer` also runs builds correctly (the build then keeps the
@@ -42,6 +45,7 @@ from voltci.errors import RedisLost
 from voltci.heartbeat import WORKER_BEATS, Heartbeat, RunnerBeat
 from voltci.jobqueue import work_of
 from voltci.outage import Outage
+from voltci.runner.interpreters import interpreters
 from voltci.runner.limits import Limits
 from voltci.runner.procs import reap_orphaned_tests
 from voltci.runner.sandbox import SandboxUnavailable, describe_runner
@@ -63,20 +67,31 @@ class VoltWorker(Worker):
         given = queues if isinstance(queues, (list, tuple)) else [queues]
         if kwargs.get("connection") is None:
             kwargs["connection"] = next((q.connection for q in given if isinstance(q, Queue)), None)
-        super().__init__([q.name if isinstance(q, Queue) else q for q in given], *args, **kwargs)
+        self.volt_settings = settings or load_settings()
+        self.pythons = interpreters(self.volt_settings.pythons)
+        super().__init__(self._with_leg_queues([q.name if isinstance(q, Queue) else q for q in given]),
+                         *args, **kwargs)
         if kwargs.get("prepare_for_work", True):  # then rq has spoken to Redis: it took the connection
             warn_if_unprotected(self.connection)
-        self.volt_settings = settings or load_settings()
         self._heartbeat: Heartbeat | None = None
         self._last_reap = 0.0
         self._full = Outage(self.log, f"Worker {self.name}")
+
+    def _with_leg_queues(self, names: list[str]) -> list[str]:
+        """Volt's queue, with before it the queue of the matrix legs of each interpreter this host has:
+        rq routes each leg to a runner that can run it, and a leg's build is already under way."""
+        main = self.volt_settings.queue
+        if main not in names:
+            return names
+        legs = [jobs.leg_queue(self.volt_settings, python) for python in reversed(self.pythons)]
+        return [*(name for name in legs if name not in names), *names]
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         os.environ[WORKER_BEATS] = "1"  # the work-horses it forks leave the heartbeat to its thread
         settings = self.volt_settings
         self._say_how_builds_are_walled_in()
         self._reap()
-        beat = RunnerBeat(name=self.name, queues=self.queue_names())
+        beat = RunnerBeat(name=self.name, queues=self.queue_names(), pythons=list(self.pythons))
         self._heartbeat = Heartbeat(Store(self.connection, settings), beat,
                                     settings.heartbeat, settings.heartbeat_ttl,
                                     on_outage=self._on_outage, on_tick=self._reap_now_and_then).start()
@@ -95,6 +110,7 @@ class VoltWorker(Worker):
             print(f"volt worker {self.name}: refusing to run builds: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
         print(f"volt worker {self.name}: {said}", file=sys.stderr, flush=True)
+        print(f"volt worker {self.name}: matrix legs on python {', '.join(self.pythons)}", file=sys.stderr, flush=True)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         reason = jobs.refusal(job)

@@ -10,6 +10,7 @@ a key or opens a pipeline; the web page, the CLI, the observer, the scheduler an
     dispatch.py     the queue kept in dispatch order; culprit finding in pushes
     metrics.py      counters and histograms for /metrics
     shards.py       a build split across runners
+    legs.py         a matrix build: one leg per interpreter and variable set, merged into one result
     logs.py         a build's output
     runners.py      heartbeats, the registry, lost attempts, the scheduler lock
     repos.py        watched repositories, pointers, notifications
@@ -26,21 +27,22 @@ from __future__ import annotations
 from voltci import jobqueue
 from voltci.store.codec import CorruptRecord
 from voltci.store.dispatch import Dispatch
+from voltci.store.legs import Legs, merge_legs
 from voltci.store.logs import Logs
 from voltci.store.metrics import Metrics
 from voltci.store.outbox import Outbox
 from voltci.store.repos import Repos
 from voltci.store.retention import Policy, Retention
 from voltci.store.runners import Runners
-from voltci.store.shards import Shards, merge
+from voltci.store.shards import merge
 from voltci.store.trends import Trends
 from voltci.store.tx import Contended
 from voltci.store.usage import Memory, RepoUsage, Usage
 
-__all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge"]
+__all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge", "merge_legs"]
 
 
-class Store(Dispatch, Shards, Retention, Usage, Logs, Runners, Repos, Outbox, Metrics, Trends):
+class Store(Dispatch, Legs, Retention, Usage, Logs, Runners, Repos, Outbox, Metrics, Trends):
     """Volt's records in one Redis. `Store(client, settings)`; see the package's docstring for its parts."""
 
     # rq's view of the queue, for the scheduler and the pages (through jobqueue.py, which owns rq's client)
@@ -48,8 +50,8 @@ class Store(Dispatch, Shards, Retention, Usage, Logs, Runners, Repos, Outbox, Me
     def queue_depth(self) -> int:
         return jobqueue.queue_depth(self.r, self.settings)
 
-    def waiting_job_ids(self) -> set[str]:
-        return jobqueue.waiting_job_ids(self.r, self.settings)
+    def waiting_job_ids(self, queues: list[str] | None = None) -> set[str]:
+        return jobqueue.waiting_job_ids(self.r, self.settings, queues)
 
     def job_states(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
         return jobqueue.job_states(self.r, job_ids)

@@ -6,7 +6,9 @@ durations another 4 MB. The test ids of one suite share long prefixes, so ids ar
 says how much of the one before it it keeps), the results are stored as columns, and everything is
 zlib-compressed (the standard library's: fast to decode, nothing to install): about 45 KB for the
 same build. The tests a report lists by name — failed, erroring and flaky ones, with their
-tracebacks — are a blob of their own, so they can be read without decoding every passing test.
+tracebacks — are a blob of their own, so they can be read without decoding every passing test. A
+matrix build's results carry each test's leg (a column of indexes into the legs' names), and the
+same test in two legs is two entries.
 """
 
 from __future__ import annotations
@@ -77,8 +79,8 @@ def _seconds_in(value: int | float) -> float:
 
 
 def _unique_in_order(tests: list[TestResult]) -> list[TestResult]:
-    """One result per id (the last one written, as a hash keyed by id kept it), in the order they ran."""
-    return sorted({t.id: t for t in tests}.values(), key=lambda t: t.order)
+    """One result per id and leg (the last one written, as a hash keyed by id kept it), in the order they ran."""
+    return sorted({(t.leg, t.id): t for t in tests}.values(), key=lambda t: t.order)
 
 
 def _listed_entry(index: int, test: TestResult) -> dict[str, Any]:
@@ -88,12 +90,14 @@ def _listed_entry(index: int, test: TestResult) -> dict[str, Any]:
         entry["sub"] = test.subtest_of
     if test.via_subtests:
         entry["via"] = 1
+    if test.leg:
+        entry["g"] = test.leg
     return entry
 
 
 def _listed_result(entry: dict[str, Any]) -> TestResult:
     return TestResult(entry["id"], _OUTCOMES[entry["o"]], float(entry["d"]), entry.get("m", ""), int(entry["r"]),
-                      entry.get("sub", ""), bool(entry.get("via")))
+                      entry.get("sub", ""), bool(entry.get("via")), entry.get("g", ""))
 
 
 def encode_tests(tests: list[TestResult]) -> dict[str, bytes]:
@@ -112,6 +116,9 @@ def encode_tests(tests: list[TestResult]) -> dict[str, bytes]:
     for name, value in (("m", messages), ("sub", subtests), ("via", via)):
         if value:
             columns[name] = value
+    if any(t.leg for t in ordered):
+        legs = list(dict.fromkeys(t.leg for t in ordered))
+        columns["g"], columns["gi"] = legs, [legs.index(t.leg) for t in ordered]
     listed = [_listed_entry(i, t) for i, t in enumerate(ordered) if t.outcome in LISTED]
     return {"all": _pack(columns), "listed": _pack(listed)}
 
@@ -133,10 +140,11 @@ def decode_tests(fields: dict[bytes, bytes] | dict[str, bytes]) -> list[TestResu
     orders = columns.get("r") or range(len(ids))
     messages, subtests = columns.get("m", {}), columns.get("sub", {})
     via = set(columns.get("via", ()))
+    legs, leg_of = columns.get("g", []), columns.get("gi") or [None] * len(ids)
     tests = [TestResult(test_id, _OUTCOMES[code], _seconds_in(seconds), messages.get(str(i), ""), order,
-                        subtests.get(str(i), ""), i in via)
-             for i, (test_id, code, seconds, order)
-             in enumerate(zip(ids, columns["o"], columns["d"], orders, strict=False))]
+                        subtests.get(str(i), ""), i in via, legs[leg] if leg is not None else "")
+             for i, (test_id, code, seconds, order, leg)
+             in enumerate(zip(ids, columns["o"], columns["d"], orders, leg_of, strict=False))]
     for entry in _unpack(blobs["listed"]) if blobs.get("listed") else []:
         tests[entry["i"]].message = entry.get("m", "")
     return tests

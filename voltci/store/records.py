@@ -20,6 +20,11 @@ from voltci.store.tx import Txn, raw
 LEGACY_BRANCH_SCAN = 500  # builds looked at for a branch's newest, in a history written before heads existed
 
 
+def leg_ids(build: Build) -> list[str]:
+    """The ids of the matrix legs of `build`'s current attempt."""
+    return [keys.leg_id(build.id, build.attempt, n) for n in range(build.legs)]
+
+
 class Reads(StoreBase):
     def get_build(self, build_id: str) -> Build | None:
         data = self.r.hgetall(keys.build(build_id))
@@ -67,6 +72,17 @@ class Reads(StoreBase):
     def get_shards(self, build_id: str) -> list[Shard]:
         found = self.r.hgetall(keys.build_shards(build_id))
         return [Shard.from_json(found[k]) for k in sorted(found, key=int)]
+
+    def get_legs(self, build_id: str) -> list[Build]:
+        """The matrix legs of a build's current attempt, in the matrix's order (none: it has no matrix)."""
+        build = self.get_build(build_id)
+        return self._builds(leg_ids(build)) if build is not None else []
+
+    @staticmethod
+    def _read_legs(pipe: Txn, build: Build) -> list[Build]:
+        """The legs of `build`, read inside a guarded transaction."""
+        found = [pipe.hgetall(keys.build(leg_id)) for leg_id in leg_ids(build)]
+        return [Build.from_hash(data) for data in found if data]
 
     def is_current(self, build_id: str, attempt: int) -> bool:
         """Whether `attempt` still owns the build (it has not been superseded, finished or cancelled)."""
@@ -188,8 +204,11 @@ class Reads(StoreBase):
     def recent_lost(self, limit: int = 10) -> list[LostAttempt]:
         return [LostAttempt.from_json(text) for text in self.r.lrange(keys.lost(), 0, limit - 1)]
 
-    def durations(self, repo: str) -> dict[str, float]:
-        """Each test's duration in the repository's latest build that ran tests (for balancing shards)."""
+    def durations(self, repo: str, leg: str = "") -> dict[str, float]:
+        """Each test's duration in the repository's latest build that ran tests (for balancing shards), or
+        in the latest run of its matrix leg `leg`."""
+        if leg:
+            return codec.decode_durations(raw(self.r, "HGET", keys.repo_leg_timings(repo), leg))
         blob = raw(self.r, "GET", keys.repo_timings(repo))
         if blob is not None:
             return codec.decode_durations(blob)

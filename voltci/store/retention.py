@@ -36,18 +36,30 @@ class Policy:
         return self.keep_builds > 0 or self.keep_days > 0
 
 
-def build_keys(build: Build) -> list[str]:
-    """Every key a build may have."""
+def build_keys(build: Build, legs: list[Build] | None = None) -> list[str]:
+    """Every key a build (or matrix leg) may have, and those of its `legs`, of every attempt."""
     found = [keys.build(build.id), keys.build_results(build.id), keys.build_tests(build.id),
              keys.build_attempts(build.id), keys.build_shards(build.id), keys.build_shard_plan(build.id),
              keys.build_log(build.id)]
     found += [keys.build_shard_tests(build.id, n) for n in range(build.shards)]
+    for leg in legs or []:
+        found += build_keys(leg)
     return found
 
 
-def build_jobs(build: Build) -> list[str]:
-    """Every rq job a build had: those it recorded, and one per attempt (builds from before it recorded them)."""
-    return sorted({*build.jobs, *(keys.job_id(build.id, n) for n in range(1, build.attempt + 1))})
+def build_jobs(build: Build, legs: list[Build] | None = None) -> list[str]:
+    """Every rq job a build had: those it recorded, and one per attempt (builds from before it recorded them),
+    and its legs' of every attempt."""
+    found = {*build.jobs, *(keys.job_id(build.id, n) for n in range(1, build.attempt + 1))}
+    for leg in legs or []:
+        found.update(build_jobs(leg))
+    return sorted(found)
+
+
+def all_leg_ids(build: Build) -> list[str]:
+    """The matrix legs of every attempt of `build`, as its jobs name them (it records each leg's first)."""
+    units = (keys.parse_job_id(job) for job in build.jobs)
+    return sorted({unit[0] for unit in units if unit and keys.parent_of(unit[0]) == build.id})
 
 
 class Retention(Reads):
@@ -103,17 +115,18 @@ class Retention(Reads):
 
         def body(pipe: Txn) -> list[Build]:
             current = [b for b in self._builds([b.id for b in builds]) if b.status.is_final]
+            legs = {b.id: self._builds(all_leg_ids(b)) for b in current}
             pipe.multi()
             for build in current:
-                self._delete_build(pipe, build)
-            jobqueue.delete_jobs(self.r, [job for build in current for job in build_jobs(build)], pipe)
+                self._delete_build(pipe, build, legs[build.id])
+            jobqueue.delete_jobs(self.r, [job for build in current for job in build_jobs(build, legs[build.id])], pipe)
             return current
 
         return guarded(self.r, [keys.build(b.id) for b in builds], body)
 
     @staticmethod
-    def _delete_build(pipe: Txn, build: Build) -> None:
-        pipe.delete(*build_keys(build))
+    def _delete_build(pipe: Txn, build: Build, legs: list[Build]) -> None:
+        pipe.delete(*build_keys(build, legs))
         pipe.zrem(keys.repo_history(build.repo), build.id)
         pipe.hdel(keys.repo_trail(build.repo), build.id)
         pipe.zrem(keys.repo_trail_order(build.repo), build.id)

@@ -114,7 +114,10 @@ class Shards(Transitions):
         finished = now_iso()
         mine = codec.encode_tests(outcome.tests) if outcome.tests else None
 
+        ended = ""  # the build that ended with it: this one, or a matrix leg's build when it was the last leg
+
         def body(pipe: Txn) -> str | None:
+            nonlocal ended
             found = self._shard_state(pipe, build_id, attempt, shard, shard_attempt, (AttemptState.RUNNING,))
             if found is None:
                 return None
@@ -135,24 +138,31 @@ class Shards(Transitions):
             output = raw(pipe, "GET", keys.build_log(build_id))
             records = {**{s.number: s for s in others}, shard: record}
             merged = Encoded(merge(records, {**earlier, shard: outcome.tests}, outcome.log_tail))
-            pipe.multi()
+            if build.is_leg:
+                ended = self._end_leg(pipe, build, build.runner, merged, finished, output)
+            else:
+                pipe.multi()
+                self._write_result(pipe, build, attempt, build.runner, merged, finished, output)
+                ended = build_id
             pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
-            self._write_result(pipe, build, attempt, build.runner, merged, finished, output)
             for number in records:
                 pipe.delete(keys.build_shard_tests(build_id, number))
             return "merged"
 
-        done = guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
-        if done == "merged":
-            self.record_trail_quietly(build_id)
-            self._ended_now(build_id)
+        done = guarded(self.r, self._watched(build_id, keys.build_shards(build_id), keys.build_log(build_id)), body)
+        if done == "merged" and ended:
+            self.record_trail_quietly(ended)
+            self._ended_now(ended)
         return done
 
     def redispatch_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str) -> str:
         """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard
         has had `max_attempts`. Returns "requeued", "gave up" or "" (nothing done)."""
 
+        ended = ""
+
         def body(pipe: Txn) -> str:
+            nonlocal ended
             build = self._read_build(pipe, build_id)
             text = pipe.hget(keys.build_shards(build_id), str(shard))
             record = Shard.from_json(text) if text else None
@@ -163,11 +173,15 @@ class Shards(Transitions):
                            reason=f"shard {shard}: {reason}")
             if shard_attempt >= self.settings.max_attempts:
                 output = raw(pipe, "GET", keys.build_log(build_id))
-                pipe.multi()
-                self._end_without_result(
-                    pipe, build, Status.ERROR,
-                    f"gave up after shard {shard} had {shard_attempt} attempt(s): each one's runner was lost "
-                    f"(last: {reason})", None, output)
+                gave_up = (f"gave up after shard {shard} had {shard_attempt} attempt(s): each one's runner was lost "
+                           f"(last: {reason})")
+                if build.is_leg:
+                    ended = self._end_leg(pipe, build, build.runner,
+                                          Encoded(RunOutcome(Status.ERROR, [], Counts(), gave_up)), now_iso(), output)
+                else:
+                    pipe.multi()
+                    self._end_without_result(pipe, build, Status.ERROR, gave_up, None, output)
+                    ended = build_id
                 self._record_lost(pipe, build, lost, "gave up")
                 return "gave up"
             pipe.multi()
@@ -177,10 +191,10 @@ class Shards(Transitions):
             self._record_lost(pipe, build, lost, f"shard {shard} attempt {shard_attempt + 1} queued")
             return "requeued"
 
-        done = guarded(self.r, [keys.build(build_id), keys.build_shards(build_id), keys.build_log(build_id)], body)
+        done = guarded(self.r, self._watched(build_id, keys.build_shards(build_id), keys.build_log(build_id)), body)
         if done:
             jobqueue.retire_job(self.r, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
                              f"Volt: shard attempt lost ({reason})", self.settings)
-        if done == "gave up":
-            self._ended_now(build_id)
+        if ended:
+            self._ended_now(ended)
         return done

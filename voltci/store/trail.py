@@ -44,6 +44,8 @@ _CODES = {Outcome.PASSED: ord("p"), Outcome.FAILED: ord("f"), Outcome.ERROR: ord
           Outcome.FLAKY: ord("k")}
 _OUTCOMES = {code: outcome for outcome, code in _CODES.items()}
 ABSENT = ord("-")
+_RANK = {_CODES[Outcome.SKIPPED]: 0, _CODES[Outcome.PASSED]: 1, _CODES[Outcome.FLAKY]: 2, _CODES[Outcome.FAILED]: 3,
+         _CODES[Outcome.ERROR]: 4}
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,11 @@ class Trail(Trends):
             return False
         if tests is None:
             tests = self.get_tests(build_id)
-        results = {t.id: (_CODES[t.outcome], round(t.duration_s * 1000)) for t in tests}
+        results: dict[str, tuple[int, int]] = {}
+        for test in tests:  # a matrix build has a test once per leg: the trail keeps its worst outcome
+            cell = (_CODES[test.outcome], round(test.duration_s * 1000))
+            if test.id not in results or _RANK[cell[0]] > _RANK[results[test.id][0]]:
+                results[test.id] = cell
         ids_key, order_key, trail_key = (keys.repo_trail_ids(build.repo), keys.repo_trail_order(build.repo),
                                          keys.repo_trail(build.repo))
 

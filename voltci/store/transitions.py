@@ -207,10 +207,14 @@ class Transitions(Trail):
             pipe.hset(keys.build_attempts(build_id), str(attempt),
                       Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
             pipe.delete(keys.build_log(build_id))  # an attempt's output starts afresh
+            if build.is_leg:
+                return replace(build, status=Status.RUNNING, runner=runner_id, started_at=started)
+            pipe.hset(keys.build(build_id), "legs", "0")  # a new attempt has no matrix legs until it splits
             pipe.srem(keys.queued(), build_id)
             pipe.sadd(keys.running(), build_id)
             metrics.observe(pipe, metrics.QUEUE_WAIT, seconds_between(build.waiting_since or build.queued_at, started))
-            return replace(build, status=Status.RUNNING, runner=runner_id, started_at=started, log_compressed=False)
+            return replace(build, status=Status.RUNNING, runner=runner_id, started_at=started, log_compressed=False,
+                           legs=0)
 
         return guarded(self.r, [keys.build(build_id)], body)
 
@@ -219,27 +223,45 @@ class Transitions(Trail):
         self.r.hset(keys.build(build_id), "progress", str(done))
 
     def finish_build(self, build_id: str, attempt: int, runner_id: str, outcome: RunOutcome) -> bool:
-        """Store a build's result, once, if `attempt` still owns the build. Returns whether it was stored."""
+        """Store a build's result (or a matrix leg's: the last leg to end stores the build's), once, if
+        `attempt` still owns it. Returns whether it was stored."""
         encoded = Encoded(outcome)
         finished = now_iso()
 
-        def body(pipe: Txn) -> bool:
+        def body(pipe: Txn) -> str | None:
             build = self._owned(pipe, build_id, attempt)
             if build is None:
-                return False
+                return None
             output = raw(pipe, "GET", keys.build_log(build_id))
+            if build.is_leg:
+                return self._end_leg(pipe, build, runner_id, encoded, finished, output)
             pipe.multi()
             self._write_result(pipe, build, attempt, runner_id, encoded, finished, output)
-            return True
+            return build_id
 
-        stored = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
-        if stored:
-            self.record_trail_quietly(build_id, outcome.tests)
-            self._ended_now(build_id)
-        return stored
+        ended = guarded(self.r, self._watched(build_id, keys.build_log(build_id)), body)
+        if ended:
+            self.record_trail_quietly(ended, outcome.tests if ended == build_id else None)
+            self._ended_now(ended)
+        return ended is not None
 
     def _ended_now(self, *build_ids: str) -> None:
         self.after_end(self._builds(list(build_ids)))
+
+    # ------------------------------------------------------------ matrix legs (store/legs.py)
+
+    @staticmethod
+    def _watched(unit_id: str, *more: str) -> list[str]:
+        """The keys a transaction on a build (or a matrix leg) watches: its record, `more`, and a leg's
+        build's record — every leg's end writes it, so two legs ending at once cannot both miss the other."""
+        parent = keys.parent_of(unit_id)
+        return [keys.build(unit_id), *more, *([keys.build(parent), keys.build_log(parent)] if parent else [])]
+
+    def _end_leg(self, pipe: Txn, leg: Build, runner_id: str, encoded: Encoded, finished: str,
+                 output: bytes | None, attempt_record: Attempt | None = None) -> str:
+        """A matrix leg's end (reads, then pipe.multi() and the writes); the id of its build when this was
+        its last leg to end and the build's result was written with it, else ""."""
+        raise NotImplementedError("store/legs.py")
 
     def _write_result(self, pipe: Txn, build: Build, attempt: int, runner_id: str, encoded: Encoded,
                       finished: str, output: bytes | None) -> None:
@@ -249,7 +271,8 @@ class Transitions(Trail):
         pipe.delete(keys.build_results(build_id), keys.build_tests(build_id))
         if encoded.results is not None:
             pipe.hset(keys.build_results(build_id), mapping=encoded.results)
-        if outcome.tests:  # the latest suite's tests only: removed tests leave the timings
+        if outcome.tests and not build.legs:  # the latest suite's tests only: removed tests leave the timings
+            # (a matrix build's legs kept their own, store/legs.py)
             if encoded.timings is not None:
                 pipe.set(keys.repo_timings(build.repo), encoded.timings)
             else:
@@ -340,7 +363,10 @@ class Transitions(Trail):
         once it has had `max_attempts`. Does nothing unless `attempt` is still the build's current one.
         Returns "requeued", "gave up" or "" (nothing done)."""
 
+        ended = ""  # the build that ended with it (a matrix leg's last may end its build)
+
         def body(pipe: Txn) -> str:
+            nonlocal ended
             build = self._owned(pipe, build_id, attempt)
             if build is None:
                 return ""
@@ -349,10 +375,14 @@ class Transitions(Trail):
                            reason=reason)
             if attempt >= self.settings.max_attempts:
                 output = raw(pipe, "GET", keys.build_log(build_id))
-                pipe.multi()
-                self._end_without_result(
-                    pipe, build, Status.ERROR,
-                    f"gave up after {attempt} attempt(s): each one's runner was lost (last: {reason})", lost, output)
+                gave_up = f"gave up after {attempt} attempt(s): each one's runner was lost (last: {reason})"
+                if build.is_leg:
+                    error = Encoded(RunOutcome(Status.ERROR, [], Counts(), gave_up))
+                    ended = self._end_leg(pipe, build, lost.runner, error, now_iso(), output, lost)
+                else:
+                    pipe.multi()
+                    self._end_without_result(pipe, build, Status.ERROR, gave_up, lost, output)
+                    ended = build_id
                 self._record_lost(pipe, build, lost, "gave up")
                 return "gave up"
             pipe.multi()
@@ -361,37 +391,50 @@ class Transitions(Trail):
                                                      "runner": "", "started_at": "", "waiting_since": now_iso(),
                                                      "queued_for": QueuedFor.LOST.value})
             self._add_jobs(pipe, build, keys.job_id(build_id, attempt + 1))
-            pipe.srem(keys.running(), build.id)
-            pipe.sadd(keys.queued(), build.id)
-            jobqueue.enqueue_attempt(self.r, build, attempt + 1, self.settings, pipe)
+            if build.is_leg:
+                jobqueue.enqueue_leg(self.r, build, attempt + 1, self.settings, pipe)
+            else:
+                pipe.srem(keys.running(), build.id)
+                pipe.sadd(keys.queued(), build.id)
+                jobqueue.enqueue_attempt(self.r, build, attempt + 1, self.settings, pipe)
             self._record_lost(pipe, build, lost, f"attempt {attempt + 1} queued")
             return "requeued"
 
-        done = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
+        done = guarded(self.r, self._watched(build_id, keys.build_log(build_id)), body)
         if done:
             jobqueue.retire_job(self.r, keys.job_id(build_id, attempt), f"Volt: attempt lost ({reason})", self.settings)
-        if done == "gave up":
-            self._ended_now(build_id)
+        if ended:
+            self._ended_now(ended)
         return done
 
     def cancel(self, build_id: str, why: str = "cancelled on request") -> Build | None:
         """End a queued or running build `cancelled`. Its runner sees that within a second and kills
         the tests' process group. Returns the build as it was before, or None if it had already ended."""
 
+        waiting_legs: list[Build] = []
+
         def body(pipe: Txn) -> Build | None:
             build = self._read_build(pipe, build_id)
-            if build is None or build.status.is_final:
+            if build is None or build.status.is_final or build.is_leg:
                 return None
             record = None
             if build.status is Status.RUNNING:
                 record = replace(self._attempt_record(pipe, build), state=AttemptState.FINISHED, ended_at=now_iso(),
                                  status=Status.CANCELLED.value)
             output = raw(pipe, "GET", keys.build_log(build_id))
+            legs = [leg for leg in self._read_legs(pipe, build) if not leg.status.is_final]
             pipe.multi()
             self._end_without_result(pipe, build, Status.CANCELLED, why, record, output)
+            ended = now_iso()
+            for leg in legs:  # their runners see it within a second and stop
+                pipe.hset(keys.build(leg.id), mapping={"status": Status.CANCELLED.value, "reason": why,
+                                                       "finished_at": ended})
+            waiting_legs[:] = [leg for leg in legs if leg.status is Status.QUEUED]
             return build
 
         before = guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
+        for leg in waiting_legs:
+            jobqueue.retire_job(self.r, keys.job_id(leg.id, leg.attempt), "Volt: build cancelled", self.settings)
         if before is not None and before.status is Status.QUEUED:
             jobqueue.retire_job(self.r, keys.job_id(build_id, before.attempt), "Volt: build cancelled", self.settings)
         if before is not None:

@@ -36,13 +36,20 @@ def api_history(repo: str) -> flask.Response:
 def api_build(repo: str, sha: str) -> flask.Response:
     build = build_or_404(repo, sha)
     return flask.jsonify(report.as_dict(build, store().get_tests(build.id), store().get_attempts(build.id),
-                                        store().get_shards(build.id)))
+                                        store().get_shards(build.id), store().get_legs(build.id)))
 
 
 @bp.get("/builds/<repo>/<sha>/log")
 def api_log(repo: str, sha: str) -> flask.Response:
+    """The build's output, or with `leg=NAME` the output of one matrix leg of it."""
     build = build_or_404(repo, sha)
-    return flask.Response(store().read_log(build.id), mimetype="text/plain")
+    name = flask.request.args.get("leg")
+    if name is None:
+        return flask.Response(store().read_log(build.id), mimetype="text/plain")
+    leg = next((leg for leg in store().get_legs(build.id) if leg.leg == name), None)
+    if leg is None:
+        flask.abort(404, f"the build of {build.short} has no matrix leg {name[:100]!r}")
+    return flask.Response(store().read_log(leg.id), mimetype="text/plain")
 
 
 @bp.get("/runners")

@@ -78,6 +78,6 @@ def build_page(repo: str, sha: str) -> str:
         streaks=testhistory.streaks(store(), build, [t.id for t in bad[:STREAKS_FOR]]),
         slow=slowest(table, SLOWEST) if len(table) > 1 else [], test_count=len(table), query=query,
         max_query=MAX_QUERY, found=found, matched=matched, rest=rest,
-        attempts=store().get_attempts(build.id), refresh=not build.status.is_final,
+        attempts=store().get_attempts(build.id), legs=store().get_legs(build.id), refresh=not build.status.is_final,
         expected=expected_tests(store(), build.repo) if build.status is Status.RUNNING else 0,
         can_act=bool(volt().settings.web_token), runners={r.name: r for r in store().runner_table()})
