@@ -204,17 +204,28 @@ def _sandbox_init(info: int) -> int | None:
 
 
 def _reap(pid: int | None) -> None:
-    """Reap the sandbox's init (our child once its bwrap exited), boundedly."""
+    """Reap the sandbox's init (our child once its bwrap exited), boundedly, woken the moment it ends."""
     if pid is None:
         return
+    try:
+        ended: int | None = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        ended = None  # gone already, or an older kernel: poll
     deadline = time.monotonic() + KILL_GRACE_S
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:
-            return  # not ours (no subreaper here) or already reaped
-        time.sleep(0.005)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    return
+            except ChildProcessError:
+                return  # not ours (no subreaper here) or already reaped
+            if ended is not None:
+                select.select([ended], [], [], 0.05)
+            else:
+                time.sleep(0.005)
+    finally:
+        if ended is not None:
+            os.close(ended)
 
 
 def kill_group(proc: subprocess.Popen, init: int | None = None) -> None:
