@@ -656,7 +656,8 @@ def test_plan_as_json_and_as_text(tmp_path: Path) -> None:
                                                           "commands = pytest -x {posargs}\n"})
     plan = detect(tree)
     assert json.loads(json.dumps(plan.to_json())) == {
-        "runner": "pytest", "setup": [[*PIP, "pytest"], [*PIP, "."]], "pytest_args": ["-x"], "start_dir": ".",
+        "runner": "pytest", "setup": [[*PIP, "pytest"], [*PIP, "."]], "pytest_args": ["-x"], "installs": 1,
+        "start_dir": ".",
         "pattern": "test*.py", "top_level_dir": None, "env": {"A": "1"}, "notes": plan.notes}
     text = describe(plan)
     assert text.splitlines()[-1] == "tests: pytest -x" and "setup: python -m pip install pytest" in text

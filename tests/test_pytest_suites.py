@@ -4,6 +4,8 @@ node id, shards chosen after pytest's own collection, and pytest refusing its ar
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import textwrap
@@ -14,6 +16,7 @@ from support import PYTEST_VERSION
 
 from voltci.config import Settings
 from voltci.models import Outcome, Status
+from voltci.runner import pytest_collector
 from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 
@@ -180,6 +183,37 @@ def test_failed_tests_run_again_by_node_id_and_flaky_ones_pass(workspace, tmp_pa
                      "tests/test_flaky.py::test_always_fails": Outcome.FAILED}
     assert outcome.status is Status.FAILED and outcome.counts.flaky == 2
     assert "running 3 failed test(s) again on their own" in log
+
+
+def collect(tree: Path, python: Path, *selection: str, env: dict[str, str] | None = None) -> dict[str, str]:
+    """node id -> outcome, as pytest_collector.py writes them for `selection` (its options), run by hand."""
+    results = tree / "results.jsonl"
+    subprocess.run([str(python), str(Path(pytest_collector.__file__)), "--out", str(results), *selection, "--",
+                    "-q", "-p", "no:cacheprovider"], cwd=tree, capture_output=True, timeout=300,
+                   env={**os.environ, **(env or {})})
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert not lines[-1]["summary"]["collect_errors"], lines[-1]
+    return {line["id"]: line["outcome"] for line in lines if "id" in line}
+
+
+def test_a_shard_runs_whole_files_and_the_rest_never_collects_them(workspace, tmp_path) -> None:
+    """A split plans a module it does not cut as its file: the shard given it runs every test in it (new
+    ones too), the shard that runs the rest does not even import it."""
+    files = {"tests/test_whole.py": "def test_a():\n    pass\n\ndef test_new_since_the_plan():\n    pass\n",
+             "tests/test_cut.py": "def test_x():\n    pass\n\ndef test_y():\n    pass\n",
+             "tests/test_rest.py": "def test_r():\n    pass\n"}
+    outcome, log, tree = build(workspace, tmp_path, files)
+    assert outcome.status is Status.PASSED and outcome.counts.total == 5
+    (tree / "tests" / "test_whole.py").write_text(
+        "import os\nif os.environ.get('POISON'):\n    raise SystemExit('collected')\n" + files["tests/test_whole.py"])
+    python = Path(re.search(r"the environment (\S+)\]", log).group(1)) / "bin" / "python"
+    plan = tree / "plan.txt"
+    plan.write_text("tests/test_whole.py\ntests/test_cut.py::test_x\n")
+    assert collect(tree, python, "--only-file", str(plan)) == {
+        "tests/test_whole.py::test_a": "passed", "tests/test_whole.py::test_new_since_the_plan": "passed",
+        "tests/test_cut.py::test_x": "passed"}
+    rest = collect(tree, python, "--except-file", str(plan), env={"POISON": "1"})
+    assert rest == {"tests/test_cut.py::test_y": "passed", "tests/test_rest.py::test_r": "passed"}
 
 
 def test_no_tests_and_bad_arguments_are_errors(workspace, tmp_path) -> None:

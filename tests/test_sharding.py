@@ -14,22 +14,41 @@ from voltci.runner.sharding import module_of, partition
 from voltci.store import Store
 
 
+def expand(entries: list[str], test_ids: list[str]) -> list[str]:
+    """A plan's test ids: its ids, and every id of the files it takes whole."""
+    return [t for t in test_ids if t in entries or ("::" in t and module_of(t) in entries)]
+
+
 def test_partition_covers_every_id_once_and_balances_by_duration() -> None:
     ids = [f"pkg.test_m{m}.T.test_{n}" for m in range(5) for n in range(20)]
     durations = {test_id: (5.0 if test_id.endswith("_0") else 0.1) for test_id in ids}
-    shares = partition(ids, 3, durations)
-    assert sorted(i for share in shares for i in share) == sorted(ids)
-    loads = [sum(durations[i] for i in share) for share in shares]
-    assert max(loads) - min(loads) <= 5.0  # longest first: no shard gets two long tests while another has none
-    assert partition(ids[:2], 8, durations) == [[ids[0]], [ids[1]]]  # never more shards than tests
+    plans = partition(ids, 3, durations)
+    assert sorted(i for plan in plans for i in plan.entries) == sorted(ids)  # unittest: always by id
+    assert [plan.tests for plan in plans] == [len(plan.entries) for plan in plans]
+    loads = [sum(durations[i] for i in plan.entries) for plan in plans]
+    assert max(loads) - min(loads) <= 5.0  # no shard gets two long tests while another has none
+    assert [p.entries for p in partition(ids[:2], 8, durations)] == [[ids[0]], [ids[1]]]  # no more shards than tests
+
+
+def test_pytest_modules_go_whole_where_they_fit_and_are_cut_where_not() -> None:
+    sizes = {"a": 500, "b": 300, "c": 100, "d": 50}
+    ids = [f"tests/test_{m}.py::test_{n}" for m, size in sizes.items() for n in range(size)]
+    durations = dict.fromkeys(ids, 0.01)
+    plans = partition(ids, 2, durations)
+    expanded = [expand(plan.entries, ids) for plan in plans]
+    assert sorted(t for share in expanded for t in share) == sorted(ids)  # every id exactly once
+    assert [plan.tests for plan in plans] == [len(share) for share in expanded]
+    assert abs(plans[0].tests - plans[1].tests) <= 2  # as even as single tests make it
+    whole = {e for plan in plans for e in plan.entries if "::" not in e}
+    assert whole == {"tests/test_b.py", "tests/test_c.py", "tests/test_d.py"}  # only the largest module is cut
+    assert len(partition(ids, 2, durations)) == len(plans) and partition(ids, 2, durations) == plans  # stable
 
 
 def test_without_history_whole_modules_are_packed() -> None:
     ids = [f"pkg.test_{m}.T.test_{n}" for m, size in (("a", 30), ("b", 20), ("c", 10)) for n in range(size)]
-    shares = partition(ids, 2, {})
-    assert sorted(len(s) for s in shares) == [30, 30]
-    assert all(len({module_of(i) for i in share}) >= 1 for share in shares)
-    assert {module_of(i) for i in shares[0]}.isdisjoint({module_of(i) for i in shares[1]})
+    plans = partition(ids, 2, {})
+    assert sorted(plan.tests for plan in plans) == [30, 30]
+    assert {module_of(i) for i in plans[0].entries}.isdisjoint({module_of(i) for i in plans[1].entries})
     assert module_of("tests/test_a.py::TestX::test_y[1.5-a.b]") == "tests/test_a.py"
 
 
@@ -151,8 +170,21 @@ def test_a_pytest_suite_is_split_after_pytests_own_collection(cluster, make_repo
     split = cluster.wait_final(build.id, timeout=300)
     assert split.shards == 2, split.reason
     plans = [set(Store(cluster.conn).shard_plan(build.id, n)) for n in (0, 1)]
-    assert plans[0].isdisjoint(plans[1]) and "pkg/maths.py::pkg.maths" in plans[0] | plans[1]
+    # five modules of 9, 9, 9, 9 and 1 tests: each goes whole, planned as its file
+    assert plans[0].isdisjoint(plans[1]) and plans[0] | plans[1] == {
+        "pkg/maths.py", *(f"tests/test_p{module}.py" for module in range(4))}
     sharded, _ = outcomes(cluster, sha)
-    assert set(sharded) == plans[0] | plans[1] and len(sharded) == 4 * 9 + 1
+    assert {module_of(t) for t in sharded} == plans[0] | plans[1] and len(sharded) == 4 * 9 + 1
     assert sharded["tests/test_p2.py::test_n[7]"] == "failed" and split.counts.failed == 4
     assert (split.counts.total, split.counts.passed) == (37, 33)
+
+    # From the recorded durations: a new test in a module some shard takes whole runs there, a new
+    # module runs in shard 0 (every test the others' plans do not take); each exactly once.
+    newer = repo.commit({"tests/test_p1.py": PYTEST_SUITE["tests/test_p1.py"] + "\n\ndef test_added():\n    pass\n",
+                         "tests/test_p9.py": "def test_nine():\n    pass\n"}, "a new test and a new module")
+    (second,) = cluster.watch(repo).poll()
+    again = cluster.wait_final(second.id, timeout=300)
+    assert again.shards == 2 and cluster.conn.hget(f"volt:build:{second.id}", "shard_rest") == "1"
+    newest, data = outcomes(cluster, newer)
+    assert newest == {**sharded, "tests/test_p1.py::test_added": "passed", "tests/test_p9.py::test_nine": "passed"}
+    assert data["counts"]["total"] == 39

@@ -239,7 +239,8 @@ class BuildRun:
             if len(ids) < settings.shard_threshold:
                 return None
             plans = partition(ids, wanted, history)
-            if len(plans) < 2 or not self.store.start_shards(build.id, self.work.attempt, plans, self.runner,
+            if len(plans) < 2 or not self.store.start_shards(build.id, self.work.attempt,
+                                                             [plan.entries for plan in plans], self.runner,
                                                              from_history):
                 return None
         except redis.RedisError as exc:
@@ -247,13 +248,13 @@ class BuildRun:
             return None
         self.work = Work(self.work.build, self.work.attempt, 0, 1)
         self.ownership.work = self.work
-        steps.say(f"[volt: split into {len(plans)} shards of {'/'.join(str(len(p)) for p in plans)} tests"
+        sizes = "/".join(str(plan.tests) for plan in plans)
+        steps.say(f"[volt: split into {len(plans)} shards of {sizes} tests"
                   f" ({'from the recorded durations' if from_history else 'by module'})]")
-        log.info("build %s split into %d shards of %s tests", build.id, len(plans),
-                 "/".join(str(len(p)) for p in plans))
+        log.info("build %s split into %d shards of %s tests", build.id, len(plans), sizes)
         if from_history:
-            return Share([test_id for plan in plans[1:] for test_id in plan], exclude=True)
-        return Share(plans[0])
+            return Share([entry for plan in plans[1:] for entry in plan.entries], exclude=True)
+        return Share(plans[0].entries)
 
     def store_outcome(self, outcome: RunOutcome) -> str | None:
         """Store the outcome once, if this run still owns its work: "stored", "merged" (the last shard),

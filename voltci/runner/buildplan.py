@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from voltci.runner.detect import TestPlan, detect
+from voltci.runner.installs import installs_key
 from voltci.runner.project import FILE_NAME, ProjectConfig
 from voltci.runner.suites import Discovery, Pytest, Suite
 
@@ -28,6 +29,8 @@ class BuildPlan:
     suite: Suite | None  # None: the project's own test command, results from its JUnit file
     env: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was detected and why
+    installs: int = 0  # the first setup steps install the test dependencies alone (installs.py) ...
+    installs_key: str | None = None  # ... and this stands for what they install
 
 
 def plan_build(config: ProjectConfig, tree: Path, tmp: str) -> BuildPlan:
@@ -43,6 +46,9 @@ def plan_build(config: ProjectConfig, tree: Path, tmp: str) -> BuildPlan:
     setup = config.setup if "setup" in given or found is None else found.setup
     plan = BuildPlan(setup=setup, suite=_suite(config, found), env=dict(found.env) if found else {},
                      notes=list(found.notes) if found else [])
+    if found is not None and "setup" not in given:
+        key = installs_key(tree, found.setup[:found.installs])
+        plan = replace(plan, installs=found.installs if key else 0, installs_key=key)
     if found is not None and "setup" in given:
         plan = replace(plan, notes=[*plan.notes, f"setup: as {FILE_NAME} says, instead"])
     return _filled(plan, tmp)

@@ -128,3 +128,4 @@ def _remove_unused(base: Path, keep: Path) -> None:
             except BlockingIOError:
                 continue
             shutil.rmtree(entry, ignore_errors=True)
+            entry.with_name(entry.name + ".installed").unlink(missing_ok=True)

@@ -16,7 +16,9 @@ projects that turn warnings into errors are unaffected (files are opened with an
 
 Selection happens after the project's own collection (its testpaths, doctests and deselections
 stay): `--only-file` keeps the ids listed, `--except-file` keeps every other one, `--list` writes
-the collected ids and runs nothing.
+the collected ids and runs nothing. An entry of those files without `::` names a whole file (as a
+split plans a module it does not cut): `--only-file` keeps every test in it, `--except-file` does
+not collect it at all.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class VoltRecorder:
         self.collect_errors: list[list[str]] = []
         self._files: set[str] | None = None  # with `only`: the files its tests are in, and their directories
         self._dirs: set[str] = set()
+        self._skipped: set[str] = set()  # with `others`: the files they run whole
         self._open: dict[str, tuple[str, str, float]] = {}  # node id -> (outcome, message, duration) so far
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -47,11 +50,14 @@ class VoltRecorder:
 
     def pytest_configure(self, config: Any) -> None:
         """A share that lists its tests (`only`) needs only their files collected: the rest of the suite is
-        not imported at all, which is most of what a shard of a large suite would otherwise spend."""
+        not imported at all, which is most of what a shard of a large suite would otherwise spend. A
+        share that runs all but the others' tests (`others`) never collects a file the others run whole."""
+        root = str(config.rootpath)
+        if self.others is not None:
+            self._skipped = {_absolute(root, entry) for entry in self.others if _whole_file(entry)}
         if self.only is None:
             return
-        root = str(config.rootpath)
-        self._files = {os.path.normpath(os.path.join(root, test_id.split("::", 1)[0])) for test_id in self.only}
+        self._files = {_absolute(root, entry.split("::", 1)[0]) for entry in self.only}
         for path in self._files:
             parent = os.path.dirname(path)
             while parent not in self._dirs and len(parent) >= len(root):
@@ -59,10 +65,10 @@ class VoltRecorder:
                 parent = os.path.dirname(parent)
 
     def pytest_ignore_collect(self, collection_path: Any, config: Any) -> bool | None:
-        if self._files is None:
-            return None
         path = os.path.normpath(str(collection_path))
-        if path in self._files or path in self._dirs:
+        if path in self._skipped:
+            return True
+        if self._files is None or path in self._files or path in self._dirs:
             return None  # pytest's own rules decide
         return True
 
@@ -76,8 +82,9 @@ class VoltRecorder:
         keep: list[Any] = []
         dropped: list[Any] = []
         for item in items:
-            wanted = (self.only is None or item.nodeid in self.only) and \
-                     (self.others is None or item.nodeid not in self.others)
+            file = item.nodeid.split("::", 1)[0]
+            wanted = (self.only is None or item.nodeid in self.only or file in self.only) and \
+                     (self.others is None or (item.nodeid not in self.others and file not in self.others))
             (keep if wanted else dropped).append(item)
         if dropped:
             config.hook.pytest_deselected(items=dropped)
@@ -130,6 +137,14 @@ class VoltRecorder:
     def summary(self, exitstatus: int) -> dict[str, Any]:
         return {"summary": {"tests_run": self.tests_run, "collect_errors": self.collect_errors,
                             "import_failures": [], "exitstatus": int(exitstatus)}}
+
+
+def _whole_file(entry: str) -> bool:
+    return "::" not in entry
+
+
+def _absolute(root: str, relative: str) -> str:
+    return os.path.normpath(os.path.join(root, relative))
 
 
 def _text(report: Any) -> str:

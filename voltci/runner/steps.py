@@ -21,7 +21,7 @@ from types import TracebackType
 
 from voltci.config import Settings
 from voltci.models import Counts, Leg, Outcome, RunOutcome, Share, Status
-from voltci.runner import junitxml, project, untrusted
+from voltci.runner import installs, junitxml, project, untrusted
 from voltci.runner.buildplan import BuildPlan, plan_build
 from voltci.runner.detect import DetectError
 from voltci.runner.environments import Environment, EnvironmentUnavailable, environment
@@ -105,13 +105,24 @@ class BuildSteps:
         except (EnvironmentUnavailable, SandboxUnavailable) as exc:
             return self._ends(str(exc))
         self.say(f"[volt: {box.with_network(self.config.network).describe()}]")
-        for number, step in enumerate(self.plan.setup, 1):
+        plan = self.plan
+        skipped = plan.installs if env.reused and installs.already_installed(env.path, plan.installs_key) else 0
+        if skipped:
+            self.say(f"[volt: the test dependencies are installed in this environment already (same steps, same "
+                     f"files): {skipped} setup step(s) skipped]")
+        elif plan.installs:
+            installs.forget(env.path)
+        for number, step in enumerate(plan.setup, 1):
+            if number <= skipped:
+                continue
             self.say(f"$ {shlex.join(step)}")
             end = run_process(step, self.tree, self.log_path, self.budget, self.should_stop, self.run_id, box)
             failed = _setup_failure(end, number, step)
             if end.stopped or failed:
                 tail = read_tail(self.log_path, settings.log_tail_lines)
                 return apply_stop(RunOutcome(Status.ERROR, [], Counts(), failed, tail), end, self.budget)
+            if number == plan.installs and not skipped:
+                installs.remember(env.path, plan.installs_key)
         self.box = box.with_network(self.config.network)
         return None
 

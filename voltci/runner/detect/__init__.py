@@ -33,6 +33,7 @@ class TestPlan:
     runner: str                      # "pytest" or "unittest"
     setup: list[list[str]]           # argv lists run in order in the build's venv: installers, then commands_pre
     pytest_args: list[str]           # the maintainers' pytest arguments, without "pytest" and {posargs}
+    installs: int = 0                # how many of the first setup steps install the test dependencies alone
     start_dir: str = "."             # unittest discovery, from the maintainers' command
     pattern: str = "test*.py"
     top_level_dir: str | None = None
@@ -68,10 +69,11 @@ def detect(tree: Path, tmp_dir: str = "{tmp}", *, python: str | None = None) -> 
     if env:
         notes.append("test dependencies: " + (", ".join(needs.said) or "none"))
     runner, pre = _runner(tree, project, env, needs, notes)
-    setup = _installers(project, needs, tmp_dir, notes) + pre
+    installers, installs = _installers(project, needs, tmp_dir, notes)
     if env:
         notes.extend(env.notes)
-    return TestPlan(runner=runner.runner or "pytest", setup=setup, pytest_args=runner.pytest_args,
+    return TestPlan(runner=runner.runner or "pytest", setup=installers + pre, installs=installs,
+                    pytest_args=runner.pytest_args,
                     start_dir=runner.start_dir, pattern=runner.pattern, top_level_dir=runner.top_level_dir,
                     env=_environment(env.set_env) if env else {}, notes=notes)
 
@@ -163,8 +165,10 @@ def _from_declarations(tree: Path, project: pyproject.Project) -> _Needs:
     return needs
 
 
-def _installers(project: pyproject.Project, needs: _Needs, tmp: str, notes: list[str]) -> list[list[str]]:
-    """pip (and uv for a lock) commands: the test dependencies, then the project itself, last."""
+def _installers(project: pyproject.Project, needs: _Needs, tmp: str,
+                notes: list[str]) -> tuple[list[list[str]], int]:
+    """pip (and uv for a lock) commands: the test dependencies, then the project itself, last; and how
+    many of them install the dependencies alone."""
     setup: list[list[str]] = []
     groups = needs.groups
     if project.has_uv_lock:
@@ -181,6 +185,7 @@ def _installers(project: pyproject.Project, needs: _Needs, tmp: str, notes: list
     pip_args = needs.pip_args + [word for g in groups for word in ("--group", g)]
     if pip_args:
         setup.append([*PIP, *pip_args])
+    installs = len(setup)
     if needs.install != "skip":
         spec = "." + (f"[{','.join(needs.extras)}]" if needs.extras else "")
         setup.append([*PIP, "-e", spec] if needs.install == "editable" else [*PIP, spec])
@@ -188,7 +193,7 @@ def _installers(project: pyproject.Project, needs: _Needs, tmp: str, notes: list
                      "so its own version is the one tested")
     elif project.src_layout:
         notes.append("the project is not installed (the tox env skips it), although its code is under src/")
-    return setup
+    return setup, installs
 
 
 # ---------------------------------------------------------------- how to run
