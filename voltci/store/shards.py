@@ -172,17 +172,8 @@ class Shards(Transitions):
             lost = Attempt(attempt, AttemptState.LOST, record.runner, record.started_at, now_iso(),
                            reason=f"shard {shard}: {reason}")
             if shard_attempt >= self.settings.max_attempts:
-                output = raw(pipe, "GET", keys.build_log(build_id))
-                gave_up = (f"gave up after shard {shard} had {shard_attempt} attempt(s): each one's runner was lost "
-                           f"(last: {reason})")
-                if build.is_leg:
-                    ended = self._end_leg(pipe, build, build.runner,
-                                          Encoded(RunOutcome(Status.ERROR, [], Counts(), gave_up)), now_iso(), output)
-                else:
-                    pipe.multi()
-                    self._end_without_result(pipe, build, Status.ERROR, gave_up, None, output)
-                    ended = build_id
-                self._record_lost(pipe, build, lost, "gave up")
+                ended = self._give_up(pipe, build, f"gave up after shard {shard} had {shard_attempt} attempt(s): "
+                                      f"each one's runner was lost (last: {reason})", build.runner, lost, None)
                 return "gave up"
             pipe.multi()
             pipe.hset(keys.build_shards(build_id), str(shard), Shard(shard, shard_attempt + 1).to_json())

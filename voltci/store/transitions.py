@@ -344,6 +344,21 @@ class Transitions(Trail):
         self._ended(pipe, build.id, status)
         self._account(pipe, build, status, finished)
 
+    def _give_up(self, pipe: Txn, build: Build, why: str, runner_id: str, lost: Attempt,
+                 attempt_record: Attempt | None) -> str:
+        """End a build (or a matrix leg) `error` after its runners were lost `max_attempts` times (reads,
+        then pipe.multi() and the writes); the id of the build that ended with it."""
+        output = raw(pipe, "GET", keys.build_log(build.id))
+        if build.is_leg:
+            error = Encoded(RunOutcome(Status.ERROR, [], Counts(), why))
+            ended = self._end_leg(pipe, build, runner_id, error, now_iso(), output, attempt_record)
+        else:
+            pipe.multi()
+            self._end_without_result(pipe, build, Status.ERROR, why, attempt_record, output)
+            ended = build.id
+        self._record_lost(pipe, build, lost, "gave up")
+        return ended
+
     @staticmethod
     def _record_lost(pipe: Txn, build: Build, lost: Attempt, next_step: str) -> None:
         """Keep the latest lost attempts for `volt status`."""
@@ -374,16 +389,8 @@ class Transitions(Trail):
             lost = replace(prior, state=AttemptState.LOST, runner=prior.runner or runner, ended_at=now_iso(),
                            reason=reason)
             if attempt >= self.settings.max_attempts:
-                output = raw(pipe, "GET", keys.build_log(build_id))
-                gave_up = f"gave up after {attempt} attempt(s): each one's runner was lost (last: {reason})"
-                if build.is_leg:
-                    error = Encoded(RunOutcome(Status.ERROR, [], Counts(), gave_up))
-                    ended = self._end_leg(pipe, build, lost.runner, error, now_iso(), output, lost)
-                else:
-                    pipe.multi()
-                    self._end_without_result(pipe, build, Status.ERROR, gave_up, lost, output)
-                    ended = build_id
-                self._record_lost(pipe, build, lost, "gave up")
+                ended = self._give_up(pipe, build, f"gave up after {attempt} attempt(s): each one's runner was "
+                                      f"lost (last: {reason})", lost.runner, lost, lost)
                 return "gave up"
             pipe.multi()
             pipe.hset(keys.build_attempts(build.id), str(lost.number), lost.to_json())
