@@ -20,17 +20,15 @@ into its parent directory.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path, PurePosixPath
 
-from voltci.runner import untrusted
-from voltci.runner.detect.requirements import file_option
+from voltci.runner.detect.files import DetectError, read_text
+from voltci.runner.detect.requirements import file_option, inside, requirement_lines
 
 CONFIG_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "tox.toml")
 PIP = ("python", "-m", "pip", "install")
 MAX_FILES = 50
-MAX_BYTES = 1024 * 1024
-_FILE_FLAGS = {"-r": "-r", "--requirement": "-r", "-c": "-c", "--constraint": "-c"}
+_FILE_FLAGS = {"-r", "--requirement", "-c", "--constraint"}
 _VALUED_FLAGS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--group"}
 
 
@@ -76,12 +74,12 @@ def _named_files(step: list[str]) -> list[str]:
             taken_by_flag = False
             continue
         flag, _, value = word.partition("=")
-        if flag in _FILE_FLAGS:
-            files.append(_inside(value or (words[number + 1] if number + 1 < len(words) else "")))
+        if flag in _FILE_FLAGS or flag in _VALUED_FLAGS:
             taken_by_flag = not value
-        elif flag in _VALUED_FLAGS:
-            taken_by_flag = not value
-            if _is_path(value or (words[number + 1] if number + 1 < len(words) else "")):
+            argument = value or (words[number + 1] if number + 1 < len(words) else "")
+            if flag in _FILE_FLAGS:
+                files.append(_inside(argument, "a setup step"))
+            elif _is_path(argument):
                 raise NotCacheable(word)  # --find-links ./wheels: a directory of the tree
         elif word in ("-e", "--editable") or _is_path(word):
             raise NotCacheable(word)
@@ -92,13 +90,10 @@ def _requirements_lines(text: str, named_in: str) -> list[str]:
     """The files a requirements file names; NotCacheable for a line that installs a path."""
     files = []
     base = PurePosixPath(named_in).parent
-    for line in text.splitlines():
-        line = line.split(" #", 1)[0].strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in requirement_lines(text):
         option = file_option(line)
         if option is not None:
-            files.append(_inside(str(base / option[1])))
+            files.append(_inside(str(base / option[1]), named_in))
         elif line.startswith(("-e", "--editable")) or any(_is_path(word) for word in line.split()):
             raise NotCacheable(line)
     return files
@@ -111,19 +106,17 @@ def _is_path(word: str) -> bool:
                                                            and "@" not in word)
 
 
-def _inside(name: str) -> str:
-    path = PurePosixPath(os.path.normpath(name))
-    if not name or path.is_absolute() or ".." in path.parts:
-        raise NotCacheable(name)
-    return str(path)
+def _inside(name: str, named_in: str) -> str:
+    try:
+        return inside(name, named_in)
+    except DetectError as exc:
+        raise NotCacheable(name) from exc
 
 
 def _read(tree: Path, name: str) -> str | None:
     try:
-        return untrusted.read_capped(tree / name, tree, MAX_BYTES).decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:  # a link, a directory, too large: nothing the key could stand for
+        return read_text(tree, name)
+    except DetectError as exc:  # a link, a directory, too large, not UTF-8: nothing the key could stand for
         raise NotCacheable(name) from exc
 
 

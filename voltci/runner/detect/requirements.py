@@ -7,6 +7,7 @@ within the tree and a bounded depth, and anything pip would understand but we do
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 from voltci.runner.detect.files import DetectError, read_text
@@ -66,10 +67,7 @@ def names_in_file(tree: Path, name: str, named_in: str, depth: int = 0) -> set[s
         raise DetectError(f"{named_in}: names {name}, which does not exist")
     found: set[str] = set()
     base = PurePosixPath(name).parent
-    for line in text.splitlines():
-        line = line.split(" #")[0].strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in requirement_lines(text):
         option = file_option(line)
         if option is not None:
             if option[0] == "-r":
@@ -79,6 +77,14 @@ def names_in_file(tree: Path, name: str, named_in: str, depth: int = 0) -> set[s
         if project:
             found.add(project)
     return found
+
+
+def requirement_lines(text: str) -> Iterator[str]:
+    """The lines of a requirements file that say something: comments and blank lines left out."""
+    for line in text.splitlines():
+        line = line.split(" #", 1)[0].strip()
+        if line and not line.startswith("#"):
+            yield line
 
 
 def usual_files(tree: Path) -> list[str]:
