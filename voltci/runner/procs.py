@@ -19,7 +19,8 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,12 +208,8 @@ def _reap(pid: int | None) -> None:
     """Reap the sandbox's init (our child once its bwrap exited), boundedly, woken the moment it ends."""
     if pid is None:
         return
-    try:
-        ended: int | None = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        ended = None  # gone already, or an older kernel: poll
     deadline = time.monotonic() + KILL_GRACE_S
-    try:
+    with _pidfd(pid) as ended:
         while time.monotonic() < deadline:
             try:
                 if os.waitpid(pid, os.WNOHANG)[0]:
@@ -223,9 +220,21 @@ def _reap(pid: int | None) -> None:
                 select.select([ended], [], [], 0.05)
             else:
                 time.sleep(0.005)
+
+
+@contextmanager
+def _pidfd(pid: int) -> Iterator[int | None]:
+    """A descriptor of process `pid` that turns readable the moment it ends; None where the kernel has no
+    pidfds (or the process is gone already): then poll."""
+    try:
+        ended = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        yield None
+        return
+    try:
+        yield ended
     finally:
-        if ended is not None:
-            os.close(ended)
+        os.close(ended)
 
 
 def kill_group(proc: subprocess.Popen, init: int | None = None) -> None:
@@ -335,11 +344,7 @@ def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
 
 def _supervise(proc: subprocess.Popen, budget: Budget, should_stop: Callable[[], str | None]) -> str | None:
     """Wait for `proc` to end, woken the moment it does (a pidfd); why Volt stopped it, if it did."""
-    try:
-        ended = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        ended = None  # an older kernel: poll
-    try:
+    with _pidfd(proc.pid) as ended:
         while True:
             if ended is not None:
                 select.select([ended], [], [], POLL_INTERVAL_S)
@@ -353,6 +358,3 @@ def _supervise(proc: subprocess.Popen, budget: Budget, should_stop: Callable[[],
             stopped = should_stop()
             if stopped:
                 return stopped
-    finally:
-        if ended is not None:
-            os.close(ended)

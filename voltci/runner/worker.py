@@ -45,7 +45,7 @@ from voltci.errors import RedisLost
 from voltci.heartbeat import WORKER_BEATS, Heartbeat, RunnerBeat
 from voltci.jobqueue import work_of
 from voltci.outage import Outage
-from voltci.runner import jobs as build_jobs
+from voltci.runner import jobs as _jobs  # noqa: F401  imported once here, not again in each work-horse rq forks
 from voltci.runner.interpreters import interpreters
 from voltci.runner.limits import Limits
 from voltci.runner.procs import reap_orphaned_tests
@@ -53,9 +53,6 @@ from voltci.runner.sandbox import SandboxUnavailable, describe_runner
 from voltci.store import Store
 
 REAP_EVERY_S = 5.0
-# rq runs each job in a fork of the worker: the job functions and all a build needs are imported once
-# here, not again in every work-horse (some 50 ms a build).
-JOB_FUNCTIONS = (build_jobs.run_build, build_jobs.run_leg, build_jobs.run_shard)
 # Redis away, or full (maxmemory with noeviction: it refuses writes until memory is freed)
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.exceptions.OutOfMemoryError)
 
