@@ -74,6 +74,14 @@ def outcomes(cluster: Cluster, sha: str) -> tuple[dict, dict]:
     return {t["id"]: t["outcome"] for t in data["tests"]}, data
 
 
+def two_runners(cluster: Cluster, **env: str) -> None:
+    """Runners r1 and r2 (with `env`) and a scheduler, once both runners' heartbeats are in."""
+    cluster.worker("r1", **env)
+    cluster.worker("r2", **env)
+    cluster.scheduler()
+    wait_until(lambda: len([n for n in ("r1", "r2") if cluster.beat(n)]) == 2, "both runners")
+
+
 @pytest.fixture
 def cluster(tmp_path):
     cluster = Cluster(tmp_path, shard_threshold=20)
@@ -84,10 +92,7 @@ def cluster(tmp_path):
 def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
     repo = make_repo()
     sha = repo.commit(SUITE, "a suite of six modules")
-    cluster.worker("r1")
-    cluster.worker("r2")
-    cluster.scheduler()
-    wait_until(lambda: len([n for n in ("r1", "r2") if cluster.beat(n)]) == 2, "both runners")
+    two_runners(cluster)
     (build,) = cluster.watch(repo).poll()
     split = cluster.wait_final(build.id)
     shards = Store(cluster.conn).get_shards(build.id)
@@ -128,10 +133,7 @@ def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
 def test_a_shard_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -> None:
     repo = make_repo()
     sha = repo.commit(SUITE, "a suite of six modules")
-    cluster.worker("r1", SHARD_SLEEP="0.3")
-    cluster.worker("r2", SHARD_SLEEP="0.3")
-    cluster.scheduler()
-    wait_until(lambda: len([n for n in ("r1", "r2") if cluster.beat(n)]) == 2, "both runners")
+    two_runners(cluster, SHARD_SLEEP="0.3")
     (build,) = cluster.watch(repo).poll()
 
     def shard_one_runner():
@@ -162,10 +164,7 @@ for module in range(4):
 def test_a_pytest_suite_is_split_after_pytests_own_collection(cluster, make_repo) -> None:
     repo = make_repo()
     sha = repo.commit(PYTEST_SUITE, "a pytest suite of four modules and a doctest")
-    cluster.worker("r1")
-    cluster.worker("r2")
-    cluster.scheduler()
-    wait_until(lambda: len([n for n in ("r1", "r2") if cluster.beat(n)]) == 2, "both runners")
+    two_runners(cluster)
     (build,) = cluster.watch(repo).poll()
     split = cluster.wait_final(build.id, timeout=300)
     assert split.shards == 2, split.reason
