@@ -5,16 +5,16 @@
 The package's source distribution made into a git repository with NO .volt.toml (detection finds
 pytest and its setup), an observer, a scheduler and runners against a private redis-server, all with
 Volt's default settings — `shard_threshold` (2000 tests) and `shards` (one per live runner) included,
-only `retries` off. One warm build first (the environment made, the tests' durations recorded); then,
+only `retries` off. One warm build first (the environment made, what each test cost recorded); then,
 alternately, a commit built by 1 runner and a commit built by 2 runners (which the runner that takes
-it splits in two from those durations), each timed from `volt notify` to the build's result. The
+it splits in two from those timings), each timed from `volt notify` to the build's result. The
 second runner's first build is a warm-up too and is not counted. Prints the medians, their ratio
 (goal ≤ 0.6), the shards of the last 2-runner build, and whether every test's id and outcome of
 each 2-runner build equals the 1-runner build's before it.
 
 Then, without Volt around it, the floor that ratio has: in the build's own environment and tree, the
 time of pytest (through Volt's pytest_collector.py, as a build runs it) over the whole suite and over
-each shard of the 2-shard plan Volt makes from the recorded durations (shard 1 collects only its
+each shard of the 2-shard plan Volt makes from the recorded timings (shard 1 collects only its
 files; shard 0 every file shard 1 does not take whole), alternately, --runs times each. Two runners
 cannot take less than the longer shard, whatever else they do. And the machine's own parallelism at that moment: a fixed
 CPU-bound loop run alone and two of them at once, alternately (2.0 on two free cores; less when other
@@ -40,6 +40,7 @@ from table import print_table  # noqa: E402
 
 from voltci import keys  # noqa: E402
 from voltci.config import Settings  # noqa: E402
+from voltci.models import Timings  # noqa: E402
 from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.runner import pytest_collector  # noqa: E402
 from voltci.runner.sharding import partition  # noqa: E402
@@ -58,13 +59,13 @@ def outcomes(volt: Volt, repo: Path) -> tuple[str, dict[str, str], int]:
     return build.status.value, {t.id: t.outcome.value for t in store.get_tests(build_id)}, build.shards
 
 
-def shard_floor(work: Path, repo: Path, durations: dict[str, float],
+def shard_floor(work: Path, repo: Path, timings: Timings,
                 runs: int) -> tuple[list[float], list[list[float]]]:
-    """The whole suite, and each shard of the 2-shard plan Volt makes from the recorded `durations`
+    """The whole suite, and each shard of the 2-shard plan Volt makes from the recorded `timings`
     (shard 1 its entries, shard 0 every test but those), run by pytest_collector.py in the build's
     environment (made by Volt), outside any sandbox: seconds of each, alternately."""
     (python,) = (work / "volt" / "ws").glob(f"*/envs/{NAME}/*-0/bin/python")
-    plans = partition(sorted(durations), 2, durations)
+    plans = partition(sorted(timings.tests), 2, timings)
     others = work / "others.txt"
     others.write_text("\n".join(plans[1].entries) + "\n")
     collector = [str(python), pytest_collector.__file__]
@@ -113,7 +114,7 @@ def main() -> None:
             volt = Volt(work / "volt", server)
             try:
                 volt.watch(repo, NAME)
-                volt.push_and_wait(repo, NAME, 0)  # warm: environment made, durations recorded
+                volt.push_and_wait(repo, NAME, 0)  # warm: environment made, timings recorded
                 status, first, _ = outcomes(volt, repo)
                 one, two, equal, shards = [], [], [], 0
                 for n in range(1, args.runs + 1):
@@ -128,10 +129,10 @@ def main() -> None:
                         raise SystemExit("the 2-runner build was not split: the figure would mean nothing")
                     equal.append(split == whole)
                     _stop_one_runner(volt)
-                durations = Store(volt.conn).durations(NAME)
+                timings = Store(volt.conn).timings(NAME)
             finally:
                 volt.stop()
-            whole_s, shard_s = shard_floor(work, repo, durations, args.runs)
+            whole_s, shard_s = shard_floor(work, repo, timings, args.runs)
             cores = parallelism(args.runs)
     ratio = statistics.median(two) / statistics.median(one)
     print_table([

@@ -11,7 +11,7 @@ import pytest
 from support import SHA_A, add
 
 from voltci import keys, report
-from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult, Timings
 from voltci.store import CorruptRecord, Store, codec
 
 
@@ -55,10 +55,11 @@ def test_a_repeated_id_keeps_the_last_result_as_a_hash_did() -> None:
     assert codec.decode_tests(codec.encode_tests([first, again])) == [again]
 
 
-def test_durations_ids_and_logs_round_trip() -> None:
-    durations = {t.id: t.duration_s for t in suite()}
-    assert codec.decode_durations(codec.encode_durations(durations)) == durations
-    ids = sorted(durations)
+def test_timings_ids_and_logs_round_trip() -> None:
+    timings = Timings({t.id: t.duration_s for t in suite()}, {"tests/test_a.py": 0.125, "tests/b.rst": 1 / 3})
+    assert codec.decode_timings(codec.encode_timings(timings)) == timings
+    assert codec.decode_timings(codec.encode_timings(Timings({"t.T.test_a": 1.5}))) == Timings({"t.T.test_a": 1.5})
+    ids = sorted(timings.tests)
     assert codec.decode_ids(codec.encode_ids(ids)) == ids
     text = "line ü\n".encode() * 1000
     assert codec.decompress_log(codec.compress_log(text)) == text
@@ -82,7 +83,8 @@ def stored_both_ways(fake) -> tuple[Store, str, str]:
     """The same run stored by the store (compact) and as earlier versions stored it (a field per test)."""
     store = Store(fake)
     tests = suite()
-    outcome = RunOutcome(Status.FAILED, tests, Counts.of(tests), "", "the last lines")
+    outcome = RunOutcome(Status.FAILED, tests, Counts.of(tests), "", "the last lines",
+                         Timings({t.id: t.duration_s + 0.001 for t in tests if not t.subtest_of}, {"tests/x.py": 0.5}))
     compact = add(fake, "proj", SHA_A)
     store.start_attempt(compact.id, 1, "host.1")
     assert store.finish_build(compact.id, 1, "host.1", outcome)
@@ -116,13 +118,13 @@ def test_reports_are_the_same_whether_stored_compact_or_per_test(fake) -> None:
             "message": "failed once: AssertionError", "flaky": True} in data["tests"]
 
 
-def test_durations_are_kept_compact_and_an_older_hash_is_still_read(fake) -> None:
+def test_timings_are_kept_compact_and_an_older_hash_is_still_read(fake) -> None:
     store, compact, _ = stored_both_ways(fake)
-    durations = store.durations("proj")
-    assert durations["tests.test_z.T.test_fail"] == 0.25 and "tests.test_z.T.test_skip" not in durations
-    assert "tests.test_z.T.test_sub (n=3)" not in durations and fake.type(keys.repo_timings("proj")) == "string"
+    timings = store.timings("proj")
+    assert timings.tests["tests.test_z.T.test_fail"] == 0.251 and timings.files == {"tests/x.py": 0.5}
+    assert "tests.test_z.T.test_sub (n=3)" not in timings.tests and fake.type(keys.repo_timings("proj")) == "string"
     fake.hset(keys.repo_durations("older"), mapping={"t.T.test_a": "1.5"})
-    assert store.durations("older") == {"t.T.test_a": 1.5}
+    assert store.timings("older") == Timings({"t.T.test_a": 1.5})
 
 
 def test_an_ended_build_keeps_its_output_compressed(fake) -> None:

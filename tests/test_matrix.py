@@ -16,7 +16,7 @@ from support import SCHEMAS, SHA_A
 
 from voltci import jobqueue, keys, report
 from voltci.config import Settings, load_settings
-from voltci.models import AttemptState, Build, Counts, Leg, Outcome, RunOutcome, Status, TestResult
+from voltci.models import AttemptState, Build, Counts, Leg, Outcome, RunOutcome, Status, TestResult, Timings
 from voltci.runner import project
 from voltci.runner.interpreters import candidates, discover, own_version
 from voltci.store import Store
@@ -123,7 +123,8 @@ def ran(*outcomes: Outcome, failing: str = "AssertionError") -> RunOutcome:
     tests = [TestResult(f"t.T.test_{n}", o, 0.25, failing if o is Outcome.FAILED else "", n)
              for n, o in enumerate(outcomes)]
     counts = Counts.of(tests)
-    return RunOutcome(Status.FAILED if counts.failed else Status.PASSED, tests, counts, "", "tail")
+    return RunOutcome(Status.FAILED if counts.failed else Status.PASSED, tests, counts, "", "tail",
+                      Timings({t.id: t.duration_s for t in tests}))
 
 
 def test_legs_wait_on_their_interpreters_queues_and_the_last_to_end_stores_the_build(store: Store) -> None:
@@ -136,7 +137,7 @@ def test_legs_wait_on_their_interpreters_queues_and_the_last_to_end_stores_the_b
     assert store.start_attempt(leg0.id, 1, "r1") is not None and store.start_attempt(leg1.id, 1, "r2") is not None
     assert store.finish_build(leg0.id, 1, "r1", ran(Outcome.PASSED, Outcome.PASSED))
     assert store.get_build(build.id).status is Status.RUNNING  # one leg still runs
-    assert store.durations("proj", "py3.11") == {"t.T.test_0": 0.25, "t.T.test_1": 0.25}
+    assert store.timings("proj", "py3.11").tests == {"t.T.test_0": 0.25, "t.T.test_1": 0.25}
     assert store.finish_build(leg1.id, 1, "r2", ran(Outcome.PASSED, Outcome.FAILED))
     assert not store.finish_build(leg1.id, 1, "r2", ran(Outcome.PASSED))  # once
     done = store.get_build(build.id)
@@ -145,7 +146,7 @@ def test_legs_wait_on_their_interpreters_queues_and_the_last_to_end_stores_the_b
     assert [(t.leg, t.id) for t in tests] == [("py3.11", "t.T.test_0"), ("py3.11", "t.T.test_1"),
                                              ("py3.12-A=1", "t.T.test_0"), ("py3.12-A=1", "t.T.test_1")]
     assert [(t.leg, t.id) for t in store.listed_tests(build.id)] == [("py3.12-A=1", "t.T.test_1")]
-    assert store.durations("proj") == {}  # a matrix build's durations are its legs' own
+    assert not store.timings("proj")  # a matrix build's timings are its legs' own
     legs = store.get_legs(build.id)
     assert [(leg.status, leg.runner, leg.counts.total) for leg in legs] == [(Status.PASSED, "r1", 2),
                                                                            (Status.FAILED, "r2", 2)]

@@ -121,7 +121,7 @@ def test_a_leg_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -> 
     assert first.state is AttemptState.LOST and "r1" in first.reason
 
 
-def test_a_leg_is_itself_split_into_shards_from_its_own_durations(tmp_path, make_repo) -> None:
+def test_a_leg_is_itself_split_into_shards_from_its_own_timings(tmp_path, make_repo) -> None:
     cluster = Cluster(tmp_path, shard_threshold=20)
     try:
         repo = make_repo()
@@ -141,13 +141,13 @@ def test_a_leg_is_itself_split_into_shards_from_its_own_durations(tmp_path, make
         assert {s.runner for s in Store(cluster.conn).get_shards(leg.id)} == {"r1", "r2"}
         data = report_json(cluster, sha)
         assert data["counts"]["total"] == 30 and {t["leg"] for t in data["tests"]} == {f"py{OWN}"}
-        assert len(Store(cluster.conn).durations(build.repo, f"py{OWN}")) == 30
+        assert len(Store(cluster.conn).timings(build.repo, f"py{OWN}").tests) == 30
 
         repo.commit({"README": "again\n"}, "the next commit")
         (second,) = cluster.watch(repo).poll()
         assert cluster.wait_final(second.id).status is Status.PASSED
         (again,) = Store(cluster.conn).get_legs(second.id)
-        assert again.shards == 2 and again.shard_rest  # planned from this leg's recorded durations
+        assert again.shards == 2 and again.shard_rest  # planned from this leg's recorded timings
     finally:
         cluster.stop()
 

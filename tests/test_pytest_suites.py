@@ -185,6 +185,24 @@ def test_failed_tests_run_again_by_node_id_and_flaky_ones_pass(workspace, tmp_pa
     assert "running 3 failed test(s) again on their own" in log
 
 
+def test_a_run_records_what_each_test_and_each_files_collection_cost(workspace, tmp_path) -> None:
+    """The next split is balanced on these: a test's cost includes what pytest did around it (here a
+    hook's 0.2 s before each test of test_hooked.py), a file's collection what importing it took."""
+    files = {"tests/test_slow_import.py": "import time\ntime.sleep(0.3)\n\ndef test_a():\n    pass\n",
+             "tests/test_hooked.py": "def test_b():\n    pass\n\ndef test_c():\n    pass\n",
+             "tests/conftest.py": ("import time\n\ndef pytest_runtest_logstart(nodeid, location):\n"
+                                   "    if 'hooked' in nodeid:\n        time.sleep(0.2)\n")}
+    outcome, _, _ = build(workspace, tmp_path, files)
+    assert outcome.status is Status.PASSED and outcome.counts.total == 3
+    timings = outcome.timings
+    assert set(timings.tests) == {t.id for t in outcome.tests}
+    durations = {t.id: t.duration_s for t in outcome.tests}
+    for hooked in ("tests/test_hooked.py::test_b", "tests/test_hooked.py::test_c"):
+        assert timings.tests[hooked] >= durations[hooked] + 0.2
+    assert all(timings.tests[t] >= durations[t] for t in durations)
+    assert timings.files["tests/test_slow_import.py"] >= 0.3 > timings.files["tests/test_hooked.py"]
+
+
 def collect(tree: Path, python: Path, *selection: str, env: dict[str, str] | None = None) -> dict[str, str]:
     """node id -> outcome, as pytest_collector.py writes them for `selection` (its options), run by hand."""
     results = tree / "results.jsonl"

@@ -1,6 +1,6 @@
 """Retention: `volt prune` and the scheduler remove the ended builds beyond keep_builds or keep_days —
 every key, index entry and rq job record of theirs — never a queued or running build nor the newest
-build of a branch, and keep the aggregates (durations, flaky counts). Bad settings are one line."""
+build of a branch, and keep the aggregates (timings, flaky counts). Bad settings are one line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from sample_project import PASSING
 from support import assert_one_line_error, outcome, run_rq_worker_burst, run_volt, snapshot
 
 from voltci import keys, scheduler
-from voltci.models import Build, Outcome, RunOutcome, Status, TestResult
+from voltci.models import Build, Outcome, RunOutcome, Status, TestResult, Timings
 from voltci.observer import RepoWatch
 from voltci.store import Policy, Store
 from voltci.web import create_app
@@ -92,7 +92,8 @@ def add(store: Store, sha: str, score: float, branch: str = "main", status: Stat
     if status is not Status.QUEUED:
         store.start_attempt(build.id, 1, "r1")
     if status.is_final:
-        assert store.finish_build(build.id, 1, "r1", RunOutcome(status, tests or [], outcome().counts))
+        timings = Timings({t.id: t.duration_s for t in tests or []})
+        assert store.finish_build(build.id, 1, "r1", RunOutcome(status, tests or [], outcome().counts, timings=timings))
     return build
 
 
@@ -128,7 +129,7 @@ def test_keep_days_removes_by_age_but_not_a_build_that_ended_recently(fake) -> N
     assert store.prune_repo("proj", Policy()) == []  # no limit: nothing goes
 
 
-def test_flaky_counts_and_durations_survive_pruning(fake) -> None:
+def test_flaky_counts_and_timings_survive_pruning(fake) -> None:
     store = Store(fake)
     fake.hset(keys.repos(), "proj", json.dumps({"url": "/r"}))
     flaky = [TestResult("t.A.test_x", Outcome.FLAKY, 0.5, order=0),
@@ -137,7 +138,7 @@ def test_flaky_counts_and_durations_survive_pruning(fake) -> None:
         add(store, sha(n), n, tests=flaky)
     assert len(store.prune_repo("proj", Policy(keep_builds=1))) == 3
     assert [(f.test, f.times) for f in store.flaky_tests(["proj"], 10)] == [("t.A.test_x", 4)]
-    assert store.durations("proj") == {"t.A.test_x": 0.5, "t.A.test_y": 0.25}
+    assert store.timings("proj").tests == {"t.A.test_x": 0.5, "t.A.test_y": 0.25}
 
 
 def test_the_scheduler_prunes_a_bounded_batch_per_pass(conn, settings, monkeypatch) -> None:

@@ -74,6 +74,6 @@ def test_a_build_runs_whole_when_redis_is_away_as_it_could_be_split(fake, monkey
 
     def away(*args, **kwargs):
         raise redis.ConnectionError("restarting")
-    monkeypatch.setattr(store, "durations", away)
+    monkeypatch.setattr(store, "timings", away)
     assert run.split(build, steps=None, listing=lambda: ["t1", "t2"]) is None  # type: ignore[arg-type]
     assert run.work.shard is None and run.ownership.work.shard is None

@@ -9,7 +9,7 @@ import pytest
 from cluster import Cluster
 from support import run_volt, wait_until
 
-from voltci.models import AttemptState
+from voltci.models import AttemptState, Timings
 from voltci.runner.sharding import module_of, partition
 from voltci.store import Store
 
@@ -22,18 +22,19 @@ def expand(entries: list[str], test_ids: list[str]) -> list[str]:
 def test_partition_covers_every_id_once_and_balances_by_duration() -> None:
     ids = [f"pkg.test_m{m}.T.test_{n}" for m in range(5) for n in range(20)]
     durations = {test_id: (5.0 if test_id.endswith("_0") else 0.1) for test_id in ids}
-    plans = partition(ids, 3, durations)
+    plans = partition(ids, 3, Timings(durations))
     assert sorted(i for plan in plans for i in plan.entries) == sorted(ids)  # unittest: always by id
     assert [plan.tests for plan in plans] == [len(plan.entries) for plan in plans]
     loads = [sum(durations[i] for i in plan.entries) for plan in plans]
     assert max(loads) - min(loads) <= 5.0  # no shard gets two long tests while another has none
-    assert [p.entries for p in partition(ids[:2], 8, durations)] == [[ids[0]], [ids[1]]]  # no more shards than tests
+    two = partition(ids[:2], 8, Timings(durations))
+    assert [p.entries for p in two] == [[ids[0]], [ids[1]]]  # no more shards than tests
 
 
 def test_pytest_modules_go_whole_where_they_fit_and_are_cut_where_not() -> None:
     sizes = {"a": 500, "b": 300, "c": 100, "d": 50}
     ids = [f"tests/test_{m}.py::test_{n}" for m, size in sizes.items() for n in range(size)]
-    durations = dict.fromkeys(ids, 0.01)
+    durations = Timings(dict.fromkeys(ids, 0.01))
     plans = partition(ids, 2, durations)
     expanded = [expand(plan.entries, ids) for plan in plans]
     assert sorted(t for share in expanded for t in share) == sorted(ids)  # every id exactly once
@@ -44,9 +45,24 @@ def test_pytest_modules_go_whole_where_they_fit_and_are_cut_where_not() -> None:
     assert len(partition(ids, 2, durations)) == len(plans) and partition(ids, 2, durations) == plans  # stable
 
 
+def test_collecting_a_module_weighs_in_every_shard_that_takes_part_of_it() -> None:
+    ids = [f"tests/test_{m}.py::test_{n}" for m in ("a", "b") for n in range(100)]
+    costs = dict.fromkeys(ids, 0.01)
+    # a: 1 s of tests and 1 s of collection. Cut, both halves would pay the collection: whole is better.
+    plans = partition(ids, 2, Timings(costs, {"tests/test_a.py": 1.0}))
+    assert sorted(plan.entries for plan in plans) == [["tests/test_a.py"], ["tests/test_b.py"]]
+    # Cheap to collect, a is cut, and each part is planned with the collection it pays.
+    costs.update(dict.fromkeys(ids[:100], 0.03))
+    plans = partition(ids, 2, Timings(costs, {"tests/test_a.py": 0.2}))
+    parts = [[e for e in plan.entries if e.startswith("tests/test_a.py::")] for plan in plans]
+    assert all(parts) and sum(map(len, parts)) == 100
+    loads = [sum(costs[t] for t in expand(plan.entries, ids)) + 0.2 for plan in plans]
+    assert abs(loads[0] - loads[1]) <= 0.05, loads
+
+
 def test_without_history_whole_modules_are_packed() -> None:
     ids = [f"pkg.test_{m}.T.test_{n}" for m, size in (("a", 30), ("b", 20), ("c", 10)) for n in range(size)]
-    plans = partition(ids, 2, {})
+    plans = partition(ids, 2, Timings())
     assert sorted(plan.tests for plan in plans) == [30, 30]
     assert {module_of(i) for i in plans[0].entries}.isdisjoint({module_of(i) for i in plans[1].entries})
     assert module_of("tests/test_a.py::TestX::test_y[1.5-a.b]") == "tests/test_a.py"
@@ -101,8 +117,10 @@ def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
     assert plans[0].isdisjoint(plans[1])
     sharded, data = outcomes(cluster, sha)
     assert {s["state"] for s in data["shards"]} == {"finished"}
+    recorded = Store(cluster.conn).timings(build.repo).tests  # both shards' costs, merged
+    assert set(recorded) == {t for t, outcome in sharded.items() if " (" not in t} and min(recorded.values()) > 0
 
-    # The next commit is split from the recorded durations at once; its new tests run in shard 0.
+    # The next commit is split from the recorded timings at once; its new tests run in shard 0.
     newer = repo.commit({"tests/test_new.py": "import unittest\n\nclass N(unittest.TestCase):\n"
                          "    def test_new(self):\n        pass\n"}, "a new test")
     (second,) = cluster.watch(repo).poll()
@@ -177,7 +195,7 @@ def test_a_pytest_suite_is_split_after_pytests_own_collection(cluster, make_repo
     assert sharded["tests/test_p2.py::test_n[7]"] == "failed" and split.counts.failed == 4
     assert (split.counts.total, split.counts.passed) == (37, 33)
 
-    # From the recorded durations: a new test in a module some shard takes whole runs there, a new
+    # From the recorded timings: a new test in a module some shard takes whole runs there, a new
     # module runs in shard 0 (every test the others' plans do not take); each exactly once.
     newer = repo.commit({"tests/test_p1.py": PYTEST_SUITE["tests/test_p1.py"] + "\n\ndef test_added():\n    pass\n",
                          "tests/test_p9.py": "def test_nine():\n    pass\n"}, "a new test and a new module")

@@ -11,7 +11,8 @@ Layout (P = prefix, "volt" by default):
     P:build:<build_id>:shard:<k>    string the results of shard k, compact (until the shards are merged)
     P:build:<build_id>:log          string the output of the build's current attempt, capped; compressed
                                            once the build ended (the record's `log_compressed`)
-    P:repo:<repo>:timings           string test id -> seconds it took last, compact (for balancing shards)
+    P:repo:<repo>:timings           string what each test and each file's collection cost the latest build
+                                           that ran tests, compact (for balancing shards)
     P:repo:<repo>:leg-timings       hash   matrix leg name -> the same, of that leg's latest run
     P:build:<build_id>-a<k>-L<n>    hash   matrix leg n of attempt k of a build: a record like a build's
                                            (models.Build, with `parent`), and every key a build has, under its id
@@ -111,7 +112,7 @@ def repo_heads(repo: str) -> str:
 
 
 def repo_leg_timings(repo: str) -> str:
-    """Each matrix leg's recorded durations, by leg name (a leg on another interpreter takes other times)."""
+    """Each matrix leg's recorded timings, by leg name (a leg on another interpreter takes other times)."""
     return f"{PREFIX}:repo:{_check_part(repo)}:leg-timings"
 
 

@@ -275,6 +275,29 @@ class Leg:
 
 
 @dataclass
+class Timings:
+    """What a run's tests cost it, for balancing the next split: each test's share of the run's wall
+    clock (test id -> seconds) and, for pytest, what collecting each file took (file -> seconds)."""
+
+    tests: dict[str, float] = field(default_factory=dict)
+    files: dict[str, float] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.tests)
+
+    @classmethod
+    def combined(cls, parts: list[Timings]) -> Timings:
+        """Several shards' timings as one run's (a file both collected counts the longer collection)."""
+        tests: dict[str, float] = {}
+        files: dict[str, float] = {}
+        for part in parts:
+            tests.update(part.tests)
+            for file, seconds in part.files.items():
+                files[file] = max(seconds, files.get(file, 0.0))
+        return cls(tests, files)
+
+
+@dataclass
 class RunOutcome:
     """What running a commit's tests produced, before it is stored."""
 
@@ -283,6 +306,7 @@ class RunOutcome:
     counts: Counts
     reason: str = ""
     log_tail: str = ""
+    timings: Timings = field(default_factory=Timings)
 
 
 @dataclass

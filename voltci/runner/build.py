@@ -11,11 +11,11 @@ Lifecycle (BuildRun.run), each phase a method:
                and queued, each on its interpreter's queue (a store transaction), and this run ends;
                each leg runs every other phase as a job of its own, and the last to end stores the
                build's result
-    split      with the repository's recorded durations, a large suite is split across the live
+    split      with the repository's recorded timings, a large suite is split across the live
                runners at once: the plan is written and the other shards are queued (a store
                transaction), and this run keeps shard 0 — every test the others do not run
     set up     the environment, the sandbox and the setup steps
-    split      without durations, once the tests can be listed
+    split      without timings, once the tests can be listed
     test       the suite, or this run's share of it; failed tests again
     store      the outcome, by the attempt that still owns the build (or its shard)
 
@@ -220,7 +220,7 @@ class BuildRun:
 
     def split(self, build: Build, steps: BuildSteps, listing: Callable[[], list[str]] | None) -> Share | None:
         """Split a large suite across the live runners: the plan is written and shards 1… are queued in
-        one store transaction, and this run becomes shard 0. With the repository's recorded durations
+        one store transaction, and this run becomes shard 0. With the repository's recorded timings
         the plan is made from them at once (`listing` None), and shard 0 runs every test the others do
         not, new ones included; without them, from the ids `listing` gives. None: the build runs whole."""
         settings = self.settings
@@ -231,11 +231,11 @@ class BuildRun:
             wanted = settings.shards or sum(1 for beat in self.store.live_runners().values() if on in beat.queues)
             if wanted < 2:
                 return None
-            history = self.store.durations(build.repo, build.leg)
-            from_history = len(history) >= settings.shard_threshold
+            history = self.store.timings(build.repo, build.leg)
+            from_history = len(history.tests) >= settings.shard_threshold
             if not from_history and listing is None:
                 return None  # asked again once the tests can be listed
-            ids = sorted(history) if from_history else listing() if listing is not None else []
+            ids = sorted(history.tests) if from_history else listing() if listing is not None else []
             if len(ids) < settings.shard_threshold:
                 return None
             plans = partition(ids, wanted, history)
@@ -250,7 +250,7 @@ class BuildRun:
         self.ownership.work = self.work
         sizes = "/".join(str(plan.tests) for plan in plans)
         steps.say(f"[volt: split into {len(plans)} shards of {sizes} tests"
-                  f" ({'from the recorded durations' if from_history else 'by module'})]")
+                  f" ({'from the recorded timings' if from_history else 'by module'})]")
         log.info("build %s split into %d shards of %s tests", build.id, len(plans), sizes)
         if from_history:
             return Share([entry for plan in plans[1:] for entry in plan.entries], exclude=True)

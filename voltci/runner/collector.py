@@ -4,11 +4,14 @@ This file runs inside the build's own test process, under the project's Python, 
 standard library only and imports nothing from Volt. It behaves like `python -m unittest discover`
 (same sys.path, same loader, same text output on stderr) and adds a JSON-lines record:
 
-    {"id": ..., "outcome": "passed|failed|error|skipped", "duration_s": ..., "message": ...}
+    {"id": ..., "outcome": "passed|failed|error|skipped", "duration_s": ..., "message": ..., "cost_s": ...}
     ...
     {"summary": {"tests_run": N, "failures": N, "errors": N, "skipped": N, ...}}
 
 Lines are flushed one by one, so the tests that finished before a hang or a crash are kept.
+`cost_s` is what the test took of the run's wall clock, from the end of the test before it to its
+own (class and module fixtures included): what a shard pays for it, which the next split is
+balanced on.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class JsonLinesResult(unittest.TextTestResult):
         self._failed_subtests: dict[str, list[str]] = {}
         self.import_failures: list[tuple[str, str]] = []
         self.unexpected = 0
+        self._last_end = time.perf_counter()
 
     def _write(self, test_id: str, outcome: str, message: str = "", duration: float | None = None,
                **extra: Any) -> None:
@@ -58,7 +62,9 @@ class JsonLinesResult(unittest.TextTestResult):
         self._reported.add(test.id())
         if type(test).__name__ in IMPORT_FAILURE_CLASSES:
             self.import_failures.append((test.id(), message))
-        self._write(test.id(), outcome, message, self._elapsed(test), **extra)
+        ended = time.perf_counter()
+        self._write(test.id(), outcome, message, self._elapsed(test), cost_s=round(ended - self._last_end, 6), **extra)
+        self._last_end = ended
 
     def startTest(self, test: unittest.TestCase) -> None:
         self._started[test.id()] = time.perf_counter()

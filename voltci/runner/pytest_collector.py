@@ -4,14 +4,21 @@ The pytest counterpart of collector.py: this file runs inside the build's test p
 project's Python and its pytest, so it uses the standard library and pytest only and imports nothing
 from Volt. It adds nothing to what pytest collects or how it runs; a plugin of its own records
 
-    {"id": <node id>, "outcome": "passed|failed|error|skipped", "duration_s": ..., "message": ...}
+    {"id": <node id>, "outcome": "passed|failed|error|skipped", "duration_s": ..., "message": ...,
+     "cost_s": ...}
     ...
-    {"summary": {"tests_run": N, "collect_errors": [[node id, message]], "exitstatus": N}}
+    {"summary": {"tests_run": N, "collect_errors": [[node id, message]], "exitstatus": N,
+                 "collect_s": {file: seconds}}}
 
 as pytest's summary counts them: an error in setup is an `error`; an error in teardown is an
 `error` entry of its own beside the test's outcome; xfail is `skipped` (with its reason), xpass
 `passed` (`failed` when strict); a failing subtest is an entry of its own. Lines are flushed one by
-one, so the tests that finished before a hang or a crash are kept. It must raise no warning, so
+one, so the tests that finished before a hang or a crash are kept.
+
+`duration_s` is pytest's own (set-up, call and tear-down). `cost_s` is what the test took of the
+run's wall clock, from the end of the test before it to its own end, pytest's work around it
+included; `collect_s`, what collecting each file took. They are what a shard of the suite pays for
+a test and a file, and the next split is balanced on them. It must raise no warning, so
 projects that turn warnings into errors are unaffected (files are opened with an explicit encoding).
 
 Selection happens after the project's own collection (its testpaths, doctests and deselections
@@ -24,9 +31,11 @@ not collect it at all.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
+import time
 from typing import IO, Any
 
 
@@ -43,6 +52,9 @@ class VoltRecorder:
         self._dirs: set[str] = set()
         self._skipped: set[str] = set()  # with `others`: the files they run whole
         self._open: dict[str, tuple[str, str, float]] = {}  # node id -> (outcome, message, duration) so far
+        self.collect_s: dict[str, float] = {}  # file -> seconds its collectors took
+        self._collecting: dict[str, float] = {}  # node id -> when its collection started
+        self._last_end = time.perf_counter()  # when the last test (or the collection) ended
 
     def _write(self, record: dict[str, Any]) -> None:
         self.out.write(json.dumps(record) + "\n")
@@ -72,7 +84,14 @@ class VoltRecorder:
             return None  # pytest's own rules decide
         return True
 
+    def pytest_collectstart(self, collector: Any) -> None:
+        self._collecting[collector.nodeid] = time.perf_counter()
+
     def pytest_collectreport(self, report: Any) -> None:
+        started = self._collecting.pop(report.nodeid, None)
+        file = report.nodeid.split("::", 1)[0]
+        if started is not None and file:
+            self.collect_s[file] = self.collect_s.get(file, 0.0) + time.perf_counter() - started
         if report.failed:
             self.collect_errors.append([report.nodeid or ".", _text(report)])
 
@@ -91,6 +110,7 @@ class VoltRecorder:
         items[:] = keep
 
     def pytest_collection_finish(self, session: Any) -> None:
+        self._last_end = time.perf_counter()
         if self.list_only:
             for item in session.items:
                 self._write({"id": item.nodeid})
@@ -127,7 +147,10 @@ class VoltRecorder:
         elif report.when == "teardown":
             self._open.pop(nodeid, None)
             self.tests_run += 1
-            self._write({"id": nodeid, "outcome": outcome, "duration_s": round(duration, 6), "message": message})
+            ended = time.perf_counter()
+            self._write({"id": nodeid, "outcome": outcome, "duration_s": round(duration, 6), "message": message,
+                         "cost_s": round(ended - self._last_end, 6)})
+            self._last_end = ended
             if report.failed:
                 self._write({"id": f"{nodeid} [teardown]", "outcome": "error",
                              "duration_s": round(report.duration, 6), "message": _text(report)})
@@ -136,7 +159,8 @@ class VoltRecorder:
 
     def summary(self, exitstatus: int) -> dict[str, Any]:
         return {"summary": {"tests_run": self.tests_run, "collect_errors": self.collect_errors,
-                            "import_failures": [], "exitstatus": int(exitstatus)}}
+                            "import_failures": [], "exitstatus": int(exitstatus),
+                            "collect_s": {file: round(s, 6) for file, s in sorted(self.collect_s.items())}}}
 
 
 def _whole_file(entry: str) -> bool:
@@ -210,4 +234,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # What the run made (every collected item, every report) is garbage now, and the interpreter's
+    # last collection at exit would walk all of it: 1.7 s of packaging's 17 s suite. Frozen, it is
+    # left to the OS; atexit handlers, thread joins and stream flushes still happen.
+    gc.freeze()
+    sys.exit(status)

@@ -8,9 +8,10 @@ not fit is cut, the shard filled up to its share with the module's first tests, 
 on as a unit of its own. At most one module per shard is cut, so each file is collected by as few
 shards as possible, and module-level set-up mostly runs once.
 
-A test's weight is its recorded duration (with durations for at least half of the tests; an
-unknown one weighs the median), plus what collecting and reporting a test costs; without them,
-every test weighs the same.
+A test's weight is what it cost the repository's last run (models.Timings: its share of the run's
+wall clock, the runner's work around it included), with costs for at least half of the tests; an
+unknown one weighs the median; without them, every test weighs the same. A pytest module also
+weighs what collecting its file took, and a module that is cut weighs it in both shards.
 
 A pytest module given whole is planned as its file (`tests/test_a.py`, no `::`): its shard collects
 the file and runs every test in it, new ones included, and the shard that runs "every test but the
@@ -25,15 +26,11 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-MIN_KNOWN_SHARE = 0.5  # of the tests with a recorded duration, for durations to be trusted
+from voltci.models import Timings
+
+MIN_KNOWN_SHARE = 0.5  # of the tests with a recorded cost, for the costs to be trusted
 MAX_SHARDS = 32
 FIT_SLACK = 0.02  # of a fair share: a module that overfills a shard by no more than this is not cut
-# What one more test costs a shard beyond its recorded duration: collecting it, running it through
-# pytest and recording it (packaging 25.0: 23 s for 26,948 tests whose durations add up to 9.3 s).
-PER_TEST_S = 0.0005
-# Of that, collecting it: what a shard that runs part of a module spends on the tests it does not run
-# (packaging 25.0: pytest --collect-only, 2.6 s for 26,948 tests).
-COLLECT_S = 0.0001
 Weight = Callable[[str], float]
 
 
@@ -50,8 +47,9 @@ def module_of(test_id: str) -> str:
 class _Unit:
     module: str
     ids: list[str]
-    weight: float
+    weight: float  # its tests' and collecting its module
     whole: bool  # every test the module has: planned as its file when it is a pytest one
+    collect: float = 0.0  # of the weight, collecting the module
 
     def entries(self) -> list[str]:
         if self.whole and "::" in self.ids[0]:
@@ -68,15 +66,16 @@ class ShardPlan:
     tests: int
 
 
-def partition(test_ids: list[str], shards: int, durations: dict[str, float]) -> list[ShardPlan]:
+def partition(test_ids: list[str], shards: int, timings: Timings) -> list[ShardPlan]:
     """`test_ids` in at most `shards` non-empty plans of about equal expected time; every id in exactly
     one, by itself or in a whole file."""
     shards = max(1, min(shards, MAX_SHARDS, len(test_ids)))
-    weight = _weights(test_ids, durations)
+    weight, collect = _weights(test_ids, timings)
     modules: dict[str, list[str]] = {}
     for test_id in sorted(test_ids):
         modules.setdefault(module_of(test_id), []).append(test_id)
-    units = [_Unit(module, ids, sum(weight(t) for t in ids), True) for module, ids in modules.items()]
+    units = [_Unit(module, ids, sum(weight(t) for t in ids) + collect(module), True, collect(module))
+             for module, ids in modules.items()]
     total = sum(unit.weight for unit in units)
     fair = total / shards
     waiting = [(-unit.weight, unit.module, n, unit) for n, unit in enumerate(units)]
@@ -88,12 +87,14 @@ def partition(test_ids: list[str], shards: int, durations: dict[str, float]) -> 
         _, _, _, unit = heapq.heappop(waiting)
         load, number = heapq.heappop(loads)
         room = fair - load
-        if unit.weight <= room + FIT_SLACK * fair or len(unit.ids) == 1 or len(loads) == 0:
+        # A cut costs one more collection of the module: not worth it for an overfill no larger.
+        overfill_kept = FIT_SLACK * fair + unit.collect / shards
+        if unit.weight <= room + overfill_kept or len(unit.ids) == 1 or len(loads) == 0:
             plans[number].append(unit)
             heapq.heappush(loads, (load + unit.weight, number))
             continue
-        head, rest = _cut(unit, room, weight)
-        fair += COLLECT_S * len(unit.ids) / shards  # the module is now collected twice
+        fair += unit.collect / shards  # the module is now collected twice
+        head, rest = _cut(unit, fair - load, weight)
         plans[number].append(head)
         heapq.heappush(loads, (load + head.weight, number))
         cuts += 1
@@ -102,23 +103,24 @@ def partition(test_ids: list[str], shards: int, durations: dict[str, float]) -> 
             for plan in plans if plan]
 
 
-def _weights(test_ids: list[str], durations: dict[str, float]) -> Weight:
-    known = [durations[t] for t in test_ids if t in durations]
+def _weights(test_ids: list[str], timings: Timings) -> tuple[Weight, Weight]:
+    """A test's weight, and a module's collection's (0 where unknown)."""
+    costs, files = timings.tests, timings.files
+    known = [costs[t] for t in test_ids if t in costs]
     if test_ids and known and len(known) >= MIN_KNOWN_SHARE * len(test_ids):
         typical = statistics.median(known)
-        return lambda test_id: durations.get(test_id, typical) + PER_TEST_S
-    return lambda test_id: 1.0
+        return (lambda test_id: costs.get(test_id, typical)), (lambda module: files.get(module, 0.0))
+    return (lambda test_id: 1.0), (lambda module: 0.0)
 
 
 def _cut(unit: _Unit, room: float, weight: Weight) -> tuple[_Unit, _Unit]:
     """The unit's first tests up to `room` of weight (at least one), and the rest (at least one). Both
-    shards collect the whole module: each also bears collecting the tests it leaves to the other."""
-    taken, size = 0.0, 0
+    shards collect the whole module, so each part weighs its collection."""
+    taken, size = unit.collect, 0
     for test_id in unit.ids[:-1]:
-        if size and taken + weight(test_id) + COLLECT_S * (len(unit.ids) - size - 1) > room:
+        if size and taken + weight(test_id) > room:
             break
         taken += weight(test_id)
         size += 1
-    rest = len(unit.ids) - size
-    return (_Unit(unit.module, unit.ids[:size], taken + COLLECT_S * rest, False),
-            _Unit(unit.module, unit.ids[size:], unit.weight - taken + COLLECT_S * size, False))
+    return (_Unit(unit.module, unit.ids[:size], taken, False, unit.collect),
+            _Unit(unit.module, unit.ids[size:], unit.weight - taken + unit.collect, False, unit.collect))

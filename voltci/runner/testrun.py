@@ -12,8 +12,9 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult, Timings
 from voltci.runner import untrusted
 from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.sandbox import Sandbox
@@ -117,6 +118,7 @@ def read_tail(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:
 def parse_results(results_path: Path, returncode: int | None, log_tail: str = "") -> RunOutcome:
     """Turn the collector's JSON lines into a RunOutcome with unittest's own counting."""
     tests: list[TestResult] = []
+    costs: dict[str, float] = {}
     summary = None
     discovery_error = None
     seen: dict[str, int] = {}
@@ -142,7 +144,28 @@ def parse_results(results_path: Path, returncode: int | None, log_tail: str = ""
                                     message=record.get("message", ""), order=len(tests),
                                     subtest_of=record.get("subtest_of", ""),
                                     via_subtests=bool(record.get("via_subtests"))))
-    counts = Counts.of(tests)
+            cost = record.get("cost_s")
+            if isinstance(cost, (int, float)) and cost >= 0:
+                costs[record["id"]] = float(cost)
+    outcome = _judge(tests, Counts.of(tests), summary, discovery_error, returncode, log_tail)
+    outcome.timings = Timings(costs, _collect_times(summary, costs))
+    return outcome
+
+
+def _collect_times(summary: Any, costs: dict[str, float]) -> dict[str, float]:
+    """pytest's seconds of collection per file, for the files of the tests that ran (the build wrote
+    them: nothing else is kept)."""
+    files = summary.get("collect_s") if isinstance(summary, dict) else None
+    if not isinstance(files, dict):
+        return {}
+    ran = {test_id.split("::", 1)[0] for test_id in costs if "::" in test_id}
+    return {file: float(seconds) for file, seconds in files.items()
+            if file in ran and isinstance(seconds, (int, float)) and seconds >= 0}
+
+
+def _judge(tests: list[TestResult], counts: Counts, summary: dict[str, Any] | None, discovery_error: str | None,
+           returncode: int | None, log_tail: str) -> RunOutcome:
+    """The run's status and reason, as unittest and pytest themselves would judge it."""
     if discovery_error:
         return RunOutcome(Status.ERROR, tests, counts, f"test discovery failed: {discovery_error}", log_tail)
     if summary is None:

@@ -1,5 +1,5 @@
 """Compact encodings of what a finished build keeps: its per-test results, its output, a repository's
-recorded durations and a split build's shard plans.
+recorded timings and a split build's shard plans.
 
 Why: a 27,000-test build kept as one Redis hash field per test took 6 MB, and its repository's
 durations another 4 MB. The test ids of one suite share long prefixes, so ids are front-coded (each
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from voltci.errors import VoltError
-from voltci.models import Outcome, TestResult
+from voltci.models import Outcome, TestResult, Timings
 
 FORMAT = 1
 LEVEL = 6  # zlib's default: within a few per cent of 9 on test ids, several times faster
@@ -163,18 +163,23 @@ def decode_ids(blob: bytes | None) -> list[str]:
     return front_decode(data["p"], data["s"])
 
 
-def encode_durations(durations: dict[str, float]) -> bytes:
-    """A repository's recorded durations, test id -> seconds (ids sorted: they front-code best)."""
-    ids = sorted(durations)
+def encode_timings(timings: Timings) -> bytes:
+    """A run's timings (models.Timings): test id -> seconds, ids sorted (they front-code best), and
+    file -> seconds of collection."""
+    ids = sorted(timings.tests)
     kept, rest = front_code(ids)
-    return _pack({"p": kept, "s": rest, "d": [_seconds_out(durations[i]) for i in ids]})
+    data: dict[str, Any] = {"p": kept, "s": rest, "d": [_seconds_out(timings.tests[i]) for i in ids]}
+    if timings.files:
+        data["f"] = {file: _seconds_out(seconds) for file, seconds in sorted(timings.files.items())}
+    return _pack(data)
 
 
-def decode_durations(blob: bytes | None) -> dict[str, float]:
+def decode_timings(blob: bytes | None) -> Timings:
     if not blob:
-        return {}
+        return Timings()
     data = _unpack(blob)
-    return dict(zip(front_decode(data["p"], data["s"]), map(_seconds_in, data["d"]), strict=False))
+    tests = dict(zip(front_decode(data["p"], data["s"]), map(_seconds_in, data["d"]), strict=False))
+    return Timings(tests, {file: _seconds_in(seconds) for file, seconds in data.get("f", {}).items()})
 
 
 def compress_log(data: bytes) -> bytes:

@@ -12,7 +12,7 @@ import json
 from voltci import keys
 from voltci.errors import BadInput
 from voltci.git import SHA_PREFIX
-from voltci.models import Attempt, AttemptState, Build, FlakyTest, LostAttempt, Shard, TestResult
+from voltci.models import Attempt, AttemptState, Build, FlakyTest, LostAttempt, Shard, TestResult, Timings
 from voltci.store import codec
 from voltci.store.base import StoreBase
 from voltci.store.tx import Txn, raw
@@ -204,12 +204,12 @@ class Reads(StoreBase):
     def recent_lost(self, limit: int = 10) -> list[LostAttempt]:
         return [LostAttempt.from_json(text) for text in self.r.lrange(keys.lost(), 0, limit - 1)]
 
-    def durations(self, repo: str, leg: str = "") -> dict[str, float]:
-        """Each test's duration in the repository's latest build that ran tests (for balancing shards), or
-        in the latest run of its matrix leg `leg`."""
+    def timings(self, repo: str, leg: str = "") -> Timings:
+        """What each test (and collecting each file) cost the repository's latest build that ran tests,
+        or the latest run of its matrix leg `leg`: for balancing shards."""
         if leg:
-            return codec.decode_durations(raw(self.r, "HGET", keys.repo_leg_timings(repo), leg))
+            return codec.decode_timings(raw(self.r, "HGET", keys.repo_leg_timings(repo), leg))
         blob = raw(self.r, "GET", keys.repo_timings(repo))
         if blob is not None:
-            return codec.decode_durations(blob)
-        return {t: float(s) for t, s in self.r.hgetall(keys.repo_durations(repo)).items()}
+            return codec.decode_timings(blob)
+        return Timings({t: float(s) for t, s in self.r.hgetall(keys.repo_durations(repo)).items()})

@@ -1,7 +1,7 @@
 """Retention: ended builds beyond `keep_builds` per repository, or older than `keep_days`, are deleted —
 every key of theirs, their history and commit-index entries, and their rq jobs — so Redis stops
 growing with time. Queued and running builds, and the newest build of each branch, are never pruned.
-A repository's aggregates (test durations, flaky counts) are not per build and stay; its test trail
+A repository's aggregates (test timings, flaky counts) are not per build and stay; its test trail
 (trail.py) loses the columns of the builds pruned.
 
 The acting scheduler prunes a bounded batch per pass (its pass costs the same however long the

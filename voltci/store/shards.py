@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from voltci import jobqueue, keys
 from voltci.clock import now_iso
-from voltci.models import Attempt, AttemptState, Build, Counts, RunOutcome, Shard, Share, Status, TestResult
+from voltci.models import Attempt, AttemptState, Build, Counts, RunOutcome, Shard, Share, Status, TestResult, Timings
 from voltci.store import codec
 from voltci.store.transitions import Encoded, Transitions
 from voltci.store.tx import Txn, guarded, raw
 
 
-def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str) -> RunOutcome:
+def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str,
+          timings: Timings | None = None) -> RunOutcome:
     """The shards' results as one build's: every test once, one the worst status."""
     tests: list[TestResult] = []
     for number in sorted(tests_by_shard):
@@ -27,11 +28,15 @@ def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]]
     counts = Counts.of(tests)
     statuses = {records[n].status for n in records}
     reasons = "; ".join(f"shard {n}: {records[n].reason}" for n in sorted(records) if records[n].reason)
+    timings = timings or Timings()
     for status in (Status.TIMEOUT, Status.CANCELLED, Status.ERROR):
         if status.value in statuses:
-            return RunOutcome(status, tests, counts, reasons, log_tail)
+            return RunOutcome(status, tests, counts, reasons, log_tail, timings)
     status = Status.FAILED if counts.failed or counts.errors else Status.PASSED
-    return RunOutcome(status, tests, counts, "", log_tail)
+    return RunOutcome(status, tests, counts, "", log_tail, timings)
+
+
+TIMINGS_FIELD = "timings"  # of a finished shard's results hash, beside codec's fields: its tests' costs
 
 
 class Shards(Transitions):
@@ -113,6 +118,8 @@ class Shards(Transitions):
         Returns "stored" or "merged", or None when this shard attempt no longer owns its shard."""
         finished = now_iso()
         mine = codec.encode_tests(outcome.tests) if outcome.tests else None
+        if mine is not None and outcome.timings:
+            mine[TIMINGS_FIELD] = codec.encode_timings(outcome.timings)
 
         ended = ""  # the build that ended with it: this one, or a matrix leg's build when it was the last leg
 
@@ -133,11 +140,13 @@ class Shards(Transitions):
                 if mine is not None:
                     pipe.hset(keys.build_shard_tests(build_id, shard), mapping=mine)
                 return "stored"
-            earlier = {s.number: codec.decode_tests(raw(pipe, "HGETALL", keys.build_shard_tests(build_id, s.number)))
-                       for s in others}
+            stored = {s.number: raw(pipe, "HGETALL", keys.build_shard_tests(build_id, s.number)) for s in others}
+            earlier = {number: codec.decode_tests(fields) for number, fields in stored.items()}
+            timings = Timings.combined([*(codec.decode_timings(fields.get(TIMINGS_FIELD.encode()))
+                                          for fields in stored.values()), outcome.timings])
             output = raw(pipe, "GET", keys.build_log(build_id))
             records = {**{s.number: s for s in others}, shard: record}
-            merged = Encoded(merge(records, {**earlier, shard: outcome.tests}, outcome.log_tail))
+            merged = Encoded(merge(records, {**earlier, shard: outcome.tests}, outcome.log_tail, timings))
             if build.is_leg:
                 ended = self._end_leg(pipe, build, build.runner, merged, finished, output)
             else:

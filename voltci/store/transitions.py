@@ -58,8 +58,7 @@ class Encoded:
     def __init__(self, outcome: RunOutcome):
         self.outcome = outcome
         self.results = codec.encode_tests(outcome.tests) if outcome.tests else None
-        timings = {t.id: t.duration_s for t in outcome.tests if not t.subtest_of and t.outcome is not Outcome.SKIPPED}
-        self.timings = codec.encode_durations(timings) if timings else None
+        self.timings = codec.encode_timings(outcome.timings) if outcome.timings else None
 
 
 class Transitions(Trail):
