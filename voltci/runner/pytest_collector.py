@@ -52,8 +52,8 @@ class VoltRecorder:
         self._dirs: set[str] = set()
         self._skipped: set[str] = set()  # with `others`: the files they run whole
         self._open: dict[str, tuple[str, str, float]] = {}  # node id -> (outcome, message, duration) so far
-        self.collect_s: dict[str, float] = {}  # file -> seconds its collectors took
-        self._collecting: dict[str, float] = {}  # node id -> when its collection started
+        self.collect_s: dict[str, float] = {}  # file -> seconds its collectors took, their own
+        self._collecting: list[list[Any]] = []  # [node id, started, seconds of collectors inside it]
         self._last_end = time.perf_counter()  # when the last test (or the collection) ended
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -85,13 +85,20 @@ class VoltRecorder:
         return True
 
     def pytest_collectstart(self, collector: Any) -> None:
-        self._collecting[collector.nodeid] = time.perf_counter()
+        self._collecting.append([collector.nodeid, time.perf_counter(), 0.0])
 
     def pytest_collectreport(self, report: Any) -> None:
-        started = self._collecting.pop(report.nodeid, None)
-        file = report.nodeid.split("::", 1)[0]
-        if started is not None and file:
-            self.collect_s[file] = self.collect_s.get(file, 0.0) + time.perf_counter() - started
+        """A collector's own time goes to its file: collectors run inside others (a directory's
+        inside the session's), and each counts only what its children did not take."""
+        ended = time.perf_counter()
+        while self._collecting:
+            nodeid, started, inner = self._collecting.pop()
+            if self._collecting:
+                self._collecting[-1][2] += ended - started
+            if nodeid == report.nodeid:
+                file = nodeid.split("::", 1)[0]
+                self.collect_s[file] = self.collect_s.get(file, 0.0) + ended - started - inner
+                break
         if report.failed:
             self.collect_errors.append([report.nodeid or ".", _text(report)])
 

@@ -39,6 +39,16 @@ def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]]
 TIMINGS_FIELD = "timings"  # of a finished shard's results hash, beside codec's fields: its tests' costs
 
 
+def _encoded(outcome: RunOutcome) -> dict[str, bytes]:
+    """A shard's results as it keeps them until the merge: its tests, and what they cost."""
+    if not outcome.tests:
+        return {}
+    fields = codec.encode_tests(outcome.tests)
+    if outcome.timings:
+        fields[TIMINGS_FIELD] = codec.encode_timings(outcome.timings)
+    return fields
+
+
 class Shards(Transitions):
     def shard_plan(self, build_id: str, shard: int) -> list[str]:
         return codec.decode_ids(raw(self.r, "HGET", keys.build_shard_plan(build_id), str(shard)))
@@ -117,9 +127,6 @@ class Shards(Transitions):
         """Store one shard's results; the last shard to finish merges them all into the build's one result.
         Returns "stored" or "merged", or None when this shard attempt no longer owns its shard."""
         finished = now_iso()
-        mine = codec.encode_tests(outcome.tests) if outcome.tests else None
-        if mine is not None and outcome.timings:
-            mine[TIMINGS_FIELD] = codec.encode_timings(outcome.timings)
 
         ended = ""  # the build that ended with it: this one, or a matrix leg's build when it was the last leg
 
@@ -134,10 +141,11 @@ class Shards(Transitions):
             record = Shard(shard, shard_attempt, AttemptState.FINISHED, runner_id, shards[shard].started_at, finished,
                            outcome.status.value, outcome.reason, len(outcome.tests))
             if not complete:
+                mine = _encoded(outcome)
                 pipe.multi()
                 pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
                 pipe.delete(keys.build_shard_tests(build_id, shard))
-                if mine is not None:
+                if mine:
                     pipe.hset(keys.build_shard_tests(build_id, shard), mapping=mine)
                 return "stored"
             stored = {s.number: raw(pipe, "HGETALL", keys.build_shard_tests(build_id, s.number)) for s in others}
