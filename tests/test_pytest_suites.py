@@ -234,6 +234,47 @@ def test_a_shard_runs_whole_files_and_the_rest_never_collects_them(workspace, tm
     assert rest == {"tests/test_cut.py::test_y": "passed", "tests/test_rest.py::test_r": "passed"}
 
 
+MIXED = """import os
+
+
+def pytest_generate_tests(metafunc):
+    name = metafunc.function.__name__
+    if os.environ.get("POISON") == name:
+        raise SystemExit(f"{name} was expanded")
+    if name in ("test_big", "test_other"):
+        metafunc.parametrize("x", range(3))
+
+
+def test_big(x):
+    pass
+
+
+def test_other(x):
+    pass
+
+
+class TestPlain:
+    def test_plain(self):
+        pass
+"""
+
+
+def test_a_shard_expands_only_the_functions_of_a_cut_module_it_runs(workspace, tmp_path) -> None:
+    """Part of a cut module is planned as whole functions (every parametrization, no `[`) and single
+    ids: the shard given them never expands the module's other functions, and the shard that runs
+    the rest never expands those."""
+    outcome, log, tree = build(workspace, tmp_path, {"tests/test_mixed.py": MIXED})
+    assert outcome.status is Status.PASSED and outcome.counts.total == 7
+    python = Path(re.search(r"the environment (\S+)\]", log).group(1)) / "bin" / "python"
+    plan = tree / "plan.txt"
+    plan.write_text("tests/test_mixed.py::test_other\ntests/test_mixed.py::TestPlain::test_plain\n")
+    assert collect(tree, python, "--only-file", str(plan), env={"POISON": "test_big"}) == {
+        **{f"tests/test_mixed.py::test_other[{n}]": "passed" for n in range(3)},
+        "tests/test_mixed.py::TestPlain::test_plain": "passed"}
+    assert collect(tree, python, "--except-file", str(plan), env={"POISON": "test_other"}) == {
+        f"tests/test_mixed.py::test_big[{n}]": "passed" for n in range(3)}
+
+
 def test_no_tests_and_bad_arguments_are_errors(workspace, tmp_path) -> None:
     outcome, _, _ = build(workspace, tmp_path / "a", {"tests/helpers.py": "X = 1\n"})
     assert outcome.status is Status.ERROR and outcome.reason == "no tests found"

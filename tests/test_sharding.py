@@ -10,13 +10,13 @@ from cluster import Cluster
 from support import run_volt, wait_until
 
 from voltci.models import AttemptState, Timings
-from voltci.runner.sharding import module_of, partition
+from voltci.runner.sharding import function_of, module_of, partition
 from voltci.store import Store
 
 
 def expand(entries: list[str], test_ids: list[str]) -> list[str]:
     """A plan's test ids: its ids, and every id of the files it takes whole."""
-    return [t for t in test_ids if t in entries or ("::" in t and module_of(t) in entries)]
+    return [t for t in test_ids if t in entries or ("::" in t and {module_of(t), function_of(t)} & set(entries))]
 
 
 def test_partition_covers_every_id_once_and_balances_by_duration() -> None:
@@ -45,19 +45,31 @@ def test_pytest_modules_go_whole_where_they_fit_and_are_cut_where_not() -> None:
     assert len(partition(ids, 2, durations)) == len(plans) and partition(ids, 2, durations) == plans  # stable
 
 
-def test_collecting_a_module_weighs_in_every_shard_that_takes_part_of_it() -> None:
-    ids = [f"tests/test_{m}.py::test_{n}" for m in ("a", "b") for n in range(100)]
-    costs = dict.fromkeys(ids, 0.01)
-    # a: 1 s of tests and 1 s of collection. Cut, both halves would pay the collection: whole is better.
-    plans = partition(ids, 2, Timings(costs, {"tests/test_a.py": 1.0}))
-    assert sorted(plan.entries for plan in plans) == [["tests/test_a.py"], ["tests/test_b.py"]]
-    # Cheap to collect, a is cut, and each part is planned with the collection it pays.
-    costs.update(dict.fromkeys(ids[:100], 0.03))
-    plans = partition(ids, 2, Timings(costs, {"tests/test_a.py": 0.2}))
-    parts = [[e for e in plan.entries if e.startswith("tests/test_a.py::")] for plan in plans]
-    assert all(parts) and sum(map(len, parts)) == 100
-    loads = [sum(costs[t] for t in expand(plan.entries, ids)) + 0.2 for plan in plans]
-    assert abs(loads[0] - loads[1]) <= 0.05, loads
+def test_a_cut_module_is_cut_between_functions_and_each_part_weighs_what_it_collects() -> None:
+    """A shard collects only the functions of a module it has tests of: the module's collection is
+    shared among its functions by their tests, and a part is planned as its whole functions."""
+    ids = [f"tests/test_a.py::test_f[{n}]" for n in range(60)] + [f"tests/test_a.py::test_g[{n}]" for n in range(40)]
+    ids += [f"tests/test_b.py::test_{n}" for n in range(100)]
+    timings = Timings(dict.fromkeys(ids, 0.01), {"tests/test_a.py": 1.0})
+    plans = partition(ids, 2, timings)
+    shares = [expand(plan.entries, ids) for plan in plans]
+    assert sorted(t for share in shares for t in share) == sorted(ids)  # every id exactly once
+    entries = {e for plan in plans for e in plan.entries}
+    assert {"tests/test_a.py::test_f", "tests/test_a.py::test_g"} <= entries  # whole functions, never cut
+    # test_f: 0.6 s of tests + 0.6 s of collection; test_g: 0.4 + 0.4; test_b.py: 1.0.
+    sizes = {"tests/test_a.py::test_f": 60, "tests/test_a.py::test_g": 40}
+    loads = sorted(round(0.01 * len(share) + sum(n / 100 for f, n in sizes.items() if f in plan.entries), 2)
+                   for plan, share in zip(plans, shares, strict=True))
+    assert loads == [1.2, 1.8], loads
+
+
+def test_shards_timings_add_up_to_one_runs() -> None:
+    """Each shard collected only its functions of a module they shared: the module's collection is the sum."""
+    shard0 = Timings({"tests/test_a.py::test_f[0]": 0.5}, {"tests/test_a.py": 0.25, "tests/test_b.py": 1.0})
+    shard1 = Timings({"tests/test_a.py::test_g": 0.125}, {"tests/test_a.py": 0.5})
+    assert Timings.combined([shard0, shard1]) == Timings(
+        {"tests/test_a.py::test_f[0]": 0.5, "tests/test_a.py::test_g": 0.125},
+        {"tests/test_a.py": 0.75, "tests/test_b.py": 1.0})
 
 
 def test_without_history_whole_modules_are_packed() -> None:

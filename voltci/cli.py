@@ -30,10 +30,8 @@ from voltci.keys import parse_job_id
 from voltci.logstream import follow_log
 from voltci.observer import RepoWatch, observe_loop
 from voltci.outage import describe, is_full
-from voltci.runner.worker import make_worker
 from voltci.scheduler import Scheduler
 from voltci.store import Policy, Store
-from voltci.up import run_up
 from voltci.watchlist import WatchList
 
 
@@ -210,6 +208,8 @@ def notify_cmd(app: App, repo: str, ref: str | None) -> None:
 def worker(app: App, burst: bool, name: str | None) -> None:
     """Run builds: an rq worker on Volt's queue (same as `rq worker --url URL volt`)."""
     setup_logging()
+    from voltci.runner.worker import make_worker  # the build code: only a runner needs it
+
     w = make_worker(connect(app.settings.effective_redis_url, decode=False), app.settings, name)
     w.work(burst=burst, logging_level="INFO")
 
@@ -566,6 +566,8 @@ def up(app: App, repos: tuple[str, ...], branches: tuple[str, ...], workers: int
        burst_timeout: float, redis_dir: str | None, with_web: bool, web_port: int) -> None:
     """Everything on one machine: Redis (unless given), runners and the observer; Ctrl-C stops it all."""
     setup_logging(logging.WARNING)  # builds are printed as lines of their own; problems still show
+    from voltci.up import run_up  # runners and the web page: the other commands need neither
+
     sys.exit(run_up(app.settings, list(repos), list(branches), workers, burst, burst_timeout, redis_dir,
                     web_port if with_web else None))
 

@@ -287,13 +287,14 @@ class Timings:
 
     @classmethod
     def combined(cls, parts: list[Timings]) -> Timings:
-        """Several shards' timings as one run's (a file both collected counts the longer collection)."""
+        """Several shards' timings as one run's. A file that several shards collected counts the sum:
+        each collected only the functions it ran tests of."""
         tests: dict[str, float] = {}
         files: dict[str, float] = {}
         for part in parts:
             tests.update(part.tests)
             for file, seconds in part.files.items():
-                files[file] = max(seconds, files.get(file, 0.0))
+                files[file] = files.get(file, 0.0) + seconds
         return cls(tests, files)
 
 

@@ -25,7 +25,9 @@ Selection happens after the project's own collection (its testpaths, doctests an
 stay): `--only-file` keeps the ids listed, `--except-file` keeps every other one, `--list` writes
 the collected ids and runs nothing. An entry of those files without `::` names a whole file (as a
 split plans a module it does not cut): `--only-file` keeps every test in it, `--except-file` does
-not collect it at all.
+not collect it at all. An entry with `::` but no `[` names a whole function, every parametrization
+of it. In a file it runs part of, a shard does not collect the functions (and classes) it has no
+test of: their parametrizations are never expanded.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class VoltRecorder:
         self._files: set[str] | None = None  # with `only`: the files its tests are in, and their directories
         self._dirs: set[str] = set()
         self._skipped: set[str] = set()  # with `others`: the files they run whole
+        self._needed: set[str] | None = None  # with `only`: its functions and classes, and what holds them
+        self._elsewhere: set[str] = set()  # with `others`: the functions they run whole
         self._open: dict[str, tuple[str, str, float]] = {}  # node id -> (outcome, message, duration) so far
         self.collect_s: dict[str, float] = {}  # file -> seconds its collectors took, their own
         self._collecting: list[list[Any]] = []  # [node id, started, seconds of collectors inside it]
@@ -67,8 +71,13 @@ class VoltRecorder:
         root = str(config.rootpath)
         if self.others is not None:
             self._skipped = {_absolute(root, entry) for entry in self.others if _whole_file(entry)}
+            self._elsewhere = {entry for entry in self.others if not _whole_file(entry) and "[" not in entry}
         if self.only is None:
             return
+        self._needed = set()
+        for entry in self.only:
+            parts = _function(entry).split("::")
+            self._needed.update("::".join(parts[:n]) for n in range(1, len(parts) + 1))
         self._files = {_absolute(root, entry.split("::", 1)[0]) for entry in self.only}
         for path in self._files:
             parent = os.path.dirname(path)
@@ -83,6 +92,17 @@ class VoltRecorder:
         if self._files is None or path in self._files or path in self._dirs:
             return None  # pytest's own rules decide
         return True
+
+    def pytest_pycollect_makeitem(self, collector: Any, name: str, obj: Any) -> list[Any] | None:
+        """Nothing for a function or class of a file this shard runs part of, when it has no test of it:
+        collecting it (expanding a large parametrization) would be most of what the file costs."""
+        node = f"{collector.nodeid}::{name}".replace("::()", "")
+        if node in self._elsewhere:
+            return []
+        needed, only = self._needed, self.only
+        if needed is None or only is None or node.split("::", 1)[0] in only or node in needed:
+            return None  # pytest's own rules decide
+        return []
 
     def pytest_collectstart(self, collector: Any) -> None:
         self._collecting.append([collector.nodeid, time.perf_counter(), 0.0])
@@ -108,9 +128,9 @@ class VoltRecorder:
         keep: list[Any] = []
         dropped: list[Any] = []
         for item in items:
-            file = item.nodeid.split("::", 1)[0]
-            wanted = (self.only is None or item.nodeid in self.only or file in self.only) and \
-                     (self.others is None or (item.nodeid not in self.others and file not in self.others))
+            file, function = item.nodeid.split("::", 1)[0], _function(item.nodeid)
+            wanted = (self.only is None or item.nodeid in self.only or file in self.only or function in self.only) \
+                and (self.others is None or not {item.nodeid, file, function} & self.others)
             (keep if wanted else dropped).append(item)
         if dropped:
             config.hook.pytest_deselected(items=dropped)
@@ -172,6 +192,11 @@ class VoltRecorder:
 
 def _whole_file(entry: str) -> bool:
     return "::" not in entry
+
+
+def _function(node_id: str) -> str:
+    """`tests/t.py::T::test_x[1-a]` → `tests/t.py::T::test_x`: every parametrization of the function."""
+    return node_id.split("[", 1)[0]
 
 
 def _absolute(root: str, relative: str) -> str:
