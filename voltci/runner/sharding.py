@@ -100,8 +100,8 @@ class _Unit:
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """One shard's part of a split: the plan's entries (test ids, and pytest files taken whole), and how
-    many of the tests known now they stand for."""
+    """One shard's part of a split: the plan's entries (test ids, and pytest files and functions taken
+    whole), and how many of the tests known now they stand for."""
 
     entries: list[str]
     tests: int
@@ -109,7 +109,7 @@ class ShardPlan:
 
 def partition(test_ids: list[str], shards: int, timings: Timings) -> list[ShardPlan]:
     """`test_ids` in at most `shards` non-empty plans of about equal expected time; every id in exactly
-    one, by itself or in a whole file."""
+    one, by itself or in a whole file or function."""
     shards = max(1, min(shards, MAX_SHARDS, len(test_ids)))
     weight, collect = _weights(test_ids, timings)
     modules: dict[str, list[str]] = {}
