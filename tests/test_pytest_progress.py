@@ -128,8 +128,9 @@ def up_on_a_terminal(settings: Settings, repo_path: Path, tmp_path: Path) -> str
     screen = b""
     try:
         deadline = time.monotonic() + WAIT_S
+        exited = False
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
+            ready, _, _ = select.select([master], [], [], 0 if exited else 0.2)
             if ready:
                 try:
                     chunk = os.read(master, 65536)
@@ -138,8 +139,10 @@ def up_on_a_terminal(settings: Settings, repo_path: Path, tmp_path: Path) -> str
                 if not chunk:
                     break
                 screen += chunk
-            elif proc.poll() is not None:
-                break
+            elif exited:
+                break  # it has exited and everything it wrote is read
+            else:
+                exited = proc.poll() is not None  # then read what it wrote as it exited
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:

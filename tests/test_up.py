@@ -201,3 +201,35 @@ def test_up_embedded_redis_wants_a_password_that_no_command_line_or_output_shows
     assert parts.password not in output and password not in output
     for log in (tmp_path / "ws" / "logs").glob("*.log"):
         assert password not in log.read_text(errors="replace"), log
+
+
+def test_up_burst_prints_a_build_whose_end_came_between_two_waits_once(fake) -> None:
+    """A build may end just as `volt up` stops waiting for the message of an end: it is printed all
+    the same (once, even if its message comes later), and --burst then exits 0."""
+    import io
+
+    from voltci import up
+    from voltci.live import LiveView
+    from voltci.models import Build, Counts, RunOutcome, Status
+    from voltci.store import Store
+
+    store = Store(fake)
+    build = Build(id="proj-" + "a" * 40, repo="proj", url="/r", commit="a" * 40, branch="main")
+    store.add_build(build, 1)
+    store.start_attempt(build.id, 1, "r1")
+    assert store.finish_build(build.id, 1, "r1", RunOutcome(Status.PASSED, [], Counts()))
+    late = [None, ("message", {"build": build.id})]
+
+    class Events:
+        def get(self, timeout: float) -> object:
+            return late.pop(0) if late else None
+
+    class Pool:
+        def supervise(self) -> None:
+            pass
+
+    out = io.StringIO()
+    view = LiveView(store, out, interactive=False)
+    assert up._until_finished(store, Events(), Pool(), view, {build.id}, 10) == 0  # type: ignore[arg-type]
+    assert up._next_finished(store, Events(), Pool(), view, {build.id}) == build.id  # type: ignore[arg-type]
+    assert out.getvalue().count("passed") == 1 and build.commit[:10] in out.getvalue()

@@ -30,6 +30,7 @@ from voltci.config import Settings, as_environment
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
 from voltci.live import LiveView
+from voltci.models import Build
 from voltci.observer import RepoWatch, observe_loop
 from voltci.redis_server import RedisServer
 from voltci.runner.limits import Limits
@@ -191,9 +192,10 @@ def _watches(store: Store, repos: list[str], branches: list[str]) -> list[RepoWa
     return watches
 
 
-def _next_finished(store: Store, events: Subscription, pool: WorkerPool, view: LiveView) -> str | None:
-    """Wait a moment for a finished build, print it, keep the runners up and the status line fresh;
-    the build id, if one ended."""
+def _next_finished(store: Store, events: Subscription, pool: WorkerPool, view: LiveView,
+                   shown: set[str] | None = None) -> str | None:
+    """Wait a moment for a finished build, print it (unless `shown` has it), keep the runners up and
+    the status line fresh; the build id, if one ended."""
     pool.supervise()
     view.refresh()
     try:
@@ -206,10 +208,14 @@ def _next_finished(store: Store, events: Subscription, pool: WorkerPool, view: L
         log.warning("Redis unavailable (%s); retrying", exc)
         time.sleep(1.0)
         return None
-    if build:
-        view.finished(build)
-        view.line(report.one_line(build))
+    if build and build_id not in (shown or ()):
+        _show(view, build)
     return build_id
+
+
+def _show(view: LiveView, build: Build) -> None:
+    view.finished(build)
+    view.line(report.one_line(build))
 
 
 def _until_interrupted(store: Store, events: Subscription, pool: WorkerPool, view: LiveView) -> None:
@@ -220,16 +226,19 @@ def _until_interrupted(store: Store, events: Subscription, pool: WorkerPool, vie
 def _until_finished(store: Store, events: Subscription, pool: WorkerPool, view: LiveView,
                     pending: set[str], timeout: float) -> int:
     deadline = time.monotonic() + timeout
+    shown: set[str] = set()
     while pending:
-        _next_finished(store, events, pool, view)
-        pending = {build_id for build_id in pending if not _is_final(store, build_id)}
+        shown.add(_next_finished(store, events, pool, view, shown) or "")
+        for build_id in sorted(pending):
+            build = store.get_build(build_id)
+            if build is not None and not build.status.is_final:
+                continue
+            if build is not None and build_id not in shown:  # it ended as the wait for its message timed out
+                _show(view, build)
+                shown.add(build_id)
+            pending.discard(build_id)
         if pending and time.monotonic() > deadline:
             view.close()
             click.echo(f"volt: {len(pending)} build(s) did not finish within {timeout:g} s", err=True)
             return 1
     return 0
-
-
-def _is_final(store: Store, build_id: str) -> bool:
-    build = store.get_build(build_id)
-    return build is None or build.status.is_final
