@@ -8,17 +8,18 @@ Volt's default settings — `shard_threshold` (2000 tests) and `shards` (one per
 only `retries` off. One warm build first (the environment made, what each test cost recorded); then,
 alternately, a commit built by 1 runner and a commit built by 2 runners (which the runner that takes
 it splits in two from those timings), each timed from `volt notify` to the build's result. The
-second runner's first build is a warm-up too and is not counted. Prints the medians, their ratio
+second runner is started anew for each 2-runner build, and its first build is a warm-up too, not
+counted. Prints the medians, their ratio
 (goal ≤ 0.6), the shards of the last 2-runner build, and whether every test's id and outcome of
 each 2-runner build equals the 1-runner build's before it.
 
 Then, without Volt around it, the floor that ratio has: in the build's own environment and tree, the
 time of pytest (through Volt's pytest_collector.py, as a build runs it) over the whole suite and over
 each shard of the 2-shard plan Volt makes from the recorded timings (shard 1 collects only its
-files; shard 0 every file shard 1 does not take whole), alternately, --runs times each. Two runners
-cannot take less than the longer shard, whatever else they do. And the machine's own parallelism at that moment: a fixed
-CPU-bound loop run alone and two of them at once, alternately (2.0 on two free cores; less when other
-work holds them).
+files and functions; shard 0 every file and function shard 1 does not take whole), alternately,
+--runs times each. Two runners cannot take less than the longer shard, whatever else they do. And
+the machine's own parallelism at that moment: a fixed CPU-bound loop run alone and two of them at
+once, alternately (2.0 on two free cores; less when other work holds them).
 """
 
 from __future__ import annotations
@@ -116,13 +117,14 @@ def main() -> None:
                 volt.watch(repo, NAME)
                 volt.push_and_wait(repo, NAME, 0)  # warm: environment made, timings recorded
                 status, first, _ = outcomes(volt, repo)
-                one, two, equal, shards = [], [], [], 0
+                one, two, warm, equal, shards = [], [], [], [], 0
                 for n in range(1, args.runs + 1):
                     one.append(volt.push_and_wait(repo, NAME, 2 * n))
                     _, whole, _ = outcomes(volt, repo)
                     volt.runners(2)
-                    if n == 1:
-                        volt.push_and_wait(repo, NAME, 1)  # warm the second runner's environment and worktree
+                    # The second runner is a new process each time: its first build (its environment,
+                    # worktree and first sandbox made) is a warm-up, as the first runner's was.
+                    warm.append(volt.push_and_wait(repo, NAME, 100 + n))
                     two.append(volt.push_and_wait(repo, NAME, 2 * n + 1))
                     _, split, shards = outcomes(volt, repo)
                     if shards < 2:
@@ -142,6 +144,7 @@ def main() -> None:
         ("tests in the warm build, its status", f"{len(first)}, {status}"),
         ("push → result, 1 runner, runs s", " ".join(f"{s:.1f}" for s in one)),
         ("push → result, 2 runners, runs s", " ".join(f"{s:.1f}" for s in two)),
+        ("  not counted: each new second runner's first build (a warm-up), s", " ".join(f"{s:.1f}" for s in warm)),
         ("shards of the last 2-runner build", str(shards)),
         ("every test id and outcome equal, 2 runners vs 1", f"{sum(equal)} of {len(equal)} runs"),
         ("  ratio 2 runners / 1 runner, medians (goal ≤ 0.6)", f"{ratio:.2f}"),
