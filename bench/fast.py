@@ -227,7 +227,7 @@ def bench_sharding(work: Path, server: RedisServer, repo: Path, runs: int) -> tu
     volt = Volt(work / "shard-volt", server, shard_threshold=100, queue="shards")
     try:
         volt.watch(repo, "shards")
-        volt.push_and_wait(repo, "shards", 0)  # warm: environment made, test durations recorded
+        volt.push_and_wait(repo, "shards", 0)  # warm: environment made, what each test cost recorded
         one, two = [], []
         for n in range(1, runs + 1):
             one.append(volt.push_and_wait(repo, "shards", 10_000 + 2 * n))

@@ -228,7 +228,9 @@ def _until_finished(store: Store, events: Subscription, pool: WorkerPool, view: 
     deadline = time.monotonic() + timeout
     shown: set[str] = set()
     while pending:
-        shown.add(_next_finished(store, events, pool, view, shown) or "")
+        ended = _next_finished(store, events, pool, view, shown)
+        if ended is not None:
+            shown.add(ended)
         for build_id in sorted(pending):
             build = store.get_build(build_id)
             if build is not None and not build.status.is_final:

@@ -18,8 +18,8 @@ from voltci.store.tx import Txn, guarded, raw
 
 
 def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str,
-          timings: Timings | None = None) -> RunOutcome:
-    """The shards' results as one build's: every test once, one the worst status."""
+          timings: Timings) -> RunOutcome:
+    """The shards' results as one build's: every test once, one the worst status, and what they cost."""
     tests: list[TestResult] = []
     for number in sorted(tests_by_shard):
         for test in tests_by_shard[number]:
@@ -28,7 +28,6 @@ def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]]
     counts = Counts.of(tests)
     statuses = {records[n].status for n in records}
     reasons = "; ".join(f"shard {n}: {records[n].reason}" for n in sorted(records) if records[n].reason)
-    timings = timings or Timings()
     for status in (Status.TIMEOUT, Status.CANCELLED, Status.ERROR):
         if status.value in statuses:
             return RunOutcome(status, tests, counts, reasons, log_tail, timings)

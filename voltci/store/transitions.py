@@ -83,7 +83,7 @@ class Transitions(Trail):
                         pipeline: Txn | None = None, newest: bool = True) -> None:
         """Record a build that ran elsewhere — imported history, or a benchmark's — as a build run here
         is stored when it ends: record, compact results, compressed output, its attempt `build.attempt`
-        (finished on `build.runner`), and the indexes. Repository aggregates (durations, flaky counts)
+        (finished on `build.runner`), and the indexes. Repository aggregates (timings, flaky counts)
         are left as they are; `newest` as in add_build."""
         ended = replace(build, status=outcome.status, counts=outcome.counts, reason=outcome.reason,
                         log_tail=outcome.log_tail, results_stored=1, log_compressed=bool(output))
