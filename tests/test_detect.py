@@ -658,7 +658,10 @@ def test_plan_as_json_and_as_text(tmp_path: Path) -> None:
     assert json.loads(json.dumps(plan.to_json())) == {
         "runner": "pytest", "setup": [[*PIP, "pytest"], [*PIP, "."]], "pytest_args": ["-x"], "installs": 1,
         "start_dir": ".",
-        "pattern": "test*.py", "top_level_dir": None, "env": {"A": "1"}, "notes": plan.notes}
+        "pattern": "test*.py", "top_level_dir": None, "env": {"A": "1"}, "notes": plan.notes,
+        "project": {"step": 1, "editable": False, "extras": [],
+                    "build": {"requires": ["setuptools>=40.8.0"], "backend": "setuptools.build_meta:__legacy__",
+                              "backend_path": []}}}
     text = describe(plan)
     assert text.splitlines()[-1] == "tests: pytest -x" and "setup: python -m pip install pytest" in text
     assert all(line.startswith("[volt: ") for line in text.splitlines()[:len(plan.notes)])

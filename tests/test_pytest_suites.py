@@ -318,5 +318,6 @@ def test_a_project_without_volt_toml_is_set_up_and_run_as_its_maintainers_do(tmp
     assert "[volt: no tox config: dependency group 'test' of pyproject.toml]" in log
     assert "[volt: runner: pytest, configured in pyproject.toml" in log
     assert "$ python -m pip install --group test" in log
-    assert "$ python -m pip install ." in log
+    assert "build_wheel of setuptools.build_meta (PEP 517)" in log
+    assert "/out/dist/shapes-1.0-py3-none-any.whl" in log
     assert "$ python -m pytest" in log

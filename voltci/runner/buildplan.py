@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from voltci.runner.detect import TestPlan, detect
+from voltci.runner.detect import ProjectInstall, TestPlan, detect
 from voltci.runner.installs import installs_key
 from voltci.runner.project import FILE_NAME, ProjectConfig
 from voltci.runner.suites import Discovery, Pytest, Suite
@@ -31,6 +31,7 @@ class BuildPlan:
     notes: list[str] = field(default_factory=list)  # what was detected and why
     installs: int = 0  # the first setup steps install the test dependencies alone (installs.py) ...
     installs_key: str | None = None  # ... and this stands for what they install
+    project: ProjectInstall | None = None  # the step that installs the project, built as wheel_builder.py does
 
 
 def plan_build(config: ProjectConfig, tree: Path, tmp: str) -> BuildPlan:
@@ -48,7 +49,7 @@ def plan_build(config: ProjectConfig, tree: Path, tmp: str) -> BuildPlan:
                      notes=list(found.notes) if found else [])
     if found is not None and "setup" not in given:
         key = installs_key(tree, found.setup[:found.installs])
-        plan = replace(plan, installs=found.installs if key else 0, installs_key=key)
+        plan = replace(plan, installs=found.installs if key else 0, installs_key=key, project=found.project)
     if found is not None and "setup" in given:
         plan = replace(plan, notes=[*plan.notes, f"setup: as {FILE_NAME} says, instead"])
     return _filled(plan, tmp)

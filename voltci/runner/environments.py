@@ -6,7 +6,8 @@ An environment is keyed by a hash of the interpreter's version, of the commit's 
 (a setup step may install by them); a commit that changes one of them gets a new environment. A
 build holds its environment under a file lock for as long as it runs,
 and a second build of the same repository on the same host takes another slot, so two builds never
-install into one environment at once. Environments unused for a week are removed.
+install into one environment at once. Environments unused for a week are removed, with the stamps
+beside them (what was installed into them, written by the runner where the build cannot write).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ SLOTS = 8
 CREATE_TIMEOUT_S = 600
 UNUSED_FOR_S = 7 * 24 * 3600
 LOCK_POLL_S = 0.5
+STAMPS = ("installed", "backend", "project")  # installs.py, project_install.py
 
 
 class EnvironmentUnavailable(VoltError):
@@ -46,6 +48,13 @@ class Environment:
     path: Path
     python: Path
     reused: bool
+
+
+def stamp(env_path: Path, kind: str) -> Path:
+    """The file beside an environment that records what of `kind` (one of STAMPS) is installed in it."""
+    if kind not in STAMPS:
+        raise ValueError(f"no stamp {kind!r}")
+    return env_path.with_name(f"{env_path.name}.{kind}")
 
 
 def find_python(version: str | None, pythons: str = "") -> str:
@@ -99,6 +108,8 @@ def environment(workspace_dir: str, repo: str, tree: Path, python_version: str |
 
 def _create(python: str, path: Path, with_pip: bool) -> None:
     shutil.rmtree(path, ignore_errors=True)  # a half-made one, from a runner killed while making it
+    for kind in STAMPS:  # ... and what was installed into an earlier one of the same name
+        stamp(path, kind).unlink(missing_ok=True)
     command = [python, "-m", "venv", str(path)] + ([] if with_pip else ["--without-pip"])
     try:
         made = subprocess.run(command, capture_output=True, text=True, timeout=CREATE_TIMEOUT_S,
@@ -128,4 +139,5 @@ def _remove_unused(base: Path, keep: Path) -> None:
             except BlockingIOError:
                 continue
             shutil.rmtree(entry, ignore_errors=True)
-            entry.with_name(entry.name + ".installed").unlink(missing_ok=True)
+            for kind in STAMPS:
+                stamp(entry, kind).unlink(missing_ok=True)

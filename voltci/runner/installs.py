@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from voltci.runner.detect.files import DetectError, read_text
 from voltci.runner.detect.requirements import file_option, inside, requirement_lines
+from voltci.runner.environments import stamp
 
 CONFIG_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "tox.toml")
 PIP = ("python", "-m", "pip", "install")
@@ -120,25 +121,28 @@ def _read(tree: Path, name: str) -> str | None:
         raise NotCacheable(name) from exc
 
 
-def _stamp(env_path: Path) -> Path:
-    return env_path.with_name(env_path.name + ".installed")
-
-
 def already_installed(env_path: Path, key: str | None) -> bool:
     """Whether the steps of `key` already succeeded in this environment."""
-    if key is None:
-        return False
-    try:
-        return _stamp(env_path).read_text(encoding="ascii").strip() == key
-    except (OSError, UnicodeDecodeError):
-        return False
+    return key is not None and read_stamp(env_path, "installed") == key
 
 
 def forget(env_path: Path) -> None:
     """Before the steps run again: a failure half-way must not leave the old key standing."""
-    _stamp(env_path).unlink(missing_ok=True)
+    stamp(env_path, "installed").unlink(missing_ok=True)
 
 
 def remember(env_path: Path, key: str | None) -> None:
     if key is not None:
-        _stamp(env_path).write_text(key + "\n", encoding="ascii")
+        write_stamp(env_path, "installed", key)
+
+
+def read_stamp(env_path: Path, kind: str) -> str | None:
+    """What the stamp of `kind` beside the environment says, or None."""
+    try:
+        return stamp(env_path, kind).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def write_stamp(env_path: Path, kind: str, text: str) -> None:
+    stamp(env_path, kind).write_text(text + "\n", encoding="utf-8")

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from voltci.config import variable_names
 from voltci.errors import CannotSandbox
-from voltci.runner import untrusted
+from voltci.runner import untrusted, wheel_builder
 from voltci.runner.limits import Limits
 from voltci.runner.limits import best as limits_mechanism
 from voltci.runner.suites import COLLECTORS
@@ -57,6 +57,10 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PASSED_VARIABLES = {"LANG", "LANGUAGE", "TZ", "http_proxy", "https_proxy", "no_proxy", "all_proxy",
                     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"}
 PASSED_PREFIXES = ("LC_", "PIP_", "UV_")
+
+
+# Volt's own files that run inside a build's sandbox, under its Python: shown to it read-only.
+VOLT_SCRIPTS = (*COLLECTORS, Path(wheel_builder.__file__))
 
 
 class SandboxUnavailable(CannotSandbox):
@@ -182,7 +186,7 @@ class Sandbox:
             path.mkdir(parents=True, exist_ok=True)
         bwrap = checked_bwrap()[0] if enabled else None
         mirror, overlays = git_metadata(tree, scratch)
-        readable = tuple(dict.fromkeys([*interpreter_roots(python), *COLLECTORS, *mirror]))
+        readable = tuple(dict.fromkeys([*interpreter_roots(python), *VOLT_SCRIPTS, *mirror]))
         variables = build_environment(home, Path(tmp_seen(scratch, enabled)), venv, pass_env=pass_env)
         variables.update(env or {})
         return cls(bwrap, tree, limits, (out, *([venv] if venv else [])), readable, home, tmp, True, variables,

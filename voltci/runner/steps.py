@@ -27,6 +27,7 @@ from voltci.runner.detect import DetectError
 from voltci.runner.environments import Environment, EnvironmentUnavailable, environment
 from voltci.runner.limits import Limits
 from voltci.runner.procs import Budget, ProcessEnd, run_process
+from voltci.runner.project_install import ProjectInstaller
 from voltci.runner.sandbox import Sandbox, SandboxUnavailable, tmp_seen
 from voltci.runner.suites import Selection, Suite
 from voltci.runner.testrun import OUTPUT_FILE, apply_stop, parse_results, read_tail, run_tests, strip_workspace
@@ -115,8 +116,13 @@ class BuildSteps:
         for number, step in enumerate(plan.setup, 1):
             if number <= skipped:
                 continue
-            self.say(f"$ {shlex.join(step)}")
-            end = run_process(step, self.tree, self.log_path, self.budget, self.should_stop, self.run_id, box)
+            if plan.project is not None and number == plan.project.step + 1:
+                installer = ProjectInstaller(env, box.out, self._runner(box), self.say)
+                ended = installer.install(plan.project, step, resolve=number > skipped + 1)
+                end, step = ended.end, ended.command
+            else:
+                self.say(f"$ {shlex.join(step)}")
+                end = self._runner(box)(step)
             failed = _setup_failure(end, number, step)
             if end.stopped or failed:
                 tail = read_tail(self.log_path, settings.log_tail_lines)
@@ -125,6 +131,11 @@ class BuildSteps:
                 installs.remember(env.path, plan.installs_key)
         self.box = box.with_network(self.config.network)
         return None
+
+    def _runner(self, box: Sandbox) -> Callable[[list[str]], ProcessEnd]:
+        """Runs a setup step's command in `box`: in the tree, under the build's budget, into its log."""
+        return lambda argv: run_process(argv, self.tree, self.log_path, self.budget, self.should_stop, self.run_id,
+                                        box)
 
     def list_tests(self) -> list[str]:
         """The ids the suite collects, without running them (empty when that fails: the run says why)."""

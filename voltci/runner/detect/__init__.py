@@ -25,6 +25,17 @@ LOCKED_REQUIREMENTS = "volt-requirements.txt"
 
 
 @dataclass(frozen=True)
+class ProjectInstall:
+    """The setup step that installs the project itself (`pip install .[extras]`, or `-e`), and what its
+    wheel is built with: the runner builds it with the project's own backend (wheel_builder.py)."""
+
+    step: int                        # its index among the setup steps
+    editable: bool
+    extras: tuple[str, ...]
+    build: pyproject.BuildSystem
+
+
+@dataclass(frozen=True)
 class TestPlan:
     """How to set up and run one project's tests, and why (notes, shown as `[volt: ...]` lines)."""
 
@@ -39,6 +50,7 @@ class TestPlan:
     top_level_dir: str | None = None
     env: dict[str, str] = field(default_factory=dict)    # set_env of the tox env, placeholders resolved
     notes: list[str] = field(default_factory=list)       # what was detected and why, one short line each
+    project: ProjectInstall | None = None                # the step that installs the project, if one does
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -69,10 +81,10 @@ def detect(tree: Path, tmp_dir: str = "{tmp}", *, python: str | None = None) -> 
     if env:
         notes.append("test dependencies: " + (", ".join(needs.said) or "none"))
     runner, pre = _runner(tree, project, env, needs, notes)
-    installers, installs = _installers(project, needs, tmp_dir, notes)
+    installers, installs, installed = _installers(project, needs, tmp_dir, notes)
     if env:
         notes.extend(env.notes)
-    return TestPlan(runner=runner.runner or "pytest", setup=installers + pre, installs=installs,
+    return TestPlan(runner=runner.runner or "pytest", setup=installers + pre, installs=installs, project=installed,
                     pytest_args=runner.pytest_args,
                     start_dir=runner.start_dir, pattern=runner.pattern, top_level_dir=runner.top_level_dir,
                     env=_environment(env.set_env) if env else {}, notes=notes)
@@ -166,9 +178,9 @@ def _from_declarations(tree: Path, project: pyproject.Project) -> _Needs:
 
 
 def _installers(project: pyproject.Project, needs: _Needs, tmp: str,
-                notes: list[str]) -> tuple[list[list[str]], int]:
-    """pip (and uv for a lock) commands: the test dependencies, then the project itself, last; and how
-    many of them install the dependencies alone."""
+                notes: list[str]) -> tuple[list[list[str]], int, ProjectInstall | None]:
+    """pip (and uv for a lock) commands: the test dependencies, then the project itself, last; how
+    many of them install the dependencies alone; and the one that installs the project."""
     setup: list[list[str]] = []
     groups = needs.groups
     if project.has_uv_lock:
@@ -186,14 +198,17 @@ def _installers(project: pyproject.Project, needs: _Needs, tmp: str,
     if pip_args:
         setup.append([*PIP, *pip_args])
     installs = len(setup)
+    installed = None
     if needs.install != "skip":
         spec = "." + (f"[{','.join(needs.extras)}]" if needs.extras else "")
-        setup.append([*PIP, "-e", spec] if needs.install == "editable" else [*PIP, spec])
-        notes.append(f"the project: pip install {'-e ' if needs.install == 'editable' else ''}{spec}, last, "
+        editable = needs.install == "editable"
+        installed = ProjectInstall(len(setup), editable, tuple(needs.extras), pyproject.build_system(project))
+        setup.append([*PIP, "-e", spec] if editable else [*PIP, spec])
+        notes.append(f"the project: pip install {'-e ' if editable else ''}{spec}, last, "
                      "so its own version is the one tested")
     elif project.src_layout:
         notes.append("the project is not installed (the tox env skips it), although its code is under src/")
-    return setup, installs
+    return setup, installs, installed
 
 
 # ---------------------------------------------------------------- how to run

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from voltci.runner.detect.files import DetectError, exists, read_ini, read_text, read_toml, table
@@ -17,6 +17,18 @@ from voltci.runner.detect.requirements import canonical, extras_of, name_of
 
 PYPROJECT = "pyproject.toml"
 TEST_NAMES = ("test", "tests", "testing", "dev")
+# What pip builds with when pyproject.toml names no build backend (PEP 517's fallback).
+LEGACY_REQUIRES = ("setuptools>=40.8.0",)
+LEGACY_BACKEND = "setuptools.build_meta:__legacy__"
+
+
+@dataclass(frozen=True)
+class BuildSystem:
+    """`[build-system]`: what the project's wheel is built with, as pip reads it."""
+
+    requires: tuple[str, ...] = LEGACY_REQUIRES
+    backend: str = LEGACY_BACKEND
+    backend_path: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,26 @@ def load(tree: Path) -> Project:
         has_uv_lock=exists(tree, "uv.lock") and bool(meta),
         src_layout=(tree / "src").is_dir() and not (tree / "src").is_symlink(),
     )
+
+
+def build_system(project: Project) -> BuildSystem:
+    """`[build-system]` as pip reads it: no table, setuptools' legacy backend; `requires` without a
+    backend, that backend with those requirements. Read only for a project that gets installed."""
+    found = table(project.pyproject, "build-system")
+    if found is None:
+        return BuildSystem()
+    requires, backend, path = found.get("requires"), found.get("build-backend"), found.get("backend-path", [])
+    if not isinstance(requires, list) or not all(isinstance(item, str) for item in requires):
+        raise DetectError(f"{PYPROJECT}: [build-system] requires must be a list of strings")
+    if backend is not None and not isinstance(backend, str):
+        raise DetectError(f"{PYPROJECT}: [build-system] build-backend must be a string")
+    if not isinstance(path, list) or not all(isinstance(item, str) for item in path):
+        raise DetectError(f"{PYPROJECT}: [build-system] backend-path must be a list of strings")
+    for entry in path:
+        if PurePosixPath(entry).is_absolute() or ".." in PurePosixPath(entry).parts:
+            raise DetectError(f"{PYPROJECT}: [build-system] backend-path names '{entry}', which is not inside "
+                              "the repository")
+    return BuildSystem(tuple(requires), backend or LEGACY_BACKEND, tuple(path))
 
 
 def _groups(data: dict[str, Any]) -> tuple[dict[str, list[str]], dict[str, str]]:
