@@ -664,6 +664,7 @@ def test_plan_as_json_and_as_text(tmp_path: Path) -> None:
                               "backend_path": []}}}
     text = describe(plan)
     assert text.splitlines()[-1] == "tests: pytest -x" and "setup: python -m pip install pytest" in text
+    assert "the project's wheel: setuptools.build_meta:__legacy__, with setuptools>=40.8.0" in text
     assert all(line.startswith("[volt: ") for line in text.splitlines()[:len(plan.notes)])
 
 

@@ -67,3 +67,11 @@ def test_imports_point_down_or_sideways_only() -> None:
             if theirs is not None and theirs > mine and not imported.startswith(here):
                 upward.append(f"{here} ({LAYERS[mine][0]}) imports {imported} ({LAYERS[theirs][0]})")
     assert upward == []
+
+
+def test_the_files_volt_runs_inside_a_build_import_nothing_of_volt() -> None:
+    """The collectors and the wheel builder run under the build's own Python, which has no Volt."""
+    from voltci.runner.sandbox import VOLT_SCRIPTS
+
+    assert {path.name for path in VOLT_SCRIPTS} == {"collector.py", "pytest_collector.py", "wheel_builder.py"}
+    assert {path.name: imports_of(path) for path in VOLT_SCRIPTS} == {path.name: set() for path in VOLT_SCRIPTS}

@@ -276,6 +276,9 @@ def describe(plan: TestPlan) -> str:
     """The plan in a few lines a person reads: the notes, the setup steps, the test command."""
     lines = [f"[volt: {note}]" for note in plan.notes]
     lines += [f"setup: {shlex.join(step)}" for step in plan.setup]
+    if plan.project is not None:
+        build = plan.project.build
+        lines.append(f"the project's wheel: {build.backend}, with {', '.join(build.requires) or 'nothing installed'}")
     lines += [f"env: {key}={value}" for key, value in plan.env.items()]
     if plan.runner == "pytest":
         lines.append("tests: " + shlex.join(["pytest", *plan.pytest_args]))
