@@ -12,7 +12,9 @@ from support import PYTEST_VERSION
 
 from voltci.config import Settings
 from voltci.models import RunOutcome, Status
+from voltci.runner import project_install, sandbox
 from voltci.runner.detect import DetectError, detect
+from voltci.runner.sandbox import uv_binary
 from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 
@@ -71,10 +73,26 @@ def test_each_build_tests_its_own_code_from_a_wheel_built_without_a_new_build_en
     assert second.status is Status.FAILED, (second.reason, log[-3000:])  # the second commit's code, not the first's
     assert [t.outcome.value for t in second.tests] == ["failed"]
     assert TARGET not in log and RESOLVED_AGAIN_NOT in log
-    assert "$ python -m pip install --no-deps --force-reinstall --no-index " in log
+    assert f"$ {uv_binary()} pip install --python " in log and " --no-deps --reinstall --no-index " in log
 
     third, log = builds.build({"src/shapes/__init__.py": "def area(w, h):\n    return w * h\n"})
     assert third.status is Status.PASSED, (third.reason, log[-3000:])
+
+
+@pytest.mark.e2e
+def test_without_uv_pip_installs_the_wheel_over_the_last_one(tmp_path: Path, monkeypatch) -> None:
+    for module in (project_install, sandbox):
+        monkeypatch.setattr(module, "uv_binary", lambda: None)
+    builds = Builds(tmp_path, {
+        "pyproject.toml": FLIT + "[project]\nname = 'shapes'\nversion = '1.0'\ndescription = 'areas'\n",
+        "shapes.py": "SIDES = 4\n",
+        "tests/test_shapes.py": "import shapes\n\ndef test_sides():\n    assert shapes.SIDES == 4\n",
+    })
+    assert builds.build()[0].status is Status.PASSED
+    outcome, log = builds.build({"shapes.py": "SIDES = 5\n"})
+    assert outcome.status is Status.FAILED and RESOLVED_AGAIN_NOT in log, (outcome.reason, log[-3000:])
+    assert "$ python -m pip install --no-deps --force-reinstall --no-index " in log
+    assert " pip install --python" not in log
 
 
 @pytest.mark.e2e

@@ -12,9 +12,11 @@ Here, in the build's sandbox, as its setup step:
 2. wheel_builder.py builds the wheel (or the editable wheel) in the tree, isolated as pip isolates
    it; requirements the backend asks for on top (`get_requires_for_build_wheel`) are installed the
    same way, and the build is tried once more;
-3. the wheel is installed: `pip install --no-deps --force-reinstall` when its dependencies (its
-   `Requires-Dist` and the extras asked for) are those the last build of this environment installed;
-   otherwise `pip install WHEEL[extras]` first, which resolves them.
+3. the wheel is installed over the project's last version without touching its dependencies
+   (`uv pip install --no-deps --reinstall`, or pip's `--no-deps --force-reinstall` on a host without
+   uv: nothing is resolved, so the installer makes no difference) when they (its `Requires-Dist` and
+   the extras asked for) are those the last build of this environment installed; otherwise
+   `pip install WHEEL[extras]` first, which resolves them as pip does.
 
 What is installed is what `pip install .` installs, built by the same backend; only the versions of
 the build requirements stay those of the environment's first build, as tox keeps them. A backend
@@ -35,6 +37,7 @@ from voltci.runner.detect import ProjectInstall
 from voltci.runner.environments import Environment
 from voltci.runner.installs import read_stamp, stamp, write_stamp
 from voltci.runner.procs import ProcessEnd
+from voltci.runner.sandbox import uv_binary
 
 REQUIREMENTS_DIR = "volt-build-requirements"  # inside the environment
 PIP = ["python", "-m", "pip", "install"]
@@ -85,10 +88,24 @@ class ProjectInstaller:
             ended = self._step([*PIP, f"{wheel}{extras}"])
             if not ended.ok:
                 return ended
-        ended = self._step([*PIP, "--no-deps", "--force-reinstall", "--no-index", str(wheel)])
+        ended = self._reinstall(wheel)
         if ended.ok and not same:
             write_stamp(self.env.path, "project", key)
         return ended
+
+    def _reinstall(self, wheel: Path) -> Ended:
+        """The wheel over the project's installed version, its dependencies left as they are: nothing is
+        resolved, so uv does it where the runner has it (in a tenth of pip's time), else pip."""
+        pip = [*PIP, "--no-deps", "--force-reinstall", "--no-index", str(wheel)]
+        uv = uv_binary()
+        if uv is None:
+            return self._step(pip)
+        ended = self._step([str(uv), "pip", "install", "--python", str(self.env.python), "--no-deps", "--reinstall",
+                            "--no-index", "--link-mode=copy", str(wheel)])
+        if ended.ok or ended.end.stopped:
+            return ended
+        self.say("[volt: uv could not install the wheel: pip does]")
+        return self._step(pip)
 
     def _build_wheel(self, project: ProjectInstall) -> tuple[Path, list[str]] | Ended | None:
         """(the wheel, its Requires-Dist); an Ended when a step failed; None when the backend has no

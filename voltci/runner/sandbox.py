@@ -63,6 +63,18 @@ PASSED_PREFIXES = ("LC_", "PIP_", "UV_")
 VOLT_SCRIPTS = (*COLLECTORS, Path(wheel_builder.__file__))
 
 
+@cache
+def uv_binary() -> Path | None:
+    """The uv of Volt's own installation (its `uv` wheel), else the host's; None when there is none.
+    Builds may run it (project_install.py): it is shown to them read-only."""
+    try:
+        from uv import find_uv_bin
+        return Path(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        found = shutil.which("uv")
+        return Path(found) if found else None
+
+
 class SandboxUnavailable(CannotSandbox):
     """bwrap cannot make a sandbox on this host (or is missing), in one line that says what to do."""
 
@@ -186,7 +198,8 @@ class Sandbox:
             path.mkdir(parents=True, exist_ok=True)
         bwrap = checked_bwrap()[0] if enabled else None
         mirror, overlays = git_metadata(tree, scratch)
-        readable = tuple(dict.fromkeys([*interpreter_roots(python), *VOLT_SCRIPTS, *mirror]))
+        tools = [uv] if (uv := uv_binary()) is not None and not _under_system_dirs(uv) else []
+        readable = tuple(dict.fromkeys([*interpreter_roots(python), *VOLT_SCRIPTS, *tools, *mirror]))
         variables = build_environment(home, Path(tmp_seen(scratch, enabled)), venv, pass_env=pass_env)
         variables.update(env or {})
         return cls(bwrap, tree, limits, (out, *([venv] if venv else [])), readable, home, tmp, True, variables,
