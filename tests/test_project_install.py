@@ -27,6 +27,21 @@ FLIT = """\
     """
 
 
+def in_tree_backend(path: str) -> str:
+    """A [build-system] whose backend is the module `backend` in the tree's directory `path`."""
+    return f'[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["{path}"]\n'
+
+
+SHAPES = FLIT + """\
+    [project]
+    name = "shapes"
+    version = "1.0"
+    description = "areas"
+    """
+SIDES = {"shapes.py": "SIDES = 4\n",
+         "tests/test_shapes.py": "import shapes\n\ndef test_sides():\n    assert shapes.SIDES == 4\n"}
+
+
 def write(tree: Path, files: dict[str, str]) -> None:
     for name, text in files.items():
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
@@ -54,12 +69,7 @@ class Builds:
 @pytest.mark.e2e
 def test_each_build_tests_its_own_code_from_a_wheel_built_without_a_new_build_environment(tmp_path: Path) -> None:
     builds = Builds(tmp_path, {
-        "pyproject.toml": FLIT + """\
-            [project]
-            name = "shapes"
-            version = "1.0"
-            description = "areas"
-            """,
+        "pyproject.toml": SHAPES,
         "src/shapes/__init__.py": "def area(w, h):\n    return w * h\n",
         "tests/test_area.py": "from shapes import area\n\ndef test_area():\n    assert area(2, 3) == 6\n",
     })
@@ -84,9 +94,8 @@ def test_without_uv_pip_installs_the_wheel_over_the_last_one(tmp_path: Path, mon
     for module in (project_install, sandbox):
         monkeypatch.setattr(module, "uv_binary", lambda: None)
     builds = Builds(tmp_path, {
-        "pyproject.toml": FLIT + "[project]\nname = 'shapes'\nversion = '1.0'\ndescription = 'areas'\n",
-        "shapes.py": "SIDES = 4\n",
-        "tests/test_shapes.py": "import shapes\n\ndef test_sides():\n    assert shapes.SIDES == 4\n",
+        "pyproject.toml": SHAPES,
+        **SIDES,
     })
     assert builds.build()[0].status is Status.PASSED
     outcome, log = builds.build({"shapes.py": "SIDES = 5\n"})
@@ -123,17 +132,8 @@ def test_the_backend_is_isolated_and_gets_what_it_asks_for_on_top(tmp_path: Path
     """An in-tree backend (backend-path) that asks for flit_core through get_requires_for_build_wheel,
     and that must not see the environment's own packages (pytest is installed there)."""
     builds = Builds(tmp_path, {
-        "pyproject.toml": """\
-            [build-system]
-            requires = []
-            build-backend = "backend"
-            backend-path = ["_build"]
-
-            [project]
-            name = "tiny"
-            version = "1.0"
-            description = "tiny"
-            """,
+        "pyproject.toml": in_tree_backend("_build") + "[project]\nname = 'tiny'\nversion = '1.0'\n"
+                                                      "description = 'tiny'\n",
         "_build/backend.py": """\
             import importlib.util
 
@@ -159,12 +159,7 @@ def test_the_backend_is_isolated_and_gets_what_it_asks_for_on_top(tmp_path: Path
 @pytest.mark.e2e
 def test_a_backend_that_fails_ends_the_build_error_with_its_own_words(tmp_path: Path) -> None:
     builds = Builds(tmp_path, {
-        "pyproject.toml": """\
-            [build-system]
-            requires = []
-            build-backend = "backend"
-            backend-path = ["."]
-            """,
+        "pyproject.toml": in_tree_backend("."),
         "backend.py": "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
                       "    print('compiling the extension')\n"
                       "    raise RuntimeError('no C compiler here')\n",
@@ -184,27 +179,17 @@ def test_a_backend_that_fails_ends_the_build_error_with_its_own_words(tmp_path: 
 @pytest.mark.e2e
 def test_an_editable_install_uses_the_editable_hook_or_pip_when_the_backend_has_none(tmp_path: Path) -> None:
     builds = Builds(tmp_path, {
-        "pyproject.toml": FLIT + """\
-            [project]
-            name = "shapes"
-            version = "1.0"
-            description = "areas"
-            """,
+        "pyproject.toml": SHAPES,
         "tox.ini": f"[testenv]\nusedevelop = true\ndeps = pytest=={PYTEST_VERSION}\ncommands = pytest\n",
-        "shapes.py": "SIDES = 4\n",
-        "tests/test_shapes.py": "import shapes\n\ndef test_sides():\n    assert shapes.SIDES == 4\n",
+        **SIDES,
     })
     outcome, log = builds.build()
     assert outcome.status is Status.PASSED, (outcome.reason, log[-3000:])
     assert "build_editable of flit_core.buildapi" in log and "/out/dist/shapes-1.0-" in log
 
-    outcome, log = builds.build({"pyproject.toml": """\
-        [build-system]
-        requires = []
-        build-backend = "backend"
-        backend-path = ["."]
-        """, "backend.py": "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n"
-                           "    raise RuntimeError('not called')\n"})
+    no_editable_hook = "def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):\n" \
+                       "    raise RuntimeError('not called')\n"
+    outcome, log = builds.build({"pyproject.toml": in_tree_backend("."), "backend.py": no_editable_hook})
     assert "[volt: the build backend backend has no build_editable hook: installed by pip instead]" in log
     assert outcome.status is Status.ERROR and outcome.reason.endswith("python -m pip install -e .")
 
