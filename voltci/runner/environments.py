@@ -108,8 +108,7 @@ def environment(workspace_dir: str, repo: str, tree: Path, python_version: str |
 
 def _create(python: str, path: Path, with_pip: bool) -> None:
     shutil.rmtree(path, ignore_errors=True)  # a half-made one, from a runner killed while making it
-    for kind in STAMPS:  # ... and what was installed into an earlier one of the same name
-        stamp(path, kind).unlink(missing_ok=True)
+    _remove_stamps(path)  # ... and what was installed into an earlier one of the same name
     command = [python, "-m", "venv", str(path)] + ([] if with_pip else ["--without-pip"])
     try:
         made = subprocess.run(command, capture_output=True, text=True, timeout=CREATE_TIMEOUT_S,
@@ -139,5 +138,9 @@ def _remove_unused(base: Path, keep: Path) -> None:
             except BlockingIOError:
                 continue
             shutil.rmtree(entry, ignore_errors=True)
-            for kind in STAMPS:
-                stamp(entry, kind).unlink(missing_ok=True)
+            _remove_stamps(entry)
+
+
+def _remove_stamps(env_path: Path) -> None:
+    for kind in STAMPS:
+        stamp(env_path, kind).unlink(missing_ok=True)

@@ -34,8 +34,8 @@ from pathlib import Path
 
 from voltci.runner import untrusted, wheel_builder
 from voltci.runner.detect import ProjectInstall
-from voltci.runner.environments import Environment
-from voltci.runner.installs import read_stamp, stamp, write_stamp
+from voltci.runner.environments import Environment, stamp
+from voltci.runner.installs import read_stamp, write_stamp
 from voltci.runner.procs import ProcessEnd
 from voltci.runner.sandbox import uv_binary
 
