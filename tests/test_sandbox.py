@@ -25,7 +25,7 @@ from voltci.config import Settings, as_environment, host_dir
 from voltci.models import Outcome, Status
 from voltci.observer import RepoWatch
 from voltci.redis_server import find_redis_server, free_port
-from voltci.runner import limits, sandbox
+from voltci.runner import limits, network, sandbox
 from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 from voltci.store import Store
@@ -245,36 +245,80 @@ def test_bad_limits_in_volt_toml_are_an_error_naming_the_key(tmp_path, toml, fra
     assert outcome.status is Status.ERROR and fragment in outcome.reason, outcome.reason
 
 
-def test_network_false_leaves_the_tests_only_their_own_loopback(tmp_path) -> None:
+PASSING = {"tests/__init__.py": "", "tests/test_ok.py": "import unittest\n\nclass T(unittest.TestCase):\n"
+                                                       "    def test_ok(self):\n        pass\n"}
+NETWORK_TESTS = """\
+    import json, os, socket, unittest
+
+    FACTS = json.load(open("net.json"))
+
+    def reach(host, port):
+        try:
+            socket.create_connection((host, port), timeout=5).close()
+            return True
+        except OSError:
+            return False
+
+    class Net(unittest.TestCase):
+        def test_closed_host_services(self):
+            for host in FACTS["closed"]:
+                self.assertFalse(reach(host, FACTS["closed_port"]), host)
+
+        def test_allowed_host_service(self):
+            self.assertEqual(reach("10.0.2.2", FACTS["allowed_port"]), FACTS["network"])
+
+        def test_own_loopback(self):
+            server = socket.create_server(("127.0.0.1", 0))
+            socket.create_connection(server.getsockname(), timeout=5).close()
+            server.close()
+    """
+
+
+def test_tests_never_reach_the_hosts_own_services_with_the_network_or_without(tmp_path) -> None:
+    """With the network, tests reach what the runner's build_network_allow opens of this host and nothing
+    else of it: not its loopback, its other addresses, nor its private networks; without, not even that."""
+    closed = socket.create_server(("0.0.0.0", 0))  # on every address of this host
+    allowed = socket.create_server(("127.0.0.1", 0))
+    own = [address for address in network.host_addresses() if ":" not in address]
+    facts = {"closed": ["127.0.0.1", "10.0.2.2", *own], "closed_port": closed.getsockname()[1],
+             "allowed_port": allowed.getsockname()[1]}
+    settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=120,
+                        build_network_allow=f"127.0.0.1:{allowed.getsockname()[1]}")
+    sandbox.network_isolation.cache_clear()
+    try:
+        for net in (True, False):
+            files = {"tests/__init__.py": "", "tests/test_net.py": textwrap.dedent(NETWORK_TESTS),
+                     "net.json": json.dumps({**facts, "network": net}),
+                     ".volt.toml": "" if net else "[tests]\nnetwork = false\n"}
+            outcome, log = build(tmp_path / str(net) / "tree", tmp_path / str(net) / "scratch", settings, files)
+            failed = {t.id: t.message for t in outcome.tests if t.outcome is not Outcome.PASSED}
+            assert outcome.status is Status.PASSED, (outcome.reason, failed, log[-2000:])
+            assert f"tests {'with' if net else 'without'} network" in log
+    finally:
+        closed.close()
+        allowed.close()
+        sandbox.network_isolation.cache_clear()
+
+
+def test_setup_steps_have_no_network_when_the_project_says_so(tmp_path) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    files = {"tests/__init__.py": "", "tests/test_net.py": f"""\
-        import os, socket, unittest
-
-        class Net(unittest.TestCase):
-            def test_host_port(self):
-                try:
-                    socket.create_connection(("127.0.0.1", {port}), timeout=5).close()
-                    reached = True
-                except OSError:
-                    reached = False
-                self.assertEqual(reached, os.path.exists("expect-network"))
-
-            def test_own_loopback(self):
-                server = socket.create_server(("127.0.0.1", 0))
-                socket.create_connection(server.getsockname(), timeout=5).close()
-                server.close()
-        """}
-    settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=120)
+    reach = f"import socket; socket.create_connection(('10.0.2.2', {port}), timeout=5)"
+    settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=120,
+                        build_network_allow=f"127.0.0.1:{port}")
+    sandbox.network_isolation.cache_clear()
     try:
-        walled, _ = build(tmp_path / "a" / "tree", tmp_path / "a" / "scratch", settings,
-                          {**files, ".volt.toml": "[tests]\nnetwork = false\n"})
-        assert walled.status is Status.PASSED, [t.message for t in walled.tests]
-        open_, _ = build(tmp_path / "b" / "tree", tmp_path / "b" / "scratch", settings,
-                         {**files, "expect-network": ""})
-        assert open_.status is Status.PASSED, [t.message for t in open_.tests]
+        files = {**PASSING, ".volt.toml": f"[setup]\nnetwork = false\n[tests]\nsetup = [['python', '-c', "
+                                                 f"{json.dumps(reach)}]]\n"}
+        outcome, log = build(tmp_path / "a" / "tree", tmp_path / "a" / "scratch", settings, files)
+        assert outcome.status is Status.ERROR and "setup step 1 failed" in outcome.reason, (outcome.reason, log)
+        assert "setup steps without network" in log
+        files[".volt.toml"] = files[".volt.toml"].replace("network = false", "network = true")
+        outcome, log = build(tmp_path / "b" / "tree", tmp_path / "b" / "scratch", settings, files)
+        assert outcome.status is Status.PASSED, (outcome.reason, log[-2000:])
     finally:
         listener.close()
+        sandbox.network_isolation.cache_clear()
 
 
 @pytest.fixture

@@ -61,6 +61,9 @@ class Settings:
     build_memory: str = "50%"
     build_processes: int = 4096
     pass_env: str = ""
+    build_network: str = "isolated"  # "isolated": a network of their own (network.py); "host": this host's
+    build_network_allow: str = ""  # host:port pairs of this host's networks that builds may reach all the same
+    protected_branches: str = ""  # names or globs whose builds share environments; "": the default branch
     pythons: str = ""  # interpreters for matrix legs besides those on PATH and pyenv's (paths)
     keep_builds: int = 1000  # ended builds kept per repository, newest first (0: no limit)
     keep_days: int = 365  # days an ended build is kept (0: no limit)
@@ -77,8 +80,11 @@ ZERO_ALLOWED = {"retries", "shard_threshold", "shards", "keep_builds", "keep_day
 TRUE_WORDS = {"1", "true", "yes", "on"}
 # Never passed to builds, even when named in `pass_env`: Volt's settings and credentials.
 WITHHELD_PREFIXES = ("VOLT_", "REDIS", "RQ_")
+# Names that say they hold a credential (a token, a password, a key): never passed to builds.
+CREDENTIAL_WORDS = ("TOKEN", "PASSWORD", "PASSWD", "SECRET", "CREDENTIAL", "API_KEY", "PRIVATE_KEY", "AUTH")
 FALSE_WORDS = {"0", "false", "no", "off"}
 DISPATCH_MODES = ("fair", "fifo")
+NETWORK_MODES = ("isolated", "host")
 # Tables of the config file that are not settings: the observer reads them (watchlist.py).
 NOT_SETTINGS = {"repos"}
 
@@ -132,7 +138,30 @@ def variable_names(text: str) -> list[str]:
             raise ValueError(f"must list environment variable names, got {name!r}")
         if name.upper().startswith(WITHHELD_PREFIXES):
             raise ValueError(f"cannot pass {name} to builds: Volt's settings and credentials stay out of them")
+        if any(word in name.upper() for word in CREDENTIAL_WORDS):
+            raise ValueError(f"cannot pass {name} to builds: its name says it holds a credential, and any commit "
+                             "could read it")
+        if name.upper().startswith(("LD_", "BASH_FUNC_")):
+            raise ValueError(f"cannot pass {name} to builds: it changes how programs are loaded")
     return names
+
+
+def branch_patterns(text: str) -> list[str]:
+    """The names or globs of a `protected_branches` setting ("main release/*"), commas or spaces."""
+    return text.replace(",", " ").split()
+
+
+def host_ports(text: str) -> list[tuple[str, int]]:
+    """The `host:port`s of a `build_network_allow` setting ("db.lan:5432, 10.0.0.5:443", or
+    "[fd00::1]:443"); raises ValueError naming the one that is not."""
+    found = []
+    for item in text.replace(",", " ").split():
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must list host:port pairs, got {item!r}")
+        found.append((host, int(port)))
+    return found
 
 
 def path_list(text: str) -> list[str]:
@@ -155,6 +184,9 @@ CHECKED: dict[str, Callable[[Any], object]] = {
     "pass_env": variable_names,
     "pythons": _absolute_paths,
     "dispatch": lambda value: _one_of(value, DISPATCH_MODES),
+    "build_network": lambda value: _one_of(value, NETWORK_MODES),
+    "build_network_allow": host_ports,
+    "protected_branches": lambda value: branch_patterns(value),
 }
 
 

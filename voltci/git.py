@@ -168,6 +168,14 @@ class Mirror:
         if not self.has_commit(sha):
             raise GitError(f"commit {sha[:12]} is not in {self.url} (was it force-pushed away?)")
 
+    def default_branch(self) -> str | None:
+        """The branch the remote's HEAD named when the mirror was made: the repository's default."""
+        try:  # the mirror's own file (read, not asked of git: this is on every build's way)
+            head = (self.path / "HEAD").read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return None
+        return head.removeprefix("ref: refs/heads/") if head.startswith("ref: refs/heads/") else None
+
     def remote_has(self, sha: str) -> bool:
         """Whether a branch of the remote has `sha` as its head or in its history (per the mirror's refs)."""
         try:

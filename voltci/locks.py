@@ -37,3 +37,24 @@ def first_free(lock_paths: list[Path], wait_s: float, poll_s: float = 0.05) -> I
         if time.monotonic() > deadline:
             raise AllBusy(f"{len(lock_paths)} lock(s) stayed busy for {wait_s:g} s")
         time.sleep(poll_s)
+
+
+@contextmanager
+def all_held(lock_paths: list[Path]) -> Iterator[None]:
+    """Hold every one of `lock_paths` at once, without waiting: raises AllBusy when another process holds
+    any (for removing what they guard, while nobody uses it)."""
+    held = []
+    try:
+        for path in lock_paths:
+            if not path.exists():
+                continue  # never made: nobody holds it
+            lock = open(path, "a+")  # noqa: SIM115 -- closed below, after the caller's block
+            held.append(lock)
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AllBusy(f"{path} is held") from None
+        yield
+    finally:
+        for lock in held:
+            lock.close()

@@ -35,7 +35,7 @@ from voltci.observer import RepoWatch, observe_loop
 from voltci.redis_server import RedisServer
 from voltci.runner.limits import Limits
 from voltci.runner.procs import descendants, kill_all
-from voltci.runner.sandbox import SandboxUnavailable, describe_runner
+from voltci.runner.sandbox import SandboxUnavailable, describe_network, describe_runner
 from voltci.scheduler import Scheduler
 from voltci.store import Store
 from voltci.store.channels import Subscription
@@ -124,6 +124,8 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
         pool = WorkerPool(workers, settings, state_dir / "logs")
         pool.start()
         click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'}); {walls}")
+        network = describe_network(settings.sandbox, settings.build_network, settings.build_network_allow)
+        click.echo(f"Network:  {network}")
         threading.Thread(target=Scheduler(settings).run, args=(stop,), name="scheduler", daemon=True).start()
         if web_port is not None:
             web, _ = web_server.start(settings, "127.0.0.1", web_port)

@@ -155,7 +155,8 @@ class BuildRun:
         settings = self.settings
         try:
             with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
-                          stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S) as workspace:
+                          stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S, branch=build.branch,
+                          protected=settings.protected_branches) as workspace:
                 return self.steps(build, workspace)
         except VoltError as exc:
             return RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
@@ -173,7 +174,7 @@ class BuildRun:
         leg = Leg(build.leg, build.python, build.env) if build.is_leg else None
         outcome: RunOutcome | None
         with BuildSteps(workspace.tree, workspace.scratch, build.repo, self.settings, watch, self.run_id,
-                        leg) as steps:
+                        leg, workspace.scope) as steps:
             share = None if whole else self.share()
             ended = steps.prepare()
             if ended is None and whole and leg is None and steps.config.matrix:

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from voltci.models import Leg
+from voltci.runner import untrusted
 
 KEYS = {"python", "env", "exclude"}
 PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
@@ -86,6 +87,8 @@ def _variable(name: Any, value: Any, where: str) -> str:
         raise MatrixError(f"'{where}': {name!r} is not a variable name (letters, digits and _, not first a digit)")
     if name in RESERVED or name.upper().startswith(RESERVED_PREFIXES):
         raise MatrixError(f"'{where}': {name} is set by Volt itself and cannot be a leg's variable")
+    if untrusted.is_loader_variable(name):
+        raise MatrixError(f"'{where}': {name} changes how programs are loaded or started; a build may not set it")
     if not isinstance(value, str) or not VALUE.fullmatch(value):
         raise MatrixError(f"'{where}.{name}' must be a string of at most 100 characters without spaces or "
                           f"colons, got {value!r}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import os
 import select
 import signal
@@ -25,13 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voltci.runner import limits
-from voltci.runner.sandbox import Sandbox
+from voltci.runner.network import NetworkUnavailable
+from voltci.runner.sandbox import TEST_RUN_ENV, Sandbox
 
-# Every process of a test run carries this variable, naming the process that owns the run, so what
-# escapes the process group (a daemon) or outlives a killed runner can still be found and stopped.
-TEST_RUN_ENV = "VOLTCI_RUN"
 KILL_GRACE_S = 2.0
-INFO_WAIT_S = 5.0
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 POLL_INTERVAL_S = 0.1
@@ -187,23 +183,6 @@ def _adopt_orphans() -> bool:
     return prctl is not None and prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
-def _sandbox_init(info: int) -> int | None:
-    """The host pid of the sandbox's init, from what bwrap writes on its --info-fd (it closes the fd at
-    once, before the step's command runs); None when bwrap said nothing (it failed first)."""
-    chunks = []
-    deadline = time.monotonic() + INFO_WAIT_S
-    with os.fdopen(info, "rb") as fh:
-        while time.monotonic() < deadline and select.select([fh], [], [], INFO_WAIT_S)[0]:
-            chunk = fh.read1(4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    try:
-        return int(json.loads(b"".join(chunks))["child-pid"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def _reap(pid: int | None) -> None:
     """Reap the sandbox's init (our child once its bwrap exited), boundedly, woken the moment it ends."""
     if pid is None:
@@ -306,28 +285,30 @@ def run_process(argv: list[str], cwd: Path, log_path: Path, budget: Budget,
             confined.enter()
 
     _prctl()  # looked up here, not in the child
-    sandboxed = box.bwrap is not None and _adopt_orphans()
+    if box.bwrap is not None:
+        _adopt_orphans()
     proc, init = None, None
     try:
-        missing = box.missing(argv[0], cwd)
+        missing = box.missing(argv[0], cwd) or box.refusal()
         if missing:
             return ProcessEnd(None, not_started=missing)
-        info_read, info_write = os.pipe() if sandboxed else (-1, -1)
-        with open(log_path, "ab") as log:
+        with open(log_path, "ab") as log, box.launch(argv, cwd, marker) as launch:
             try:
-                proc = subprocess.Popen(box.command(argv, cwd, info_fd=info_write if sandboxed else None), cwd=cwd,
-                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**box.variables, TEST_RUN_ENV: marker}, start_new_session=True,
-                                        preexec_fn=before_exec, pass_fds=(info_write,) if sandboxed else ())
+                proc = subprocess.Popen(launch.argv, cwd=cwd, stdin=launch.stdin, stdout=log,
+                                        stderr=subprocess.STDOUT, env=launch.env, start_new_session=True,
+                                        preexec_fn=before_exec, pass_fds=launch.pass_fds)
             except (OSError, subprocess.SubprocessError) as exc:
                 why = getattr(exc, "strerror", None) or exc
                 return ProcessEnd(None, not_started=f"cannot start '{argv[0]}': {why}")
             finally:
-                if sandboxed:
-                    os.close(info_write)
-            if sandboxed:
-                init = _sandbox_init(info_read)
-            stopped = _supervise(proc, budget, should_stop)
+                launch.started()
+            init = launch.init_pid()
+            try:
+                with box.uplink(launch, init):
+                    launch.release()
+                    stopped = _supervise(proc, budget, should_stop)
+            except NetworkUnavailable as exc:
+                return ProcessEnd(None, not_started=f"the build's network could not be set up: {exc}")
     finally:
         # Also reaps what the process left behind after a normal exit, in its group or not.
         if proc is not None:

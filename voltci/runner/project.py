@@ -18,7 +18,9 @@ the runner turns into a build `error` — never a crash of the runner.
     top_level_dir = "."
     pattern = "test*.py"
     retries = 1                         # runs of a failed test on its own (unittest discovery)
-    network = false                     # tests get only a loopback of their own (setup keeps the network)
+    network = false                     # tests get only a loopback of their own
+    [setup]
+    network = false                     # setup steps too (default true: pip needs it)
     memory = "2G"                       # what the build may use, within the runner's build_memory
     processes = 512                     # processes and threads at once, within build_processes
 """
@@ -40,7 +42,8 @@ from voltci.sizes import BadLimit, parse_processes, parse_size
 FILE_NAME = ".volt.toml"
 MAX_SIZE = 64 * 1024
 PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
-TOP_KEYS = {"python", "tests", "matrix"}
+TOP_KEYS = {"python", "tests", "matrix", "setup"}
+SETUP_KEYS = {"network"}
 TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries", "network",
              "memory", "processes", "runner", "args"}
 RUNNERS = ("pytest", "unittest")
@@ -62,7 +65,8 @@ class ProjectConfig:
     top_level_dir: str | None = None
     pattern: str = "test*.py"
     retries: int | None = None  # None: the runner's setting
-    network: bool = True  # for the tests; setup steps always have it
+    network: bool = True  # for the tests
+    setup_network: bool = True  # for the setup steps ([setup] network)
     memory_bytes: int | None = None  # None: the runner's build_memory
     processes: int | None = None  # None: the runner's build_processes
     runner: str | None = None  # "pytest" or "unittest"; None: as detected
@@ -74,7 +78,7 @@ class ProjectConfig:
 def load(tree: Path) -> ProjectConfig:
     """The config of the checked-out commit in `tree` (the defaults when it has no .volt.toml)."""
     path = tree / FILE_NAME
-    if not path.exists() and not path.is_symlink():
+    if untrusted.kind(path, tree) is None:
         return ProjectConfig()
     try:
         raw = untrusted.read_capped(path, tree, MAX_SIZE)
@@ -95,6 +99,13 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
     if not isinstance(tests, dict):
         raise ProjectConfigError(f"{FILE_NAME}: 'tests' must be a table ([tests])")
     _no_unknown(tests, TEST_KEYS, "tests.")
+    setup_table = data.get("setup", {})
+    if not isinstance(setup_table, dict):
+        raise ProjectConfigError(f"{FILE_NAME}: 'setup' must be a table ([setup]); the setup steps are 'tests.setup'")
+    _no_unknown(setup_table, SETUP_KEYS, "setup.")
+    setup_network = setup_table.get("network", True)
+    if not isinstance(setup_network, bool):
+        raise ProjectConfigError(f"{FILE_NAME}: 'setup.network' must be true or false, got {setup_network!r}")
     python = data.get("python")
     if python is not None and not (isinstance(python, str) and PYTHON_VERSION.fullmatch(python)):
         raise ProjectConfigError(f"{FILE_NAME}: 'python' must be a version like \"3.11\", got {python!r}")
@@ -147,7 +158,8 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
         setup=[_argv(step, f"tests.setup[{n}]") for n, step in enumerate(setup)],
         command=command, junit=junit,
         start_dir=_relative_path(tests, "start_dir") or ".", top_level_dir=_relative_path(tests, "top_level_dir"),
-        pattern=pattern, retries=retries, network=network, memory_bytes=memory_bytes, processes=processes,
+        pattern=pattern, retries=retries, network=network, setup_network=setup_network, memory_bytes=memory_bytes,
+        processes=processes,
         runner=runner, args=list(args), given=frozenset(tests), matrix=matrix,
     )
 

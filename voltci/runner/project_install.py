@@ -78,19 +78,19 @@ class ProjectInstaller:
             return self._step(plain_step)
         wheel, requires_dist = built
         key = _dependencies_key(requires_dist, project.extras)
-        same = not resolve and read_stamp(self.env.path, "project") == key
+        same = not resolve and read_stamp(self.env.home, "project") == key
         if same:
             self.say("[volt: the wheel asks for the dependencies the last build of this environment installed, "
                      "and nothing was installed since: they are not resolved again]")
         else:
-            stamp(self.env.path, "project").unlink(missing_ok=True)
+            stamp(self.env.home, "project").unlink(missing_ok=True)
             extras = f"[{','.join(project.extras)}]" if project.extras else ""
             ended = self._step([*PIP, f"{wheel}{extras}"])
             if not ended.ok:
                 return ended
         ended = self._reinstall(wheel)
         if ended.ok and not same:
-            write_stamp(self.env.path, "project", key)
+            write_stamp(self.env.home, "project", key)
         return ended
 
     def _reinstall(self, wheel: Path) -> Ended:
@@ -112,7 +112,7 @@ class ProjectInstaller:
         editable hook."""
         build = project.build
         installed = self._installed_requirements()
-        if not set(build.requires) <= set(installed) or not self.requirements_dir.is_dir():
+        if not set(build.requires) <= set(installed) or not self.env.holds(REQUIREMENTS_DIR):
             ended = self._install_requirements(list(build.requires))
             if not ended.ok:
                 return ended
@@ -155,17 +155,17 @@ class ProjectInstaller:
 
     def _install_requirements(self, requirements: list[str]) -> Ended:
         """The build requirements into the environment's build directory, recorded once they are in."""
-        stamp(self.env.path, "backend").unlink(missing_ok=True)
+        stamp(self.env.home, "backend").unlink(missing_ok=True)
         ended = self._step([*PIP, "--target", str(self.requirements_dir), "--upgrade", "--no-warn-script-location",
                             *requirements]) if requirements else Ended(ProcessEnd(0), [])
         if ended.ok:
-            self.requirements_dir.mkdir(exist_ok=True)
-            write_stamp(self.env.path, "backend", json.dumps(requirements))
+            self.env.make_dir(REQUIREMENTS_DIR)
+            write_stamp(self.env.home, "backend", json.dumps(requirements))
         return ended
 
     def _installed_requirements(self) -> list[str]:
         try:
-            found = json.loads(read_stamp(self.env.path, "backend") or "[]")
+            found = json.loads(read_stamp(self.env.home, "backend") or "[]")
         except ValueError:
             return []
         return [str(item) for item in found] if isinstance(found, list) else []

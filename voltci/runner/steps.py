@@ -28,7 +28,8 @@ from voltci.runner.environments import Environment, EnvironmentUnavailable, envi
 from voltci.runner.limits import Limits
 from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.project_install import ProjectInstaller
-from voltci.runner.sandbox import Sandbox, SandboxUnavailable, tmp_seen
+from voltci.runner.sandbox import EnvMount, Sandbox, SandboxUnavailable, overlays_work, tmp_seen
+from voltci.runner.scopes import Scope
 from voltci.runner.suites import Selection, Suite
 from voltci.runner.testrun import OUTPUT_FILE, apply_stop, parse_results, read_tail, run_tests, strip_workspace
 
@@ -51,10 +52,11 @@ class BuildSteps:
     `splittable` says whether the suite can be split at all (a project's own command cannot)."""
 
     def __init__(self, tree: Path, scratch: Path, repo: str, settings: Settings, should_stop: StopCheck,
-                 run_id: str, leg: Leg | None = None):
+                 run_id: str, leg: Leg | None = None, scope: Scope | None = None):
         self.tree, self.scratch, self.repo, self.settings = tree, scratch, repo, settings
         self.should_stop, self.run_id = should_stop, run_id
         self.leg = leg  # a matrix leg's run: its interpreter and variables, instead of the matrix
+        self.scope = scope  # what it may write of what builds reuse (scopes.py); None: the protected scope
         self.log_path = scratch / OUTPUT_FILE
         self._held = ExitStack()
         self.config = project.ProjectConfig()
@@ -95,42 +97,59 @@ class BuildSteps:
 
     def set_up(self) -> RunOutcome | None:
         """Take the environment (held until the steps end), make the sandbox, run the setup steps."""
-        settings = self.settings
+        settings, config = self.settings, self.config
+        if self.scope is not None:
+            self.say(f"[volt: trust scope: {self.scope.describe()}]")
         try:
             self.env = env = self._held.enter_context(environment(
-                settings.workspace_dir, self.repo, self.tree, self.config.python, with_pip=bool(self.plan.setup),
-                wait_s=self.budget.timeout_s, pythons=settings.pythons, variables=self.leg.env if self.leg else None))
-            self.say(f"[volt: {'reusing' if env.reused else 'made'} the environment {env.path}]")
+                settings.workspace_dir, self.repo, self.tree, config.python, with_pip=bool(self.plan.setup),
+                wait_s=self.budget.timeout_s, pythons=settings.pythons, variables=self.leg.env if self.leg else None,
+                scope=self.scope, overlay=settings.sandbox and overlays_work()))
+            self.say(f"[volt: {self._describe(env)}]")
             box = Sandbox.for_build(self.tree, self.scratch, env.python, self._limits(), enabled=settings.sandbox,
-                                    venv=env.path, pass_env=settings.pass_env, env=self.plan.env)
-        except (EnvironmentUnavailable, SandboxUnavailable) as exc:
+                                    venv=env.path, pass_env=settings.pass_env, env=self.plan.env,
+                                    network=settings.build_network, allow=settings.build_network_allow,
+                                    env_mount=EnvMount(env.path, env.lower, env.upper, env.work))
+        except (EnvironmentUnavailable, SandboxUnavailable, untrusted.RefusedVariable) as exc:
             return self._ends(str(exc))
-        self.say(f"[volt: {box.with_network(self.config.network).describe()}]")
+        setup_network = config.setup_network and bool(self.plan.setup)
+        self.say(f"[volt: {box.with_network(config.network).describe(setup_network)}]")
+        refused = box.with_network(True).refusal() if setup_network or config.network else ""
+        if refused:
+            asks = "its setup steps" if setup_network else "its tests"
+            return self._ends(f"the build asks for the network ({asks}), and {refused}")
         plan = self.plan
-        skipped = plan.installs if env.reused and installs.already_installed(env.path, plan.installs_key) else 0
+        skipped = plan.installs if env.reused and installs.already_installed(env.home, plan.installs_key) else 0
         if skipped:
             self.say(f"[volt: the test dependencies are installed in this environment already (same steps, same "
                      f"files): {skipped} setup step(s) skipped]")
         elif plan.installs:
-            installs.forget(env.path)
+            installs.forget(env.home)
+        setup_box = box.with_network(setup_network)
         for number, step in enumerate(plan.setup, 1):
             if number <= skipped:
                 continue
             if plan.project is not None and number == plan.project.step + 1:
-                installer = ProjectInstaller(env, box.out, self._runner(box), self.say)
+                installer = ProjectInstaller(env, setup_box.out, self._runner(setup_box), self.say)
                 ended = installer.install(plan.project, step, resolve=number > skipped + 1)
                 end, step = ended.end, ended.command
             else:
                 self.say(f"$ {shlex.join(step)}")
-                end = self._runner(box)(step)
+                end = self._runner(setup_box)(step)
             failed = _setup_failure(end, number, step)
             if end.stopped or failed:
                 tail = read_tail(self.log_path, settings.log_tail_lines)
                 return apply_stop(RunOutcome(Status.ERROR, [], Counts(), failed, tail), end, self.budget)
             if number == plan.installs and not skipped:
-                installs.remember(env.path, plan.installs_key)
-        self.box = box.with_network(self.config.network)
+                installs.remember(env.home, plan.installs_key)
+        self.box = box.with_network(config.network).for_tests()
         return None
+
+    def _describe(self, env: Environment) -> str:
+        how = "reusing" if env.reused else "made"
+        if env.upper is not None:
+            return f"the environment {env.path}, seen through a layer of this scope's own ({env.home}): read-only below"
+        return f"{how} the environment {env.path}"
 
     def _runner(self, box: Sandbox) -> Callable[[list[str]], ProcessEnd]:
         """Runs a setup step's command in `box`: in the tree, under the build's budget, into its log."""
@@ -198,7 +217,7 @@ class BuildSteps:
         if share is None:
             return Selection()
         box = self._ready()[0]
-        share_file = box.out / "shard-tests.txt"
+        share_file = box.inbox_file("shard-tests.txt")
         share_file.write_text("\n".join(share.ids) + "\n", encoding="utf-8")
         self.say(f"[volt: this shard runs every test but the other shards' {len(share.ids)}]"
                  if share.exclude else f"[volt: this shard runs {len(share.ids)} test(s)]")
@@ -209,7 +228,11 @@ class BuildSteps:
         config, tree, budget = self.config, self.tree, self.budget
         assert config.command is not None and config.junit is not None and self.box is not None
         junit = tree / config.junit
-        junit.unlink(missing_ok=True)  # a report committed to the repository is not this run's
+        try:
+            untrusted.remove(junit, tree)  # a report committed to the repository is not this run's
+        except OSError as exc:
+            return self._ends(f"{project.FILE_NAME}: 'tests.junit' = {config.junit!r} cannot be used: "
+                              f"{exc.strerror or exc}")
         self.say(f"$ {shlex.join(config.command)}")
         end = run_process(config.command, tree, self.log_path, budget, self.should_stop, self.run_id, self.box)
         tail = read_tail(self.log_path, self.settings.log_tail_lines)
@@ -245,7 +268,7 @@ class BuildSteps:
         for attempt in range(1, retries + 1):
             results_path = box.out / f"retry-{attempt}.jsonl"
             self.say(f"[volt: running {len(remaining)} failed test(s) again on their own (retry {attempt})]")
-            again = Selection(ids=tuple(sorted(remaining)), ids_file=box.out / f"retry-{attempt}-ids.txt")
+            again = Selection(ids=tuple(sorted(remaining)), ids_file=box.inbox_file(f"retry-{attempt}-ids.txt"))
             end = run_process(suite.command(python, results_path, again), self.tree, self.log_path, self.budget,
                               self.should_stop, self.run_id, box)
             if end.stopped:

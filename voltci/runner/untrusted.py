@@ -1,44 +1,97 @@
-"""Reading files that a commit could have planted or a build could have written.
+"""The one gate between a build and its runner, for files: everything the runner reads, lists, hashes or
+removes in a directory a build can write goes through here.
 
-A commit may hold symbolic links, and a build's steps may replace any file they can write with one;
-the runner then reads result files, JUnit reports and `.volt.toml` with its own rights, outside the
-sandbox. Each read here refuses a link, or a path that leads out of the directory it belongs to, so
-that no file of the host ends up in a build's results or log.
+A commit may hold symbolic links, and a build's steps may replace any file they can write with a
+link, a FIFO or a directory — at any moment, also while the runner reads (its tests run beside it).
+So a path below such a directory is never handed to the kernel whole: it is walked one component
+at a time from a descriptor of the directory, each component opened with `O_NOFOLLOW`, so that a
+link anywhere on the way is refused rather than followed, and no later swap can redirect a walk
+already under way. The last component must be a regular file (a FIFO could block the runner, a
+device could be anything). Reads take a byte cap; removal unlinks a name in the directory it was
+found in, never a path resolved again.
+
+Files the runner writes for a build (the ids to run again, a shard's share) are not written here:
+they go to the build's inbox (sandbox.py), a directory the build can read and not write.
 """
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+MAX_ENTRIES = 10_000  # names listed in one directory of a build's: far more than any dependency folder holds
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_REFUSED = (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)  # a link where a directory or file was expected
+
 
 class NotInside(OSError):
-    """The file is a link, or lies outside the directory it must be in."""
+    """The file is a link, lies behind one, is not a regular file, or lies outside its directory."""
 
 
 class TooLarge(OSError):
     """The file is larger than whoever reads it takes."""
 
 
-def _checked(path: Path, inside: Path) -> int:
-    """An open descriptor of `path`: a regular file below `inside`, reached through no link."""
+def _parts(path: Path, inside: Path) -> list[str]:
+    """The components of `path` below `inside`, checked lexically: no `..`, nothing outside."""
     relative = os.path.relpath(os.path.abspath(path), os.path.abspath(inside))
-    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
-        raise NotInside(f"{relative} is not inside the directory it belongs to")
-    if os.path.realpath(path) != os.path.join(os.path.realpath(inside), relative):
-        raise NotInside(f"{relative} is a link, or lies behind one")
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    if relative == os.curdir:
+        return []
+    parts = relative.split(os.sep)
+    if os.pardir in parts:
+        raise NotInside(errno.EPERM, f"{relative} is not inside the directory it belongs to")
+    return parts
+
+
+@contextmanager
+def _parent(path: Path, inside: Path) -> Iterator[tuple[int, str]]:
+    """(a descriptor of the directory holding `path`, its last name), walked from `inside` without
+    following any link; raises NotInside for a link on the way, FileNotFoundError when a part is missing."""
+    parts = _parts(path, inside)
+    if not parts:
+        raise NotInside(errno.EPERM, "the directory itself is no file of it")
+    fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts[:-1]:
+            try:
+                below = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _REFUSED:
+                    raise NotInside(errno.ELOOP, f"{os.path.relpath(path, inside)} lies behind a link") from None
+                raise
+            os.close(fd)
+            fd = below
+        yield fd, parts[-1]
+    finally:
+        os.close(fd)
+
+
+def _open_regular(path: Path, inside: Path) -> int:
+    """An open descriptor of `path`: a regular file below `inside`, reached through no link."""
+    relative = os.path.relpath(path, inside)
+    with _parent(path, inside) as (parent, name):
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            if exc.errno in _REFUSED:
+                raise NotInside(errno.ELOOP, f"{relative} is a link, or lies behind one") from None
+            raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise NotInside(f"{relative} is not a regular file")
+        raise NotInside(errno.EPERM, f"{relative} is not a regular file")
     return fd
 
 
 def open_binary(path: Path, inside: Path) -> BinaryIO:
     """The file, open for reading; raises OSError (NotInside for a link or a path out of `inside`)."""
-    return os.fdopen(_checked(path, inside), "rb")
+    return os.fdopen(_open_regular(path, inside), "rb")
 
 
 def read_bytes(path: Path, inside: Path, max_bytes: int | None = None, offset: int = 0) -> bytes:
@@ -54,7 +107,7 @@ def read_capped(path: Path, inside: Path, max_bytes: int) -> bytes:
     past it, NotInside for a link)."""
     data = read_bytes(path, inside, max_bytes + 1)
     if len(data) > max_bytes:
-        raise TooLarge(f"{os.path.relpath(path, inside)} is larger than {max_bytes} bytes")
+        raise TooLarge(errno.EFBIG, f"{os.path.relpath(path, inside)} is larger than {max_bytes} bytes")
     return data
 
 
@@ -63,8 +116,134 @@ def read_text(path: Path, inside: Path, max_bytes: int | None = None) -> str:
 
 
 def size(path: Path, inside: Path) -> int:
-    fd = _checked(path, inside)
+    fd = _open_regular(path, inside)
     try:
         return os.fstat(fd).st_size
     finally:
         os.close(fd)
+
+
+def kind(path: Path, inside: Path) -> str | None:
+    """What is at `path` without following it: "file", "dir", "link", "other", or None when nothing is
+    (or a link on the way hides it)."""
+    try:
+        with _parent(path, inside) as (parent, name):
+            mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+    except (NotInside, FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
+
+
+def link_target(path: Path, inside: Path) -> str:
+    """What the link at `path` points to, as text (never followed); raises OSError when it is none."""
+    with _parent(path, inside) as (parent, name):
+        return os.readlink(name, dir_fd=parent)
+
+
+def names(directory: Path, inside: Path, limit: int = MAX_ENTRIES) -> list[str]:
+    """The names in `directory` (itself reached through no link), sorted; at most `limit`, a directory
+    with more raises TooLarge. Nothing is followed: callers ask kind() what each one is."""
+    parts = _parts(directory, inside)
+    fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            try:
+                below = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _REFUSED:
+                    raise NotInside(errno.ELOOP, f"{os.path.relpath(directory, inside)} is a link, or lies "
+                                                 "behind one") from None
+                raise
+            os.close(fd)
+            fd = below
+        found: list[str] = []
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if len(found) >= limit:
+                    raise TooLarge(errno.EFBIG, f"{os.path.relpath(directory, inside)} holds more than {limit} "
+                                                "entries")
+                found.append(entry.name)
+        return sorted(found)
+    finally:
+        os.close(fd)
+
+
+def remove(path: Path, inside: Path) -> None:
+    """Remove the file (or link: never what it points to) at `path`, if there is one; a link on the way
+    is refused (NotInside), a directory is left alone (IsADirectoryError)."""
+    try:
+        with _parent(path, inside) as (parent, name):
+            os.unlink(name, dir_fd=parent)
+    except FileNotFoundError:
+        pass
+
+
+def matching(inside: Path, pattern: str) -> list[Path]:
+    """What `pattern` ("requirements*.txt", "*/requirements*.txt": fnmatch per component) names below
+    `inside`, as glob would, but descending only into real directories (a linked one is not entered),
+    sorted. The last component may be anything: reading it is what refuses a link."""
+    found = [inside]
+    parts = pattern.split("/")
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        below = []
+        for directory in found:
+            try:
+                entries = names(directory, inside)
+            except OSError:
+                continue
+            shown = entries if part.startswith(".") else [name for name in entries if not name.startswith(".")]
+            below += [directory / name for name in fnmatch.filter(shown, part)
+                      if last or kind(directory / name, inside) == "dir"]
+        found = below
+    return sorted(found)
+
+
+# ---------------------------------------------------------------- variables a commit sets
+
+# Variables that make a program load or run code, or read files, other than what it was asked to run:
+# the dynamic linker's (every LD_*); the rest of the list glibc itself ignores in setuid programs for
+# that reason (iconv modules, locale and message catalogues, malloc tracing, tunables, resolver files),
+# but TMPDIR, which Volt sets; the shells' start-up files and exported functions (bash reads BASH_ENV,
+# sh reads ENV, and imports BASH_FUNC_*); Python's start-up hooks and home. A commit's variables reach
+# only processes inside its sandbox, never the bwrap process the runner starts (which gets a fixed
+# environment of its own): refusing these also keeps them from the programs Volt runs in there for
+# itself (the result collector, the wheel builder), and from every process of a runner started with
+# sandbox = false.
+LOADER_PREFIXES = ("LD_", "BASH_FUNC_")
+LOADER_VARIABLES = frozenset({
+    "GCONV_PATH", "GETCONF_DIR", "GLIBC_TUNABLES", "HOSTALIASES", "LOCALDOMAIN", "LOCPATH", "MALLOC_TRACE",
+    "NIS_PATH", "NLSPATH", "RESOLV_HOST_CONF", "RES_OPTIONS", "TZDIR",
+    "BASH_ENV", "ENV", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONHOME", "PYTHONEXECUTABLE",
+})
+MAX_VARIABLE_BYTES = 32 * 1024  # one value: a long PYTHONPATH fits, a payload does not
+MAX_VARIABLES = 256
+
+
+class RefusedVariable(ValueError):
+    """A variable a commit asks for that Volt will not set, in one line naming it and where it is."""
+
+
+def is_loader_variable(name: str) -> bool:
+    """Whether `name` changes how programs are loaded or started (see LOADER_VARIABLES)."""
+    upper = name.upper()
+    return upper in LOADER_VARIABLES or upper.startswith(LOADER_PREFIXES)
+
+
+def check_variables(variables: dict[str, str], where: str) -> dict[str, str]:
+    """`variables` as a commit gives them (tox's set_env, a [matrix] env), if Volt may set every one of
+    them in its build; raises RefusedVariable naming the key and `where` (the file) otherwise."""
+    if len(variables) > MAX_VARIABLES:
+        raise RefusedVariable(f"{where}: more than {MAX_VARIABLES} variables")
+    for name, value in variables.items():
+        if not name or "=" in name or "\0" in name or not name.isprintable():
+            raise RefusedVariable(f"{where}: {name!r} is not a variable name")
+        if is_loader_variable(name):
+            raise RefusedVariable(f"{where}: {name} changes how programs are loaded or started; a build may not "
+                                  "set it")
+        if "\0" in value or len(value.encode("utf-8", "surrogatepass")) > MAX_VARIABLE_BYTES:
+            raise RefusedVariable(f"{where}: the value of {name} holds a NUL byte or is longer than "
+                                  f"{MAX_VARIABLE_BYTES} bytes")
+    return variables

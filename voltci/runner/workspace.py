@@ -11,6 +11,7 @@ the log go to a scratch directory beside it, removed afterwards.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -22,9 +23,11 @@ from pathlib import Path
 from voltci.config import host_dir
 from voltci.errors import WorkspaceBusy
 from voltci.git import GitError, Mirror, git
-from voltci.locks import AllBusy, first_free
+from voltci.locks import AllBusy, all_held, first_free
+from voltci.runner.scopes import Scope, scope_of
 
 POOL_SLOTS = 8
+SCOPE_UNUSED_S = 3 * 24 * 3600  # a branch scope's worktrees and environments go after three days unused
 SLOT_WAIT_S = 600.0
 SLOT_POLL_S = 0.2
 
@@ -33,28 +36,39 @@ SLOT_POLL_S = 0.2
 class Workspace:
     tree: Path  # the checked-out commit
     scratch: Path  # results and log of the build, outside the tree
+    scope: Scope  # whose worktrees and environments the build may write (scopes.py)
 
 
 @contextmanager
-def checkout(workspace_dir: str, repo: str, url: str, sha: str,
-             stale_after_s: float = 24 * 3600) -> Iterator[Workspace]:
-    """Check `sha` out into a worktree of this host's pool for `repo`, held for the `with` block.
+def checkout(workspace_dir: str, repo: str, url: str, sha: str, stale_after_s: float = 24 * 3600,
+             branch: str = "", protected: str = "") -> Iterator[Workspace]:
+    """Check `sha` (of `branch`) out into a worktree of this host's pool for `repo` and the build's trust
+    scope (`protected`: the protected_branches setting), held for the `with` block.
 
     Scratch directories older than `stale_after_s` (longer than any build may run) were left by a
-    runner that was killed mid-build, and are removed on the way.
+    runner that was killed mid-build, and are removed on the way; so are the worktrees of scopes no
+    build used for SCOPE_UNUSED_S.
     """
     base = host_dir(workspace_dir)
     mirror = Mirror(base / "mirrors", repo, url)
     builds = base / "builds"
     builds.mkdir(parents=True, exist_ok=True)
     remove_stale(builds, stale_after_s)
+    if mirror.default_branch() is None:  # no mirror yet: it names the default branch
+        with mirror.lock():
+            mirror.ensure_commit(sha)
+    scope = scope_of(branch, protected, mirror.default_branch(), sha)
     pool = base / "pool" / mirror.path.stem
+    remove_unused_scopes(pool / "scopes", mirror)
+    if not scope.protected:
+        pool = pool / "scopes" / scope.name
     try:
         with first_free([pool / f"{slot}.lock" for slot in range(POOL_SLOTS)], SLOT_WAIT_S, SLOT_POLL_S) as slot:
             scratch = Path(tempfile.mkdtemp(prefix=f"{repo}-{sha[:10]}-", dir=builds))
             try:
                 switch(mirror, pool / str(slot), sha)
-                yield Workspace(pool / str(slot), scratch)
+                os.utime(pool)  # the scope is in use: its worktrees stay
+                yield Workspace(pool / str(slot), scratch, scope)
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
     except AllBusy:
@@ -86,6 +100,33 @@ def _switch_in_place(tree: Path, sha: str) -> bool:
         return True
     except GitError:
         return False  # the commit is not in the mirror, a killed checkout's lock, or a re-made mirror
+
+
+def remove_unused_scopes(scopes: Path, mirror: Mirror, unused_s: float = SCOPE_UNUSED_S) -> None:
+    """Remove the worktrees of branch scopes no build used for `unused_s` (a branch merged or deleted),
+    each only when none of its slots is held."""
+    try:
+        entries = list(scopes.iterdir()) if scopes.is_dir() else []
+    except OSError:
+        return
+    now = time.time()
+    for pool in entries:
+        try:
+            if not pool.is_dir() or now - pool.stat().st_mtime < unused_s:
+                continue
+        except OSError:
+            continue
+        try:
+            with all_held([pool / f"{slot}.lock" for slot in range(POOL_SLOTS)]):
+                shutil.rmtree(pool, ignore_errors=True)
+        except AllBusy:
+            continue
+    if entries:
+        with mirror.lock():
+            try:
+                git(["worktree", "prune"], cwd=mirror.path, timeout=60)
+            except GitError:
+                pass
 
 
 def remove_stale(builds: Path, stale_after_s: float) -> None:

@@ -14,6 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voltci.runner import untrusted
 from voltci.runner.detect import command, pyproject, pytestconf, requirements, tox
 from voltci.runner.detect.files import DetectError
 from voltci.runner.detect.requirements import canonical
@@ -87,7 +88,7 @@ def detect(tree: Path, tmp_dir: str = "{tmp}", *, python: str | None = None) -> 
     return TestPlan(runner=runner.runner or "pytest", setup=installers + pre, installs=installs, project=installed,
                     pytest_args=runner.pytest_args,
                     start_dir=runner.start_dir, pattern=runner.pattern, top_level_dir=runner.top_level_dir,
-                    env=_environment(env.set_env) if env else {}, notes=notes)
+                    env=_environment(env.set_env, env.source) if env else {}, notes=notes)
 
 
 # ---------------------------------------------------------------- what to install
@@ -237,8 +238,8 @@ def _runner(tree: Path, project: pyproject.Project, env: tox.ToxEnv | None, need
                      "runner: pytest, among the test dependencies")
         _need_pytest(found, needs, notes)
         return found, pre
-    start = next((d for d in ("tests", "test") if (tree / d).is_dir() and not (tree / d / "__init__.py").exists()),
-                 ".")
+    start = next((d for d in ("tests", "test") if untrusted.kind(tree / d, tree) == "dir"
+                  and untrusted.kind(tree / d / "__init__.py", tree) is None), ".")
     notes.append("runner: unittest discovery (no pytest config or dependency)"
                  + (f", from {start}/ (not a package)" if start != "." else ""))
     return command.RunnerCommand("unittest", start_dir=start), pre
@@ -251,8 +252,13 @@ def _need_pytest(found: command.RunnerCommand, needs: _Needs, notes: list[str]) 
         notes.append("pytest is not among the test dependencies: installed with them")
 
 
-def _environment(set_env: dict[str, str]) -> dict[str, str]:
-    """set_env as the tests get it: `{env:PYTHONPATH}{:}.` with no PYTHONPATH of its own is just `.`."""
+def _environment(set_env: dict[str, str], source: str) -> dict[str, str]:
+    """set_env as the tests get it: `{env:PYTHONPATH}{:}.` with no PYTHONPATH of its own is just `.`. A
+    variable no build may set (untrusted.LOADER_VARIABLES) is a DetectError naming it and the file."""
+    try:
+        untrusted.check_variables(set_env, f"{source}: set_env")
+    except untrusted.RefusedVariable as exc:
+        raise DetectError(str(exc)) from None
     out = {}
     for key, value in set_env.items():
         value = value.strip()

@@ -8,7 +8,6 @@ DetectError naming the file.
 from __future__ import annotations
 
 import configparser
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,14 @@ class DetectError(Exception):
 
 
 def exists(tree: Path, name: str) -> bool:
-    """Whether `name` is there (a link counts: reading it is what gets refused)."""
-    return os.path.lexists(tree / name)
+    """Whether `name` is there (a link counts: reading it is what gets refused; one on the way hides it)."""
+    return untrusted.kind(tree / name, tree) is not None
 
 
 def read_text(tree: Path, name: str) -> str | None:
     """The text of `name` in `tree`, or None when there is no such file."""
     path = tree / name
-    if not os.path.lexists(path):
+    if not exists(tree, name):
         return None
     try:
         raw = untrusted.read_capped(path, tree, MAX_BYTES)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from voltci.runner import untrusted
 from voltci.runner.detect.files import DetectError, exists, read_ini, read_text, read_toml, table
 from voltci.runner.detect.requirements import canonical, extras_of, name_of
 
@@ -93,7 +94,7 @@ def load(tree: Path) -> Project:
         installable=bool(table(data, "build-system") or meta) or exists(tree, "setup.py") or
         (cfg is not None and cfg.has_section("metadata")),
         has_uv_lock=exists(tree, "uv.lock") and bool(meta),
-        src_layout=(tree / "src").is_dir() and not (tree / "src").is_symlink(),
+        src_layout=untrusted.kind(tree / "src", tree) == "dir",
     )
 
 
@@ -162,7 +163,7 @@ def _extras(tree: Path, meta: dict[str, Any], cfg: Any) -> tuple[dict[str, list[
         for key, value in cfg.items("options.extras_require"):
             found[canonical(key)] = [line.strip() for line in re.split(r"[\n;]", value) if line.strip()]
     metadata = False
-    for requires in sorted(tree.glob("*.egg-info/requires.txt")):
+    for requires in untrusted.matching(tree, "*.egg-info/requires.txt"):
         relative = str(requires.relative_to(tree))
         for key, reqs in _requires_txt(read_text(tree, relative) or "").items():
             found.setdefault(key, []).extend(reqs)

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
+from voltci.runner import untrusted
 from voltci.runner.detect.files import DetectError, read_text
 
 # In the order the issue lists them; the first pattern that matches any file wins.
@@ -90,7 +91,8 @@ def requirement_lines(text: str) -> Iterator[str]:
 def usual_files(tree: Path) -> list[str]:
     """Test requirements files of the usual names, those of the first pattern that has any."""
     for pattern in USUAL_FILES:
-        found = sorted(str(p.relative_to(tree)) for p in tree.glob(pattern) if p.is_file() or p.is_symlink())
+        found = sorted(str(p.relative_to(tree)) for p in untrusted.matching(tree, pattern)
+                       if untrusted.kind(p, tree) in ("file", "link"))
         if found:
             return found
     return []
