@@ -19,7 +19,10 @@ to print a ratio from a single run. It prints a table and one closing line of fi
 
 Builds run sandboxed (the default), so the build overhead includes the sandbox; its own cost is also
 printed: one build step (`python -c pass` under the build's limits) in its bubblewrap sandbox and
-without, alternately, as the difference of the medians in milliseconds.
+without, alternately, as the difference of the medians in milliseconds; and so is the cost of a
+step's network of its own (slirp4netns and its firewall) over a step without network. Trust scopes
+get one more figure: the first build of a new branch (a worktree of its own, its environment an
+overlay of the default branch's) ÷ a build of the default branch that reuses its environment.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from voltci.redis_server import RedisServer  # noqa: E402
 from voltci.runner.limits import Limits  # noqa: E402
 from voltci.runner.procs import Budget, descendants, kill_all, run_process  # noqa: E402
 from voltci.runner.sandbox import Sandbox  # noqa: E402
+from voltci.runner.steps import BuildSteps  # noqa: E402
 from voltci.runner.workspace import checkout  # noqa: E402
 from voltci.store import Store  # noqa: E402
 
@@ -170,22 +174,52 @@ def bench_overhead(volt: Volt, repo: Path, name: str, runs: int) -> tuple[list[f
     return ours, bare
 
 
-def bench_sandbox_step(work: Path, runs: int) -> tuple[list[float], list[float]]:
-    """One trivial step run in a build's sandbox and without one, alternately, same limits."""
+def bench_sandbox_step(work: Path, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """One trivial step run in a build's sandbox without network, in one with a network of its own
+    (slirp4netns and its firewall), and without a sandbox, in turn, same limits."""
     tree, scratch = work / "step-tree", work / "step-scratch"
     tree.mkdir(parents=True)
     limits = Limits.of_runner("50%", 4096)
     walled = Sandbox.for_build(tree, scratch, Path(sys.executable), limits)
+    networked = walled.with_network(True)
+    if networked.refusal():
+        raise SystemExit(f"bench: {networked.refusal()}")
     bare = Sandbox.for_build(tree, scratch, Path(sys.executable), limits, enabled=False)
     step = [sys.executable, "-c", "pass"]
 
     def run(box: Sandbox) -> float:
         return timed(lambda: run_process(step, tree, scratch / "step.log", Budget(60), lambda: None, "bench", box))
-    inside, outside = [], []
+    inside, online, outside = [], [], []
     for _ in range(runs):
-        inside.append(run(walled))
+        inside.append(run(walled.with_network(False)))
+        online.append(run(networked))
         outside.append(run(bare))
-    return inside, outside
+    return inside, online, outside
+
+
+def bench_branch_scope(work: Path, repo: Path, runs: int) -> tuple[list[float], list[float]]:
+    """A build of the default branch that reuses its environment, against the first build of a new branch
+    (its worktree made, its environment an overlay of the default branch's), in turn: checkout, set up
+    and the tests, in process."""
+    settings = Settings(workspace_dir=str(work / "scope-ws"), retries=0)
+    sha = git(["rev-parse", "HEAD"], cwd=repo).strip()
+    default = git(["symbolic-ref", "--short", "HEAD"], cwd=repo).strip()
+
+    def build(branch: str) -> float:
+        def steps() -> None:
+            with checkout(settings.workspace_dir, "scope", str(repo), sha, branch=branch) as space, \
+                    BuildSteps(space.tree, space.scratch, "scope", settings, lambda: None, "bench", None,
+                               space.scope) as run:
+                outcome = run.prepare() or run.set_up() or run.test()
+                if outcome.status.value not in ("passed", "failed"):
+                    raise SystemExit(f"bench: the build of {branch} ended {outcome.status.value}: {outcome.reason}")
+        return timed(steps)
+    build(default)  # the default branch's environment, made once
+    reused, first = [], []
+    for n in range(runs):
+        reused.append(build(default))
+        first.append(build(f"bench-branch-{n}"))
+    return reused, first
 
 
 def bench_checkout(work: Path, repo: Path, runs: int) -> tuple[list[float], list[float], list[float], list[float]]:
@@ -360,6 +394,7 @@ def main() -> None:
                 volt.stop()
             checkout_times = bench_checkout(work, repo, max(args.runs, 6))
             step_times = bench_sandbox_step(work, max(args.runs, 20))
+            scope_times = bench_branch_scope(work, repo, args.runs)
             observer_times = bench_observer(work, server, repo, max(args.runs, 10))
             dispatch = bench_dispatch(work, server, args.builds)
             sharding = None if args.skip_sharding else bench_sharding(work, server, repo, args.runs)
@@ -374,15 +409,20 @@ def main() -> None:
             "observer": median_ratio(*observer_times),
         }
         ms = lambda values: f"{statistics.median(values) * 1000:.0f} ms"  # noqa: E731
-        sandbox_ms = (statistics.median(step_times[0]) - statistics.median(step_times[1])) * 1000
+        sandbox_ms = (statistics.median(step_times[0]) - statistics.median(step_times[2])) * 1000
+        network_ms = (statistics.median(step_times[1]) - statistics.median(step_times[0])) * 1000
+        ratios["new_branch"] = median_ratio(scope_times[1], scope_times[0])
         rows = [
             ("suite / history", f"{args.package}, {args.history} commits added"),
             ("push → result with volt notify, median", ms(overhead[0])),
             ("bare python -m unittest discover, median", ms(overhead[1])),
             ("  build overhead ratio (goal ≤ 1.15)", f"{ratios['overhead']:.2f}"),
-            ("one step (python -c pass) in its sandbox / without, median",
-             f"{ms(step_times[0])} / {ms(step_times[1])}"),
-            ("  the sandbox's own cost per step", f"{sandbox_ms:.1f} ms"),
+            ("one step (python -c pass) in its sandbox / with a network of its own / without one, median",
+             f"{ms(step_times[0])} / {ms(step_times[1])} / {ms(step_times[2])}"),
+            ("  the sandbox's own cost per step; its network's", f"{sandbox_ms:.1f} ms; {network_ms:.1f} ms"),
+            ("default branch's build, environment reused / a new branch's first build, median",
+             f"{ms(scope_times[0])} / {ms(scope_times[1])}"),
+            ("  a new branch's first build ÷ a reused environment's", f"{ratios['new_branch']:.2f}"),
             ("Volt workspace preparation, median", ms(ours)),
             ("git worktree add / reused checkout -f + clean, median", f"{ms(added)} / {ms(reuse)}"),
             ("fresh git clone --no-local + checkout, median", ms(cloned)),
@@ -398,7 +438,8 @@ def main() -> None:
             ("runs per figure", str(args.runs)),
         ]
         print_table(rows)
-        print(f"fast: overhead {ratios['overhead']:.2f} (sandboxed; {sandbox_ms:.1f} ms a step), "
+        print(f"fast: overhead {ratios['overhead']:.2f} (sandboxed; {sandbox_ms:.1f} ms a step, its network "
+              f"{network_ms:.1f} ms), new branch {ratios['new_branch']:.2f}, "
               f"checkout {ratios['checkout']:.2f} "
               f"({ratios['checkout_vs_clone']:.3f} of a clone), sharding {ratios['sharding']:.2f}, "
               f"dispatch {ratios['dispatch']:.2f}, observer {ratios['observer']:.2f} (medians of {args.runs})")

@@ -429,3 +429,40 @@ def test_volt_up_says_how_builds_are_walled_in_or_refuses(tmp_path, broken_bwrap
     assert refused.returncode == 78 and refused.stdout == ""
     assert refused.stderr.startswith("volt: bwrap cannot make a sandbox on this host") and \
         len(refused.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def no_isolation(monkeypatch):
+    """A runner host with neither slirp4netns nor nftables."""
+    monkeypatch.setattr(sandbox, "isolation", lambda allow="": network.NoIsolation("slirp4netns and nft not found"))
+    sandbox.network_isolation.cache_clear()
+    yield
+    sandbox.network_isolation.cache_clear()
+
+
+def test_a_host_that_cannot_isolate_the_network_refuses_builds_that_ask_for_it(tmp_path, no_isolation) -> None:
+    settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=120)
+    asks, log = build(tmp_path / "a" / "tree", tmp_path / "a" / "scratch", settings, PASSING)
+    assert asks.status is Status.ERROR and "apt install slirp4netns nftables" in asks.reason, asks.reason
+    assert 'build_network = "host"' in asks.reason and "$ python" not in log  # nothing of it ran
+    offline = {**PASSING, ".volt.toml": "[setup]\nnetwork = false\n[tests]\nnetwork = false\n"}
+    walled, _ = build(tmp_path / "b" / "tree", tmp_path / "b" / "scratch", settings, offline)
+    assert walled.status is Status.PASSED, walled.reason
+    host = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=120, build_network="host")
+    shared, log = build(tmp_path / "c" / "tree", tmp_path / "c" / "scratch", host, PASSING)
+    assert shared.status is Status.PASSED, shared.reason
+    assert "the network is THIS HOST'S" in log
+
+
+def test_volt_worker_says_how_builds_reach_the_network_or_that_it_cannot(tmp_path, redis_url) -> None:
+    env = child_env(VOLT_REDIS_URL=redis_url, VOLT_WORKSPACE_DIR=str(tmp_path / "ws"), PATH=str(tmp_path / "empty"))
+    worker = subprocess.Popen([sys.executable, "-m", "voltci", "worker", "--burst"], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    said, _ = worker.communicate(timeout=60)
+    line = next(line for line in said.splitlines() if "network:" in line)
+    assert "builds that ask for the network are refused" in line and "apt install slirp4netns nftables" in line, said
+    env["PATH"] = os.defpath
+    said = subprocess.run([sys.executable, "-m", "voltci", "worker", "--burst"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60).stderr
+    assert "network: steps with network (setup, and tests unless [tests] network = false) get a network of their " \
+           "own (slirp4netns), closed to this host" in said, said

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from voltci.config import branch_patterns
 
 PROTECTED = "protected"
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,6 @@ def scope_of(branch: str, protected: str, default_branch: str | None, commit: st
     if branch and any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns):
         return Scope(PROTECTED, branch, True)
     key = branch or f"commit {commit}"
-    readable = _UNSAFE.sub("-", key)[:40].strip("-.") or "branch"
+    readable = _UNSAFE.sub("-", key)[:40].strip("-") or "branch"
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
     return Scope(f"{'branch' if branch else 'commit'}-{readable}-{digest}", branch, False)

@@ -1,0 +1,143 @@
+"""The gate between a build and its runner (voltci/runner/untrusted.py), on real files: links anywhere on
+a path are refused, never followed; FIFOs and devices are not read; removal never reaches through a
+link; listing and matching never descend into one; commit variables that change how programs load are
+refused; and which builds share what (trust scopes)."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from voltci.config import BadInput, load_settings
+from voltci.runner import untrusted
+from voltci.runner.scopes import PROTECTED, scope_of
+
+
+@pytest.fixture
+def build_dir(tmp_path: Path) -> tuple[Path, Path]:
+    """(a directory a build could write, a directory of the host beside it holding a secret)."""
+    inside, host = tmp_path / "tree", tmp_path / "host"
+    (inside / "sub").mkdir(parents=True)
+    host.mkdir()
+    (host / "secret").write_text("host secret")
+    (inside / "sub" / "real.txt").write_text("ok")
+    return inside, host
+
+
+def test_a_link_anywhere_on_the_way_is_refused(build_dir: tuple[Path, Path]) -> None:
+    inside, host = build_dir
+    (inside / "final").symlink_to(host / "secret")
+    (inside / "middle").symlink_to(host)
+    (inside / "sub" / "up").symlink_to("..")  # a link inside, to inside: still a link
+    assert untrusted.read_text(inside / "sub" / "real.txt", inside) == "ok"
+    for path in (inside / "final", inside / "middle" / "secret", inside / "sub" / "up" / "sub" / "real.txt"):
+        with pytest.raises(untrusted.NotInside):
+            untrusted.read_bytes(path, inside, 100)
+    with pytest.raises(untrusted.NotInside):
+        untrusted.read_bytes(inside / ".." / "host" / "secret", inside, 100)
+
+
+def test_a_fifo_or_a_device_is_refused_without_blocking(build_dir: tuple[Path, Path]) -> None:
+    inside, _ = build_dir
+    os.mkfifo(inside / "fifo")
+    done = threading.Event()
+
+    def read() -> None:
+        with pytest.raises(untrusted.NotInside, match="not a regular file"):
+            untrusted.read_bytes(inside / "fifo", inside, 10)
+        done.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert done.is_set(), "reading a FIFO blocked"
+
+
+def test_reads_take_a_cap(build_dir: tuple[Path, Path]) -> None:
+    inside, _ = build_dir
+    (inside / "big").write_bytes(b"x" * 5000)
+    assert len(untrusted.read_bytes(inside / "big", inside, 100)) == 100
+    with pytest.raises(untrusted.TooLarge):
+        untrusted.read_capped(inside / "big", inside, 4999)
+
+
+def test_removal_never_reaches_through_a_link(build_dir: tuple[Path, Path]) -> None:
+    inside, host = build_dir
+    (inside / "hostdir").symlink_to(host)
+    with pytest.raises(untrusted.NotInside):
+        untrusted.remove(inside / "hostdir" / "secret", inside)
+    (inside / "link").symlink_to(host / "secret")
+    untrusted.remove(inside / "link", inside)  # the link goes, never what it points to
+    untrusted.remove(inside / "missing", inside)
+    assert (host / "secret").read_text() == "host secret" and not os.path.lexists(inside / "link")
+
+
+def test_kinds_names_and_matching_do_not_look_behind_links(build_dir: tuple[Path, Path]) -> None:
+    inside, host = build_dir
+    (host / "requirements-host.txt").write_text("x")
+    (inside / "hostdir").symlink_to(host)
+    (inside / "requirements.txt").symlink_to(host / "secret")
+    (inside / "sub" / "requirements-dev.txt").write_text("y")
+    assert untrusted.kind(inside / "hostdir", inside) == "link"
+    assert untrusted.kind(inside / "hostdir" / "secret", inside) is None
+    assert untrusted.kind(inside / "sub", inside) == "dir"
+    assert untrusted.link_target(inside / "requirements.txt", inside) == str(host / "secret")
+    with pytest.raises(untrusted.NotInside):
+        untrusted.names(inside / "hostdir", inside)
+    found = untrusted.matching(inside, "*/requirements*.txt") + untrusted.matching(inside, "requirements*.txt")
+    assert found == [inside / "sub" / "requirements-dev.txt", inside / "requirements.txt"]
+
+
+def test_a_directory_with_too_many_entries_is_refused(tmp_path: Path) -> None:
+    for n in range(30):
+        (tmp_path / f"f{n}").touch()
+    with pytest.raises(untrusted.TooLarge):
+        untrusted.names(tmp_path, tmp_path, limit=20)
+
+
+@pytest.mark.parametrize("name", ["LD_PRELOAD", "ld_preload", "LD_AUDIT", "GCONV_PATH", "GLIBC_TUNABLES", "BASH_ENV",
+                                  "ENV", "BASH_FUNC_ls%%", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONHOME", "NLSPATH"])
+def test_variables_that_change_how_programs_load_are_refused(name: str) -> None:
+    with pytest.raises(untrusted.RefusedVariable, match=f"tox.ini: set_env: {name}"):
+        untrusted.check_variables({"OK": "1", name: "x"}, "tox.ini: set_env")
+
+
+@pytest.mark.parametrize(("variables", "fragment"), [
+    ({"A=B": "x"}, "not a variable name"), ({"": "x"}, "not a variable name"), ({"A": "x\0y"}, "NUL"),
+    ({"A": "x" * (untrusted.MAX_VARIABLE_BYTES + 1)}, "longer than"),
+    ({f"V{n}": "x" for n in range(untrusted.MAX_VARIABLES + 1)}, "more than"),
+])
+def test_variables_that_are_no_variables_are_refused(variables: dict[str, str], fragment: str) -> None:
+    with pytest.raises(untrusted.RefusedVariable, match=fragment):
+        untrusted.check_variables(variables, "tox.ini")
+
+
+def test_ordinary_variables_pass() -> None:
+    variables = {"PYTHONPATH": "src", "DJANGO_SETTINGS_MODULE": "app.settings", "TMPDIR": "/tmp/x"}
+    assert untrusted.check_variables(variables, "tox.ini") == variables
+
+
+@pytest.mark.parametrize(("setting", "fragment"), [
+    ("pass_env = 'GITHUB_TOKEN'", "holds a credential"), ("pass_env = 'DB_PASSWORD'", "holds a credential"),
+    ("pass_env = 'LD_PRELOAD'", "how programs are loaded"), ("build_network = 'open'", "build_network"),
+    ("build_network_allow = 'db.lan'", "host:port"), ("build_network_allow = 'db.lan:99999'", "host:port"),
+])
+def test_runner_settings_that_would_open_the_wall_are_one_line_errors(tmp_path: Path, setting: str,
+                                                                      fragment: str) -> None:
+    config = tmp_path / "volt.toml"
+    config.write_text(setting + "\n")
+    with pytest.raises(BadInput, match=fragment):
+        load_settings(str(config), environ={})
+
+
+def test_scopes_protected_branches_share_one_every_other_branch_has_its_own() -> None:
+    assert scope_of("main", "", "main").name == PROTECTED
+    assert scope_of("release/1.2", "main release/*", "main").protected
+    assert not scope_of("main", "release/*", "main").protected  # the setting, when given, is the list
+    evil, other = scope_of("evil", "", "main"), scope_of("evil/../main", "", "main")
+    assert not evil.protected and evil.name != other.name and "/" not in other.name and ".." not in other.name
+    assert scope_of("evil", "", "main") == evil  # stable: the same branch finds its own again
+    assert not scope_of("", "", "main", "a" * 40).protected  # a commit of no branch
+    assert not scope_of("main", "", None).protected  # no default branch known: nothing is protected
