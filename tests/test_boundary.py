@@ -384,3 +384,34 @@ def test_tests_reach_none_of_the_hosts_own_services(runner: Runner, tmp_path: Pa
         server.kill()
         server.wait(timeout=10)
     assert alive(runner.proc.pid)
+
+
+def test_what_a_setup_step_writes_in_its_environment_opens_nothing_of_the_host(runner: Runner) -> None:
+    """The runner once read the environment's pyvenv.cfg to find what the interpreter needs, and showed its
+    `home` to the next build: a setup step that points it at a host directory (the first build) must
+    show that directory to no later build (the second puts the real home back first, so that its tests
+    run, and looks)."""
+    secret_dir = runner.base / "runner-secrets"
+    (secret_dir / "bin").mkdir(parents=True)
+    (secret_dir / "secret").write_text("host secret")
+    cfg = '"$VIRTUAL_ENV/pyvenv.cfg"'
+    restore = (f'if [ -f "$VIRTUAL_ENV/real-home" ]; then sed -i "s|^home = .*|$(cat "$VIRTUAL_ENV/real-home")|" '
+               f'{cfg}; fi')
+    point = (f'[ -f "$VIRTUAL_ENV/real-home" ] || {{ grep "^home" {cfg} > "$VIRTUAL_ENV/real-home"; '
+             f'sed -i "s|^home = .*|home = {secret_dir}/bin|" {cfg}; }}')
+    steps = f"[['sh', '-c', {json.dumps(restore)}], ['sh', '-c', {json.dumps(point)}]]"
+    files = {".volt.toml": f"[tests]\nsetup = {steps}\n",
+             "tests/__init__.py": "", "tests/test_look.py": textwrap.dedent(f"""\
+                 import os, unittest
+
+                 class T(unittest.TestCase):
+                     def test_host_directory_is_not_shown(self):
+                         self.assertFalse(os.path.exists({str(secret_dir / "secret")!r}))
+                 """)}
+    repo = runner.repo()
+    repo.commit(files, "points its environment's home at a host directory")
+    runner.build(repo)  # its own tests may not start: its interpreter's home is gone
+    repo.commit({"README": "again\n"}, "the next build of the same environment")
+    second = runner.build(repo)
+    assert second["status"] == "passed", (second["reason"], second["log"][-3000:])
+    assert [t["outcome"] for t in second["tests"]] == ["passed"]

@@ -62,6 +62,7 @@ class Environment:
     python: Path
     reused: bool
     home: Path
+    base: Path  # the interpreter it was made from: the runner's, to trust where the environment is not
     upper: Path | None = None
     work: Path | None = None
 
@@ -158,16 +159,16 @@ def environment(workspace_dir: str, repo: str, tree: Path, python_version: str |
             with _slot(base, digest, wait_s) as path:
                 reused = _ready(path, python, with_pip)
                 _remove_unused(base, keep=path)
-                yield Environment(path, path / "bin" / "python", reused, path)
+                yield Environment(path, path / "bin" / "python", reused, path, Path(python))
             return
         own = base / SCOPES / scope.name
         _remove_unused_scopes(base / SCOPES)
         with _slot(own, digest, wait_s) as path, _seed(base, digest) if overlay else nullcontext() as seed:
             if seed is None:
                 reused = _ready(path, python, with_pip)
-                yield Environment(path, path / "bin" / "python", reused, path)
+                yield Environment(path, path / "bin" / "python", reused, path, Path(python))
             else:
-                yield _layer(path, seed)
+                yield _layer(path, seed, Path(python))
     except AllBusy:
         raise EnvironmentUnavailable(f"all {SLOTS} environment slots of {repo} on this host stayed busy") from None
 
@@ -210,11 +211,15 @@ def _seed(base: Path, digest: str) -> Iterator[Path | None]:
     yield None
 
 
-def _layer(own: Path, seed: Path) -> Environment:
+def _layer(own: Path, seed: Path, base: Path) -> Environment:
     """The branch's layer over `seed` at `own`: kept while it was made over this very seed (its READY
     mark names the seed's making), else made anew — empty, with the seed's stamps, which say what the
     combined view holds."""
-    made_over = (seed / READY).read_text(encoding="utf-8").strip() or str((seed / READY).stat().st_ino)
+    try:  # the seed is a protected build's environment: its mark is read through the gate
+        made_over = untrusted.read_text(seed / READY, seed, 64).strip()
+    except OSError:
+        made_over = ""
+    made_over = made_over or str(os.stat(seed).st_ino)
     mark = own / READY
     reused = mark.is_file() and mark.read_text(encoding="utf-8").strip() == f"{seed}\0{made_over}"
     if not reused:
@@ -226,7 +231,7 @@ def _layer(own: Path, seed: Path) -> Environment:
             if stamp(seed, kind).is_file():
                 shutil.copyfile(stamp(seed, kind), stamp(own, kind))
         mark.write_text(f"{seed}\0{made_over}", encoding="utf-8")
-    return Environment(seed, seed / "bin" / "python", True, own, own / "upper", own / "work")
+    return Environment(seed, seed / "bin" / "python", True, own, base, own / "upper", own / "work")
 
 
 def _create(python: str, path: Path, with_pip: bool) -> None:

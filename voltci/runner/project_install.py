@@ -149,7 +149,7 @@ class ProjectInstaller:
                    *(["--editable"] if project.editable else [])]
         self.say(f"[volt: the project's wheel: {_hook(project)} of {build.backend} (PEP 517), as pip calls it, "
                  "with the build requirements installed once in this environment]")
-        result.unlink(missing_ok=True)
+        untrusted.remove(result, self.out)
         end = self.run(command)
         return end, self._result(result) if end.returncode in wheel_builder.EXITS else {}
 
