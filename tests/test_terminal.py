@@ -189,3 +189,15 @@ def test_the_commands_print_only_through_the_cleaner() -> None:
                 first = ast.unparse(node.args[0]) if node.args else ""
                 assert re.match(r"(clean|cleaner\.feed|cleaner\.flush)\(", first), \
                     f"{name}:{node.lineno}: {func}({first}) prints text that terminal.py has not cleaned"
+
+
+def test_volt_up_prints_a_hostile_build_cleaned(make_repo, tmp_path) -> None:
+    """`volt up --burst` (its own Redis, a runner, the observer) prints the build's line cleaned."""
+    repo = make_repo()
+    repo.commit(HOSTILE_TESTS, "up \x1b]0;owned\x07subject\x1b[1A\x1b[2K\u202eevil")
+    proc = run_volt("up", "--burst", "--workers", "1", "--repo", str(repo.path),
+                    env={"VOLT_WORKSPACE_DIR": str(tmp_path / "ws")}, timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert not FORBIDDEN.search(out), repr(out)
+    assert "up subject<U+202E>evil" in out and "failed" in out
