@@ -1,5 +1,5 @@
 """The app's rules for every request: read-only unless the request carries the web token, and errors
-as pages (or JSON under /api/) with their status — a Redis that is down or full is a 503, not a 500.
+as pages (or JSON under /api/ and /hooks/) with their status — a Redis that is down or full is a 503, not a 500.
 
 What is a read is decided by the view, not the method: a GET, HEAD or OPTIONS of a view known to
 only read (Volt's pages and API, rq-dashboard's READS). Everything else needs the token — a POST, and a
@@ -42,8 +42,9 @@ def allowed() -> bool:
 def is_read() -> bool:
     """Whether the request only reads: a read method, of a view known to only read."""
     endpoint = flask.request.endpoint or ""
-    return flask.request.method in READ_METHODS and (
-        endpoint in READ_VIEWS or endpoint.partition(".")[0] in READ_BLUEPRINTS)
+    blueprint, dot, _ = endpoint.partition(".")
+    known = endpoint in READ_VIEWS or (bool(dot) and blueprint in READ_BLUEPRINTS)
+    return flask.request.method in READ_METHODS and known
 
 
 def read_only() -> None:
