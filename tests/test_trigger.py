@@ -53,7 +53,7 @@ def test_push_webhook_needs_the_right_signature(settings, conn) -> None:
     conn.hset(keys.repos(), "proj", json.dumps({"url": "/r"}))
     listener = conn.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(keys.notify())
-    body = json.dumps({"ref": "refs/heads/main"}).encode()
+    body = json.dumps({"ref": "refs/heads/main", "repository": {"clone_url": "/r"}}).encode()
     good = "sha256=" + hmac.new(b"hook-s3cret", body, hashlib.sha256).hexdigest()
 
     off = create_app(settings).test_client()

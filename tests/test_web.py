@@ -120,7 +120,7 @@ def test_without_a_token_everything_is_read_only(settings, conn, rq_conn) -> Non
     web = create_app(settings).test_client()
     response = web.post(f"/build/proj/{build.commit}/cancel", data={"token": ""})
     assert response.status_code == 403 and "no web_token is configured" in response.get_data(as_text=True)
-    assert web.post("/rq/queue/volt/empty").status_code == 403  # rq-dashboard's actions too
+    assert web.post("/rq/queue/volt/queued/empty").status_code == 403  # rq-dashboard's actions too
     assert Store(conn).get_build(build.id).status is Status.QUEUED
     assert web.get("/rq/", follow_redirects=True).status_code == 200
     assert "Cancel" not in web.get(f"/build/proj/{build.commit}").get_data(as_text=True)

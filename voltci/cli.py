@@ -1,7 +1,8 @@
 """The `volt` command. Thin: each command parses its flags, builds settings, and calls one module.
 
 Every error a person can cause ends as one line on stderr and exit status 2 (see errors.py);
-`volt report` also exits 1 for a build that did not pass and 3 for one not finished yet.
+`volt report` also exits 1 for a build that did not pass and 3 for one not finished yet. Everything
+is printed through terminal.py, which takes out the control sequences a build's text may carry.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from voltci.observer import RepoWatch, observe_loop
 from voltci.outage import describe, is_full
 from voltci.scheduler import Scheduler
 from voltci.store import Policy, Store
+from voltci.terminal import Cleaner, CleanFormatter, echo
 from voltci.watchlist import WatchList
 
 
@@ -42,13 +44,13 @@ class OneLineErrors:
         try:
             return super().invoke(ctx)  # type: ignore[misc]
         except VoltError as exc:
-            click.echo(f"volt: {exc}", err=True)
+            echo(f"volt: {exc}", err=True)
             ctx.exit(exc.exit_code)
         except redis.RedisError as exc:  # one that got past the boundaries that translate them
-            click.echo(f"volt: {describe(exc)}" if is_full(exc) else f"volt: Redis error: {exc}", err=True)
+            echo(f"volt: {describe(exc)}" if is_full(exc) else f"volt: Redis error: {exc}", err=True)
             ctx.exit(RedisUnavailable.exit_code)
         except KeyboardInterrupt:
-            click.echo("volt: interrupted", err=True)
+            echo("volt: interrupted", err=True)
             ctx.exit(Interrupted.exit_code)
 
 
@@ -97,8 +99,11 @@ def common_options(func: Callable) -> Callable:
 
 
 def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    """Log lines on stderr, cleaned for the terminal (they may quote a commit's subject or a job's
+    description; rq's worker logs through this handler too)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(CleanFormatter("%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S"))
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 @click.group(cls=VoltGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -161,7 +166,7 @@ def run_observer(app: App, watches: WatchList, once: bool) -> None:
     if once:
         for watch in watches.current():
             for build in watch.poll():
-                click.echo(f"queued {build.repo} {build.commit[:10]} {build.subject}")
+                echo(f"queued {build.repo} {build.commit[:10]} {build.subject}")
         return
     stop = threading.Event()
     for watch in watches.current():
@@ -194,9 +199,9 @@ def notify_cmd(app: App, repo: str, ref: str | None) -> None:
     """Have the observer look at a repository now (for a git post-receive hook)."""
     heard = app.store().notify(repo, ref)
     if heard:
-        click.echo(f"notified {heard} observer(s) of {repo}" + (f" ({ref})" if ref else ""))
+        echo(f"notified {heard} observer(s) of {repo}" + (f" ({ref})" if ref else ""))
     else:
-        click.echo(f"volt: no observer is listening; {repo} is picked up at its next poll", err=True)
+        echo(f"volt: no observer is listening; {repo} is picked up at its next poll", err=True)
 
 
 # ---------------------------------------------------------------- runner
@@ -251,7 +256,7 @@ def cancel(app: App, commit: str, repo: str | None) -> None:
         status_now = build.status.value if build else "gone"
         raise BadInput(f"build of {commit} has already ended ({status_now}); nothing to cancel")
     where = f" on {before.runner}, which stops its tests within a second" if before.status.value == "running" else ""
-    click.echo(f"cancelled {before.repo} {before.short} (was {before.status.value}{where})")
+    echo(f"cancelled {before.repo} {before.short} (was {before.status.value}{where})")
 
 
 # ---------------------------------------------------------------- reporter
@@ -281,9 +286,9 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
         except OSError as exc:
             raise BadInput(f"cannot write {junit_path}: {exc.strerror}") from None
     if as_json:
-        click.echo(json.dumps(report.as_dict(build, tests, attempts, shards, legs), indent=2))
+        echo(json.dumps(report.as_dict(build, tests, attempts, shards, legs), indent=2))
     else:
-        click.echo(report.as_text(build, tests, attempts, shards, legs))
+        echo(report.as_text(build, tests, attempts, shards, legs))
     sys.exit(report.exit_status(build))
 
 
@@ -300,13 +305,13 @@ def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
         raise BadInput(f"unknown repository '{repo}'")
     found = store.flaky_tests([repo] if repo else sorted(known), limit)
     if as_json:
-        click.echo(json.dumps([f.to_dict() for f in found], indent=2))
+        echo(json.dumps([f.to_dict() for f in found], indent=2))
         return
     if not found:
-        click.echo("no flaky tests recorded" + (f" for '{repo}'" if repo else ""))
+        echo("no flaky tests recorded" + (f" for '{repo}'" if repo else ""))
     for f in found:
         last = f.last_build.rsplit("-", 1)[-1][:10]
-        click.echo(f"{f.times:>5}x  {f.repo}  {f.test}  (last in {last})")
+        echo(f"{f.times:>5}x  {f.repo}  {f.test}  (last in {last})")
 
 
 @cli.command(name="test-history", cls=VoltCommand)
@@ -329,7 +334,7 @@ def test_history_cmd(app: App, repo: str, test_id: str, branch: str | None, as_j
     if found is None:
         raise BadInput(f"no test '{test_id}' in the newest builds of '{repo}' (volt keeps a test's history "
                        f"for the newest {testhistory.TRAIL_BUILDS})")
-    click.echo(json.dumps(testhistory.as_dict(found), indent=2) if as_json else testhistory.as_text(found))
+    echo(json.dumps(testhistory.as_dict(found), indent=2) if as_json else testhistory.as_text(found))
 
 
 @cli.command(name="log", cls=VoltCommand)
@@ -346,13 +351,15 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool, leg: str | No
     if leg is not None:
         build_id = _leg_of(store, build_id, commit, leg)
     if not follow:
-        click.echo(store.read_log(build_id), nl=False)
+        echo(store.read_log(build_id), nl=False)
         return
     limit_s = app.settings.build_timeout * app.settings.max_attempts + 600
-    build = follow_log(store, build_id, lambda text: click.echo(text, nl=False), limit_s)
+    cleaner = Cleaner()  # a sequence may be cut between two pieces of the stream
+    build = follow_log(store, build_id, lambda text: click.echo(cleaner.feed(text), nl=False), limit_s)
+    click.echo(cleaner.flush(), nl=False)
     if build is None or not build.status.is_final:
         raise BadInput(f"the build of {commit} did not end within {limit_s:g} s; stopped following")
-    click.echo(f"[volt: build {build.status.value}{' — ' + build.reason if build.reason else ''}]", err=True)
+    echo(f"[volt: build {build.status.value}{' — ' + build.reason if build.reason else ''}]", err=True)
     sys.exit(report.exit_status(build))
 
 
@@ -394,35 +401,35 @@ def status(app: App, as_json: bool) -> None:
                          for u in map(store.repo_usage, sorted(store.known_repos()))],
     }
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        echo(json.dumps(data, indent=2))
         return
-    click.echo(f"queue '{data['queue']}': {data['queued']} queued, {len(data['running'])} running"
+    echo(f"queue '{data['queue']}': {data['queued']} queued, {len(data['running'])} running"
                f" (dispatch: {data['dispatch']})")
     for q in data["queue_order"][:QUEUE_SHOWN]:
-        click.echo(f"  {q['position']:>4}. {q['repo'] or '-':<16} {q['commit'][:10] or q['job']:<10}  {q['why']}")
+        echo(f"  {q['position']:>4}. {q['repo'] or '-':<16} {q['commit'][:10] or q['job']:<10}  {q['why']}")
     if len(order) > QUEUE_SHOWN:
-        click.echo(f"        … and {len(order) - QUEUE_SHOWN} more (volt status --json lists {QUEUE_LISTED})")
+        echo(f"        … and {len(order) - QUEUE_SHOWN} more (volt status --json lists {QUEUE_LISTED})")
     for b in data["running"]:
-        click.echo(f"  running {b['repo']} {b['commit'][:10]} attempt {b['attempt']} on {b['runner']}"
+        echo(f"  running {b['repo']} {b['commit'][:10]} attempt {b['attempt']} on {b['runner']}"
                    f" for {b['age_s']:.0f} s")
     alive = [r for r in data["runners"] if r["alive"]]
-    click.echo(f"runners: {len(alive)} alive" + (f", {len(data['runners']) - len(alive)} gone"
+    echo(f"runners: {len(alive)} alive" + (f", {len(data['runners']) - len(alive)} gone"
                                                   if len(alive) < len(data["runners"]) else ""))
     for r in data["runners"]:
         doing = f"building {r['build']} (attempt {r['attempt']})" if r["build"] else ("idle" if r["alive"] else "")
-        click.echo(f"  {r['name']:<28} {'alive' if r['alive'] else 'gone':<6} heartbeat {r['heartbeat_age_s']:.1f} s"
+        echo(f"  {r['name']:<28} {'alive' if r['alive'] else 'gone':<6} heartbeat {r['heartbeat_age_s']:.1f} s"
                    f" ago  {doing}".rstrip())
     if data["lost"]:
-        click.echo("recently lost attempts:")
+        echo("recently lost attempts:")
         for lost in data["lost"]:
-            click.echo(f"  {lost['lost_at']} {lost['repo']} {lost['commit'][:10]} attempt {lost['attempt']} on "
+            echo(f"  {lost['lost_at']} {lost['repo']} {lost['commit'][:10]} attempt {lost['attempt']} on "
                        f"{lost['runner'] or '-'}: {lost['reason']}; {lost['then']}")
     limit = f"{_size(memory.maxmemory)} maxmemory" if memory.maxmemory else "no maxmemory"
-    click.echo(f"redis memory: {_size(memory.used)} used of {limit} ({memory.policy})"
+    echo(f"redis memory: {_size(memory.used)} used of {limit} ({memory.policy})"
                + ("; FULL: writes are refused" if memory.full else ""))
     for u in data["repositories"]:
         per = _size(u["bytes_per_finished_build"]) if u["bytes_per_finished_build"] is not None else "-"
-        click.echo(f"  {u['repo']:<28} {u['builds']} build(s) kept, {per} per finished build")
+        echo(f"  {u['repo']:<28} {u['builds']} build(s) kept, {per} per finished build")
 
 
 QUEUE_SHOWN = 30  # queued builds `volt status` lists; --json lists QUEUE_LISTED
@@ -459,12 +466,12 @@ def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
         raise BadInput(f"unknown repository '{repo}'")
     builds = store.history(repo, limit)
     if as_json:
-        click.echo(json.dumps([report.summary_dict(b) for b in builds], indent=2))
+        echo(json.dumps([report.summary_dict(b) for b in builds], indent=2))
         return
     if not builds:
-        click.echo("no builds recorded" + (f" for '{repo}'" if repo else ""))
+        echo("no builds recorded" + (f" for '{repo}'" if repo else ""))
     for b in builds:
-        click.echo(report.one_line(b))
+        echo(report.one_line(b))
 
 
 # ---------------------------------------------------------------- detection
@@ -488,7 +495,7 @@ def detect_cmd(path: str, as_json: bool, python: str | None) -> None:
         plan = detect(Path(path), python=python)
     except DetectError as exc:
         raise BadInput(str(exc)) from None
-    click.echo(json.dumps(plan.to_json(), indent=2) if as_json else describe(plan))
+    echo(json.dumps(plan.to_json(), indent=2) if as_json else describe(plan))
 
 
 @cli.command(cls=VoltCommand)
@@ -508,14 +515,14 @@ def prune(app: App, dry_run: bool, repo: str | None) -> None:
     if repo is not None and not store.is_known_repo(repo):
         raise BadInput(f"unknown repository '{repo}'")
     if not policy.limited:
-        click.echo("retention is off (keep_builds = 0 and keep_days = 0): nothing to prune")
+        echo("retention is off (keep_builds = 0 and keep_days = 0): nothing to prune")
         return
     before = store.memory().used
     removed = store.prune(policy, repo, dry_run)
     verb = "would remove" if dry_run else "removed"
     for builds in removed.values():
         for build in builds:
-            click.echo(f"{verb} {build.repo} {build.short} {build.branch} {build.status.value} "
+            echo(f"{verb} {build.repo} {build.short} {build.branch} {build.status.value} "
                        f"(queued {build.queued_at[:19] or '?'})")
     count = sum(map(len, removed.values()))
     repos = sum(1 for builds in removed.values() if builds)
@@ -525,7 +532,7 @@ def prune(app: App, dry_run: bool, repo: str | None) -> None:
     summary = f"{verb} {count} build(s) of {repos} repository(ies), keeping {limits}"
     if not dry_run:
         summary += f"; Redis memory {_size(before)} → {_size(store.memory().used)}"
-    click.echo(summary)
+    echo(summary)
 
 
 # ---------------------------------------------------------------- web
@@ -541,7 +548,7 @@ def web_cmd(app: App, host: str, port: int) -> None:
 
     setup_logging(logging.WARNING)
     app.store()  # fail now, in one line, if Redis cannot be reached
-    serve(app.settings, host, port, on_ready=lambda url: click.echo(
+    serve(app.settings, host, port, on_ready=lambda url: echo(
         f"Volt web: {url} (rq-dashboard at {url}rq/; {'token set' if app.settings.web_token else 'read-only'})"))
 
 

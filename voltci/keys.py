@@ -47,6 +47,8 @@ Layout (P = prefix, "volt" by default):
                                            scored by its end (epoch s), kept for `fair_window`: runner time
     P:metrics                       hash   counters for /metrics: builds ended by repository and status,
                                            histogram buckets of build durations and queue waits, lost attempts
+    P:hooks:seen                    zset   the forge push hooks received: "body:<digest>" and "delivery:<id>",
+                                           scored by when (epoch s); kept HOOKS_SEEN_S, at most HOOKS_SEEN_MAX
 
 Written by earlier versions and still read (and pruned), never written:
 
@@ -253,6 +255,16 @@ def metrics() -> str:
 
 def scheduler_lock() -> str:
     return f"{PREFIX}:scheduler"
+
+
+# A push hook replayed within a week is refused; the newest 10,000 marks (two a hook) are kept, 1.4 MB
+# in Redis, however many hooks arrive (only a correctly signed, new body is remembered).
+HOOKS_SEEN_S = 7 * 24 * 3600
+HOOKS_SEEN_MAX = 10_000
+
+
+def hooks_seen() -> str:
+    return f"{PREFIX}:hooks:seen"
 
 
 def is_valid_repo_name(name: str) -> bool:

@@ -1,6 +1,7 @@
 """`volt up`: everything on one machine — an embedded Redis unless one is named, N runners, the
 scheduler, the observer and, with --web, the web page — printing each build as it lands under a
-live status line (see live.py). Ctrl-C stops everything it started.
+live status line (see live.py), cleaned of the control sequences a subject may carry (terminal.py).
+Ctrl-C stops everything it started.
 
 The embedded Redis gets a fresh random password: other users of the host could otherwise queue
 jobs and rewrite results through its port. The password is in its redis.conf (mode 0600), reaches
@@ -22,7 +23,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import click
 import redis
 
 from voltci import report, web_server
@@ -39,6 +39,7 @@ from voltci.runner.sandbox import SandboxUnavailable, describe_network, describe
 from voltci.scheduler import Scheduler
 from voltci.store import Store
 from voltci.store.channels import Subscription
+from voltci.terminal import clean, echo
 
 log = logging.getLogger("volt.up")
 WORKER_STOP_TIMEOUT_S = 10.0
@@ -109,45 +110,45 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
     try:
         walls = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes))
     except SandboxUnavailable as exc:
-        click.echo(f"volt: {exc}", err=True)
+        echo(f"volt: {exc}", err=True)
         return exc.exit_code
     try:
         if settings.redis_url is None:
             server = _start_embedded_redis(redis_dir)
             settings = replace(settings, redis_url=server.url)
-            click.echo(f"Redis:    embedded redis-server at {redacted(server.url)} (data in {server.data_dir};"
+            echo(f"Redis:    embedded redis-server at {redacted(server.url)} (data in {server.data_dir};"
                        f" its password is in {server.config_path})")
         else:
-            click.echo(f"Redis:    {redacted(settings.effective_redis_url)}")
+            echo(f"Redis:    {redacted(settings.effective_redis_url)}")
         store = Store(connect(settings.effective_redis_url), settings)
         watches = _watches(store, repos or [str(_example(state_dir))], branches)
         pool = WorkerPool(workers, settings, state_dir / "logs")
         pool.start()
-        click.echo(f"Runners:  {workers} (logs in {state_dir / 'logs'}); {walls}")
+        echo(f"Runners:  {workers} (logs in {state_dir / 'logs'}); {walls}")
         network = describe_network(settings.sandbox, settings.build_network, settings.build_network_allow)
-        click.echo(f"Network:  {network}")
+        echo(f"Network:  {network}")
         threading.Thread(target=Scheduler(settings).run, args=(stop,), name="scheduler", daemon=True).start()
         if web_port is not None:
             web, _ = web_server.start(settings, "127.0.0.1", web_port)
-            click.echo(f"Web:      {web_server.url_of(web)} (rq-dashboard at {web_server.url_of(web)}rq/)")
+            echo(f"Web:      {web_server.url_of(web)} (rq-dashboard at {web_server.url_of(web)}rq/)")
         if not burst:
-            click.echo("Press Ctrl-C to stop.")
-        click.echo("")
+            echo("Press Ctrl-C to stop.")
+        echo("")
         view = LiveView(store)
         events = store.listen_events()
         first = [build for watch in watches for build in watch.poll()]
         for build in first:
-            view.line(report.one_line(build))
+            view.line(clean(report.one_line(build)))
         if burst:
             return _until_finished(store, events, pool, view, {b.id for b in first}, burst_timeout)
         threading.Thread(target=observe_loop, args=(watches, settings.poll, stop),
-                         kwargs={"on_build": lambda b: view.line(report.one_line(b))}, daemon=True).start()
+                         kwargs={"on_build": lambda b: view.line(clean(report.one_line(b)))}, daemon=True).start()
         _until_interrupted(store, events, pool, view)
         return 0
     except KeyboardInterrupt:
         if view is not None:
             view.close()
-        click.echo("\nstopping…")
+        echo("\nstopping…")
         return 0
     finally:
         stop.set()
@@ -182,7 +183,7 @@ def _start_embedded_redis(redis_dir: str | None) -> RedisServer:
 
 def _example(state_dir: Path) -> Path:
     example = create_example_repo(state_dir / "example-repo")
-    click.echo(f"Example:  no --repo given, so building the example repository {example}")
+    echo(f"Example:  no --repo given, so building the example repository {example}")
     return example
 
 
@@ -190,7 +191,7 @@ def _watches(store: Store, repos: list[str], branches: list[str]) -> list[RepoWa
     watches = [RepoWatch(store, url, branches=branches) for url in repos]
     for watch in watches:
         watch.validate()
-        click.echo(f"Watching: {watch.name} ({watch.url}) branches {', '.join(watch.branches)}")
+        echo(f"Watching: {watch.name} ({watch.url}) branches {', '.join(watch.branches)}")
     return watches
 
 
@@ -217,7 +218,7 @@ def _next_finished(store: Store, events: Subscription, pool: WorkerPool, view: L
 
 def _show(view: LiveView, build: Build) -> None:
     view.finished(build)
-    view.line(report.one_line(build))
+    view.line(clean(report.one_line(build)))
 
 
 def _until_interrupted(store: Store, events: Subscription, pool: WorkerPool, view: LiveView) -> None:
@@ -243,6 +244,6 @@ def _until_finished(store: Store, events: Subscription, pool: WorkerPool, view: 
             pending.discard(build_id)
         if pending and time.monotonic() > deadline:
             view.close()
-            click.echo(f"volt: {len(pending)} build(s) did not finish within {timeout:g} s", err=True)
+            echo(f"volt: {len(pending)} build(s) did not finish within {timeout:g} s", err=True)
             return 1
     return 0

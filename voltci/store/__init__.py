@@ -15,6 +15,7 @@ a key or opens a pipeline; the web page, the CLI, the observer, the scheduler an
     runners.py      heartbeats, the registry, lost attempts, the scheduler lock
     repos.py        watched repositories, pointers, notifications
     outbox.py       webhook messages to send
+    hooks.py        forge push hooks received, so that a replayed one is refused
     retention.py    pruning old builds
     usage.py        memory used, bytes per build
     trail.py        each test's outcome and duration in a repository's newest builds (its history)
@@ -27,6 +28,7 @@ from __future__ import annotations
 from voltci import jobqueue
 from voltci.store.codec import CorruptRecord
 from voltci.store.dispatch import Dispatch
+from voltci.store.hooks import Hooks
 from voltci.store.legs import Legs, merge_legs
 from voltci.store.logs import Logs
 from voltci.store.metrics import Metrics
@@ -42,7 +44,7 @@ from voltci.store.usage import Memory, RepoUsage, Usage
 __all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge", "merge_legs"]
 
 
-class Store(Dispatch, Legs, Retention, Usage, Logs, Runners, Repos, Outbox, Metrics, Trends):
+class Store(Dispatch, Legs, Retention, Usage, Logs, Runners, Repos, Outbox, Hooks, Metrics, Trends):
     """Volt's records in one Redis. `Store(client, settings)`; see the package's docstring for its parts."""
 
     # rq's view of the queue, for the scheduler and the pages (through jobqueue.py, which owns rq's client)
