@@ -49,6 +49,20 @@ def test_several_commits_between_polls_are_all_enqueued_head_first(rq_conn, sett
     assert queued_commits(rq_conn, settings) == [new[3], *first, new[1], new[0], new[2]]
 
 
+def test_a_subject_that_looks_like_another_commit_is_one_subject(rq_conn, settings, make_repo) -> None:
+    """A subject holding a carriage return, a Unicode line separator and a sha is kept whole, and never
+    read as a commit of its own (only the commits git lists are queued)."""
+    repo = make_repo()
+    first = repo.commit({"a.txt": "0"}, "zero")
+    w = watch(rq_conn, settings, repo)
+    w.poll()
+    subject = f"one\r\u2028{first}\x1c\x85 and more"
+    new = [repo.commit({"a.txt": "1"}, subject), repo.commit({"a.txt": "2"}, "two")]
+    built = w.poll()
+    assert [b.commit for b in built] == new
+    assert built[0].subject == subject
+
+
 def test_under_fifo_dispatch_commits_are_queued_oldest_first(rq_conn, settings, make_repo) -> None:
     settings = replace(settings, dispatch="fifo")
     repo = make_repo()

@@ -242,14 +242,16 @@ class RepoWatch:
         just the head the first time (or when the last commit is no longer known, e.g. after a
         force-push and gc). After a force-push, they build on where the new history leaves the old,
         and culprit finding covers only them: the log says so."""
-        fmt = ["--format=%H%x00%s%x00%an <%ae>"]
+        # One record a commit, ended by NUL (-z): a subject may hold any other character, a line
+        # separator followed by a sha included, and must never read as a commit of its own.
+        fmt = ["-z", "--format=%H%x00%s%x00%an <%ae>"]
         base = None
         if last and is_sha(last) and self.mirror.has_commit(last):
             out = git(["log", "--reverse", *fmt, f"{last}..{head}"], cwd=self.mirror.path)
             base = last
             if not self._is_ancestor(last, head):
                 base = self._merge_base(last, head)
-                count = len(out.splitlines())
+                count = len(_records(out))
                 log.warning("%s/%s: history rewritten (force-push): %s is no longer in it; culprit finding covers "
                             "only the %d new commit(s)%s", self.name, branch, last[:10], count,
                             f" since {base[:10]}" if base else " (no common ancestor)")
@@ -259,8 +261,7 @@ class RepoWatch:
                             "building the head only", self.name, branch, last[:10])
             out = git(["log", "-1", *fmt, head], cwd=self.mirror.path)
         found = []
-        for line in out.splitlines():
-            sha, subject, author = (line.split("\x00") + ["", ""])[:3]
+        for sha, subject, author in _records(out):
             if is_sha(sha):
                 found.append(CommitInfo(sha, subject, author))
         return found, base
@@ -344,3 +345,12 @@ class NotifyListener:
                 return {message[1]["repo"]: Wanted(ref if isinstance(ref, str) else "",
                                                    QueuedFor.WEBHOOK if via == "webhook" else QueuedFor.NOTIFY)}
         return {}
+
+
+def _records(out: str) -> list[tuple[str, str, str]]:
+    """(sha, subject, author) of each commit `git log -z --format=%H%x00%s%x00%an <%ae>` printed: the
+    fields and the records are both NUL-separated, three fields a record."""
+    fields = out.split("\x00")
+    if fields and fields[-1] == "":
+        fields.pop()
+    return [(fields[n], fields[n + 1], fields[n + 2]) for n in range(0, len(fields) - 2, 3)]
