@@ -10,7 +10,6 @@ ends the build with a status and a reason.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from types import TracebackType
 
 from voltci.config import Settings
 from voltci.models import Counts, Leg, Outcome, RunOutcome, Share, Status
-from voltci.runner import installs, junitxml, project, untrusted
+from voltci.runner import installs, junitxml, project
 from voltci.runner.buildplan import BuildPlan, plan_build
 from voltci.runner.detect import DetectError
 from voltci.runner.environments import Environment, EnvironmentUnavailable, environment
@@ -30,7 +29,15 @@ from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.project_install import ProjectInstaller
 from voltci.runner.sandbox import Sandbox, SandboxUnavailable, tmp_seen
 from voltci.runner.suites import Selection, Suite
-from voltci.runner.testrun import OUTPUT_FILE, apply_stop, parse_results, read_tail, run_tests, strip_workspace
+from voltci.runner.testrun import (
+    OUTPUT_FILE,
+    apply_stop,
+    parse_results,
+    read_listing,
+    read_tail,
+    run_tests,
+    strip_workspace,
+)
 
 MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky tests
 _REPEAT_SUFFIX = re.compile(r" \[(\d+|teardown)\]$")  # a repeated id, or pytest's teardown error
@@ -145,11 +152,7 @@ class BuildSteps:
                           self.scratch / "listing.log", self.budget, self.should_stop, self.run_id, box)
         if end.returncode != 0:
             return []
-        try:
-            lines = untrusted.read_text(listing, box.out).splitlines()
-            return [json.loads(line)["id"] for line in lines]
-        except (OSError, ValueError, KeyError, TypeError):
-            return []
+        return read_listing(listing, box.out)
 
     def test(self, share: Share | None = None) -> RunOutcome:
         """Run the tests (only `share` of them, for a split build), then the failed ones again."""
@@ -216,11 +219,11 @@ class BuildSteps:
         if end.not_started:
             return _error(f"the test command could not start: {end.not_started}", tail)
         try:
-            tests = junitxml.read(junit, tree)
+            found = junitxml.read(junit, tree)
         except junitxml.JUnitError as exc:
             how = "was stopped" if end.stopped else f"exited with status {end.returncode}"
             return apply_stop(_error(f"the test command {how} and left no usable results: {exc}", tail), end, budget)
-        counts = Counts.of(tests)
+        tests, counts = found.tests, found.counts
         if not tests:
             outcome = _error(f"no tests found: {config.junit} lists none", tail)
         elif counts.failed or counts.errors:
@@ -231,6 +234,7 @@ class BuildSteps:
                                  "no failure", tail)
         else:
             outcome = RunOutcome(Status.PASSED, tests, counts, "", tail)
+        outcome.cut = found.cut
         strip_workspace(outcome, tree)
         return apply_stop(outcome, end, budget)
 
@@ -265,7 +269,7 @@ class BuildSteps:
                 test.outcome = Outcome.FLAKY
                 test.message = f"passed when run again on its own (retry {flaky[parent]}); it had failed with:\n" \
                                f"{test.message}"
-        outcome.counts = Counts.of(outcome.tests)
+        outcome.counts = outcome.recounted()
         if outcome.counts.failed == 0 and outcome.counts.errors == 0:
             outcome.status, outcome.reason = Status.PASSED, ""
         return outcome

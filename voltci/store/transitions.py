@@ -36,7 +36,7 @@ from voltci.models import (
     RunOutcome,
     Status,
 )
-from voltci.store import codec, metrics
+from voltci.store import budget, codec, metrics
 from voltci.store.records import Reads
 from voltci.store.trail import Trail
 from voltci.store.tx import Txn, guarded, raw
@@ -52,13 +52,13 @@ def epoch(iso: str) -> float | None:
 
 
 class Encoded:
-    """A run's results encoded before the transaction (encoding a large suite takes a moment, and a
-    transaction should only decide and write)."""
+    """A run's results cut to what a build keeps (budget.py) and encoded, before the transaction (encoding
+    a large suite takes a moment, and a transaction should only decide and write). `outcome` is the one
+    stored: what was cut is counted in its `cut`."""
 
     def __init__(self, outcome: RunOutcome):
-        self.outcome = outcome
-        self.results = codec.encode_tests(outcome.tests) if outcome.tests else None
-        self.timings = codec.encode_timings(outcome.timings) if outcome.timings else None
+        fitted = budget.fit(outcome)
+        self.outcome, self.results, self.timings = fitted.outcome, fitted.results, fitted.timings
 
 
 class Transitions(Trail):
@@ -85,9 +85,10 @@ class Transitions(Trail):
         is stored when it ends: record, compact results, compressed output, its attempt `build.attempt`
         (finished on `build.runner`), and the indexes. Repository aggregates (timings, flaky counts)
         are left as they are; `newest` as in add_build."""
+        encoded = Encoded(outcome)
+        outcome, results = encoded.outcome, encoded.results
         ended = replace(build, status=outcome.status, counts=outcome.counts, reason=outcome.reason,
-                        log_tail=outcome.log_tail, results_stored=1, log_compressed=bool(output))
-        results = codec.encode_tests(outcome.tests) if outcome.tests else None
+                        log_tail=outcome.log_tail, results_stored=1, log_compressed=bool(output), cut=outcome.cut)
         with self._batch(pipeline) as pipe:
             self.add_build(ended, time.time() if score is None else score, pipeline=pipe, newest=newest)
             if results is not None:
@@ -240,7 +241,7 @@ class Transitions(Trail):
 
         ended = guarded(self.r, self._watched(build_id, keys.build_log(build_id)), body)
         if ended:
-            self.record_trail_quietly(ended, outcome.tests if ended == build_id else None)
+            self.record_trail_quietly(ended, encoded.outcome.tests if ended == build_id else None)
             self._ended_now(ended)
         return ended is not None
 
@@ -285,6 +286,7 @@ class Transitions(Trail):
             "counts": json.dumps(outcome.counts.to_dict()),
             "reason": outcome.reason,
             "log_tail": outcome.log_tail,
+            "cut": outcome.cut.to_json(),
         })
         pipe.hset(keys.build_attempts(build_id), str(attempt),
                   Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
@@ -495,7 +497,7 @@ class Transitions(Trail):
             pipe.hset(keys.build(build.id), mapping={
                 "status": Status.QUEUED.value, "attempt": str(build.attempt + 1), "queued_at": queued,
                 "runner": "", "started_at": "", "finished_at": "", "duration_s": "0.0", "reason": "",
-                "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0",
+                "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0", "cut": "",
                 "waiting_since": queued, "queued_for": QueuedFor.REBUILD.value, "first_failing": ""})
             self._add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
             pipe.sadd(keys.queued(), build.id)
