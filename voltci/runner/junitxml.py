@@ -99,7 +99,7 @@ class _Reader:
 
     def __init__(self, name: str):
         self.name = name
-        self.keeper = Keeper()
+        self.keeper = Keeper(distinct=True)
         self.depth = 0
         self.elements = 0
         self.cases = 0

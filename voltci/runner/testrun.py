@@ -20,7 +20,7 @@ from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.sandbox import Sandbox
 from voltci.runner.suites import ALL, Selection, Suite
 from voltci.sizes import human_size
-from voltci.store.budget import ID_MAX, REASON_MAX, TESTS_MAX, Keeper, clean, clip_id, clip_message, seconds
+from voltci.store.budget import ID_MAX, REASON_MAX, TESTS_MAX, Keeper, clean, clip_message, seconds
 
 RESULTS_FILE = "results.jsonl"  # in the sandbox's `out` directory
 # pytest's exit statuses that mean its run itself went wrong, not a test.
@@ -162,11 +162,10 @@ class ResultsReader:
 
     def __init__(self, name: str):
         self.name = name
-        self.keeper = Keeper()
+        self.keeper = Keeper(distinct=True)
         self.summary: dict[str, Any] | None = None
         self.discovery_error: str | None = None
         self.costs: dict[str, float] = {}  # of at most TESTS_MAX tests: those that can be kept
-        self._seen: dict[int, int] = {}  # hash of an id -> how many times it came, for TESTS_MAX ids
         self._next = 0  # the order of the next test
 
     def read(self, source: BinaryIO) -> None:
@@ -201,22 +200,17 @@ class ResultsReader:
         via = record.get("via_subtests", False)
         if not isinstance(via, bool):
             raise BadOutput(f"via_subtests is not true or false ({bounds.short(via)})")
-        key = hash(test_id)
-        if key in self._seen or len(self._seen) < TESTS_MAX:
-            self._seen[key] = self._seen.get(key, 0) + 1
-            if self._seen[key] > 1:  # e.g. two subtests with the same parameters: keep both
-                test_id = f"{test_id} [{self._seen[key]}]"
         test = TestResult(id=test_id, outcome=outcome, duration_s=bounds.duration_of(record),
                           message=bounds.text_of(record, "message"), order=self._next,
                           subtest_of=bounds.text_of(record, "subtest_of"), via_subtests=via)
         self._next += 1
-        self.keeper.add(test)
+        test_id = self.keeper.add(test)
         if "cost_s" in record:
             cost = seconds(record["cost_s"])
             if cost is None:
                 self.keeper.cut.values_dropped += 1
             elif len(self.costs) < TESTS_MAX:
-                self.costs[clip_id(test_id)[0]] = cost
+                self.costs[test_id] = cost
 
 
 def _summary(summary: Any, cut: Cut) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from dataclasses import dataclass, replace
 
 from voltci.models import Cut, RunOutcome, TestResult, Timings
@@ -39,9 +40,10 @@ OTHER_MESSAGES_MAX = 256 * 1024  # bytes of every other test's message
 TESTS_MAX = 250_000
 RESULTS_MAX_BYTES = 4 * 1024 * 1024  # the encoded results, the listed tests and the timings together
 REASON_MAX = 4 * 1024  # bytes of a build's reason
-LOG_TAIL_MAX = 64 * 1024  # bytes of the output's last lines kept in the build's record
+LOG_TAIL_MAX = 16 * 1024  # bytes of the output's last lines kept in the build's record (and each leg's)
 MAX_DURATION_S = 1_000_000.0  # 11 days: longer than any build may run
 FIT_TRIES = 4
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def clean(text: str) -> str:
@@ -50,7 +52,7 @@ def clean(text: str) -> str:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        return _SURROGATES.sub("\ufffd", text)
 
 
 def clip_message(text: str, limit: int = MESSAGE_MAX) -> tuple[str, int]:
@@ -90,23 +92,34 @@ class Keeper:
     bounded however many tests it is given: at most `tests_max` are held, each cut to its bounds."""
 
     def __init__(self, tests_max: int = TESTS_MAX, listed_messages_max: int = LISTED_MESSAGES_MAX,
-                 other_messages_max: int = OTHER_MESSAGES_MAX):
+                 other_messages_max: int = OTHER_MESSAGES_MAX, distinct: bool = False):
         self.tests_max = tests_max
+        # With `distinct` (a reader's), an id that comes again is kept as "ID [2]", "ID [3]"… (two subtests
+        # with the same parameters): told apart by a hash of the id, for the first TESTS_MAX ids.
+        self.seen: dict[int, int] | None = {} if distinct else None
         self.listed_room, self.other_room = listed_messages_max, other_messages_max
         self.listed: list[TestResult] = []  # failed and erroring tests kept
         self.others: list[TestResult] = []
         self.listed_seen = 0
         self.cut = Cut()
 
-    def add(self, test: TestResult) -> None:
+    def add(self, test: TestResult) -> str:
+        """Take the next test; its id as kept (when it is kept)."""
+        if self.seen is not None:
+            key = hash(test.id)
+            if key in self.seen or len(self.seen) < TESTS_MAX:
+                times = self.seen[key] = self.seen.get(key, 0) + 1
+                if times > 1:
+                    test = replace(test, id=f"{test.id} [{times}]")
         test = self._bounded(test)
         listed = test.outcome in codec.LISTED
         if len(self.listed) + len(self.others) >= self.tests_max:
             if not listed or not self.others:
                 self._drop(test)
-                return
+                return test.id
             self._drop(self.others.pop())  # a failure is kept before a passing test
         (self.listed if listed else self.others).append(test)
+        return test.id
 
     def _drop(self, test: TestResult) -> None:
         self.cut.tests_not_kept += 1
@@ -151,9 +164,7 @@ class Keeper:
     def done(self) -> tuple[list[TestResult], Cut]:
         """The tests kept, in the order they ran (numbered again from 0), and what was cut."""
         tests = sorted(self.listed + self.others, key=lambda t: t.order)
-        for number, test in enumerate(tests):
-            test.order = number
-        return tests, self.cut
+        return [t if t.order == n else replace(t, order=n) for n, t in enumerate(tests)], self.cut
 
 
 @dataclass
@@ -186,7 +197,7 @@ def fit(outcome: RunOutcome) -> Fitted:
 def _fit_once(outcome: RunOutcome, tests_max: int, messages_max: int, others_max: int) -> Fitted:
     keeper = Keeper(tests_max, messages_max, others_max)
     for test in outcome.tests:
-        keeper.add(replace(test))  # a copy: the keeper renumbers what it keeps
+        keeper.add(test)  # the keeper changes copies, never the caller's tests
     tests, cut = keeper.done()
     kept = {t.id for t in tests}
     timings = Timings({test_id: s for test_id, s in outcome.timings.tests.items()
