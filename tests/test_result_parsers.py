@@ -282,7 +282,8 @@ def test_junit_reads_outcomes_messages_and_times() -> None:
                                 "Traceback\n  boom</failure></testcase>",
                                 '<testcase name="t3"><skipped message="why"/></testcase>'), "r.xml")
     assert [(t.id, t.outcome, t.duration_s, t.message) for t in found.tests] == [
-        ("a.B.t1", Outcome.PASSED, 0.5, ""), ("t3", Outcome.PASSED, 0.0, ""), ("a.B.t2", Outcome.FAILED, 0.0, "Traceback\n  boom"),
+        ("a.B.t1", Outcome.PASSED, 0.5, ""), ("t3", Outcome.PASSED, 0.0, ""),
+        ("a.B.t2", Outcome.FAILED, 0.0, "Traceback\n  boom"),
         ("t3 [2]", Outcome.SKIPPED, 0.0, "why")]
     assert found.counts == Counts(total=4, passed=2, failed=1, skipped=1) and found.cut.values_dropped == 1
 

@@ -142,9 +142,13 @@ def read_listing(path: Path, inside: Path, ids_max: int, id_max: int) -> list[st
 
 def parse(line: bytes, name: str, number: int) -> Any:
     """One line of JSON, refused (BadOutput) when it nests deeper than DEPTH_MAX or is not JSON."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadOutput(f"{name} line {number} is not JSON (it is not UTF-8)") from None
     if nested_deeper_than(line):
         raise BadOutput(f"{name} line {number} nests deeper than {DEPTH_MAX} levels")
     try:
-        return json.loads(line)
-    except (ValueError, RecursionError):  # not UTF-8, not JSON, a number of more than 4300 digits
+        return json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or a number of more than 4300 digits
         raise BadOutput(f"{name} line {number} is not JSON") from None
