@@ -362,3 +362,15 @@ def test_stored_counts_and_cut_read_back_as_zero_when_damaged() -> None:
     assert Cut.from_json("{not json") == Cut()
     assert Cut.from_json('{"tests_not_kept": -3, "ids_shortened": "x"}') == Cut()
     assert codec._seconds_out(float("inf")) == 0
+
+
+def test_results_that_cannot_be_encoded_end_the_build_error_not_the_runner(fake, monkeypatch) -> None:
+    def broken(tests):
+        raise OverflowError("cannot convert float infinity to integer")
+    monkeypatch.setattr(codec, "encode_tests", broken)
+    tests = [TestResult("t.T.test_a", Outcome.PASSED, 0.1)]
+    store = stored(fake, RunOutcome(Status.PASSED, tests, Counts.of(tests)))
+    build = store.get_build("b")
+    assert build.status is Status.ERROR and build.results_stored == 1
+    assert build.reason == "the results could not be stored: OverflowError: cannot convert float infinity to integer"
+    assert build.counts == Counts.of(tests)

@@ -155,7 +155,8 @@ class Shards(Transitions):
             others = [s for n, s in shards.items() if n != shard]
             complete = all(s.state is AttemptState.FINISHED for s in others)
             record = Shard(shard, shard_attempt, AttemptState.FINISHED, runner_id, shards[shard].started_at, finished,
-                           outcome.status.value, outcome.reason, len(outcome.tests))
+                           outcome.status.value, budget.clip_message(outcome.reason, budget.REASON_MAX)[0],
+                           len(outcome.tests))
             if not complete:
                 mine = _encoded(outcome)
                 pipe.multi()

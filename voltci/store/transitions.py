@@ -18,7 +18,9 @@ it in that transaction too, through jobqueue.py. After a build is queued or ends
 from __future__ import annotations
 
 import json
+import logging
 import time
+import traceback
 from dataclasses import replace
 
 from voltci import jobqueue, keys
@@ -41,6 +43,8 @@ from voltci.store.records import Reads
 from voltci.store.trail import Trail
 from voltci.store.tx import Txn, guarded, raw
 
+log = logging.getLogger("volt.store")
+
 LOST_KEPT = 200
 OUTBOX_KEPT = 10_000  # with no webhook configured, nobody empties it: keep it bounded
 RUNTIME_KEPT = 100_000  # attempts whose runner time fair share reads, at most (within fair_window)
@@ -57,7 +61,12 @@ class Encoded:
     stored: what was cut is counted in its `cut`."""
 
     def __init__(self, outcome: RunOutcome):
-        fitted = budget.fit(outcome)
+        try:
+            fitted = budget.fit(outcome)
+        except Exception as exc:  # results that cannot be kept end the build, never the runner that stores them
+            log.error("results that could not be encoded:\n%s", traceback.format_exc())
+            fitted = budget.fit(RunOutcome(Status.ERROR, [], outcome.counts,
+                                           f"the results could not be stored: {type(exc).__name__}: {exc}"))
         self.outcome, self.results, self.timings = fitted.outcome, fitted.results, fitted.timings
 
 
