@@ -226,7 +226,7 @@ def test_a_200_mb_junit_file_is_read_as_a_stream(host) -> None:
 def test_a_junit_file_past_a_bound_ends_the_build_error(host, name, writes, reason) -> None:
     build, grown, peak = host.build({".volt.toml": JUNIT, "gen.py": textwrap.dedent(writes)}, name)
     assert build.status is Status.ERROR
-    assert build.reason == f"the test command exited with status 0 and left no usable results: {reason}"
+    assert build.reason.startswith(f"the test command exited with status 0 and left no usable results: {reason}")
     host.results[name] = (build, grown, peak)
 
 

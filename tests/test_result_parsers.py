@@ -374,3 +374,17 @@ def test_results_that_cannot_be_encoded_end_the_build_error_not_the_runner(fake,
     assert build.status is Status.ERROR and build.results_stored == 1
     assert build.reason == "the results could not be stored: OverflowError: cannot convert float infinity to integer"
     assert build.counts == Counts.of(tests)
+
+
+def test_matrix_legs_merge_what_each_cut_and_share_the_output_budget(fake, tmp_path) -> None:
+    from voltci.logstream import LogPump
+    from voltci.store import merge_legs
+    legs = [Build(id=f"b~{n}", repo="proj", url="/r", commit="a" * 40, branch="main", parent="b", leg=f"py3.1{n}",
+                  status=Status.PASSED, cut=Cut(tests_not_kept=3, counts=Counts(total=3, passed=3))) for n in range(2)]
+    merged = merge_legs(legs, {"b~0": [TestResult("a", Outcome.PASSED)], "b~1": [TestResult("a", Outcome.PASSED)]})
+    assert merged.counts == Counts(total=8, passed=8) and merged.cut.tests_not_kept == 6
+    store = Store(fake)
+    store.add_build(Build(id="b", repo="proj", url="/r", commit="a" * 40, branch="main", legs=4), 1.0)
+    store.add_build(legs[0], 1.0)
+    assert LogPump(store, "b~0", 1, tmp_path / "out.log", cap_bytes=10_000).cap == 2_500
+    assert LogPump(store, "b", 1, tmp_path / "out.log", cap_bytes=10_000).cap == 10_000
