@@ -197,7 +197,7 @@ def test_a_200_mb_junit_file_is_read_as_a_stream(host) -> None:
     host.results["200 MB JUnit"] = (build, grown, peak)
 
 
-@pytest.mark.parametrize(("name", "writes", "reason"), [
+JUNIT_ATTACKS = [
     ("10 million tiny test cases", """
         with open("report.xml", "w") as fh:
             fh.write("<testsuite>")
@@ -222,7 +222,10 @@ def test_a_200_mb_junit_file_is_read_as_a_stream(host) -> None:
         with open("report.xml", "w") as fh:
             fh.write("<testsuite>" + "<a>" * 100_000 + "</a>" * 100_000 + "</testsuite>")
      """, "report.xml nests elements deeper than 32"),
-])
+]
+
+
+@pytest.mark.parametrize(("name", "writes", "reason"), JUNIT_ATTACKS, ids=[row[0] for row in JUNIT_ATTACKS])
 def test_a_junit_file_past_a_bound_ends_the_build_error(host, name, writes, reason) -> None:
     build, grown, peak = host.build({".volt.toml": JUNIT, "gen.py": textwrap.dedent(writes)}, name)
     assert build.status is Status.ERROR
@@ -250,7 +253,7 @@ def test_a_forged_duration_ends_the_build_error_naming_it(host, value, named) ->
     host.results[f"duration {value[:12]}"] = (build, grown, peak)
 
 
-@pytest.mark.parametrize(("name", "body", "status", "reason"), [
+FORGERIES = [
     ("a huge id", """
         with open(path, "w") as fh:
             fh.write(json.dumps({"id": "tests.huge_" + "x" * 5_000_000, "outcome": "passed"}) + "\\n")
@@ -285,7 +288,10 @@ def test_a_forged_duration_ends_the_build_error_naming_it(host, value, named) ->
     ("a link to a host file", """
         os.symlink("/etc/hostname", path)
      """, Status.ERROR, "the test results are not valid: cannot read results.jsonl: "),
-])
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "reason"), FORGERIES, ids=[row[0] for row in FORGERIES])
 def test_forged_results_end_as_designed(host, name, body, status, reason) -> None:
     build, grown, peak = host.build(forging(host, body), name)
     assert build.status is status, build.reason
