@@ -130,12 +130,14 @@ class Keeper:
     def _bounded(self, test: TestResult) -> TestResult:
         """The test cut to the bounds on one test and, its message, to what the messages have left."""
         changes: dict[str, object] = {}
-        test_id, shortened = clip_id(test.id)
-        parent, parent_shortened = clip_id(test.subtest_of) if test.subtest_of else ("", False)
-        if shortened or parent_shortened:
-            self.cut.ids_shortened += shortened
-            changes.update(id=test_id, subtest_of=parent)
-        if seconds(test.duration_s) is None:
+        if not (len(test.id) <= ID_MAX and test.id.isascii() and not test.subtest_of):  # most tests: nothing to do
+            test_id, shortened = clip_id(test.id)
+            parent, parent_shortened = clip_id(test.subtest_of) if test.subtest_of else ("", False)
+            if test_id != test.id or parent != test.subtest_of:
+                self.cut.ids_shortened += shortened
+                changes.update(id=test_id, subtest_of=parent)
+        duration = test.duration_s
+        if not (type(duration) is float and 0.0 <= duration <= MAX_DURATION_S) and seconds(duration) is None:
             self.cut.values_dropped += 1
             changes["duration_s"] = 0.0
         message = test.message
