@@ -248,7 +248,7 @@ def test_a_report_with_nothing_cut_says_zeros_and_no_line(fake) -> None:
     build = store.get_build("b")
     assert report.as_dict(build, tests, [])["cut"] == dict.fromkeys(Cut.FIELDS, 0)
     assert "cut:" not in report.as_text(build, tests, [])
-    assert fake.hget("volt:build:b", "cut") == ""
+    assert not fake.hexists(keys.build("b"), "cut")
 
 
 def test_shards_merge_what_each_cut(fake) -> None:

@@ -301,6 +301,8 @@ class Build:
         data["log_compressed"] = "1" if self.log_compressed else "0"
         data["shard_rest"] = "1" if self.shard_rest else "0"
         data["cut"] = self.cut.to_json()
+        if not self.cut:
+            del data["cut"]  # a field only where something was cut: most records keep the fields they had
         return {key: str(value) for key, value in data.items()}
 
     @classmethod

@@ -123,7 +123,8 @@ class Legs(Shards):
         pipe.hset(keys.build(leg.id), mapping={
             "status": ended.status.value, "finished_at": finished, "runner": ended.runner,
             "duration_s": str(duration), "counts": json.dumps(outcome.counts.to_dict()), "reason": outcome.reason,
-            "log_tail": outcome.log_tail, "cut": outcome.cut.to_json()})
+            "log_tail": outcome.log_tail})
+        self._write_cut(pipe, leg.id, outcome)
         pipe.hincrby(keys.build(leg.id), "results_stored", 1)
         record = attempt_record or Attempt(leg.attempt, AttemptState.FINISHED, ended.runner, leg.started_at, finished,
                                            status=outcome.status.value)

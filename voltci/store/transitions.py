@@ -295,8 +295,8 @@ class Transitions(Trail):
             "counts": json.dumps(outcome.counts.to_dict()),
             "reason": outcome.reason,
             "log_tail": outcome.log_tail,
-            "cut": outcome.cut.to_json(),
         })
+        self._write_cut(pipe, build_id, outcome)
         pipe.hset(keys.build_attempts(build_id), str(attempt),
                   Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
                           status=outcome.status.value).to_json())
@@ -307,6 +307,14 @@ class Transitions(Trail):
         self._compress_output(pipe, build_id, output)
         self._ended(pipe, build_id, outcome.status)
         self._account(pipe, build, outcome.status, finished)
+
+    @staticmethod
+    def _write_cut(pipe: Txn, unit_id: str, outcome: RunOutcome) -> None:
+        """What the results lost to the bounds, in the record's `cut` field (none: no field)."""
+        if outcome.cut:
+            pipe.hset(keys.build(unit_id), "cut", outcome.cut.to_json())
+        else:
+            pipe.hdel(keys.build(unit_id), "cut")
 
     @staticmethod
     def _compress_output(pipe: Txn, build_id: str, output: bytes | None) -> None:
@@ -506,8 +514,9 @@ class Transitions(Trail):
             pipe.hset(keys.build(build.id), mapping={
                 "status": Status.QUEUED.value, "attempt": str(build.attempt + 1), "queued_at": queued,
                 "runner": "", "started_at": "", "finished_at": "", "duration_s": "0.0", "reason": "",
-                "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0", "cut": "",
+                "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0",
                 "waiting_since": queued, "queued_for": QueuedFor.REBUILD.value, "first_failing": ""})
+            pipe.hdel(keys.build(build.id), "cut")
             self._add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
             pipe.sadd(keys.queued(), build.id)
             jobqueue.enqueue_attempt(self.r, build, build.attempt + 1, self.settings, pipe)
