@@ -127,6 +127,18 @@ def test_ids_that_change_every_build_are_numbered_again(store, monkeypatch) -> N
     assert outcomes(rows["random[6a]"]) == [None, P]
 
 
+def test_a_trail_of_ids_that_change_every_build_keeps_fewer_builds_not_more_ids(store, monkeypatch) -> None:
+    monkeypatch.setattr(trail_module, "TRAIL_IDS_MAX", 25)
+    monkeypatch.setattr(trail_module, "RENUMBER_SLACK", 0)
+    for n in range(1, 9):  # each build: 10 tests none of the others has
+        record(store, n, {f"random[{n}-{k}]": (F if k == 0 else P, 0.01) for k in range(10)})
+    assert len(store.trail_ids("proj")) <= 25
+    builds = store.trail_builds("proj")
+    assert [b.commit for b in builds][:2] == [sha(8), sha(7)] and len(builds) <= 3
+    rows = store.trail_rows("proj", ["random[8-0]", "random[7-3]"], builds)
+    assert outcomes(rows["random[8-0]"])[0] is F and outcomes(rows["random[7-3]"])[1] is P
+
+
 def test_a_builds_own_table_from_the_trail(store) -> None:
     record(store, 1, {"old": (P, 0.01)})
     build = record(store, 2, {"a": (P, 0.5), "b": (F, 2.0)})

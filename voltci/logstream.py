@@ -1,5 +1,6 @@
 """A build's output, copied into Redis while the build runs, so `volt log -f` and the web page show
-it live. Bounded: past `log_max_bytes` the rest is counted, not kept, and a marker says so."""
+it live. Bounded: past `log_max_bytes` (a matrix leg: its share of it) the rest is counted, not kept,
+and a marker says so."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ class LogPump:
     owns the build is dropped."""
 
     def __init__(self, store: Store, build_id: str, attempt: int, path: Path, cap_bytes: int):
-        self.store, self.build_id, self.attempt, self.path, self.cap = store, build_id, attempt, path, cap_bytes
+        self.store, self.build_id, self.attempt, self.path = store, build_id, attempt, path
+        try:  # a matrix leg keeps its share of its build's output budget
+            self.cap = cap_bytes // store.log_share(build_id)
+        except redis.RedisError:
+            self.cap = cap_bytes
         self.offset = 0  # bytes of the file read so far
         self.kept = 0  # bytes accepted for Redis (stored, or waiting in `pending`)
         self.dropped = 0

@@ -47,9 +47,10 @@ class AttemptState(str, Enum):
     LOST = "lost"  # its runner died; the build went back to the queue
 
 
-@dataclass
+@dataclass(slots=True)
 class TestResult:
-    """One entry of a build's per-test results; `order` keeps the order in which tests ran."""
+    """One entry of a build's per-test results; `order` keeps the order in which tests ran. Slotted: a
+    build keeps up to a quarter of a million of them in memory while it reads and stores its results."""
 
     __test__ = False  # not a test class, whatever its name says to pytest
 
@@ -107,23 +108,95 @@ class Counts:
         their own), and each failing subtest adds to failures or errors."""
         counts = cls()
         for test in tests:
-            if not test.subtest_of:
-                counts.total += 1
-                if test.outcome in (Outcome.PASSED, Outcome.FLAKY):
-                    counts.passed += 1
-                    counts.flaky += test.outcome is Outcome.FLAKY
-                elif test.outcome is Outcome.SKIPPED:
-                    counts.skipped += 1
-            if test.via_subtests:
-                continue  # counted through its failing subtests' own entries
-            if test.outcome is Outcome.FAILED:
-                counts.failed += 1
-            elif test.outcome is Outcome.ERROR:
-                counts.errors += 1
+            counts.add(test)
         return counts
+
+    def add(self, test: TestResult) -> None:
+        """Count one more entry (see `of`)."""
+        if not test.subtest_of:
+            self.total += 1
+            if test.outcome in (Outcome.PASSED, Outcome.FLAKY):
+                self.passed += 1
+                self.flaky += test.outcome is Outcome.FLAKY
+            elif test.outcome is Outcome.SKIPPED:
+                self.skipped += 1
+        if test.via_subtests:
+            return  # counted through its failing subtests' own entries
+        if test.outcome is Outcome.FAILED:
+            self.failed += 1
+        elif test.outcome is Outcome.ERROR:
+            self.errors += 1
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(**{name: getattr(self, name) + getattr(other, name) for name in self.__dataclass_fields__})
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Counts:
+        """Counts as stored: every field a non-negative whole number, anything else 0."""
+        data = data if isinstance(data, dict) else {}
+        return cls(**{name: _whole(data.get(name)) for name in cls.__dataclass_fields__})
+
+
+def _whole(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+@dataclass
+class Cut:
+    """What a build's results lost to the bounds on what Volt reads and keeps of them (store/budget.py,
+    runner/bounds.py), counted so that the report can say it. `counts` counts the tests not kept at all,
+    so that the build's counts stay those of every test that ran."""
+
+    tests_not_kept: int = 0  # counted, but neither id nor outcome kept
+    messages_dropped: int = 0  # tests kept with id, outcome and duration only
+    messages_shortened: int = 0  # messages kept as their head and tail, with a marker between
+    message_bytes_cut: int = 0  # bytes of messages not kept, dropped or shortened
+    ids_shortened: int = 0  # ids kept as their head and a hash of the whole
+    values_dropped: int = 0  # harmless values that made no sense (a test's cost, a file's collection time)
+    counts: Counts = field(default_factory=Counts)
+
+    FIELDS = ("tests_not_kept", "messages_dropped", "messages_shortened", "message_bytes_cut", "ids_shortened",
+              "values_dropped")
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in self.FIELDS)
+
+    def __add__(self, other: Cut) -> Cut:
+        return Cut(**{name: getattr(self, name) + getattr(other, name) for name in self.FIELDS},
+                   counts=self.counts + other.counts)
+
+    def to_dict(self) -> dict[str, int]:
+        """The report contract's `cut`: each count (all 0 when nothing was cut)."""
+        return {name: getattr(self, name) for name in self.FIELDS}
+
+    def to_json(self) -> str:
+        return json.dumps({**self.to_dict(), "counts": self.counts.to_dict()}) if self else ""
+
+    @classmethod
+    def from_json(cls, text: str | bytes | None) -> Cut:
+        """As stored ("" or None: nothing was cut); a field that is not a count reads as 0."""
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError:
+            data = {}
+        data = data if isinstance(data, dict) else {}
+        return cls(**{name: _whole(data.get(name)) for name in cls.FIELDS}, counts=Counts.from_dict(data.get("counts")))
+
+    def line(self) -> str:
+        """What was cut, in words, for the text report (empty when nothing was)."""
+        said = [f"{value} {words}" for value, words in (
+            (self.tests_not_kept, "test(s) counted but not kept"),
+            (self.messages_dropped, "message(s) not kept"),
+            (self.messages_shortened, "message(s) shortened to their head and tail"),
+            (self.ids_shortened, "id(s) shortened"),
+            (self.values_dropped, "value(s) that made no sense dropped")) if value]
+        if not said:
+            return ""
+        cut_bytes = f" ({self.message_bytes_cut} bytes of messages)" if self.message_bytes_cut else ""
+        return "cut:      " + ", ".join(said) + cut_bytes + ": more than Volt keeps of a build"
 
 
 @dataclass
@@ -211,6 +284,7 @@ class Build:
     waiting_since: str = ""  # when it last went into the queue (the queue wait the metrics count)
     first_failing: FirstFailing | None = None  # the first failing commit of its push, once known
     legs: int = 0  # how many matrix legs it was split into (0: none; see Leg)
+    cut: Cut = field(default_factory=Cut)  # what its results lost to the bounds on what Volt keeps
     # A matrix leg's own record (keys.leg_id): its build, its name, interpreter and variables.
     parent: str = ""
     leg: str = ""
@@ -226,6 +300,9 @@ class Build:
         data["jobs"] = " ".join(self.jobs)
         data["log_compressed"] = "1" if self.log_compressed else "0"
         data["shard_rest"] = "1" if self.shard_rest else "0"
+        data["cut"] = self.cut.to_json()
+        if not self.cut:
+            del data["cut"]  # a field only where something was cut: most records keep the fields they had
         return {key: str(value) for key, value in data.items()}
 
     @classmethod
@@ -248,6 +325,7 @@ class Build:
             first_failing=FirstFailing.from_json(data["first_failing"]) if data.get("first_failing") else None,
             legs=int(data.get("legs") or 0), parent=data.get("parent", ""), leg=data.get("leg", ""),
             python=data.get("python", ""), env=json.loads(data["env"]) if data.get("env") else {},
+            cut=Cut.from_json(data.get("cut")),
         )
 
     @property
@@ -308,6 +386,11 @@ class RunOutcome:
     reason: str = ""
     log_tail: str = ""
     timings: Timings = field(default_factory=Timings)
+    cut: Cut = field(default_factory=Cut)
+
+    def recounted(self) -> Counts:
+        """The counts of its tests again (after their outcomes changed), with those of the tests not kept."""
+        return Counts.of(self.tests) + self.cut.counts
 
 
 @dataclass

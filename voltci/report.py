@@ -29,7 +29,8 @@ def exit_status(build: Build) -> int:
 def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
             shards: list[Shard] | None = None, legs: list[Build] | None = None) -> dict[str, Any]:
     """The `volt report --json` contract of DESIGN.md, plus `reason`, `subject`, `attempt_history`, for a
-    build split across runners `shards`, and for a matrix build `legs` (each test then names its `leg`)."""
+    build split across runners `shards`, for a matrix build `legs` (each test then names its `leg`), and
+    `cut`: what its results lost to the bounds on what Volt keeps of a build (each count 0: nothing)."""
     return {
         "repo": build.repo, "commit": build.commit, "branch": build.branch, "status": build.status.value,
         "attempts": build.attempt, "runner": build.runner, "queued_at": build.queued_at,
@@ -46,6 +47,7 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
              "ended_at": a.ended_at, "status": a.status, "reason": a.reason} for a in attempts],
         "shards": [json.loads(shard.to_json()) for shard in shards or []],
         "legs": [leg_dict(leg) for leg in legs or []],
+        "cut": build.cut.to_dict(),
     }
 
 
@@ -85,6 +87,8 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shar
         _timing(build),
         f"runner:   {build.runner or '-'}   attempt {build.attempt}",
     ]
+    if build.cut:
+        lines.append(build.cut.line())
     if build.first_failing is not None:
         lines.insert(2, build.first_failing.line() + f" (its parent {build.first_failing.parent[:10] or '-'} passed)")
     if len(attempts) > 1 or any(a.state is AttemptState.LOST for a in attempts):

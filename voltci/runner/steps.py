@@ -10,7 +10,6 @@ ends the build with a status and a reason.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
 from collections.abc import Callable
@@ -31,7 +30,15 @@ from voltci.runner.project_install import ProjectInstaller
 from voltci.runner.sandbox import EnvMount, Sandbox, SandboxUnavailable, overlays_work, tmp_seen
 from voltci.runner.scopes import Scope
 from voltci.runner.suites import Selection, Suite
-from voltci.runner.testrun import OUTPUT_FILE, apply_stop, parse_results, read_tail, run_tests, strip_workspace
+from voltci.runner.testrun import (
+    OUTPUT_FILE,
+    apply_stop,
+    parse_results,
+    read_listing,
+    read_tail,
+    run_tests,
+    strip_workspace,
+)
 
 MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky tests
 _REPEAT_SUFFIX = re.compile(r" \[(\d+|teardown)\]$")  # a repeated id, or pytest's teardown error
@@ -164,11 +171,7 @@ class BuildSteps:
                           self.scratch / "listing.log", self.budget, self.should_stop, self.run_id, box)
         if end.returncode != 0:
             return []
-        try:
-            lines = untrusted.read_text(listing, box.out).splitlines()
-            return [json.loads(line)["id"] for line in lines]
-        except (OSError, ValueError, KeyError, TypeError):
-            return []
+        return read_listing(listing, box.out)
 
     def test(self, share: Share | None = None) -> RunOutcome:
         """Run the tests (only `share` of them, for a split build), then the failed ones again."""
@@ -239,11 +242,11 @@ class BuildSteps:
         if end.not_started:
             return _error(f"the test command could not start: {end.not_started}", tail)
         try:
-            tests = junitxml.read(junit, tree)
+            found = junitxml.read(junit, tree)
         except junitxml.JUnitError as exc:
             how = "was stopped" if end.stopped else f"exited with status {end.returncode}"
             return apply_stop(_error(f"the test command {how} and left no usable results: {exc}", tail), end, budget)
-        counts = Counts.of(tests)
+        tests, counts = found.tests, found.counts
         if not tests:
             outcome = _error(f"no tests found: {config.junit} lists none", tail)
         elif counts.failed or counts.errors:
@@ -254,6 +257,7 @@ class BuildSteps:
                                  "no failure", tail)
         else:
             outcome = RunOutcome(Status.PASSED, tests, counts, "", tail)
+        outcome.cut = found.cut
         strip_workspace(outcome, tree)
         return apply_stop(outcome, end, budget)
 
@@ -288,7 +292,7 @@ class BuildSteps:
                 test.outcome = Outcome.FLAKY
                 test.message = f"passed when run again on its own (retry {flaky[parent]}); it had failed with:\n" \
                                f"{test.message}"
-        outcome.counts = Counts.of(outcome.tests)
+        outcome.counts = outcome.recounted()
         if outcome.counts.failed == 0 and outcome.counts.errors == 0:
             outcome.status, outcome.reason = Status.PASSED, ""
         return outcome

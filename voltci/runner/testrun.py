@@ -7,24 +7,28 @@ finished before a hang, a crash or the time limit are kept.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from voltci.models import Counts, Outcome, RunOutcome, Status, TestResult, Timings
-from voltci.runner import untrusted
+from voltci.models import Counts, Cut, Outcome, RunOutcome, Status, TestResult, Timings
+from voltci.runner import bounds, untrusted
+from voltci.runner.bounds import BadOutput
 from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.sandbox import Sandbox
 from voltci.runner.suites import ALL, Selection, Suite
 from voltci.sizes import human_size
+from voltci.store.budget import ID_MAX, REASON_MAX, TESTS_MAX, Keeper, clean, clip_message, seconds
 
 RESULTS_FILE = "results.jsonl"  # in the sandbox's `out` directory
 # pytest's exit statuses that mean its run itself went wrong, not a test.
 PYTEST_TROUBLE = {3: "met an internal error", 4: "refused its command line"}
 OUTPUT_FILE = "output.log"  # in the scratch directory, out of the build's reach
+NAMED_MAX = 10  # modules named in a reason; the others are counted
+COUNT_CHUNK = 1024 * 1024
+COUNT_MAX_PER_CALL = 64 * 1024 * 1024  # what LineCounter reads at most each time it is asked
 
 
 class LineCounter:
@@ -36,12 +40,16 @@ class LineCounter:
         self.lines = 0
 
     def count(self) -> int:
-        try:  # the file is the build's: never follow a link it put there
-            data = untrusted.read_bytes(self.path, self.path.parent, offset=self.offset)
-        except OSError:
-            return self.lines
-        self.offset += len(data)
-        self.lines += data.count(b"\n")
+        """The lines so far, reading at most COUNT_MAX_PER_CALL new bytes, a chunk at a time."""
+        for _ in range(COUNT_MAX_PER_CALL // COUNT_CHUNK):
+            try:  # the file is the build's: never follow a link it put there
+                data = untrusted.read_bytes(self.path, self.path.parent, COUNT_CHUNK, self.offset)
+            except OSError:
+                break
+            self.offset += len(data)
+            self.lines += data.count(b"\n")
+            if len(data) < COUNT_CHUNK:
+                break
         return self.lines
 
 
@@ -115,52 +123,126 @@ def read_tail(path: Path, lines: int, max_bytes: int = 64 * 1024) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def read_listing(path: Path, inside: Path) -> list[str]:
+    """The ids a listing run wrote, for a split (empty when the file breaks a bound: bounds.read_listing)."""
+    return bounds.read_listing(path, inside, TESTS_MAX, ID_MAX)
+
+
 def parse_results(results_path: Path, returncode: int | None, log_tail: str = "") -> RunOutcome:
-    """Turn the collector's JSON lines into a RunOutcome with unittest's own counting."""
-    tests: list[TestResult] = []
-    costs: dict[str, float] = {}
-    summary = None
-    discovery_error = None
-    seen: dict[str, int] = {}
-    try:  # the build wrote this file: never follow a link it put there
-        lines = untrusted.read_text(results_path, results_path.parent).splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut by a kill
-        if "summary" in record:
-            summary = record["summary"]
-        elif "discovery_error" in record:
-            discovery_error = record["discovery_error"]
-        else:
-            seen[record["id"]] = seen.get(record["id"], 0) + 1
-            if seen[record["id"]] > 1:  # e.g. two subtests with the same parameters: keep both
-                record["id"] = f"{record['id']} [{seen[record['id']]}]"
-            tests.append(TestResult(id=record["id"], outcome=Outcome(record["outcome"]),
-                                    duration_s=float(record.get("duration_s", 0.0)),
-                                    message=record.get("message", ""), order=len(tests),
-                                    subtest_of=record.get("subtest_of", ""),
-                                    via_subtests=bool(record.get("via_subtests"))))
-            cost = record.get("cost_s")
-            if isinstance(cost, (int, float)) and cost >= 0:
-                costs[record["id"]] = float(cost)
-    outcome = _judge(tests, Counts.of(tests), summary, discovery_error, returncode, log_tail)
-    outcome.timings = Timings(costs, _collect_times(summary, costs))
+    """Turn the collector's JSON lines into a RunOutcome with unittest's own counting. The build wrote
+    the file: it is read within bounds and checked (bounds.py), and a fault in it ends the run `error`
+    naming the line and what was wrong, with the tests read before it."""
+    reader = ResultsReader(results_path.name)
+    fault = ""
+    try:  # never follow a link the build put there, nor read a FIFO or a device
+        with untrusted.open_binary(results_path, results_path.parent) as source:
+            reader.read(source)
+    except FileNotFoundError:
+        pass  # the test process ended before it wrote anything: judged below
+    except OSError as exc:
+        fault = f"cannot read {results_path.name}: {exc.strerror or exc}"
+    except BadOutput as exc:
+        fault = str(exc)
+    tests, cut = reader.keeper.done()
+    counts = Counts.of(tests) + cut.counts
+    if fault:
+        outcome = RunOutcome(Status.ERROR, tests, counts, f"the test results are not valid: {fault}", log_tail)
+    else:
+        outcome = _judge(tests, counts, reader.summary, reader.discovery_error, returncode, log_tail)
+    kept = {t.id for t in tests}
+    outcome.timings = Timings({test_id: cost for test_id, cost in reader.costs.items() if test_id in kept},
+                              _collect_times(reader.summary, reader.costs))
+    outcome.cut = cut
     return outcome
 
 
-def _collect_times(summary: Any, costs: dict[str, float]) -> dict[str, float]:
+class ResultsReader:
+    """Reads a collector's JSON lines (collector.py, pytest_collector.py) one at a time, checking each
+    record; tests go to a Keeper (store/budget.py), so memory stays bounded whatever the file holds."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.keeper = Keeper(distinct=True)
+        self.summary: dict[str, Any] | None = None
+        self.discovery_error: str | None = None
+        self.costs: dict[str, float] = {}  # of at most TESTS_MAX tests: those that can be kept
+        self._next = 0  # the order of the next test
+
+    def read(self, source: BinaryIO) -> None:
+        for number, line, ended in bounds.lines(source, self.name):
+            try:
+                record = bounds.parse(line, self.name, number)
+            except BadOutput:
+                if not ended:
+                    return  # the last line, cut by a kill
+                raise
+            try:
+                self._take(record)
+            except BadOutput as exc:
+                raise BadOutput(f"{self.name} line {number}: {exc}") from None
+
+    def _take(self, record: Any) -> None:
+        if not isinstance(record, dict):
+            raise BadOutput(f"not a JSON object ({bounds.short(record)})")
+        if "summary" in record:
+            self.summary = _summary(record["summary"], self.keeper.cut)
+        elif "discovery_error" in record:
+            self.discovery_error = clip_message(bounds.text_of(record, "discovery_error"), REASON_MAX)[0]
+        else:
+            self._test(record)
+
+    def _test(self, record: dict[str, Any]) -> None:
+        test_id = bounds.text_of(record, "id", required=True)
+        given = record.get("outcome")
+        outcome = bounds.OUTCOMES.get(given) if isinstance(given, str) else None
+        if outcome is None:
+            raise BadOutput(f"outcome is not one of {', '.join(bounds.OUTCOMES)} ({bounds.short(given)})")
+        via = record.get("via_subtests", False)
+        if not isinstance(via, bool):
+            raise BadOutput(f"via_subtests is not true or false ({bounds.short(via)})")
+        test = TestResult(id=test_id, outcome=outcome, duration_s=bounds.duration_of(record),
+                          message=bounds.text_of(record, "message"), order=self._next,
+                          subtest_of=bounds.text_of(record, "subtest_of"), via_subtests=via)
+        self._next += 1
+        test_id = self.keeper.add(test)
+        if "cost_s" in record:
+            cost = seconds(record["cost_s"])
+            if cost is None:
+                self.keeper.cut.values_dropped += 1
+            elif len(self.costs) < TESTS_MAX:
+                self.costs[test_id] = cost
+
+
+def _summary(summary: Any, cut: Cut) -> dict[str, Any]:
+    """The summary record, checked: what _judge reads, each of the type the collectors write."""
+    if not isinstance(summary, dict):
+        raise BadOutput(f"the summary is not a JSON object ({bounds.short(summary)})")
+    exitstatus = summary.get("exitstatus")
+    if exitstatus is not None and (isinstance(exitstatus, bool) or not isinstance(exitstatus, int)):
+        raise BadOutput(f"summary's exitstatus is not a whole number ({bounds.short(exitstatus)})")
+    files = summary.get("collect_s")
+    collect_s: dict[str, float] = {}
+    if files is not None and not isinstance(files, dict):
+        cut.values_dropped += 1
+    for file, value in (files or {}).items():
+        if seconds(value) is None or len(file) > ID_MAX:
+            cut.values_dropped += 1
+        else:
+            collect_s[clean(file)] = float(value)
+    return {"tests_run": bounds.count_of(summary, "tests_run", required=True),
+            "import_failures": bounds.pairs_of(summary, "import_failures"),
+            "collect_errors": bounds.pairs_of(summary, "collect_errors"),
+            "exitstatus": exitstatus, "collect_s": collect_s}
+
+
+def _collect_times(summary: dict[str, Any] | None, costs: dict[str, float]) -> dict[str, float]:
     """pytest's seconds of collection per file, for the files of the tests that ran (the build wrote
     them: nothing else is kept)."""
-    files = summary.get("collect_s") if isinstance(summary, dict) else None
-    if not isinstance(files, dict):
+    files = summary.get("collect_s") if summary is not None else None
+    if not files:
         return {}
     ran = {test_id.split("::", 1)[0] for test_id in costs if "::" in test_id}
-    return {file: float(seconds) for file, seconds in files.items()
-            if file in ran and isinstance(seconds, (int, float)) and seconds >= 0}
+    return {file: taken for file, taken in files.items() if file in ran}
 
 
 def _judge(tests: list[TestResult], counts: Counts, summary: dict[str, Any] | None, discovery_error: str | None,
@@ -174,12 +256,15 @@ def _judge(tests: list[TestResult], counts: Counts, summary: dict[str, Any] | No
         return RunOutcome(Status.ERROR, tests, counts,
                           f"the test process ended ({how}) before reporting all results", log_tail)
     if summary.get("import_failures"):
-        names = ", ".join(name.rsplit(".", 1)[-1] for name, _ in summary["import_failures"])
-        return RunOutcome(Status.ERROR, tests, counts, f"test module(s) failed to import: {names}", log_tail)
+        failures = summary["import_failures"]
+        names = ", ".join(name.rsplit(".", 1)[-1][:200] for name, _ in failures[:NAMED_MAX])
+        others = f" (and {len(failures) - NAMED_MAX} more)" if len(failures) > NAMED_MAX else ""
+        return RunOutcome(Status.ERROR, tests, counts, f"test module(s) failed to import: {names}{others}", log_tail)
     if summary.get("collect_errors"):
         where, message = summary["collect_errors"][0]
         more = len(summary["collect_errors"]) - 1
-        return RunOutcome(Status.ERROR, tests, counts, f"collecting the tests failed in {where}: {_last_line(message)}"
+        return RunOutcome(Status.ERROR, tests, counts, f"collecting the tests failed in {where[:200]}: "
+                          f"{_last_line(message)[:REASON_MAX // 2]}"
                           + (f" (and {more} more)" if more else ""), log_tail)
     if summary.get("exitstatus") in PYTEST_TROUBLE:
         return RunOutcome(Status.ERROR, tests, counts, f"pytest {PYTEST_TROUBLE[summary['exitstatus']]} "

@@ -21,6 +21,7 @@ a key or opens a pipeline; the web page, the CLI, the observer, the scheduler an
     trail.py        each test's outcome and duration in a repository's newest builds (its history)
     trends.py       a repository's recent builds for charts, its branches
     codec.py        the compact encodings of finished results
+    budget.py       what a build keeps of its results at most, and cutting them to it
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ same test in two legs is two entries.
 from __future__ import annotations
 
 import json
+import math
 import zlib
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +27,7 @@ LEVEL = 6  # zlib's default: within a few per cent of 9 on test ids, several tim
 _CODES = {Outcome.PASSED: "p", Outcome.FAILED: "f", Outcome.ERROR: "e", Outcome.SKIPPED: "s", Outcome.FLAKY: "k"}
 _OUTCOMES = {code: outcome for outcome, code in _CODES.items()}
 LISTED = (Outcome.FAILED, Outcome.ERROR, Outcome.FLAKY)  # what `volt report` names: kept apart
+LISTED_MAX = 5000  # of them, the first ones are kept with their messages (budget.py); the others as any test
 
 
 class CorruptRecord(VoltError):
@@ -79,7 +81,10 @@ def front_decode(kept: list[int], rest: list[str]) -> list[str]:
 
 
 def _seconds_out(value: float) -> int | float:
-    """Whole microseconds when that is exact (it is for the six decimals results carry): they compress."""
+    """Whole microseconds when that is exact (it is for the six decimals results carry): they compress. A
+    value that is no finite number of seconds is 0 (budget.py cuts them before)."""
+    if not math.isfinite(value):
+        return 0
     micros = round(value * 1_000_000)
     return micros if micros / 1_000_000 == value else value
 
@@ -129,7 +134,7 @@ def encode_tests(tests: list[TestResult]) -> dict[str, bytes]:
     if any(t.leg for t in ordered):
         legs = list(dict.fromkeys(t.leg for t in ordered))
         columns["g"], columns["gi"] = legs, [legs.index(t.leg) for t in ordered]
-    listed = [_listed_entry(i, t) for i, t in enumerate(ordered) if t.outcome in LISTED]
+    listed = [_listed_entry(i, t) for i, t in enumerate(ordered) if t.outcome in LISTED][:LISTED_MAX]
     return {"all": _pack(columns), "listed": _pack(listed)}
 
 

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from voltci import jobqueue, keys
 from voltci.clock import now_iso, seconds_between
-from voltci.models import Attempt, AttemptState, Build, Counts, Leg, RunOutcome, Status, TestResult
+from voltci.models import Attempt, AttemptState, Build, Counts, Cut, Leg, RunOutcome, Status, TestResult
 from voltci.store import codec
 from voltci.store.shards import Shards
 from voltci.store.transitions import Encoded
@@ -37,13 +37,14 @@ def merge_legs(legs: list[Build], tests_by_leg: dict[str, list[TestResult]]) -> 
     for leg in legs:
         for test in tests_by_leg.get(leg.id, []):
             tests.append(replace(test, leg=leg.leg, order=len(tests)))
-    counts = Counts.of(tests)
+    cut = sum((leg.cut for leg in legs), Cut())  # what each leg's results lost to the bounds (budget.py)
+    counts = Counts.of(tests) + cut.counts
     reason = "; ".join(f"{leg.leg}: {leg.reason}" for leg in legs if leg.reason)
     for status in WORST_FIRST:
         worst = [leg for leg in legs if leg.status is status]
         if worst:
-            return RunOutcome(status, tests, counts, reason, worst[0].log_tail)
-    return RunOutcome(Status.PASSED, tests, counts, reason, "")
+            return RunOutcome(status, tests, counts, reason, worst[0].log_tail, cut=cut)
+    return RunOutcome(Status.PASSED, tests, counts, reason, "", cut=cut)
 
 
 class Legs(Shards):
@@ -117,11 +118,13 @@ class Legs(Shards):
                 pipe.hdel(keys.repo_leg_timings(leg.repo), leg.leg)
         duration = seconds_between(leg.started_at, finished) if leg.started_at else 0.0
         ended = replace(leg, status=outcome.status, finished_at=finished, runner=runner_id or leg.runner,
-                        duration_s=duration, counts=outcome.counts, reason=outcome.reason, log_tail=outcome.log_tail)
+                        duration_s=duration, counts=outcome.counts, reason=outcome.reason, log_tail=outcome.log_tail,
+                        cut=outcome.cut)
         pipe.hset(keys.build(leg.id), mapping={
             "status": ended.status.value, "finished_at": finished, "runner": ended.runner,
             "duration_s": str(duration), "counts": json.dumps(outcome.counts.to_dict()), "reason": outcome.reason,
             "log_tail": outcome.log_tail})
+        self._write_cut(pipe, leg.id, outcome)
         pipe.hincrby(keys.build(leg.id), "results_stored", 1)
         record = attempt_record or Attempt(leg.attempt, AttemptState.FINISHED, ended.runner, leg.started_at, finished,
                                            status=outcome.status.value)

@@ -36,6 +36,15 @@ class Logs(StoreBase):
 
         return guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
 
+    def log_share(self, unit_id: str) -> int:
+        """How many outputs share the output budget of `unit_id`'s build (`log_max_bytes`): a matrix leg
+        shares it with its build's other legs, so that a matrix build keeps no more output than a build."""
+        parent = self.r.hget(keys.build(unit_id), "parent")
+        if not parent:
+            return 1
+        legs = self.r.hget(keys.build(parent), "legs") or ""
+        return max(1, int(legs)) if legs.isdigit() else 1
+
     def read_log(self, build_id: str, start: int = 0) -> str:
         """The stored output from byte `start` on (the current attempt's, or the ended build's)."""
         for _ in range(READ_TRIES):

@@ -11,40 +11,57 @@ from __future__ import annotations
 
 from voltci import jobqueue, keys
 from voltci.clock import now_iso
-from voltci.models import Attempt, AttemptState, Build, Counts, RunOutcome, Shard, Share, Status, TestResult, Timings
-from voltci.store import codec
+from voltci.models import (
+    Attempt,
+    AttemptState,
+    Build,
+    Counts,
+    Cut,
+    RunOutcome,
+    Shard,
+    Share,
+    Status,
+    TestResult,
+    Timings,
+)
+from voltci.store import budget, codec
 from voltci.store.transitions import Encoded, Transitions
 from voltci.store.tx import Txn, guarded, raw
 
 
 def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str,
-          timings: Timings) -> RunOutcome:
-    """The shards' results as one build's: every test once, one the worst status, and what they cost."""
+          timings: Timings, cut: Cut | None = None) -> RunOutcome:
+    """The shards' results as one build's: every test once, one the worst status, and what they cost;
+    `cut`: what the shards' results lost to the bounds (budget.py), their tests not kept counted too."""
+    cut = cut or Cut()
     tests: list[TestResult] = []
     for number in sorted(tests_by_shard):
         for test in tests_by_shard[number]:
             test.order = len(tests)
             tests.append(test)
-    counts = Counts.of(tests)
+    counts = Counts.of(tests) + cut.counts
     statuses = {records[n].status for n in records}
     reasons = "; ".join(f"shard {n}: {records[n].reason}" for n in sorted(records) if records[n].reason)
     for status in (Status.TIMEOUT, Status.CANCELLED, Status.ERROR):
         if status.value in statuses:
-            return RunOutcome(status, tests, counts, reasons, log_tail, timings)
+            return RunOutcome(status, tests, counts, reasons, log_tail, timings, cut)
     status = Status.FAILED if counts.failed or counts.errors else Status.PASSED
-    return RunOutcome(status, tests, counts, "", log_tail, timings)
+    return RunOutcome(status, tests, counts, "", log_tail, timings, cut)
 
 
 TIMINGS_FIELD = "timings"  # of a finished shard's results hash, beside codec's fields: its tests' costs
+CUT_FIELD = "cut"  # and what its results lost to the bounds on what a build keeps
 
 
 def _encoded(outcome: RunOutcome) -> dict[str, bytes]:
-    """A shard's results as it keeps them until the merge: its tests, and what they cost."""
-    if not outcome.tests:
-        return {}
-    fields = codec.encode_tests(outcome.tests)
-    if outcome.timings:
-        fields[TIMINGS_FIELD] = codec.encode_timings(outcome.timings)
+    """A shard's results as it keeps them until the merge, cut to what a build keeps (budget.py): its
+    tests, what they cost, and what was cut."""
+    fitted = budget.fit(outcome)
+    fields = dict(fitted.results or {})
+    if fitted.timings is not None:
+        fields[TIMINGS_FIELD] = fitted.timings
+    if fitted.outcome.cut:
+        fields[CUT_FIELD] = fitted.outcome.cut.to_json().encode()
     return fields
 
 
@@ -138,7 +155,8 @@ class Shards(Transitions):
             others = [s for n, s in shards.items() if n != shard]
             complete = all(s.state is AttemptState.FINISHED for s in others)
             record = Shard(shard, shard_attempt, AttemptState.FINISHED, runner_id, shards[shard].started_at, finished,
-                           outcome.status.value, outcome.reason, len(outcome.tests))
+                           outcome.status.value, budget.clip_message(outcome.reason, budget.REASON_MAX)[0],
+                           len(outcome.tests))
             if not complete:
                 mine = _encoded(outcome)
                 pipe.multi()
@@ -151,9 +169,10 @@ class Shards(Transitions):
             earlier = {number: codec.decode_tests(fields) for number, fields in stored.items()}
             timings = Timings.combined([*(codec.decode_timings(fields.get(TIMINGS_FIELD.encode()))
                                           for fields in stored.values()), outcome.timings])
+            cut = sum((Cut.from_json(fields.get(CUT_FIELD.encode())) for fields in stored.values()), outcome.cut)
             output = raw(pipe, "GET", keys.build_log(build_id))
             records = {**{s.number: s for s in others}, shard: record}
-            merged = Encoded(merge(records, {**earlier, shard: outcome.tests}, outcome.log_tail, timings))
+            merged = Encoded(merge(records, {**earlier, shard: outcome.tests}, outcome.log_tail, timings, cut))
             if build.is_leg:
                 ended = self._end_leg(pipe, build, build.runner, merged, finished, output)
             else:

@@ -13,7 +13,8 @@ It is written when a build's result has been stored, after and apart from that w
 missed a build (Redis refused the write) shows it as not recorded, and nothing else depends on it.
 It holds only the newest TRAIL_BUILDS builds, retention drops the columns of the builds it prunes, and
 when more than half of the numbers belong to tests no kept column has (renamed tests, ids that change
-every run) the tests are numbered again.
+every run) the tests are numbered again. It numbers at most TRAIL_IDS_MAX tests: a repository whose
+ids change every build (a hostile commit's, say) keeps fewer builds in its trail, never more ids.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from voltci.store.tx import Txn, guarded, raw
 log = logging.getLogger("volt.store")
 
 TRAIL_BUILDS = 100
+TRAIL_IDS_MAX = 500_000  # tests numbered at most: ids that change every build leave fewer builds in the trail
 RENUMBER_SLACK = 1000  # numbers beyond twice the suite's size (and this many) make a writer look for dead ones
 COLUMN_FORMAT = 1
 MAX_MS = 2**32 - 1
@@ -202,7 +204,12 @@ class Trail(Trends):
             columns = {build_id: Column.encode(len(ids), {number[t]: cell for t, cell in results.items()})}
             if len(ids) > 2 * len(results) + RENUMBER_SLACK:
                 others = [b for b in newest_first[:TRAIL_BUILDS] if b != build_id]
-                renumbered = _renumber(ids, {**_columns(pipe, trail_key, others), build_id: columns[build_id]})
+                blobs = _blobs(pipe, trail_key, others)
+                if len(ids) > TRAIL_IDS_MAX:  # ids that change every build: the oldest columns go first
+                    kept = _newest_within(blobs, others, columns[build_id], TRAIL_IDS_MAX)
+                    dropped += [b for b in others if b not in kept]
+                    blobs = {b: blobs[b] for b in kept}
+                renumbered = _renumber(ids, {**blobs, build_id: columns[build_id]}, force=len(ids) > TRAIL_IDS_MAX)
                 if renumbered is not None:
                     ids, columns = renumbered
             pipe.multi()
@@ -280,17 +287,41 @@ def _columns(client: redis.Redis | Txn, trail_key: str, build_ids: list[str]) ->
     return {build_id: Column(blob) for build_id, blob in zip(build_ids, blobs, strict=True) if blob is not None}
 
 
-def _renumber(ids: list[str], columns: dict[str, Column | bytes]) -> tuple[list[str], dict[str, bytes]] | None:
-    """The ids of the tests some column has, numbered again, and every column rewritten to them —
-    or None when at least half of the numbers are still in use."""
-    decoded = {b: Column(c) if isinstance(c, bytes) else c for b, c in columns.items()}
-    live = sorted({n for column in decoded.values() for n in column.numbers() if n < len(ids)})
-    if len(live) * 2 > len(ids):
+def _blobs(client: redis.Redis | Txn, trail_key: str, build_ids: list[str]) -> dict[str, bytes]:
+    """The columns of `build_ids`, compressed as stored (a build the trail does not hold is left out)."""
+    if not build_ids:
+        return {}
+    found = raw(client, "HMGET", trail_key, *build_ids)
+    return {build_id: blob for build_id, blob in zip(build_ids, found, strict=True) if blob is not None}
+
+
+def _newest_within(blobs: dict[str, bytes], newest_first: list[str], own: bytes, most: int) -> list[str]:
+    """The newest of the builds that, with the build being added, have at most `most` tests between them."""
+    live = set(Column(own).numbers())
+    kept = []
+    for build_id in newest_first:
+        if build_id not in blobs:
+            continue
+        numbers = live.union(Column(blobs[build_id]).numbers())
+        if len(numbers) > most:
+            break
+        live = numbers
+        kept.append(build_id)
+    return kept
+
+
+def _renumber(ids: list[str], columns: dict[str, bytes],
+              force: bool = False) -> tuple[list[str], dict[str, bytes]] | None:
+    """The ids of the tests some column has, numbered again, and every column rewritten to them — or
+    None when at least half of the numbers are still in use (unless `force`). Columns are decoded one at
+    a time, so memory holds one decoded column, whatever the trail holds."""
+    live = sorted({n for blob in columns.values() for n in Column(blob).numbers() if n < len(ids)})
+    if len(live) * 2 > len(ids) and not force:
         return None
     renumbered = {old: new for new, old in enumerate(live)}
     rewritten = {}
-    for build_id, column in decoded.items():
-        cells = {}
+    for build_id, blob in columns.items():
+        column, cells = Column(blob), {}
         for old in column.numbers():
             if old in renumbered:
                 cell = column.cell(old)

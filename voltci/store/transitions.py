@@ -18,7 +18,9 @@ it in that transaction too, through jobqueue.py. After a build is queued or ends
 from __future__ import annotations
 
 import json
+import logging
 import time
+import traceback
 from dataclasses import replace
 
 from voltci import jobqueue, keys
@@ -36,10 +38,12 @@ from voltci.models import (
     RunOutcome,
     Status,
 )
-from voltci.store import codec, metrics
+from voltci.store import budget, codec, metrics
 from voltci.store.records import Reads
 from voltci.store.trail import Trail
 from voltci.store.tx import Txn, guarded, raw
+
+log = logging.getLogger("volt.store")
 
 LOST_KEPT = 200
 OUTBOX_KEPT = 10_000  # with no webhook configured, nobody empties it: keep it bounded
@@ -52,13 +56,18 @@ def epoch(iso: str) -> float | None:
 
 
 class Encoded:
-    """A run's results encoded before the transaction (encoding a large suite takes a moment, and a
-    transaction should only decide and write)."""
+    """A run's results cut to what a build keeps (budget.py) and encoded, before the transaction (encoding
+    a large suite takes a moment, and a transaction should only decide and write). `outcome` is the one
+    stored: what was cut is counted in its `cut`."""
 
     def __init__(self, outcome: RunOutcome):
-        self.outcome = outcome
-        self.results = codec.encode_tests(outcome.tests) if outcome.tests else None
-        self.timings = codec.encode_timings(outcome.timings) if outcome.timings else None
+        try:
+            fitted = budget.fit(outcome)
+        except Exception as exc:  # results that cannot be kept end the build, never the runner that stores them
+            log.error("results that could not be encoded:\n%s", traceback.format_exc())
+            fitted = budget.fit(RunOutcome(Status.ERROR, [], outcome.counts,
+                                           f"the results could not be stored: {type(exc).__name__}: {exc}"))
+        self.outcome, self.results, self.timings = fitted.outcome, fitted.results, fitted.timings
 
 
 class Transitions(Trail):
@@ -85,9 +94,10 @@ class Transitions(Trail):
         is stored when it ends: record, compact results, compressed output, its attempt `build.attempt`
         (finished on `build.runner`), and the indexes. Repository aggregates (timings, flaky counts)
         are left as they are; `newest` as in add_build."""
+        encoded = Encoded(outcome)
+        outcome, results = encoded.outcome, encoded.results
         ended = replace(build, status=outcome.status, counts=outcome.counts, reason=outcome.reason,
-                        log_tail=outcome.log_tail, results_stored=1, log_compressed=bool(output))
-        results = codec.encode_tests(outcome.tests) if outcome.tests else None
+                        log_tail=outcome.log_tail, results_stored=1, log_compressed=bool(output), cut=outcome.cut)
         with self._batch(pipeline) as pipe:
             self.add_build(ended, time.time() if score is None else score, pipeline=pipe, newest=newest)
             if results is not None:
@@ -240,7 +250,7 @@ class Transitions(Trail):
 
         ended = guarded(self.r, self._watched(build_id, keys.build_log(build_id)), body)
         if ended:
-            self.record_trail_quietly(ended, outcome.tests if ended == build_id else None)
+            self.record_trail_quietly(ended, encoded.outcome.tests if ended == build_id else None)
             self._ended_now(ended)
         return ended is not None
 
@@ -286,6 +296,7 @@ class Transitions(Trail):
             "reason": outcome.reason,
             "log_tail": outcome.log_tail,
         })
+        self._write_cut(pipe, build_id, outcome)
         pipe.hset(keys.build_attempts(build_id), str(attempt),
                   Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
                           status=outcome.status.value).to_json())
@@ -296,6 +307,14 @@ class Transitions(Trail):
         self._compress_output(pipe, build_id, output)
         self._ended(pipe, build_id, outcome.status)
         self._account(pipe, build, outcome.status, finished)
+
+    @staticmethod
+    def _write_cut(pipe: Txn, unit_id: str, outcome: RunOutcome) -> None:
+        """What the results lost to the bounds, in the record's `cut` field (none: no field)."""
+        if outcome.cut:
+            pipe.hset(keys.build(unit_id), "cut", outcome.cut.to_json())
+        else:
+            pipe.hdel(keys.build(unit_id), "cut")
 
     @staticmethod
     def _compress_output(pipe: Txn, build_id: str, output: bytes | None) -> None:
@@ -497,6 +516,7 @@ class Transitions(Trail):
                 "runner": "", "started_at": "", "finished_at": "", "duration_s": "0.0", "reason": "",
                 "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0",
                 "waiting_since": queued, "queued_for": QueuedFor.REBUILD.value, "first_failing": ""})
+            pipe.hdel(keys.build(build.id), "cut")
             self._add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
             pipe.sadd(keys.queued(), build.id)
             jobqueue.enqueue_attempt(self.r, build, build.attempt + 1, self.settings, pipe)
