@@ -227,7 +227,8 @@ def bench_checkout(work: Path, repo: Path, runs: int) -> tuple[list[float], list
     first = git(["rev-list", "--max-parents=0", "HEAD"], cwd=repo).split()[:1]
     shas = first + [git(["rev-parse", "HEAD"], cwd=repo).strip()]
     workspace_dir = str(work / "checkout-ws")
-    with checkout(workspace_dir, "bench", str(repo), shas[1]):
+    branch = git(["symbolic-ref", "--short", "HEAD"], cwd=repo).strip()  # a build of the default branch
+    with checkout(workspace_dir, "bench", str(repo), shas[1], branch=branch):
         pass  # the mirror, and a worktree in the pool
     mirror = Mirror(host_dir(workspace_dir) / "mirrors", "bench", str(repo))
     reused = work / "reused"
@@ -237,7 +238,7 @@ def bench_checkout(work: Path, repo: Path, runs: int) -> tuple[list[float], list
         sha = shas[n % 2]
 
         def volt_checkout(sha: str = sha) -> None:
-            with checkout(workspace_dir, "bench", str(repo), sha):
+            with checkout(workspace_dir, "bench", str(repo), sha, branch=branch):
                 pass
         ours.append(timed(volt_checkout))
         fresh = work / f"added-{n}"
