@@ -110,6 +110,7 @@ def remove_unused_scopes(scopes: Path, mirror: Mirror, unused_s: float = SCOPE_U
     except OSError:
         return
     now = time.time()
+    removed = 0
     for pool in entries:
         try:
             if not pool.is_dir() or now - pool.stat().st_mtime < unused_s:
@@ -119,9 +120,10 @@ def remove_unused_scopes(scopes: Path, mirror: Mirror, unused_s: float = SCOPE_U
         try:
             with all_held([pool / f"{slot}.lock" for slot in range(POOL_SLOTS)]):
                 shutil.rmtree(pool, ignore_errors=True)
+                removed += 1
         except AllBusy:
             continue
-    if entries:
+    if removed:  # the mirror forgets the worktrees that went
         with mirror.lock():
             try:
                 git(["worktree", "prune"], cwd=mirror.path, timeout=60)
