@@ -141,3 +141,33 @@ def test_scopes_protected_branches_share_one_every_other_branch_has_its_own() ->
     assert scope_of("evil", "", "main") == evil  # stable: the same branch finds its own again
     assert not scope_of("", "", "main", "a" * 40).protected  # a commit of no branch
     assert not scope_of("main", "", None).protected  # no default branch known: nothing is protected
+
+
+def test_a_branch_scope_unused_for_days_is_removed_unless_a_build_holds_it(tmp_path: Path) -> None:
+    import fcntl
+    import time
+
+    from voltci.git import Mirror
+    from voltci.runner import environments, workspace
+
+    scopes = tmp_path / "pool" / "scopes"
+    old, held, fresh = (scopes / name for name in ("branch-old-1", "branch-held-2", "branch-new-3"))
+    for pool in (old, held, fresh):
+        (pool / "0").mkdir(parents=True)
+        (pool / "0.lock").touch()
+    long_ago = time.time() - workspace.SCOPE_UNUSED_S - 60
+    for pool in (old, held):
+        os.utime(pool, (long_ago, long_ago))
+    mirror = Mirror(tmp_path / "mirrors", "proj", str(tmp_path / "nowhere"))
+    with open(held / "0.lock") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        workspace.remove_unused_scopes(scopes, mirror)
+    assert not old.exists() and held.exists() and fresh.exists()
+
+    envs = tmp_path / "envs" / environments.SCOPES
+    stale, used = envs / "branch-old-1" / "abc-0", envs / "branch-new-3" / "abc-0"
+    for env in (stale, used):
+        env.mkdir(parents=True)
+    os.utime(stale, (long_ago, long_ago))
+    environments._remove_unused_scopes(envs)
+    assert not (envs / "branch-old-1").exists() and used.exists()
