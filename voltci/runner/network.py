@@ -159,11 +159,16 @@ class Isolation:
             raise NetworkUnavailable(f"cannot start {self.slirp4netns}: {exc.strerror or exc}") from None
         os.close(ready_write)
         os.close(exit_read)
+        firewall = None
         try:
+            firewall = self._firewall(pid)  # set while the stack starts: the step waits for both
             self._await_ready(stack, ready_read)
-            self._firewall(pid)
+            self._firewall_set(firewall)
             yield
         finally:
+            if firewall is not None and firewall.poll() is None:
+                firewall.kill()
+                firewall.communicate(timeout=STOP_TIMEOUT_S)
             os.close(ready_read)
             os.close(exit_write)  # slirp4netns ends when this closes
             try:
@@ -182,18 +187,27 @@ class Isolation:
         stack.wait(timeout=STOP_TIMEOUT_S)
         raise NetworkUnavailable("slirp4netns did not start" + (f": {said[-1]}" if said else ""))
 
-    def _firewall(self, pid: int) -> None:
+    def _firewall(self, pid: int) -> subprocess.Popen:
+        """nft, in the namespace of `pid`, setting the rules (started; _firewall_set waits for it)."""
         enter = [self.nsenter, f"--target={pid}", "--net"] + \
             ([] if os.geteuid() == 0 else ["--user", "--preserve-credentials"])
         try:
-            done = subprocess.run([*enter, self.nft, "-f", "-"], input=rules(self.opened, list(self.own)),
-                                  capture_output=True, text=True, timeout=RULES_TIMEOUT_S,
-                                  env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            nft = subprocess.Popen([*enter, self.nft, "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        except OSError as exc:
             raise NetworkUnavailable(f"cannot set the build's firewall: {exc}") from None
-        if done.returncode != 0:
-            said = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise NetworkUnavailable(f"cannot set the build's firewall (nft: {said})")
+        return nft
+
+    def _firewall_set(self, nft: subprocess.Popen) -> None:
+        try:
+            _, said = nft.communicate(rules(self.opened, list(self.own)), timeout=RULES_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            nft.kill()
+            nft.communicate(timeout=STOP_TIMEOUT_S)
+            raise NetworkUnavailable(f"setting the build's firewall took more than {RULES_TIMEOUT_S:g} s") from None
+        if nft.returncode != 0:
+            last = (said.strip().splitlines() or [f"exit status {nft.returncode}"])[-1]
+            raise NetworkUnavailable(f"cannot set the build's firewall (nft: {last})")
 
     def describe(self) -> str:
         opened = ", ".join(f"{HOST_GATEWAY if o.on_loopback else o.address}:{o.port}" for o in self.opened)

@@ -49,7 +49,7 @@ from voltci.runner import jobs as _jobs  # noqa: F401  imported once here, not a
 from voltci.runner.interpreters import interpreters
 from voltci.runner.limits import Limits
 from voltci.runner.procs import reap_orphaned_tests
-from voltci.runner.sandbox import SandboxUnavailable, describe_network, describe_runner
+from voltci.runner.sandbox import SandboxUnavailable, describe_network, describe_runner, overlays_work
 from voltci.store import Store
 
 REAP_EVERY_S = 5.0
@@ -114,6 +114,11 @@ class VoltWorker(Worker):
         print(f"volt worker {self.name}: network: "
               f"{describe_network(settings.sandbox, settings.build_network, settings.build_network_allow)}",
               file=sys.stderr, flush=True)
+        if settings.sandbox:  # tried here once, for every work-horse it forks
+            scopes = "an overlay of the protected branches' environment" if overlays_work() else \
+                "an environment of its own (this host's bwrap or kernel mounts no overlay)"
+            print(f"volt worker {self.name}: trust scopes: each other branch's builds get {scopes}",
+                  file=sys.stderr, flush=True)
         print(f"volt worker {self.name}: matrix legs on python {', '.join(self.pythons)}", file=sys.stderr, flush=True)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
