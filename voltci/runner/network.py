@@ -19,6 +19,7 @@ the packages to install and that setting.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -50,6 +51,7 @@ PACKAGES = "slirp4netns and nftables (apt install slirp4netns nftables)"
 CLOSED_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
              "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4")
 CLOSED_V6 = ("::1/128", "::/128", "::ffff:0:0/96", "fc00::/7", "fe80::/10", "ff00::/8")
+NS_GET_USERNS = 0xB701  # ioctl on a namespace's descriptor: the user namespace that owns it (linux/nsfs.h)
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 
@@ -141,9 +143,13 @@ class Isolation:
     def uplink(self, pid: int) -> Iterator[None]:
         """Give the network namespace of process `pid` (a sandbox's init, still blocked before its command)
         a user-mode stack and its firewall; both go when the block ends. Raises NetworkUnavailable."""
+        with _owner(pid) as owner:
+            yield from self._uplink(pid, owner)
+
+    def _uplink(self, pid: int, owner: int | None) -> Iterator[None]:
         ready_read, ready_write = os.pipe()
         exit_read, exit_write = os.pipe()
-        userns = [] if os.geteuid() == 0 else [f"--userns-path=/proc/{pid}/ns/user"]
+        userns = [] if owner is None else [f"--userns-path=/proc/self/fd/{owner}"]
         # This host's loopback stays closed in slirp4netns itself, unless a service on it is allowed: then
         # the firewall lets through that port of the gateway alone.
         loopback = [] if any(o.on_loopback for o in self.opened) else ["--disable-host-loopback"]
@@ -151,8 +157,8 @@ class Isolation:
             stack = subprocess.Popen(
                 [self.slirp4netns, "--configure", "--mtu=65520", *loopback, "--enable-seccomp",
                  f"--ready-fd={ready_write}", f"--exit-fd={exit_read}", *userns, str(pid), TAP],
-                pass_fds=(ready_write, exit_read), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE, env={}, start_new_session=True)
+                pass_fds=(ready_write, exit_read, *([] if owner is None else [owner])), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={}, start_new_session=True)
         except OSError as exc:
             for fd in (ready_read, ready_write, exit_read, exit_write):
                 os.close(fd)
@@ -161,7 +167,7 @@ class Isolation:
         os.close(exit_read)
         firewall = None
         try:
-            firewall = self._firewall(pid)  # set while the stack starts: the step waits for both
+            firewall = self._firewall(pid, owner)  # set while the stack starts: the step waits for both
             self._await_ready(stack, ready_read)
             self._firewall_set(firewall)
             yield
@@ -183,17 +189,22 @@ class Isolation:
         if select.select([ready], [], [], READY_TIMEOUT_S)[0] and os.read(ready, 1) == b"1":
             return
         stack.kill()
-        said = stack.stderr.read(2000).decode(errors="replace").strip().splitlines() if stack.stderr else []
+        said = stack.stderr.read(4000).decode(errors="replace").strip().splitlines() if stack.stderr else []
         stack.wait(timeout=STOP_TIMEOUT_S)
-        raise NetworkUnavailable("slirp4netns did not start" + (f": {said[-1]}" if said else ""))
+        reasons = [line for line in said if not line.startswith(("child failed", "WARNING"))] or said
+        hint = "; /dev/net/tun must be readable and writable by the runner's user (mode 0666, as udev makes it)" \
+            if any("/dev/net/tun" in line for line in reasons) else ""
+        raise NetworkUnavailable("slirp4netns did not start" + (f": {reasons[0]}" if reasons else "") + hint)
 
-    def _firewall(self, pid: int) -> subprocess.Popen:
-        """nft, in the namespace of `pid`, setting the rules (started; _firewall_set waits for it)."""
-        enter = [self.nsenter, f"--target={pid}", "--net"] + \
-            ([] if os.geteuid() == 0 else ["--user", "--preserve-credentials"])
+    def _firewall(self, pid: int, owner: int | None) -> subprocess.Popen:
+        """nft, in the network namespace of `pid` (and the user namespace `owner` that owns it, for a runner
+        that is not root), setting the rules (started; _firewall_set waits for it)."""
+        enter = [self.nsenter, f"--net=/proc/{pid}/ns/net"] + \
+            ([] if owner is None else [f"--user=/proc/self/fd/{owner}", "--preserve-credentials"])
         try:
             nft = subprocess.Popen([*enter, self.nft, "-f", "-"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+                                   stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                                   pass_fds=() if owner is None else (owner,))
         except OSError as exc:
             raise NetworkUnavailable(f"cannot set the build's firewall: {exc}") from None
         return nft
@@ -213,6 +224,31 @@ class Isolation:
         opened = ", ".join(f"{HOST_GATEWAY if o.on_loopback else o.address}:{o.port}" for o in self.opened)
         return (f"a network of their own (slirp4netns), closed to this host, its loopback and private, "
                 f"link-local and shared addresses{f' but {opened}' if opened else ''}")
+
+
+@contextmanager
+def _owner(pid: int) -> Iterator[int | None]:
+    """A descriptor of the user namespace that owns the network namespace of `pid`, for a runner that is
+    not root: it has rights there, as that namespace's creator, and nowhere else. bwrap may put the step
+    in a user namespace nested in that one, so the step's own is not it (the kernel names the owner:
+    NS_GET_USERNS). None for root, who has those rights everywhere."""
+    if os.geteuid() == 0:
+        yield None
+        return
+    try:
+        net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise NetworkUnavailable(f"the step's network namespace is gone: {exc.strerror}") from None
+    try:
+        owner = fcntl.ioctl(net, NS_GET_USERNS)
+    except OSError as exc:
+        raise NetworkUnavailable(f"cannot find who owns the step's network namespace: {exc.strerror}") from None
+    finally:
+        os.close(net)
+    try:
+        yield owner
+    finally:
+        os.close(owner)
 
 
 @dataclass(frozen=True)

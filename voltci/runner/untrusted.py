@@ -247,3 +247,87 @@ def check_variables(variables: dict[str, str], where: str) -> dict[str, str]:
             raise RefusedVariable(f"{where}: the value of {name} holds a NUL byte or is longer than "
                                   f"{MAX_VARIABLE_BYTES} bytes")
     return variables
+
+
+# ---------------------------------------------------------------- removing what a build left
+
+def remove_tree(path: Path) -> None:
+    """Remove the directory `path` and everything below it, as a build left it, once no process of the
+    build runs: no link is followed (a link goes, never what it points to), no recursion (a build can
+    nest directories deeper than any stack: shutil.rmtree raises RecursionError there), a directory the
+    build made unreadable is made readable first, and at most two descriptors are open at once. What
+    cannot be removed stays, each directory tried once; nothing raises."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        try:
+            os.unlink(path)  # a file or a link where the directory was
+        except OSError:
+            pass
+        return
+    names: list[str] = []  # the way down from `path`
+    skipped: list[set[str]] = [set()]  # per level: directories that would not go
+    while True:
+        below = _empty_files_and_first_directory(fd, skipped[-1])
+        if below is not None:
+            try:
+                child = _open_below(fd, below)
+            except OSError:
+                skipped[-1].add(below)
+                continue
+            os.close(fd)
+            fd = child
+            names.append(below)
+            skipped.append(set())
+            continue
+        if not names:
+            os.close(fd)
+            break
+        try:
+            parent = os.open("..", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return
+        os.close(fd)
+        fd, name = parent, names.pop()
+        skipped.pop()
+        try:
+            os.rmdir(name, dir_fd=fd)
+        except OSError:
+            skipped[-1].add(name)
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _empty_files_and_first_directory(fd: int, skipped: set[str]) -> str | None:
+    """Unlink every entry of the directory `fd` that is no directory; the name of a directory in it not in
+    `skipped`, or None when none is left."""
+    found = None
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if found is None and entry.name not in skipped:
+                    found = entry.name
+                continue
+            try:
+                os.unlink(entry.name, dir_fd=fd)
+            except OSError:
+                pass
+    return found
+
+
+def _open_below(fd: int, name: str) -> int:
+    """The directory `name` in `fd`, opened without following a link; made searchable first if the build
+    took that away."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, dir_fd=fd)
+    except PermissionError:
+        os.chmod(name, 0o700, dir_fd=fd, follow_symlinks=False)
+        return os.open(name, flags, dir_fd=fd)

@@ -12,7 +12,6 @@ the log go to a scratch directory beside it, removed afterwards.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from voltci.config import host_dir
 from voltci.errors import WorkspaceBusy
 from voltci.git import GitError, Mirror, git
 from voltci.locks import AllBusy, all_held, first_free
+from voltci.runner import untrusted
 from voltci.runner.scopes import Scope, scope_of
 
 POOL_SLOTS = 8
@@ -70,7 +70,7 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str, stale_after_s: f
                 os.utime(pool)  # the scope is in use: its worktrees stay
                 yield Workspace(pool / str(slot), scratch, scope)
             finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+                untrusted.remove_tree(scratch)
     except AllBusy:
         raise WorkspaceBusy(f"all {POOL_SLOTS} workspaces of {pool.name} on this host stayed busy") from None
 
@@ -86,7 +86,7 @@ def switch(mirror: Mirror, tree: Path, sha: str) -> None:
     if _switch_in_place(tree, sha):
         return
     with mirror.lock():
-        shutil.rmtree(tree, ignore_errors=True)
+        untrusted.remove_tree(tree)
         git(["worktree", "prune"], cwd=mirror.path, timeout=60)
         git(["worktree", "add", "--force", "--detach", "--quiet", str(tree), sha], cwd=mirror.path)
 
@@ -119,7 +119,7 @@ def remove_unused_scopes(scopes: Path, mirror: Mirror, unused_s: float = SCOPE_U
             continue
         try:
             with all_held([pool / f"{slot}.lock" for slot in range(POOL_SLOTS)]):
-                shutil.rmtree(pool, ignore_errors=True)
+                untrusted.remove_tree(pool)
                 removed += 1
         except AllBusy:
             continue
@@ -136,6 +136,6 @@ def remove_stale(builds: Path, stale_after_s: float) -> None:
     for entry in builds.iterdir():
         try:
             if now - entry.stat().st_mtime > stale_after_s:
-                shutil.rmtree(entry, ignore_errors=True)
+                untrusted.remove_tree(entry)
         except OSError:
             continue  # removed by another runner meanwhile
