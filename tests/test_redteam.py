@@ -105,10 +105,16 @@ class Runner:
         return found
 
     def stop(self) -> None:
+        horses = self.work_horses()  # rq's work-horse is a session of its own: killpg does not reach it
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        for pid in horses:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait(timeout=10)
         self.conn.close()
 
@@ -369,3 +375,87 @@ def test_no_way_of_the_network_reaches_the_host(runner: Runner) -> None:
     assert report["status"] == "passed", (report["reason"], report["log"][-3000:])
     assert heard == [], heard
     assert alive(runner.proc.pid)
+
+
+# ---------------------------------------------------------------- build files at sizes that cost no disk
+
+SPARSE = textwrap.dedent("""\
+    import os
+
+    def sparse(fd_or_path, sizes):
+        \"\"\"Make the file as large as the file system allows of `sizes`: a hole, which costs no disk.\"\"\"
+        for size in sizes:
+            try:
+                os.truncate(fd_or_path, size)
+                return size
+            except OSError:
+                continue
+        return 0
+    """)
+
+
+@pytest.mark.xfail(strict=True, reason="logstream.LogPump.finish() drains the build's output file to its end, 256 "
+                   "KiB at a time, whatever its size: a test that ftruncate()s its standard output (the log file, "
+                   "open for writing) to 16 TiB leaves the runner reading zeros for hours after the tests ended, "
+                   "its heartbeat alive, the build 'running' and never re-dispatched")
+def test_an_output_file_made_huge_by_a_hole_does_not_hold_the_runner(own_runner: Runner) -> None:
+    repo = own_runner.repo()
+    repo.commit({"tests/__init__.py": "", "tests/test_hole.py": SPARSE + textwrap.dedent("""\
+        import sys, unittest
+
+        class T(unittest.TestCase):
+            def test_makes_its_output_huge(self):
+                sys.stdout.flush()
+                print("output made", sparse(1, [(1 << 44) - (1 << 20), 1 << 40, 1 << 36]), "bytes long", flush=True)
+        """)}, "a hole in its output")
+    build_id = own_runner.queue(repo)
+    deadline = time.monotonic() + 2 * own_runner.settings.build_timeout + 30  # far more than the build takes
+    while time.monotonic() < deadline and not own_runner.ended(build_id):
+        time.sleep(0.5)
+    ended = own_runner.ended(build_id)
+    busy = own_runner.work_horses()
+    assert ended, f"the build did not end; the runner's work-horse {busy} is still reading its output"
+    assert alive(own_runner.proc.pid)
+
+
+@pytest.mark.xfail(strict=True, reason="testrun.LineCounter (the progress count, every second) and parse_results() "
+                   "read the whole results file at once, with no cap: a test that makes it a 300 MiB hole (no disk) "
+                   "takes the runner's work-horse well past 256 MiB; a hole of some GiB takes the host's memory, "
+                   "and one larger than RAM ends the build 'runner error: MemoryError'")
+def test_a_results_file_made_huge_by_a_hole_costs_the_runner_no_memory(runner: Runner) -> None:
+    repo = runner.repo()
+    repo.commit({"tests/__init__.py": "", "tests/test_hole.py": SPARSE + textwrap.dedent("""\
+        import os, time, unittest
+
+        class T(unittest.TestCase):
+            def test_makes_the_results_huge(self):
+                argv = open("/proc/self/cmdline", "rb").read().split(b"\\0")
+                results = [a.decode() for a in argv if a.endswith(b"results.jsonl")][0]
+                print("results made", sparse(results, [300 << 20]), "bytes long", flush=True)
+                time.sleep(3)  # the runner counts the lines once a second
+        """)}, "a hole in its results")
+    peak: dict[int, int] = {}
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.05):
+            for pid in runner.work_horses():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    if line.startswith("VmHWM:"):
+                        peak[pid] = max(peak.get(pid, 0), int(line.split()[1]) * 1024)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        report = runner.build(repo)
+    finally:
+        stop.set()
+        watcher.join()
+    assert peak, "the work-horse was seen"
+    assert max(peak.values()) < 256 << 20, f"the runner's work-horse peaked at {max(peak.values()) >> 20} MiB " \
+                                           f"({report['status']}: {report['reason']})"
+    assert runner.still_builds()["status"] == "passed"
