@@ -459,3 +459,55 @@ def test_a_results_file_made_huge_by_a_hole_costs_the_runner_no_memory(runner: R
     assert max(peak.values()) < 256 << 20, f"the runner's work-horse peaked at {max(peak.values()) >> 20} MiB " \
                                            f"({report['status']}: {report['reason']})"
     assert runner.still_builds()["status"] == "passed"
+
+
+# ---------------------------------------------------------------- one commit on two branches
+
+@pytest.mark.xfail(strict=True, reason="a build's id is its repository and commit, so a commit built first on a "
+                   "pull request's branch (in that branch's scope, with the environment its earlier commits' setup "
+                   "steps changed) is never built again when a protected branch fast-forwards to it: the protected "
+                   "branch's head shows the branch scope's result")
+def test_a_protected_branch_never_shows_a_result_made_in_a_branchs_scope(runner: Runner) -> None:
+    """A pull request's first commit has a setup script that writes a .pth into the branch's environment
+    (which its tests, as written, need); its second commit makes the script harmless, so the pull
+    request's whole diff shows no setup step doing anything. Merged by fast-forward (GitLab's method,
+    `git merge --ff-only`), main's head is that second commit: a build of it in main's scope fails."""
+    repo = runner.repo()
+    watch = RepoWatch(runner.store, str(repo.path), name=repo.path.name, branches=["*"])
+    tests = {"tests/__init__.py": "", "tests/test_main.py": textwrap.dedent("""\
+        import os, unittest
+
+        class T(unittest.TestCase):
+            def test_needs_what_only_the_branch_has(self):
+                self.assertEqual(os.environ.get("POISONED"), "1")
+        """)}
+    volt = {".volt.toml": "[tests]\nsetup = [['python', 'ci/setup.py']]\n"}
+    repo.commit({**PASSING, **volt, "ci/setup.py": "pass\n"}, "main")
+    watch.validate()
+
+    def build_of(branch: str) -> str:
+        queued = [build for build in watch.poll() if build.branch == branch]
+        build_id = queued[-1].id if queued else ""
+        if build_id:
+            wait_until(lambda: runner.ended(build_id), f"the build of {branch}", timeout=BUILD_WAIT_S,
+                       process=runner.proc)
+        return build_id
+
+    build_of("main")
+    repo.checkout("pull-request", create=True)
+    poison = ("import os, site\n"
+              "open(os.path.join(site.getsitepackages()[0], 'zz.pth'), 'w')"
+              ".write('import os; os.environ[\"POISONED\"] = \"1\"\\n')\n")
+    repo.commit({**tests, "ci/setup.py": poison}, "tests, and a setup script")
+    build_of("pull-request")
+    head = repo.commit({"ci/setup.py": "pass\n"}, "the setup script does nothing after all")
+    pr_build = build_of("pull-request")
+    assert runner.store.get_build(pr_build).status.value == "passed"
+    repo.checkout("main")
+    repo.git("merge", "--ff-only", "--quiet", "pull-request")
+    build_of("main")  # the observer sees main move to the pull request's head
+    shown = subprocess.run([sys.executable, "-m", "voltci", "report", head, "--repo", repo.path.name, "--json"],
+                           cwd=ROOT, env=runner.env, capture_output=True, text=True, timeout=60)
+    report = json.loads(shown.stdout)
+    assert report["status"] == "failed", f"main's head {head[:10]} shows {report['status']}, built as " \
+                                         f"{report.get('branch')!r}"
