@@ -511,3 +511,49 @@ def test_a_protected_branch_never_shows_a_result_made_in_a_branchs_scope(runner:
     report = json.loads(shown.stdout)
     assert report["status"] == "failed", f"main's head {head[:10]} shows {report['status']}, built as " \
                                          f"{report.get('branch')!r}"
+
+
+# ---------------------------------------------------------------- the worktree's .git link
+
+PLANT_GIT = textwrap.dedent("""\
+    import os, stat, sys
+
+    marker = sys.argv[1]
+    # The mirror the tree's .git named is shown read-only: find it among the mounts.
+    mirror = next(line.split()[4] for line in open("/proc/self/mountinfo")
+                  if os.path.isdir(os.path.join(line.split()[4], "objects", "pack")))
+    print("the runner's .git is gone:", not os.path.exists(".git"), "; the mirror:", mirror)
+    os.makedirs("evil-git/objects/info", exist_ok=True)
+    os.makedirs("evil-git/refs/heads", exist_ok=True)
+    os.makedirs("evil-git/hooks", exist_ok=True)
+    open("evil-git/objects/info/alternates", "w").write(os.path.join(mirror, "objects") + "\\n")
+    open("evil-git/HEAD", "w").write("ref: refs/heads/none\\n")
+    open("evil-git/config", "w").write("[core]\\n\\trepositoryformatversion = 0\\n\\tbare = false\\n")
+    hook = "evil-git/hooks/post-checkout"
+    open(hook, "w").write("#!/bin/sh\\necho \\"ran on the host as $(id -u): $VOLT_REDIS_URL\\" > " + marker + "\\n")
+    os.chmod(hook, 0o755)
+    open(".git", "w").write("gitdir: evil-git\\n")
+    """)
+
+
+@pytest.mark.xfail(strict=True, reason="steps._run_command removes the tests.junit path before the test command "
+                   "runs, and `junit = \".git\"` passes the check (relative, no '..'): the runner unlinks the "
+                   "worktree's .git link on the host, so the command's sandbox no longer binds it read-only and "
+                   "the build writes a .git of its own; the next build's `git checkout` on the host runs that "
+                   "repository's hooks, as the runner, with its environment (VOLT_REDIS_URL)")
+def test_a_junit_path_naming_the_git_link_gives_the_build_no_git_of_its_own(runner: Runner) -> None:
+    marker = runner.base / "git-hook-ran"
+    repo = runner.repo()
+    repo.commit(PASSING, "main")
+    repo.checkout("pull-request", create=True)
+    repo.commit({"plant.py": PLANT_GIT, ".volt.toml": textwrap.dedent(f"""\
+        [tests]
+        command = ["python", "plant.py", {str(marker)!r}]
+        junit = ".git"
+        """)}, "a junit path that names the worktree's .git")
+    first = runner.build(repo, "pull-request")
+    repo.commit({"README": "next\n"}, "the next build of the branch")
+    second = runner.build(repo, "pull-request")
+    ran = marker.read_text() if marker.exists() else ""
+    assert not ran, f"{ran.strip()} (the first build: {first['reason']}; the second: {second['reason']})"
+    assert PASSWORD not in ran
