@@ -557,3 +557,46 @@ def test_a_junit_path_naming_the_git_link_gives_the_build_no_git_of_its_own(runn
     ran = marker.read_text() if marker.exists() else ""
     assert not ran, f"{ran.strip()} (the first build: {first['reason']}; the second: {second['reason']})"
     assert PASSWORD not in ran
+
+
+# ---------------------------------------------------------------- processes that outlive their build
+
+def test_no_process_of_a_build_outlives_it_and_none_signals_the_runner(runner: Runner) -> None:
+    """Daemons (double fork, a new session, a nested user and PID namespace), then a kill of every process
+    the build can signal: nothing of it is left on the host once the build has ended, and the runner
+    takes the next build."""
+    tag = f"volt-redteam-daemon-{os.getpid()}-{time.time_ns()}"
+    repo = runner.repo()
+    repo.commit({"tests/__init__.py": "", "tests/test_daemons.py": textwrap.dedent(f"""\
+        import os, signal, subprocess, time, unittest
+
+        class T(unittest.TestCase):
+            def test_leaves_daemons_and_kills_everything(self):
+                subprocess.Popen(["setsid", "sh", "-c", "(sleep 600; : {tag}) & exit 0"])
+                subprocess.Popen(["unshare", "--user", "--map-root-user", "--pid", "--fork",
+                                  "sh", "-c", "sleep 600; : {tag}"])
+                if os.fork() == 0:
+                    os.setsid()
+                    if os.fork() == 0:
+                        os.execvp("sh", ["sh", "-c", "sleep 600; : {tag}"])
+                    os._exit(0)
+                for _ in range(100):
+                    running = [p for p in os.listdir("/proc") if p.isdigit() and
+                               b"{tag}" in open(f"/proc/{{p}}/cmdline", "rb").read()]
+                    if len(running) >= 3:
+                        break
+                    time.sleep(0.05)
+                self.assertGreaterEqual(len(running), 3)
+                os.kill(-1, signal.SIGKILL)
+        """)}, "leaves daemons behind")
+    report = runner.build(repo)
+    assert report["status"] == "passed", (report["reason"], report["log"][-2000:])  # kill(-1) spares its caller
+    survivors = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and tag.encode() in (entry / "cmdline").read_bytes():
+                survivors.append(entry.name)
+        except OSError:
+            continue
+    assert survivors == []
+    assert runner.still_builds()["status"] == "passed"
