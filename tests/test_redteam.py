@@ -347,9 +347,10 @@ def test_no_way_of_the_network_reaches_the_host(runner: Runner) -> None:
 
         class T(unittest.TestCase):
             def test_nothing_arrives(self):
-                flushed = subprocess.run(["unshare", "--user", "--map-root-user", "nft", "flush", "ruleset"],
-                                         capture_output=True, text=True)
-                print("flush:", flushed.returncode, flushed.stderr.strip())
+                for mapping in (["--map-root-user"], []):  # root mapped, or nobody with every cap
+                    flushed = subprocess.run(["unshare", "--user", *mapping, "nft", "flush", "ruleset"],
+                                             capture_output=True, text=True)
+                    print("flush:", mapping, flushed.returncode, flushed.stderr.strip())
                 for host in {addresses!r}:
                     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -600,3 +601,53 @@ def test_no_process_of_a_build_outlives_it_and_none_signals_the_runner(runner: R
             continue
     assert survivors == []
     assert runner.still_builds()["status"] == "passed"
+
+
+# ---------------------------------------------------------------- the build's limits, from inside
+
+LIFT_LIMITS = textwrap.dedent("""\
+    set -u
+    mkdir -p /tmp/cg
+    for controller in memory pids; do
+        dir=/tmp/cg/$controller; mkdir -p "$dir"
+        if mount -t cgroup -o "$controller" none "$dir" 2>/dev/null; then
+            for file in memory.limit_in_bytes pids.max; do
+                [ -f "$dir/$file" ] || continue
+                before=$(cat "$dir/$file")
+                if echo max > "$dir/$file" 2>/dev/null || echo -1 > "$dir/$file" 2>/dev/null; then
+                    echo "LIFTED $file: $before -> $(cat "$dir/$file")"
+                fi
+            done
+        elif mount -t cgroup2 none "$dir" 2>/dev/null; then
+            for file in memory.max pids.max; do
+                before=$(cat "$dir/$file" 2>/dev/null) || continue
+                if echo max > "$dir/$file" 2>/dev/null; then
+                    echo "LIFTED $file: $before -> $(cat "$dir/$file")"
+                fi
+            done
+        fi
+    done
+    """)
+
+
+def test_a_build_cannot_lift_its_own_memory_and_process_limits(runner: Runner) -> None:
+    """A nested user and cgroup namespace mounts the step's own cgroup and writes its limits. Closed here
+    because the runner is root: mapping the parent's uid 0 into a nested user namespace needs CAP_SETFCAP
+    (Linux 5.12), and without a mapping the cgroup files' owner is nobody there. A runner of another uid
+    (whose steps' cgroup files that uid owns) would have its builds map it and write them: this test is
+    the check to run on such a host."""
+    repo = runner.repo()
+    repo.commit({".volt.toml": "[tests]\nmemory = \"512M\"\nprocesses = 256\n", "lift.sh": LIFT_LIMITS,
+                 "tests/__init__.py": "", "tests/test_limits.py": textwrap.dedent("""\
+                     import subprocess, unittest
+
+                     class T(unittest.TestCase):
+                         def test_limits_hold(self):
+                             for mapping in (["--map-root-user"], []):  # root mapped, or nobody with every cap
+                                 done = subprocess.run(["unshare", "--user", *mapping, "--cgroup", "--mount",
+                                                        "sh", "lift.sh"], capture_output=True, text=True)
+                                 print(mapping, done.returncode, done.stdout, done.stderr)
+                                 self.assertNotIn("LIFTED", done.stdout)
+                     """)}, "lifts its own limits")
+    report = runner.build(repo)
+    assert report["status"] == "passed", report["log"][-2000:]
