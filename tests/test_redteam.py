@@ -134,11 +134,15 @@ def runner(tmp_path_factory: pytest.TempPathFactory, server: RedisServer) -> Ite
 
 
 @pytest.fixture
-def own_runner(tmp_path_factory: pytest.TempPathFactory, server: RedisServer) -> Iterator[Runner]:
-    """A runner of its own, for an attack that may leave it stuck or poisoned."""
-    started = Runner(tmp_path_factory.mktemp("redteam-own"), server, build_timeout=30)
+def own_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runner]:
+    """A runner of its own, on a Redis of its own (so that no other runner takes its builds), for an attack
+    that may leave it stuck or poisoned."""
+    base = tmp_path_factory.mktemp("redteam-own")
+    server = RedisServer(base / "redis", password=PASSWORD).start()
+    started = Runner(base, server, build_timeout=30)
     yield started
     started.stop()
+    server.stop()
 
 
 def _scratches(runner: Runner) -> list[Path]:
@@ -581,9 +585,14 @@ def test_no_process_of_a_build_outlives_it_and_none_signals_the_runner(runner: R
                     if os.fork() == 0:
                         os.execvp("sh", ["sh", "-c", "sleep 600; : {tag}"])
                     os._exit(0)
-                for _ in range(100):
-                    running = [p for p in os.listdir("/proc") if p.isdigit() and
-                               b"{tag}" in open(f"/proc/{{p}}/cmdline", "rb").read()]
+                for _ in range(600):
+                    running = []
+                    for pid in filter(str.isdigit, os.listdir("/proc")):
+                        try:
+                            if b"{tag}" in open(f"/proc/{{pid}}/cmdline", "rb").read():
+                                running.append(pid)
+                        except OSError:
+                            pass
                     if len(running) >= 3:
                         break
                     time.sleep(0.05)
