@@ -38,7 +38,7 @@ class Scope:
 
     def describe(self) -> str:
         if self.protected:
-            return f"protected branch '{self.branch}': the environment and worktrees of the protected branches"
+            return f"protected branch '{self.branch}': environments and worktrees shared with the protected branches"
         what = f"branch '{self.branch}'" if self.branch else "a commit of no branch"
         return (f"{what}: an environment and worktrees of its own, seeded from the protected branches' but never "
                 "changing them")
