@@ -234,14 +234,17 @@ def git_metadata(tree: Path, scratch: Path) -> tuple[list[Path], list[tuple[Path
     return [mirror], [(shown, config)]
 
 
-def interpreter_roots(python: Path) -> list[Path]:
+def interpreter_roots(python: Path, with_its_venv: bool = True) -> list[Path]:
     """The directories an interpreter needs to run, outside the system's: its installation prefix (a
-    pyenv version, say, not the home it lies in), and the virtual environment it belongs to, if any."""
+    pyenv version, say, not the home it lies in), and the virtual environment it belongs to, if any
+    (unless not `with_its_venv`). `python` is the runner's to trust: never a build's environment, whose
+    pyvenv.cfg the build's setup steps can write."""
     roots = []
     prefix = python.absolute().parent.parent
     config = prefix / "pyvenv.cfg"
     if config.is_file():
-        roots.append(prefix)
+        if with_its_venv:
+            roots.append(prefix)
         for line in config.read_text(encoding="utf-8", errors="replace").splitlines():
             key, _, value = line.partition("=")
             if key.strip() == "home" and value.strip():
@@ -305,8 +308,9 @@ class Sandbox:
                   venv: Path | None = None, pass_env: str = "", env: dict[str, str] | None = None,
                   network: str = ISOLATED, allow: str = "", env_mount: EnvMount | None = None) -> Sandbox:
         """The sandbox of one build in `tree`: `scratch/out` for its result files, `scratch/in` for what the
-        runner gives it to read, `scratch/home` and `scratch/tmp` as its HOME and /tmp; `python` (in `venv`,
-        when it has one) runs its tests; `env`, the variables its project asks for (tox's set_env, a
+        runner gives it to read, `scratch/home` and `scratch/tmp` as its HOME and /tmp; `python` runs its
+        tests, or, with `venv` (the build's environment), is the interpreter that environment was made
+        from; `env`, the variables its project asks for (tox's set_env, a
         matrix leg's), come on top of its own, each checked by the gate. `network` is how steps that have
         the network get it (the runner's `build_network`: ISOLATED or HOST), `allow` what of the host's
         networks they may reach all the same."""
@@ -316,7 +320,8 @@ class Sandbox:
         bwrap = checked_bwrap()[0] if enabled else None
         mirror, overlays = git_metadata(tree, scratch)
         tools = [uv] if (uv := uv_binary()) is not None and not _under_system_dirs(uv) else []
-        readable = tuple(dict.fromkeys([*interpreter_roots(python), *VOLT_SCRIPTS, *tools, *mirror, inbox]))
+        roots = interpreter_roots(python, with_its_venv=venv is None)
+        readable = tuple(dict.fromkeys([*roots, *VOLT_SCRIPTS, *tools, *mirror, inbox]))
         variables = build_environment(home, Path(tmp_seen(scratch, enabled)), venv, pass_env=pass_env)
         variables.update(untrusted.check_variables(dict(env or {}), "the build's variables"))
         isolation = network_isolation(allow) if bwrap is not None and network == ISOLATED else None
@@ -431,8 +436,10 @@ class Sandbox:
 
     def missing(self, program: str, cwd: Path) -> str:
         """Why `program` cannot start in this box (not found on its PATH or in `cwd`), or ""."""
-        if "/" in program:
-            found = os.access(cwd / program, os.X_OK) and (cwd / program).is_file()
+        if os.path.isabs(program):  # the runner's: the environment's interpreter, uv
+            found = os.access(program, os.X_OK)
+        elif "/" in program:  # a program of the tree: asked of the gate, never through a link to the host
+            found = untrusted.kind(cwd / program, self.tree or cwd) == "file"
         else:
             found = shutil.which(program, path=self.variables.get("PATH", SYSTEM_PATH)) is not None
         return "" if found else f"command not found: '{program}'"

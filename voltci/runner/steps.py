@@ -113,7 +113,7 @@ class BuildSteps:
                 wait_s=self.budget.timeout_s, pythons=settings.pythons, variables=self.leg.env if self.leg else None,
                 scope=self.scope, overlay=settings.sandbox and overlays_work()))
             self.say(f"[volt: {self._describe(env)}]")
-            box = Sandbox.for_build(self.tree, self.scratch, env.python, self._limits(), enabled=settings.sandbox,
+            box = Sandbox.for_build(self.tree, self.scratch, env.base, self._limits(), enabled=settings.sandbox,
                                     venv=env.path, pass_env=settings.pass_env, env=self.plan.env,
                                     network=settings.build_network, allow=settings.build_network_allow,
                                     env_mount=EnvMount(env.path, env.lower, env.upper, env.work))
