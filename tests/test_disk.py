@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from support import wait_until
 
-from voltci.runner import disk
+from voltci.config import Settings, load_settings
+from voltci.errors import BadInput
+from voltci.runner import disk, project
 from voltci.runner.disk import BLOCK, DiskWatch, Pass, Usage, changed_since, remove_tree
 
 MIB = 1 << 20
@@ -147,11 +149,11 @@ def test_a_root_that_is_a_link_is_not_followed(tmp_path) -> None:
 
 def test_every_entry_counts_at_least_a_block(tmp_path) -> None:
     before = count(tmp_path)
-    for n in range(1000):
+    for n in range(300):
         (tmp_path / f"empty{n}").touch()
     usage = count(tmp_path)
-    assert usage.inodes - before.inodes == 1000
-    assert usage.bytes - before.bytes >= 1000 * BLOCK
+    assert usage.inodes - before.inodes == 300
+    assert usage.bytes - before.bytes >= 300 * BLOCK
 
 
 def test_a_missing_root_counts_nothing(tmp_path) -> None:
@@ -162,7 +164,7 @@ def test_a_slice_visits_no_more_entries_than_its_cap(tmp_path) -> None:
     """However many entries the roots hold (a million empty files, scaled down here with the cap), a
     slice visits at most its cap; the pass goes on at the next one where it stopped, and ends with the
     count a pass in one go makes."""
-    for n in range(3000):
+    for n in range(1000):
         (tmp_path / f"f{n}").touch()
     whole = count(tmp_path)
     counting = Pass([tmp_path])
@@ -180,7 +182,7 @@ def test_a_slice_visits_no_more_entries_than_its_cap(tmp_path) -> None:
 
 
 def test_a_slice_stops_when_its_time_is_up(tmp_path) -> None:
-    for n in range(3000):
+    for n in range(600):
         (tmp_path / f"f{n}").touch()
     counting = Pass([tmp_path])
     try:
@@ -198,6 +200,14 @@ def test_a_pass_past_the_limit_stops_the_build_before_it_ends(tmp_path) -> None:
     assert reason == "the build wrote more than its disk limit of 16M (tree, environment and temporary files)"
     assert watch.counted is None  # it did not need the whole pass
     assert watch.tick() == reason and watch.final() == reason
+
+
+def test_what_is_written_behind_the_last_pass_is_found_when_the_steps_end(tmp_path) -> None:
+    watch = DiskWatch(16 * MIB, lambda: [tmp_path], pids=disk.no_processes)
+    while watch.counted is None:
+        assert watch.tick() is None
+    fill(tmp_path / "late.bin", 20 * MIB)
+    assert watch.final() == "the build wrote more than its disk limit of 16M (tree, environment and temporary files)"
 
 
 def test_a_tree_too_deep_to_count_is_a_reason_to_stop(tmp_path) -> None:
@@ -310,10 +320,10 @@ def test_removal_copes_with_any_depth_width_and_modes(unprivileged) -> None:
         outside = base / "outside"
         fill(outside / "keep.bin", 4096)
         top = base / "top"
-        make_deep(top / "deep", 3000)  # deeper than a path the kernel takes, and than Python's recursion
+        make_deep(top / "deep", 1200)  # deeper than a path the kernel takes, and than Python's recursion
         wide = top / "wide"
         wide.mkdir()
-        for n in range(2000):
+        for n in range(500):
             (wide / f"f{n}").touch()
         locked = top / "locked" / "inner"
         fill(locked / "data.bin", 4096)
@@ -342,3 +352,43 @@ def test_removing_what_is_not_there_or_not_a_directory(tmp_path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "outside")
     remove_tree(tmp_path / "link")
     assert not (tmp_path / "link").is_symlink() and (tmp_path / "outside" / "keep").exists()
+
+
+def test_the_runner_limit_is_a_setting_flags_beat_environment_beat_file(tmp_path) -> None:
+    config = tmp_path / "volt.toml"
+    config.write_text('build_disk = "30G"\n')
+    assert Settings().build_disk == "20G"
+    assert load_settings(str(config), environ={}).build_disk == "30G"
+    assert load_settings(str(config), environ={"VOLT_BUILD_DISK": "40G"}).build_disk == "40G"
+    assert load_settings(str(config), {"build_disk": "50G"}, environ={"VOLT_BUILD_DISK": "40G"}).build_disk == "50G"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("lots", "VOLT_BUILD_DISK: setting 'build_disk' must be a size like \"10G\" or \"500M\", got 'lots'"),
+    ("1M", "setting 'build_disk' must be at least 16M"),
+    ("50%", "setting 'build_disk' must be a size like"),
+])
+def test_a_wrong_runner_limit_is_one_line_naming_it(value, message) -> None:
+    with pytest.raises(BadInput) as raised:
+        load_settings(environ={"VOLT_BUILD_DISK": value})
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("value, size", [
+    ("10G", 10 << 30), ("512M", 512 * MIB), ("1.5GiB", 3 << 29), (1 << 30, 1 << 30)])
+def test_volt_toml_asks_for_a_disk_limit(value, size) -> None:
+    assert project.parse({"tests": {"disk": value}}).disk_bytes == size
+    assert project.parse({}).disk_bytes is None
+
+
+@pytest.mark.parametrize("value, message", [
+    ("ten gigs", "'tests.disk' must be a size like \"10G\" or \"500M\", got 'ten gigs'"),
+    (True, "'tests.disk' must be a size like"),
+    (["10G"], "'tests.disk' must be a size like"),
+    ("-1G", "'tests.disk' must be a size like"),
+    ("1K", "'tests.disk' must be at least 16M"),
+])
+def test_a_wrong_disk_value_names_the_key(value, message) -> None:
+    with pytest.raises(project.ProjectConfigError) as raised:
+        project.parse({"tests": {"disk": value}})
+    assert message in str(raised.value)

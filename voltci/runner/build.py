@@ -237,8 +237,9 @@ class BuildRun:
                 environments.discard(env.path)
             except OSError as exc:
                 log.warning("build %s: its environment %s could not be removed (%s)", self.work.build, env.path, exc)
-        steps.say(f"[volt: {reason}: its processes were stopped, and its tree, its temporary files"
-                  f"{' and the environment it made or changed' if discard else ''} are removed]")
+        removed = "tree, temporary files and the environment it made or changed" if discard else \
+            "tree and temporary files"
+        steps.say(f"[volt: {reason}: its processes were stopped; its {removed} are removed]")
         return outcome
 
     def split_legs(self, build: Build, steps: BuildSteps) -> None:
