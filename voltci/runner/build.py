@@ -239,7 +239,8 @@ class BuildRun:
                 log.warning("build %s: its environment %s could not be removed (%s)", self.work.build, env.path, exc)
         removed = "tree, temporary files and the environment it made or changed" if discard else \
             "tree and temporary files"
-        steps.say(f"[volt: {reason}: its processes were stopped; its {removed} are removed]")
+        steps.say(f"[volt: {reason}; its {removed} are removed]")
+        log.warning("build %s: %s", self.work.build, reason)
         return outcome
 
     def split_legs(self, build: Build, steps: BuildSteps) -> None:
