@@ -15,11 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 from support import wait_until
 
 from voltci.config import Settings, load_settings
 from voltci.errors import BadInput
 from voltci.runner import disk, project
+from voltci.runner.build import Watch
 from voltci.runner.disk import BLOCK, DiskWatch, Pass, Usage, changed_since, remove_tree
 
 MIB = 1 << 20
@@ -392,3 +394,21 @@ def test_a_wrong_disk_value_names_the_key(value, message) -> None:
     with pytest.raises(project.ProjectConfigError) as raised:
         project.parse({"tests": {"disk": value}})
     assert message in str(raised.value)
+
+
+class AwayStore:
+    """An Ownership whose Redis is away: the Watch must go on counting the disk all the same."""
+
+    def owns(self) -> bool:
+        raise redis.ConnectionError("Redis is away")
+
+
+def test_the_watch_counts_while_redis_is_away_and_its_stop_holds(tmp_path) -> None:
+    fill(tmp_path / "big.bin", 20 * MIB)
+    watch = Watch(AwayStore(), None, None)  # type: ignore[arg-type]
+    assert watch() is None  # no disk limit before the build's .volt.toml is read
+    watch.disk = DiskWatch(16 * MIB, lambda: [tmp_path], pids=disk.no_processes)
+    watch._last = 0.0
+    reason = watch()
+    assert reason is not None and "disk limit of 16M" in reason
+    assert [watch() for _ in range(3)] == [reason] * 3  # at once, every step after it too
