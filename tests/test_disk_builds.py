@@ -1,7 +1,8 @@
 """The disk limit end to end: a real redis-server, a real `volt worker` and sandboxed builds of a
 repository whose commits try to fill the runner host's disk — a big file in the tree, a full /tmp, junk
-installed into the environment by a setup step or by a test, 200,000 empty files, a file deleted but
-kept open, a directory made unreadable, a tree too deep to count. Each ends `error` naming the disk
+a setup step installs into an environment it made, into one it reused or into a branch's layer over the
+protected one, 200,000 empty files, output that fills the log file, a file deleted but kept open, a
+directory made unreadable, a tree too deep to count. Each ends `error` naming the disk
 limit, nothing it wrote is left in the workspace dir, and the runner builds the next commit. A build
 that plays with hard links, sparse files and links within its limit passes; a wrong `disk` value ends
 `error` naming the key; asking for more than the runner allows is capped, and the log says so."""
@@ -100,10 +101,11 @@ class Runner:
                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True)
 
-    def build(self, files: dict[str, str | None], message: str) -> tuple[Build, str]:
-        """Commit `files`, queue the commit, wait for its build to end: the build and its log."""
+    def build(self, files: dict[str, str | None], message: str, watch: RepoWatch | None = None) -> tuple[Build, str]:
+        """Commit `files`, queue the commit (through `watch`, else the default branch's), wait for its build
+        to end: the build and its log."""
         self.repo.commit(files, message)
-        (queued,) = self.watch.poll()
+        (queued,) = (watch or self.watch).poll()
         store = Store(self.conn)
         ended = wait_until(lambda: (b := store.get_build(queued.id)) is not None and b.status.is_final and b,
                            f"the build of '{message}' to end", timeout=240, process=self.worker)
@@ -139,11 +141,12 @@ def environment_of(log: str) -> Path:
     return Path(found.group(1))
 
 
-def assert_stopped_and_removed(runner: Runner, files: dict[str, str], before: Host, marker: str,
-                               fragment: str = DISK_REASON, logged: bool = True) -> tuple[Build, str]:
+def assert_stopped_and_removed(runner: Runner, files: dict[str, str | None], before: Host, marker: str,
+                               fragment: str = DISK_REASON, logged: bool = True,
+                               watch: RepoWatch | None = None) -> tuple[Build, str]:
     """The attack `files` ends `error` naming the disk limit, its log says so (unless its output went
     past log_max_bytes, where the log is cut), and it leaves nothing behind on the host."""
-    build, log = runner.build(files, f"an attack: {marker}")
+    build, log = runner.build(files, f"an attack: {marker}", watch)
     assert build.status is Status.ERROR, (build.status, build.reason, log[-3000:])
     assert fragment in build.reason, build.reason
     assert not logged or f"[volt: {build.reason}; its tree" in log, log[-3000:]
@@ -171,30 +174,61 @@ def test_a_full_tmp_stops_the_build_and_an_environment_it_did_not_change_is_kept
     assert f"reusing the environment {env}" in runner.next_build_passes({"tests/test_attack.py": None})
 
 
+# A setup step that runs what the commit's setup_action.py says, if it has one: the .volt.toml (and so
+# the environment) stays the same from one commit to the next.
+SETUP_TOML = TOML + 'setup = [["python", "-c", "import os; os.path.exists(\'setup_action.py\') and ' \
+    'exec(open(\'setup_action.py\').read())"]]\n'
+INSTALL_JUNK = ("import os, sysconfig, time\n" + WRITE + "\n"
+                "where = os.path.join(sysconfig.get_paths()['purelib'], 'junk_pkg')\n"
+                "os.makedirs(where)\n"
+                "write(os.path.join(where, 'junk-env.bin'))\n"
+                "time.sleep(600)\n")
+
+
 def test_junk_installed_by_a_setup_step_is_removed_with_the_environment_it_made(runner) -> None:
     before = Host.of(runner.workspace)
-    install = ("import os, sysconfig, time\n" + WRITE + "\n"
-               "where = os.path.join(sysconfig.get_paths()['purelib'], 'junk_pkg')\n"
-               "os.makedirs(where)\n"
-               "write(os.path.join(where, 'junk-env.bin'))\n"
-               "time.sleep(600)\n")
-    toml = TOML + 'setup = [["python", "-c", \'\'\'' + install + '\'\'\']]\n'  # a literal TOML string
-    build, log = assert_stopped_and_removed(runner, {".volt.toml": toml}, before, "junk")
+    build, log = assert_stopped_and_removed(runner, {".volt.toml": SETUP_TOML, "setup_action.py": INSTALL_JUNK},
+                                            before, "junk")
     env = environment_of(log)
     assert "made the environment" in log and "its tree, temporary files and the environment it made or changed are " \
         "removed]" in log
     assert not env.exists()
     assert not list(env.parent.glob(f"{env.name}.*[!k]")), "its stamps are left"  # its .lock stays
-    runner.next_build_passes({})
+    runner.next_build_passes({"setup_action.py": None})
 
 
-def test_junk_a_test_writes_into_a_reused_environment_removes_it(runner) -> None:
+def test_junk_a_setup_step_installs_into_a_reused_environment_removes_it(runner) -> None:
+    build, log = runner.build({".volt.toml": SETUP_TOML}, "setup steps that install nothing")
+    assert build.status is Status.PASSED, (build.reason, log[-3000:])
+    made = environment_of(log)
     before = Host.of(runner.workspace)
-    files = attack('write(os.path.join(sys.prefix, "junk-in-env.bin"))\ntime.sleep(600)\n')
-    build, log = assert_stopped_and_removed(runner, files, before, "junk-in-env")
-    env = environment_of(log)
-    assert "reusing the environment" in log and not env.exists()
-    assert f"made the environment {env}" in runner.next_build_passes({"tests/test_attack.py": None})
+    build, log = assert_stopped_and_removed(runner, {"setup_action.py": INSTALL_JUNK}, before, "junk")
+    assert f"reusing the environment {made}" in log and not made.exists()
+    assert "the environment it made or changed are removed]" in log
+    again = runner.next_build_passes({"setup_action.py": None, ".volt.toml": SETUP_TOML})
+    assert f"made the environment {made}" in again
+
+
+def test_a_branch_that_installs_junk_loses_its_own_layer_and_the_protected_environment_stays(runner) -> None:
+    """A branch's builds see the protected scope's environment through a layer of their own: past the
+    disk limit, that layer is discarded, and the environment below is left as it was."""
+    build, log = runner.build({".volt.toml": SETUP_TOML}, "the protected environment")
+    assert build.status is Status.PASSED, (build.reason, log[-3000:])
+    protected = environment_of(log)
+    runner.repo.checkout("feature", create=True)
+    try:
+        branch = RepoWatch(Store(runner.rq_conn, runner.settings), str(runner.repo.path), branches=["feature"])
+        branch.validate()
+        before = Host.of(runner.workspace)
+        build, log = assert_stopped_and_removed(runner, {"setup_action.py": INSTALL_JUNK}, before, "junk",
+                                                watch=branch)
+        layer = re.search(r"seen through a layer of this scope's own \((\S+)\)", log)
+        assert layer, log[-3000:]
+        assert not Path(layer.group(1)).exists()
+        assert (protected / "pyvenv.cfg").is_file() and not list(protected.rglob("junk*"))
+    finally:
+        runner.repo.checkout("main")
+    assert f"reusing the environment {protected}" in runner.next_build_passes({".volt.toml": SETUP_TOML})
 
 
 def test_two_hundred_thousand_empty_files_stop_the_build(runner) -> None:

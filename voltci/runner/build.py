@@ -25,7 +25,8 @@ stop), copies new output to Redis (LogPump), records how many test results there
 counts a slice of what the build holds on disk (disk.DiskWatch: past its limit, stop). A build that went
 past its disk limit, while it ran or as its steps ended, ends `error` with that reason, whatever its
 steps said, and what it wrote is removed: its worktree (made again by the next build), its scratch
-directory, and its environment if it made or changed it.
+directory, and its environment if it made or changed it (a branch's own layer, never the protected
+environment below it).
 """
 
 from __future__ import annotations
@@ -209,15 +210,16 @@ class BuildRun:
         return outcome
 
     def disk_watch(self, steps: BuildSteps, workspace: Workspace) -> DiskWatch:
-        """The build's disk limit over its tree, its scratch directory and (once taken) its environment:
-        the repository's own where it sets one, never above the runner's."""
+        """The build's disk limit over its tree, its scratch directory and (once taken) what its scope owns
+        of its environment (a branch's layer over the protected one, not that one): the repository's own
+        limit where it sets one, never above the runner's."""
         runner = parse_disk(self.settings.build_disk)
         asked = steps.config.disk_bytes
         if asked is not None and asked > runner:
             steps.say(f"[volt: {FILE_NAME} asks for a disk limit of {human_size(asked)}, more than this runner "
                       f"allows; the build gets {human_size(runner)}]")
         return DiskWatch(min(asked or runner, runner), lambda: [
-            workspace.tree, workspace.scratch, *([steps.env.path] if steps.env is not None else [])])
+            workspace.tree, workspace.scratch, *([steps.env.home] if steps.env is not None else [])])
 
     def within_disk(self, outcome: RunOutcome, disk: DiskWatch | None, steps: BuildSteps,
                     started: float) -> RunOutcome:
@@ -231,12 +233,12 @@ class BuildRun:
         if reason is None:
             return outcome
         outcome.status, outcome.reason = Status.ERROR, reason
-        discard = not env.reused or changed_since(env.path, started)
-        if discard:
+        discard = not env.reused or changed_since(env.home, started)
+        if discard:  # what its scope owns: the environment, or the branch's layer over the protected one
             try:
-                environments.discard(env.path)
+                environments.discard(env.home)
             except OSError as exc:
-                log.warning("build %s: its environment %s could not be removed (%s)", self.work.build, env.path, exc)
+                log.warning("build %s: its environment %s could not be removed (%s)", self.work.build, env.home, exc)
         removed = "tree, temporary files and the environment it made or changed" if discard else \
             "tree and temporary files"
         steps.say(f"[volt: {reason}; its {removed} are removed]")
