@@ -212,6 +212,17 @@ def test_what_is_written_behind_the_last_pass_is_found_when_the_steps_end(tmp_pa
     assert watch.final() == "the build wrote more than its disk limit of 16M (tree, environment and temporary files)"
 
 
+def test_more_files_than_the_runner_counts_is_a_reason_to_stop(tmp_path) -> None:
+    """Whatever the limit in bytes, a build holds at most so many files and directories: a pass over
+    them stays bounded (scaled down here)."""
+    for n in range(600):
+        (tmp_path / f"f{n}").touch()
+    watch = DiskWatch(1 << 30, lambda: [tmp_path], pids=disk.no_processes, inodes=500)
+    assert watch.final() == ("the build made more than 500 files and directories, more than its disk limit of 1G "
+                             "allows (tree, environment and temporary files)")
+    assert DiskWatch(1 << 30, lambda: [tmp_path], pids=disk.no_processes, inodes=700).final() is None
+
+
 def test_a_tree_too_deep_to_count_is_a_reason_to_stop(tmp_path) -> None:
     held = open_descriptors()
     make_deep(tmp_path / "deep", disk.MAX_DEPTH + 5)

@@ -9,8 +9,10 @@ cost 4 GiB; a file with several names counts once. Files that the build's proces
 deleting them count too (found through /proc). A pass is resumable: the Watch (build.py) advances it
 once a second by at most TICK_ENTRIES entries or TICK_S seconds, whichever comes first, so watching
 costs a few percent of one core however many files the build makes, and a pass that has counted past
-the limit stops the build at once, unfinished. A directory deeper than MAX_DEPTH below its root is not
-entered (each level holds two descriptors): making one stops the build too.
+the limit stops the build at once, unfinished. So does one that has counted more than MAX_INODES files
+and directories (whatever the limit, a pass stays under a hundred slices), and one that meets a
+directory deeper than MAX_DEPTH below its root, which it does not enter (each level holds two
+descriptors).
 
 What a pass cannot see while the build runs: inside a directory the build made unreadable (counted when
 its steps end, by `DiskWatch.final`, which gives its owner the right to read it back), and what was
@@ -39,6 +41,7 @@ from voltci.sizes import human_size
 
 BLOCK = 4096  # the least an inode counts
 MAX_DEPTH = 128  # levels of directories below a root that a pass enters
+MAX_INODES = 1_000_000  # files and directories a build may hold, whatever its limit: a pass over them is 100 slices
 TICK_ENTRIES = 10_000  # entries a tick visits at most...
 TICK_S = 0.05  # ... for at most this long (5% of a one-second tick)
 FINAL_S = 30.0  # the count when the steps end, at most
@@ -246,8 +249,9 @@ class DiskWatch:
     they end. `exceeded`: why the build must stop, once it must."""
 
     def __init__(self, limit: int, roots: Callable[[], Sequence[Path]], *, entries: int = TICK_ENTRIES,
-                 seconds: float = TICK_S, pids: Callable[[], list[int]] = build_processes):
+                 seconds: float = TICK_S, pids: Callable[[], list[int]] = build_processes, inodes: int = MAX_INODES):
         self.limit, self.roots, self.entries, self.seconds, self.pids = limit, roots, entries, seconds, pids
+        self.inodes = inodes
         self.exceeded: str | None = None
         self.counted: Usage | None = None  # the last complete pass
         self._pass: Pass | None = None
@@ -292,6 +296,9 @@ class DiskWatch:
     def _judge(self, usage: Usage) -> str | None:
         if usage.bytes > self.limit:
             return self._reason(f"wrote more than its disk limit of {human_size(self.limit)}")
+        if usage.inodes > self.inodes:
+            return self._reason(f"made more than {self.inodes:,} files and directories, more than its disk limit "
+                                f"of {human_size(self.limit)} allows")
         if usage.too_deep:
             return self._reason(f"made directories more than {MAX_DEPTH} levels deep, more than its disk limit "
                                 f"of {human_size(self.limit)} lets the runner count")
