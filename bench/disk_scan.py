@@ -1,5 +1,6 @@
 """What the disk limit's watch costs: Volt's count (runner/disk.py) beside `du -s`, alternately, on a real
-virtual environment and on a directory of many empty files, and Volt's removal beside shutil.rmtree.
+virtual environment and on a directory of many empty files, and the gate's removal (untrusted.remove_tree)
+beside shutil.rmtree.
 
     python bench/disk_scan.py [--path DIR] [--files 200000] [--runs 5]
 
@@ -27,7 +28,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from table import print_table  # noqa: E402
 
-from voltci.runner.disk import TICK_ENTRIES, TICK_S, Pass, remove_tree  # noqa: E402
+from voltci.runner.disk import TICK_ENTRIES, TICK_S, Pass  # noqa: E402
+from voltci.runner.untrusted import remove_tree  # noqa: E402
 from voltci.sizes import human_size  # noqa: E402
 
 

@@ -22,7 +22,8 @@ from voltci.config import Settings, load_settings
 from voltci.errors import BadInput
 from voltci.runner import disk, project
 from voltci.runner.build import Watch
-from voltci.runner.disk import BLOCK, DiskWatch, Pass, Usage, changed_since, remove_tree
+from voltci.runner.disk import BLOCK, DiskWatch, Pass, Usage
+from voltci.runner.untrusted import remove_tree
 
 MIB = 1 << 20
 NOBODY = 65534
@@ -146,7 +147,7 @@ def test_links_are_never_followed(tmp_path) -> None:
 def test_a_root_that_is_a_link_is_not_followed(tmp_path) -> None:
     fill(tmp_path / "outside" / "big.bin", 20 * MIB)
     (tmp_path / "root").symlink_to(tmp_path / "outside")
-    assert count(tmp_path / "root") == Usage()
+    assert count(tmp_path / "root") == Usage(bytes=BLOCK, inodes=1)  # the link itself
 
 
 def test_every_entry_counts_at_least_a_block(tmp_path) -> None:
@@ -285,17 +286,32 @@ def test_a_file_deleted_but_kept_open_by_the_build_counts(tmp_path) -> None:
         child.wait(timeout=10)
 
 
-def test_changes_are_told_by_their_change_time(tmp_path) -> None:
-    env = tmp_path / "env"
-    fill(env / "lib" / "site" / "mod.py", 100)
-    (env / "lib" / "site" / "other.py").touch()
-    time.sleep(0.05)
-    since = time.time()
-    time.sleep(0.05)
-    os.utime(env)  # the runner marks the environment used
-    assert not changed_since(env, since)
-    (env / "lib" / "site" / "other.py").unlink()
-    assert changed_since(env, since)
+def changes(roots: list[Path], since: float) -> set[Path]:
+    """The roots the final count finds changed since `since` (the runner asks it of the environment)."""
+    watch = DiskWatch(1 << 40, lambda: roots, pids=disk.no_processes)
+    assert watch.final(since=since) is None
+    return {root for root in roots if watch.changed(root)}
+
+
+def test_changes_are_told_by_their_change_time(unprivileged) -> None:
+    def check(base: Path) -> None:
+        env, tree = base / "env", base / "tree"
+        fill(env / "lib" / "site" / "mod.py", 100)
+        (env / "lib" / "site" / "other.py").touch()
+        tree.mkdir()
+        (env / "lib" / "site").chmod(0o500)  # locked by an earlier build: the count gives it back, no change
+        time.sleep(0.05)
+        since = time.time()
+        time.sleep(0.05)
+        os.utime(env)  # the runner marks the environment used
+        fill(tree / "new.py", 10)  # the tree changes, the environment does not
+        assert changes([tree, env], since) == {tree}
+        assert (env / "lib" / "site").stat().st_mode & 0o700 == 0o700
+        since = time.time()
+        time.sleep(0.05)
+        (env / "lib" / "site" / "other.py").unlink()
+        assert changes([tree, env], since) == {env}
+    unprivileged(check)
 
 
 def test_a_written_file_is_a_change_even_with_its_old_time_put_back(tmp_path) -> None:
@@ -307,7 +323,7 @@ def test_a_written_file_is_a_change_even_with_its_old_time_put_back(tmp_path) ->
     time.sleep(0.05)
     fill(env / "lib" / "mod.py", 200)
     os.utime(env / "lib" / "mod.py", ns=(old.st_atime_ns, old.st_mtime_ns))
-    assert changed_since(env, since)
+    assert changes([env], since) == {env}
 
 
 def make_deep(path: Path, depth: int) -> None:
@@ -328,6 +344,8 @@ def make_deep(path: Path, depth: int) -> None:
 
 
 def test_removal_copes_with_any_depth_width_and_modes(unprivileged) -> None:
+    """As the runner does it when a build ends: the final count gives owners their rights back (a
+    directory left without write permission keeps what is in it from removal), then the gate removes."""
     def check(base: Path) -> None:
         held = open_descriptors()
         outside = base / "outside"
@@ -350,6 +368,7 @@ def test_removal_copes_with_any_depth_width_and_modes(unprivileged) -> None:
         (top / ".volt-removing-0").mkdir()  # a name the removal itself uses for what it moves up
         fill(top / ".volt-removing-0" / "x", 10)
         top.chmod(0o500)
+        assert DiskWatch(1 << 40, lambda: [top], pids=disk.no_processes).final() is not None  # too deep
         remove_tree(top)
         assert not top.exists() and not top.is_symlink()
         assert (outside / "keep.bin").read_bytes() == b"\1" * 4096
@@ -423,3 +442,19 @@ def test_the_watch_counts_while_redis_is_away_and_its_stop_holds(tmp_path) -> No
     reason = watch()
     assert reason is not None and "disk limit of 16M" in reason
     assert [watch() for _ in range(3)] == [reason] * 3  # at once, every step after it too
+
+
+def test_a_root_the_build_locked_is_counted_and_removable_when_it_ends(unprivileged) -> None:
+    """The tree and the environment are the build's own directories: it may take its rights on them
+    away (mode 000, or 500: nothing in it can be removed)."""
+    def check(base: Path) -> None:
+        for mode in (0, 0o500):
+            root = base / f"root{mode:o}"
+            fill(root / "inner" / "big.bin", 20 * MIB)
+            root.chmod(mode)
+            watch = DiskWatch(16 * MIB, lambda: [root], pids=disk.no_processes)  # noqa: B023
+            assert (watch.tick() is None) == (mode == 0)  # unreadable while the build runs
+            assert watch.final() is not None and "disk limit of 16M" in watch.final()
+            remove_tree(root)
+            assert not root.exists()
+    unprivileged(check)

@@ -45,8 +45,8 @@ from voltci.errors import VoltError
 from voltci.logstream import LogPump
 from voltci.models import Build, Counts, Leg, RunOutcome, Share, Status, Work
 from voltci.outage import Outage, is_full
-from voltci.runner import environments
-from voltci.runner.disk import DiskWatch, changed_since, remove_tree
+from voltci.runner import environments, untrusted
+from voltci.runner.disk import DiskWatch
 from voltci.runner.project import FILE_NAME
 from voltci.runner.sandbox import out_dir
 from voltci.runner.sharding import partition
@@ -229,16 +229,13 @@ class BuildRun:
         env = steps.env
         if disk is None or env is None:
             return outcome  # no step of the build ran
-        reason = disk.final()
+        reason = disk.final(since=started)
         if reason is None:
             return outcome
         outcome.status, outcome.reason = Status.ERROR, reason
-        discard = not env.reused or changed_since(env.home, started)
+        discard = not env.reused or disk.changed(env.home)
         if discard:  # what its scope owns: the environment, or the branch's layer over the protected one
-            try:
-                environments.discard(env.home)
-            except OSError as exc:
-                log.warning("build %s: its environment %s could not be removed (%s)", self.work.build, env.home, exc)
+            environments.discard(env.home)
         removed = "tree, temporary files and the environment it made or changed" if discard else \
             "tree and temporary files"
         steps.say(f"[volt: {reason}; its {removed} are removed]")
@@ -339,13 +336,10 @@ class BuildRun:
 
 
 def remove_written(workspace: Workspace) -> None:
-    """Remove what a build past its disk limit wrote in its worktree (the next build makes it again) and
-    its scratch directory."""
+    """Remove what a build past its disk limit wrote: its worktree (the next build makes it again) and its
+    scratch directory, through the gate, whatever depth and modes the build left."""
     for path in (workspace.tree, workspace.scratch):
-        try:
-            remove_tree(path)
-        except OSError as exc:
-            log.warning("could not remove %s after its build went past its disk limit (%s)", path, exc)
+        untrusted.remove_tree(path)
 
 
 _full = Outage(log)

@@ -1,6 +1,6 @@
 """A build's disk limit: what its tree, its virtual environment and its temporary files (HOME, /tmp and
-`out`, under its scratch directory) hold on the runner host, counted while it runs; and the removal
-of what it wrote when it goes past the limit.
+`out`, under its scratch directory) hold on the runner host, counted while it runs (build.py stops it,
+and has what it wrote removed by the gate, untrusted.remove_tree, when it goes past the limit).
 
 Counting (Pass) reads every directory below those roots through directory descriptors, never following
 a link. Each inode counts the blocks it has allocated (st_blocks: a sparse file counts what it holds, not
@@ -15,25 +15,20 @@ directory deeper than MAX_DEPTH below its root, which it does not enter (each le
 descriptors).
 
 What a pass cannot see while the build runs: inside a directory the build made unreadable (counted when
-its steps end, by `DiskWatch.final`, which gives its owner the right to read it back), and what was
+its steps end, by `DiskWatch.final`, which gives its owner every right back, to read it and for the
+gate to remove what is in it), and what was
 written behind the pass; so a build is stopped about one pass after it crossed its limit, and at the
 latest when its steps end.
-
-Removing (remove_tree) copes with whatever depth, width and modes the build left, holding at most three
-descriptors: every directory met below the top is first moved up into the top, so none is ever
-emptied deeper than one level down.
 """
 
 from __future__ import annotations
 
-import errno
-import itertools
 import os
 import stat
 import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from voltci.runner.procs import descendants
@@ -47,7 +42,6 @@ TICK_S = 0.05  # ... for at most this long (5% of a one-second tick)
 FINAL_S = 30.0  # the count when the steps end, at most
 MAX_LINKED = 100_000  # files with several names remembered per pass, some 10 MB (beyond, each name counts)
 BATCH = 256  # entries a pass visits between two looks at the clock
-SWEEPS = 10  # rounds of removal over a directory whose listing missed entries
 WHAT = "tree, environment and temporary files"
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _OWNER_ALL = stat.S_IRWXU
@@ -61,7 +55,7 @@ class Usage:
     inodes: int = 0
     too_deep: bool = False  # a directory below MAX_DEPTH was met (and not entered)
     unread: int = 0  # directories it could not read
-    changed: bool = False  # an inode below a root changed at or after the pass's `since`
+    changed: set[Path] = field(default_factory=set)  # roots with an inode below changed since the pass's `since`
 
 
 def build_processes() -> list[int]:
@@ -76,10 +70,11 @@ def no_processes() -> list[int]:
 class Pass:
     """One count of the roots, entry by entry, that `advance` moves on by slices; `close` ends it early.
 
-    With `readable`, a directory whose owner may not read or search it is given that right back first
-    (only when the build's processes are gone: a test of unreadable directories must not see it). With
-    `since` (a time.time()), `usage.changed` says whether any inode below a root changed since then,
-    by its change time, which no process can set back."""
+    With `readable`, a directory whose owner may not read, write or search it is given those rights back
+    first, so that it is counted and can be removed (only when the build's processes are gone: a test of
+    unreadable directories must not see it). With
+    `since` (a time.time()), `usage.changed` names the roots below which an inode changed since then, by
+    its change time, which no process can set back (read before the pass gives any right back)."""
 
     def __init__(self, roots: Sequence[Path], *, pids: Callable[[], list[int]] = no_processes,
                  readable: bool = False, since: float | None = None, max_depth: int = MAX_DEPTH):
@@ -121,16 +116,26 @@ class Pass:
             yield from self._open_files(pid)
 
     def _tree(self, root: Path) -> Generator[int, None, None]:
-        """Depth first, one directory descriptor and its listing per level."""
+        """Depth first, one directory descriptor and its listing per level. The root is entered as any
+        directory below it: the build may have taken its rights on it away too."""
         try:
-            top = os.open(root, _DIRECTORY)
+            holder = os.open(root.parent, _DIRECTORY)  # the runner's own directory
+        except OSError:
+            return
+        try:
+            found = os.stat(root.name, dir_fd=holder, follow_symlinks=False)
+            top = self._enter(holder, root.name, found, depth=0) if stat.S_ISDIR(found.st_mode) else None
         except OSError:
             return  # not there: an environment not taken yet
+        finally:
+            os.close(holder)
+        self._devices.add(found.st_dev)
+        self._count(found, root=root, below=False)
+        if top is None:
+            yield 1
+            return
         frames = [(top, _listing(top))]
         try:
-            found = os.fstat(top)
-            self._devices.add(found.st_dev)
-            self._count(found, is_root=True)
             visited = 1
             while frames:
                 parent, listing = frames[-1]
@@ -146,7 +151,7 @@ class Pass:
                     found = entry.stat(follow_symlinks=False)
                 except OSError:
                     continue  # removed meanwhile
-                self._count(found)
+                self._count(found, root)
                 visited += 1
                 if stat.S_ISDIR(found.st_mode):
                     below = self._enter(parent, entry.name, found, depth=len(frames))
@@ -167,18 +172,21 @@ class Pass:
         if depth > self.max_depth:
             self.usage.too_deep = True
             return None
-        locked = found.st_mode & 0o500 != 0o500 and os.geteuid() != 0  # the build took its owner's rights away
-        if locked and not (self.readable and give_back(parent, name, found.st_mode)):
-            self.usage.unread += 1
-            return None
+        if os.geteuid() != 0 and found.st_mode & _OWNER_ALL != _OWNER_ALL:  # the build took rights away
+            restored = self.readable and give_back(parent, name, found.st_mode)
+            if not restored and found.st_mode & 0o500 != 0o500:
+                self.usage.unread += 1
+                return None
         try:
             return os.open(name, _DIRECTORY, dir_fd=parent)
         except OSError:
             self.usage.unread += 1
             return None
 
-    def _count(self, found: os.stat_result, is_root: bool = False, shared: bool = False) -> None:
-        """Add an inode, once however many names (or, `shared`, open descriptors) it has."""
+    def _count(self, found: os.stat_result, root: Path | None = None, below: bool = True,
+               shared: bool = False) -> None:
+        """Add an inode, once however many names (or, `shared`, open descriptors) it has; with `root`, the
+        root it is below (or, not `below`, is)."""
         usage = self.usage
         if shared or found.st_nlink > 1 and not stat.S_ISDIR(found.st_mode):
             key = (found.st_dev, found.st_ino)
@@ -188,8 +196,8 @@ class Pass:
                 self._linked.add(key)
         usage.bytes += max(found.st_blocks * 512, BLOCK)
         usage.inodes += 1
-        if self.since is not None and not is_root and found.st_ctime >= self.since:
-            usage.changed = True
+        if root is not None and below and self.since is not None and found.st_ctime >= self.since:
+            usage.changed.add(root)
 
     def _open_files(self, pid: int) -> Generator[int, None, None]:
         """Files process `pid` holds open after they were deleted, on the roots' filesystems."""
@@ -270,23 +278,29 @@ class DiskWatch:
             self.close()
         return self.exceeded
 
-    def final(self, seconds: float = FINAL_S) -> str | None:
+    def final(self, since: float | None = None, seconds: float = FINAL_S) -> str | None:
         """Count everything once more, the build's processes gone: what it wrote behind the last pass,
-        and inside directories it made unreadable (made readable again, to be counted and removed).
-        A count that does not end within `seconds` is past the limit too."""
+        and inside directories it took its rights on away (given back, to be counted, and for what is in
+        them to be removed: done even for a build already stopped); with `since`, what changed after it
+        (`changed`). A count that does not end within `seconds` is past the limit too."""
         self.close()
+        whole = Pass(self.roots(), readable=True, since=since)
+        try:
+            done = whole.advance(sys.maxsize, seconds)
+        finally:
+            whole.close()
         if self.exceeded is None:
-            whole = Pass(self.roots(), readable=True)
-            try:
-                done = whole.advance(sys.maxsize, seconds)
-            finally:
-                whole.close()
             self.exceeded = self._judge(whole.usage) or (None if done else self._reason(
                 f"left more files than the runner can count for its disk limit of {human_size(self.limit)} in "
                 f"{seconds:g} s"))
-            if done:
-                self.counted = whole.usage
+        if done:
+            self.counted = whole.usage
         return self.exceeded
+
+    def changed(self, root: Path) -> bool:
+        """Whether anything below `root` changed after the `since` of the final count; True when that
+        count did not end."""
+        return self.counted is None or root in self.counted.changed
 
     def close(self) -> None:
         if self._pass is not None:
@@ -307,93 +321,3 @@ class DiskWatch:
     @staticmethod
     def _reason(what: str) -> str:
         return f"the build {what} ({WHAT})"
-
-
-def changed_since(root: Path, since: float, seconds: float = FINAL_S) -> bool:
-    """Whether anything below `root` was changed (written, made, renamed, linked) at or after `since`,
-    by the inodes' change times; True when that cannot be told within `seconds`."""
-    check = Pass([root], since=since)
-    deadline = time.monotonic() + seconds
-    try:
-        while not check.advance(TICK_ENTRIES, seconds):
-            if check.usage.changed or time.monotonic() > deadline:
-                return True
-        return check.usage.changed
-    finally:
-        check.close()
-
-
-def remove_tree(path: Path) -> None:
-    """Remove `path` and everything below it, never following a link, whatever depth, width or modes
-    the build left it with."""
-    try:
-        parent = os.open(path.parent, _DIRECTORY)
-    except FileNotFoundError:
-        return
-    try:
-        try:
-            found = os.stat(path.name, dir_fd=parent, follow_symlinks=False)
-        except FileNotFoundError:
-            return
-        if not stat.S_ISDIR(found.st_mode):
-            os.unlink(path.name, dir_fd=parent)
-            return
-        if found.st_mode & _OWNER_ALL != _OWNER_ALL:
-            give_back(parent, path.name, found.st_mode)
-        top = os.open(path.name, _DIRECTORY, dir_fd=parent)
-        try:
-            _empty(top)
-        finally:
-            os.close(top)
-        os.rmdir(path.name, dir_fd=parent)
-    finally:
-        os.close(parent)
-
-
-def _empty(top: int) -> None:
-    """Empty directory `top`: its files are unlinked and its directories emptied one by one, each
-    directory found inside them moved up into `top` first, under a name of its own. A listing may miss
-    entries removed under it, so the sweep is done again until `top` lists nothing (a few rounds)."""
-    in_top: set[str] = set()
-    fresh = (f".volt-removing-{n}" for n in itertools.count())
-    for _ in range(SWEEPS):
-        pending, seen = _sweep(top, top, in_top, None)
-        if not seen:
-            return
-        while pending:
-            name = pending.pop()
-            directory = os.open(name, _DIRECTORY, dir_fd=top)
-            try:
-                pending += _sweep(directory, top, in_top, fresh)[0]
-            finally:
-                os.close(directory)
-            try:
-                os.rmdir(name, dir_fd=top)
-                in_top.discard(name)
-            except OSError as exc:
-                if exc.errno != errno.ENOTEMPTY:
-                    raise  # else left in `top`, for the next round
-
-
-def _sweep(directory: int, top: int, in_top: set[str], fresh: Iterator[str] | None) -> tuple[list[str], int]:
-    """Unlink what is not a directory in `directory`; give its directories every right back and move
-    them into `top` under a `fresh` name (`fresh` None: `directory` is `top`, where they stay). Returns
-    their names in `top`, and how many entries were seen."""
-    found: list[str] = []
-    seen = 0
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            seen += 1
-            mode = entry.stat(follow_symlinks=False).st_mode
-            if not stat.S_ISDIR(mode):
-                os.unlink(entry.name, dir_fd=directory)
-                continue
-            if mode & _OWNER_ALL != _OWNER_ALL:
-                give_back(directory, entry.name, mode)
-            name = entry.name
-            if fresh is not None:
-                name = next(name for name in fresh if name not in in_top)
-                os.rename(entry.name, name, src_dir_fd=directory, dst_dir_fd=top)
-            in_top.add(name)
-            found.append(name)
-    return found, seen

@@ -294,8 +294,6 @@ def _remove_stamps(env_path: Path) -> None:
 def discard(env_path: Path) -> None:
     """Remove an environment and its stamps (a build past its disk limit made or changed it), so the next
     build makes it again; its ready mark first, so that a runner killed meanwhile leaves none to reuse."""
-    from voltci.runner.disk import remove_tree  # whatever depth and modes the build left in it
-
-    remove_tree(env_path / READY)
+    untrusted.remove_tree(env_path / READY)
     _remove_stamps(env_path)
-    remove_tree(env_path)
+    untrusted.remove_tree(env_path)
