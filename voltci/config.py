@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from voltci.errors import BadInput
-from voltci.sizes import BadLimit, parse_processes, parse_size
+from voltci.sizes import BadLimit, parse_disk, parse_processes, parse_size
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CONFIG_PATH = Path("config") / "volt.toml"
@@ -60,6 +60,7 @@ class Settings:
     sandbox: bool = True
     build_memory: str = "50%"
     build_processes: int = 4096
+    build_disk: str = "20G"  # what a build's tree, environment and temporary files may hold (runner/disk.py)
     pass_env: str = ""
     build_network: str = "isolated"  # "isolated": a network of their own (network.py); "host": this host's
     build_network_allow: str = ""  # host:port pairs of this host's networks that builds may reach all the same
@@ -181,6 +182,7 @@ def _absolute_paths(text: str) -> list[str]:
 CHECKED: dict[str, Callable[[Any], object]] = {
     "build_memory": lambda value: parse_size(value, allow_percent=True),
     "build_processes": parse_processes,
+    "build_disk": parse_disk,
     "pass_env": variable_names,
     "pythons": _absolute_paths,
     "dispatch": lambda value: _one_of(value, DISPATCH_MODES),

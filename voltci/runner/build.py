@@ -21,7 +21,12 @@ Lifecycle (BuildRun.run), each phase a method:
 
 While the steps run, a Watch is asked once a second whether to stop, and does the duties that go
 with that second: it asks the store whether the run still owns its work (cancelled or superseded:
-stop), copies new output to Redis (LogPump) and records how many test results there are (Progress).
+stop), copies new output to Redis (LogPump), records how many test results there are (Progress) and
+counts a slice of what the build holds on disk (disk.DiskWatch: past its limit, stop). A build that went
+past its disk limit, while it ran or as its steps ended, ends `error` with that reason, whatever its
+steps said, and what it wrote is removed: its worktree (made again by the next build), its scratch
+directory, and its environment if it made or changed it (a branch's own layer, never the protected
+environment below it).
 """
 
 from __future__ import annotations
@@ -40,11 +45,15 @@ from voltci.errors import VoltError
 from voltci.logstream import LogPump
 from voltci.models import Build, Counts, Leg, RunOutcome, Share, Status, Work
 from voltci.outage import Outage, is_full
+from voltci.runner import environments, untrusted
+from voltci.runner.disk import DiskWatch
+from voltci.runner.project import FILE_NAME
 from voltci.runner.sandbox import out_dir
 from voltci.runner.sharding import partition
 from voltci.runner.steps import BuildSteps
 from voltci.runner.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
 from voltci.runner.workspace import Workspace, checkout
+from voltci.sizes import human_size, parse_disk
 from voltci.store import Contended, Store
 
 T = TypeVar("T")
@@ -95,9 +104,12 @@ class Watch:
 
     def __init__(self, ownership: Ownership, pump: LogPump | None, progress: Progress | None):
         self.ownership, self.pump, self.progress = ownership, pump, progress
+        self.disk: DiskWatch | None = None  # once the build's .volt.toml is read
         self._last = 0.0
 
     def __call__(self) -> str | None:
+        if self.disk is not None and self.disk.exceeded:
+            return self.disk.exceeded  # every step from then on is stopped at once
         now = time.monotonic()
         if now - self._last < WATCH_EVERY_S:
             return None
@@ -110,8 +122,8 @@ class Watch:
             if self.progress is not None:
                 self.progress.record()
         except redis.RedisError:
-            return None  # a Redis outage is not a reason to stop the tests
-        return None
+            pass  # a Redis outage is not a reason to stop the tests
+        return self.disk.tick() if self.disk is not None else None
 
 
 class BuildRun:
@@ -165,8 +177,10 @@ class BuildRun:
             return RunOutcome(Status.ERROR, [], Counts(), reason=f"runner error: {type(exc).__name__}: {exc}")
 
     def steps(self, build: Build, workspace: Workspace) -> RunOutcome | None:
-        """prepare → legs → split (from history) → set up → split (listing the tests) → test."""
+        """prepare → legs → split (from history) → set up → split (listing the tests) → test; and, for a
+        build past its disk limit, `error` and what it wrote removed."""
         whole = self.work.shard is None
+        started = time.time()
         pump = LogPump(self.store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
                        self.settings.log_max_bytes) if whole else None
         progress = Progress(self.store, build.id, out_dir(workspace.scratch) / RESULTS_FILE) if whole else None
@@ -177,6 +191,8 @@ class BuildRun:
                         leg, workspace.scope) as steps:
             share = None if whole else self.share()
             ended = steps.prepare()
+            if ended is None:
+                watch.disk = self.disk_watch(steps, workspace)
             if ended is None and whole and leg is None and steps.config.matrix:
                 self.split_legs(build, steps)
                 outcome = None  # its legs store the result
@@ -186,9 +202,44 @@ class BuildRun:
                 ended = ended or steps.set_up()
                 if ended is None and whole and share is None and steps.splittable:
                     share = self.split(build, steps, listing=steps.list_tests)
-                outcome = ended or steps.test(share)
+                outcome = self.within_disk(ended or steps.test(share), watch.disk, steps, started)
         if pump is not None:
             self._finish_log(pump)
+        if watch.disk is not None and watch.disk.exceeded:
+            remove_written(workspace)
+        return outcome
+
+    def disk_watch(self, steps: BuildSteps, workspace: Workspace) -> DiskWatch:
+        """The build's disk limit over its tree, its scratch directory and (once taken) what its scope owns
+        of its environment (a branch's layer over the protected one, not that one): the repository's own
+        limit where it sets one, never above the runner's."""
+        runner = parse_disk(self.settings.build_disk)
+        asked = steps.config.disk_bytes
+        if asked is not None and asked > runner:
+            steps.say(f"[volt: {FILE_NAME} asks for a disk limit of {human_size(asked)}, more than this runner "
+                      f"allows; the build gets {human_size(runner)}]")
+        return DiskWatch(min(asked or runner, runner), lambda: [
+            workspace.tree, workspace.scratch, *([steps.env.home] if steps.env is not None else [])])
+
+    def within_disk(self, outcome: RunOutcome, disk: DiskWatch | None, steps: BuildSteps,
+                    started: float) -> RunOutcome:
+        """`outcome`, unless the build went past its disk limit while it ran or as its steps ended: then
+        `error` with that reason, and its environment discarded (here, while the build still holds it)
+        if the build made or changed it."""
+        env = steps.env
+        if disk is None or env is None:
+            return outcome  # no step of the build ran
+        reason = disk.final(since=started)
+        if reason is None:
+            return outcome
+        outcome.status, outcome.reason = Status.ERROR, reason
+        discard = not env.reused or disk.changed(env.home)
+        if discard:  # what its scope owns: the environment, or the branch's layer over the protected one
+            environments.discard(env.home)
+        removed = "tree, temporary files and the environment it made or changed" if discard else \
+            "tree and temporary files"
+        steps.say(f"[volt: {reason}; its {removed} are removed]")
+        log.warning("build %s: %s", self.work.build, reason)
         return outcome
 
     def split_legs(self, build: Build, steps: BuildSteps) -> None:
@@ -282,6 +333,13 @@ class BuildRun:
         if work.shard is None:
             return f"build {work.build} attempt {work.attempt}"
         return f"shard {work.shard} of build {work.build}"
+
+
+def remove_written(workspace: Workspace) -> None:
+    """Remove what a build past its disk limit wrote: its worktree (the next build makes it again) and its
+    scratch directory, through the gate, whatever depth and modes the build left."""
+    for path in (workspace.tree, workspace.scratch):
+        untrusted.remove_tree(path)
 
 
 _full = Outage(log)

@@ -289,3 +289,11 @@ def _remove_unused(base: Path, keep: Path | None, unused_s: float = UNUSED_FOR_S
 def _remove_stamps(env_path: Path) -> None:
     for kind in STAMPS:
         stamp(env_path, kind).unlink(missing_ok=True)
+
+
+def discard(env_path: Path) -> None:
+    """Remove an environment and its stamps (a build past its disk limit made or changed it), so the next
+    build makes it again; its ready mark first, so that a runner killed meanwhile leaves none to reuse."""
+    untrusted.remove_tree(env_path / READY)
+    _remove_stamps(env_path)
+    untrusted.remove_tree(env_path)

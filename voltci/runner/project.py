@@ -23,6 +23,7 @@ the runner turns into a build `error` — never a crash of the runner.
     network = false                     # setup steps too (default true: pip needs it)
     memory = "2G"                       # what the build may use, within the runner's build_memory
     processes = 512                     # processes and threads at once, within build_processes
+    disk = "10G"                        # tree, environment and temporary files, within build_disk
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 from voltci.models import Leg
 from voltci.runner import untrusted
 from voltci.runner.matrix import MatrixError, parse_matrix
-from voltci.sizes import BadLimit, parse_processes, parse_size
+from voltci.sizes import BadLimit, parse_disk, parse_processes, parse_size
 
 FILE_NAME = ".volt.toml"
 MAX_SIZE = 64 * 1024
@@ -45,7 +46,7 @@ PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
 TOP_KEYS = {"python", "tests", "matrix", "setup"}
 SETUP_KEYS = {"network"}
 TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries", "network",
-             "memory", "processes", "runner", "args"}
+             "memory", "processes", "disk", "runner", "args"}
 RUNNERS = ("pytest", "unittest")
 MAX_RETRIES = 5
 
@@ -69,6 +70,7 @@ class ProjectConfig:
     setup_network: bool = True  # for the setup steps ([setup] network)
     memory_bytes: int | None = None  # None: the runner's build_memory
     processes: int | None = None  # None: the runner's build_processes
+    disk_bytes: int | None = None  # None: the runner's build_disk
     runner: str | None = None  # "pytest" or "unittest"; None: as detected
     args: list[str] = field(default_factory=list)  # pytest's arguments
     given: frozenset[str] = frozenset()  # the [tests] keys the file sets: the rest is detected
@@ -140,6 +142,7 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
     if not isinstance(network, bool):
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.network' must be true or false, got {network!r}")
     memory_bytes, processes = _limit(tests, "memory", parse_size), _limit(tests, "processes", parse_processes)
+    disk_bytes = _limit(tests, "disk", parse_disk)
     runner = tests.get("runner")
     if runner is not None and runner not in RUNNERS:
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.runner' must be one of {', '.join(RUNNERS)}, got {runner!r}")
@@ -159,7 +162,7 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
         command=command, junit=junit,
         start_dir=_relative_path(tests, "start_dir") or ".", top_level_dir=_relative_path(tests, "top_level_dir"),
         pattern=pattern, retries=retries, network=network, setup_network=setup_network, memory_bytes=memory_bytes,
-        processes=processes,
+        processes=processes, disk_bytes=disk_bytes,
         runner=runner, args=list(args), given=frozenset(tests), matrix=matrix,
     )
 
