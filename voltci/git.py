@@ -29,9 +29,10 @@ GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "tr
            "GIT_CONFIG_NOSYSTEM": "1", "LC_ALL": "C"}
 
 
-def git(args: list[str], cwd: str | Path | None = None, timeout: float = GIT_TIMEOUT_S) -> str:
+def git(args: list[str], cwd: str | Path | None = None, timeout: float = GIT_TIMEOUT_S,
+        env_extra: dict[str, str] | None = None) -> str:
     """Run `git ARGS` in its own process group and return its stdout; GitError with git's last line if it fails."""
-    env = {**os.environ, **GIT_ENV}
+    env = {**os.environ, **GIT_ENV, **(env_extra or {})}
     try:
         proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env, start_new_session=True)

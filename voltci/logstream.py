@@ -5,6 +5,7 @@ and a marker says so."""
 from __future__ import annotations
 
 import codecs
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,9 @@ class LogPump:
             steps += 1
             if self.pending and not drain:
                 return  # Redis refused the last piece: read on once it is stored
+            if self.dropped:  # past the cap nothing more is kept: what was written is counted, not read
+                self._skip_to_end()
+                return
             try:
                 with open(self.path, "rb") as fh:
                     fh.seek(self.offset)
@@ -56,6 +60,17 @@ class LogPump:
                 return
             self.offset += len(data)
             self._store(self._decoder.decode(data))
+
+    def _skip_to_end(self) -> None:
+        """Count what the file holds past what was read without reading it: a build can make its output
+        file terabytes long at no cost (a hole), and the runner would read zeros for hours."""
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            return
+        if size > self.offset:
+            self.dropped += size - self.offset
+            self.offset = size
 
     def finish(self) -> None:
         """Copy the rest, and say how much was cut if anything was. What Redis refused meanwhile is still

@@ -198,4 +198,6 @@ def _relative_path(tests: dict[str, Any], key: str) -> str | None:
     path = PurePosixPath(value)
     if path.is_absolute() or ".." in path.parts:
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.{key}' must be a path inside the repository, got {value!r}")
+    if any(part.lower() == ".git" for part in path.parts) or "\0" in value:
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.{key}' may not name the repository's .git, got {value!r}")
     return value

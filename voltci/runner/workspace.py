@@ -78,28 +78,74 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str, stale_after_s: f
 def switch(mirror: Mirror, tree: Path, sha: str) -> None:
     """Make `tree` exactly commit `sha`: reuse the worktree when git can; fetch the commit into the mirror
     only when the switch fails for want of it; make the worktree again when it is damaged."""
-    if _switch_in_place(tree, sha):
+    if _switch_in_place(mirror, tree, sha):
         return
     with mirror.lock():
         if not mirror.has_commit(sha):
             mirror.ensure_commit(sha)  # fetches it, or makes a missing or broken mirror again
-    if _switch_in_place(tree, sha):
+    if _switch_in_place(mirror, tree, sha):
         return
     with mirror.lock():
         untrusted.remove_tree(tree)
         git(["worktree", "prune"], cwd=mirror.path, timeout=60)
-        git(["worktree", "add", "--force", "--detach", "--quiet", str(tree), sha], cwd=mirror.path)
+        git([*UNTRUSTED_TREE, "worktree", "add", "--force", "--detach", "--quiet", str(tree), sha], cwd=mirror.path,
+            env_extra=NO_USER_CONFIG)
 
 
-def _switch_in_place(tree: Path, sha: str) -> bool:
-    if not (tree / ".git").is_file():
+# git on the host, in a tree the last build wrote: no hook, no fsmonitor, and none of the runner user's
+# own config (a filter or a credential helper it keeps for its own clones), whatever the tree holds.
+UNTRUSTED_TREE = ["-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
+NO_USER_CONFIG = {"GIT_CONFIG_GLOBAL": "/dev/null"}
+
+
+def _switch_in_place(mirror: Mirror, tree: Path, sha: str) -> bool:
+    """Switch the worktree `tree` to `sha` through the mirror's own record of it (its admin directory),
+    never through what the tree's `.git` says: that is rewritten first, whatever the last build left."""
+    admin = _admin_dir(mirror, tree)
+    if admin is None or not _restore_link(tree, admin):
         return False
+    where = [*UNTRUSTED_TREE, f"--git-dir={admin}", f"--work-tree={tree}"]
     try:
-        git(["checkout", "--force", "--detach", "--quiet", sha], cwd=tree)
-        git(["clean", "-ffdxq"], cwd=tree)
+        git([*where, "checkout", "--force", "--detach", "--quiet", sha], cwd=tree, env_extra=NO_USER_CONFIG)
+        git([*where, "clean", "-ffdxq"], cwd=tree, env_extra=NO_USER_CONFIG)
         return True
     except GitError:
         return False  # the commit is not in the mirror, a killed checkout's lock, or a re-made mirror
+
+
+def _admin_dir(mirror: Mirror, tree: Path) -> Path | None:
+    """The mirror's directory for the worktree at `tree` (mirror/worktrees/NAME, whose `gitdir` names the
+    tree's .git), or None when the mirror has none: the worktree is made again."""
+    expected = {str(tree / ".git"), os.path.join(os.path.realpath(tree), ".git")}  # as git wrote it
+    try:
+        admins = list((mirror.path / "worktrees").iterdir())
+    except OSError:
+        return None
+    for admin in admins:
+        try:
+            if (admin / "gitdir").read_text(encoding="utf-8", errors="replace").strip() in expected:
+                return admin
+        except OSError:
+            continue
+    return None
+
+
+def _restore_link(tree: Path, admin: Path) -> bool:
+    """Write the tree's `.git` link to its admin directory anew, after removing whatever stands there (a
+    file, a link, a directory a build made)."""
+    link = tree / ".git"
+    found = untrusted.kind(link, tree)
+    try:
+        if found == "dir":
+            untrusted.remove_tree(link)
+        elif found is not None:
+            untrusted.remove(link, tree)
+        fd = os.open(link, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(f"gitdir: {admin}\n")
+    return True
 
 
 def remove_unused_scopes(scopes: Path, mirror: Mirror, unused_s: float = SCOPE_UNUSED_S) -> None:
