@@ -252,6 +252,9 @@ class FirstFailing:
         return f"first failing commit: {self.commit[:10]} {self.subject} by {self.author}".rstrip()
 
 
+PROTECTED_SCOPE = "protected"  # the trust scope of the protected branches' builds (runner/scopes.py)
+
+
 @dataclass
 class Build:
     """A build of one commit of one repository; stored as a Redis hash of strings."""
@@ -285,6 +288,7 @@ class Build:
     first_failing: FirstFailing | None = None  # the first failing commit of its push, once known
     legs: int = 0  # how many matrix legs it was split into (0: none; see Leg)
     cut: Cut = field(default_factory=Cut)  # what its results lost to the bounds on what Volt keeps
+    scope: str = ""  # the trust scope its last attempt ran in ("protected", or a branch's; "": not known)
     # A matrix leg's own record (keys.leg_id): its build, its name, interpreter and variables.
     parent: str = ""
     leg: str = ""
@@ -325,7 +329,7 @@ class Build:
             first_failing=FirstFailing.from_json(data["first_failing"]) if data.get("first_failing") else None,
             legs=int(data.get("legs") or 0), parent=data.get("parent", ""), leg=data.get("leg", ""),
             python=data.get("python", ""), env=json.loads(data["env"]) if data.get("env") else {},
-            cut=Cut.from_json(data.get("cut")),
+            cut=Cut.from_json(data.get("cut")), scope=data.get("scope", ""),
         )
 
     @property

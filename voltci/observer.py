@@ -32,6 +32,7 @@ from voltci.errors import BadInput, GitError
 from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
 from voltci.models import Build, PointerUpdate, Push, QueuedFor
 from voltci.outage import Outage
+from voltci.runner.scopes import scope_of
 from voltci.store import Store
 from voltci.store.channels import Subscription
 
@@ -170,6 +171,7 @@ class RepoWatch:
         heads, default = remote_heads(self.url)
         self._follow(heads, default)
         pointers = self.store.pointers(self.name, self.branches)
+        self._protect_heads(pointers)
         if all(heads.get(b) == pointers.get(b) for b in self.branches):
             self._want_heads(wanted, pointers)
             return []
@@ -180,6 +182,29 @@ class RepoWatch:
             created += self._poll_branch(branch, wanted)
         self._want_heads(wanted, self.store.pointers(self.name, self.branches))
         return created
+
+    def _protected(self, branch: str) -> bool:
+        return scope_of(branch, self.settings.protected_branches, self.default_branch).protected
+
+    def _protect_heads(self, pointers: dict[str, str | None]) -> None:
+        """The head each protected branch was built at gets a result made in the protected scope: a commit
+        built first on another branch (a pull request merged by fast-forward) is built again once its
+        build there ends (see _protect)."""
+        for branch, sha in pointers.items():
+            if sha and self._protected(branch):
+                self._protect(branch, [sha])
+
+    def _protect(self, branch: str, commits: list[str]) -> None:
+        """Builds of `commits`, heads protected `branch` reached, that ran (or would run) in another
+        branch's trust scope: its setup steps may have changed what its tests ran with, and that result
+        must not stand for the protected branch. Only heads: the commits below one came with it (a pull
+        request merged by fast-forward) and keep the results of the branch they were built on; built
+        again here, their setup steps would write the protected scope's environment."""
+        for sha in commits:
+            done = self.store.protect(keys.build_id(self.name, sha), branch)
+            if done:
+                log.info("%s %s: first built on another branch; %s as a build of protected %s", self.name,
+                         sha[:10], "built again" if done == "rebuilt" else "moved", branch)
 
     def _want_heads(self, wanted: Wanted | None, pointers: dict[str, str | None]) -> None:
         """A notification for a commit already queued: it goes before backlog too."""
@@ -223,6 +248,8 @@ class RepoWatch:
         if self.settings.dispatch == "fair":
             first = [builds[-1].id] + [builds[j - 1].id for j in halving(0, len(builds))] if builds else []
         created = self.store.submit_push(builds, PointerUpdate(self.name, branch, commits[-1].sha), push, first)
+        if self._protected(branch) and commits[-1].sha not in {build.commit for build in created}:
+            self._protect(branch, [commits[-1].sha])
         if created and self.supersedes(branch):
             for skipped in self.store.supersede(created[-1]):
                 log.info("skipped %s %s (%s): superseded by %s", skipped.repo, skipped.short, branch, created[-1].short)

@@ -179,6 +179,10 @@ class BuildRun:
     def steps(self, build: Build, workspace: Workspace) -> RunOutcome | None:
         """prepare → legs → split (from history) → set up → split (listing the tests) → test; and, for a
         build past its disk limit, `error` and what it wrote removed."""
+        try:  # which scope made this result: the observer builds a protected branch's commits in theirs
+            self.store.set_scope(self.work.build, self.work.attempt, workspace.scope.name)
+        except redis.RedisError as exc:
+            log.warning("build %s: could not record its trust scope (%s)", build.id, exc)
         whole = self.work.shard is None
         started = time.time()
         pump = LogPump(self.store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,

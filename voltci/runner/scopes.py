@@ -23,8 +23,9 @@ import re
 from dataclasses import dataclass
 
 from voltci.config import branch_patterns
+from voltci.models import PROTECTED_SCOPE
 
-PROTECTED = "protected"
+PROTECTED = PROTECTED_SCOPE
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -52,5 +53,5 @@ def scope_of(branch: str, protected: str, default_branch: str | None, commit: st
         return Scope(PROTECTED, branch, True)
     key = branch or f"commit {commit}"
     readable = _UNSAFE.sub("-", key)[:40].strip("-") or "branch"
-    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:10]
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]  # no chosen name collides
     return Scope(f"{'branch' if branch else 'commit'}-{readable}-{digest}", branch, False)

@@ -26,6 +26,7 @@ from dataclasses import replace
 from voltci import jobqueue, keys
 from voltci.clock import now_iso, parse, seconds_between
 from voltci.models import (
+    PROTECTED_SCOPE,
     Attempt,
     AttemptState,
     Build,
@@ -226,6 +227,46 @@ class Transitions(Trail):
                            legs=0)
 
         return guarded(self.r, [keys.build(build_id)], body)
+
+    def set_scope(self, build_id: str, attempt: int, scope: str) -> bool:
+        """Record the trust scope `attempt` of a build runs in (scopes.py), if that attempt still owns it;
+        the observer builds again, in the protected scope, a commit a protected branch reaches whose
+        build ran in another."""
+
+        def body(pipe: Txn) -> bool:
+            if self._owned(pipe, build_id, attempt) is None:
+                return False
+            pipe.multi()
+            pipe.hset(keys.build(build_id), "scope", scope)
+            return True
+
+        return guarded(self.r, [keys.build(build_id)], body)
+
+    def protect(self, build_id: str, branch: str) -> str:
+        """A build of a commit that protected `branch` reached, when its result was (or would be) made in
+        another trust scope: a queued one is moved to `branch`, so it runs in the protected scope; an ended
+        one is queued again as a build of `branch`. What was done: "moved", "rebuilt" or "" (nothing:
+        unknown, protected already, or under way)."""
+
+        def body(pipe: Txn) -> str:
+            build = self._read_build(pipe, build_id)
+            if build is None or build.branch == branch or (build.scope in ("", PROTECTED_SCOPE)
+                                                           and build.status is not Status.QUEUED):
+                return ""
+            if build.status is Status.QUEUED:
+                pipe.multi()
+                pipe.hset(keys.build(build_id), "branch", branch)
+                return "moved"
+            if not build.status.is_final:
+                return ""  # running: looked at again once it ends
+            pipe.multi()
+            pipe.hset(keys.build(build_id), mapping={"branch": branch, "scope": ""})
+            return "rebuild"
+
+        done = guarded(self.r, [keys.build(build_id)], body)
+        if done == "rebuild":
+            return "rebuilt" if self.rebuild(build_id) is not None else ""
+        return done
 
     def set_progress(self, build_id: str, done: int) -> None:
         """How many test results a running build has so far (a display hint, not part of its result)."""
