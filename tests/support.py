@@ -150,7 +150,17 @@ def alive(pid: int) -> bool:
 
 
 def snapshot(conn) -> dict:
-    return {key: conn.dump(key) for key in conn.keys("*")}
+    """What Redis holds, key by key, as values (not DUMP's bytes: a hash that Redis rehashes while it is
+    only read dumps its fields in another order), with each key's time to live."""
+    raw = conn.__class__(connection_pool=conn.connection_pool.__class__(
+        **{**conn.connection_pool.connection_kwargs, "decode_responses": False}))
+    readers = {b"hash": raw.hgetall, b"set": raw.smembers, b"list": lambda key: raw.lrange(key, 0, -1),
+               b"zset": lambda key: raw.zrange(key, 0, -1, withscores=True)}
+    try:
+        return {key: (kind, readers.get(kind, raw.dump)(key), raw.ttl(key) > 0)
+                for key in raw.keys("*") for kind in [raw.type(key)]}
+    finally:
+        raw.close()
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, fragment: str) -> None:

@@ -8,7 +8,7 @@ import json
 from dataclasses import replace
 
 import pytest
-from support import SHA_A, SHA_B
+from support import SHA_A, SHA_B, snapshot
 
 from voltci import jobqueue, keys
 from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
@@ -59,14 +59,14 @@ def test_pages_show_builds_and_escape_what_tests_print(web, conn, rq_conn, setti
 ])
 def test_bad_paths_and_queries(web, conn, rq_conn, settings, path, code) -> None:
     add_build(rq_conn, conn, settings, SHA_A, Status.PASSED)
-    before = {key: conn.dump(key) for key in conn.keys("*")}
+    before = snapshot(conn)
     response = web.get(path)
     assert response.status_code == code
     if path.startswith("/api/"):
         assert response.get_json()["status"] == code
     else:
         assert f"{code} " in response.get_data(as_text=True)
-    assert {key: conn.dump(key) for key in conn.keys("*")} == before
+    assert snapshot(conn) == before
 
 
 def test_history_pages(web, conn, rq_conn, settings) -> None:
@@ -188,14 +188,14 @@ def test_a_branch_without_builds_and_a_repository_with_one_build(web, conn) -> N
 ])
 def test_bad_test_ids_branches_and_searches(web, conn, path, code) -> None:
     ended(conn, 0, Status.PASSED, one_test(Outcome.PASSED))
-    before = {key: conn.dump(key) for key in conn.keys("*")}
+    before = snapshot(conn)
     response = web.get(path)
     assert response.status_code == code, response.get_data(as_text=True)[:300]
     if path.startswith("/api/"):
         assert response.get_json()["status"] == code
     else:
         assert f"{code} " in response.get_data(as_text=True) and SCRIPT not in response.get_data(as_text=True)
-    assert {key: conn.dump(key) for key in conn.keys("*")} == before
+    assert snapshot(conn) == before
 
 
 def test_test_history_page_and_json(web, conn) -> None:
