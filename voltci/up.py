@@ -108,7 +108,8 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
     stop = threading.Event()
     _stop_on_signals()
     try:
-        walls = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes))
+        walls = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes),
+                                settings.build_disk)
     except SandboxUnavailable as exc:
         echo(f"volt: {exc}", err=True)
         return exc.exit_code

@@ -551,9 +551,10 @@ def _memfd(args: list[str]) -> int:
     return fd
 
 
-def describe_runner(enabled: bool, limits: Limits) -> str:
+def describe_runner(enabled: bool, limits: Limits, disk: str = "") -> str:
     """How this runner walls builds in, for its first lines; raises SandboxUnavailable when it cannot."""
-    confined = f"limits per build: {limits.describe()}, by {limits_mechanism().name}"
+    confined = f"limits per build: {limits.describe()}, by {limits_mechanism().name}" + \
+        (f"; disk {disk} (tree, environment and temporary files)" if disk else "")
     if not enabled:
         return (f"builds are NOT sandboxed (sandbox = false): they run with this runner's rights and its network; "
                 f"{confined}")

@@ -106,7 +106,8 @@ class VoltWorker(Worker):
         sandbox them and the runner was not told to build without, why not, and exit."""
         settings = self.volt_settings
         try:
-            said = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes))
+            said = describe_runner(settings.sandbox, Limits.of_runner(settings.build_memory, settings.build_processes),
+                                   settings.build_disk)
         except SandboxUnavailable as exc:
             print(f"volt worker {self.name}: refusing to run builds: {exc}", file=sys.stderr, flush=True)
             raise SystemExit(exc.exit_code) from None
