@@ -12,7 +12,7 @@ from support import ROOT
 # the pure policies too (the dispatch order, culprit finding): functions of records, used by the store.
 LAYERS: list[tuple[str, set[str]]] = [
     ("records", {"voltci", "voltci.clock", "voltci.errors", "voltci.sizes", "voltci.keys", "voltci.models",
-                 "voltci.config", "voltci.connection", "voltci.git", "voltci.locks", "voltci.outage",
+                 "voltci.config", "voltci.connection", "voltci.failover", "voltci.git", "voltci.locks", "voltci.outage",
                  "voltci.redis_server", "voltci.dispatch", "voltci.bisect"}),
     ("rq", {"voltci.jobqueue"}),
     ("store", {"voltci.store"}),

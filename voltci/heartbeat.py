@@ -17,6 +17,7 @@ from collections.abc import Callable
 import redis
 
 from voltci.clock import now_iso
+from voltci.failover import PrimaryWatch
 from voltci.models import RunnerBeat, Work
 from voltci.outage import Outage, is_full
 from voltci.store import Store
@@ -49,6 +50,7 @@ class Heartbeat:
         self.ttl_ms = int(ttl_s * 1000)
         self.on_outage = on_outage
         self.on_tick = on_tick
+        self.primary = PrimaryWatch(f"runner {beat.name}")
         self.last_ok = time.monotonic()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -88,6 +90,16 @@ class Heartbeat:
         self.last_ok = time.monotonic()
         return True
 
+    def _watch_primary(self) -> None:
+        """A change of the Redis primary may have lost this runner's last writes: its key is written again at
+        the next beat anyway; the change is said once and counted."""
+        try:
+            if self.primary.check(self.store.r):
+                self.store.count_event("failovers", "runner")
+                self.send()
+        except redis.RedisError:
+            pass  # an outage: the beat says so
+
     def _outage(self, exc: Exception) -> None:
         out_for = time.monotonic() - self.last_ok
         if time.monotonic() - self._last_outage_log >= OUTAGE_LOG_EVERY_S:
@@ -102,6 +114,7 @@ class Heartbeat:
                 self.send()
             except redis.RedisError as exc:  # anything but an outage or a full Redis: said, and tried again
                 log.warning("runner %s: heartbeat failed (%s); retrying", self.beat.name, exc)
+                self._watch_primary()
             if self.on_tick is not None:
                 try:
                     self.on_tick()

@@ -34,6 +34,7 @@ from rq.serializers import JSONSerializer
 
 from voltci import keys
 from voltci.config import Settings
+from voltci.connection import sibling
 from voltci.models import Build, Work
 
 log = logging.getLogger("volt.queue")
@@ -61,8 +62,7 @@ def _rq(client: redis.Redis) -> redis.Redis:
         return client
     found = _rq_clients.get(pool)
     if found is None:
-        kwargs = {**pool.connection_kwargs, "decode_responses": False}
-        found = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+        found = sibling(client, decode=False)
         _rq_clients[pool] = found
     return found
 

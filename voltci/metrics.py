@@ -58,6 +58,15 @@ class VoltCollector(Collector):
         lost = CounterMetricFamily("volt_lost_attempts", "Attempts lost with their runner (re-dispatched or given up).")
         lost.add_metric([], counters.lost)
         yield lost
+        for event, about in (("failovers", "Changes of the Redis primary (a failover or a restart) a Volt process saw, "
+                                           "by kind of process."),
+                             ("writes_retried", "Writes to Redis tried again after a failover or an outage, by kind "
+                                                "of process.")):
+            family = CounterMetricFamily(f"volt_{event}", about, labels=["process"])
+            for (kind, process), count in sorted(counters.events.items()):
+                if kind == event:
+                    family.add_metric([process], count)
+            yield family
 
 
 def exposition(store: Store) -> bytes:

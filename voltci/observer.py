@@ -29,6 +29,7 @@ from voltci.bisect import halving
 from voltci.clock import now_iso
 from voltci.dispatch import Priority
 from voltci.errors import BadInput, GitError
+from voltci.failover import PrimaryWatch
 from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
 from voltci.models import Build, PointerUpdate, Push, QueuedFor
 from voltci.outage import Outage
@@ -321,10 +322,13 @@ def observe_loop(watches: list[RepoWatch] | WatchList, poll_s: float, stop: thre
     store = watches.store if not isinstance(watches, list) else (watches[0].store if watches else None)
     listener = NotifyListener(store) if store is not None else None
     outage = Outage(log)
+    primary = PrimaryWatch("observer")
     due = {watch.name for watch in current()}
     notified: dict[str, Wanted] = {}
     while not stop.is_set():
         failed = False
+        if store is not None:
+            _watch_primary(primary, store)
         for watch in current():
             if watch.name not in due:
                 continue
@@ -344,6 +348,17 @@ def observe_loop(watches: list[RepoWatch] | WatchList, poll_s: float, stop: thre
         notified = listener.wait(wait, stop) if listener is not None else {}
         names = {watch.name for watch in current()}
         due = (set(notified) & names) or names
+
+
+def _watch_primary(primary: PrimaryWatch, store: Store) -> None:
+    """A failover may have taken the observer's last writes with it — builds it queued and its pointers
+    together, one transaction each: the pointer gone back, the next poll queues those commits again
+    (their build ids make it idempotent). Said once, and counted."""
+    try:
+        if primary.check(store.r):
+            store.count_event("failovers", "observer")
+    except redis.RedisError:
+        pass  # an outage: the poll says so
 
 
 class NotifyListener:

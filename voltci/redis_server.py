@@ -59,7 +59,7 @@ class RedisServer:
     """A private redis-server process in `data_dir`; `start()`, `stop()`, `restart()` keep the port."""
 
     def __init__(self, data_dir: str | Path, port: int | None = None, appendonly: bool = False,
-                 binary: str | None = None, password: str | None = None):
+                 binary: str | None = None, password: str | None = None, settings: dict[str, str] | None = None):
         if password is not None and (not password or any(ord(ch) < 32 or ord(ch) == 127 for ch in password)):
             raise VoltError("the embedded Redis' password must be non-empty, without control characters")
         self.data_dir = Path(data_dir)
@@ -67,6 +67,7 @@ class RedisServer:
         self.appendonly = appendonly
         self.binary = binary or find_redis_server()
         self.password = password
+        self.settings = dict(settings or {})  # more of redis.conf (a replica's `replicaof`, say)
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -86,6 +87,7 @@ class RedisServer:
                     "logfile": str(self.data_dir / "redis.log")}
         if self.password:
             settings["requirepass"] = self.password
+        settings.update(self.settings)
         text = "".join(f"{name} {_quoted(value)}\n" for name, value in settings.items())
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.fchmod(fd, 0o600)  # an older file keeps its mode through O_CREAT

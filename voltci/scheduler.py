@@ -34,6 +34,7 @@ from redis.exceptions import LockError
 from voltci import keys
 from voltci.config import Settings
 from voltci.connection import connect
+from voltci.failover import PrimaryWatch
 from voltci.jobqueue import unit_queue
 from voltci.models import AttemptState, Build, RunnerBeat, Status, Work
 from voltci.outage import Outage
@@ -78,6 +79,7 @@ class Scheduler:
         self.retention = Policy(settings.keep_builds, settings.keep_days)
         self._prune_queue: list[str] = []  # repositories still to look at in this round of pruning
         self._dispatched_at = float("-inf")
+        self.primary = PrimaryWatch("scheduler")
 
     @property
     def interval_s(self) -> float:
@@ -112,8 +114,8 @@ class Scheduler:
         self.prune_step()  # it only deletes: it runs, and frees memory, even when Redis is full
         runners = self.store.live_runners()
         self.store.update_registry(runners)
-        if self._redis_uptime_s() < self.settle_s:
-            return []  # Redis just (re)started: let runners refresh keys that expired while it was down
+        if not self._settled():
+            return []  # Redis just (re)started, or failed over: let runners refresh keys it lost
         actions = self._check_builds(runners, now)
         if now - self._dispatched_at >= DISPATCH_EVERY_S:
             self._dispatched_at = now
@@ -142,8 +144,17 @@ class Scheduler:
         """Long enough for every live runner to have refreshed its key twice."""
         return min(self.settings.heartbeat_ttl, 2 * self.settings.heartbeat)
 
+    def _settled(self) -> bool:
+        """Whether the primary has been up, and this one, for long enough that every live runner has
+        refreshed its key since: after a restart or a failover, a key that is missing was maybe only lost
+        with the writes of the last moments, and a runner must not be judged by it."""
+        return self._redis_uptime_s() >= self.settle_s and self.primary.settled(self.settle_s)
+
     def _redis_uptime_s(self) -> float:
-        return self.store.redis_uptime_s()
+        """The primary's uptime, asked once a pass; a change of primary is noticed (and said, and counted)."""
+        if self.primary.check(self.store.r):
+            self.store.count_event("failovers", "scheduler")
+        return self.primary.known.uptime_s if self.primary.known is not None else 0.0
 
     def release(self) -> None:
         if self.leading:

@@ -38,6 +38,9 @@ def count_lost(pipe: Txn) -> None:
     pipe.hincrby(keys.metrics(), "lost", 1)
 
 
+EVENTS = ("failovers", "writes_retried")  # counted per kind of process: runner, scheduler, observer
+
+
 def observe(pipe: Txn, name: str, seconds: float) -> None:
     """Add one observation to histogram `name` (in the caller's transaction)."""
     seconds = max(0.0, seconds)
@@ -61,18 +64,27 @@ class Counters:
     builds: dict[tuple[str, str], int]  # (repository, status) -> builds ended
     lost: int
     histograms: dict[str, Histogram]
+    events: dict[tuple[str, str], int]  # (event of EVENTS, process kind) -> times seen
 
 
 class Metrics(StoreBase):
+    def count_event(self, event: str, process: str, times: int = 1) -> None:
+        """`times` more of `event` (one of EVENTS) seen by a process of kind `process`."""
+        if event not in EVENTS:
+            raise ValueError(f"no event {event!r}")
+        self.r.hincrby(keys.metrics(), f"{event}|{process}", times)
+
     def counters(self) -> Counters:
         """Everything the metrics hash holds, histograms made cumulative as Prometheus reads them."""
         fields = self.r.hgetall(keys.metrics())
-        builds = {}
+        builds, events = {}, {}
         for name, value in fields.items():
             kind, _, rest = name.partition("|")
             if kind == "builds":
                 repo, _, status = rest.rpartition("|")
                 builds[(repo, status)] = int(value)
+            elif kind in EVENTS:
+                events[(kind, rest)] = int(value)
         histograms = {}
         for name, bounds in BUCKETS.items():
             running, buckets = 0, []
@@ -80,7 +92,7 @@ class Metrics(StoreBase):
                 running += int(fields.get(f"{name}|le|{bound}", 0))
                 buckets.append((bound, running))
             histograms[name] = Histogram(buckets, float(fields.get(f"{name}|sum", 0.0)))
-        return Counters(builds, int(fields.get("lost", 0)), histograms)
+        return Counters(builds, int(fields.get("lost", 0)), histograms, events)
 
     def queued_by_repo(self) -> dict[str, int]:
         """How many builds of each repository wait for a runner."""
