@@ -11,11 +11,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import redis
+from sentinels import SentinelGroup
 from support import ROOT, GitRepo, child_env, wait_until
 
 from voltci import keys
 from voltci.config import Settings, as_environment
+from voltci.connection import connect
 from voltci.models import Build
 from voltci.observer import RepoWatch
 from voltci.redis_server import RedisServer
@@ -42,17 +43,21 @@ SLOW_TEST = {
 
 
 class Cluster:
-    def __init__(self, tmp_path: Path, **settings: object):
+    """Volt's processes on one private redis-server, or (`sentinels`) on a Redis with Sentinel."""
+
+    def __init__(self, tmp_path: Path, sentinels: SentinelGroup | None = None, **settings: object):
         self.tmp_path = tmp_path
-        self.server = RedisServer(tmp_path / "redis", appendonly=True).start()
-        self.settings = Settings(redis_url=self.server.url, workspace_dir=str(tmp_path / "ws"), heartbeat=0.5,
+        self.sentinels = sentinels
+        self.server = RedisServer(tmp_path / "redis", appendonly=True).start() if sentinels is None else None
+        url = sentinels.url if sentinels is not None else self.server.url if self.server is not None else ""
+        self.settings = Settings(redis_url=url, workspace_dir=str(tmp_path / "ws"), heartbeat=0.5,
                                  heartbeat_ttl=1.5, build_timeout=60, pass_env="FAULT_SLEEP SHARD_SLEEP")
         self.settings = replace(self.settings, **settings)
         self.marks = tmp_path / "marks"
         self.marks.mkdir()
         self.procs: dict[str, subprocess.Popen] = {}
-        self.conn = redis.Redis.from_url(self.server.url, decode_responses=True)
-        self.rq_conn = redis.Redis.from_url(self.server.url)
+        self.conn = connect(url, decode=True)
+        self.rq_conn = connect(url, decode=False)
 
     def env(self, **extra: str) -> dict[str, str]:
         return child_env(**{**as_environment(self.settings), "FAULT_DIR": str(self.marks), **extra})
@@ -115,7 +120,8 @@ class Cluster:
         kill_all(leftovers)
         self.conn.close()
         self.rq_conn.close()
-        self.server.stop()
+        if self.server is not None:
+            self.server.stop()
 
 
 def marked_processes(build_id: str = "") -> dict[int, str]:

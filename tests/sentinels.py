@@ -51,6 +51,7 @@ class SentinelGroup:
         for replica in self.servers[1:]:
             replica.settings["replicaof"] = f"127.0.0.1 {primary.port}"
             replica.start()
+            self.wait_synced(replica)
         for n, port in enumerate(self.sentinel_ports):
             self._start_sentinel(n, port, primary.port)
         self.wait_stable()
@@ -125,7 +126,26 @@ class SentinelGroup:
         assert port is not None
         server.settings["replicaof"] = f"127.0.0.1 {port}"
         server.start()
+        self.wait_synced(server)
         self.wait_stable()
+
+    def wait_synced(self, replica: RedisServer) -> None:
+        """Until `replica` holds its primary's data: its link up, no sync under way (a replica Sentinel
+        promoted before that would come up empty)."""
+        client = redis.Redis(port=replica.port, password=self.password, socket_timeout=2, decode_responses=True)
+        deadline = time.monotonic() + WAIT_S
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    info = client.info("replication")
+                    if info.get("master_link_status") == "up" and not int(info.get("master_sync_in_progress", 1)):
+                        return
+                except redis.RedisError:
+                    pass
+                time.sleep(0.05)
+        finally:
+            client.close()
+        raise AssertionError(f"the replica on {replica.port} did not sync within the wait")
 
     def stop(self) -> None:
         for proc in self.sentinel_procs:

@@ -27,6 +27,7 @@ from voltci.config import Settings, config_file, load_settings
 from voltci.connection import connect, redacted
 from voltci.dispatch import Placed, parse_priority
 from voltci.errors import BadInput, Interrupted, RedisUnavailable, VoltError
+from voltci.failover import primary_of
 from voltci.keys import parse_job_id
 from voltci.logstream import follow_log
 from voltci.observer import RepoWatch, observe_loop
@@ -386,6 +387,7 @@ def status(app: App, as_json: bool) -> None:
     order = store.dispatch_plan()
     data: dict[str, Any] = {
         "redis": redacted(app.settings.effective_redis_url),
+        "replication": {"primary": primary_of(store.r).address, **store.replication()},
         "queue": app.settings.queue,
         "queued": store.queue_depth(),
         "dispatch": app.settings.dispatch,
@@ -403,6 +405,10 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         echo(json.dumps(data, indent=2))
         return
+    replication = data["replication"]
+    replicas = ", ".join(f"{r['address']} ({r['state']}, lag {r['lag_s']} s, {r['behind_bytes']} bytes behind)"
+                         for r in replication["replicas"]) or "none"
+    echo(f"redis: primary {replication['primary']}; replicas: {replicas}")
     echo(f"queue '{data['queue']}': {data['queued']} queued, {len(data['running'])} running"
                f" (dispatch: {data['dispatch']})")
     for q in data["queue_order"][:QUEUE_SHOWN]:

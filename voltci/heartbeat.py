@@ -114,7 +114,7 @@ class Heartbeat:
                 self.send()
             except redis.RedisError as exc:  # anything but an outage or a full Redis: said, and tried again
                 log.warning("runner %s: heartbeat failed (%s); retrying", self.beat.name, exc)
-                self._watch_primary()
+            self._watch_primary()
             if self.on_tick is not None:
                 try:
                     self.on_tick()

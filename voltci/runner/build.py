@@ -61,6 +61,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 WATCH_EVERY_S = 1.0
 STORE_RETRY_S = 120.0
+REPLICATION_WAIT_S = 1.0
 STALE_MARGIN_S = 600.0
 
 
@@ -314,14 +315,46 @@ class BuildRun:
 
     def store_outcome(self, outcome: RunOutcome) -> str | None:
         """Store the outcome once, if this run still owns its work: "stored", "merged" (the last shard),
-        or None (dropped)."""
+        or None (dropped). Then make sure it outlives a failover (durable)."""
         work, shard = self.work, self.work.shard
         if shard is None:
-            stored = retrying(f"store the result of {work.build}", STORE_RETRY_S,
-                              lambda: self.store.finish_build(work.build, work.attempt, self.runner, outcome))
-            return "stored" if stored else None
-        return retrying(f"store shard {shard} of {work.build}", STORE_RETRY_S, lambda: self.store.finish_shard(
-            work.build, work.attempt, shard, work.shard_attempt, self.runner, outcome))
+            def store() -> str | None:
+                return "stored" if self.store.finish_build(work.build, work.attempt, self.runner, outcome) else None
+        else:
+            def store() -> str | None:
+                return self.store.finish_shard(work.build, work.attempt, shard, work.shard_attempt, self.runner,
+                                               outcome)
+        done = retrying(f"store the result of {self._what()}", STORE_RETRY_S, store)
+        if done is not None:
+            self.durable(store)
+        return done
+
+    def durable(self, store: Callable[[], str | None]) -> None:
+        """A result is worth a round trip: wait until a replica holds it. When none does in time, the
+        primary may fail before it replicates (Redis replicates asynchronously), so watch: should a
+        failover take the result away while this attempt still owns its work, store it again under the
+        same fence (the ownership check in its transaction). Bounded by STORE_RETRY_S; a single Redis has no
+        replica and waits for nothing."""
+        try:
+            replicated = self.store.await_replicas(REPLICATION_WAIT_S)
+        except redis.RedisError:
+            replicated = False
+        if replicated is not False:
+            return
+        deadline = time.monotonic() + STORE_RETRY_S
+        while time.monotonic() < deadline:
+            time.sleep(REPLICATION_WAIT_S)
+            try:
+                if self.store.await_replicas(REPLICATION_WAIT_S) is not False:
+                    return  # replicated at last, or no replica left to lose it to
+                if self.ownership.owns():  # the result is gone: this attempt runs again, as far as Redis knows
+                    if store() is not None:
+                        self.store.count_event("writes_retried", "runner")
+                        log.warning("%s: its result was lost with the Redis primary; stored again", self._what())
+                    continue
+                return  # ended (its result is there) or no longer ours
+            except redis.RedisError:
+                continue  # the failover itself: asked again
 
     def _finish_log(self, pump: LogPump) -> None:
         try:

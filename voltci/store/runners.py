@@ -4,7 +4,9 @@ keeps from them (alive, or gone since when), the latest lost attempts, and the s
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, replace
+from typing import Any
 
 import redis
 from redis.lock import Lock
@@ -82,6 +84,40 @@ class Runners(StoreBase):
 
     def redis_uptime_s(self) -> float:
         return float(self.r.info("server")["uptime_in_seconds"])
+
+    def await_replicas(self, timeout_s: float, poll_s: float = 0.02) -> bool | None:
+        """Whether a replica holds everything the primary had written when asked, within `timeout_s` (as
+        `WAIT 1` would say, but for every connection's writes: WAIT counts only its own connection's,
+        and a pool hands out any); None when the primary has no replica to wait for."""
+        info = self.r.info("replication")
+        if int(info.get("connected_slaves", 0)) == 0:
+            return None
+        target = int(info["master_repl_offset"])
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if any(offset >= target for offset in _replica_offsets(info)):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_s)
+            info = self.r.info("replication")
+
+    def replication(self) -> dict[str, Any]:
+        """The primary's replication, for `volt status`: its role and each replica's address, state and lag."""
+        info = self.r.info("replication")
+        replicas = []
+        for n in range(int(info.get("connected_slaves", 0))):
+            entry = info.get(f"slave{n}")
+            if isinstance(entry, dict):
+                replicas.append({"address": f"{entry.get('ip')}:{entry.get('port')}", "state": entry.get("state"),
+                                 "lag_s": entry.get("lag"),
+                                 "behind_bytes": int(info.get("master_repl_offset", 0)) - int(entry.get("offset", 0))})
+        return {"role": info.get("role"), "replicas": replicas}
+
+
+def _replica_offsets(info: dict[str, Any]) -> list[int]:
+    return [int(entry.get("offset", -1)) for n in range(int(info.get("connected_slaves", 0)))
+            if isinstance(entry := info.get(f"slave{n}"), dict) and entry.get("state") == "online"]
 
 
 def _row(beat: RunnerBeat, state: str, alive: bool) -> RunnerRow:
