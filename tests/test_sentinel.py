@@ -91,3 +91,37 @@ def test_builds_flow_through_failovers_none_lost_none_twice(sentinel_cluster: Cl
     assert shown.returncode == 0, shown.stderr
     primary = f"127.0.0.1:{group.primary_port()}"
     assert f"redis: primary {primary}; replicas: 127.0.0.1:" in shown.stdout, shown.stdout
+
+
+def test_a_plain_rq_worker_with_rqs_sentinel_setting_builds(tmp_path, make_repo) -> None:
+    """`rq worker -w voltci.worker.VoltWorker -c CONFIG` where CONFIG has rq's own SENTINEL setting, as the
+    docs show for a runner started by rq's command."""
+    import subprocess
+    import sys
+
+    from sentinels import SERVICE
+    from support import ROOT, child_env
+
+    from voltci.config import Settings, as_environment
+    from voltci.connection import connect
+    from voltci.observer import RepoWatch
+
+    with SentinelGroup(tmp_path / "sentinels") as group:
+        settings = Settings(redis_url=group.url, workspace_dir=str(tmp_path / "ws"), build_timeout=120)
+        config = tmp_path / "rqconfig.py"
+        config.write_text(f"SENTINEL = {{'INSTANCES': {[('127.0.0.1', p) for p in group.sentinel_ports]!r}, "
+                          f"'MASTER_NAME': {SERVICE!r}, 'PASSWORD': {group.password!r}, 'DB': 0}}\n")
+        repo = make_repo()
+        repo.commit({"tests/__init__.py": "", "tests/test_ok.py": "import unittest\n\nclass T(unittest.TestCase):\n"
+                                                                  "    def test_ok(self):\n        pass\n"}, "ok")
+        conn = connect(group.url, decode=False)
+        watch = RepoWatch(Store(conn, settings), str(repo.path))
+        watch.validate()
+        (queued,) = watch.poll()
+        done = subprocess.run([sys.executable, "-m", "rq.cli", "worker", "-w", "voltci.worker.VoltWorker", "-c",
+                               "rqconfig", "--burst", settings.queue], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=180, env=child_env(**as_environment(settings),
+                                                         PYTHONPATH=f"{ROOT}:{tmp_path}"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        build = Store(connect(group.url), settings).get_build(queued.id)
+        assert build is not None and build.status.value == "passed", (build, done.stderr[-3000:])
