@@ -125,3 +125,17 @@ def test_a_plain_rq_worker_with_rqs_sentinel_setting_builds(tmp_path, make_repo)
         assert done.returncode == 0, done.stderr[-3000:]
         build = Store(connect(group.url), settings).get_build(queued.id)
         assert build is not None and build.status.value == "passed", (build, done.stderr[-3000:])
+
+
+def test_the_web_page_and_rq_dashboard_read_through_the_sentinels(tmp_path) -> None:
+    from dataclasses import replace
+
+    from voltci.config import Settings
+    from voltci.web import create_app
+
+    with SentinelGroup(tmp_path / "sentinels", replicas=0, sentinels=1) as group:
+        settings = Settings(redis_url=group.url, workspace_dir=str(tmp_path / "ws"))
+        client = create_app(replace(settings, web_token="t0ken")).test_client()
+        assert client.get("/").status_code == 200
+        queues = client.get("/rq/0/data/queues.json", follow_redirects=True)
+        assert queues.status_code == 200 and "queues" in queues.get_json(), queues.get_data(as_text=True)[:500]
