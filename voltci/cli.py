@@ -544,7 +544,7 @@ def prune(app: App, dry_run: bool, repo: str | None) -> None:
 @common_options
 def web_cmd(app: App, host: str, port: int) -> None:
     """The web page: builds, tests, logs, runners, badges, /api/ and rq-dashboard under /rq."""
-    from voltci.web_server import serve
+    from voltci.web.server import serve
 
     setup_logging(logging.WARNING)
     app.store()  # fail now, in one line, if Redis cannot be reached

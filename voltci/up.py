@@ -25,7 +25,7 @@ from pathlib import Path
 
 import redis
 
-from voltci import report, web_server
+from voltci import report
 from voltci.config import Settings, as_environment
 from voltci.connection import connect, redacted
 from voltci.example import create_example_repo
@@ -40,6 +40,7 @@ from voltci.scheduler import Scheduler
 from voltci.store import Store
 from voltci.store.channels import Subscription
 from voltci.terminal import clean, echo
+from voltci.web import server as web_server
 
 log = logging.getLogger("volt.up")
 WORKER_STOP_TIMEOUT_S = 10.0
