@@ -117,7 +117,8 @@ def test_cancel_of_an_ended_build_changes_nothing(built, conn, settings) -> None
 
 def test_status_shows_runners_running_builds_and_lost_attempts(built, conn, settings) -> None:
     from voltci import keys
-    from voltci.heartbeat import Heartbeat, RunnerBeat
+    from voltci.heartbeat import Heartbeat
+    from voltci.models import RunnerBeat
     from voltci.store import Store
 
     heartbeat = Heartbeat(Store(conn), RunnerBeat(name="host-a.7", queues=["volt"]), 2, 60)

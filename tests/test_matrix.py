@@ -316,7 +316,8 @@ def test_the_scheduler_ends_a_leg_no_live_runner_can_run_and_requeues_a_lost_one
     from dataclasses import replace
 
     from voltci import scheduler
-    from voltci.heartbeat import Heartbeat, RunnerBeat
+    from voltci.heartbeat import Heartbeat
+    from voltci.models import RunnerBeat
 
     fast = replace(settings, heartbeat=1.0, heartbeat_ttl=3.0)
     now = [1000.0]

@@ -11,8 +11,8 @@ from dispatch_scene import Scene
 from prometheus_client.parser import text_string_to_metric_families
 from support import ROOT, child_env
 
-from voltci.heartbeat import Heartbeat, RunnerBeat
-from voltci.models import Status
+from voltci.heartbeat import Heartbeat
+from voltci.models import RunnerBeat, Status
 from voltci.store import Store
 from voltci.web import create_app
 

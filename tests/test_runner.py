@@ -63,8 +63,8 @@ def test_an_outage_longer_than_the_bound_is_raised(monkeypatch) -> None:
 
 
 def test_a_build_runs_whole_when_redis_is_away_as_it_could_be_split(fake, monkeypatch) -> None:
-    from voltci.heartbeat import Heartbeat, RunnerBeat
-    from voltci.models import Build
+    from voltci.heartbeat import Heartbeat
+    from voltci.models import Build, RunnerBeat
 
     for name in ("a", "b"):
         Heartbeat(Store(fake), RunnerBeat(name=name, queues=["volt"]), 2, 60).send()

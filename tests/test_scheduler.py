@@ -10,8 +10,8 @@ from rq.job import Job
 from support import SHA_A, outcome
 
 from voltci import jobqueue, keys, scheduler
-from voltci.heartbeat import Heartbeat, RunnerBeat
-from voltci.models import AttemptState, Build, Status
+from voltci.heartbeat import Heartbeat
+from voltci.models import AttemptState, Build, RunnerBeat, Status
 from voltci.store import Store
 
 

@@ -21,8 +21,6 @@ from voltci.models import RunnerBeat, Work
 from voltci.outage import Outage, is_full
 from voltci.store import Store
 
-__all__ = ["Heartbeat", "RunnerBeat"]
-
 log = logging.getLogger("volt.heartbeat")
 OUTAGE_LOG_EVERY_S = 10.0
 
