@@ -26,10 +26,6 @@ def when(iso: str) -> Markup:
     return Markup('<time datetime="{}" title="{}">{}</time>').format(iso, humantime.exact(iso), humantime.ago(iso))
 
 
-def duration(seconds: float | None) -> str:
-    return humantime.duration(seconds)
-
-
 def queue_wait_s(build: Build) -> float | None:
     """Seconds from queued to started (None: it never started)."""
     if not build.started_at or not build.queued_at:
@@ -52,5 +48,5 @@ def last_line(message: str) -> str:
 
 
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, duration=duration, last_line=last_line, shell_quote=shlex.quote)
+    env.filters.update(when=when, duration=humantime.duration, last_line=last_line, shell_quote=shlex.quote)
     env.globals.update(test_url=test_url, queue_wait_s=queue_wait_s)
