@@ -38,6 +38,8 @@ from voltci.models import Build, Work
 
 log = logging.getLogger("volt.queue")
 
+# The names rq stores in every job, so they outlive an upgrade: the runner package hands out
+# runner/jobs.py's functions under them.
 RUN_BUILD = "voltci.runner.run_build"
 RUN_SHARD = "voltci.runner.run_shard"
 RUN_LEG = "voltci.runner.run_leg"
