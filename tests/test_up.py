@@ -330,11 +330,23 @@ def run_up_refused(args: list[str], env: dict[str, str], cwd: Path) -> subproces
 
 
 def test_up_gives_an_error_its_reason_in_the_stream(make_repo, redis_url, tmp_path) -> None:
+    """Each `error` line says why; and a reason that quotes what the commit wrote (a key of its
+    .volt.toml with a line break and control sequences in it) stays on its line: it cannot print a
+    line of its own that reads like another build's."""
     repo = make_repo()
     repo.commit({**PASSING, ".volt.toml": "[tests\ncommand = 1\n"}, "Broken .volt.toml")
-    proc = run_volt("up", "--burst", "--workers", "1", "--repo", str(repo.path), "--redis-url", redis_url,
-                    env={"VOLT_WORKSPACE_DIR": str(tmp_path / "ws")}, cwd=tmp_path, timeout=STARTUP_TIMEOUT_S)
+    repo.checkout("evil", create=True)
+    forged = "passed    proj 0123456789 main            0.1s 5/5 passed       All good"
+    repo.commit({".volt.toml": f'[tests]\n"x\\n{forged}\\u001b[2K\\r{forged}" = 1\n'}, "Quoted key")
+    proc = run_volt("up", "--burst", "--workers", "1", "--repo", str(repo.path), "--branch", "main",
+                    "--branch", "evil", "--redis-url", redis_url, env={"VOLT_WORKSPACE_DIR": str(tmp_path / "ws")},
+                    cwd=tmp_path, timeout=STARTUP_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (line,) = [line for line in proc.stdout.splitlines() if line.startswith("error ")]
-    assert line.endswith("Broken .volt.toml — .volt.toml is not valid TOML: Expected ']' at the end of a table "
-                         "declaration (at line 1, column 7)"), line
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("error ")]
+    assert len(errors) == 2, proc.stdout
+    (broken,) = [line for line in errors if "Broken .volt.toml" in line]
+    assert broken.endswith("Broken .volt.toml — .volt.toml is not valid TOML: Expected ']' at the end of a table "
+                           "declaration (at line 1, column 7)"), broken
+    (quoted,) = [line for line in errors if "Quoted key" in line]
+    assert "— .volt.toml: unknown key 'tests.x" in quoted and "\x1b" not in quoted and "\r" not in quoted, quoted
+    assert [line for line in proc.stdout.splitlines() if line.startswith("passed")] == []
