@@ -240,21 +240,33 @@ def test_up_burst_prints_a_build_whose_end_came_between_two_waits_once(fake) -> 
     assert out.getvalue().count("passed") == 1 and build.commit[:10] in out.getvalue()
 
 
-def test_another_terminal_reaches_the_embedded_redis_with_the_line_volt_up_prints(tmp_path) -> None:
+@pytest.mark.parametrize("kept", [False, True], ids=["temporary", "redis-dir"])
+def test_another_terminal_reaches_the_embedded_redis_with_the_line_volt_up_prints(tmp_path, kept) -> None:
     """The line is pasted as printed into a shell that knows no Redis but a dead one; `volt status`
     there then reads this `volt up`'s Redis. The file it sources is this user's alone, the password
-    appears in no output, and the file goes when `volt up` stops."""
+    appears in no output, and the file goes when `volt up` stops. With --redis-dir, a `volt.env`
+    planted there beforehand as a link to another file is replaced, never written through."""
     volt = Path(sys.executable).parent / "volt"
     assert volt.is_file(), f"no volt command beside {sys.executable}: install the checkout with pip install -e ."
-    proc = start_up(tmp_path, "--workers", "1")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not a password\n")
+    victim.chmod(0o644)
+    args = ["--workers", "1"]
+    if kept:
+        (tmp_path / "redis").mkdir()
+        (tmp_path / "redis" / "volt.env").symlink_to(victim)
+        args += ["--redis-dir", str(tmp_path / "redis")]
+    proc = start_up(tmp_path, *args)
     seen: list[str] = []
     try:
         seen += read_until(proc, "source ")
         (redis_line,) = [line for line in seen if line.startswith("Redis:")]
         pasted = seen[-1]
         env_file = Path(pasted.split("source ", 1)[1].strip())
-        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600 and env_file.stat().st_uid == os.getuid()
-        assert stat.S_IMODE(env_file.parent.stat().st_mode) & 0o077 == 0  # and in a directory of its own
+        assert not env_file.is_symlink() and env_file.stat().st_uid == os.getuid()
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        if not kept:
+            assert stat.S_IMODE(env_file.parent.stat().st_mode) & 0o077 == 0  # in a directory of its own
         shell = subprocess.run(["bash", "--norc", "--noprofile"], input=pasted + "volt status --json\n",
                                env=child_env(PATH=f"{volt.parent}:{os.environ['PATH']}",
                                              VOLT_REDIS_URL="redis://127.0.0.1:1/0"),
@@ -273,6 +285,7 @@ def test_another_terminal_reaches_the_embedded_redis_with_the_line_volt_up_print
     output = "".join(seen) + proc.stdout.read() + proc.stderr.read()
     assert password not in output and password not in shell.stdout + shell.stderr
     assert not env_file.exists()
+    assert victim.read_text() == "not a password\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
 
 
 def test_up_refuses_bad_input_in_one_line_before_it_starts_anything(make_repo, tmp_path) -> None:
