@@ -61,6 +61,7 @@ def test_a_build_that_ended_with_a_reason_gives_it_on_its_line() -> None:
     assert build_line(ended(Status.TIMEOUT, "the build took longer than 600 s")).endswith("— the build took longer "
                                                                                           "than 600 s")
     assert "—" not in build_line(ended(Status.FAILED, ""))  # nothing to add: the tests say what failed
+    assert build_line(ended(Status.ERROR, "")).endswith(f"— no reason recorded: volt log {SHA_A[:10]} has its output")
     assert "—" not in build_line(ended(Status.RUNNING, "left over from an earlier attempt"))
 
 

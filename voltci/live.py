@@ -15,7 +15,7 @@ import redis
 
 from voltci import report
 from voltci.clock import age_s
-from voltci.models import Build
+from voltci.models import Build, Status
 from voltci.store import Store
 from voltci.terminal import clean
 
@@ -32,6 +32,8 @@ def build_line(build: Build) -> str:
     if build.status.is_final and build.reason:
         reason = " ".join(build.reason.split())
         line += " — " + (reason if len(reason) <= REASON_SHOWN else reason[:REASON_SHOWN - 1] + "…")
+    elif build.status is Status.ERROR:  # no path of Volt's ends one so; should one, say where to look
+        line += f" — no reason recorded: volt log {build.short} has its output"
     return " ".join(clean(line).splitlines())
 
 
