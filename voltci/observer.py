@@ -120,6 +120,12 @@ class RepoWatch:
 
     def validate(self) -> None:
         """Check that the repository and its branches exist, then register the repository."""
+        self.check()
+        self.register()
+
+    def check(self) -> None:
+        """Check that the repository and its branches exist, writing nothing (`volt up` checks its
+        repositories before it starts Redis)."""
         if "://" not in self.url and not Path(self.url).exists():
             raise BadInput(f"not a git repository: {self.url} does not exist")
         try:
@@ -134,7 +140,6 @@ class RepoWatch:
             have = ", ".join(sorted(heads)) or "none"
             raise BadInput(f"unknown branch '{missing[0]}' in {self.url} (it has: {have})")
         self.branches = self._matching(heads, default)
-        self.register()
 
     def register(self) -> None:
         self.store.register_repo(self.name, self.url, self.branches, self.priority.value)

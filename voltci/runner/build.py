@@ -186,7 +186,7 @@ class BuildRun:
         whole = self.work.shard is None
         started = time.time()
         pump = LogPump(self.store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
-                       self.settings.log_max_bytes) if whole else None
+                       self.settings.log_max_bytes, tree=workspace.tree) if whole else None
         progress = Progress(self.store, build.id, out_dir(workspace.scratch) / RESULTS_FILE) if whole else None
         watch = Watch(self.ownership, pump, progress)
         leg = Leg(build.leg, build.python, build.env) if build.is_leg else None

@@ -1,5 +1,6 @@
-"""A repository's page (its trend and its builds) and a build's page (what failed, since when, the
-slowest tests, a search over all of them, and the output — folded when there is nothing to find)."""
+"""A repository's page (its trend and its builds) and a build's page (what failed, since when, a search
+over all of its tests, and the output — folded when there is nothing to find; below it, the slowest
+tests when some took measurable time, then the others of a small build)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ bp = flask.Blueprint("builds", __name__)
 TREND_BUILDS = 200  # the builds a repository's chart shows
 ALL_TESTS_UP_TO = 200  # a build with at most this many tests lists them all
 SLOWEST = 10
+MEASURABLE_MS = 1  # a test that took less says nothing in the slowest tests (its time rounds to no millisecond)
 FOUND_SHOWN = 100
 STREAKS_FOR = 200  # failing tests whose history a build page looks up
 PAGE_LOG_CHARS = 64 * 1024  # the page shows the end of the output; /api/builds/…/log has all of it
@@ -76,7 +78,8 @@ def build_page(repo: str, sha: str) -> str:
         "build.html", build=build, output=output[-PAGE_LOG_CHARS:], output_cut=len(output) > PAGE_LOG_CHARS,
         folded=folded, output_lines=lines, bad=bad, flaky=flaky,
         streaks=testhistory.streaks(store(), build, [t.id for t in bad[:STREAKS_FOR]]),
-        slow=slowest(table, SLOWEST) if len(table) > 1 else [], test_count=len(table), query=query,
+        slow=[f for f in slowest(table, SLOWEST) if f.cell.ms >= MEASURABLE_MS] if len(table) > 1 else [],
+        test_count=len(table), query=query,
         max_query=MAX_QUERY, found=found, matched=matched, rest=rest,
         attempts=store().get_attempts(build.id), legs=store().get_legs(build.id), refresh=not build.status.is_final,
         expected=expected_tests(store(), build.repo) if build.status is Status.RUNNING else 0,
