@@ -3,7 +3,7 @@ on a store of 100 builds and on one of 100,000, side by side in one run, as rati
 
     python bench/scale.py [--runs 5] [--quick]
 
-Two private redis-servers are filled through the store (Store.record_finished) with synthetic ended
+Two private redis-servers are filled through the store (store.builds.record_finished) with synthetic ended
 builds of 100 repositories: one build each in the small store, 1,000 each in the large one (--quick:
 100 each). Both hold the same 25,000-test builds (the large one 20 of them), a repository with
 running and queued builds, live runners and the scheduler's registry. Each call — the CLI through
@@ -99,22 +99,22 @@ def fill(store: Store, per_repo: int, big_builds: int, now: float) -> None:
     big = big_outcome()
     with store.r.pipeline(transaction=False) as pipe:
         for r in range(REPOS):
-            store.register_repo(repo(r), f"/srv/{repo(r)}", ["main"])
+            store.repos.register(repo(r), f"/srv/{repo(r)}", ["main"])
             builds = max(per_repo, PAGE) if r == SHOWN else per_repo
             for n in range(builds):
                 age_days = 300 * (builds - n) / builds
                 build = synthetic(r, n, now - age_days * DAY_S)
                 outcome = big if (n == 0 and r < big_builds) else small_outcome(rng)
-                store.record_finished(build, outcome, OUTPUT, build_score(now, age_days), pipeline=pipe)
+                store.builds.record_finished(build, outcome, OUTPUT, build_score(now, age_days), pipeline=pipe)
                 if len(pipe) > BATCH * 8:
                     pipe.execute()
         pipe.execute()
-    store.register_repo("live", "/srv/live", ["main"])
+    store.repos.register("live", "/srv/live", ["main"])
     for n in range(8):
         build = Build(id=f"live-{sha(999, n)}", repo="live", url="/srv/live", commit=sha(999, n), branch="main")
-        store.submit(build)
+        store.builds.submit(build)
         if n < 3:
-            store.start_attempt(build.id, 1, f"runner-{n}")
+            store.builds.start_attempt(build.id, 1, f"runner-{n}")
 
 
 def build_score(now: float, age_days: float) -> float:
@@ -135,8 +135,8 @@ def old_builds(store: Store, r: int, count_: int, now: float) -> None:
     with store.r.pipeline(transaction=False) as pipe:
         for n in range(count_):
             build = synthetic(r, 900_000 + n, now - (320 + n) * DAY_S)
-            store.record_finished(build, small_outcome(rng), OUTPUT, now - (320 + n) * DAY_S, pipeline=pipe,
-                                  newest=False)
+            store.builds.record_finished(build, small_outcome(rng), OUTPUT, now - (320 + n) * DAY_S,
+                                         pipeline=pipe, newest=False)
         pipe.execute()
 
 
@@ -255,8 +255,8 @@ def main() -> None:
                 s_ms, l_ms = (statistics.median(m[i] for m in measured) * 1000 for i in (0, 1))
                 rows.append((label, f"{ratio:.2f}  ({s_ms:.1f} ms / {l_ms:.1f} ms)"))
             store = large.store
-            small_build = store.get_build(f"{repo(SHOWN)}-{sha(SHOWN, per_repo - 1)}")
-            big_build = store.get_build(f"{repo(0)}-{sha(0, 0)}")
+            small_build = store.records.get_build(f"{repo(SHOWN)}-{sha(SHOWN, per_repo - 1)}")
+            big_build = store.records.get_build(f"{repo(0)}-{sha(0, 0)}")
             rows += [
                 ("Redis bytes per build, large store (used_memory / builds)",
                  f"{large.filled_bytes / large.builds:,.0f}"),

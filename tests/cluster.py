@@ -78,7 +78,7 @@ class Cluster:
         return watch
 
     def build(self, build_id: str) -> Build:
-        build = Store(self.conn).get_build(build_id)
+        build = Store(self.conn).records.get_build(build_id)
         assert build is not None
         return build
 

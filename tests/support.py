@@ -131,15 +131,15 @@ SHA_C = "abcd" + "3" * 36
 
 def add(conn: redis.Redis, repo: str, sha: str, score: float = 1.0) -> Build:
     build = Build(id=keys.build_id(repo, sha), repo=repo, url="/r", commit=sha, branch="main", subject="s")
-    Store(conn).add_build(build, score)
+    Store(conn).builds.add(build, score)
     return build
 
 
 def running(conn: redis.Redis, build_id: str, attempt: int = 1) -> Store:
     """A build `build_id` whose attempt `attempt` runs (only the running attempt may write its output)."""
     store = Store(conn)
-    store.add_build(Build(id=build_id, repo="proj", url="/r", commit=SHA_A, branch="main", attempt=attempt), 1.0)
-    assert store.start_attempt(build_id, attempt, "r1") is not None
+    store.builds.add(Build(id=build_id, repo="proj", url="/r", commit=SHA_A, branch="main", attempt=attempt), 1.0)
+    assert store.builds.start_attempt(build_id, attempt, "r1") is not None
     return store
 
 

@@ -30,8 +30,8 @@ def test_status_line_shows_queue_elapsed_time_and_progress() -> None:
 def test_expected_tests_come_from_the_last_finished_build(fake) -> None:
     build = add(fake, "proj", SHA_A)
     assert expected_tests(Store(fake), "proj") == 0
-    Store(fake).start_attempt(build.id, 1, "r")
-    Store(fake).finish_build(build.id, 1, "r", outcome())
+    Store(fake).builds.start_attempt(build.id, 1, "r")
+    Store(fake).builds.finish(build.id, 1, "r", outcome())
     assert expected_tests(Store(fake), "proj") == 3
 
 

@@ -31,10 +31,10 @@ def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
         fh.write("héllo ".encode()[2:] + b"world\n")
         fh.flush()
         pump.pump()
-        assert store.read_log("b1") == "héllo world\n"
+        assert store.logs.read("b1") == "héllo world\n"
         fh.write(b"x" * 100)
     pump.finish()
-    text = store.read_log("b1")
+    text = store.logs.read("b1")
     assert text.startswith("héllo world\nxxxxxxx\n[volt: the output was cut here, at 20 bytes")
     assert text.endswith("[volt: 93 more bytes of output were not kept]\n")
 
@@ -42,7 +42,7 @@ def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
 @pytest.mark.e2e
 def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path) -> None:
     build = add(fake, "proj", SHA_A)
-    Store(fake).start_attempt(build.id, 1, "r1")
+    Store(fake).builds.start_attempt(build.id, 1, "r1")
     out = tmp_path / "output.log"
     out.write_text("")
     pump = LogPump(Store(fake), build.id, 1, out, cap_bytes=10_000)
@@ -61,12 +61,12 @@ def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path)
         time.sleep(0.05)
     # The runner dies; attempt 2 starts elsewhere with its output afresh, and finishes.
     fake.hset(keys.build(build.id), mapping={"attempt": "2", "status": "queued"})
-    Store(fake).start_attempt(build.id, 2, "r2")
+    Store(fake).builds.start_attempt(build.id, 2, "r2")
     second = LogPump(Store(fake), build.id, 2, tmp_path / "second.log", cap_bytes=10_000)
     (tmp_path / "second.log").write_text("attempt two\n")
     second.finish()
     from support import outcome
-    Store(fake).finish_build(build.id, 2, "r2", outcome())
+    Store(fake).builds.finish(build.id, 2, "r2", outcome())
     follower.join(timeout=20)
     assert written == ["before following\nline 0\nline 1\nline 2\nline 3\nline 4\n"
                        "\n[volt: attempt 2 started on another runner; its output follows]\nattempt two\n"]

@@ -64,7 +64,7 @@ def build_with_a_worker(settings: Settings, repo_path: Path, conn, rq_conn,
     seen: list[int] = []
     try:
         deadline = time.monotonic() + BUILD_WAIT_S
-        while not (current := Store(conn).get_build(build.id)).status.is_final:
+        while not (current := Store(conn).records.get_build(build.id)).status.is_final:
             assert time.monotonic() < deadline, "the build did not end"
             if current.status is Status.RUNNING:
                 seen.append(current.progress)
@@ -88,7 +88,7 @@ def test_a_running_pytest_builds_progress_grows_before_it_ends(make_repo, redis_
     shown = [int(m.group(1)) for page in pages if (m := re.search(r'id="progress">(\d+)', page))]
     assert [n for n in shown if 0 < n < TESTS], "the build page never showed the tests done so far"
     assert shown == sorted(shown)
-    build = Store(conn).get_build(build_id)
+    build = Store(conn).records.get_build(build_id)
     assert build.status is Status.PASSED, build.reason
     assert build.counts.total == TESTS
     during = sorted({p for p in seen if 0 < p < TESTS})

@@ -184,7 +184,7 @@ def test_100_mb_of_output_keeps_memory_bounded(fake, tmp_path) -> None:
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert outcome.status is Status.PASSED, outcome.reason
     assert (scratch / OUTPUT_FILE).stat().st_size > 100 * 1024 * 1024
-    stored = store.read_log("b")
+    stored = store.logs.read("b")
     assert len(stored) < 1024 * 1024 + 1000 and "more bytes of output were not kept" in stored
     assert grown_mib < 50, f"the runner grew by {grown_mib:.0f} MiB"
 

@@ -220,9 +220,9 @@ def test_up_burst_prints_a_build_whose_end_came_between_two_waits_once(fake) -> 
 
     store = Store(fake)
     build = Build(id="proj-" + "a" * 40, repo="proj", url="/r", commit="a" * 40, branch="main")
-    store.add_build(build, 1)
-    store.start_attempt(build.id, 1, "r1")
-    assert store.finish_build(build.id, 1, "r1", RunOutcome(Status.PASSED, [], Counts()))
+    store.builds.add(build, 1)
+    store.builds.start_attempt(build.id, 1, "r1")
+    assert store.builds.finish(build.id, 1, "r1", RunOutcome(Status.PASSED, [], Counts()))
     late = [None, ("message", {"build": build.id})]
 
     class Events:

@@ -152,8 +152,8 @@ def ended(store: Store, repo: str, n: int, status: Status, tests: list[TestResul
     failed = sum(1 for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR))
     counts = Counts(total=len(tests), passed=len(tests) - failed, failed=failed)
     output = "".join("." * 70 + "\n" for _ in range(300)) + f"{len(tests)} tests\n"
-    store.record_finished(build, RunOutcome(status, tests, counts, "", output[-300:]), output, queued)
-    stored = store.get_build(build.id)
+    store.builds.record_finished(build, RunOutcome(status, tests, counts, "", output[-300:]), output, queued)
+    stored = store.records.get_build(build.id)
     assert stored is not None
     return stored
 
@@ -165,8 +165,8 @@ def charts_site(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("charts-redis")).start()
     settings = Settings(redis_url=server.url, workspace_dir=str(tmp_path_factory.mktemp("ws")))
     store = Store(redis.Redis.from_url(server.url, decode_responses=True), settings)
-    store.register_repo("proj", "/srv/proj", ["main"])
-    store.register_repo("seq", "/srv/seq", ["main"])
+    store.repos.register("proj", "/srv/proj", ["main"])
+    store.repos.register("seq", "/srv/seq", ["main"])
     builds = []
     for n in range(30):
         status = STATUS_CYCLE[n % len(STATUS_CYCLE)]

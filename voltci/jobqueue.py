@@ -134,7 +134,7 @@ def queue_depth(client: redis.Redis, settings: Settings) -> int:
 
 
 def queue_key(settings: Settings) -> str:
-    """The Redis list of rq's queue, which store/dispatch.py keeps in dispatch order (rq pops its front)."""
+    """The Redis list of rq's queue, which store/queue.py keeps in dispatch order (rq pops its front)."""
     return Queue.redis_queue_namespace_prefix + settings.queue
 
 

@@ -39,7 +39,7 @@ def build_line(build: Build) -> str:
 
 def expected_tests(store: Store, repo: str) -> int:
     """How many tests the latest finished build of `repo` ran (0 when none did)."""
-    for build in store.history(repo, HISTORY_SCAN):
+    for build in store.history.builds(repo, HISTORY_SCAN):
         if build.status.is_final and build.counts.total:
             return build.counts.total
     return 0
@@ -81,8 +81,8 @@ class LiveView:
         if not self.interactive:
             return
         try:
-            running = self.store.running_builds()
-            queued = self.store.queue_depth()
+            running = self.store.records.running_builds()
+            queued = self.store.queue.depth()
             for repo in {b.repo for b in running} - set(self.expected):
                 self.expected[repo] = expected_tests(self.store, repo)
         except redis.RedisError:

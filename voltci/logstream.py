@@ -76,7 +76,7 @@ class LogPump:
         self.store, self.build_id, self.attempt, self.path = store, build_id, attempt, path
         self.names = TreeNames.of_tree(tree)  # the build's tree, named relative to itself
         try:  # a matrix leg keeps its share of its build's output budget
-            self.cap = cap_bytes // store.log_share(build_id)
+            self.cap = cap_bytes // store.logs.share(build_id)
         except redis.RedisError:
             self.cap = cap_bytes
         self.offset = 0  # bytes of the file read so far
@@ -154,7 +154,7 @@ class LogPump:
         if not self.pending or not self.owned:
             return
         try:
-            end = self.store.append_log(self.build_id, self.attempt, self.pending)
+            end = self.store.logs.append(self.build_id, self.attempt, self.pending)
         except redis.RedisError:
             if raise_errors:
                 raise
@@ -169,18 +169,18 @@ def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_
     ends (or `limit_s` passes). Subscribing before reading, and placing each piece by its offset,
     loses nothing and repeats nothing; a re-dispatched build's new attempt starts its output afresh.
     Returns the build as it was at the end."""
-    subscription = store.listen_log(build_id)
+    subscription = store.logs.listen(build_id)
     deadline = time.monotonic() + limit_s
     try:
-        build = store.get_build(build_id)
+        build = store.records.get_build(build_id)
         attempt = build.attempt if build else 0
-        text = store.read_log(build_id)
+        text = store.logs.read(build_id)
         shown = len(text.encode())
         write(text)
         while time.monotonic() < deadline:
             message = subscription.get(timeout=1.0)
             if message is None:
-                build = store.get_build(build_id)
+                build = store.records.get_build(build_id)
                 if build is None or build.status.is_final:
                     break
                 continue
@@ -199,12 +199,12 @@ def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_
             if end <= shown:
                 continue
             if begin > shown:  # missed a piece: take it from Redis
-                piece, begin = store.read_log_range(build_id, shown, end).encode(), shown
+                piece, begin = store.logs.read_range(build_id, shown, end).encode(), shown
             write(piece[shown - begin:].decode(errors="replace"))
             shown = end
-        build = store.get_build(build_id)
+        build = store.records.get_build(build_id)
         if build is not None and build.attempt == attempt:
-            write(store.read_log(build_id, shown))
+            write(store.logs.read(build_id, shown))
         return build
     finally:
         subscription.close()

@@ -152,7 +152,7 @@ def run_up(settings: Settings, repos: list[str], branches: list[str], workers: i
             echo("Press Ctrl-C to stop.")
         echo("")
         view = LiveView(store)
-        events = store.listen_events()
+        events = store.logs.listen_events()
         first = [build for watch in watches for build in watch.poll()]
         for build in first:
             view.line(build_line(build))
@@ -279,7 +279,7 @@ def _next_finished(store: Store, events: Subscription, pool: WorkerPool, view: L
         if message is None or not isinstance(message[1].get("build"), str):
             return None
         build_id = message[1]["build"]
-        build = store.get_build(build_id)
+        build = store.records.get_build(build_id)
     except redis.RedisError as exc:
         log.warning("Redis unavailable (%s); retrying", exc)
         time.sleep(1.0)
@@ -308,7 +308,7 @@ def _until_finished(store: Store, events: Subscription, pool: WorkerPool, view: 
         if ended is not None:
             shown.add(ended)
         for build_id in sorted(pending):
-            build = store.get_build(build_id)
+            build = store.records.get_build(build_id)
             if build is not None and not build.status.is_final:
                 continue
             if build is not None and build_id not in shown:  # it ended as the wait for its message timed out

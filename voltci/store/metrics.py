@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from voltci import keys
-from voltci.store.base import StoreBase
-from voltci.store.tx import Txn
+from voltci.store.tx import Client, Txn
 
 BUILD_DURATION = "build_duration_seconds"
 QUEUE_WAIT = "queue_wait_seconds"
@@ -63,7 +62,12 @@ class Counters:
     histograms: dict[str, Histogram]
 
 
-class Metrics(StoreBase):
+class Metrics:
+    """The counters' reader (the transactions that start and end builds write them). `Metrics(client)`."""
+
+    def __init__(self, client: Client):
+        self.r = client
+
     def counters(self) -> Counters:
         """Everything the metrics hash holds, histograms made cumulative as Prometheus reads them."""
         fields = self.r.hgetall(keys.metrics())

@@ -34,10 +34,10 @@ FOLDED = (Status.PASSED, Status.CANCELLED, Status.SKIPPED)
 def repo_page(repo: str) -> str:
     repo_or_404(repo)
     branch = branch_arg()
-    recent = store().recent_builds(repo, branch, TREND_BUILDS)
+    recent = store().history.recent_builds(repo, branch, TREND_BUILDS)
     data = history_page(repo) if branch is None else _branch_page(repo, branch, recent)
     busy = any(not b.status.is_final for b in data["builds"])
-    return flask.render_template("repo.html", refresh=busy, branch=branch, branches=store().branches(repo),
+    return flask.render_template("repo.html", refresh=busy, branch=branch, branches=store().history.branches(repo),
                                  chart=charts.trend(recent), trend_limit=TREND_BUILDS, **data)
 
 
@@ -62,15 +62,15 @@ def query_arg() -> str:
 def build_page(repo: str, sha: str) -> str:
     build = build_or_404(repo, sha)
     query = query_arg()
-    listed = store().listed_tests(build.id) if build.status.is_final else []
+    listed = store().records.listed_tests(build.id) if build.status.is_final else []
     bad = [t for t in listed if t.outcome in (Outcome.FAILED, Outcome.ERROR)]
     flaky = [t for t in listed if t.outcome is Outcome.FLAKY and not t.subtest_of]
     table = build_table(store(), build)
     found, matched = search(table, query, FOUND_SHOWN) if query else ([], 0)
     rest = []
     if len(table) <= ALL_TESTS_UP_TO:  # a small build lists everything (with skip reasons)
-        rest = [t for t in store().get_tests(build.id) if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
-    output = store().read_log(build.id)
+        rest = [t for t in store().records.get_tests(build.id) if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
+    output = store().logs.read(build.id)
     folded, lines = 0, output.count("\n")
     if build.status in FOLDED and lines > FOLDED_LINES:
         folded, output = FOLDED_LINES, "\n".join(output.rstrip("\n").split("\n")[-FOLDED_LINES:])
@@ -81,6 +81,7 @@ def build_page(repo: str, sha: str) -> str:
         slow=[f for f in slowest(table, SLOWEST) if f.cell.ms >= MEASURABLE_MS] if len(table) > 1 else [],
         test_count=len(table), query=query,
         max_query=MAX_QUERY, found=found, matched=matched, rest=rest,
-        attempts=store().get_attempts(build.id), legs=store().get_legs(build.id), refresh=not build.status.is_final,
+        attempts=store().records.get_attempts(build.id), legs=store().records.get_legs(build.id),
+        refresh=not build.status.is_final,
         expected=expected_tests(store(), build.repo) if build.status is Status.RUNNING else 0,
-        can_act=bool(volt().settings.web_token), runners={r.name: r for r in store().runner_table()})
+        can_act=bool(volt().settings.web_token), runners={r.name: r for r in store().runners.table()})
