@@ -40,14 +40,7 @@ from voltci.models import (
     Status,
 )
 from voltci.store import codec, metrics
-from voltci.store.endings import (
-    Encoded,
-    add_jobs,
-    end_without_result,
-    record_lost,
-    watched,
-    write_result,
-)
+from voltci.store.endings import Encoded, add_jobs, end_without_result, record_lost, watched, write_result
 from voltci.store.legs import Legs
 from voltci.store.queue import Queue
 from voltci.store.records import Records, read_attempt, read_build, read_legs
@@ -91,7 +84,7 @@ class Builds:
         """Record a build that ran elsewhere — imported history, or a benchmark's — as a build run here
         is stored when it ends: record, compact results, compressed output, its attempt `build.attempt`
         (finished on `build.runner`), and the indexes. Repository aggregates (timings, flaky counts)
-        are left as they are; `newest` as in add_build."""
+        are left as they are; `newest` as in `add`."""
         encoded = Encoded(outcome)
         outcome, results = encoded.outcome, encoded.results
         ended = replace(build, status=outcome.status, counts=outcome.counts, reason=outcome.reason,
@@ -152,7 +145,7 @@ class Builds:
             by_id = {b.id: b for b in new}
             for build in (by_id[b.id] for b in in_queue_order if b.id in by_id):
                 self.add(replace(build, jobs=[keys.job_id(build.id, 1)]), now + age[build.id] * 1e-4,
-                               pipeline=pipe, newest=build.id == builds[-1].id)
+                         pipeline=pipe, newest=build.id == builds[-1].id)
                 jobqueue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
             if pointer is not None:
                 pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
@@ -321,7 +314,7 @@ class Builds:
                            reason=reason)
             if attempt >= self.settings.max_attempts:
                 ended = self.give_up(pipe, build, f"gave up after {attempt} attempt(s): each one's runner was "
-                                      f"lost (last: {reason})", lost.runner, lost, lost)
+                                     f"lost (last: {reason})", lost.runner, lost, lost)
                 return "gave up"
             pipe.multi()
             pipe.hset(keys.build_attempts(build.id), str(lost.number), lost.to_json())
@@ -397,8 +390,8 @@ class Builds:
                 return True
 
             if guarded(self.r, [keys.build(build.id)], body):
-                jobqueue.retire_job(self.r, keys.job_id(build.id, build.attempt), f"Volt: superseded by {newest.short}",
-                                 self.settings)
+                jobqueue.retire_job(self.r, keys.job_id(build.id, build.attempt),
+                                    f"Volt: superseded by {newest.short}", self.settings)
                 skipped.append(build)
         if skipped:
             self.queue.ended(*(b.id for b in skipped))

@@ -15,7 +15,7 @@ class Hooks:
         self.r = client
 
     def remember(self, marks: list[str], now: float, keep_s: float = keys.HOOKS_SEEN_S,
-                      most: int = keys.HOOKS_SEEN_MAX) -> str | None:
+                 most: int = keys.HOOKS_SEEN_MAX) -> str | None:
         """Remember a hook by its `marks`, in one transaction; the mark seen before when it is a replay
         (then nothing is written). Marks older than `keep_s` are dropped, and the oldest beyond `most`."""
         key = keys.hooks_seen()

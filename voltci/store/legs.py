@@ -98,8 +98,7 @@ class Legs:
             leg = read_build(pipe, leg_id)
             if leg is None or not leg.is_leg or leg.attempt != attempt or leg.status is not Status.QUEUED:
                 return None
-            return self.end(pipe, leg, "", Encoded(RunOutcome(Status.ERROR, [], Counts(), reason)), now_iso(),
-                                 None)
+            return self.end(pipe, leg, "", Encoded(RunOutcome(Status.ERROR, [], Counts(), reason)), now_iso(), None)
 
         ended = guarded(self.r, watched(leg_id), body)
         if ended is None:

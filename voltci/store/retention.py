@@ -72,7 +72,7 @@ class Retention:
         self.repos = repos
 
     def candidates(self, repo: str, policy: Policy, limit: int | None = None,
-                         now: float | None = None) -> list[Build]:
+                   now: float | None = None) -> list[Build]:
         """The builds of `repo` that `policy` removes, oldest first (at most `limit`)."""
         if not policy.limited:
             return []

@@ -98,7 +98,7 @@ class Shards:
         return Share(self.plan(build_id, shard))
 
     def start(self, build_id: str, attempt: int, plans: list[list[str]], runner_id: str,
-                     rest: bool = False) -> bool:
+              rest: bool = False) -> bool:
         """Split a running build: record the plan, queue shards 1… as jobs of their own (the caller runs
         shard 0). With `rest`, shard 0 runs every test the other shards do not (its plan is only an
         estimate). False when `attempt` no longer owns the build."""
@@ -139,7 +139,7 @@ class Shards:
         return build, shards
 
     def claim(self, build_id: str, attempt: int, shard: int, shard_attempt: int,
-                    runner_id: str) -> Build | None:
+              runner_id: str) -> Build | None:
         """Mark a queued shard running on `runner_id`; the build, or None when the shard is not ours to run."""
 
         def body(pipe: Txn) -> Build | None:
@@ -160,7 +160,7 @@ class Shards:
         return bool(text) and Shard.from_json(text).attempt == shard_attempt
 
     def finish(self, build_id: str, attempt: int, shard: int, shard_attempt: int, runner_id: str,
-                     outcome: RunOutcome) -> str | None:
+               outcome: RunOutcome) -> str | None:
         """Store one shard's results; the last shard to finish merges them all into the build's one result.
         Returns "stored" or "merged", or None when this shard attempt no longer owns its shard."""
         finished = now_iso()
@@ -228,8 +228,9 @@ class Shards:
             lost = Attempt(attempt, AttemptState.LOST, record.runner, record.started_at, now_iso(),
                            reason=f"shard {shard}: {reason}")
             if shard_attempt >= self.settings.max_attempts:
-                ended = self.builds.give_up(pipe, build, f"gave up after shard {shard} had {shard_attempt} attempt(s): "
-                                      f"each one's runner was lost (last: {reason})", build.runner, lost, None)
+                ended = self.builds.give_up(pipe, build, f"gave up after shard {shard} had {shard_attempt} "
+                                            f"attempt(s): each one's runner was lost (last: {reason})",
+                                            build.runner, lost, None)
                 return "gave up"
             pipe.multi()
             pipe.hset(keys.build_shards(build_id), str(shard), Shard(shard, shard_attempt + 1).to_json())
@@ -241,7 +242,7 @@ class Shards:
         done = guarded(self.r, watched(build_id, keys.build_shards(build_id), keys.build_log(build_id)), body)
         if done:
             jobqueue.retire_job(self.r, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
-                             f"Volt: shard attempt lost ({reason})", self.settings)
+                                f"Volt: shard attempt lost ({reason})", self.settings)
         if ended:
             self.queue.ended(ended)
         return done

@@ -243,7 +243,7 @@ class Trail:
         return list(_decoded_ids(raw(self.r, "GET", keys.repo_trail_ids(repo)) or b""))
 
     def rows(self, repo: str, test_ids: list[str], builds: list[Build],
-                   durations: bool = True) -> dict[str, list[Cell]]:
+             durations: bool = True) -> dict[str, list[Cell]]:
         """Each of `test_ids` the trail knows, with its cell in each of `builds` (in their order);
         without `durations`, outcomes only (every `ms` 0: the columns' durations are not decompressed)."""
         known = self.ids(repo)
