@@ -1,17 +1,21 @@
 """How Volt's reads, the scheduler's pass and pruning grow with the history Redis keeps: the same calls
-on a store of 100 builds and on one of 100,000, side by side in one run, as ratios.
+on a store of 299 builds and on one of 100,000, side by side in one run, as ratios.
 
     python bench/scale.py [--runs 5] [--quick]
 
-Two private redis-servers are filled through the store (store.builds.record_finished) with synthetic ended
-builds of 100 repositories: one build each in the small store, 1,000 each in the large one (--quick:
-100 each). Both hold the same 25,000-test builds (the large one 20 of them), a repository with
-running and queued builds, live runners and the scheduler's registry. Each call — the CLI through
-click's test runner, the pages and /api/ through Flask's test client, the scheduler's pass, `volt
-prune` — is run in both stores back to back, in turns, --runs times; the ratio printed is the
-median of those pairs' large ÷ small (pairs share the load of a shared machine), with each store's
-median time (goal ≤ 1.5 for every read a person makes, the scheduler's pass and pruning), then
-Redis' bytes per build and one closing line; exits 1 if a goal is missed.
+Two private redis-servers are filled through the store (store.builds.record_finished) with synthetic
+ended builds of 100 repositories: one build each in the small store, 1,000 each in the large one
+(--quick: 100 each), and in both at least what the repository page shows — a page of builds and a
+full chart of them (TREND_BUILDS) — in the repository the pages read: with fewer, the small store's
+page draws a shorter chart, and the ratio measures the chart's length, not the history's. Both hold
+the same 25,000-test builds (the large one 20 of them), a repository with running and queued builds,
+live runners and the scheduler's registry. Each call — the CLI through click's test runner, the pages
+and /api/ through Flask's test client, the scheduler's pass, `volt prune` — is run in both stores
+back to back, in turns, --runs times; the ratio printed is the median of those pairs' large ÷ small
+(pairs share the load of a shared machine), with each store's median time (goal ≤ 1.5 for every read
+a person makes, the scheduler's pass and pruning), then Redis' bytes per build and one closing line;
+exits 1 if a goal is missed. --quick (10,100 builds against 299) takes under a minute: .ci/run runs
+it after the tests.
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ from voltci.scheduler import Scheduler  # noqa: E402
 from voltci.store import Store  # noqa: E402
 from voltci.store.retention import build_keys  # noqa: E402
 from voltci.web import create_app  # noqa: E402
+from voltci.web.builds import TREND_BUILDS  # noqa: E402
 
 REPOS = 100
 BIG_TESTS = 25_000
 BIG_BUILDS = 20
 SHOWN = 50  # the repository whose pages, history and newest build are read
-PAGE = 25  # a repository page's builds: the small store's shown repository has that many
+PAGE = 25  # a repository page's builds
+SHOWN_BUILDS = max(PAGE, TREND_BUILDS)  # the builds of the repository the pages show, in both stores at least
 GOAL = 1.5
 DAY_S = 86400.0
 PRUNED = 20  # builds `volt prune` removes in the pruning figure
@@ -92,15 +98,15 @@ OUTPUT = "".join(f"tests/test_mod{n % 5}.py::test_case_{n} PASSED [{n * 3}%]\n" 
 
 
 def fill(store: Store, per_repo: int, big_builds: int, now: float) -> None:
-    """`per_repo` ended builds in each of REPOS repositories (at least a page, PAGE, in the one the
-    pages show), newest last; the first `big_builds` repositories' oldest build has BIG_TESTS tests;
-    plus repository `live` with work in progress."""
+    """`per_repo` ended builds in each of REPOS repositories (at least SHOWN_BUILDS in the one the
+    pages show: a full page and a full chart), newest last; the first `big_builds` repositories' oldest
+    build has BIG_TESTS tests; plus repository `live` with work in progress."""
     rng = random.Random(7)
     big = big_outcome()
     with store.r.pipeline(transaction=False) as pipe:
         for r in range(REPOS):
             store.repos.register(repo(r), f"/srv/{repo(r)}", ["main"])
-            builds = max(per_repo, PAGE) if r == SHOWN else per_repo
+            builds = max(per_repo, SHOWN_BUILDS) if r == SHOWN else per_repo
             for n in range(builds):
                 age_days = 300 * (builds - n) / builds
                 build = synthetic(r, n, now - age_days * DAY_S)
@@ -152,7 +158,7 @@ class Installation:
         started = time.perf_counter()
         fill(self.store, per_repo, big_builds, now)
         self.fill_s = time.perf_counter() - started
-        self.builds = REPOS * per_repo + max(0, PAGE - per_repo)
+        self.builds = REPOS * per_repo + max(0, SHOWN_BUILDS - per_repo)
         self.filled_bytes = self.used() - self.empty_bytes
         self.per_repo = per_repo
         self.beats = [Heartbeat(self.store, RunnerBeat(name=f"runner-{n}", queues=["volt"]), 60, 3600)
@@ -185,7 +191,7 @@ class Installation:
 
 
 def calls(inst: Installation, junit: Path) -> list[tuple[str, Callable[[], None]]]:
-    shown = max(inst.per_repo, PAGE)
+    shown = max(inst.per_repo, SHOWN_BUILDS)
     small_sha, big_sha = sha(SHOWN, shown - 1), sha(0, 0)
     last_page = -(-shown // PAGE)
 
@@ -229,7 +235,7 @@ def main() -> None:
     now = time.time()
     with tempfile.TemporaryDirectory(prefix="volt-scale-") as tmp:
         work = Path(tmp)
-        small = Installation(work, "small", 1, 2, now)  # 124 builds: 1 per repository, a page in one
+        small = Installation(work, "small", 1, 2, now)  # 299 builds: 1 per repository, a page and a chart in one
         large = Installation(work, "large", per_repo, BIG_BUILDS, now)
         try:
             plans = {"small": calls(small, work / "small.xml"), "large": calls(large, work / "large.xml")}
