@@ -13,8 +13,9 @@ live runners and the scheduler's registry. Each call — the CLI through click's
 and /api/ through Flask's test client, the scheduler's pass, `volt prune` — is run in both stores
 back to back, in turns, --runs times; the ratio printed is the median of those pairs' large ÷ small
 (pairs share the load of a shared machine), with each store's median time (goal ≤ 1.5 for every read
-a person makes, the scheduler's pass and pruning), then Redis' bytes per build and one closing line;
-exits 1 if a goal is missed. --quick (10,100 builds against 299) takes under a minute: .ci/run runs
+a person makes, the scheduler's pass and pruning; a call whose ratio misses is measured --runs times
+more and judged on all its pairs), then Redis' bytes per build and one closing line; exits 1 if a
+goal is missed. --quick (10,100 builds against 299) takes under a minute: .ci/run runs
 it after the tests.
 """
 
@@ -224,6 +225,30 @@ def keys_bytes(store: Store, build: Build) -> int:
     return sum(store.r.memory_usage(key, samples=0) or 0 for key in build_keys(build))
 
 
+def measure(on_small: list[tuple[str, Callable[[], None]]], on_large: list[tuple[str, Callable[[], None]]],
+            runs: int) -> dict[str, list[tuple[float, float]]]:
+    """Each call's `runs` pairs of times (small, large), after one run that warms both up."""
+    pairs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in on_small}
+    for run in range(runs + 1):
+        for (label, small_call), (_, large_call) in zip(on_small, on_large, strict=True):
+            # back to back, in turns, so that both see the same load on a shared machine
+            order = ((0, small_call), (1, large_call)) if run % 2 else ((1, large_call), (0, small_call))
+            pair = [0.0, 0.0]
+            for index, call in order:
+                gc.collect()  # a collection left over from the call before is not this call's cost
+                started = time.perf_counter()
+                call()
+                pair[index] = time.perf_counter() - started
+            if run:
+                pairs[label].append((pair[0], pair[1]))
+    return pairs
+
+
+def ratio(pairs: list[tuple[float, float]]) -> float:
+    """The median of the pairs' large ÷ small."""
+    return statistics.median(large / small for small, large in pairs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -239,27 +264,22 @@ def main() -> None:
         large = Installation(work, "large", per_repo, BIG_BUILDS, now)
         try:
             plans = {"small": calls(small, work / "small.xml"), "large": calls(large, work / "large.xml")}
-            pairs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in plans["small"]}
-            for run in range(args.runs + 1):  # the first run warms both up and is not counted
-                for (label, on_small), (_, on_large) in zip(plans["small"], plans["large"], strict=False):
-                    # back to back, in turns, so that both see the same load on a shared machine
-                    order = ((0, on_small), (1, on_large)) if run % 2 else ((1, on_large), (0, on_small))
-                    pair = [0.0, 0.0]
-                    for index, call in order:
-                        gc.collect()  # a collection left over from the call before is not this call's cost
-                        started = time.perf_counter()
-                        call()
-                        pair[index] = time.perf_counter() - started
-                    if run:
-                        pairs[label].append((pair[0], pair[1]))
+            pairs = measure(plans["small"], plans["large"], args.runs)
+            # A ratio that misses is measured as many times again and judged on every pair: a moment of
+            # load on a shared machine (CI's) is not a verdict; a read that grows misses again.
+            again = [n for n, (label, _) in enumerate(plans["small"]) if ratio(pairs[label]) > GOAL]
+            if again:
+                more = measure([plans["small"][n] for n in again], [plans["large"][n] for n in again], args.runs)
+                for label, measured in more.items():
+                    pairs[label] += measured
             rows = [("builds kept (small / large)", f"{small.builds} / {large.builds} in {REPOS} repositories"),
                     ("filling the large store through the store, s", f"{large.fill_s:.0f}")]
             worst = 0.0
             for label, measured in pairs.items():
-                ratio = statistics.median(l_ / s for s, l_ in measured)
-                worst = max(worst, ratio)
+                worst = max(worst, ratio(measured))
                 s_ms, l_ms = (statistics.median(m[i] for m in measured) * 1000 for i in (0, 1))
-                rows.append((label, f"{ratio:.2f}  ({s_ms:.1f} ms / {l_ms:.1f} ms)"))
+                twice = " (measured twice: its first ratio missed)" if len(measured) > args.runs else ""
+                rows.append((label, f"{ratio(measured):.2f}  ({s_ms:.1f} ms / {l_ms:.1f} ms){twice}"))
             store = large.store
             small_build = store.records.get_build(f"{repo(SHOWN)}-{sha(SHOWN, per_repo - 1)}")
             big_build = store.records.get_build(f"{repo(0)}-{sha(0, 0)}")
