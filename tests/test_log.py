@@ -173,7 +173,7 @@ def test_pump_stores_the_output_with_files_relative_to_the_tree(fake, tmp_path) 
             fh.flush()
             pump.pump()
     pump.finish()
-    assert store.read_log("b1") == TRACEBACK.replace(f"{TREE}/", "").replace(TREE, str(tmp_path / "tree"))
+    assert store.logs.read("b1") == TRACEBACK.replace(f"{TREE}/", "").replace(TREE, str(tmp_path / "tree"))
 
 
 def test_volt_log_names_files_as_the_report_does(settings, make_repo) -> None:

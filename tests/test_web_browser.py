@@ -183,7 +183,7 @@ def charts_site(tmp_path_factory):
            for n, (status, outcome, message) in enumerate([(Status.PASSED, Outcome.PASSED, ""),
                                                            (Status.FAILED, Outcome.FAILED, "AssertionError: 1 != 2"),
                                                            (Status.PASSED, Outcome.PASSED, "")])]
-    store.register_repo("quick", "/srv/quick", ["main"])  # a build whose tests all took under a millisecond
+    store.repos.register("quick", "/srv/quick", ["main"])  # a build whose tests all took under a millisecond
     builds.append(ended(store, "quick", 0, Status.PASSED, [TestResult(f"tests.test_q.Q.test_{i}", Outcome.PASSED,
                                                                       0.0001 * i, "", i) for i in range(5)]))
     web, thread = web_server.start(settings, "127.0.0.1", 0)
