@@ -167,7 +167,7 @@ def main() -> int:
                 horse = HorsePeak(worker.pid)
                 (queued,) = watch.poll()
                 deadline = time.monotonic() + WAIT_S
-                while (build := store.get_build(queued.id)) is None or not build.status.is_final:
+                while (build := store.records.get_build(queued.id)) is None or not build.status.is_final:
                     if time.monotonic() > deadline or worker.poll() is not None:
                         how = "died" if worker.poll() is not None else "is alive"
                         raise SystemExit(f"{name}: the build did not end (the worker {how})")

@@ -93,7 +93,7 @@ def busy_runner(conn: redis.Redis, pool: WorkerPool) -> tuple[int, str, int] | N
         text = conn.get(keys.runner(f"{socket.gethostname()}.{proc.pid}"))
         beat = json.loads(text) if text else None
         if beat and beat["build"]:
-            build = Store(conn).get_build(beat["build"])
+            build = Store(conn).records.get_build(beat["build"])
             if build and build.status.value == "running" and build.attempt == beat["attempt"]:
                 return index, beat["build"], beat["attempt"]
     return None
@@ -175,7 +175,7 @@ def main() -> int:
         while leftovers(token) and time.monotonic() < deadline:
             time.sleep(0.5)
         left = len(leftovers(token))
-        builds = [Store(conn).get_build(b) for b in build_ids]
+        builds = [Store(conn).records.get_build(b) for b in build_ids]
     finally:
         pool.stop()
         scheduler.terminate()
@@ -186,7 +186,7 @@ def main() -> int:
     stored_twice = sum(1 for b in builds if b is not None and b.results_stored > 1)
     delays = []
     for when, build_id, attempt, _ in kills:
-        attempts = {a.number: a for a in Store(conn).get_attempts(build_id)}
+        attempts = {a.number: a for a in Store(conn).records.get_attempts(build_id)}
         following = attempts.get(attempt + 1)
         if following and following.started_at:
             delays.append(parse_time(following.started_at) - when)
@@ -225,7 +225,7 @@ def main() -> int:
 
 def _final(conn: redis.Redis, build_id: str) -> bool:
     try:
-        build = Store(conn).get_build(build_id)
+        build = Store(conn).records.get_build(build_id)
     except redis.ConnectionError:
         return False
     return build is not None and build.status.is_final

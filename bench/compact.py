@@ -55,15 +55,21 @@ conn = redis.Redis.from_url(url, decode_responses=True)
 try:
     from voltci.store import Store
     store = Store(conn)
-    build_id = store.resolve_commit(sha)
-    build, tests = store.get_build(build_id), store.get_tests(build_id)
-    durations = lambda: store.timings(build.repo) if hasattr(store, "timings") else store.durations(build.repo)
+    if hasattr(store, "builds"):  # the store's parts
+        records, history, builds = store.records, store.history, store.builds
+        add, finish = builds.add, builds.finish
+    else:  # a tree from before them: one Store of every method
+        records = history = builds = store
+        add, finish = store.add_build, store.finish_build
+    build_id = records.resolve_commit(sha)
+    build, tests = records.get_build(build_id), records.get_tests(build_id)
+    durations = lambda: history.timings(build.repo) if hasattr(history, "timings") else store.durations(build.repo)
 
     def store_again(n):
         copy = Build(id=f"copy-{n}", repo="copy", url="", commit="0" * 40, branch="b")
-        store.add_build(copy, 0)
-        store.start_attempt(copy.id, 1, "bench")
-        store.finish_build(copy.id, 1, "bench", RunOutcome(Status.PASSED, tests, build.counts))
+        add(copy, 0)
+        builds.start_attempt(copy.id, 1, "bench")
+        finish(copy.id, 1, "bench", RunOutcome(Status.PASSED, tests, build.counts))
 except ImportError:  # a tree from before the store
     from voltci import results
     build_id = results.resolve_commit(conn, sha)

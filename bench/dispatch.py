@@ -72,7 +72,7 @@ def new_repo(path: Path) -> Path:
 def wait_ended(store: Store, build_ids: list[str], what: str) -> list[Build]:
     deadline = time.monotonic() + WAIT_S
     while True:
-        builds = [store.get_build(b) for b in build_ids]
+        builds = [store.records.get_build(b) for b in build_ids]
         if all(b is not None and b.status.is_final for b in builds):
             return builds  # type: ignore[return-value]
         if time.monotonic() > deadline:

@@ -102,7 +102,7 @@ class Volt:
                 time.sleep(0.1)
 
     def live_runners(self) -> int:
-        return len(Store(self.conn).live_runners())
+        return len(Store(self.conn).runners.live())
 
     def push_and_wait(self, repo: Path, name: str, n: int) -> float:
         """Commit, `volt notify`, and wait for the build's result: seconds from push to result."""
@@ -271,8 +271,8 @@ def bench_sharding(work: Path, server: RedisServer, repo: Path, runs: int) -> tu
                 volt.push_and_wait(repo, "shards", 10_000)  # warm the second runner's environment and worktree
             two.append(volt.push_and_wait(repo, "shards", 10_000 + 2 * n + 1))
             _stop_one_runner(volt)
-        split = Store(volt.conn).get_build(Store(volt.conn).resolve_commit(git(["rev-parse", "HEAD"], cwd=repo)
-                                                                   .strip(), "shards"))
+        records = Store(volt.conn).records
+        split = records.get_build(records.resolve_commit(git(["rev-parse", "HEAD"], cwd=repo).strip(), "shards"))
         if split is None or split.shards < 2:
             raise SystemExit("the 2-runner build was not split: the sharding figure would mean nothing")
         return two, one
@@ -334,7 +334,7 @@ def _wait_all(conn: redis.Redis, build_ids: list[str]) -> None:
     store, waiting = Store(conn), list(build_ids)
     deadline = time.monotonic() + WAIT_S
     while waiting:
-        waiting = [b for b in waiting if not store.get_build(b).status.is_final]
+        waiting = [b for b in waiting if not store.records.get_build(b).status.is_final]
         if time.monotonic() > deadline:
             raise SystemExit("builds did not end")
         if waiting:

@@ -119,21 +119,21 @@ def main() -> None:
             volt_s, sha = build_with_volt(repo, workdir, server)
             conn = redis.Redis.from_url(server.url, decode_responses=True)
             store = Store(conn)
-            build_id = store.resolve_commit(sha)
-            build = store.get_build(build_id)
-            tests = store.get_tests(build_id)
+            build_id = store.records.resolve_commit(sha)
+            build = store.records.get_build(build_id)
+            tests = store.records.get_tests(build_id)
             ours = {t.id: t.report_dict()["outcome"] for t in tests}
 
             def store_results() -> None:
                 copy = Build(id=f"copy-{time.perf_counter_ns()}", repo="copy", url="", commit="0" * 40, branch="b")
-                store.add_build(copy, 0)
-                store.start_attempt(copy.id, 1, "bench")
-                store.finish_build(copy.id, 1, "bench", RunOutcome(Status.PASSED, tests, build.counts))
+                store.builds.add(copy, 0)
+                store.builds.start_attempt(copy.id, 1, "bench")
+                store.builds.finish(copy.id, 1, "bench", RunOutcome(Status.PASSED, tests, build.counts))
 
             store_s = timed(store_results, args.runs)
-            json_s = timed(lambda: json.dumps(report.as_dict(build, store.get_tests(build_id),
-                                                             store.get_attempts(build_id))), args.runs)
-            junit_s = timed(lambda: report.as_junit(build, store.get_tests(build_id)), args.runs)
+            json_s = timed(lambda: json.dumps(report.as_dict(build, store.records.get_tests(build_id),
+                                                             store.records.get_attempts(build_id))), args.runs)
+            junit_s = timed(lambda: report.as_junit(build, store.records.get_tests(build_id)), args.runs)
             from voltci.web import create_app
             client = create_app(Settings(redis_url=server.url)).test_client()
             page = f"/build/{build.repo}/{sha}"

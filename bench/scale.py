@@ -1,17 +1,22 @@
 """How Volt's reads, the scheduler's pass and pruning grow with the history Redis keeps: the same calls
-on a store of 100 builds and on one of 100,000, side by side in one run, as ratios.
+on a store of 299 builds and on one of 100,000, side by side in one run, as ratios.
 
     python bench/scale.py [--runs 5] [--quick]
 
-Two private redis-servers are filled through the store (Store.record_finished) with synthetic ended
-builds of 100 repositories: one build each in the small store, 1,000 each in the large one (--quick:
-100 each). Both hold the same 25,000-test builds (the large one 20 of them), a repository with
-running and queued builds, live runners and the scheduler's registry. Each call — the CLI through
-click's test runner, the pages and /api/ through Flask's test client, the scheduler's pass, `volt
-prune` — is run in both stores back to back, in turns, --runs times; the ratio printed is the
-median of those pairs' large ÷ small (pairs share the load of a shared machine), with each store's
-median time (goal ≤ 1.5 for every read a person makes, the scheduler's pass and pruning), then
-Redis' bytes per build and one closing line; exits 1 if a goal is missed.
+Two private redis-servers are filled through the store (store.builds.record_finished) with synthetic
+ended builds of 100 repositories: one build each in the small store, 1,000 each in the large one
+(--quick: 100 each), and in both at least what the repository page shows — a page of builds and a
+full chart of them (TREND_BUILDS) — in the repository the pages read: with fewer, the small store's
+page draws a shorter chart, and the ratio measures the chart's length, not the history's. Both hold
+the same 25,000-test builds (the large one 20 of them), a repository with running and queued builds,
+live runners and the scheduler's registry. Each call — the CLI through click's test runner, the pages
+and /api/ through Flask's test client, the scheduler's pass, `volt prune` — is run in both stores
+back to back, in turns, --runs times; the ratio printed is the median of those pairs' large ÷ small
+(pairs share the load of a shared machine), with each store's median time (goal ≤ 1.5 for every read
+a person makes, the scheduler's pass and pruning; a call whose ratio misses is measured --runs times
+more and judged on all its pairs), then Redis' bytes per build and one closing line; exits 1 if a
+goal is missed. --quick (10,100 builds against 299) takes under a minute: .ci/run runs
+it after the tests.
 """
 
 from __future__ import annotations
@@ -42,12 +47,14 @@ from voltci.scheduler import Scheduler  # noqa: E402
 from voltci.store import Store  # noqa: E402
 from voltci.store.retention import build_keys  # noqa: E402
 from voltci.web import create_app  # noqa: E402
+from voltci.web.builds import TREND_BUILDS  # noqa: E402
 
 REPOS = 100
 BIG_TESTS = 25_000
 BIG_BUILDS = 20
 SHOWN = 50  # the repository whose pages, history and newest build are read
-PAGE = 25  # a repository page's builds: the small store's shown repository has that many
+PAGE = 25  # a repository page's builds
+SHOWN_BUILDS = max(PAGE, TREND_BUILDS)  # the builds of the repository the pages show, in both stores at least
 GOAL = 1.5
 DAY_S = 86400.0
 PRUNED = 20  # builds `volt prune` removes in the pruning figure
@@ -92,29 +99,29 @@ OUTPUT = "".join(f"tests/test_mod{n % 5}.py::test_case_{n} PASSED [{n * 3}%]\n" 
 
 
 def fill(store: Store, per_repo: int, big_builds: int, now: float) -> None:
-    """`per_repo` ended builds in each of REPOS repositories (at least a page, PAGE, in the one the
-    pages show), newest last; the first `big_builds` repositories' oldest build has BIG_TESTS tests;
-    plus repository `live` with work in progress."""
+    """`per_repo` ended builds in each of REPOS repositories (at least SHOWN_BUILDS in the one the
+    pages show: a full page and a full chart), newest last; the first `big_builds` repositories' oldest
+    build has BIG_TESTS tests; plus repository `live` with work in progress."""
     rng = random.Random(7)
     big = big_outcome()
     with store.r.pipeline(transaction=False) as pipe:
         for r in range(REPOS):
-            store.register_repo(repo(r), f"/srv/{repo(r)}", ["main"])
-            builds = max(per_repo, PAGE) if r == SHOWN else per_repo
+            store.repos.register(repo(r), f"/srv/{repo(r)}", ["main"])
+            builds = max(per_repo, SHOWN_BUILDS) if r == SHOWN else per_repo
             for n in range(builds):
                 age_days = 300 * (builds - n) / builds
                 build = synthetic(r, n, now - age_days * DAY_S)
                 outcome = big if (n == 0 and r < big_builds) else small_outcome(rng)
-                store.record_finished(build, outcome, OUTPUT, build_score(now, age_days), pipeline=pipe)
+                store.builds.record_finished(build, outcome, OUTPUT, build_score(now, age_days), pipeline=pipe)
                 if len(pipe) > BATCH * 8:
                     pipe.execute()
         pipe.execute()
-    store.register_repo("live", "/srv/live", ["main"])
+    store.repos.register("live", "/srv/live", ["main"])
     for n in range(8):
         build = Build(id=f"live-{sha(999, n)}", repo="live", url="/srv/live", commit=sha(999, n), branch="main")
-        store.submit(build)
+        store.builds.submit(build)
         if n < 3:
-            store.start_attempt(build.id, 1, f"runner-{n}")
+            store.builds.start_attempt(build.id, 1, f"runner-{n}")
 
 
 def build_score(now: float, age_days: float) -> float:
@@ -135,8 +142,8 @@ def old_builds(store: Store, r: int, count_: int, now: float) -> None:
     with store.r.pipeline(transaction=False) as pipe:
         for n in range(count_):
             build = synthetic(r, 900_000 + n, now - (320 + n) * DAY_S)
-            store.record_finished(build, small_outcome(rng), OUTPUT, now - (320 + n) * DAY_S, pipeline=pipe,
-                                  newest=False)
+            store.builds.record_finished(build, small_outcome(rng), OUTPUT, now - (320 + n) * DAY_S,
+                                         pipeline=pipe, newest=False)
         pipe.execute()
 
 
@@ -152,7 +159,7 @@ class Installation:
         started = time.perf_counter()
         fill(self.store, per_repo, big_builds, now)
         self.fill_s = time.perf_counter() - started
-        self.builds = REPOS * per_repo + max(0, PAGE - per_repo)
+        self.builds = REPOS * per_repo + max(0, SHOWN_BUILDS - per_repo)
         self.filled_bytes = self.used() - self.empty_bytes
         self.per_repo = per_repo
         self.beats = [Heartbeat(self.store, RunnerBeat(name=f"runner-{n}", queues=["volt"]), 60, 3600)
@@ -185,7 +192,7 @@ class Installation:
 
 
 def calls(inst: Installation, junit: Path) -> list[tuple[str, Callable[[], None]]]:
-    shown = max(inst.per_repo, PAGE)
+    shown = max(inst.per_repo, SHOWN_BUILDS)
     small_sha, big_sha = sha(SHOWN, shown - 1), sha(0, 0)
     last_page = -(-shown // PAGE)
 
@@ -218,6 +225,30 @@ def keys_bytes(store: Store, build: Build) -> int:
     return sum(store.r.memory_usage(key, samples=0) or 0 for key in build_keys(build))
 
 
+def measure(on_small: list[tuple[str, Callable[[], None]]], on_large: list[tuple[str, Callable[[], None]]],
+            runs: int) -> dict[str, list[tuple[float, float]]]:
+    """Each call's `runs` pairs of times (small, large), after one run that warms both up."""
+    pairs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in on_small}
+    for run in range(runs + 1):
+        for (label, small_call), (_, large_call) in zip(on_small, on_large, strict=True):
+            # back to back, in turns, so that both see the same load on a shared machine
+            order = ((0, small_call), (1, large_call)) if run % 2 else ((1, large_call), (0, small_call))
+            pair = [0.0, 0.0]
+            for index, call in order:
+                gc.collect()  # a collection left over from the call before is not this call's cost
+                started = time.perf_counter()
+                call()
+                pair[index] = time.perf_counter() - started
+            if run:
+                pairs[label].append((pair[0], pair[1]))
+    return pairs
+
+
+def ratio(pairs: list[tuple[float, float]]) -> float:
+    """The median of the pairs' large ÷ small."""
+    return statistics.median(large / small for small, large in pairs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
@@ -229,34 +260,29 @@ def main() -> None:
     now = time.time()
     with tempfile.TemporaryDirectory(prefix="volt-scale-") as tmp:
         work = Path(tmp)
-        small = Installation(work, "small", 1, 2, now)  # 124 builds: 1 per repository, a page in one
+        small = Installation(work, "small", 1, 2, now)  # 299 builds: 1 per repository, a page and a chart in one
         large = Installation(work, "large", per_repo, BIG_BUILDS, now)
         try:
             plans = {"small": calls(small, work / "small.xml"), "large": calls(large, work / "large.xml")}
-            pairs: dict[str, list[tuple[float, float]]] = {label: [] for label, _ in plans["small"]}
-            for run in range(args.runs + 1):  # the first run warms both up and is not counted
-                for (label, on_small), (_, on_large) in zip(plans["small"], plans["large"], strict=False):
-                    # back to back, in turns, so that both see the same load on a shared machine
-                    order = ((0, on_small), (1, on_large)) if run % 2 else ((1, on_large), (0, on_small))
-                    pair = [0.0, 0.0]
-                    for index, call in order:
-                        gc.collect()  # a collection left over from the call before is not this call's cost
-                        started = time.perf_counter()
-                        call()
-                        pair[index] = time.perf_counter() - started
-                    if run:
-                        pairs[label].append((pair[0], pair[1]))
+            pairs = measure(plans["small"], plans["large"], args.runs)
+            # A ratio that misses is measured as many times again and judged on every pair: a moment of
+            # load on a shared machine (CI's) is not a verdict; a read that grows misses again.
+            again = [n for n, (label, _) in enumerate(plans["small"]) if ratio(pairs[label]) > GOAL]
+            if again:
+                more = measure([plans["small"][n] for n in again], [plans["large"][n] for n in again], args.runs)
+                for label, measured in more.items():
+                    pairs[label] += measured
             rows = [("builds kept (small / large)", f"{small.builds} / {large.builds} in {REPOS} repositories"),
                     ("filling the large store through the store, s", f"{large.fill_s:.0f}")]
             worst = 0.0
             for label, measured in pairs.items():
-                ratio = statistics.median(l_ / s for s, l_ in measured)
-                worst = max(worst, ratio)
+                worst = max(worst, ratio(measured))
                 s_ms, l_ms = (statistics.median(m[i] for m in measured) * 1000 for i in (0, 1))
-                rows.append((label, f"{ratio:.2f}  ({s_ms:.1f} ms / {l_ms:.1f} ms)"))
+                twice = " (measured twice: its first ratio missed)" if len(measured) > args.runs else ""
+                rows.append((label, f"{ratio(measured):.2f}  ({s_ms:.1f} ms / {l_ms:.1f} ms){twice}"))
             store = large.store
-            small_build = store.get_build(f"{repo(SHOWN)}-{sha(SHOWN, per_repo - 1)}")
-            big_build = store.get_build(f"{repo(0)}-{sha(0, 0)}")
+            small_build = store.records.get_build(f"{repo(SHOWN)}-{sha(SHOWN, per_repo - 1)}")
+            big_build = store.records.get_build(f"{repo(0)}-{sha(0, 0)}")
             rows += [
                 ("Redis bytes per build, large store (used_memory / builds)",
                  f"{large.filled_bytes / large.builds:,.0f}"),

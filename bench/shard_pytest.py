@@ -56,8 +56,8 @@ def outcomes(volt: Volt, repo: Path) -> tuple[str, dict[str, str], int]:
                          check=True).stdout.strip()
     store = Store(volt.conn)
     build_id = keys.build_id(NAME, sha)
-    build = store.get_build(build_id)
-    return build.status.value, {t.id: t.outcome.value for t in store.get_tests(build_id)}, build.shards
+    build = store.records.get_build(build_id)
+    return build.status.value, {t.id: t.outcome.value for t in store.records.get_tests(build_id)}, build.shards
 
 
 def shard_floor(work: Path, repo: Path, timings: Timings,
@@ -131,7 +131,7 @@ def main() -> None:
                         raise SystemExit("the 2-runner build was not split: the figure would mean nothing")
                     equal.append(split == whole)
                     _stop_one_runner(volt)
-                timings = Store(volt.conn).timings(NAME)
+                timings = Store(volt.conn).history.timings(NAME)
             finally:
                 volt.stop()
             whole_s, shard_s = shard_floor(work, repo, timings, args.runs)

@@ -5,7 +5,7 @@ by side in one run: page weight (the HTML and every script and style sheet it lo
 
 Extracts the baseline revision's code with `git archive`, then, for each tree in a process of its
 own and against a private redis-server of its own, stores the same history through that tree's
-store (Store.record_finished, as an import of history is stored): --builds ended builds of one
+store (its record_finished, as an import of history is stored): --builds ended builds of one
 repository, each with --tests tests and pytest's dots as output, the newest one failing three tests.
 Each page is then fetched through Flask's test client --runs times; the figures are the median
 server time and the bytes of the page and of what it loads (scripts and style sheets, once each,
@@ -42,7 +42,10 @@ from voltci.web import create_app
 
 url, tests_n, builds_n, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 store = Store(redis.Redis.from_url(url, decode_responses=True))
-store.register_repo("big", "/srv/big", ["main"])
+parted = hasattr(store, "builds")  # a baseline tree from before the store's parts: one Store of every method
+register, record_finished = ((store.repos.register, store.builds.record_finished) if parted
+                             else (store.register_repo, store.record_finished))
+register("big", "/srv/big", ["main"])
 rng = random.Random(25)
 ids = []
 for n in range(tests_n):
@@ -71,7 +74,7 @@ for n in range(builds_n):
                   subject=f"Change {n}", author="Dev <dev@example.org>", queued_at=at, started_at=at,
                   finished_at=done, runner="host.1", duration_s=95.0)
     out = outcome(failing if n == builds_n - 1 else set())
-    store.record_finished(build, out, dots + f"{tests_n} passed in 95.00s\n", started + n * 600)
+    record_finished(build, out, dots + f"{tests_n} passed in 95.00s\n", started + n * 600)
     shas.append(sha)
 
 web = create_app(Settings(redis_url=url)).test_client()

@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sentinels import SentinelGroup
-from support import ROOT, GitRepo, child_env, wait_until
+from support import ROOT, WAIT_S, GitRepo, child_env, wait_until
 
 from voltci import keys
 from voltci.config import Settings, as_environment
@@ -22,8 +22,6 @@ from voltci.observer import RepoWatch
 from voltci.redis_server import RedisServer
 from voltci.runner.procs import TEST_RUN_ENV, children, descendants, kill_all, processes_with_env
 from voltci.store import Store
-
-WAIT_S = 90
 
 # A test that starts a grandchild that would outlive it, and takes a while: FAULT_SLEEP seconds, a
 # variable of the runner's environment its `pass_env` setting hands to builds.
@@ -85,7 +83,7 @@ class Cluster:
         return watch
 
     def build(self, build_id: str) -> Build:
-        build = Store(self.conn).get_build(build_id)
+        build = Store(self.conn).records.get_build(build_id)
         assert build is not None
         return build
 

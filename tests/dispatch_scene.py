@@ -29,7 +29,7 @@ class Scene:
         self.taken: list[Build] = []
 
     def repo(self, name: str, priority: Priority = Priority.NORMAL) -> None:
-        self.store.register_repo(name, f"/src/{name}", ["main"], priority.value)
+        self.store.repos.register(name, f"/src/{name}", ["main"], priority.value)
 
     def push(self, repo: str, n: int, start: int = 0, branch: str = "main", wanted: QueuedFor | None = None,
              ) -> list[Build]:
@@ -44,12 +44,12 @@ class Scene:
         first = [builds[-1].id] + [builds[j - 1].id for j in halving(0, n)] if self.settings.dispatch == "fair" \
             else None
         self.pointers[(repo, branch)] = shas[-1]
-        return self.store.submit_push(builds, PointerUpdate(repo, branch, shas[-1]), record, first)
+        return self.store.builds.submit_push(builds, PointerUpdate(repo, branch, shas[-1]), record, first)
 
     def order(self) -> list[str]:
         """Commits' labels (their subjects) in queue order."""
         ids = jobqueue.waiting_in_order(self.conn, self.settings, 1000)
-        builds = {b.id: b for b in self.store._builds([keys.parse_job_id(j)[0] for j in ids])}
+        builds = {b.id: b for b in self.store.records.builds([keys.parse_job_id(j)[0] for j in ids])}
         return [builds[keys.parse_job_id(j)[0]].subject for j in ids]
 
     def take(self) -> Build | None:
@@ -58,13 +58,13 @@ class Scene:
         if job_id is None:
             return None
         build_id, attempt, _ = keys.parse_job_id(job_id)
-        build = self.store.start_attempt(build_id, attempt, "runner-1")
+        build = self.store.builds.start_attempt(build_id, attempt, "runner-1")
         assert build is not None
         self.taken.append(build)
         return build
 
     def finish(self, build: Build, status: Status) -> None:
-        assert self.store.finish_build(build.id, build.attempt, "runner-1", RunOutcome(status, [], Counts()))
+        assert self.store.builds.finish(build.id, build.attempt, "runner-1", RunOutcome(status, [], Counts()))
 
     def run_one(self, broken: dict[str, int], seconds: float = 0.0) -> Build | None:
         """Take the next build and end it after `seconds`: failed from commit `broken[repo]` on, else passed."""

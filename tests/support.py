@@ -1,7 +1,8 @@
-"""What the test modules share: builders of records and repositories, the processes tests start the
-way a user would (`volt`, `rq worker`), and the one way to wait for something. Test modules import
-from here (and from cluster.py, sample_project.py, unittest_oracle.py, sandbox_probe.py), never from
-each other; conftest.py holds only fixtures.
+"""What the test modules share: builders of records, source trees and repositories, a build's steps
+run in a tree, the processes tests start the way a user would (`volt`, `rq worker`), and the one way
+to wait for something (and for how long: WAIT_S). Test modules import from here (and from cluster.py,
+sample_project.py, unittest_oracle.py, sandbox_probe.py), never from each other; conftest.py holds
+only fixtures.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +21,10 @@ import redis
 from voltci import keys
 from voltci.config import Settings
 from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.runner.steps import BuildSteps, StopCheck
 from voltci.store import Store
 
-WAIT_S = 90
+WAIT_S = 90  # how long a test waits for something by default (wait_until): long enough on a loaded machine
 PYTEST_VERSION = "9.2.0"  # the one requirements.txt pins: what builds of pytest suites install in tests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +33,30 @@ GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Test Author", "GIT_AUTHOR_EMAIL": "author@vo
 
 
 LOCKED_PASSWORD = "s3cret-Volt-trust"
+
+
+def write_tree(root: Path, files: Mapping[str, str | None], *, dedent: bool = True) -> Path:
+    """Write `files` (path -> text) under `root`, making directories on the way; a None deletes the file.
+    Texts are dedented (tests write them as indented literals) unless `dedent` is false. Returns `root`."""
+    for name, text in files.items():
+        path = root / name
+        if text is None:
+            path.unlink()
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text) if dedent else text, encoding="utf-8")
+    return root
+
+
+def tree_with(root: Path, *file_sets: Mapping[str, str]) -> Path:
+    """A build's two directories under `root`: `tree`, holding every set of files (written as
+    write_tree does, a later set over an earlier), and an empty `scratch` for what a run writes.
+    Returns the tree."""
+    tree = root / "tree"
+    for files in file_sets:
+        write_tree(tree, files)
+    (root / "scratch").mkdir(exist_ok=True)
+    return tree
 
 
 class GitRepo:
@@ -46,14 +73,8 @@ class GitRepo:
                               text=True, timeout=60).stdout.strip()
 
     def commit(self, files: dict[str, str | None], message: str) -> str:
-        """Write (or, for None, delete) files and commit them; returns the new sha."""
-        for name, text in files.items():
-            file = self.path / name
-            if text is None:
-                file.unlink()
-                continue
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_text(text)
+        """Write (or, for None, delete) files, as given, and commit them; returns the new sha."""
+        write_tree(self.path, files, dedent=False)
         self.git("add", "--all")
         self.git("commit", "--quiet", "--allow-empty", "-m", message)
         return self.head()
@@ -63,6 +84,13 @@ class GitRepo:
 
     def checkout(self, branch: str, create: bool = False) -> None:
         self.git("checkout", "--quiet", *(["-b"] if create else []), branch)
+
+
+def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_stop: StopCheck,
+              run_id: str) -> RunOutcome:
+    """Every phase of a whole build in `tree`, in the order a runner takes them (runner/build.py)."""
+    with BuildSteps(tree, scratch, repo, settings, should_stop, run_id) as steps:
+        return steps.prepare() or steps.set_up() or steps.test()
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -103,15 +131,15 @@ SHA_C = "abcd" + "3" * 36
 
 def add(conn: redis.Redis, repo: str, sha: str, score: float = 1.0) -> Build:
     build = Build(id=keys.build_id(repo, sha), repo=repo, url="/r", commit=sha, branch="main", subject="s")
-    Store(conn).add_build(build, score)
+    Store(conn).builds.add(build, score)
     return build
 
 
 def running(conn: redis.Redis, build_id: str, attempt: int = 1) -> Store:
     """A build `build_id` whose attempt `attempt` runs (only the running attempt may write its output)."""
     store = Store(conn)
-    store.add_build(Build(id=build_id, repo="proj", url="/r", commit=SHA_A, branch="main", attempt=attempt), 1.0)
-    assert store.start_attempt(build_id, attempt, "r1") is not None
+    store.builds.add(Build(id=build_id, repo="proj", url="/r", commit=SHA_A, branch="main", attempt=attempt), 1.0)
+    assert store.builds.start_attempt(build_id, attempt, "r1") is not None
     return store
 
 

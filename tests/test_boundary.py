@@ -77,7 +77,7 @@ class Runner:
         return report
 
     def _ended(self, build_id: str) -> bool:
-        build = self.store.get_build(build_id)
+        build = self.store.records.get_build(build_id)
         return build is not None and build.status.value not in ("queued", "running")
 
     def still_builds(self) -> None:

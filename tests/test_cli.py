@@ -117,7 +117,8 @@ def test_cancel_of_an_ended_build_changes_nothing(built, conn, settings) -> None
 
 def test_status_shows_runners_running_builds_and_lost_attempts(built, conn, settings) -> None:
     from voltci import keys
-    from voltci.heartbeat import Heartbeat, RunnerBeat
+    from voltci.heartbeat import Heartbeat
+    from voltci.models import RunnerBeat
     from voltci.store import Store
 
     heartbeat = Heartbeat(Store(conn), RunnerBeat(name="host-a.7", queues=["volt"]), 2, 60)
@@ -150,10 +151,10 @@ def test_flaky_lists_the_tests_that_flaked_most(rq_conn, conn, settings) -> None
     for n, flaky in enumerate([["t.A.test_x"], ["t.A.test_x", "t.B.test_y"], []]):
         sha = f"{n:04x}" + "e" * 36
         build = Build(id=keys.build_id("proj", sha), repo="proj", url="/r", commit=sha, branch="main")
-        Store(rq_conn, settings).submit(build)
-        Store(conn).start_attempt(build.id, 1, "r")
+        Store(rq_conn, settings).builds.submit(build)
+        Store(conn).builds.start_attempt(build.id, 1, "r")
         tests = [TestResult(t, Outcome.FLAKY, order=i) for i, t in enumerate(flaky)]
-        Store(conn).finish_build(build.id, 1, "r", RunOutcome(Status.PASSED, tests, Counts()))
+        Store(conn).builds.finish(build.id, 1, "r", RunOutcome(Status.PASSED, tests, Counts()))
     proc = run_volt("flaky", "--json", "--redis-url", settings.effective_redis_url)
     assert proc.returncode == 0, proc.stderr
     assert [(f["test"], f["times"]) for f in json.loads(proc.stdout)] == [("t.A.test_x", 2), ("t.B.test_y", 1)]

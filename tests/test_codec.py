@@ -86,12 +86,12 @@ def stored_both_ways(fake) -> tuple[Store, str, str]:
     outcome = RunOutcome(Status.FAILED, tests, Counts.of(tests), "", "the last lines",
                          Timings({t.id: t.duration_s + 0.001 for t in tests if not t.subtest_of}, {"tests/x.py": 0.5}))
     compact = add(fake, "proj", SHA_A)
-    store.start_attempt(compact.id, 1, "host.1")
-    assert store.finish_build(compact.id, 1, "host.1", outcome)
+    store.builds.start_attempt(compact.id, 1, "host.1")
+    assert store.builds.finish(compact.id, 1, "host.1", outcome)
     legacy = add(fake, "old", SHA_A)
-    store.start_attempt(legacy.id, 1, "host.1")
-    assert store.finish_build(legacy.id, 1, "host.1",
-                              RunOutcome(Status.FAILED, [], outcome.counts, "", "the last lines"))
+    store.builds.start_attempt(legacy.id, 1, "host.1")
+    assert store.builds.finish(legacy.id, 1, "host.1",
+                               RunOutcome(Status.FAILED, [], outcome.counts, "", "the last lines"))
     fake.hset(keys.build_tests(legacy.id), mapping={t.id: t.to_json() for t in tests})
     return store, compact.id, legacy.id
 
@@ -101,14 +101,15 @@ def test_reports_are_the_same_whether_stored_compact_or_per_test(fake) -> None:
     assert fake.exists(keys.build_results(compact)) and not fake.exists(keys.build_tests(compact))
 
     def reports(build_id: str) -> tuple:
-        build = store.get_build(build_id)
+        build = store.records.get_build(build_id)
         # the two records differ only in their repository's name and times
         build.repo, build.started_at, build.finished_at, build.duration_s = "same", "2026-11-24T10:00:00", "", 1.5
-        tests, attempts = store.get_tests(build_id), store.get_attempts(build_id)
+        tests, attempts = store.records.get_tests(build_id), store.records.get_attempts(build_id)
         for attempt in attempts:
             attempt.started_at = attempt.ended_at = "2026-11-24T10:00:00"
         return (json.dumps(report.as_dict(build, tests, attempts)), report.as_junit(build, tests),
-                report.as_text(build, tests, attempts), report.as_text(build, store.listed_tests(build_id), attempts))
+                report.as_text(build, tests, attempts),
+                report.as_text(build, store.records.listed_tests(build_id), attempts))
     compact_reports, legacy_reports = reports(compact), reports(legacy)
     assert compact_reports == legacy_reports
     assert compact_reports[2] == compact_reports[3]  # the text report needs only the listed tests
@@ -120,23 +121,23 @@ def test_reports_are_the_same_whether_stored_compact_or_per_test(fake) -> None:
 
 def test_timings_are_kept_compact_and_an_older_hash_is_still_read(fake) -> None:
     store, compact, _ = stored_both_ways(fake)
-    timings = store.timings("proj")
+    timings = store.history.timings("proj")
     assert timings.tests["tests.test_z.T.test_fail"] == 0.251 and timings.files == {"tests/x.py": 0.5}
     assert "tests.test_z.T.test_sub (n=3)" not in timings.tests and fake.type(keys.repo_timings("proj")) == "string"
     fake.hset(keys.repo_durations("older"), mapping={"t.T.test_a": "1.5"})
-    assert store.timings("older") == Timings({"t.T.test_a": 1.5})
+    assert store.history.timings("older") == Timings({"t.T.test_a": 1.5})
 
 
 def test_an_ended_build_keeps_its_output_compressed(fake) -> None:
     store = Store(fake)
     build = add(fake, "proj", SHA_A)
-    store.start_attempt(build.id, 1, "host.1")
+    store.builds.start_attempt(build.id, 1, "host.1")
     text = "".join(f"tick {n} ü\n" for n in range(5000))
-    assert store.append_log(build.id, 1, text) == len(text.encode())
-    assert store.read_log(build.id, 10) == text.encode()[10:].decode()
-    assert store.finish_build(build.id, 1, "host.1", RunOutcome(Status.PASSED, [], Counts()))
-    assert store.get_build(build.id).log_compressed
+    assert store.logs.append(build.id, 1, text) == len(text.encode())
+    assert store.logs.read(build.id, 10) == text.encode()[10:].decode()
+    assert store.builds.finish(build.id, 1, "host.1", RunOutcome(Status.PASSED, [], Counts()))
+    assert store.records.get_build(build.id).log_compressed
     assert len(fake.execute_command("GET", keys.build_log(build.id), NEVER_DECODE=[])) < len(text) / 4
-    assert store.read_log(build.id) == text and store.read_log(build.id, 10) == text.encode()[10:].decode()
-    assert store.append_log(build.id, 1, "late\n") is None  # an ended attempt writes nothing more
-    assert store.read_log(build.id) == text
+    assert store.logs.read(build.id) == text and store.logs.read(build.id, 10) == text.encode()[10:].decode()
+    assert store.logs.append(build.id, 1, "late\n") is None  # an ended attempt writes nothing more
+    assert store.logs.read(build.id) == text

@@ -85,7 +85,7 @@ def volt_jobs(rq_conn, conn, settings, make_repo):
     # A job whose function does not exist: the worker puts it in the failed registry.
     volt_queue(rq_conn, settings.queue).enqueue_call("voltci.nonexistent.func", job_id=BROKEN_JOB_ID)
     burst(settings)
-    assert Store(conn).get_build(finished.id).status is Status.PASSED
+    assert Store(conn).records.get_build(finished.id).status is Status.PASSED
 
     repo.commit({"tests/test_a.py": FAILING_TEST}, "Make test_a fail on purpose")
     [queued] = watch.poll()

@@ -7,26 +7,16 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from support import ROOT, child_env
+from support import ROOT, child_env, write_tree
 
 from voltci.runner.detect import DetectError, TestPlan, describe, detect
 from voltci.runner.detect.files import MAX_BYTES
 
 PIP = ["python", "-m", "pip", "install"]
 UV_STEPS = [[*PIP, "uv"]]
-
-
-def project(root: Path, files: dict[str, str]) -> Path:
-    """A source tree holding `files` (path -> text, dedented)."""
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
-    return root
 
 
 PYPROJECT = """
@@ -49,7 +39,7 @@ def notes(plan: TestPlan) -> str:
 
 def test_tox_ini_deps_extras_commands_setenv_and_commands_pre(tmp_path: Path) -> None:
     """humanize's shape: deps, an extra, editable install, a commands_pre borrowed from another env."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [project.optional-dependencies]
             tests = ["freezegun", "pytest>=9", "pytest-cov"]
@@ -104,7 +94,7 @@ def test_tox_ini_deps_extras_commands_setenv_and_commands_pre(tmp_path: Path) ->
 
 def test_tox_ini_factors_keep_what_the_default_env_has_and_say_what_went(tmp_path: Path) -> None:
     """attrs/pyparsing: generative env names and sections, factor conditions, negated factors."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [project.optional-dependencies]
             diagrams = ["jinja2"]
@@ -145,7 +135,7 @@ def test_tox_ini_factors_keep_what_the_default_env_has_and_say_what_went(tmp_pat
 
 
 def test_tox_posargs_default_is_kept_and_envtmpdir_is_the_builds_tmp(tmp_path: Path) -> None:
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "setup.py": "from setuptools import setup\nsetup()\n",
         "tox.ini": """
             [tox]
@@ -162,14 +152,15 @@ def test_tox_posargs_default_is_kept_and_envtmpdir_is_the_builds_tmp(tmp_path: P
 
 
 def test_the_project_named_in_tox_deps_is_installed_last_with_its_extras(tmp_path: Path) -> None:
-    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + "[project.optional-dependencies]\ntest = ['pytest']\n",
-                              "tox.ini": "[testenv]\ndeps =\n    -e {toxinidir}[test]\n    mock\ncommands = pytest\n"})
+    tree = write_tree(tmp_path, {
+        "pyproject.toml": PYPROJECT + "[project.optional-dependencies]\ntest = ['pytest']\n",
+        "tox.ini": "[testenv]\ndeps =\n    -e {toxinidir}[test]\n    mock\ncommands = pytest\n"})
     assert detect(tree).setup == [[*PIP, "mock"], [*PIP, "-e", ".[test]"]]
 
 
 def test_tox_deps_read_requirements_files_and_constraints(tmp_path: Path) -> None:
     """jinja2: `-r requirements/tests.txt` (pinned) is installed as such; its names are read, nested too."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT,
         "requirements/tests.txt": "-r base.txt\npluggy==1.5.0\n",
         "requirements/base.txt": "pytest==8.3.4  # pinned\n",
@@ -192,7 +183,7 @@ def test_tox_deps_read_requirements_files_and_constraints(tmp_path: Path) -> Non
 
 def test_tox_env_set_env_references_and_tox_only_substitutions(tmp_path: Path) -> None:
     """pluggy/dateutil: `{env:X:default}` reads set_env, a value may extend itself, `{envname}`."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [dependency-groups]
             testing = ["pytest>=8"]
@@ -217,7 +208,7 @@ def test_tox_env_set_env_references_and_tox_only_substitutions(tmp_path: Path) -
 
 
 def test_what_volt_cannot_mean_is_left_as_written_and_said(tmp_path: Path) -> None:
-    tree = project(tmp_path, {"setup.py": "", "tox.ini": """
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": """
         [testenv]
         setenv =
             file|.env
@@ -231,7 +222,7 @@ def test_what_volt_cannot_mean_is_left_as_written_and_said(tmp_path: Path) -> No
 
 
 def test_tox_ini_without_tox_sections_is_not_a_tox_config(tmp_path: Path) -> None:
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "setup.py": "from setuptools import setup\nsetup()\n",
         "tox.ini": "[flake8]\nmax-line-length = 100\n\n[pytest]\naddopts = --doctest-modules\n",
     })
@@ -245,7 +236,7 @@ def test_tox_ini_without_tox_sections_is_not_a_tox_config(tmp_path: Path) -> Non
 
 
 def test_pyproject_tool_tox_legacy_ini_string(tmp_path: Path) -> None:
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + '''
             [tool.tox]
             legacy_tox_ini = """
@@ -265,7 +256,7 @@ def test_pyproject_tool_tox_legacy_ini_string(tmp_path: Path) -> None:
 
 def test_pyproject_tool_tox_native_with_uv_lock(tmp_path: Path) -> None:
     """click/werkzeug: env_run_base, a posargs replace table, {env_tmp_dir}; their uv.lock pins it all."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [dependency-groups]
             dev = ["ruff", "tox"]
@@ -303,7 +294,7 @@ def test_pyproject_tool_tox_native_with_uv_lock(tmp_path: Path) -> None:
 
 
 def test_tox_toml_with_posargs_default_and_env_section(tmp_path: Path) -> None:
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT,
         "tox.toml": """
             env_list = ["3.12", "lint"]
@@ -327,7 +318,7 @@ def test_tox_toml_with_posargs_default_and_env_section(tmp_path: Path) -> None:
 
 
 def test_setup_cfg_tox_section(tmp_path: Path) -> None:
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "setup.py": "from setuptools import setup\nsetup()\n",
         "setup.cfg": """
             [metadata]
@@ -353,7 +344,7 @@ def test_setup_cfg_tox_section(tmp_path: Path) -> None:
 
 
 def test_tox_config_order_tox_ini_first(tmp_path: Path) -> None:
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [tool.tox]
             env_list = ["py3.12"]
@@ -369,7 +360,7 @@ def test_tox_config_order_tox_ini_first(tmp_path: Path) -> None:
 
 def test_dependency_group_with_include_group(tmp_path: Path) -> None:
     """Groups need pip >= 25.1; a group may include others; pytest found in the included one."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [dependency-groups]
             docs = ["sphinx"]
@@ -385,7 +376,7 @@ def test_dependency_group_with_include_group(tmp_path: Path) -> None:
 
 
 def test_dependency_group_order_prefers_test_over_dev(tmp_path: Path) -> None:
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [dependency-groups]
             dev = ["ruff", "tox"]
@@ -403,7 +394,7 @@ def test_dependency_group_order_prefers_test_over_dev(tmp_path: Path) -> None:
     ('test = [{include = "x"}]', "neither a requirement nor {include-group"),
 ])
 def test_dependency_group_cycles_and_bad_includes(tmp_path: Path, groups: str, fault: str) -> None:
-    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + "\n[dependency-groups]\n" + groups + "\n"})
+    tree = write_tree(tmp_path, {"pyproject.toml": PYPROJECT + "\n[dependency-groups]\n" + groups + "\n"})
     with pytest.raises(DetectError) as caught:
         detect(tree)
     assert str(caught.value).startswith("pyproject.toml: ") and fault in str(caught.value)
@@ -411,7 +402,7 @@ def test_dependency_group_cycles_and_bad_includes(tmp_path: Path, groups: str, f
 
 def test_uv_lock_is_honoured_for_a_dependency_group(tmp_path: Path) -> None:
     """iniconfig: a `dev` group and its uv.lock; the project (a pytest dependency) installed last."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [dependency-groups]
             dev = ["pytest>=8.4.2", "pytest-xdist>=3.8"]
@@ -429,7 +420,7 @@ def test_uv_lock_is_honoured_for_a_dependency_group(tmp_path: Path) -> None:
 
 
 def test_extra_from_pyproject(tmp_path: Path) -> None:
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT + """
             [project.optional-dependencies]
             docs = ["sphinx"]
@@ -444,7 +435,7 @@ def test_extra_from_pyproject(tmp_path: Path) -> None:
 
 def test_a_group_or_extra_of_another_name_that_lists_pytest_comes_last(tmp_path: Path) -> None:
     """idna: its tests need hypothesis, found only in the `all` extra beside pytest and the linters."""
-    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + """
+    tree = write_tree(tmp_path, {"pyproject.toml": PYPROJECT + """
         [project.optional-dependencies]
         cli = ["click"]
         all = ["ruff", "pytest >= 8.3.2", "hypothesis"]
@@ -452,14 +443,14 @@ def test_a_group_or_extra_of_another_name_that_lists_pytest_comes_last(tmp_path:
     plan = detect(tree)
     assert plan.setup == [[*PIP, ".[all]"]] and plan.runner == "pytest"
     assert "extra 'all' (pyproject.toml), which lists pytest" in notes(plan)
-    project(tmp_path, {"requirements-dev.txt": "pytest\n"})
+    write_tree(tmp_path, {"requirements-dev.txt": "pytest\n"})
     assert detect(tree).setup == [[*PIP, "-r", "requirements-dev.txt"], [*PIP, "."]]
 
 
 def test_extra_filled_only_by_egg_info_requires_txt(tmp_path: Path) -> None:
     """An sdist whose PKG-INFO names the extra without requirements; setup.py fills it (not run),
     *.egg-info/requires.txt says what is in it."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "setup.py": "from setuptools import setup\nsetup(extras_require={'testing': ['pytest', 'coverage']})\n",
         "PKG-INFO": "Metadata-Version: 2.1\nName: sample\nVersion: 1.0\nProvides-Extra: testing\n\nA project.\n",
         "sample.egg-info/requires.txt": "six\n\n[testing]\npytest\ncoverage\n\n"
@@ -477,7 +468,7 @@ def test_extra_filled_only_by_egg_info_requires_txt(tmp_path: Path) -> None:
 
 def test_extra_of_a_setup_py_without_metadata_is_trusted(tmp_path: Path) -> None:
     """A plain setup.py may define any extra; Volt cannot know without running it, so it lets pip say."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "setup.py": "from setuptools import setup\nsetup(extras_require={'test': ['pytest']})\n",
         "tox.ini": "[testenv]\nextras = test\ncommands = pytest\n",
     })
@@ -492,12 +483,12 @@ def test_extra_of_a_setup_py_without_metadata_is_trusted(tmp_path: Path) -> None
 ])
 def test_extra_that_does_not_exist(tmp_path: Path, files: dict[str, str]) -> None:
     with pytest.raises(DetectError, match=r"^tox.ini: extra '(tests|testing)' does not exist \("):
-        detect(project(tmp_path, files))
+        detect(write_tree(tmp_path, files))
 
 
 def test_group_named_by_tox_that_does_not_exist(tmp_path: Path) -> None:
-    tree = project(tmp_path, {"pyproject.toml": PYPROJECT,
-                              "tox.ini": "[testenv]\ndependency_groups = test\ncommands = pytest\n"})
+    tree = write_tree(tmp_path, {"pyproject.toml": PYPROJECT,
+                                 "tox.ini": "[testenv]\ndependency_groups = test\ncommands = pytest\n"})
     with pytest.raises(DetectError, match=r"^tox.ini: dependency group 'test' does not exist in pyproject.toml$"):
         detect(tree)
 
@@ -506,8 +497,8 @@ def test_group_named_by_tox_that_does_not_exist(tmp_path: Path) -> None:
                                   "tests/requirements.txt", "requirements-dev.txt"])
 def test_requirements_files_of_the_usual_names(tmp_path: Path, name: str) -> None:
     """packaging: tests/requirements.txt and no other declaration of its test dependencies."""
-    tree = project(tmp_path, {"pyproject.toml": PYPROJECT, name: "pretend\npytest>=6.2.0\n",
-                              "src/sample/__init__.py": ""})
+    tree = write_tree(tmp_path, {"pyproject.toml": PYPROJECT, name: "pretend\npytest>=6.2.0\n",
+                                 "src/sample/__init__.py": ""})
     plan = detect(tree)
     assert plan.setup == [[*PIP, "-r", name], [*PIP, "."]]
     assert plan.runner == "pytest"
@@ -515,7 +506,7 @@ def test_requirements_files_of_the_usual_names(tmp_path: Path, name: str) -> Non
 
 def test_a_project_pytest_depends_on_is_installed_after_pytest(tmp_path: Path) -> None:
     """pluggy, packaging, iniconfig: pytest pulls the released version; the tree's must win."""
-    tree = project(tmp_path, {
+    tree = write_tree(tmp_path, {
         "pyproject.toml": PYPROJECT.replace('"sample"', '"pluggy"') + """
             [dependency-groups]
             testing = ["pytest>=8", "pluggy[dev]"]
@@ -542,7 +533,7 @@ def test_a_project_pytest_depends_on_is_installed_after_pytest(tmp_path: Path) -
 def test_pytest_config_makes_it_a_pytest_project(tmp_path: Path, files: dict[str, str], source: str) -> None:
     """six: `[tool:pytest]` and nothing else; pytest is then installed for it. No paths are added:
     the config's own testpaths, doctests and deselections stay in force."""
-    plan = detect(project(tmp_path, files))
+    plan = detect(write_tree(tmp_path, files))
     assert plan.runner == "pytest" and plan.pytest_args == []
     assert f"configured in {source}" in notes(plan)
     assert [*PIP, "pytest"] in plan.setup
@@ -560,16 +551,16 @@ def test_unittest_discovery_root_from_the_maintainers_command(tmp_path: Path, co
                                                                pattern: str, top: str | None) -> None:
     """Markdown: `unittest discover tests` gives ids `test_x....`, not `tests.test_x....`; and a unittest
     project is run by unittest (pytest would lose the doctests its load_tests adds)."""
-    tree = project(tmp_path, {"setup.py": "", "conftest.py": "",
-                              "tox.ini": f"[tox]\nenvlist = py311\n[testenv]\ncommands =\n    {command}\n"
-                                         "    coverage xml\n"})
+    tree = write_tree(tmp_path, {"setup.py": "", "conftest.py": "",
+                                 "tox.ini": f"[tox]\nenvlist = py311\n[testenv]\ncommands =\n    {command}\n"
+                                            "    coverage xml\n"})
     plan = detect(tree)
     assert (plan.runner, plan.start_dir, plan.pattern, plan.top_level_dir) == ("unittest", start, pattern, top)
     assert [*PIP, "pytest"] not in plan.setup
 
 
 def test_no_config_at_all_is_unittest_discovery(tmp_path: Path) -> None:
-    tree = project(tmp_path, {"setup.py": "", "sample.py": "", "tests/test_sample.py": ""})
+    tree = write_tree(tmp_path, {"setup.py": "", "sample.py": "", "tests/test_sample.py": ""})
     plan = detect(tree)
     assert (plan.runner, plan.start_dir, plan.top_level_dir) == ("unittest", "tests", None)
     assert plan.setup == [[*PIP, "."]]
@@ -578,7 +569,7 @@ def test_no_config_at_all_is_unittest_discovery(tmp_path: Path) -> None:
 
 
 def test_commands_before_the_runner_become_setup_and_coverage_reports_go(tmp_path: Path) -> None:
-    tree = project(tmp_path, {"setup.py": "", "tox.ini": """
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": """
         [testenv]
         deps = pytest
         commands_pre = pip uninstall --yes text-unidecode
@@ -596,10 +587,10 @@ def test_commands_before_the_runner_become_setup_and_coverage_reports_go(tmp_pat
 
 
 def test_src_layout_is_installed_and_skip_install_is_honoured(tmp_path: Path) -> None:
-    tree = project(tmp_path, {"pyproject.toml": PYPROJECT, "src/sample/__init__.py": "",
-                              "tests/test_a.py": "", "requirements-test.txt": "pytest\n"})
+    tree = write_tree(tmp_path, {"pyproject.toml": PYPROJECT, "src/sample/__init__.py": "",
+                                 "tests/test_a.py": "", "requirements-test.txt": "pytest\n"})
     assert detect(tree).setup[-1] == [*PIP, "."]
-    project(tmp_path, {"tox.ini": "[testenv]\nskip_install = true\ndeps = pytest\ncommands = pytest\n"})
+    write_tree(tmp_path, {"tox.ini": "[testenv]\nskip_install = true\ndeps = pytest\ncommands = pytest\n"})
     assert detect(tree).setup == [[*PIP, "pytest"]]
 
 
@@ -629,14 +620,15 @@ def test_src_layout_is_installed_and_skip_install_is_honoured(tmp_path: Path) ->
 ])
 def test_bad_input_is_one_line_naming_the_file(tmp_path: Path, files: dict[str, str], message: str) -> None:
     with pytest.raises(DetectError, match=message) as caught:
-        detect(project(tmp_path, files))
+        detect(write_tree(tmp_path, files))
     assert "\n" not in str(caught.value)
 
 
 def test_files_are_read_bounded_and_never_through_a_link(tmp_path: Path) -> None:
     outside = tmp_path / "secret.txt"
     outside.write_text("pytest\n")
-    tree = project(tmp_path / "tree", {"setup.py": "", "tox.ini": "[testenv]\ndeps = -r reqs.txt\ncommands = pytest\n"})
+    tree = write_tree(tmp_path / "tree",
+                      {"setup.py": "", "tox.ini": "[testenv]\ndeps = -r reqs.txt\ncommands = pytest\n"})
     os.symlink(outside, tree / "reqs.txt")
     with pytest.raises(DetectError, match=r"^reqs.txt: cannot be read"):
         detect(tree)
@@ -652,8 +644,8 @@ def test_files_are_read_bounded_and_never_through_a_link(tmp_path: Path) -> None
 
 
 def test_plan_as_json_and_as_text(tmp_path: Path) -> None:
-    tree = project(tmp_path, {"setup.py": "", "tox.ini": "[testenv]\ndeps = pytest\nsetenv = A=1\n"
-                                                          "commands = pytest -x {posargs}\n"})
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": "[testenv]\ndeps = pytest\nsetenv = A=1\n"
+                                                             "commands = pytest -x {posargs}\n"})
     plan = detect(tree)
     assert json.loads(json.dumps(plan.to_json())) == {
         "runner": "pytest", "setup": [[*PIP, "pytest"], [*PIP, "."]], "pytest_args": ["-x"], "installs": 1,
@@ -678,9 +670,10 @@ def volt(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.e2e
 def test_volt_detect_prints_the_plan(tmp_path: Path) -> None:
-    tree = project(tmp_path, {"pyproject.toml": PYPROJECT + "[project.optional-dependencies]\ntesting = ['pytest']\n",
-                              "tox.ini": "[tox]\nenvlist = py311\n[testenv]\nextras = testing\n"
-                                         "commands = coverage run -m unittest discover -s tests\n"})
+    tree = write_tree(tmp_path, {
+        "pyproject.toml": PYPROJECT + "[project.optional-dependencies]\ntesting = ['pytest']\n",
+        "tox.ini": "[tox]\nenvlist = py311\n[testenv]\nextras = testing\n"
+                   "commands = coverage run -m unittest discover -s tests\n"})
     proc = volt("detect", str(tree), "--json")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
@@ -700,7 +693,7 @@ def test_volt_detect_prints_the_plan(tmp_path: Path) -> None:
 @pytest.mark.e2e
 def test_volt_detect_bad_input_is_one_line_and_exit_2(tmp_path: Path, files: dict[str, str], args: list[str],
                                                       fragment: str) -> None:
-    proc = volt("detect", str(project(tmp_path, files)), "--json", *args)
+    proc = volt("detect", str(write_tree(tmp_path, files)), "--json", *args)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stdout == "" and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("volt: ") and fragment in proc.stderr

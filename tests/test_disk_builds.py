@@ -107,9 +107,9 @@ class Runner:
         self.repo.commit(files, message)
         (queued,) = (watch or self.watch).poll()
         store = Store(self.conn)
-        ended = wait_until(lambda: (b := store.get_build(queued.id)) is not None and b.status.is_final and b,
+        ended = wait_until(lambda: (b := store.records.get_build(queued.id)) is not None and b.status.is_final and b,
                            f"the build of '{message}' to end", timeout=240, process=self.worker)
-        return ended, store.read_log(queued.id)
+        return ended, store.logs.read(queued.id)
 
     def next_build_passes(self, undo: dict[str, str | None]) -> str:
         """The runner is alive and builds the next commit, which passes; its log."""

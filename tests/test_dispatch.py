@@ -35,11 +35,11 @@ def test_the_head_goes_first_then_midpoints_and_the_culprit_is_named(scene: Scen
     steps = []
     while True:
         steps.append(scene.run_one(broken).subject)
-        if scene.store.get_build(builds[-1].id).first_failing is not None:
+        if scene.store.records.get_build(builds[-1].id).first_failing is not None:
             break
         assert len(steps) < 15
     assert steps == ["C 16", "C 8", "C 12", "C 14", "C 13"]  # head, then halving the unknown range
-    head = scene.store.get_build(builds[-1].id)
+    head = scene.store.records.get_build(builds[-1].id)
     first = head.first_failing
     assert (first.commit, first.parent, first.subject) == (builds[11].commit, builds[10].commit, "C 13")
     assert f"first failing commit: {builds[11].commit[:10]} C 13 by Ann <ann@volt.invalid>" in report.as_text(
@@ -49,7 +49,7 @@ def test_the_head_goes_first_then_midpoints_and_the_culprit_is_named(scene: Scen
     assert {"build": builds[11].id, "event": "culprit.found"} in outbox
     while scene.run_one(broken) is not None:  # the rest of the push: built all the same
         pass
-    ended = {b.subject: b for b in scene.store.history("C", 50)}
+    ended = {b.subject: b for b in scene.store.history.builds("C", 50)}
     assert all(b.status.is_final for b in ended.values()) and len(ended) == 16
     assert all(ended[f"C {n}"].first_failing.commit == builds[11].commit for n in range(13, 17))
     assert all(ended[f"C {n}"].first_failing is None for n in range(2, 13))
@@ -79,16 +79,16 @@ def test_waited_for_builds_and_rebuilds_go_before_heads_and_backlog(scene: Scene
     scene.push("A", 4, start=1)
     (wanted,) = scene.push("B", 1, wanted=QueuedFor.NOTIFY)
     assert scene.order()[0] == "B 1"
-    assert "someone waits for it (volt notify)" in scene.store.dispatch_plan()[0].why
-    old = scene.store.history("A", 50)[-1]
-    assert scene.store.rebuild(old.id) is not None
+    assert "someone waits for it (volt notify)" in scene.store.queue.plan()[0].why
+    old = scene.store.history.builds("A", 50)[-1]
+    assert scene.store.builds.rebuild(old.id) is not None
     assert scene.order()[:2] == ["B 1", "A 1"] or scene.order()[:2] == ["A 1", "B 1"]
-    assert {p.why.split(";")[0] for p in scene.store.dispatch_plan()[:2]} == {
+    assert {p.why.split(";")[0] for p in scene.store.queue.plan()[:2]} == {
         "someone waits for it (volt notify)", "someone asked to build it again (Rebuild)"}
-    head = scene.store.latest_build("A", "main")
-    assert scene.store.want(head.id, QueuedFor.NOTIFY)  # a notification for a commit already queued
+    head = scene.store.history.latest_build("A", "main")
+    assert scene.store.builds.want(head.id, QueuedFor.NOTIFY)  # a notification for a commit already queued
     assert set(scene.order()[:3]) == {"B 1", "A 1", head.subject}
-    assert not scene.store.want(head.id, QueuedFor.NOTIFY)  # once
+    assert not scene.store.builds.want(head.id, QueuedFor.NOTIFY)  # once
 
 
 def test_re_dispatched_attempts_stay_first(scene: Scene) -> None:
@@ -96,9 +96,9 @@ def test_re_dispatched_attempts_stay_first(scene: Scene) -> None:
     scene.push("A", 1)
     build = scene.take()
     scene.push("A", 3, start=1)
-    assert scene.store.redispatch(build.id, 1, "runner lost") == "requeued"
+    assert scene.store.builds.redispatch(build.id, 1, "runner lost") == "requeued"
     scene.push("A", 2, start=4)
-    plan = scene.store.dispatch_plan()
+    plan = scene.store.queue.plan()
     assert scene.order()[0] == "A 1" and plan[0].why.startswith("re-dispatched (attempt 2)")
 
 
@@ -118,7 +118,7 @@ def test_fifo_dispatch_leaves_the_queue_as_queued(conn, settings) -> None:
     scene.push("A", 3)
     scene.push("B", 1)
     assert scene.order() == ["A 1", "A 2", "A 3", "B 1"]  # as queued: each push oldest first
-    assert {p.why for p in scene.store.dispatch_plan()} == {"in the order queued (dispatch = fifo)"}
+    assert {p.why for p in scene.store.queue.plan()} == {"in the order queued (dispatch = fifo)"}
 
 
 def test_interrupt_cancels_the_older_running_builds_of_the_branch_and_says_why(scene: Scene) -> None:
@@ -128,12 +128,12 @@ def test_interrupt_cancels_the_older_running_builds_of_the_branch_and_says_why(s
     (other,) = scene.push("A", 1, start=5, branch="other")
     other_running = scene.take()
     (newest,) = scene.push("A", 1, start=1)
-    stopped = scene.store.interrupt(newest)
+    stopped = scene.store.builds.interrupt(newest)
     assert [b.id for b in stopped] == [running.id]
-    ended = scene.store.get_build(running.id)
+    ended = scene.store.records.get_build(running.id)
     assert ended.status is Status.CANCELLED
     assert ended.reason == f"interrupted: superseded by {newest.short}, a newer commit of main (--interrupt)"
-    assert scene.store.get_build(other_running.id).status is Status.RUNNING
+    assert scene.store.records.get_build(other_running.id).status is Status.RUNNING
 
 
 def test_volt_status_shows_each_queued_builds_position_and_why(scene: Scene, settings) -> None:
@@ -193,27 +193,29 @@ def test_with_real_runners_a_newcomer_goes_first_and_the_culprit_is_found_early(
             watches[name].validate()
             watches[name].poll()
         cluster.worker("runner-1")
-        wait_until(lambda: len(store.history(None, 10)) == 3 and all(b.status.is_final for b in
-                                                                    store.history(None, 10)), "the bases", 120)
+        wait_until(lambda: len(store.history.builds(None, 10)) == 3 and all(b.status.is_final for b in
+                                                                            store.history.builds(None, 10)),
+                   "the bases", 120)
         c = [commit_numbered(repos["C"], n, n >= BROKEN_FROM) for n in range(1, 6)]
         watches["C"].poll()
         a = [commit_numbered(repos["A"], n, False) for n in range(1, 5)]
         watches["A"].poll()
         repos["B"].commit({"b.txt": "1"}, "B's one commit")
         (b,) = watches["B"].poll()
-        done = wait_until(lambda: (found := store.get_build(b.id)).status.is_final and found, "B's build", 180)
-        a_between = [x for x in store.history("A", 20) if x.started_at and b.queued_at < x.started_at < done.started_at]
+        done = wait_until(lambda: (found := store.records.get_build(b.id)).status.is_final and found, "B's build", 180)
+        a_between = [x for x in store.history.builds("A", 20)
+                     if x.started_at and b.queued_at < x.started_at < done.started_at]
         assert len(a_between) <= 1
         head = keys.build_id("C", c[-1])
-        wait_until(lambda: store.get_build(head).first_failing is not None, "C's culprit", 180)
-        first = store.get_build(head).first_failing
+        wait_until(lambda: store.records.get_build(head).first_failing is not None, "C's culprit", 180)
+        first = store.records.get_build(head).first_failing
         assert (first.commit, first.parent) == (c[BROKEN_FROM - 1], c[BROKEN_FROM - 2])
-        c_builds = sorted((x for x in store.history("C", 20) if x.started_at), key=lambda x: x.started_at)
-        known_at = max(store.get_build(keys.build_id("C", s)).finished_at for s in (c[2], c[3]))
+        c_builds = sorted((x for x in store.history.builds("C", 20) if x.started_at), key=lambda x: x.started_at)
+        known_at = max(store.records.get_build(keys.build_id("C", s)).finished_at for s in (c[2], c[3]))
         assert len([x for x in c_builds if x.started_at <= known_at]) - 1 <= 3 + 2  # the base built before
         proc = run_volt("report", c[-1], "--repo", "C", env={"VOLT_REDIS_URL": cluster.settings.effective_redis_url})
         assert f"first failing commit: {c[3][:10]} commit 4 by Test Author" in proc.stdout
-        wait_until(lambda: all(store.get_build(keys.build_id(n, s)).status.is_final
+        wait_until(lambda: all(store.records.get_build(keys.build_id(n, s)).status.is_final
                                for n, shas in (("A", a), ("C", c)) for s in shas), "every commit built", 180)
     finally:
         cluster.stop()
@@ -229,13 +231,13 @@ def test_the_culprit_shows_on_the_page_and_in_the_webhook_message(scene: Scene, 
     builds = scene.push("C", 4, start=1)  # C 2 … C 5; C 4 breaks
     while scene.run_one({"C": 4}) is not None:
         pass
-    head = scene.store.get_build(builds[-1].id)
+    head = scene.store.records.get_build(builds[-1].id)
     page = create_app(settings).test_client().get(f"/build/C/{head.commit}").get_data(as_text=True)
     assert f"first failing commit: {builds[2].commit[:10]} C 4 by Ann &lt;ann@volt.invalid&gt;" in page
     sent = message(head, settings)
     assert sent["first_failing_commit"] == {"commit": builds[2].commit, "subject": "C 4",
                                             "author": "Ann <ann@volt.invalid>", "parent": builds[1].commit}
-    assert message(scene.store.get_build(builds[0].id), settings)["first_failing_commit"] is None
+    assert message(scene.store.records.get_build(builds[0].id), settings)["first_failing_commit"] is None
 
 
 def test_a_plain_rq_worker_builds_in_the_same_order(settings, make_repo, rq_conn, conn) -> None:
@@ -252,10 +254,10 @@ def test_a_plain_rq_worker_builds_in_the_same_order(settings, make_repo, rq_conn
     watch.poll()
     assert run_rq_worker_burst(settings).returncode == 0
     store = Store(conn)
-    started = [b.commit for b in sorted(store.history("proj", 10), key=lambda b: b.started_at)][1:]
+    started = [b.commit for b in sorted(store.history.builds("proj", 10), key=lambda b: b.started_at)][1:]
     # the head fails, the midpoint 2 passes, 3 fails: the culprit; then the rest, halving order
     assert started == [shas[4], shas[1], shas[2], shas[0], shas[3]]
-    assert store.get_build(keys.build_id("proj", shas[4])).first_failing.commit == shas[2]
+    assert store.records.get_build(keys.build_id("proj", shas[4])).first_failing.commit == shas[2]
 
 
 SLOW = ("import time, unittest\n\nclass T(unittest.TestCase):\n    def test_slow(self):\n"

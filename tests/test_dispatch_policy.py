@@ -8,7 +8,7 @@ import math
 import pytest
 
 from voltci.bisect import Known, halving, hunt
-from voltci.dispatch import Placed, Priority, Share, Tier, Waiting, parse_priority, plan
+from voltci.dispatch import FairShare, Placed, Priority, Tier, Waiting, parse_priority, plan
 from voltci.errors import BadInput
 
 G, B, P, R, V = Known.GOOD, Known.BAD, Known.PENDING, Known.BUSY, Known.VOID
@@ -105,7 +105,7 @@ def test_a_newcomer_goes_before_a_busy_repositorys_backlog() -> None:
     """The issue's case: A has a backlog of 12 one-second builds, then B gets one commit."""
     waiting = [job(f"a{n}", "a", Tier.BACKLOG, since=10, order=n) for n in range(12)]
     waiting.append(job("b1", "b", Tier.HEAD, since=20))
-    shares = {"a": Share(used_s=1.0, typical_s=1.0)}
+    shares = {"a": FairShare(used_s=1.0, typical_s=1.0)}
     assert ids(plan(waiting, shares, {}, 3600))[0] == "b1"
     waiting[-1] = job("b1", "b", Tier.BACKLOG, since=20)  # even as backlog, B has had no runner time
     order = ids(plan(waiting, shares, {}, 3600))
@@ -116,7 +116,7 @@ def test_fair_share_is_runner_time_not_turns() -> None:
     """A repository of long builds gets fewer turns than one of short builds, for the same time."""
     waiting = [job(f"long{n}", "long", Tier.BACKLOG, order=n) for n in range(5)]
     waiting += [job(f"short{n}", "short", Tier.BACKLOG, order=n) for n in range(20)]
-    shares = {"long": Share(0.0, 100.0), "short": Share(0.0, 10.0)}
+    shares = {"long": FairShare(0.0, 100.0), "short": FairShare(0.0, 10.0)}
     order = ids(plan(waiting, shares, {}, 3600))
     first_12 = order[:12]
     assert sum(j.startswith("long") for j in first_12) == 2 and sum(j.startswith("short") for j in first_12) == 10
@@ -139,7 +139,7 @@ def test_priorities_order_repositories_inside_a_tier() -> None:
 
 def test_why_names_the_fair_share_when_repositories_compete() -> None:
     waiting = [job("a1", "a", Tier.HEAD), job("b1", "b", Tier.HEAD)]
-    placed = plan(waiting, {"a": Share(120.0, 60.0)}, {}, 3600)
+    placed = plan(waiting, {"a": FairShare(120.0, 60.0)}, {}, 3600)
     assert ids(placed) == ["b1", "a1"]
     assert "fair share: a has had 120 s of runner time in the last 60 min" in placed[1].why
     assert "fair share: b has had 0.0 s" in placed[0].why

@@ -34,7 +34,7 @@ def one_build(cluster: Cluster, make_repo, files: dict[str, str] = SLOW_TEST) ->
 
 
 def attempts(cluster: Cluster, build_id: str) -> list[tuple[str, str, str]]:
-    return [(a.state.value, a.runner, a.status) for a in Store(cluster.conn).get_attempts(build_id)]
+    return [(a.state.value, a.runner, a.status) for a in Store(cluster.conn).records.get_attempts(build_id)]
 
 
 def test_runner_killed_mid_build_is_redispatched_and_its_tests_reaped(cluster, make_repo) -> None:
@@ -49,7 +49,7 @@ def test_runner_killed_mid_build_is_redispatched_and_its_tests_reaped(cluster, m
     build = cluster.wait_final(build_id)
     assert build.status.value == "passed" and build.results_stored == 1
     assert attempts(cluster, build_id) == [("lost", "r1", ""), ("finished", "r2", "passed")]
-    lost = Store(cluster.conn).recent_lost()
+    lost = Store(cluster.conn).runners.recent_lost()
     assert lost[0].runner == "r1" and "stopped sending heartbeats" in lost[0].reason
     # The killed attempt's test left a grandchild behind; the other runner on this host reaps it.
     wait_until(lambda: not alive(grandchild), "the orphaned grandchild to be reaped", timeout=20)
@@ -116,7 +116,7 @@ def test_two_schedulers_act_once_and_the_survivor_takes_over(cluster, make_repo)
     cluster.worker("r2")
     cluster.kill_runner("r1")
     assert cluster.wait_final(first.id).status.value == "passed"
-    assert len(Store(cluster.conn).recent_lost()) == 1 and cluster.build(first.id).attempt == 2
+    assert len(Store(cluster.conn).runners.recent_lost()) == 1 and cluster.build(first.id).attempt == 2
     assert "acting as the scheduler" not in cluster.log(other)
 
     cluster.procs[leader].kill()
@@ -142,7 +142,7 @@ def test_redis_restart_with_aof_every_build_ends_once(cluster, make_repo) -> Non
     cluster.worker("r1", FAULT_SLEEP="1.5")
     cluster.worker("r2", FAULT_SLEEP="1.5")
     cluster.scheduler()
-    wait_until(lambda: Store(cluster.conn).running_builds(), "a build to run")
+    wait_until(lambda: Store(cluster.conn).records.running_builds(), "a build to run")
     # Everything is up before Redis goes (a process still starting would rightly refuse to start).
     wait_until(lambda: "acting as the scheduler" in cluster.log("scheduler"), "the scheduler to act")
     wait_until(lambda: cluster.beat("r1") and cluster.beat("r2"), "both runners' heartbeats")
@@ -182,6 +182,6 @@ def test_cancel_stops_a_running_build_and_its_processes(cluster, make_repo) -> N
     assert build.status.value == "cancelled" and build.results_stored == 1
     wait_until(lambda: not marked_processes(keys.job_id(build_id, 1)), "the tests to be killed", timeout=15)
     wait_until(lambda: (beat := cluster.beat("r1")) and not beat["build"], "r1 to be idle again")
-    assert Store(cluster.conn).get_attempts(build_id)[0].state is AttemptState.FINISHED
+    assert Store(cluster.conn).records.get_attempts(build_id)[0].state is AttemptState.FINISHED
     again = run_volt("cancel", build.commit, "--redis-url", cluster.server.url)
     assert again.returncode == 2 and "already ended (cancelled)" in again.stderr

@@ -53,7 +53,7 @@ def test_a_full_redis_is_said_once_retried_and_loses_nothing(cluster, make_repo)
     cluster.scheduler()
     cluster.start("observer", "observe", "--repo", str(repo.path), "--poll", "0.2")
     store = Store(cluster.conn)
-    earlier = wait_until(lambda: store.history("proj", 5), "the first build")[0]
+    earlier = wait_until(lambda: store.history.builds("proj", 5), "the first build")[0]
     assert cluster.wait_final(earlier.id).status.value == "passed"
     stored = volt_keys(cluster.rq_conn, earlier.id)
     assert keys.build(earlier.id).encode() in stored
@@ -101,10 +101,10 @@ def test_status_shows_memory_and_the_bytes_of_a_finished_build(conn, settings) -
     for n in range(3):
         build = Build(id=keys.build_id("proj", f"{n:04x}" + "b" * 36), repo="proj", url="/r",
                       commit=f"{n:04x}" + "b" * 36, branch="main")
-        store.add_build(build, n)
-        store.start_attempt(build.id, 1, "r1")
-        store.append_log(build.id, 1, "output\n" * 100)
-        store.finish_build(build.id, 1, "r1", outcome())
+        store.builds.add(build, n)
+        store.builds.start_attempt(build.id, 1, "r1")
+        store.logs.append(build.id, 1, "output\n" * 100)
+        store.builds.finish(build.id, 1, "r1", outcome())
     conn.config_set("maxmemory", str(64 * 1024 * 1024))
     try:
         proc = run_volt("status", "--json", "--redis-url", settings.effective_redis_url)

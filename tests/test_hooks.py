@@ -75,22 +75,22 @@ def test_a_payload_must_name_the_watched_repository() -> None:
 
 def test_hooks_seen_are_kept_bounded_and_for_a_while(conn) -> None:
     store = Store(conn)
-    assert store.remember_hook(["body:a", "delivery:1"], now=1000.0, keep_s=60, most=50) is None
-    assert store.remember_hook(["body:a"], now=1001.0, keep_s=60, most=50) == "body:a"
-    assert store.remember_hook(["body:b", "delivery:1"], now=1002.0, keep_s=60, most=50) == "delivery:1"
+    assert store.hooks.remember(["body:a", "delivery:1"], now=1000.0, keep_s=60, most=50) is None
+    assert store.hooks.remember(["body:a"], now=1001.0, keep_s=60, most=50) == "body:a"
+    assert store.hooks.remember(["body:b", "delivery:1"], now=1002.0, keep_s=60, most=50) == "delivery:1"
     assert conn.zcard(keys.hooks_seen()) == 2  # a replay writes nothing
-    assert store.remember_hook(["body:a"], now=1061.0, keep_s=60, most=50) is None  # forgotten after keep_s
+    assert store.hooks.remember(["body:a"], now=1061.0, keep_s=60, most=50) is None  # forgotten after keep_s
     for n in range(500):
-        assert store.remember_hook([f"body:{n}", f"delivery:{n}"], now=2000.0 + n, keep_s=10_000, most=50) is None
+        assert store.hooks.remember([f"body:{n}", f"delivery:{n}"], now=2000.0 + n, keep_s=10_000, most=50) is None
     assert conn.zcard(keys.hooks_seen()) == 50
     assert 0 < conn.ttl(keys.hooks_seen()) <= 10_001
-    assert store.remember_hook(["body:499"], now=2600.0, keep_s=10_000, most=50) == "body:499"
+    assert store.hooks.remember(["body:499"], now=2600.0, keep_s=10_000, most=50) == "body:499"
 
 
 def test_two_replays_at_once_are_taken_once(conn) -> None:
     store = Store(conn)
     taken: list[str | None] = []
-    threads = [threading.Thread(target=lambda: taken.append(store.remember_hook(["body:same"], now=5.0)))
+    threads = [threading.Thread(target=lambda: taken.append(store.hooks.remember(["body:same"], now=5.0)))
                for _ in range(8)]
     for thread in threads:
         thread.start()
@@ -105,8 +105,8 @@ def test_two_replays_at_once_are_taken_once(conn) -> None:
 def web(settings, conn, tmp_path):
     """`volt web` with a hook secret, two watched repositories, and a listener of what reaches the observers."""
     store = Store(conn)
-    store.register_repo("proj", PROJ_URL, ["main"])
-    store.register_repo("other", OTHER_URL, ["main"])
+    store.repos.register("proj", PROJ_URL, ["main"])
+    store.repos.register("other", OTHER_URL, ["main"])
     listener = conn.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(keys.notify())
     with volt_web(settings, tmp_path, VOLT_HOOK_SECRET=SECRET) as url:

@@ -6,33 +6,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import PYTEST_VERSION
+from support import PYTEST_VERSION, run_steps, write_tree
 
 from voltci.config import Settings
 from voltci.runner.installs import installs_key
-from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 
 PIP = ["python", "-m", "pip", "install"]
 
 
-def write(tree: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_text(text)
-    return tree
-
-
 def test_the_key_follows_every_file_the_steps_read(tmp_path: Path) -> None:
-    tree = write(tmp_path, {"tests/requirements.txt": "pytest\n-r more.txt\n", "tests/more.txt": "attrs==25.1\n",
-                            "tox.ini": "[tox]\n"})
+    tree = write_tree(tmp_path, {"tests/requirements.txt": "pytest\n-r more.txt\n", "tests/more.txt": "attrs==25.1\n",
+                                 "tox.ini": "[tox]\n"})
     steps = [[*PIP, "-r", "tests/requirements.txt"]]
     first = installs_key(tree, steps)
     assert first is not None and installs_key(tree, steps) == first
     keys = {first}
     for name, text in (("tests/more.txt", "attrs==25.2\n"), ("tox.ini", "[tox]\nenv_list = py\n"),
                        ("pyproject.toml", "[project]\nname = 'x'\n")):
-        write(tree, {name: text})
+        write_tree(tree, {name: text})
         keys.add(installs_key(tree, steps))
     assert len(keys) == 4 and None not in keys
     assert installs_key(tree, [[*PIP, "--requirement=tests/requirements.txt"]]) not in keys | {None}
@@ -49,7 +41,7 @@ def test_the_key_follows_every_file_the_steps_read(tmp_path: Path) -> None:
     ([], {}),
 ])
 def test_steps_that_install_what_the_key_cannot_see_run_in_every_build(tmp_path: Path, steps, files) -> None:
-    assert installs_key(write(tmp_path, files), steps) is None
+    assert installs_key(write_tree(tmp_path, files), steps) is None
 
 
 def test_a_link_or_a_huge_file_is_not_a_key(tmp_path: Path) -> None:
@@ -59,9 +51,9 @@ def test_a_link_or_a_huge_file_is_not_a_key(tmp_path: Path) -> None:
 
 @pytest.mark.e2e
 def test_a_reused_environment_skips_the_installs_until_a_file_they_read_changes(tmp_path: Path) -> None:
-    tree = write(tmp_path / "tree", {"tests/requirements.txt": "-r more.txt\n",
-                                     "tests/more.txt": f"pytest=={PYTEST_VERSION}\n",
-                                     "tests/test_one.py": "def test_one():\n    pass\n"})
+    tree = write_tree(tmp_path / "tree", {"tests/requirements.txt": "-r more.txt\n",
+                                          "tests/more.txt": f"pytest=={PYTEST_VERSION}\n",
+                                          "tests/test_one.py": "def test_one():\n    pass\n"})
     settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=300)
 
     def build(number: int) -> str:
@@ -76,7 +68,8 @@ def test_a_reused_environment_skips_the_installs_until_a_file_they_read_changes(
     assert installing in build(1)
     second = build(2)
     assert "1 setup step(s) skipped" in second and installing not in second
-    write(tree, {"tests/more.txt": f"pytest=={PYTEST_VERSION}\niniconfig\n"})  # not a file the environment's key reads
+    # not a file the environment's key reads:
+    write_tree(tree, {"tests/more.txt": f"pytest=={PYTEST_VERSION}\niniconfig\n"})
     third = build(3)
     assert "reusing the environment" in third and installing in third
     assert "skipped" in build(4)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from support import SHA_A, add, outcome
 
-from voltci.live import CLEAR_LINE, LiveView, expected_tests, status_line
-from voltci.models import Build
+from voltci.live import CLEAR_LINE, REASON_SHOWN, LiveView, build_line, expected_tests, status_line
+from voltci.models import Build, Status
 from voltci.store import Store
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -30,8 +30,8 @@ def test_status_line_shows_queue_elapsed_time_and_progress() -> None:
 def test_expected_tests_come_from_the_last_finished_build(fake) -> None:
     build = add(fake, "proj", SHA_A)
     assert expected_tests(Store(fake), "proj") == 0
-    Store(fake).start_attempt(build.id, 1, "r")
-    Store(fake).finish_build(build.id, 1, "r", outcome())
+    Store(fake).builds.start_attempt(build.id, 1, "r")
+    Store(fake).builds.finish(build.id, 1, "r", outcome())
     assert expected_tests(Store(fake), "proj") == 3
 
 
@@ -47,3 +47,33 @@ def test_lines_go_above_the_redrawn_status_line(fake) -> None:
     quiet.refresh()
     quiet.line("passed proj 1234")
     assert plain.getvalue() == "passed proj 1234\n"
+
+
+def ended(status: Status, reason: str, subject: str = "Broken .volt.toml") -> Build:
+    return Build(id=f"proj-{SHA_A}", repo="proj", url="/r", commit=SHA_A, branch="main", subject=subject,
+                 status=status, reason=reason, duration_s=0.2)
+
+
+def test_a_build_that_ended_with_a_reason_gives_it_on_its_line() -> None:
+    why = ".volt.toml is not valid TOML: Expected ']' at the end of a table declaration (at line 1, column 7)"
+    line = build_line(ended(Status.ERROR, why))
+    assert line.startswith("error ") and line.endswith(f"Broken .volt.toml — {why}")
+    assert build_line(ended(Status.TIMEOUT, "the build took longer than 600 s")).endswith("— the build took longer "
+                                                                                          "than 600 s")
+    assert "—" not in build_line(ended(Status.FAILED, ""))  # nothing to add: the tests say what failed
+    assert build_line(ended(Status.ERROR, "")).endswith(f"— no reason recorded: volt log {SHA_A[:10]} has its output")
+    assert "—" not in build_line(ended(Status.RUNNING, "left over from an earlier attempt"))
+
+
+def test_a_reason_or_subject_cannot_print_a_line_of_its_own() -> None:
+    forged = f"passed    proj {SHA_A[:10]} main            0.1s 5/5 passed       all good"
+    for reason, subject in [(f"boom\n{forged}", "s"), (f"boom\r\x1b[2K{forged}", "s"), ("boom", f"s\n{forged}"),
+                            (f"boom\u2028{forged}", "s"), (f"boom\x1b]0;title\x07\x1b[1A{forged}", "s")]:
+        line = build_line(ended(Status.ERROR, reason, subject))
+        assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\u2028" not in line, repr(line)
+        assert line.startswith("error ")
+
+
+def test_a_long_reason_is_cut_on_the_line() -> None:
+    line = build_line(ended(Status.ERROR, "x" * 10_000))
+    assert line.endswith("…") and line.count("x") == REASON_SHOWN - 1

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import threading
 import time
 
 import pytest
+from sample_project import FAILING
 from support import ROOT, RQ_WORKER, SHA_A, add, child_env, run_rq_worker_burst, run_volt, running, wait_until
 
 from voltci import keys
-from voltci.logstream import LogPump, follow_log
+from voltci.logstream import LogPump, TreeNames, follow_log
 from voltci.store import Store
+from voltci.web import create_app
 
 
 def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
@@ -27,10 +31,10 @@ def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
         fh.write("héllo ".encode()[2:] + b"world\n")
         fh.flush()
         pump.pump()
-        assert store.read_log("b1") == "héllo world\n"
+        assert store.logs.read("b1") == "héllo world\n"
         fh.write(b"x" * 100)
     pump.finish()
-    text = store.read_log("b1")
+    text = store.logs.read("b1")
     assert text.startswith("héllo world\nxxxxxxx\n[volt: the output was cut here, at 20 bytes")
     assert text.endswith("[volt: 93 more bytes of output were not kept]\n")
 
@@ -38,7 +42,7 @@ def test_pump_copies_what_is_appended_and_caps_it(fake, tmp_path) -> None:
 @pytest.mark.e2e
 def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path) -> None:
     build = add(fake, "proj", SHA_A)
-    Store(fake).start_attempt(build.id, 1, "r1")
+    Store(fake).builds.start_attempt(build.id, 1, "r1")
     out = tmp_path / "output.log"
     out.write_text("")
     pump = LogPump(Store(fake), build.id, 1, out, cap_bytes=10_000)
@@ -57,12 +61,12 @@ def test_follow_writes_everything_once_even_across_a_new_attempt(fake, tmp_path)
         time.sleep(0.05)
     # The runner dies; attempt 2 starts elsewhere with its output afresh, and finishes.
     fake.hset(keys.build(build.id), mapping={"attempt": "2", "status": "queued"})
-    Store(fake).start_attempt(build.id, 2, "r2")
+    Store(fake).builds.start_attempt(build.id, 2, "r2")
     second = LogPump(Store(fake), build.id, 2, tmp_path / "second.log", cap_bytes=10_000)
     (tmp_path / "second.log").write_text("attempt two\n")
     second.finish()
     from support import outcome
-    Store(fake).finish_build(build.id, 2, "r2", outcome())
+    Store(fake).builds.finish(build.id, 2, "r2", outcome())
     follower.join(timeout=20)
     assert written == ["before following\nline 0\nline 1\nline 2\nline 3\nline 4\n"
                        "\n[volt: attempt 2 started on another runner; its output follows]\nattempt two\n"]
@@ -119,3 +123,75 @@ def test_volt_log_bad_input(redis_url) -> None:
         proc = run_volt("log", *args, "--redis-url", redis_url)
         assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [proc.stderr.strip()]
         assert fragment in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- files named relative to the tree
+
+TREE = "/srv/ws/host/pool/proj-1a2b/0"
+TRACEBACK = (f'Traceback (most recent call last):\n  File "{TREE}/tests/test_ops.py", line 19, in test_percent\n'
+             f"cwd {TREE} stays; {TREE}/../x and {TREE}x are not in it; /srv/ws/host/pool/proj-1a2b/1/t.py neither\n"
+             f"{TREE}/{TREE}/a.py /srv/ws/host/pool/proj-1a2b/0")
+
+
+def test_tree_names_come_out_wherever_the_pieces_are_cut() -> None:
+    whole = TRACEBACK.replace(f"{TREE}/", "")
+    assert 'File "tests/test_ops.py"' in whole
+    for cut in range(len(TRACEBACK) + 1):
+        for second in (cut, min(len(TRACEBACK), cut + 3), min(len(TRACEBACK), cut + 40)):
+            names = TreeNames([f"{TREE}/"])
+            pieces = [TRACEBACK[:cut], TRACEBACK[cut:second], TRACEBACK[second:]]
+            out = "".join(names.feed(piece) for piece in pieces) + names.flush()
+            assert out == whole, (cut, second)
+            assert len(names.held) == 0
+
+
+def test_tree_names_hold_back_no_more_than_a_path_and_only_what_may_begin_one() -> None:
+    names = TreeNames([f"{TREE}/"])
+    assert names.feed("plain text /srv/ws/ho") == "plain text " and names.held == "/srv/ws/ho"
+    assert names.feed("me/x\n") == "/srv/ws/home/x\n" and names.held == ""  # it was not the tree after all
+    assert names.feed("x" * 100_000 + "/") == "x" * 100_000 and names.held == "/"
+    assert TreeNames([]).feed(f"{TREE}/a") == f"{TREE}/a"
+
+
+def test_the_tree_is_named_as_given_and_as_the_kernel_names_it(tmp_path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    names = TreeNames.of_tree(tmp_path / "link")
+    assert names.feed(f"{tmp_path}/link/a.py {real}/b.py\n") == "a.py b.py\n"
+
+
+def test_pump_stores_the_output_with_files_relative_to_the_tree(fake, tmp_path) -> None:
+    out = tmp_path / "output.log"
+    out.write_text("")
+    store = running(fake, "b1")
+    pump = LogPump(store, "b1", 1, out, cap_bytes=100_000, tree=tmp_path / "tree")
+    text = TRACEBACK.replace(TREE, str(tmp_path / "tree"))
+    with open(out, "a") as fh:
+        for start in range(0, len(text), 7):  # the runner reads while the tests write, in pieces cut anywhere
+            fh.write(text[start:start + 7])
+            fh.flush()
+            pump.pump()
+    pump.finish()
+    assert store.logs.read("b1") == TRACEBACK.replace(f"{TREE}/", "").replace(TREE, str(tmp_path / "tree"))
+
+
+def test_volt_log_names_files_as_the_report_does(settings, make_repo) -> None:
+    """A real build: `volt log`, `volt log -f` and the web page's log name `tests/test_broken.py`, as
+    the report does, and nothing of the workspace the build ran in."""
+    repo = make_repo()
+    sha = repo.commit(FAILING, "broken")
+    url = settings.effective_redis_url
+    assert run_volt("observe", "--once", "--repo", str(repo.path), "--redis-url", url,
+                    env={"VOLT_WORKSPACE_DIR": settings.workspace_dir}).returncode == 0
+    assert run_rq_worker_burst(settings).returncode == 0
+    report = json.loads(run_volt("report", sha, "--json", "--redis-url", url).stdout)
+    assert 'File "tests/test_broken.py"' in report["tests"][0]["message"]
+    stored = run_volt("log", sha, "--redis-url", url)
+    followed = run_volt("log", "-f", sha, "--redis-url", url)
+    assert 'File "tests/test_broken.py", line 6, in test_assert' in stored.stdout and followed.stdout == stored.stdout
+    named = [line for line in stored.stdout.splitlines() if not line.startswith("[volt: ")  # Volt's own lines
+             and (settings.workspace_dir in line or os.path.realpath(settings.workspace_dir) in line)]
+    assert named == []
+    page = create_app(settings).test_client().get(f"/api/builds/proj/{sha}/log")
+    assert page.status_code == 200 and page.get_data(as_text=True) == stored.stdout

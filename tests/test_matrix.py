@@ -111,12 +111,12 @@ def store() -> Store:
 
 def split(store: Store, *legs: Leg) -> tuple[Build, list[Build]]:
     build = Build(id=keys.build_id("proj", SHA_A), repo="proj", url="/r", commit=SHA_A, branch="main", subject="s")
-    assert store.submit(build)
-    assert store.start_attempt(build.id, 1, "coordinator") is not None
-    recorded = store.start_legs(build.id, 1, list(legs or (Leg.of("3.11", {}), Leg.of("3.12", {"A": "1"}))),
+    assert store.builds.submit(build)
+    assert store.builds.start_attempt(build.id, 1, "coordinator") is not None
+    recorded = store.legs.start(build.id, 1, list(legs or (Leg.of("3.11", {}), Leg.of("3.12", {"A": "1"}))),
                                 "coordinator")
     assert recorded is not None
-    return store.get_build(build.id), recorded  # type: ignore[return-value]
+    return store.records.get_build(build.id), recorded  # type: ignore[return-value]
 
 
 def ran(*outcomes: Outcome, failing: str = "AssertionError") -> RunOutcome:
@@ -131,23 +131,24 @@ def test_legs_wait_on_their_interpreters_queues_and_the_last_to_end_stores_the_b
     build, (leg0, leg1) = split(store)
     assert build.legs == 2 and (leg0.leg, leg0.python, leg1.leg, leg1.env) == ("py3.11", "3.11", "py3.12-A=1",
                                                                                {"A": "1"})
-    assert store.waiting_job_ids(["volt-py3.11"]) == {keys.job_id(leg0.id, 1)}
-    assert store.waiting_job_ids(["volt-py3.12"]) == {keys.job_id(leg1.id, 1)}
-    assert store.start_legs(build.id, 1, [Leg.of("3.13", {})], "again") is None  # split once
-    assert store.start_attempt(leg0.id, 1, "r1") is not None and store.start_attempt(leg1.id, 1, "r2") is not None
-    assert store.finish_build(leg0.id, 1, "r1", ran(Outcome.PASSED, Outcome.PASSED))
-    assert store.get_build(build.id).status is Status.RUNNING  # one leg still runs
-    assert store.timings("proj", "py3.11").tests == {"t.T.test_0": 0.25, "t.T.test_1": 0.25}
-    assert store.finish_build(leg1.id, 1, "r2", ran(Outcome.PASSED, Outcome.FAILED))
-    assert not store.finish_build(leg1.id, 1, "r2", ran(Outcome.PASSED))  # once
-    done = store.get_build(build.id)
+    assert store.queue.waiting_job_ids(["volt-py3.11"]) == {keys.job_id(leg0.id, 1)}
+    assert store.queue.waiting_job_ids(["volt-py3.12"]) == {keys.job_id(leg1.id, 1)}
+    assert store.legs.start(build.id, 1, [Leg.of("3.13", {})], "again") is None  # split once
+    assert store.builds.start_attempt(leg0.id, 1, "r1") is not None
+    assert store.builds.start_attempt(leg1.id, 1, "r2") is not None
+    assert store.builds.finish(leg0.id, 1, "r1", ran(Outcome.PASSED, Outcome.PASSED))
+    assert store.records.get_build(build.id).status is Status.RUNNING  # one leg still runs
+    assert store.history.timings("proj", "py3.11").tests == {"t.T.test_0": 0.25, "t.T.test_1": 0.25}
+    assert store.builds.finish(leg1.id, 1, "r2", ran(Outcome.PASSED, Outcome.FAILED))
+    assert not store.builds.finish(leg1.id, 1, "r2", ran(Outcome.PASSED))  # once
+    done = store.records.get_build(build.id)
     assert (done.status, done.counts.total, done.counts.failed, done.results_stored) == (Status.FAILED, 4, 1, 1)
-    tests = store.get_tests(build.id)
+    tests = store.records.get_tests(build.id)
     assert [(t.leg, t.id) for t in tests] == [("py3.11", "t.T.test_0"), ("py3.11", "t.T.test_1"),
                                              ("py3.12-A=1", "t.T.test_0"), ("py3.12-A=1", "t.T.test_1")]
-    assert [(t.leg, t.id) for t in store.listed_tests(build.id)] == [("py3.12-A=1", "t.T.test_1")]
-    assert not store.timings("proj")  # a matrix build's timings are its legs' own
-    legs = store.get_legs(build.id)
+    assert [(t.leg, t.id) for t in store.records.listed_tests(build.id)] == [("py3.12-A=1", "t.T.test_1")]
+    assert not store.history.timings("proj")  # a matrix build's timings are its legs' own
+    legs = store.records.get_legs(build.id)
     assert [(leg.status, leg.runner, leg.counts.total) for leg in legs] == [(Status.PASSED, "r1", 2),
                                                                            (Status.FAILED, "r2", 2)]
 
@@ -157,78 +158,78 @@ def test_two_legs_ending_at_once_store_the_build_exactly_once() -> None:
     one = Store(fakeredis.FakeRedis(server=server, decode_responses=True))
     build, legs = split(one, *(Leg.of(f"3.{n}", {}) for n in range(10, 16)))
     for n, leg in enumerate(legs):
-        assert one.start_attempt(leg.id, 1, f"r{n}") is not None
+        assert one.builds.start_attempt(leg.id, 1, f"r{n}") is not None
     ready = threading.Barrier(len(legs))
 
     def end(leg: Build) -> None:
         mine = Store(fakeredis.FakeRedis(server=server, decode_responses=True))
         ready.wait(timeout=10)
-        assert mine.finish_build(leg.id, 1, leg.runner or "r", ran(Outcome.PASSED))
+        assert mine.builds.finish(leg.id, 1, leg.runner or "r", ran(Outcome.PASSED))
 
     threads = [threading.Thread(target=end, args=(leg,)) for leg in legs]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    done = one.get_build(build.id)
+    done = one.records.get_build(build.id)
     assert (done.status, done.results_stored, done.counts.total) == (Status.PASSED, 1, len(legs))
 
 
 def test_a_leg_nobody_can_run_ends_error_naming_its_python_and_the_others_decide_the_rest(store: Store) -> None:
     build, (leg0, leg1) = split(store)
-    assert store.start_attempt(leg0.id, 1, "r1") is not None
-    assert store.end_leg_unrunnable(leg1.id, 1, "no live runner has python 3.12")
-    assert not store.end_leg_unrunnable(leg1.id, 1, "again")
-    assert store.get_build(build.id).status is Status.RUNNING  # leg 0 still runs
-    assert keys.job_id(leg1.id, 1) not in store.waiting_job_ids(["volt-py3.12"])
-    assert store.finish_build(leg0.id, 1, "r1", ran(Outcome.PASSED))
-    done = store.get_build(build.id)
+    assert store.builds.start_attempt(leg0.id, 1, "r1") is not None
+    assert store.legs.end_unrunnable(leg1.id, 1, "no live runner has python 3.12")
+    assert not store.legs.end_unrunnable(leg1.id, 1, "again")
+    assert store.records.get_build(build.id).status is Status.RUNNING  # leg 0 still runs
+    assert keys.job_id(leg1.id, 1) not in store.queue.waiting_job_ids(["volt-py3.12"])
+    assert store.builds.finish(leg0.id, 1, "r1", ran(Outcome.PASSED))
+    done = store.records.get_build(build.id)
     assert done.status is Status.ERROR and done.reason == "py3.12-A=1: no live runner has python 3.12"
     assert (done.counts.total, done.counts.passed) == (1, 1)
 
 
 def test_a_lost_leg_goes_back_on_its_queue_first_and_is_given_up_after_max_attempts(store: Store) -> None:
     build, (leg0, leg1) = split(store)
-    assert store.start_attempt(leg1.id, 1, "r1") is not None
-    assert store.redispatch(leg1.id, 1, "runner r1 stopped sending heartbeats") == "requeued"
-    again = store.get_build(leg1.id)
+    assert store.builds.start_attempt(leg1.id, 1, "r1") is not None
+    assert store.builds.redispatch(leg1.id, 1, "runner r1 stopped sending heartbeats") == "requeued"
+    again = store.records.get_build(leg1.id)
     assert (again.status, again.attempt) == (Status.QUEUED, 2)
     assert jobqueue.waiting_in_order(store.r, Settings(queue="volt-py3.12"), 5)[0] == keys.job_id(leg1.id, 2)
-    assert not store.finish_build(leg1.id, 1, "r1", ran(Outcome.PASSED))  # the lost attempt is fenced off
-    assert store.start_attempt(leg1.id, 2, "r2") is not None
-    assert store.redispatch(leg1.id, 2, "runner r2 stopped sending heartbeats") == "gave up"
-    ended = store.get_build(leg1.id)
+    assert not store.builds.finish(leg1.id, 1, "r1", ran(Outcome.PASSED))  # the lost attempt is fenced off
+    assert store.builds.start_attempt(leg1.id, 2, "r2") is not None
+    assert store.builds.redispatch(leg1.id, 2, "runner r2 stopped sending heartbeats") == "gave up"
+    ended = store.records.get_build(leg1.id)
     assert ended.status is Status.ERROR and "gave up after 2 attempt(s)" in ended.reason
-    assert [a.state for a in store.get_attempts(leg1.id)] == [AttemptState.LOST, AttemptState.LOST]
-    assert store.get_build(build.id).status is Status.RUNNING  # leg 0 has not run yet
-    assert store.start_attempt(leg0.id, 1, "r3") is not None
-    assert store.finish_build(leg0.id, 1, "r3", ran(Outcome.PASSED))
-    assert store.get_build(build.id).status is Status.ERROR
+    assert [a.state for a in store.records.get_attempts(leg1.id)] == [AttemptState.LOST, AttemptState.LOST]
+    assert store.records.get_build(build.id).status is Status.RUNNING  # leg 0 has not run yet
+    assert store.builds.start_attempt(leg0.id, 1, "r3") is not None
+    assert store.builds.finish(leg0.id, 1, "r3", ran(Outcome.PASSED))
+    assert store.records.get_build(build.id).status is Status.ERROR
 
 
 def test_cancelling_a_matrix_build_cancels_its_legs(store: Store) -> None:
     build, (leg0, leg1) = split(store)
-    assert store.start_attempt(leg0.id, 1, "r1") is not None
-    assert store.cancel(build.id) is not None
-    assert [leg.status for leg in store.get_legs(build.id)] == [Status.CANCELLED, Status.CANCELLED]
-    assert not store.is_current(leg0.id, 1)  # its runner stops within a second
-    assert not store.finish_build(leg0.id, 1, "r1", ran(Outcome.PASSED))
-    assert keys.job_id(leg1.id, 1) not in store.waiting_job_ids(["volt-py3.12"])
+    assert store.builds.start_attempt(leg0.id, 1, "r1") is not None
+    assert store.builds.cancel(build.id) is not None
+    assert [leg.status for leg in store.records.get_legs(build.id)] == [Status.CANCELLED, Status.CANCELLED]
+    assert not store.records.is_current(leg0.id, 1)  # its runner stops within a second
+    assert not store.builds.finish(leg0.id, 1, "r1", ran(Outcome.PASSED))
+    assert keys.job_id(leg1.id, 1) not in store.queue.waiting_job_ids(["volt-py3.12"])
 
 
 def test_a_rebuild_splits_again_under_new_leg_ids_and_retention_removes_every_legs_key(store: Store) -> None:
     build, legs = split(store)
     for leg in legs:
-        assert store.start_attempt(leg.id, 1, "r1") is not None
-        assert store.finish_build(leg.id, 1, "r1", ran(Outcome.PASSED))
-    assert store.rebuild(build.id) is not None
-    assert store.start_attempt(build.id, 2, "r1") is not None
-    assert store.get_build(build.id).legs == 0
-    again = store.start_legs(build.id, 2, [Leg.of("3.11", {})], "r1")
+        assert store.builds.start_attempt(leg.id, 1, "r1") is not None
+        assert store.builds.finish(leg.id, 1, "r1", ran(Outcome.PASSED))
+    assert store.builds.rebuild(build.id) is not None
+    assert store.builds.start_attempt(build.id, 2, "r1") is not None
+    assert store.records.get_build(build.id).legs == 0
+    again = store.legs.start(build.id, 2, [Leg.of("3.11", {})], "r1")
     assert again is not None and again[0].id == keys.leg_id(build.id, 2, 0) != legs[0].id
-    assert store.start_attempt(again[0].id, 1, "r1") is not None
-    assert store.finish_build(again[0].id, 1, "r1", ran(Outcome.PASSED))
-    assert store.delete_builds([store.get_build(build.id)])  # type: ignore[list-item]
+    assert store.builds.start_attempt(again[0].id, 1, "r1") is not None
+    assert store.builds.finish(again[0].id, 1, "r1", ran(Outcome.PASSED))
+    assert store.retention.delete([store.records.get_build(build.id)])  # type: ignore[list-item]
     left = [k for k in store.r.keys("*") if SHA_A in k]
     assert left == [], left
 
@@ -239,14 +240,14 @@ def matrix_report(store: Store) -> tuple[Build, list[TestResult], list[Build]]:
     build, (leg0, leg1) = split(store)
     for leg, outcome in ((leg0, ran(Outcome.PASSED, Outcome.FAILED, failing="Traceback\nAssertionError: 3.11")),
                          (leg1, ran(Outcome.PASSED, Outcome.SKIPPED))):
-        assert store.start_attempt(leg.id, 1, "r1") is not None
-        assert store.finish_build(leg.id, 1, "r1", outcome)
-    return store.get_build(build.id), store.get_tests(build.id), store.get_legs(build.id)  # type: ignore[return-value]
+        assert store.builds.start_attempt(leg.id, 1, "r1") is not None
+        assert store.builds.finish(leg.id, 1, "r1", outcome)
+    return store.records.get_build(build.id), store.records.get_tests(build.id), store.records.get_legs(build.id)  # type: ignore[return-value]
 
 
 def test_the_json_report_lists_the_legs_and_each_tests_leg(store: Store) -> None:
     build, tests, legs = matrix_report(store)
-    data = report.as_dict(build, tests, store.get_attempts(build.id), [], legs)
+    data = report.as_dict(build, tests, store.records.get_attempts(build.id), [], legs)
     assert data["status"] == "failed" and data["counts"]["total"] == 4
     assert [(leg["name"], leg["python"], leg["env"], leg["status"], leg["counts"]["total"], leg["runner"])
             for leg in data["legs"]] == [("py3.11", "3.11", {}, "failed", 2, "r1"),
@@ -316,7 +317,8 @@ def test_the_scheduler_ends_a_leg_no_live_runner_can_run_and_requeues_a_lost_one
     from dataclasses import replace
 
     from voltci import scheduler
-    from voltci.heartbeat import Heartbeat, RunnerBeat
+    from voltci.heartbeat import Heartbeat
+    from voltci.models import RunnerBeat
 
     fast = replace(settings, heartbeat=1.0, heartbeat_ttl=3.0)
     now = [1000.0]
@@ -324,7 +326,7 @@ def test_the_scheduler_ends_a_leg_no_live_runner_can_run_and_requeues_a_lost_one
     monkeypatch.setattr(scheduler.Scheduler, "_redis_uptime_s", lambda self: 3600.0)
     store = Store(rq_conn, fast)
     build, (leg0, leg1) = split(store, Leg.of("3.11", {}), Leg.of("3.99", {}))
-    assert store.start_attempt(leg0.id, 1, "r1") is not None
+    assert store.builds.start_attempt(leg0.id, 1, "r1") is not None
     beat = Heartbeat(Store(conn), RunnerBeat(name="r1", pythons=["3.10", "3.11"]), 1.0, 3.0)
     beat.beat.build, beat.beat.attempt = leg0.id, 1
     beat.send()
@@ -334,11 +336,11 @@ def test_the_scheduler_ends_a_leg_no_live_runner_can_run_and_requeues_a_lost_one
     beat.send()
     (action,) = sched.step()
     assert (action.build, action.done) == (leg1.id, "error")
-    ended = store.get_build(leg1.id)
+    ended = store.records.get_build(leg1.id)
     assert ended.status is Status.ERROR
     assert ended.reason == "no live runner has python 3.99 (the live runners have 3.10, 3.11)"
-    assert store.get_build(build.id).status is Status.RUNNING  # leg 0 runs on
+    assert store.records.get_build(build.id).status is Status.RUNNING  # leg 0 runs on
     beat.stop()  # r1 is gone: its leg goes back on its queue
     (lost,) = sched.step()
     assert (lost.build, lost.done) == (leg0.id, "requeued")
-    assert keys.job_id(leg0.id, 2) in store.waiting_job_ids(["volt-py3.11"])
+    assert keys.job_id(leg0.id, 2) in store.queue.waiting_job_ids(["volt-py3.11"])

@@ -115,9 +115,9 @@ def test_a_leg_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -> 
     cluster.worker("r2", FAULT_SLEEP="4")
     done = cluster.wait_final(build.id)
     assert done.status is Status.PASSED and done.results_stored == 1, done.reason
-    lost = Store(cluster.conn).get_build(beat["build"])
+    lost = Store(cluster.conn).records.get_build(beat["build"])
     assert lost.attempt == 2 and lost.runner == "r2"
-    first = Store(cluster.conn).get_attempts(lost.id)[0]
+    first = Store(cluster.conn).records.get_attempts(lost.id)[0]
     assert first.state is AttemptState.LOST and "r1" in first.reason
 
 
@@ -136,17 +136,17 @@ def test_a_leg_is_itself_split_into_shards_from_its_own_timings(tmp_path, make_r
         wait_until(lambda: cluster.beat("r1") and cluster.beat("r2"), "both runners")
         (build,) = cluster.watch(repo).poll()
         assert cluster.wait_final(build.id).status is Status.PASSED
-        (leg,) = Store(cluster.conn).get_legs(build.id)
+        (leg,) = Store(cluster.conn).records.get_legs(build.id)
         assert leg.shards == 2 and not leg.shard_rest  # split by module: no durations of this leg yet
-        assert {s.runner for s in Store(cluster.conn).get_shards(leg.id)} == {"r1", "r2"}
+        assert {s.runner for s in Store(cluster.conn).records.get_shards(leg.id)} == {"r1", "r2"}
         data = report_json(cluster, sha)
         assert data["counts"]["total"] == 30 and {t["leg"] for t in data["tests"]} == {f"py{OWN}"}
-        assert len(Store(cluster.conn).timings(build.repo, f"py{OWN}").tests) == 30
+        assert len(Store(cluster.conn).history.timings(build.repo, f"py{OWN}").tests) == 30
 
         repo.commit({"README": "again\n"}, "the next commit")
         (second,) = cluster.watch(repo).poll()
         assert cluster.wait_final(second.id).status is Status.PASSED
-        (again,) = Store(cluster.conn).get_legs(second.id)
+        (again,) = Store(cluster.conn).records.get_legs(second.id)
         assert again.shards == 2 and again.shard_rest  # planned from this leg's recorded timings
     finally:
         cluster.stop()

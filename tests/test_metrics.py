@@ -11,8 +11,8 @@ from dispatch_scene import Scene
 from prometheus_client.parser import text_string_to_metric_families
 from support import ROOT, child_env
 
-from voltci.heartbeat import Heartbeat, RunnerBeat
-from voltci.models import Status
+from voltci.heartbeat import Heartbeat
+from voltci.models import RunnerBeat, Status
 from voltci.store import Store
 from voltci.web import create_app
 
@@ -34,7 +34,7 @@ def record_some_builds(scene: Scene) -> None:
     scene.push("A", 3, start=1)
     scene.run_one({"A": 2})  # the head, A 4, failed
     lost = scene.take()
-    assert scene.store.redispatch(lost.id, lost.attempt, "runner stopped sending heartbeats") == "requeued"
+    assert scene.store.builds.redispatch(lost.id, lost.attempt, "runner stopped sending heartbeats") == "requeued"
     scene.push("B", 2)  # B 1, B 2 waiting
 
 
@@ -88,7 +88,7 @@ def test_builds_ended_without_running_are_counted_but_have_no_duration(conn, set
     scene = Scene(conn, settings)
     scene.repo("A")
     (build,) = scene.push("A", 1)
-    scene.store.cancel(build.id)
+    scene.store.builds.cancel(build.id)
     found = samples(create_app(settings).test_client().get("/metrics").get_data(as_text=True))
     assert found[("volt_builds_total", (("repository", "A"), ("status", Status.CANCELLED.value)))] == 1
     assert found[("volt_build_duration_seconds_count", ())] == 0

@@ -127,9 +127,9 @@ def test_builds_are_recorded_and_resolvable(rq_conn, conn, settings, make_repo) 
     head = repo.commit({"a.txt": "0"}, "zero")
     w = watch(rq_conn, settings, repo)
     w.poll()
-    build = Store(conn).get_build(Store(conn).resolve_commit(head[:7]))
+    build = Store(conn).records.get_build(Store(conn).records.resolve_commit(head[:7]))
     assert build.status.value == "queued" and build.url == str(repo.path) and build.branch == "main"
-    assert Store(conn).known_repos()[w.name]["url"] == str(repo.path)
+    assert Store(conn).repos.known()[w.name]["url"] == str(repo.path)
 
 
 def test_bad_repositories_and_branches_are_clear_errors(rq_conn, settings, make_repo, tmp_path) -> None:
@@ -187,15 +187,15 @@ def test_a_newer_commit_skips_the_queued_older_builds_of_its_branch(rq_conn, con
     repo.checkout("main")
     main_shas = [repo.commit({"m.txt": str(n)}, f"main {n}") for n in range(2)]
     watch.poll()
-    status = {b.commit: b.status for b in Store(conn).history("proj", 50)}
+    status = {b.commit: b.status for b in Store(conn).history.builds("proj", 50)}
     assert [status[s] for s in shas] == [Status.SKIPPED, Status.SKIPPED, Status.QUEUED]
     assert [status[s] for s in main_shas] == [Status.QUEUED, Status.QUEUED]  # the default branch: not unless named
-    skipped = Store(conn).get_build(keys.build_id("proj", shas[0]))
+    skipped = Store(conn).records.get_build(keys.build_id("proj", shas[0]))
     assert skipped.reason == f"superseded by {shas[2][:10]}" and skipped.results_stored == 1
     assert keys.job_id(skipped.id, 1) not in jobqueue.waiting_job_ids(rq_conn, settings)
     named = RepoWatch(Store(rq_conn, settings), str(repo.path), branches=["main"], supersede=["main"])
     named.validate()
     newest = repo.commit({"m.txt": "x"}, "main x")
     named.poll()
-    status = {b.commit: b.status for b in Store(conn).history("proj", 50)}
+    status = {b.commit: b.status for b in Store(conn).history.builds("proj", 50)}
     assert [status[s] for s in main_shas] == [Status.SKIPPED, Status.SKIPPED] and status[newest] is Status.QUEUED

@@ -19,8 +19,6 @@ from voltci.observer import RepoWatch
 from voltci.redis_server import RedisServer
 from voltci.store import Store
 
-WAIT_S = 60
-
 
 @pytest.fixture
 def own_redis(tmp_path):

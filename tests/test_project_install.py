@@ -4,18 +4,16 @@ change — and yet every build tests its own commit's code, with the dependencie
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import pytest
-from support import PYTEST_VERSION
+from support import PYTEST_VERSION, run_steps, write_tree
 
 from voltci.config import Settings
 from voltci.models import RunOutcome, Status
 from voltci.runner import project_install, sandbox
 from voltci.runner.detect import DetectError, detect
 from voltci.runner.sandbox import uv_binary
-from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 
 TARGET = "--target"  # the build requirements being installed
@@ -42,23 +40,17 @@ SIDES = {"shapes.py": "SIDES = 4\n",
          "tests/test_shapes.py": "import shapes\n\ndef test_sides():\n    assert shapes.SIDES == 4\n"}
 
 
-def write(tree: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        (tree / name).parent.mkdir(parents=True, exist_ok=True)
-        (tree / name).write_text(textwrap.dedent(text))
-
-
 class Builds:
     """Builds of one tree, one after another, in the environments of one runner host."""
 
     def __init__(self, tmp_path: Path, files: dict[str, str]):
         self.tmp_path, self.tree = tmp_path, tmp_path / "tree"
-        write(self.tree, {"tests/requirements.txt": f"pytest=={PYTEST_VERSION}\n", **files})
+        write_tree(self.tree, {"tests/requirements.txt": f"pytest=={PYTEST_VERSION}\n", **files})
         self.settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=600)
         self.number = 0
 
     def build(self, files: dict[str, str] | None = None) -> tuple[RunOutcome, str]:
-        write(self.tree, files or {})
+        write_tree(self.tree, files or {})
         self.number += 1
         scratch = self.tmp_path / f"scratch{self.number}"
         scratch.mkdir()
@@ -201,23 +193,23 @@ def test_an_editable_install_uses_the_editable_hook_or_pip_when_the_backend_has_
      "[build-system] backend-path names '../elsewhere', which is not inside the repository"),
 ])
 def test_a_wrong_build_system_is_one_line_naming_the_file(tmp_path: Path, build_system: str, fault: str) -> None:
-    write(tmp_path, {"pyproject.toml": f"[build-system]\n{build_system}\n[project]\nname = 'x'\n",
-                     "tests/test_x.py": "def test_x():\n    pass\n"})
+    write_tree(tmp_path, {"pyproject.toml": f"[build-system]\n{build_system}\n[project]\nname = 'x'\n",
+                          "tests/test_x.py": "def test_x():\n    pass\n"})
     with pytest.raises(DetectError) as raised:
         detect(tmp_path)
     assert str(raised.value) == f"pyproject.toml: {fault}"
 
 
 def test_a_project_not_installed_never_reads_its_build_system(tmp_path: Path) -> None:
-    write(tmp_path, {"pyproject.toml": "[build-system]\nrequires = 'flit_core'\n",
-                     "tox.ini": "[testenv]\nskip_install = true\ndeps = pytest\ncommands = pytest\n"})
+    write_tree(tmp_path, {"pyproject.toml": "[build-system]\nrequires = 'flit_core'\n",
+                          "tox.ini": "[testenv]\nskip_install = true\ndeps = pytest\ncommands = pytest\n"})
     plan = detect(tmp_path)
     assert plan.project is None and plan.runner == "pytest"
 
 
 def test_the_plan_says_which_step_installs_the_project_and_with_what(tmp_path: Path) -> None:
-    write(tmp_path, {"pyproject.toml": FLIT + "[project]\nname = 'x'\n[project.optional-dependencies]\n"
-                                              "test = ['pytest']\n"})
+    write_tree(tmp_path, {"pyproject.toml": FLIT + "[project]\nname = 'x'\n[project.optional-dependencies]\n"
+                                                   "test = ['pytest']\n"})
     plan = detect(tmp_path)
     assert plan.project is not None
     assert plan.setup[plan.project.step] == ["python", "-m", "pip", "install", ".[test]"]

@@ -35,7 +35,8 @@ SLOW_SUITE = {
         f"@pytest.mark.parametrize('n', range({TESTS}))\n"
         "def test_slow(n):\n    time.sleep(0.2)\n"),
 }
-WAIT_S = 300
+# How long the test waits for a build, and the build's own timeout: pytest is installed in a fresh environment first.
+BUILD_WAIT_S = 300
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def settings_for(redis_url: str, workspace: Path) -> Settings:
-    return Settings(redis_url=redis_url, workspace_dir=str(workspace), build_timeout=WAIT_S, retries=0)
+    return Settings(redis_url=redis_url, workspace_dir=str(workspace), build_timeout=BUILD_WAIT_S, retries=0)
 
 
 def build_with_a_worker(settings: Settings, repo_path: Path, conn, rq_conn,
@@ -62,8 +63,8 @@ def build_with_a_worker(settings: Settings, repo_path: Path, conn, rq_conn,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     seen: list[int] = []
     try:
-        deadline = time.monotonic() + WAIT_S
-        while not (current := Store(conn).get_build(build.id)).status.is_final:
+        deadline = time.monotonic() + BUILD_WAIT_S
+        while not (current := Store(conn).records.get_build(build.id)).status.is_final:
             assert time.monotonic() < deadline, "the build did not end"
             if current.status is Status.RUNNING:
                 seen.append(current.progress)
@@ -87,7 +88,7 @@ def test_a_running_pytest_builds_progress_grows_before_it_ends(make_repo, redis_
     shown = [int(m.group(1)) for page in pages if (m := re.search(r'id="progress">(\d+)', page))]
     assert [n for n in shown if 0 < n < TESTS], "the build page never showed the tests done so far"
     assert shown == sorted(shown)
-    build = Store(conn).get_build(build_id)
+    build = Store(conn).records.get_build(build_id)
     assert build.status is Status.PASSED, build.reason
     assert build.counts.total == TESTS
     during = sorted({p for p in seen if 0 < p < TESTS})
@@ -121,13 +122,13 @@ def up_on_a_terminal(settings: Settings, repo_path: Path, tmp_path: Path) -> str
     env.pop("VOLT_REDIS_URL", None)
     with open(tmp_path / "up.err", "wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", "--repo", str(repo_path), "--burst",
-                                 "--workers", "1", "--redis-url", settings.redis_url, "--timeout", str(WAIT_S)],
+                                 "--workers", "1", "--redis-url", settings.redis_url, "--timeout", str(BUILD_WAIT_S)],
                                 env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=slave, stderr=err,
                                 start_new_session=True)
     os.close(slave)
     screen = b""
     try:
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + BUILD_WAIT_S
         exited = False
         while time.monotonic() < deadline:
             ready, _, _ = select.select([master], [], [], 0 if exited else 0.2)

@@ -8,16 +8,14 @@ import json
 import os
 import re
 import subprocess
-import textwrap
 from pathlib import Path
 
 import pytest
-from support import PYTEST_VERSION
+from support import PYTEST_VERSION, run_steps, write_tree
 
 from voltci.config import Settings
 from voltci.models import Outcome, Status
 from voltci.runner import pytest_collector
-from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 
 pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
@@ -84,13 +82,6 @@ SUITE = {
 }
 
 
-def write(tree: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = tree / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     """One workspace dir for the module: the environment with pytest is made once and reused."""
@@ -99,7 +90,7 @@ def workspace(tmp_path_factory) -> Path:
 
 def build(workspace: Path, where: Path, files: dict[str, str], toml: str = "", **settings):
     tree, scratch = where / "tree", where / "scratch"
-    write(tree, {**files, ".volt.toml": f"[tests]\nrunner = 'pytest'\n{SETUP}{toml}"})
+    write_tree(tree, {**files, ".volt.toml": f"[tests]\nrunner = 'pytest'\n{SETUP}{toml}"})
     scratch.mkdir(parents=True)
     options = {"workspace_dir": str(workspace), "build_timeout": 300, **settings}
     outcome = run_steps(tree, scratch, "pyproj", Settings(**options), lambda: None, "pytest-run")
@@ -308,7 +299,7 @@ def test_a_project_without_volt_toml_is_set_up_and_run_as_its_maintainers_do(tmp
         "tests/test_area.py": "from shapes import area\n\ndef test_area():\n    assert area(2, 3) == 6\n",
     }
     tree, scratch = tmp_path / "tree", tmp_path / "scratch"
-    write(tree, files)
+    write_tree(tree, files)
     scratch.mkdir()
     settings = Settings(workspace_dir=str(tmp_path / "ws"), build_timeout=600)
     outcome = run_steps(tree, scratch, "shapes", settings, lambda: None, "zero-config")

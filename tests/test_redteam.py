@@ -74,7 +74,7 @@ class Runner:
         """Queue the head of `branch` and wait for its report (`volt report --json`, as a user reads it)."""
         build_id = self.queue(repo, branch)
         wait_until(lambda: self.ended(build_id), f"the build of {branch} to end", timeout=wait_s, process=self.proc)
-        commit = self.store.get_build(build_id).commit
+        commit = self.store.records.get_build(build_id).commit
         shown = subprocess.run([sys.executable, "-m", "voltci", "report", commit, "--repo", repo.path.name,
                                 "--json"], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=60)
         report = json.loads(shown.stdout)
@@ -84,7 +84,7 @@ class Runner:
         return report
 
     def ended(self, build_id: str) -> bool:
-        build = self.store.get_build(build_id)
+        build = self.store.records.get_build(build_id)
         return build is not None and build.status.value not in ("queued", "running")
 
     def still_builds(self) -> dict:
@@ -486,12 +486,12 @@ def test_a_protected_branch_never_shows_a_result_made_in_a_branchs_scope(runner:
     build_of("pull-request")
     head = repo.commit({"ci/setup.py": "pass\n"}, "the setup script does nothing after all")
     pr_build = build_of("pull-request")
-    assert runner.store.get_build(pr_build).status.value == "passed"
+    assert runner.store.records.get_build(pr_build).status.value == "passed"
     repo.checkout("main")
     repo.git("merge", "--ff-only", "--quiet", "pull-request")
     build_of("main")  # the observer sees main move to the pull request's head, and builds it again there
     build_id = keys.build_id(repo.path.name, head)
-    wait_until(lambda: runner.ended(build_id) and runner.store.get_build(build_id).scope == "protected",
+    wait_until(lambda: runner.ended(build_id) and runner.store.records.get_build(build_id).scope == "protected",
                "main's head built in the protected scope", timeout=BUILD_WAIT_S, process=runner.proc)
     shown = subprocess.run([sys.executable, "-m", "voltci", "report", head, "--repo", repo.path.name, "--json"],
                            cwd=ROOT, env=runner.env, capture_output=True, text=True, timeout=60)

@@ -162,7 +162,7 @@ def test_lone_surrogates_are_replaced_not_carried_to_redis(tmp_path, fake) -> No
     outcome = parse_results(results(tmp_path, line), 1)
     assert outcome.tests[0].id == "t.T.test_\ufffd" and outcome.tests[0].message == "bad \ufffd"
     store = stored(fake, outcome)
-    assert store.get_tests("b")[0].id == "t.T.test_\ufffd"
+    assert store.records.get_tests("b")[0].id == "t.T.test_\ufffd"
 
 
 def test_many_long_random_messages_are_kept_within_the_budget(tmp_path) -> None:
@@ -231,13 +231,13 @@ def test_stored_results_fit_the_budget_and_say_what_was_cut(fake, monkeypatch) -
     store = stored(fake, outcome)
     blobs = raw(fake, "HGETALL", keys.build_results("b"))
     assert sum(len(v) for v in blobs.values()) <= budget.RESULTS_MAX_BYTES
-    build = store.get_build("b")
+    build = store.records.get_build("b")
     assert build.counts == Counts.of(tests)  # every test that ran is counted, kept or not
     assert build.cut.tests_not_kept > 0 and build.cut.messages_dropped > 0 and build.cut.values_dropped == 1
     assert len(build.reason.encode()) <= budget.REASON_MAX and len(build.log_tail.encode()) <= budget.LOG_TAIL_MAX
-    shown = report.as_dict(build, store.get_tests("b"), [])
+    shown = report.as_dict(build, store.records.get_tests("b"), [])
     assert shown["cut"] == build.cut.to_dict() and shown["cut"]["tests_not_kept"] == build.cut.tests_not_kept
-    text = report.as_text(build, store.listed_tests("b"), [])
+    text = report.as_text(build, store.records.listed_tests("b"), [])
     assert [line for line in text.splitlines() if line.startswith("cut:")] == [build.cut.line()]
     assert len(outcome.tests) == 30_000 and outcome.tests[3].duration_s == float("inf")  # the caller's is untouched
 
@@ -245,7 +245,7 @@ def test_stored_results_fit_the_budget_and_say_what_was_cut(fake, monkeypatch) -
 def test_a_report_with_nothing_cut_says_zeros_and_no_line(fake) -> None:
     tests = [TestResult("t.T.test_a", Outcome.PASSED, 0.1)]
     store = stored(fake, RunOutcome(Status.PASSED, tests, Counts.of(tests)))
-    build = store.get_build("b")
+    build = store.records.get_build("b")
     assert report.as_dict(build, tests, [])["cut"] == dict.fromkeys(Cut.FIELDS, 0)
     assert "cut:" not in report.as_text(build, tests, [])
     assert not fake.hexists(keys.build("b"), "cut")
@@ -263,9 +263,9 @@ def test_shards_merge_what_each_cut(fake) -> None:
 
 def stored(fake, outcome: RunOutcome) -> Store:
     store = Store(fake)
-    store.add_build(Build(id="b", repo="proj", url="/r", commit="a" * 40, branch="main"), 1.0)
-    assert store.start_attempt("b", 1, "r1") is not None
-    assert store.finish_build("b", 1, "r1", outcome)
+    store.builds.add(Build(id="b", repo="proj", url="/r", commit="a" * 40, branch="main"), 1.0)
+    assert store.builds.start_attempt("b", 1, "r1") is not None
+    assert store.builds.finish("b", 1, "r1", outcome)
     return store
 
 
@@ -370,7 +370,7 @@ def test_results_that_cannot_be_encoded_end_the_build_error_not_the_runner(fake,
     monkeypatch.setattr(codec, "encode_tests", broken)
     tests = [TestResult("t.T.test_a", Outcome.PASSED, 0.1)]
     store = stored(fake, RunOutcome(Status.PASSED, tests, Counts.of(tests)))
-    build = store.get_build("b")
+    build = store.records.get_build("b")
     assert build.status is Status.ERROR and build.results_stored == 1
     assert build.reason == "the results could not be stored: OverflowError: cannot convert float infinity to integer"
     assert build.counts == Counts.of(tests)
@@ -384,7 +384,7 @@ def test_matrix_legs_merge_what_each_cut_and_share_the_output_budget(fake, tmp_p
     merged = merge_legs(legs, {"b~0": [TestResult("a", Outcome.PASSED)], "b~1": [TestResult("a", Outcome.PASSED)]})
     assert merged.counts == Counts(total=8, passed=8) and merged.cut.tests_not_kept == 6
     store = Store(fake)
-    store.add_build(Build(id="b", repo="proj", url="/r", commit="a" * 40, branch="main", legs=4), 1.0)
-    store.add_build(legs[0], 1.0)
+    store.builds.add(Build(id="b", repo="proj", url="/r", commit="a" * 40, branch="main", legs=4), 1.0)
+    store.builds.add(legs[0], 1.0)
     assert LogPump(store, "b~0", 1, tmp_path / "out.log", cap_bytes=10_000).cap == 2_500
     assert LogPump(store, "b", 1, tmp_path / "out.log", cap_bytes=10_000).cap == 10_000

@@ -31,7 +31,7 @@ def six_builds(conn, settings, make_repo):
         shas.append(repo.commit({**PASSING, "n.txt": str(n)}, f"commit {n}"))
         assert [b.commit for b in watch.poll()] == [shas[-1]]
     assert run_rq_worker_burst(settings).returncode == 0
-    assert [b.status for b in Store(conn).history("proj", 10)] == [Status.PASSED] * 6
+    assert [b.status for b in Store(conn).history.builds("proj", 10)] == [Status.PASSED] * 6
     return repo, shas
 
 
@@ -73,7 +73,7 @@ def test_keep_builds_3_of_six_removes_every_key_of_the_three_oldest(six_builds, 
         assert {keys.build(build_id), keys.build_results(build_id), keys.build_attempts(build_id),
                 keys.build_log(build_id), f"rq:job:{keys.job_id(build_id, 1)}"} <= set(keys_naming(conn, sha))
         assert run_volt("report", sha[:8], "--redis-url", url).returncode == 0
-    assert [b.commit for b in Store(conn).history("proj", 10)] == kept[::-1]
+    assert [b.commit for b in Store(conn).history.builds("proj", 10)] == kept[::-1]
 
     web = create_app(settings).test_client()
     assert web.get(f"/build/proj/{pruned[0]}").status_code == 404
@@ -88,12 +88,13 @@ def add(store: Store, sha: str, score: float, branch: str = "main", status: Stat
         tests: list[TestResult] | None = None) -> Build:
     build = Build(id=keys.build_id("proj", sha), repo="proj", url="/r", commit=sha, branch=branch,
                   queued_at="2020-01-01T00:00:00+00:00")
-    store.add_build(build, score)
+    store.builds.add(build, score)
     if status is not Status.QUEUED:
-        store.start_attempt(build.id, 1, "r1")
+        store.builds.start_attempt(build.id, 1, "r1")
     if status.is_final:
         timings = Timings({t.id: t.duration_s for t in tests or []})
-        assert store.finish_build(build.id, 1, "r1", RunOutcome(status, tests or [], outcome().counts, timings=timings))
+        assert store.builds.finish(build.id, 1, "r1",
+                                   RunOutcome(status, tests or [], outcome().counts, timings=timings))
     return build
 
 
@@ -108,10 +109,10 @@ def test_queued_running_and_each_branch_head_are_never_pruned(fake) -> None:
     queued = add(store, sha(3), 3, status=Status.QUEUED)
     old = [add(store, sha(n), n) for n in range(4, 8)]
     newest = add(store, sha(8), 8)
-    removed = store.prune_repo("proj", Policy(keep_builds=1))
+    removed = store.retention.prune_repo("proj", Policy(keep_builds=1))
     assert [b.id for b in removed] == [b.id for b in old]
-    assert {b.id for b in store.history("proj", 10)} == {feature.id, running.id, queued.id, newest.id}
-    assert store.prune_repo("proj", Policy(keep_builds=1)) == []  # what is left is all protected
+    assert {b.id for b in store.history.builds("proj", 10)} == {feature.id, running.id, queued.id, newest.id}
+    assert store.retention.prune_repo("proj", Policy(keep_builds=1)) == []  # what is left is all protected
 
 
 def test_keep_days_removes_by_age_but_not_a_build_that_ended_recently(fake) -> None:
@@ -121,12 +122,12 @@ def test_keep_days_removes_by_age_but_not_a_build_that_ended_recently(fake) -> N
     rebuilt = add(store, sha(2), now - 40 * 86400)  # queued long ago, built again today
     recent = add(store, sha(3), now - 86400)
     fake.hset(keys.build(ancient.id), "finished_at", "2020-01-02T00:00:00+00:00")
-    assert rebuilt.id in {b.id for b in store.history("proj", 10)}
-    removed = store.prune_repo("proj", Policy(keep_days=30), dry_run=True)
+    assert rebuilt.id in {b.id for b in store.history.builds("proj", 10)}
+    removed = store.retention.prune_repo("proj", Policy(keep_days=30), dry_run=True)
     assert [b.id for b in removed] == [ancient.id]
-    assert [b.id for b in store.prune_repo("proj", Policy(keep_days=30))] == [ancient.id]
-    assert {b.id for b in store.history("proj", 10)} == {rebuilt.id, recent.id}
-    assert store.prune_repo("proj", Policy()) == []  # no limit: nothing goes
+    assert [b.id for b in store.retention.prune_repo("proj", Policy(keep_days=30))] == [ancient.id]
+    assert {b.id for b in store.history.builds("proj", 10)} == {rebuilt.id, recent.id}
+    assert store.retention.prune_repo("proj", Policy()) == []  # no limit: nothing goes
 
 
 def test_flaky_counts_and_timings_survive_pruning(fake) -> None:
@@ -136,9 +137,9 @@ def test_flaky_counts_and_timings_survive_pruning(fake) -> None:
              TestResult("t.A.test_y", Outcome.PASSED, 0.25, order=1)]
     for n in range(1, 5):
         add(store, sha(n), n, tests=flaky)
-    assert len(store.prune_repo("proj", Policy(keep_builds=1))) == 3
-    assert [(f.test, f.times) for f in store.flaky_tests(["proj"], 10)] == [("t.A.test_x", 4)]
-    assert store.timings("proj").tests == {"t.A.test_x": 0.5, "t.A.test_y": 0.25}
+    assert len(store.retention.prune_repo("proj", Policy(keep_builds=1))) == 3
+    assert [(f.test, f.times) for f in store.history.flaky_tests(["proj"], 10)] == [("t.A.test_x", 4)]
+    assert store.history.timings("proj").tests == {"t.A.test_x": 0.5, "t.A.test_y": 0.25}
 
 
 def test_the_scheduler_prunes_a_bounded_batch_per_pass(conn, settings, monkeypatch) -> None:
@@ -192,4 +193,4 @@ def test_zero_is_no_limit(conn, settings) -> None:
     add(store, sha(1), 1)
     proc = run_volt("prune", "--keep-builds", "0", "--keep-days", "0", "--redis-url", settings.effective_redis_url)
     assert proc.returncode == 0 and "retention is off" in proc.stdout
-    assert store.get_build(keys.build_id("proj", sha(1))) is not None
+    assert store.records.get_build(keys.build_id("proj", sha(1))) is not None

@@ -31,8 +31,8 @@ def test_a_checkout_failure_ends_the_build_error(fake: redis.Redis, tmp_path) ->
 def test_storing_the_result_retries_through_a_redis_outage(fake: redis.Redis, monkeypatch) -> None:
     build = add(fake, "proj", SHA_A)
     store = Store(fake)
-    store.start_attempt(build.id, 1, "host.1")
-    real = store.finish_build
+    store.builds.start_attempt(build.id, 1, "host.1")
+    real = store.builds.finish
     failures = iter([redis.ConnectionError("down"), redis.TimeoutError("slow")])
 
     def flaky(*args):
@@ -40,11 +40,11 @@ def test_storing_the_result_retries_through_a_redis_outage(fake: redis.Redis, mo
         if error:
             raise error
         return real(*args)
-    monkeypatch.setattr(store, "finish_build", flaky)
+    monkeypatch.setattr(store.builds, "finish", flaky)
     monkeypatch.setattr(runner.time, "sleep", lambda s: None)
-    assert runner.retrying("store", 60, lambda: store.finish_build(
+    assert runner.retrying("store", 60, lambda: store.builds.finish(
         build.id, 1, "host.1", outcome(Status.PASSED)))
-    assert Store(fake).get_build(build.id).status is Status.PASSED
+    assert Store(fake).records.get_build(build.id).status is Status.PASSED
 
 
 def test_an_outage_longer_than_the_bound_is_raised(monkeypatch) -> None:
@@ -63,8 +63,8 @@ def test_an_outage_longer_than_the_bound_is_raised(monkeypatch) -> None:
 
 
 def test_a_build_runs_whole_when_redis_is_away_as_it_could_be_split(fake, monkeypatch) -> None:
-    from voltci.heartbeat import Heartbeat, RunnerBeat
-    from voltci.models import Build
+    from voltci.heartbeat import Heartbeat
+    from voltci.models import Build, RunnerBeat
 
     for name in ("a", "b"):
         Heartbeat(Store(fake), RunnerBeat(name=name, queues=["volt"]), 2, 60).send()
@@ -74,6 +74,6 @@ def test_a_build_runs_whole_when_redis_is_away_as_it_could_be_split(fake, monkey
 
     def away(*args, **kwargs):
         raise redis.ConnectionError("restarting")
-    monkeypatch.setattr(store, "timings", away)
+    monkeypatch.setattr(store.history, "timings", away)
     assert run.split(build, steps=None, listing=lambda: ["t1", "t2"]) is None  # type: ignore[arg-type]
     assert run.work.shard is None and run.ownership.work.shard is None

@@ -19,14 +19,13 @@ from pathlib import Path
 import pytest
 import redis
 from sandbox_probe import probe_files, write_probe
-from support import ROOT, alive, child_env, run_volt, wait_until
+from support import ROOT, alive, child_env, run_steps, run_volt, wait_until, write_tree
 
 from voltci.config import Settings, as_environment, host_dir
 from voltci.models import Outcome, Status
 from voltci.observer import RepoWatch
 from voltci.redis_server import find_redis_server, free_port
 from voltci.runner import limits, network, sandbox
-from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 from voltci.store import Store
 
@@ -113,15 +112,8 @@ class Host:
             assert not place.exists(), f"a build wrote {place} on the host"
 
 
-def write(tree: Path, files: dict[str, str]) -> None:
-    for name, text in files.items():
-        path = tree / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-
-
 def build(tree: Path, scratch: Path, settings: Settings, files: dict[str, str]):
-    write(tree, files)
+    write_tree(tree, files)
     scratch.mkdir(parents=True, exist_ok=True)
     outcome = run_steps(tree, scratch, "proj", settings, lambda: None, "sandbox-test")
     return outcome, (scratch / OUTPUT_FILE).read_text(errors="replace")

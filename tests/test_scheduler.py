@@ -10,8 +10,8 @@ from rq.job import Job
 from support import SHA_A, outcome
 
 from voltci import jobqueue, keys, scheduler
-from voltci.heartbeat import Heartbeat, RunnerBeat
-from voltci.models import AttemptState, Build, Status
+from voltci.heartbeat import Heartbeat
+from voltci.models import AttemptState, Build, RunnerBeat, Status
 from voltci.store import Store
 
 
@@ -42,17 +42,17 @@ def fast(settings):
 
 def submit(rq_conn, settings) -> Build:
     build = Build(id=keys.build_id("proj", SHA_A), repo="proj", url="/r", commit=SHA_A, branch="main")
-    assert Store(rq_conn, settings).submit(build)
+    assert Store(rq_conn, settings).builds.submit(build)
     return build
 
 
 def take(rq_conn, conn, settings, build: Build, runner: str) -> None:
     """What a runner does when it takes the build: dequeue its job and start the attempt."""
-    attempt = Store(conn).get_build(build.id).attempt
+    attempt = Store(conn).records.get_build(build.id).attempt
     job = Job.fetch(keys.job_id(build.id, attempt), connection=rq_conn, serializer=jobqueue.JOB_SERIALIZER)
     jobqueue.volt_queue(rq_conn, settings.queue).remove(job)
     job.set_status("started")
-    assert Store(conn).start_attempt(build.id, attempt, runner) is not None
+    assert Store(conn).builds.start_attempt(build.id, attempt, runner) is not None
 
 
 def beat(conn, settings, name: str, build_id: str = "", attempt: int = 0) -> Heartbeat:
@@ -78,16 +78,16 @@ def test_a_lost_attempt_is_recorded_and_the_next_one_queued(conn, rq_conn, fast,
     take(rq_conn, conn, fast, build, "r1")
     sched = scheduler.Scheduler(fast)
     sched.step()
-    after = Store(conn).get_build(build.id)
+    after = Store(conn).records.get_build(build.id)
     assert (after.status, after.attempt, after.runner) == (Status.QUEUED, 2, "")
-    (lost,) = Store(conn).get_attempts(build.id)
+    (lost,) = Store(conn).records.get_attempts(build.id)
     assert (lost.state, lost.runner) == (AttemptState.LOST, "r1") and "r1 stopped sending heartbeats" in lost.reason
     assert keys.job_id(build.id, 2) in jobqueue.waiting_job_ids(rq_conn, fast)
     job = Job.fetch(keys.job_id(build.id, 1), connection=rq_conn, serializer=jobqueue.JOB_SERIALIZER)
     assert job.get_status().value == "failed"
     # Fencing: the lost attempt can neither start again nor store a result.
-    assert Store(conn).start_attempt(build.id, 1, "r1") is None
-    assert not Store(conn).finish_build(build.id, 1, "r1", outcome())
+    assert Store(conn).builds.start_attempt(build.id, 1, "r1") is None
+    assert not Store(conn).builds.finish(build.id, 1, "r1", outcome())
     assert sched.step() == []  # attempt 2 waits in the queue: nothing to do
 
 
@@ -97,11 +97,11 @@ def test_a_live_runner_keeps_its_build_and_registry_tracks_it(conn, rq_conn, fas
     heartbeat = beat(conn, fast, "r1", build.id, 1)
     sched = scheduler.Scheduler(fast)
     assert sched.step() == []
-    (row,) = Store(conn).runner_table()
+    (row,) = Store(conn).runners.table()
     assert (row.name, row.alive, row.build) == ("r1", True, build.id)
     heartbeat.stop()  # a runner leaving removes its key
     sched.step()
-    (row,) = Store(conn).runner_table()
+    (row,) = Store(conn).runners.table()
     assert (row.alive, row.state) == (False, "gone")
 
 
@@ -136,11 +136,11 @@ def test_after_max_attempts_the_build_ends_error_once(conn, rq_conn, fast, clock
         take(rq_conn, conn, fast, build, runner)
         (action,) = sched.step()
         assert action.done == done
-    after = Store(conn).get_build(build.id)
+    after = Store(conn).records.get_build(build.id)
     assert after.status is Status.ERROR and after.results_stored == 1
     assert after.reason.startswith("gave up after 2 attempt(s)")
     assert not conn.sismember(keys.running(), build.id) and not conn.sismember(keys.queued(), build.id)
-    assert [lost.then for lost in Store(conn).recent_lost()] == ["gave up", "attempt 2 queued"]
+    assert [lost.then for lost in Store(conn).runners.recent_lost()] == ["gave up", "attempt 2 queued"]
     assert sched.step() == []
 
 
@@ -152,12 +152,12 @@ def test_only_the_lock_holder_acts(conn, rq_conn, fast, clock) -> None:
     assert second.step() == [] and not second.leading
     first.release()
     assert second.step() == [] and second.leading  # nothing left to do, but it leads now
-    assert Store(conn).get_build(build.id).attempt == 2
+    assert Store(conn).records.get_build(build.id).attempt == 2
 
 
 def test_redispatch_of_an_attempt_that_moved_on_does_nothing(conn, rq_conn, fast) -> None:
     build = submit(rq_conn, fast)
     take(rq_conn, conn, fast, build, "r1")
-    assert Store(conn).finish_build(build.id, 1, "r1", outcome())
-    assert Store(rq_conn, fast).redispatch(build.id, 1, "late") == ""
-    assert Store(conn).get_build(build.id).status is Status.PASSED
+    assert Store(conn).builds.finish(build.id, 1, "r1", outcome())
+    assert Store(rq_conn, fast).builds.redispatch(build.id, 1, "late") == ""
+    assert Store(conn).records.get_build(build.id).status is Status.PASSED

@@ -71,7 +71,7 @@ def test_builds_flow_through_failovers_none_lost_none_twice(sentinel_cluster: Cl
     cluster.worker("r1", FAULT_SLEEP="1.5")
     cluster.worker("r2", FAULT_SLEEP="1.5")
     cluster.scheduler()
-    wait_until(lambda: Store(cluster.conn).running_builds(), "a build to run", timeout=60)
+    wait_until(lambda: Store(cluster.conn).records.running_builds(), "a build to run", timeout=60)
     wait_until(lambda: "acting as the scheduler" in cluster.log("scheduler"), "the scheduler to act")
     for _ in range(2):
         old = group.fail_over()
@@ -85,7 +85,7 @@ def test_builds_flow_through_failovers_none_lost_none_twice(sentinel_cluster: Cl
         assert cluster.procs[name].poll() is None, cluster.log(name)[-3000:]
         said = cluster.log(name)
         assert "the Redis primary changed" in said and "Traceback" not in said, said[-3000:]
-    events = Store(cluster.conn).counters().events
+    events = Store(cluster.conn).metrics.counters().events
     assert events.get(("failovers", "scheduler"), 0) >= 1 and events.get(("failovers", "runner"), 0) >= 1
     shown = run_volt("status", "--redis-url", group.url, timeout=60)
     assert shown.returncode == 0, shown.stderr
@@ -123,7 +123,7 @@ def test_a_plain_rq_worker_with_rqs_sentinel_setting_builds(tmp_path, make_repo)
                               timeout=180, env=child_env(**as_environment(settings),
                                                          PYTHONPATH=f"{ROOT}:{tmp_path}"))
         assert done.returncode == 0, done.stderr[-3000:]
-        build = Store(connect(group.url), settings).get_build(queued.id)
+        build = Store(connect(group.url), settings).records.get_build(queued.id)
         assert build is not None and build.status.value == "passed", (build, done.stderr[-3000:])
 
 

@@ -123,13 +123,13 @@ def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
     two_runners(cluster)
     (build,) = cluster.watch(repo).poll()
     split = cluster.wait_final(build.id)
-    shards = Store(cluster.conn).get_shards(build.id)
+    shards = Store(cluster.conn).records.get_shards(build.id)
     assert split.shards == len(shards) == 2 and {s.runner for s in shards} == {"r1", "r2"}
-    plans = [set(Store(cluster.conn).shard_plan(build.id, s.number)) for s in shards]
+    plans = [set(Store(cluster.conn).shards.plan(build.id, s.number)) for s in shards]
     assert plans[0].isdisjoint(plans[1])
     sharded, data = outcomes(cluster, sha)
     assert {s["state"] for s in data["shards"]} == {"finished"}
-    recorded = Store(cluster.conn).timings(build.repo).tests  # both shards' costs, merged
+    recorded = Store(cluster.conn).history.timings(build.repo).tests  # both shards' costs, merged
     assert set(recorded) == {t for t, outcome in sharded.items() if " (" not in t} and min(recorded.values()) > 0
 
     # The next commit is split from the recorded timings at once; its new tests run in shard 0.
@@ -167,15 +167,15 @@ def test_a_shard_lost_with_its_runner_runs_again_elsewhere(cluster, make_repo) -
     (build,) = cluster.watch(repo).poll()
 
     def shard_one_runner():
-        shards = Store(cluster.conn).get_shards(build.id)
+        shards = Store(cluster.conn).records.get_shards(build.id)
         return len(shards) == 2 and shards[1].state is AttemptState.RUNNING and shards[1].runner
     victim = wait_until(shard_one_runner, "shard 1 to start")
     cluster.worker("r3", SHARD_SLEEP="0.3")
     cluster.kill_runner(victim)
     done = cluster.wait_final(build.id)
-    shards = Store(cluster.conn).get_shards(build.id)
+    shards = Store(cluster.conn).records.get_shards(build.id)
     assert shards[1].attempt == 2 and shards[1].runner != victim and done.results_stored == 1
-    lost = Store(cluster.conn).recent_lost()
+    lost = Store(cluster.conn).runners.recent_lost()
     assert lost[0].then == "shard 1 attempt 2 queued" and lost[0].runner == victim
     merged, _ = outcomes(cluster, sha)
     assert len(merged) == 67 and done.status.value == "failed"
@@ -198,7 +198,7 @@ def test_a_pytest_suite_is_split_after_pytests_own_collection(cluster, make_repo
     (build,) = cluster.watch(repo).poll()
     split = cluster.wait_final(build.id, timeout=300)
     assert split.shards == 2, split.reason
-    plans = [set(Store(cluster.conn).shard_plan(build.id, n)) for n in (0, 1)]
+    plans = [set(Store(cluster.conn).shards.plan(build.id, n)) for n in (0, 1)]
     # five modules of 9, 9, 9, 9 and 1 tests: each goes whole, planned as its file
     assert plans[0].isdisjoint(plans[1]) and plans[0] | plans[1] == {
         "pkg/maths.py", *(f"tests/test_p{module}.py" for module in range(4))}

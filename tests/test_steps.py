@@ -4,33 +4,21 @@ with JUnit results, flaky tests, and every way they go wrong ending with a statu
 from __future__ import annotations
 
 import resource
-import textwrap
 from pathlib import Path
 
 import pytest
-from support import running
+from support import run_steps, running, tree_with
 
 from voltci.config import Settings
 from voltci.logstream import LogPump
 from voltci.models import Outcome, Status
 from voltci.runner import project
-from voltci.runner.steps import run_steps
 from voltci.runner.testrun import OUTPUT_FILE
 
 pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
 
 PASSING = {"tests/__init__.py": "", "tests/test_ok.py": (
     "import unittest\n\nclass T(unittest.TestCase):\n    def test_ok(self):\n        self.assertTrue(True)\n")}
-
-
-def tree_with(tmp_path: Path, files: dict[str, str]) -> Path:
-    tree = tmp_path / "tree"
-    for name, text in files.items():
-        path = tree / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    (tmp_path / "scratch").mkdir(exist_ok=True)
-    return tree
 
 
 def steps(tmp_path: Path, files: dict[str, str], **settings):
@@ -196,7 +184,7 @@ def test_100_mb_of_output_keeps_memory_bounded(fake, tmp_path) -> None:
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert outcome.status is Status.PASSED, outcome.reason
     assert (scratch / OUTPUT_FILE).stat().st_size > 100 * 1024 * 1024
-    stored = store.read_log("b")
+    stored = store.logs.read("b")
     assert len(stored) < 1024 * 1024 + 1000 and "more bytes of output were not kept" in stored
     assert grown_mib < 50, f"the runner grew by {grown_mib:.0f} MiB"
 

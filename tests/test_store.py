@@ -29,61 +29,63 @@ def store(fake) -> Store:
 
 def test_submit_writes_record_indexes_job_and_pointer_once(store, fake) -> None:
     build = new_build()
-    assert store.submit(build, PointerUpdate("proj", "main", SHA_A))
-    assert not store.submit(build)  # a second observer, or a restarted one
-    stored = store.get_build(build.id)
+    assert store.builds.submit(build, PointerUpdate("proj", "main", SHA_A))
+    assert not store.builds.submit(build)  # a second observer, or a restarted one
+    stored = store.records.get_build(build.id)
     assert (stored.status, stored.attempt, stored.jobs) == (Status.QUEUED, 1, [keys.job_id(build.id, 1)])
     assert fake.sismember(keys.queued(), build.id) and fake.hget(keys.pointer("proj"), "main") == SHA_A
-    assert store.resolve_commit(SHA_A[:6]) == build.id and store.latest_build("proj", "main").id == build.id
-    assert store.waiting_job_ids() == {keys.job_id(build.id, 1)}
+    assert store.records.resolve_commit(SHA_A[:6]) == build.id
+    assert store.history.latest_build("proj", "main").id == build.id
+    assert store.queue.waiting_job_ids() == {keys.job_id(build.id, 1)}
 
 
 def test_a_run_starts_and_ends_once_fenced_by_its_attempt(store, fake) -> None:
     build = new_build()
-    store.submit(build)
-    assert store.start_attempt(build.id, 2, "r2") is None
-    running = store.start_attempt(build.id, 1, "r1")
+    store.builds.submit(build)
+    assert store.builds.start_attempt(build.id, 2, "r2") is None
+    running = store.builds.start_attempt(build.id, 1, "r1")
     assert (running.status, running.runner) == (Status.RUNNING, "r1")
     assert fake.sismember(keys.running(), build.id) and not fake.sismember(keys.queued(), build.id)
-    assert store.finish_build(build.id, 1, "r1", outcome(Status.FAILED))
-    assert not store.finish_build(build.id, 1, "r1", outcome(Status.PASSED))
-    ended = store.get_build(build.id)
+    assert store.builds.finish(build.id, 1, "r1", outcome(Status.FAILED))
+    assert not store.builds.finish(build.id, 1, "r1", outcome(Status.PASSED))
+    ended = store.records.get_build(build.id)
     assert (ended.status, ended.results_stored, ended.counts.total) == (Status.FAILED, 1, 3)
-    assert [a.state for a in store.get_attempts(build.id)] == [AttemptState.FINISHED]
+    assert [a.state for a in store.records.get_attempts(build.id)] == [AttemptState.FINISHED]
     assert not fake.sismember(keys.running(), build.id) and fake.llen(keys.outbox()) == 1
 
 
 def test_a_lost_attempt_is_requeued_then_given_up(store, fake) -> None:
     build = new_build()
-    store.submit(build)
-    store.start_attempt(build.id, 1, "r1")
-    assert store.redispatch(build.id, 1, "r1 stopped sending heartbeats") == "requeued"
-    assert store.redispatch(build.id, 1, "again") == ""  # attempt 1 is no longer the build's
-    again = store.get_build(build.id)
+    store.builds.submit(build)
+    store.builds.start_attempt(build.id, 1, "r1")
+    assert store.builds.redispatch(build.id, 1, "r1 stopped sending heartbeats") == "requeued"
+    assert store.builds.redispatch(build.id, 1, "again") == ""  # attempt 1 is no longer the build's
+    again = store.records.get_build(build.id)
     assert (again.status, again.attempt, again.jobs) == (Status.QUEUED, 2, [keys.job_id(build.id, n) for n in (1, 2)])
-    store.start_attempt(build.id, 2, "r2")
-    assert store.redispatch(build.id, 2, "r2 stopped sending heartbeats") == "gave up"
-    ended = store.get_build(build.id)
+    store.builds.start_attempt(build.id, 2, "r2")
+    assert store.builds.redispatch(build.id, 2, "r2 stopped sending heartbeats") == "gave up"
+    ended = store.records.get_build(build.id)
     assert (ended.status, ended.results_stored) == (Status.ERROR, 1) and "gave up after 2" in ended.reason
-    assert [a.state for a in store.get_attempts(build.id)] == [AttemptState.LOST, AttemptState.LOST]
-    assert [lost.then for lost in store.recent_lost()] == ["gave up", "attempt 2 queued"]
+    assert [a.state for a in store.records.get_attempts(build.id)] == [AttemptState.LOST, AttemptState.LOST]
+    assert [lost.then for lost in store.runners.recent_lost()] == ["gave up", "attempt 2 queued"]
 
 
 def test_cancel_supersede_and_rebuild(store, fake) -> None:
     first, second, third = new_build(SHA_A), new_build(SHA_B), new_build(SHA_C)
     for build in (first, second, third):
-        store.submit(build)
-    assert [b.id for b in store.supersede(third)] == sorted([first.id, second.id])
-    assert store.get_build(first.id).status is Status.SKIPPED and store.get_build(third.id).status is Status.QUEUED
-    before = store.cancel(third.id, "not wanted")
-    assert before.status is Status.QUEUED and store.get_build(third.id).status is Status.CANCELLED
-    assert store.cancel(third.id) is None  # already ended
-    assert store.rebuild(third.id).status is Status.CANCELLED
-    rebuilt = store.get_build(third.id)
+        store.builds.submit(build)
+    assert [b.id for b in store.builds.supersede(third)] == sorted([first.id, second.id])
+    assert store.records.get_build(first.id).status is Status.SKIPPED
+    assert store.records.get_build(third.id).status is Status.QUEUED
+    before = store.builds.cancel(third.id, "not wanted")
+    assert before.status is Status.QUEUED and store.records.get_build(third.id).status is Status.CANCELLED
+    assert store.builds.cancel(third.id) is None  # already ended
+    assert store.builds.rebuild(third.id).status is Status.CANCELLED
+    rebuilt = store.records.get_build(third.id)
     assert (rebuilt.status, rebuilt.attempt, rebuilt.results_stored) == (Status.QUEUED, 2, 0)
-    assert store.rebuild(third.id) is None  # queued: not ended
-    assert keys.job_id(third.id, 2) in store.waiting_job_ids()
-    assert keys.job_id(first.id, 1) not in store.waiting_job_ids()  # the skipped build's job was retired
+    assert store.builds.rebuild(third.id) is None  # queued: not ended
+    assert keys.job_id(third.id, 2) in store.queue.waiting_job_ids()
+    assert keys.job_id(first.id, 1) not in store.queue.waiting_job_ids()  # the skipped build's job was retired
 
 
 def test_guarded_reads_again_after_a_concurrent_write_and_is_bounded(fake) -> None:
@@ -112,37 +114,38 @@ def test_guarded_reads_again_after_a_concurrent_write_and_is_bounded(fake) -> No
 def test_a_bytes_client_is_given_a_decoding_one() -> None:
     raw = fakeredis.FakeRedis()
     store = Store(raw)
-    store.submit(new_build())
-    assert store.get_build(new_build().id).commit == SHA_A
+    store.builds.submit(new_build())
+    assert store.records.get_build(new_build().id).commit == SHA_A
     assert isinstance(store.r.get(keys.pointer("x")) or "", str)
 
 
 def test_history_of_every_repository_reads_one_index_and_falls_back_to_merging(store, fake) -> None:
     for n, sha in enumerate((SHA_A, SHA_B, SHA_C)):
         build = replace(new_build(sha), repo=f"r{n}", id=keys.build_id(f"r{n}", sha))
-        store.add_build(build, score=n)
+        store.builds.add(build, score=n)
         fake.hset(keys.repos(), build.repo, "{}")
-    assert [b.repo for b in store.history(limit=2)] == ["r2", "r1"]
+    assert [b.repo for b in store.history.builds(limit=2)] == ["r2", "r1"]
     fake.zrem(keys.history(), keys.build_id("r2", SHA_C))  # as if recorded by an earlier version
-    assert [b.repo for b in store.history(limit=2)] == ["r2", "r1"]
+    assert [b.repo for b in store.history.builds(limit=2)] == ["r2", "r1"]
 
 
 def test_a_build_recorded_from_elsewhere_reads_like_one_run_here(store, fake) -> None:
     ran, imported = new_build(SHA_A), new_build(SHA_B)
-    store.submit(ran)
-    store.start_attempt(ran.id, 1, "r1")
-    store.append_log(ran.id, 1, "output\n")
-    store.finish_build(ran.id, 1, "r1", outcome(Status.FAILED))
-    done = store.get_build(ran.id)
-    store.record_finished(replace(imported, runner="r1", started_at=done.started_at, finished_at=done.finished_at),
-                          outcome(Status.FAILED), "output\n", score=1.0, newest=False)
-    copy = store.get_build(imported.id)
+    store.builds.submit(ran)
+    store.builds.start_attempt(ran.id, 1, "r1")
+    store.logs.append(ran.id, 1, "output\n")
+    store.builds.finish(ran.id, 1, "r1", outcome(Status.FAILED))
+    done = store.records.get_build(ran.id)
+    store.builds.record_finished(replace(imported, runner="r1", started_at=done.started_at,
+                                         finished_at=done.finished_at),
+                                 outcome(Status.FAILED), "output\n", score=1.0, newest=False)
+    copy = store.records.get_build(imported.id)
     assert (copy.status, copy.counts, copy.results_stored, copy.log_compressed) == \
         (done.status, done.counts, 1, True)
-    assert store.get_tests(imported.id) == store.get_tests(ran.id)
-    assert store.read_log(imported.id) == store.read_log(ran.id) == "output\n"
-    assert [a.state for a in store.get_attempts(imported.id)] == [AttemptState.FINISHED]
-    assert not fake.sismember(keys.queued(), imported.id) and store.latest_build("proj", "main").id == ran.id
+    assert store.records.get_tests(imported.id) == store.records.get_tests(ran.id)
+    assert store.logs.read(imported.id) == store.logs.read(ran.id) == "output\n"
+    assert [a.state for a in store.records.get_attempts(imported.id)] == [AttemptState.FINISHED]
+    assert not fake.sismember(keys.queued(), imported.id) and store.history.latest_build("proj", "main").id == ran.id
 
 
 # ---------------------------------------------------------------- across processes, real Redis
@@ -150,26 +153,26 @@ def test_a_build_recorded_from_elsewhere_reads_like_one_run_here(store, fake) ->
 def _finish(url: str, build_id: str, status: str, barrier) -> bool:
     store = Store(redis.Redis.from_url(url, decode_responses=True))
     barrier.wait(timeout=30)
-    return store.finish_build(build_id, 1, f"r-{status}", outcome(Status(status)))
+    return store.builds.finish(build_id, 1, f"r-{status}", outcome(Status(status)))
 
 
 def _redispatch(url: str, build_id: str, barrier) -> str:
     store = Store(redis.Redis.from_url(url, decode_responses=True), Settings(redis_url=url))
     barrier.wait(timeout=30)
-    return store.redispatch(build_id, 1, "lost")
+    return store.builds.redispatch(build_id, 1, "lost")
 
 
 def _cancel(url: str, build_id: str, barrier) -> bool:
     store = Store(redis.Redis.from_url(url, decode_responses=True))
     barrier.wait(timeout=30)
-    return store.cancel(build_id) is not None
+    return store.builds.cancel(build_id) is not None
 
 
 def test_racing_processes_end_a_build_exactly_once(conn, settings, redis_url) -> None:
     store = Store(conn, settings)
     build = new_build()
-    store.submit(build)
-    store.start_attempt(build.id, 1, "r1")
+    store.builds.submit(build)
+    store.builds.start_attempt(build.id, 1, "r1")
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, context.Pool(6) as pool:
         barrier = manager.Barrier(6)
@@ -178,7 +181,7 @@ def test_racing_processes_end_a_build_exactly_once(conn, settings, redis_url) ->
         redispatch = pool.apply_async(_redispatch, (redis_url, build.id, barrier))
         cancel = pool.apply_async(_cancel, (redis_url, build.id, barrier))
         outcomes = [f.get(timeout=60) for f in finishes] + [redispatch.get(timeout=60) != "", cancel.get(timeout=60)]
-    ended = store.get_build(build.id)
+    ended = store.records.get_build(build.id)
     if outcomes[4] and outcomes[5]:
         # The re-dispatch won the running attempt, and the cancel then ended the queued attempt 2 (a
         # queued build may be cancelled): one final write, the cancel's, and nothing left in the queue.
@@ -197,15 +200,15 @@ def test_racing_processes_end_a_build_exactly_once(conn, settings, redis_url) ->
 def test_two_schedulers_redispatching_at_once_queue_one_attempt(conn, settings, redis_url) -> None:
     store = Store(conn, settings)
     build = new_build()
-    store.submit(build)
-    store.start_attempt(build.id, 1, "r1")
+    store.builds.submit(build)
+    store.builds.start_attempt(build.id, 1, "r1")
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, context.Pool(4) as pool:
         barrier = manager.Barrier(4)
         done = [r.get(timeout=60) for r in [pool.apply_async(_redispatch, (redis_url, build.id, barrier))
                                              for _ in range(4)]]
     assert sorted(done) == ["", "", "", "requeued"]
-    after = store.get_build(build.id)
+    after = store.records.get_build(build.id)
     assert (after.status, after.attempt) == (Status.QUEUED, 2)
     assert replace(after, queued_at="").jobs == [keys.job_id(build.id, 1), keys.job_id(build.id, 2)]
     assert jobqueue.waiting_job_ids(conn, settings) == {keys.job_id(build.id, 2)}

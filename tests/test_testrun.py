@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cluster import marked_processes
 from sample_project import FAILING, IMPORT_FAILING, NO_TESTS, PASSING
-from support import alive, wait_until
+from support import alive, tree_with, wait_until
 from unittest_oracle import run_unittest
 
 from voltci.models import Status
@@ -23,17 +23,6 @@ from voltci.runner.suites import Discovery
 from voltci.runner.testrun import OUTPUT_FILE, run_tests
 
 pytestmark = pytest.mark.e2e  # every test here starts processes: builds, volt, redis-server
-
-
-def write_tree(root: Path, *file_sets: dict[str, str]) -> Path:
-    tree = root / "tree"
-    for files in file_sets:
-        for name, text in files.items():
-            path = tree / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    (root / "scratch").mkdir(exist_ok=True)
-    return tree
 
 
 def run(tree: Path, timeout: float = 60, **kwargs):
@@ -52,7 +41,7 @@ def assert_same_as_unittest(tree: Path, outcome) -> None:
 
 
 def test_passing_tree_matches_unittest(tmp_path: Path) -> None:
-    tree = write_tree(tmp_path, PASSING)
+    tree = tree_with(tmp_path, PASSING)
     outcome = run(tree)
     assert outcome.status is Status.PASSED, outcome.reason
     assert_same_as_unittest(tree, outcome)
@@ -62,7 +51,7 @@ def test_passing_tree_matches_unittest(tmp_path: Path) -> None:
 
 
 def test_failing_tree_matches_unittest_with_subtests_and_tracebacks(tmp_path: Path) -> None:
-    tree = write_tree(tmp_path, PASSING, FAILING)
+    tree = tree_with(tmp_path, PASSING, FAILING)
     outcome = run(tree)
     assert outcome.status is Status.FAILED
     assert_same_as_unittest(tree, outcome)
@@ -78,7 +67,7 @@ def test_failing_tree_matches_unittest_with_subtests_and_tracebacks(tmp_path: Pa
 
 
 def test_module_that_does_not_import_is_an_error_build(tmp_path: Path) -> None:
-    tree = write_tree(tmp_path, PASSING, IMPORT_FAILING)
+    tree = tree_with(tmp_path, PASSING, IMPORT_FAILING)
     outcome = run(tree)
     assert outcome.status is Status.ERROR
     assert "test_import" in outcome.reason and "import" in outcome.reason
@@ -86,7 +75,7 @@ def test_module_that_does_not_import_is_an_error_build(tmp_path: Path) -> None:
 
 
 def test_tree_without_tests_is_an_error_build(tmp_path: Path) -> None:
-    outcome = run(write_tree(tmp_path, NO_TESTS))
+    outcome = run(tree_with(tmp_path, NO_TESTS))
     assert outcome.status is Status.ERROR
     assert outcome.reason == "no tests found"
 
@@ -103,7 +92,7 @@ def test_timeout_kills_the_whole_group_and_keeps_finished_tests(tmp_path: Path) 
             "        time.sleep(600)\n"
         ),
     }
-    tree = write_tree(tmp_path, hang)
+    tree = tree_with(tmp_path, hang)
     run_id = f"hang-{os.getpid()}-{tmp_path.name}"
     seen: list[int] = []
 
@@ -161,7 +150,7 @@ def test_tests_see_no_volt_or_redis_settings_and_no_stdin(tmp_path: Path, monkey
             "    def test_stdin(self):\n        self.assertEqual(sys.stdin.read(), '')\n"
         ),
     }
-    outcome = run(write_tree(tmp_path, probe))
+    outcome = run(tree_with(tmp_path, probe))
     assert outcome.status is Status.PASSED, [t.message for t in outcome.tests]
 
 
@@ -180,7 +169,7 @@ def test_should_stop_cancels_the_run(tmp_path: Path) -> None:
     hang = {"test_h.py": "import time, unittest\n\nclass T(unittest.TestCase):\n    def test_h(self):\n"
                          "        time.sleep(600)\n"}
     calls = iter(range(10**6))
-    outcome = run(write_tree(tmp_path, hang), should_stop=lambda: "cancelled" if next(calls) > 5 else None)
+    outcome = run(tree_with(tmp_path, hang), should_stop=lambda: "cancelled" if next(calls) > 5 else None)
     assert outcome.status is Status.CANCELLED
 
 
@@ -188,7 +177,7 @@ def test_repeated_ids_are_all_kept(tmp_path: Path) -> None:
     same = {"test_same.py": ("import unittest\n\nclass T(unittest.TestCase):\n    def test_same(self):\n"
                              "        for _ in range(2):\n            with self.subTest(k=1):\n"
                              "                self.fail('x')\n")}
-    outcome = run(write_tree(tmp_path, same))
+    outcome = run(tree_with(tmp_path, same))
     ids = [t.id for t in outcome.tests]
     assert ids == ["test_same.T.test_same (k=1)", "test_same.T.test_same (k=1) [2]", "test_same.T.test_same"]
     assert outcome.counts.failed == 2

@@ -17,8 +17,6 @@ from support import ROOT, child_env, run_volt, wait_until
 from voltci import keys
 from voltci.web import create_app
 
-WAIT_S = 30
-
 
 def test_notify_has_a_slow_polling_observer_build_at_once(redis_url, make_repo, tmp_path) -> None:
     repo = make_repo()

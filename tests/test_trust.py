@@ -108,7 +108,7 @@ def test_volt_worker_refuses_forged_jobs_and_still_builds(locked, make_repo, tmp
 
     assert worker.returncode == 0, worker.stderr[-3000:]
     assert_refused_and_nothing_ran(rq_conn, forged, worker.stderr)
-    assert Store(redis.Redis.from_url(settings.redis_url, decode_responses=True)).get_build(
+    assert Store(redis.Redis.from_url(settings.redis_url, decode_responses=True)).records.get_build(
         build_id).status is Status.PASSED
     reasons = {job_id: Job.fetch(job_id, connection=rq_conn, serializer=JOB_SERIALIZER).latest_result().exc_string
                for job_id in forged}
@@ -144,7 +144,7 @@ def test_rq_worker_with_volts_class_reads_json_even_without_dash_s(locked, make_
 
     assert worker.returncode == 0, worker.stderr[-3000:]
     assert_refused_and_nothing_ran(rq_conn, forged, worker.stdout + worker.stderr)
-    build = Store(redis.Redis.from_url(settings.redis_url, decode_responses=True)).get_build(build_id)
+    build = Store(redis.Redis.from_url(settings.redis_url, decode_responses=True)).records.get_build(build_id)
     assert build.status is Status.PASSED
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from voltci.config import BadInput, load_settings
+from voltci.models import PROTECTED_SCOPE
 from voltci.runner import untrusted
-from voltci.runner.scopes import PROTECTED, scope_of
+from voltci.runner.scopes import scope_of
 
 
 @pytest.fixture
@@ -133,7 +134,7 @@ def test_runner_settings_that_would_open_the_wall_are_one_line_errors(tmp_path: 
 
 
 def test_scopes_protected_branches_share_one_every_other_branch_has_its_own() -> None:
-    assert scope_of("main", "", "main").name == PROTECTED
+    assert scope_of("main", "", "main").name == PROTECTED_SCOPE
     assert scope_of("release/1.2", "main release/*", "main").protected
     assert not scope_of("main", "release/*", "main").protected  # the setting, when given, is the list
     evil, other = scope_of("evil", "", "main"), scope_of("evil/../main", "", "main")

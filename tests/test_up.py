@@ -3,8 +3,11 @@ Ctrl-C (or the end of a --burst run) stops everything it started."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -17,7 +20,7 @@ import psutil
 import pytest
 import redis
 from sample_project import FAILING, PASSING
-from support import child_env, run_volt, wait_until
+from support import assert_one_line_error, child_env, run_volt, wait_until
 
 from voltci.redis_server import free_port
 from voltci.runner.procs import descendants, kill_all, processes_with_env
@@ -36,6 +39,8 @@ def test_up_burst_builds_the_example_repository(tmp_path) -> None:
     assert "builds are sandboxed by bubblewrap" in proc.stdout
     finished = [line for line in proc.stdout.splitlines() if line.startswith("failed ")]
     assert finished and "3/5 passed" in finished[0], proc.stdout
+    # The red build is the example's doing, and says so: before it, and on its own line.
+    assert "its first build fails on purpose" in proc.stdout and "fails on purpose" in finished[0]
 
 
 def test_up_with_a_given_redis_prints_each_result_and_stops_on_ctrl_c(make_repo, redis_url, conn,
@@ -215,9 +220,9 @@ def test_up_burst_prints_a_build_whose_end_came_between_two_waits_once(fake) -> 
 
     store = Store(fake)
     build = Build(id="proj-" + "a" * 40, repo="proj", url="/r", commit="a" * 40, branch="main")
-    store.add_build(build, 1)
-    store.start_attempt(build.id, 1, "r1")
-    assert store.finish_build(build.id, 1, "r1", RunOutcome(Status.PASSED, [], Counts()))
+    store.builds.add(build, 1)
+    store.builds.start_attempt(build.id, 1, "r1")
+    assert store.builds.finish(build.id, 1, "r1", RunOutcome(Status.PASSED, [], Counts()))
     late = [None, ("message", {"build": build.id})]
 
     class Events:
@@ -233,3 +238,128 @@ def test_up_burst_prints_a_build_whose_end_came_between_two_waits_once(fake) -> 
     assert up._until_finished(store, Events(), Pool(), view, {build.id}, 10) == 0  # type: ignore[arg-type]
     assert up._next_finished(store, Events(), Pool(), view, {build.id}) == build.id  # type: ignore[arg-type]
     assert out.getvalue().count("passed") == 1 and build.commit[:10] in out.getvalue()
+
+
+@pytest.mark.parametrize("kept", [False, True], ids=["temporary", "redis-dir"])
+def test_another_terminal_reaches_the_embedded_redis_with_the_line_volt_up_prints(tmp_path, kept) -> None:
+    """The line is pasted as printed into a shell that knows no Redis but a dead one; `volt status`
+    there then reads this `volt up`'s Redis. The file it sources is this user's alone, the password
+    appears in no output, and the file goes when `volt up` stops. With --redis-dir, a `volt.env`
+    planted there beforehand as a link to another file is replaced, never written through."""
+    volt = Path(sys.executable).parent / "volt"
+    assert volt.is_file(), f"no volt command beside {sys.executable}: install the checkout with pip install -e ."
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not a password\n")
+    victim.chmod(0o644)
+    args = ["--workers", "1"]
+    if kept:
+        (tmp_path / "redis").mkdir()
+        (tmp_path / "redis" / "volt.env").symlink_to(victim)
+        args += ["--redis-dir", str(tmp_path / "redis")]
+    proc = start_up(tmp_path, *args)
+    seen: list[str] = []
+    try:
+        seen += read_until(proc, "source ")
+        (redis_line,) = [line for line in seen if line.startswith("Redis:")]
+        pasted = seen[-1]
+        env_file = Path(pasted.split("source ", 1)[1].strip())
+        assert not env_file.is_symlink() and env_file.stat().st_uid == os.getuid()
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        if not kept:
+            assert stat.S_IMODE(env_file.parent.stat().st_mode) & 0o077 == 0  # in a directory of its own
+        shell = subprocess.run(["bash", "--norc", "--noprofile"], input=pasted + "volt status --json\n",
+                               env=child_env(PATH=f"{volt.parent}:{os.environ['PATH']}",
+                                             VOLT_REDIS_URL="redis://127.0.0.1:1/0"),
+                               cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert shell.returncode == 0, shell.stderr
+        assert json.loads(shell.stdout)["redis"] in redis_line  # the same Redis (its password hidden)
+        (export,) = [line for line in env_file.read_text().splitlines() if line.startswith("export VOLT_REDIS_URL=")]
+        url = shlex.split(export.split("=", 1)[1])[0]
+        password = urllib.parse.unquote(urllib.parse.urlsplit(url).password or "")
+        assert len(password) >= 32
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=30)
+    finally:
+        kill_if_running(proc)
+    assert proc.returncode == 0
+    output = "".join(seen) + proc.stdout.read() + proc.stderr.read()
+    assert password not in output and password not in shell.stdout + shell.stderr
+    assert not env_file.exists()
+    assert victim.read_text() == "not a password\n" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+
+
+def test_up_refuses_bad_input_in_one_line_before_it_starts_anything(make_repo, tmp_path) -> None:
+    """Each of these is one line and exit status 2, with no Redis started (nothing said of one, no data
+    directory made) and no process left."""
+    good = make_repo()
+    good.commit(PASSING, "passing")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    empty = tmp_path / "empty"
+    subprocess.run(["git", "init", "--quiet", str(empty)], check=True)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases = [
+        (["--repo", str(tmp_path / "absent")], {}, "does not exist"),
+        (["--repo", str(plain)], {}, "not a git repository"),
+        (["--repo", str(empty)], {}, "has no default branch with commits"),
+        (["--repo", str(good.path), "--branch", "nosuch"], {}, "unknown branch 'nosuch'"),
+        (["--branch", "nosuch"], {}, "unknown branch 'nosuch'"),  # the example repository's
+        (["--repo", str(good.path), "--burst", "--timeout", "0"], {}, "--timeout must be a positive"),
+        (["--repo", str(good.path), "--burst", "--timeout", "nan"], {}, "--timeout must be a positive"),
+        (["--repo", str(good.path), "--redis-dir", str(a_file / "redis")], {}, "--redis-dir"),
+        (["--repo", str(good.path), "--redis-dir", str(tmp_path / "rd")], {"VOLT_REDIS_URL": "redis://127.0.0.1:1/0"},
+         "give one or the other"),
+        (["--repo", str(good.path), "--web", "--web-port", str(busy.getsockname()[1])], {}, "cannot listen"),
+        (["--repo", str(good.path)], {"VOLT_WORKSPACE_DIR": str(a_file / "ws")}, "workspace directory"),
+    ]
+    try:
+        for n, (args, env, fragment) in enumerate(cases):
+            temporary, workspace = tmp_path / f"tmp{n}", str(tmp_path / f"ws{n}")
+            temporary.mkdir()
+            proc = run_up_refused(args, {"VOLT_WORKSPACE_DIR": workspace, "TMPDIR": str(temporary), **env}, tmp_path)
+            assert_one_line_error(proc, fragment)
+            assert "Redis:" not in proc.stdout and "Runners:" not in proc.stdout, (args, proc.stdout)
+            assert list(temporary.iterdir()) == [], args  # no data directory of an embedded Redis
+            assert [pid for pid, value in processes_with_env("VOLT_WORKSPACE_DIR").items() if value == workspace] == []
+    finally:
+        busy.close()
+
+
+def run_up_refused(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    """`volt up ARGS`, expected to refuse at once: one that runs instead is stopped with all it started."""
+    proc = subprocess.Popen([sys.executable, "-m", "voltci", "up", *args], env=child_env(**env), cwd=cwd,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        kill_if_running(proc)
+        raise AssertionError(f"volt up {' '.join(args)} did not refuse; it ran") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_up_gives_an_error_its_reason_in_the_stream(make_repo, redis_url, tmp_path) -> None:
+    """Each `error` line says why; and a reason that quotes what the commit wrote (a key of its
+    .volt.toml with a line break and control sequences in it) stays on its line: it cannot print a
+    line of its own that reads like another build's."""
+    repo = make_repo()
+    repo.commit({**PASSING, ".volt.toml": "[tests\ncommand = 1\n"}, "Broken .volt.toml")
+    repo.checkout("evil", create=True)
+    forged = "passed    proj 0123456789 main            0.1s 5/5 passed       All good"
+    repo.commit({".volt.toml": f'[tests]\n"x\\n{forged}\\u001b[2K\\r{forged}" = 1\n'}, "Quoted key")
+    proc = run_volt("up", "--burst", "--workers", "1", "--repo", str(repo.path), "--branch", "main",
+                    "--branch", "evil", "--redis-url", redis_url, env={"VOLT_WORKSPACE_DIR": str(tmp_path / "ws")},
+                    cwd=tmp_path, timeout=STARTUP_TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    errors = [line for line in proc.stdout.splitlines() if line.startswith("error ")]
+    assert len(errors) == 2, proc.stdout
+    (broken,) = [line for line in errors if "Broken .volt.toml" in line]
+    assert broken.endswith("Broken .volt.toml — .volt.toml is not valid TOML: Expected ']' at the end of a table "
+                           "declaration (at line 1, column 7)"), broken
+    (quoted,) = [line for line in errors if "Quoted key" in line]
+    assert "— .volt.toml: unknown key 'tests.x" in quoted and "\x1b" not in quoted and "\r" not in quoted, quoted
+    assert [line for line in proc.stdout.splitlines() if line.startswith("passed")] == []

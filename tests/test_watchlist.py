@@ -52,7 +52,7 @@ def test_volt_observe_without_repo_watches_every_table(make_repo, settings, tmp_
     proc = run_volt("observe", "--once", "--config", str(config), env=env)
     assert proc.returncode == 0, proc.stderr
     assert sorted(line.split()[2] for line in proc.stdout.splitlines()) == sorted(h[:10] for h in heads)
-    repos = Store(redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)).known_repos()
+    repos = Store(redis.Redis.from_url(settings.effective_redis_url, decode_responses=True)).repos.known()
     assert repos["one"]["priority"] == "high" and repos["second"]["priority"] == "normal"
     empty = write(tmp_path / "empty.toml", "poll = 1\n")
     none = run_volt("observe", "--once", "--config", str(empty), env=env)
@@ -73,7 +73,7 @@ def test_the_file_is_read_again_when_it_changes(rq_conn, conn, settings, make_re
     write(config, f'[[repos]]\nurl = "{one.path}"\n\n[[repos]]\nurl = "{two.path}"\nname = "two"\npriority = "low"\n')
     assert [w.name for w in watches.current()] == ["one", "two"]
     assert watches.current()[0] is first  # unchanged rules: the same watch, its mirror kept
-    assert Store(conn).known_repos()["two"]["priority"] == "low"
+    assert Store(conn).repos.known()["two"]["priority"] == "low"
     with caplog.at_level(logging.WARNING, logger="volt.observer"):
         write(config, "[[repos]]\nurl = 3\n")
         assert [w.name for w in watches.current()] == ["one", "two"]  # a broken file changes nothing
@@ -81,7 +81,7 @@ def test_the_file_is_read_again_when_it_changes(rq_conn, conn, settings, make_re
     write(config, f'[[repos]]\nurl = "{two.path}"\nname = "two"\npriority = "high"\n')
     (only,) = watches.current()
     assert only.name == "two" and only.priority is Priority.HIGH
-    assert Store(conn).known_repos()["two"]["priority"] == "high"
+    assert Store(conn).repos.known()["two"]["priority"] == "high"
 
 
 def test_branch_globs_follow_branches_as_they_come_and_go(rq_conn, conn, settings, make_repo) -> None:
@@ -126,7 +126,7 @@ def test_a_force_push_bisects_only_the_new_commits_and_says_so(rq_conn, conn, se
     with caplog.at_level(logging.WARNING, logger="volt.observer"):
         built = watch.poll()
     assert [b.commit for b in built] == new
-    push = Store(conn).get_push(built[-1].id)
+    push = Store(conn).pushes.get(built[-1].id)
     assert push.base == base and push.rewritten and push.commits == new
     assert f"history rewritten (force-push): {old[:10]} is no longer in it; culprit finding covers only the 3 " \
            f"new commit(s) since {base[:10]}" in caplog.text
@@ -142,11 +142,11 @@ def test_a_notification_puts_the_pushed_head_before_backlog(rq_conn, conn, setti
     head = repo.commit({"a": "2"}, "two")
     built = watch.poll(Wanted("refs/heads/main", QueuedFor.WEBHOOK))
     assert [b.queued_for for b in built] == ["", "webhook"]
-    assert Store(conn).get_build(keys.build_id(watch.name, head)).queued_for == "webhook"
+    assert Store(conn).records.get_build(keys.build_id(watch.name, head)).queued_for == "webhook"
     later = repo.commit({"a": "3"}, "three")
     watch.poll()  # the observer found it before the notification came
     assert watch.poll(Wanted("main", QueuedFor.NOTIFY)) == []
-    assert Store(conn).get_build(keys.build_id(watch.name, later)).queued_for == "notify"
+    assert Store(conn).records.get_build(keys.build_id(watch.name, later)).queued_for == "notify"
     assert not Wanted("refs/heads/other", QueuedFor.NOTIFY).covers("main")
     assert json.loads(conn.hget(keys.repos(), watch.name))["priority"] == "normal"
 

@@ -21,14 +21,14 @@ SCRIPT = "<script>window.voltHacked=1</script>"
 def add_build(rq_conn, conn, settings, sha: str, status: Status | None = None, branch: str = "main") -> Build:
     build = Build(id=keys.build_id("proj", sha), repo="proj", url="/r", commit=sha, branch=branch,
                   subject=f"subject {SCRIPT}", author="A <a@b>")
-    Store(rq_conn, settings).submit(build)
+    Store(rq_conn, settings).builds.submit(build)
     if status is not None:
-        Store(conn).start_attempt(build.id, 1, "host.1")
+        Store(conn).builds.start_attempt(build.id, 1, "host.1")
         tests = [TestResult("t.T.test_ok", Outcome.PASSED, 0.1, order=0),
                  TestResult(f"t.T.test_bad (name='{SCRIPT}')", Outcome.FAILED, 0.2,
                             message=f"Traceback …\nAssertionError: {SCRIPT}", order=1)]
-        Store(conn).finish_build(build.id, 1, "host.1",
-                             RunOutcome(status, tests, Counts(total=2, passed=1, failed=1), log_tail=f"log {SCRIPT}"))
+        Store(conn).builds.finish(build.id, 1, "host.1", RunOutcome(status, tests, Counts(total=2, passed=1, failed=1),
+                                                                    log_tail=f"log {SCRIPT}"))
     return build
 
 
@@ -103,13 +103,13 @@ def test_cancel_and_rebuild_need_the_token(web, conn, rq_conn, settings) -> None
     url = f"/build/proj/{build.commit}"
     assert web.post(f"{url}/cancel").status_code == 403
     assert web.post(f"{url}/cancel", data={"token": "wrong"}).status_code == 403
-    assert Store(conn).get_build(build.id).status is Status.QUEUED
+    assert Store(conn).records.get_build(build.id).status is Status.QUEUED
     done = web.post(f"{url}/cancel", data={"token": "s3cret"})
-    assert done.status_code == 303 and Store(conn).get_build(build.id).status is Status.CANCELLED
+    assert done.status_code == 303 and Store(conn).records.get_build(build.id).status is Status.CANCELLED
     assert web.post(f"{url}/cancel", data={"token": "s3cret"}).status_code == 409
     again = web.post(f"{url}/rebuild", headers={"Authorization": "Bearer s3cret"})
     assert again.status_code == 303
-    rebuilt = Store(conn).get_build(build.id)
+    rebuilt = Store(conn).records.get_build(build.id)
     assert (rebuilt.status, rebuilt.attempt) == (Status.QUEUED, 2)
     assert keys.job_id(build.id, 2) in jobqueue.waiting_job_ids(rq_conn, settings)
 
@@ -121,7 +121,7 @@ def test_without_a_token_everything_is_read_only(settings, conn, rq_conn) -> Non
     response = web.post(f"/build/proj/{build.commit}/cancel", data={"token": ""})
     assert response.status_code == 403 and "no web_token is configured" in response.get_data(as_text=True)
     assert web.post("/rq/queue/volt/queued/empty").status_code == 403  # rq-dashboard's actions too
-    assert Store(conn).get_build(build.id).status is Status.QUEUED
+    assert Store(conn).records.get_build(build.id).status is Status.QUEUED
     assert web.get("/rq/", follow_redirects=True).status_code == 200
     assert "Cancel" not in web.get(f"/build/proj/{build.commit}").get_data(as_text=True)
 
@@ -136,9 +136,9 @@ def ended(conn, n: int, status: Status, tests: list[TestResult], branch: str = "
                   started_at=f"2026-01-01T00:{n:02d}:07+00:00", finished_at=f"2026-01-01T00:{n:02d}:59+00:00",
                   duration_s=52.0, runner="host.1")
     failed = sum(1 for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR))
-    Store(conn).record_finished(build, RunOutcome(status, tests, Counts(total=len(tests), failed=failed,
-                                                                        passed=len(tests) - failed)),
-                                output, score=float(n))
+    Store(conn).builds.record_finished(build, RunOutcome(status, tests, Counts(total=len(tests), failed=failed,
+                                                                               passed=len(tests) - failed)),
+                                       output, score=float(n))
     return build
 
 

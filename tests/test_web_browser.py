@@ -1,10 +1,12 @@
 """The web page in a real headless browser (Debian's chromium and chromedriver, installed by
 .ci/packages): a failed build built by real processes, its failing test and traceback, the way back
 to the history, a 404, and HTML from a test name that must not run; then, on a stored history, the
-repository's trend chart (a bar per build, coloured by status, read from the SVG), a test's history
-after pass → fail → pass, the search finding one test among 25,000 in under a second of page time,
-and the pages without JavaScript. Screenshots of the build, repository, search and test-history
-pages are kept in artifacts/ as artifacts of the run."""
+repository's trend chart (a bar per build, coloured by status, read from the SVG) and the tests chart
+below it (a point over each bar, no label or point cut at the edges), a build page's slowest tests
+(below its output, only when they took measurable time, timed as every other table times them), a
+test's history after pass → fail → pass, the search finding one test among 25,000 in under a second
+of page time, and the pages without JavaScript. Screenshots of the build, repository, search and
+test-history pages are kept in artifacts/ as artifacts of the run."""
 
 from __future__ import annotations
 
@@ -97,6 +99,10 @@ def test_failed_build_page_in_a_real_browser(browser, web_url) -> None:
     assert traceback.is_displayed() and "AssertionError: 2 != 3 : arithmetic" in traceback.text
     assert SCRIPT in failing.text  # shown as text …
     assert browser.execute_script("return window.voltHacked") is None  # … never run
+    timed = [td.text for td in browser.find_elements(By.CSS_SELECTOR,
+                                                     "#slowest td:nth-child(3), #tests td:nth-child(3)")]
+    assert timed and "0ms" not in timed  # a test under a millisecond reads <1ms, in every table
+    assert "<1ms" not in [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#slowest td:nth-child(3)")]
     ARTIFACTS.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(ARTIFACTS / "build-page.png"))
 
@@ -146,8 +152,8 @@ def ended(store: Store, repo: str, n: int, status: Status, tests: list[TestResul
     failed = sum(1 for t in tests if t.outcome in (Outcome.FAILED, Outcome.ERROR))
     counts = Counts(total=len(tests), passed=len(tests) - failed, failed=failed)
     output = "".join("." * 70 + "\n" for _ in range(300)) + f"{len(tests)} tests\n"
-    store.record_finished(build, RunOutcome(status, tests, counts, "", output[-300:]), output, queued)
-    stored = store.get_build(build.id)
+    store.builds.record_finished(build, RunOutcome(status, tests, counts, "", output[-300:]), output, queued)
+    stored = store.records.get_build(build.id)
     assert stored is not None
     return stored
 
@@ -159,8 +165,8 @@ def charts_site(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("charts-redis")).start()
     settings = Settings(redis_url=server.url, workspace_dir=str(tmp_path_factory.mktemp("ws")))
     store = Store(redis.Redis.from_url(server.url, decode_responses=True), settings)
-    store.register_repo("proj", "/srv/proj", ["main"])
-    store.register_repo("seq", "/srv/seq", ["main"])
+    store.repos.register("proj", "/srv/proj", ["main"])
+    store.repos.register("seq", "/srv/seq", ["main"])
     builds = []
     for n in range(30):
         status = STATUS_CYCLE[n % len(STATUS_CYCLE)]
@@ -177,8 +183,12 @@ def charts_site(tmp_path_factory):
            for n, (status, outcome, message) in enumerate([(Status.PASSED, Outcome.PASSED, ""),
                                                            (Status.FAILED, Outcome.FAILED, "AssertionError: 1 != 2"),
                                                            (Status.PASSED, Outcome.PASSED, "")])]
+    store.repos.register("quick", "/srv/quick", ["main"])  # a build whose tests all took under a millisecond
+    builds.append(ended(store, "quick", 0, Status.PASSED, [TestResult(f"tests.test_q.Q.test_{i}", Outcome.PASSED,
+                                                                      0.0001 * i, "", i) for i in range(5)]))
     web, thread = web_server.start(settings, "127.0.0.1", 0)
-    yield web_server.url_of(web).rstrip("/"), builds, seq
+    quick = builds.pop()
+    yield web_server.url_of(web).rstrip("/"), builds, seq, quick
     web.shutdown()
     thread.join(timeout=10)
     server.stop()
@@ -189,7 +199,7 @@ def wait_for(browser, condition, timeout: float = 10):
 
 
 def test_repository_trend_has_a_bar_per_build_coloured_by_its_status(browser, charts_site) -> None:
-    url, builds, _ = charts_site
+    url, builds, _, _ = charts_site
     browser.get(f"{url}/repo/proj")
     bars = wait_for(browser, lambda: (found := browser.find_elements(
         By.CSS_SELECTOR, "#trend-chart .ct-series-duration line.ct-bar")) and len(found) >= 30 and found)
@@ -207,15 +217,97 @@ def test_repository_trend_has_a_bar_per_build_coloured_by_its_status(browser, ch
     assert browser.find_element(By.ID, "status").text == builds[1].status.value
 
 
+# Where each label's text, each point and each bar lands on the page, per chart (client pixels).
+GEOMETRY = """
+const geometry = {};
+for (const chart of document.querySelectorAll('[data-chart]')) {
+  const svg = chart.querySelector('svg');
+  if (!svg) continue;
+  const box = svg.getBoundingClientRect();
+  const inside = (r) => r.left >= box.left - 0.5 && r.right <= box.right + 0.5 && r.top >= box.top - 0.5 &&
+                        r.bottom <= box.bottom + 0.5;
+  const cut = [];
+  for (const label of svg.querySelectorAll('.ct-label')) {
+    const text = document.createRange();
+    text.selectNodeContents(label);
+    if (label.textContent && !inside(text.getBoundingClientRect())) cut.push('label ' + label.textContent);
+  }
+  const centres = {};
+  for (const element of svg.querySelectorAll('.ct-point, .ct-bar')) {
+    const r = element.getBoundingClientRect();
+    const half = parseFloat(getComputedStyle(element).strokeWidth) / 2;
+    const x = r.left + r.width / 2, y = r.top + r.height / 2;
+    const round = element.classList.contains('ct-point');
+    const drawn = round ? {left: x - half, right: x + half, top: y - half, bottom: y + half}
+                        : {left: x - half, right: x + half, top: r.top, bottom: r.bottom};
+    if (!inside(drawn)) cut.push(element.getAttribute('class') + ' ' + element.getAttribute('data-commit'));
+    if (!element.closest('.ct-series-wait')) (centres[element.getAttribute('data-commit')] ||= []).push(x);
+  }
+  geometry[chart.id] = {cut: cut, centres: centres};
+}
+return geometry;
+"""
+
+
+def test_the_tests_chart_stands_under_the_bars_and_cuts_nothing(browser, charts_site) -> None:
+    url, builds, _, _ = charts_site
+    browser.get(f"{url}/repo/proj")
+    wait_for(browser, lambda: len(browser.find_elements(By.CSS_SELECTOR, "#tests-chart .ct-point")) >= 20)
+    geometry = browser.execute_script(GEOMETRY)
+    assert geometry["trend-chart"]["cut"] == [] and geometry["tests-chart"]["cut"] == [], geometry
+    bars = geometry["trend-chart"]["centres"]
+    points = geometry["tests-chart"]["centres"]
+    with_tests = [b.short for b in builds if b.counts.total]
+    assert sorted(points) == sorted(with_tests) and all(len(points[c]) == 2 for c in with_tests)  # tests, failures
+    assert sorted(bars) == sorted(b.short for b in builds)
+    column = (bars[builds[1].short][0] - bars[builds[0].short][0])
+    off = {commit: max(abs(x - bars[commit][0]) for x in xs) for commit, xs in points.items()}
+    assert max(off.values()) <= 1, (column, off)  # not half a column (~18 px here) to the left
+
+
+def test_build_page_puts_measurable_slowest_tests_below_the_output_timed_as_elsewhere(browser, charts_site) -> None:
+    url, builds, _, quick = charts_site
+    browser.get(f"{url}/build/proj/{builds[1].commit}")
+    slowest = {row.find_element(By.TAG_NAME, "code").text: row.find_elements(By.TAG_NAME, "td")[2].text
+               for row in browser.find_elements(By.CSS_SELECTOR, "#slowest tr")[1:]}
+    assert len(slowest) == 10 and "<1ms" not in slowest.values() and "0ms" not in slowest.values(), slowest
+    assert slowest["tests.test_mod5.TestCase5.test_number_5"] == "1.5s"
+    below = browser.execute_script("return document.getElementById('log').compareDocumentPosition("
+                                   "document.getElementById('slowest')) & Node.DOCUMENT_POSITION_FOLLOWING")
+    assert below, "the slowest tests come before the output"
+    others = {row.find_element(By.TAG_NAME, "code").text: row.find_elements(By.TAG_NAME, "td")[2].text
+              for row in browser.find_elements(By.CSS_SELECTOR, "#tests tr")[1:]}
+    both = set(slowest) & set(others)
+    assert len(both) >= 8 and all(slowest[t] == others[t] for t in both), (slowest, others)
+    fastest = "tests.test_mod0.TestCase0.test_number_0"  # 0 ms as the trail keeps it, 0.0 s as its result says
+    assert others[fastest] == "<1ms"
+    box = browser.find_element(By.CSS_SELECTOR, "#test-search input[name=q]")
+    box.send_keys("test_number_0")
+    results = browser.find_element(By.ID, "search-results")
+    wait_for(browser, lambda: results.get_attribute("data-query") == "test_number_0")
+    assert [td.text for td in results.find_elements(By.CSS_SELECTOR, "table.found td")][1:] == ["passed", "<1ms"]
+    browser.get(f"{url}/build/proj/{builds[1].commit}?q=test_number_0")  # the same found by the server
+    assert [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#search-results table.found td")][1:] == [
+        "passed", "<1ms"]
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.get(f"{url}/build/proj/{builds[1].commit}")
+    browser.execute_script("window.scrollTo(0, document.getElementById('slowest').offsetTop - 400)")  # the output's end
+    assert browser.save_screenshot(str(ARTIFACTS / "build-page-slowest.png"))
+    browser.get(f"{url}/build/quick/{quick.commit}")  # five tests, none of a millisecond: no table of them
+    assert not browser.find_elements(By.ID, "slowest")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#tests tr")[1:]
+    assert [row.find_elements(By.TAG_NAME, "td")[2].text for row in rows] == ["<1ms"] * 5
+
+
 def test_a_branch_without_builds_is_an_explained_empty_chart(browser, charts_site) -> None:
-    url, _, _ = charts_site
+    url, _, _, _ = charts_site
     browser.get(f"{url}/repo/proj?branch=nosuch")
     assert "No builds of branch nosuch yet" in browser.find_element(By.ID, "trend-empty").text
     assert not browser.find_elements(By.CSS_SELECTOR, ".ct-bar")
 
 
 def test_test_history_shows_pass_fail_pass_in_order(browser, charts_site) -> None:
-    url, _, seq = charts_site
+    url, _, seq, _ = charts_site
     browser.get(f"{url}/repo/seq")
     browser.find_element(By.LINK_TEXT, seq[1].short).click()
     browser.find_element(By.CSS_SELECTOR, "#failing a.test-history").click()
@@ -233,7 +325,7 @@ def test_test_history_shows_pass_fail_pass_in_order(browser, charts_site) -> Non
 
 
 def test_search_finds_one_test_among_25000_in_under_a_second(browser, charts_site) -> None:
-    url, builds, _ = charts_site
+    url, builds, _, _ = charts_site
     big = builds[29]
     browser.get(f"{url}/build/proj/{big.commit}")
     assert f"among {BIG_TESTS + 1} tests" in browser.find_element(By.ID, "test-search").text
@@ -254,7 +346,7 @@ def test_search_finds_one_test_among_25000_in_under_a_second(browser, charts_sit
 
 
 def test_names_with_html_stay_text_on_the_new_pages(browser, charts_site) -> None:
-    url, builds, _ = charts_site
+    url, builds, _, _ = charts_site
     browser.get(f"{url}/build/proj/{builds[1].commit}")
     failing = browser.find_element(By.ID, "failing")
     assert HOSTILE_TEST in failing.text
@@ -268,7 +360,7 @@ def test_names_with_html_stay_text_on_the_new_pages(browser, charts_site) -> Non
 
 
 def test_without_javascript_the_figures_are_there(tmp_path, charts_site) -> None:
-    url, builds, _ = charts_site
+    url, builds, _, _ = charts_site
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium'}", "--blink-settings=scriptEnabled=false"]:

@@ -49,9 +49,9 @@ def hook_url():
 
 def ended_build(rq_conn, conn, settings, sha: str) -> Build:
     build = Build(id=keys.build_id("proj", sha), repo="proj", url="/r", commit=sha, branch="main", subject="s")
-    Store(rq_conn, settings).submit(build)
-    Store(conn).start_attempt(build.id, 1, "r1")
-    Store(conn).finish_build(build.id, 1, "r1", outcome(Status.PASSED))
+    Store(rq_conn, settings).builds.submit(build)
+    Store(conn).builds.start_attempt(build.id, 1, "r1")
+    Store(conn).builds.finish(build.id, 1, "r1", outcome(Status.PASSED))
     return build
 
 

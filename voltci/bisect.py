@@ -9,7 +9,7 @@ the commit the branch was at before, which was built as the previous head). Ever
 built in the end; the ones the search does not need wait as backlog, in the same halving order, so
 that a later breakage is also narrowed quickly.
 
-Pure functions of the commits' states; the store reads them (store/dispatch.py) and the dispatcher
+Pure functions of the commits' states; the store reads them (store/pushes.py) and the dispatcher
 orders by the result (dispatch.py).
 """
 

@@ -198,7 +198,7 @@ cli.add_command(observe)
 @common_options
 def notify_cmd(app: App, repo: str, ref: str | None) -> None:
     """Have the observer look at a repository now (for a git post-receive hook)."""
-    heard = app.store().notify(repo, ref)
+    heard = app.store().repos.notify(repo, ref)
     if heard:
         echo(f"notified {heard} observer(s) of {repo}" + (f" ({ref})" if ref else ""))
     else:
@@ -250,10 +250,10 @@ def _stop_on_sigterm(stop: threading.Event) -> None:
 def cancel(app: App, commit: str, repo: str | None) -> None:
     """Cancel a queued or running build (its tests' whole process group is killed)."""
     store = app.store()
-    build_id = store.resolve_commit(commit, repo)
-    before = store.cancel(build_id)
+    build_id = store.records.resolve_commit(commit, repo)
+    before = store.builds.cancel(build_id)
     if before is None:
-        build = store.get_build(build_id)
+        build = store.records.get_build(build_id)
         status_now = build.status.value if build else "gone"
         raise BadInput(f"build of {commit} has already ended ({status_now}); nothing to cancel")
     where = f" on {before.runner}, which stops its tests within a second" if before.status.value == "running" else ""
@@ -272,14 +272,14 @@ def cancel(app: App, commit: str, repo: str | None) -> None:
 def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_path: str | None) -> None:
     """Show a commit's build: exit 0 passed, 1 failed, 3 not finished, 2 bad input."""
     store = app.store()
-    build_id = store.resolve_commit(commit, repo)
-    build = store.get_build(build_id)
+    build_id = store.records.resolve_commit(commit, repo)
+    build = store.records.get_build(build_id)
     if build is None:
         raise BadInput(f"the build of '{commit}' has no record (was it pruned?)")
-    tests = store.get_tests(build_id) if as_json or junit_path else store.listed_tests(build_id)
-    attempts = store.get_attempts(build_id)
-    shards = store.get_shards(build_id)
-    legs = store.get_legs(build_id)
+    tests = store.records.get_tests(build_id) if as_json or junit_path else store.records.listed_tests(build_id)
+    attempts = store.records.get_attempts(build_id)
+    shards = store.records.get_shards(build_id)
+    legs = store.records.get_legs(build_id)
     if junit_path:
         try:
             with open(junit_path, "wb") as fh:
@@ -301,10 +301,10 @@ def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_pat
 def flaky(app: App, repo: str | None, limit: int, as_json: bool) -> None:
     """The tests that were flaky most often (failed, then passed when run again on their own)."""
     store = app.store()
-    known = store.known_repos()
+    known = store.repos.known()
     if repo is not None and repo not in known:
         raise BadInput(f"unknown repository '{repo}'")
-    found = store.flaky_tests([repo] if repo else sorted(known), limit)
+    found = store.history.flaky_tests([repo] if repo else sorted(known), limit)
     if as_json:
         echo(json.dumps([f.to_dict() for f in found], indent=2))
         return
@@ -327,7 +327,7 @@ def test_history_cmd(app: App, repo: str, test_id: str, branch: str | None, as_j
     from voltci import testhistory
 
     store = app.store()
-    if not store.is_known_repo(repo):
+    if not store.repos.is_known(repo):
         raise BadInput(f"unknown repository '{repo}'")
     if not testhistory.is_test_id(test_id):
         raise BadInput(f"not a test id: {test_id[:200]!r}")
@@ -348,11 +348,11 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool, leg: str | No
     """Print a build's output (setup and tests); -f follows it live while the build runs. A matrix build's
     own output is its split into legs; each leg's is its own (--leg NAME)."""
     store = app.store()
-    build_id = store.resolve_commit(commit, repo)
+    build_id = store.records.resolve_commit(commit, repo)
     if leg is not None:
         build_id = _leg_of(store, build_id, commit, leg)
     if not follow:
-        echo(store.read_log(build_id), nl=False)
+        echo(store.logs.read(build_id), nl=False)
         return
     limit_s = app.settings.build_timeout * app.settings.max_attempts + 600
     cleaner = Cleaner()  # a sequence may be cut between two pieces of the stream
@@ -366,7 +366,7 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool, leg: str | No
 
 def _leg_of(store: Store, build_id: str, commit: str, name: str) -> str:
     """The id of the matrix leg `name` of a build, or one line saying which legs it has."""
-    legs = store.get_legs(build_id)
+    legs = store.records.get_legs(build_id)
     for leg in legs:
         if leg.leg == name:
             return leg.id
@@ -383,24 +383,24 @@ def status(app: App, as_json: bool) -> None:
     """Runners (alive, heartbeat age, current build), the queue (each build's position and why it stands
     there), running builds, lost attempts, and how much of Redis Volt uses."""
     store = app.store()
-    memory = store.memory()
-    order = store.dispatch_plan()
+    memory = store.usage.memory()
+    order = store.queue.plan()
     data: dict[str, Any] = {
         "redis": redacted(app.settings.effective_redis_url),
-        "replication": {"primary": primary_of(store.r).address, **store.replication()},
+        "replication": {"primary": primary_of(store.r).address, **store.runners.replication()},
         "queue": app.settings.queue,
-        "queued": store.queue_depth(),
+        "queued": store.queue.depth(),
         "dispatch": app.settings.dispatch,
         "queue_order": [_standing(n, placed) for n, placed in enumerate(order[:QUEUE_LISTED], 1)],
         "running": [{"repo": b.repo, "commit": b.commit, "runner": b.runner, "started_at": b.started_at,
                      "age_s": seconds_between(b.started_at, now_iso()) if b.started_at else 0.0,
-                     "attempt": b.attempt} for b in store.running_builds()],
-        "runners": [row.to_dict() for row in store.runner_table()],
-        "lost": [lost.to_dict() for lost in store.recent_lost()],
+                     "attempt": b.attempt} for b in store.records.running_builds()],
+        "runners": [row.to_dict() for row in store.runners.table()],
+        "lost": [lost.to_dict() for lost in store.runners.recent_lost()],
         "memory": {"used_bytes": memory.used, "maxmemory_bytes": memory.maxmemory, "policy": memory.policy,
                    "full": memory.full},
         "repositories": [{"repo": u.repo, "builds": u.builds, "bytes_per_finished_build": u.bytes_per_build}
-                         for u in map(store.repo_usage, sorted(store.known_repos()))],
+                         for u in map(store.usage.repo_usage, sorted(store.repos.known()))],
     }
     if as_json:
         echo(json.dumps(data, indent=2))
@@ -468,9 +468,9 @@ def _size(count: int) -> str:
 def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
     """The latest builds, newest first, one line each."""
     store = app.store()
-    if repo is not None and not store.is_known_repo(repo):
+    if repo is not None and not store.repos.is_known(repo):
         raise BadInput(f"unknown repository '{repo}'")
-    builds = store.history(repo, limit)
+    builds = store.history.builds(repo, limit)
     if as_json:
         echo(json.dumps([report.summary_dict(b) for b in builds], indent=2))
         return
@@ -518,13 +518,13 @@ def prune(app: App, dry_run: bool, repo: str | None) -> None:
     settings = app.settings
     policy = Policy(settings.keep_builds, settings.keep_days)
     store = app.store()
-    if repo is not None and not store.is_known_repo(repo):
+    if repo is not None and not store.repos.is_known(repo):
         raise BadInput(f"unknown repository '{repo}'")
     if not policy.limited:
         echo("retention is off (keep_builds = 0 and keep_days = 0): nothing to prune")
         return
-    before = store.memory().used
-    removed = store.prune(policy, repo, dry_run)
+    before = store.usage.memory().used
+    removed = store.retention.prune(policy, repo, dry_run)
     verb = "would remove" if dry_run else "removed"
     for builds in removed.values():
         for build in builds:
@@ -537,7 +537,7 @@ def prune(app: App, dry_run: bool, repo: str | None) -> None:
                           if part)
     summary = f"{verb} {count} build(s) of {repos} repository(ies), keeping {limits}"
     if not dry_run:
-        summary += f"; Redis memory {_size(before)} → {_size(store.memory().used)}"
+        summary += f"; Redis memory {_size(before)} → {_size(store.usage.memory().used)}"
     echo(summary)
 
 
@@ -550,7 +550,7 @@ def prune(app: App, dry_run: bool, repo: str | None) -> None:
 @common_options
 def web_cmd(app: App, host: str, port: int) -> None:
     """The web page: builds, tests, logs, runners, badges, /api/ and rq-dashboard under /rq."""
-    from voltci.web_server import serve
+    from voltci.web.server import serve
 
     setup_logging(logging.WARNING)
     app.store()  # fail now, in one line, if Redis cannot be reached

@@ -2,7 +2,7 @@
 
 One FIFO list fed every runner, so one repository's backlog delayed every other's first build. Volt
 still has one rq queue (a plain `rq worker` keeps working, and rq-dashboard shows it), but keeps it
-in this order, rewritten in one transaction whenever a build is queued or ends (store/dispatch.py):
+in this order, rewritten in one transaction whenever a build is queued or ends (store/queue.py):
 
 1. tiers, strictly: re-dispatched attempts and shards (already under way), then builds someone waits
    for (`volt notify`, the push webhook, Rebuild), then the head of each branch and the next midpoint
@@ -72,8 +72,9 @@ class Waiting:
 
 
 @dataclass(frozen=True)
-class Share:
-    """A repository's recent runner time and how long its builds usually take, in seconds."""
+class FairShare:
+    """A repository's fair share as the order weighs it: its recent runner time and how long its builds
+    usually take, in seconds."""
 
     used_s: float = 0.0
     typical_s: float | None = None
@@ -99,7 +100,7 @@ class _Lane:
     tie: tuple = field(default_factory=tuple)
 
 
-def plan(waiting: Iterable[Waiting], shares: dict[str, Share], priorities: dict[str, Priority],
+def plan(waiting: Iterable[Waiting], shares: dict[str, FairShare], priorities: dict[str, Priority],
          window_s: float) -> list[Placed]:
     """The order in which `waiting` should be dispatched (see the module's docstring), each with why."""
     by_tier: dict[Tier, list[Waiting]] = {tier: [] for tier in Tier}
@@ -118,7 +119,7 @@ def plan(waiting: Iterable[Waiting], shares: dict[str, Share], priorities: dict[
             lanes = []
             for repo, jobs in groups[rank].items():
                 jobs.sort(key=lambda j: j.rank)
-                share = shares.get(repo, Share())
+                share = shares.get(repo, FairShare())
                 lanes.append(_Lane(repo, jobs, virtual.get(repo, 0.0), share.typical_s or fallback))
             placed += _fair(lanes, virtual, priorities, window_s, tier)
     return placed

@@ -1,5 +1,7 @@
 """The example repository `volt up` builds when it is given none: a tiny project with passing,
-failing and skipped tests, so a first run shows every kind of result."""
+failing and skipped tests, so a first run shows every kind of result. Its first build fails on
+purpose, and says so three times (in `volt up`'s output, its commit and its README), lest a new user
+take the red build for Volt's fault; fixing the bug and committing shows a build that passes."""
 
 from __future__ import annotations
 
@@ -7,12 +9,20 @@ from pathlib import Path
 
 from voltci.git import git
 
+ON_PURPOSE = ("its first build fails on purpose (percent() in calc/ops.py drops the fraction): change its // "
+              "to / and commit to see one pass")
+SUBJECT = "Add a calculator; its test_percent fails on purpose"
+MESSAGE = (f"{SUBJECT}\n\n"
+           "percent() in calc/ops.py uses integer division, so tests/test_ops.py's test_percent fails:\n"
+           "Volt's first build of this repository shows what a failure looks like. Change its // to /\n"
+           "and commit: the next build passes. (test_windows_paths is skipped: it runs only on Windows.)\n")
+
 FILES = {
     "calc/__init__.py": '"""A tiny calculator."""\n',
     "calc/ops.py": (
         "def add(a, b):\n    return a + b\n\n\n"
         "def mean(values):\n    return sum(values) / len(values)\n\n\n"
-        "def percent(part, whole):\n    # Bug: integer division drops the fraction.\n"
+        "def percent(part, whole):\n    # A bug, on purpose: integer division drops the fraction (use /).\n"
         "    return part * 100 // whole\n"
     ),
     "tests/__init__.py": "",
@@ -27,7 +37,13 @@ FILES = {
         "    @unittest.skipIf(sys.platform != 'win32', 'only on Windows')\n"
         "    def test_windows_paths(self):\n        pass\n"
     ),
-    "README.md": "# calc\n\nAn example project for Volt CI.\n",
+    "README.md": (
+        "# calc\n\nAn example project for Volt CI: `volt up` made it, and builds each commit to it.\n\n"
+        "**Its first build fails on purpose**: `percent()` in `calc/ops.py` uses integer division, so\n"
+        "`test_percent` in `tests/test_ops.py` fails, to show what a failing build looks like (`volt report`,\n"
+        "`volt log`, the web page). Change its `//` to `/` and commit: the next build passes.\n"
+        "`test_windows_paths` is skipped: it runs only on Windows.\n"
+    ),
 }
 
 
@@ -43,5 +59,5 @@ def create_example_repo(path: Path) -> Path:
         file.write_text(text)
     git(["add", "--all"], cwd=path)
     git(["-c", "user.name=Volt Example", "-c", "user.email=example@volt.invalid",
-         "commit", "--quiet", "-m", "Add a calculator with its tests"], cwd=path)
+         "commit", "--quiet", "-m", MESSAGE], cwd=path)
     return path

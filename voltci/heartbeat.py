@@ -3,7 +3,7 @@
 The key holds who the runner is and what it is working on. It outlives the runner by at most
 `heartbeat_ttl` seconds, so a runner that is killed, frozen or cut off from Redis disappears from
 Redis by itself, and the scheduler gives its build to another runner. A full Redis is not a lost
-runner: the key's expiry is pushed back until Redis has room again (see Store.send_beat).
+runner: the key's expiry is pushed back until Redis has room again (see store/runners.py, send_beat).
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ from voltci.failover import PrimaryWatch
 from voltci.models import RunnerBeat, Work
 from voltci.outage import Outage, is_full
 from voltci.store import Store
-
-__all__ = ["Heartbeat", "RunnerBeat"]
 
 log = logging.getLogger("volt.heartbeat")
 OUTAGE_LOG_EVERY_S = 10.0
@@ -77,7 +75,7 @@ class Heartbeat:
             self.beat.heartbeat_at = now_iso()
             beat = RunnerBeat(**vars(self.beat))
         try:
-            self.store.send_beat(beat, self.ttl_ms)
+            self.store.runners.send_beat(beat, self.ttl_ms)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self._outage(exc)
             return False
@@ -95,7 +93,7 @@ class Heartbeat:
         the next beat anyway; the change is said once and counted."""
         try:
             if self.primary.check(self.store.r):
-                self.store.count_event("failovers", "runner")
+                self.store.metrics.count_event("failovers", "runner")
                 self.send()
         except redis.RedisError:
             pass  # an outage: the beat says so
@@ -134,6 +132,6 @@ class Heartbeat:
             self._thread.join(timeout=self.interval_s + 5)
         if remove:
             try:
-                self.store.drop_beat(self.beat.name)
+                self.store.runners.drop_beat(self.beat.name)
             except redis.RedisError:
                 pass  # it expires by itself

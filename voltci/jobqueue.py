@@ -39,6 +39,8 @@ from voltci.models import Build, Work
 
 log = logging.getLogger("volt.queue")
 
+# The names rq stores in every job, so they outlive an upgrade: the runner package hands out
+# runner/jobs.py's functions under them.
 RUN_BUILD = "voltci.runner.run_build"
 RUN_SHARD = "voltci.runner.run_shard"
 RUN_LEG = "voltci.runner.run_leg"
@@ -132,7 +134,7 @@ def queue_depth(client: redis.Redis, settings: Settings) -> int:
 
 
 def queue_key(settings: Settings) -> str:
-    """The Redis list of rq's queue, which store/dispatch.py keeps in dispatch order (rq pops its front)."""
+    """The Redis list of rq's queue, which store/queue.py keeps in dispatch order (rq pops its front)."""
     return Queue.redis_queue_namespace_prefix + settings.queue
 
 

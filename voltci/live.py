@@ -1,6 +1,7 @@
 """The live view of `volt up`: finished builds scroll by as lines, and on a terminal one status line
 below them shows the queue and each running build's elapsed time and progress (tests done out of
-the number its repository's last build ran)."""
+the number its repository's last build ran). A build that ended with a reason (every `error`, a
+timeout, a cancel) gives it on its line: `error … Broken .volt.toml` alone leaves one guessing."""
 
 from __future__ import annotations
 
@@ -12,17 +13,33 @@ from typing import TextIO
 
 import redis
 
+from voltci import report
 from voltci.clock import age_s
-from voltci.models import Build
+from voltci.models import Build, Status
 from voltci.store import Store
+from voltci.terminal import clean
 
 CLEAR_LINE = "\r\x1b[2K"
 HISTORY_SCAN = 20
+REASON_SHOWN = 300  # characters of a reason the stream shows; `volt report` shows all of it
+
+
+def build_line(build: Build) -> str:
+    """A build as one line of the stream: `report.one_line`, then ` — reason` when it ended with one.
+    Cleaned for the terminal, and one line whatever the commit wrote into its subject or its reason
+    (a line break there could print a line that looks like another build's)."""
+    line = report.one_line(build)
+    if build.status.is_final and build.reason:
+        reason = " ".join(build.reason.split())
+        line += " — " + (reason if len(reason) <= REASON_SHOWN else reason[:REASON_SHOWN - 1] + "…")
+    elif build.status is Status.ERROR:  # no path of Volt's ends one so; should one, say where to look
+        line += f" — no reason recorded: volt log {build.short} has its output"
+    return " ".join(clean(line).splitlines())
 
 
 def expected_tests(store: Store, repo: str) -> int:
     """How many tests the latest finished build of `repo` ran (0 when none did)."""
-    for build in store.history(repo, HISTORY_SCAN):
+    for build in store.history.builds(repo, HISTORY_SCAN):
         if build.status.is_final and build.counts.total:
             return build.counts.total
     return 0
@@ -64,8 +81,8 @@ class LiveView:
         if not self.interactive:
             return
         try:
-            running = self.store.running_builds()
-            queued = self.store.queue_depth()
+            running = self.store.records.running_builds()
+            queued = self.store.queue.depth()
             for repo in {b.repo for b in running} - set(self.expected):
                 self.expected[repo] = expected_tests(self.store, repo)
         except redis.RedisError:

@@ -1,6 +1,12 @@
 """A build's output, copied into Redis while the build runs, so `volt log -f` and the web page show
 it live. Bounded: past `log_max_bytes` (a matrix leg: its share of it) the rest is counted, not kept,
-and a marker says so."""
+and a marker says so.
+
+Files in the build's tree are named relative to it (`tests/test_ops.py`, not
+`/…/pool/…/0/tests/test_ops.py`), as the report names them (runner/testrun.py strip_workspace): the
+path of a workspace that is gone once the build ends says nothing to its reader, and it is taken out
+here, as the output is stored, so that `volt log`, `volt log -f`, the web page and /api/ all read the
+same text and none of them needs to know where the build ran."""
 
 from __future__ import annotations
 
@@ -19,15 +25,58 @@ READ_CHUNK = 256 * 1024  # what one pump reads at most per step: memory stays bo
 MAX_STEPS_PER_PUMP = 64
 
 
+class TreeNames:
+    """Takes the tree's path (`prefixes`, each ending in a separator) out of text that arrives in pieces
+    cut anywhere: the end of a piece that may begin a prefix is held back (never more than a prefix's
+    length) until the next piece, or `flush`, tells."""
+
+    def __init__(self, prefixes: list[str]):
+        self.prefixes = sorted({p for p in prefixes if p}, key=len, reverse=True)
+        self.held = ""
+
+    @classmethod
+    def of_tree(cls, tree: Path | None) -> TreeNames:
+        """For `tree` as given and as the kernel names it (a test's cwd is the real path)."""
+        if tree is None:
+            return cls([])
+        return cls([f"{tree}{os.sep}", f"{os.path.realpath(tree)}{os.sep}"])
+
+    def feed(self, text: str) -> str:
+        if not self.prefixes:
+            return text
+        text = self.held + text
+        for prefix in self.prefixes:
+            text = text.replace(prefix, "")
+        keep = len(text) - max(self._partial(text, prefix) for prefix in self.prefixes)
+        self.held = text[keep:]
+        return text[:keep]
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+    @staticmethod
+    def _partial(text: str, prefix: str) -> int:
+        """The length of the longest end of `text` that begins `prefix` (0: none)."""
+        at = text.find(prefix[0], max(0, len(text) - len(prefix) + 1))
+        while at != -1:
+            if prefix.startswith(text[at:]):
+                return len(text) - at
+            at = text.find(prefix[0], at + 1)
+        return 0
+
+
 class LogPump:
     """Copies a running attempt's output file into the store. What Redis refuses for a while (it is
     away, or full) waits here and goes first next time; what it refuses because the attempt no longer
     owns the build is dropped."""
 
-    def __init__(self, store: Store, build_id: str, attempt: int, path: Path, cap_bytes: int):
+    def __init__(self, store: Store, build_id: str, attempt: int, path: Path, cap_bytes: int,
+                 tree: Path | None = None):
         self.store, self.build_id, self.attempt, self.path = store, build_id, attempt, path
+        self.names = TreeNames.of_tree(tree)  # the build's tree, named relative to itself
         try:  # a matrix leg keeps its share of its build's output budget
-            self.cap = cap_bytes // store.log_share(build_id)
+            self.cap = cap_bytes // store.logs.share(build_id)
         except redis.RedisError:
             self.cap = cap_bytes
         self.offset = 0  # bytes of the file read so far
@@ -59,7 +108,7 @@ class LogPump:
             if not data:
                 return
             self.offset += len(data)
-            self._store(self._decoder.decode(data))
+            self._store(self.names.feed(self._decoder.decode(data)))
 
     def _skip_to_end(self) -> None:
         """Count what the file holds past what was read without reading it: a build can make its output
@@ -76,7 +125,7 @@ class LogPump:
         """Copy the rest, and say how much was cut if anything was. What Redis refused meanwhile is still
         pending: call `flush(raise_errors=True)` until it is stored."""
         self.pump(drain=True)
-        tail = self._decoder.decode(b"", final=True)
+        tail = self.names.feed(self._decoder.decode(b"", final=True)) + self.names.flush()
         if tail:
             self._store(tail)
         if self.dropped:
@@ -105,7 +154,7 @@ class LogPump:
         if not self.pending or not self.owned:
             return
         try:
-            end = self.store.append_log(self.build_id, self.attempt, self.pending)
+            end = self.store.logs.append(self.build_id, self.attempt, self.pending)
         except redis.RedisError:
             if raise_errors:
                 raise
@@ -120,18 +169,18 @@ def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_
     ends (or `limit_s` passes). Subscribing before reading, and placing each piece by its offset,
     loses nothing and repeats nothing; a re-dispatched build's new attempt starts its output afresh.
     Returns the build as it was at the end."""
-    subscription = store.listen_log(build_id)
+    subscription = store.logs.listen(build_id)
     deadline = time.monotonic() + limit_s
     try:
-        build = store.get_build(build_id)
+        build = store.records.get_build(build_id)
         attempt = build.attempt if build else 0
-        text = store.read_log(build_id)
+        text = store.logs.read(build_id)
         shown = len(text.encode())
         write(text)
         while time.monotonic() < deadline:
             message = subscription.get(timeout=1.0)
             if message is None:
-                build = store.get_build(build_id)
+                build = store.records.get_build(build_id)
                 if build is None or build.status.is_final:
                     break
                 continue
@@ -150,12 +199,12 @@ def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_
             if end <= shown:
                 continue
             if begin > shown:  # missed a piece: take it from Redis
-                piece, begin = store.read_log_range(build_id, shown, end).encode(), shown
+                piece, begin = store.logs.read_range(build_id, shown, end).encode(), shown
             write(piece[shown - begin:].decode(errors="replace"))
             shown = end
-        build = store.get_build(build_id)
+        build = store.records.get_build(build_id)
         if build is not None and build.attempt == attempt:
-            write(store.read_log(build_id, shown))
+            write(store.logs.read(build_id, shown))
         return build
     finally:
         subscription.close()

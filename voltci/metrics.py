@@ -30,17 +30,17 @@ class VoltCollector(Collector):
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        counters = self.store.counters()
+        counters = self.store.metrics.counters()
         depth = GaugeMetricFamily("volt_queue_depth", "Builds waiting for a runner, by repository.",
                                   labels=["repository"])
-        queued = self.store.queued_by_repo()
-        for repo in sorted(set(self.store.known_repos()) | set(queued)):
+        queued = self.store.metrics.queued_by_repo()
+        for repo in sorted(set(self.store.repos.known()) | set(queued)):
             depth.add_metric([repo], queued.get(repo, 0))
         yield depth
         runners = GaugeMetricFamily("volt_runners", "Runners by state: alive and idle, alive and building, gone "
                                     "(stopped sending heartbeats within the last hour).", labels=["state"])
         states = dict.fromkeys(RUNNER_STATES, 0)
-        for row in self.store.runner_table():
+        for row in self.store.runners.table():
             states["gone" if not row.alive else "busy" if row.build else "idle"] += 1
         for state in RUNNER_STATES:
             runners.add_metric([state], states[state])

@@ -121,6 +121,12 @@ class RepoWatch:
 
     def validate(self) -> None:
         """Check that the repository and its branches exist, then register the repository."""
+        self.check()
+        self.register()
+
+    def check(self) -> None:
+        """Check that the repository and its branches exist, writing nothing (`volt up` checks its
+        repositories before it starts Redis)."""
         if "://" not in self.url and not Path(self.url).exists():
             raise BadInput(f"not a git repository: {self.url} does not exist")
         try:
@@ -135,10 +141,9 @@ class RepoWatch:
             have = ", ".join(sorted(heads)) or "none"
             raise BadInput(f"unknown branch '{missing[0]}' in {self.url} (it has: {have})")
         self.branches = self._matching(heads, default)
-        self.register()
 
     def register(self) -> None:
-        self.store.register_repo(self.name, self.url, self.branches, self.priority.value)
+        self.store.repos.register(self.name, self.url, self.branches, self.priority.value)
 
     def _matching(self, heads: dict[str, str], default: str | None) -> list[str]:
         """The remote's branches that are watched: the default one, or those the names and globs match."""
@@ -158,7 +163,7 @@ class RepoWatch:
         new = [b for b in now if b not in self.branches]
         for branch in gone:
             log.info("%s: branch '%s' is gone from %s; no longer watched", self.name, branch, self.url)
-            self.store.drop_pointer(self.name, branch)
+            self.store.repos.drop_pointer(self.name, branch)
         for branch in new:
             log.info("%s: watching branch '%s' (new, or back) from its head", self.name, branch)
         if gone or new:
@@ -171,7 +176,7 @@ class RepoWatch:
         names go before backlog. Returns the builds it created, oldest first per branch."""
         heads, default = remote_heads(self.url)
         self._follow(heads, default)
-        pointers = self.store.pointers(self.name, self.branches)
+        pointers = self.store.repos.pointers(self.name, self.branches)
         self._protect_heads(pointers)
         if all(heads.get(b) == pointers.get(b) for b in self.branches):
             self._want_heads(wanted, pointers)
@@ -181,7 +186,7 @@ class RepoWatch:
         created = []
         for branch in self.branches:
             created += self._poll_branch(branch, wanted)
-        self._want_heads(wanted, self.store.pointers(self.name, self.branches))
+        self._want_heads(wanted, self.store.repos.pointers(self.name, self.branches))
         return created
 
     def _protected(self, branch: str) -> bool:
@@ -202,7 +207,7 @@ class RepoWatch:
         request merged by fast-forward) and keep the results of the branch they were built on; built
         again here, their setup steps would write the protected scope's environment."""
         for sha in commits:
-            done = self.store.protect(keys.build_id(self.name, sha), branch)
+            done = self.store.builds.protect(keys.build_id(self.name, sha), branch)
             if done:
                 log.info("%s %s: first built on another branch; %s as a build of protected %s", self.name,
                          sha[:10], "built again" if done == "rebuilt" else "moved", branch)
@@ -213,7 +218,7 @@ class RepoWatch:
             return
         for branch, sha in pointers.items():
             if sha and wanted.covers(branch):
-                self.store.want(keys.build_id(self.name, sha), wanted.via)
+                self.store.builds.want(keys.build_id(self.name, sha), wanted.via)
 
     def _poll_branch(self, branch: str, wanted: Wanted | None = None) -> list[Build]:
         try:
@@ -222,13 +227,13 @@ class RepoWatch:
         except GitError:
             log.warning("%s: branch '%s' is gone from %s; skipping it", self.name, branch, self.url)
             return []
-        last = self.store.pointers(self.name, [branch])[branch]
+        last = self.store.repos.pointers(self.name, [branch])[branch]
         if last == head:
             return []
         commits, base = self._new_commits(last, head, branch)
         if not commits:  # the branch moved back to a commit it had: nothing new to build
             log.info("%s/%s: moved back to %s, which is not new; nothing to build", self.name, branch, head[:10])
-            self.store.set_pointer(self.name, branch, head)
+            self.store.repos.set_pointer(self.name, branch, head)
             return []
         if len(commits) > self.settings.max_commits_per_poll:
             log.warning("%s/%s: %d new commits; enqueueing the oldest %d now and the rest next pass",
@@ -248,14 +253,14 @@ class RepoWatch:
         first = None
         if self.settings.dispatch == "fair":
             first = [builds[-1].id] + [builds[j - 1].id for j in halving(0, len(builds))] if builds else []
-        created = self.store.submit_push(builds, PointerUpdate(self.name, branch, commits[-1].sha), push, first)
+        created = self.store.builds.submit_push(builds, PointerUpdate(self.name, branch, commits[-1].sha), push, first)
         if self._protected(branch) and commits[-1].sha not in {build.commit for build in created}:
             self._protect(branch, [commits[-1].sha])
         if created and self.supersedes(branch):
-            for skipped in self.store.supersede(created[-1]):
+            for skipped in self.store.builds.supersede(created[-1]):
                 log.info("skipped %s %s (%s): superseded by %s", skipped.repo, skipped.short, branch, created[-1].short)
             if self.interrupt:
-                for stopped in self.store.interrupt(created[-1]):
+                for stopped in self.store.builds.interrupt(created[-1]):
                     log.info("interrupted %s %s (%s): superseded by %s", stopped.repo, stopped.short, branch,
                              created[-1].short)
         return created
@@ -356,7 +361,7 @@ def _watch_primary(primary: PrimaryWatch, store: Store) -> None:
     (their build ids make it idempotent). Said once, and counted."""
     try:
         if primary.check(store.r):
-            store.count_event("failovers", "observer")
+            store.metrics.count_event("failovers", "observer")
     except redis.RedisError:
         pass  # an outage: the poll says so
 
@@ -374,7 +379,7 @@ class NotifyListener:
         while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
             try:
                 if self.subscription is None:
-                    self.subscription = self.store.listen_notify()
+                    self.subscription = self.store.repos.listen_notify()
                 message = self.subscription.get(timeout=min(left, 0.5))
             except redis.RedisError:
                 if self.subscription is not None:

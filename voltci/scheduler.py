@@ -11,7 +11,7 @@ reads the runners' heartbeat keys (see heartbeat.py) every half heartbeat and:
 - checks each matrix leg of a running build as it checks a build (and a split leg's shards as a split
   build's), and ends `error` a leg that has waited a heartbeat TTL for an interpreter no live runner
   has (the reason names it; the other legs run on);
-- every few seconds, puts the queue back in dispatch order (store/dispatch.py), for what changes
+- every few seconds, puts the queue back in dispatch order (store/queue.py), for what changes
   with time alone (runner time moving out of the fair-share window), or a process that stopped
   between queueing a build and ordering the queue.
 
@@ -72,7 +72,7 @@ class Scheduler:
     def __init__(self, settings: Settings, store: Store | None = None):
         self.settings = settings
         self.store = store or Store(connect(settings.effective_redis_url, ping=False), settings)
-        self.lock = self.store.scheduler_lock(settings.heartbeat_ttl)
+        self.lock = self.store.runners.scheduler_lock(settings.heartbeat_ttl)
         self.leading = False
         self.suspects: dict[Work, float] = {}  # unit -> when first seen unattended
         self.stranded: dict[Work, float] = {}  # waiting leg -> when first seen with no live runner for its Python
@@ -112,14 +112,14 @@ class Scheduler:
         if not self._lead():
             return []
         self.prune_step()  # it only deletes: it runs, and frees memory, even when Redis is full
-        runners = self.store.live_runners()
-        self.store.update_registry(runners)
+        runners = self.store.runners.live()
+        self.store.runners.update_registry(runners)
         if not self._settled():
             return []  # Redis just (re)started, or failed over: let runners refresh keys it lost
         actions = self._check_builds(runners, now)
         if now - self._dispatched_at >= DISPATCH_EVERY_S:
             self._dispatched_at = now
-            self.store.keep_order()
+            self.store.queue.keep_order()
         return actions
 
     def prune_step(self) -> int:
@@ -128,11 +128,11 @@ class Scheduler:
         if not self.retention.limited:
             return 0
         if not self._prune_queue:
-            self._prune_queue = sorted(self.store.known_repos())
+            self._prune_queue = sorted(self.store.repos.known())
             if not self._prune_queue:
                 return 0
         repo = self._prune_queue[0]
-        removed = self.store.prune_repo(repo, self.retention, limit=PRUNE_PER_STEP)
+        removed = self.store.retention.prune_repo(repo, self.retention, limit=PRUNE_PER_STEP)
         if len(removed) < PRUNE_PER_STEP:
             self._prune_queue.pop(0)
         if removed:
@@ -153,7 +153,7 @@ class Scheduler:
     def _redis_uptime_s(self) -> float:
         """The primary's uptime, asked once a pass; a change of primary is noticed (and said, and counted)."""
         if self.primary.check(self.store.r):
-            self.store.count_event("failovers", "scheduler")
+            self.store.metrics.count_event("failovers", "scheduler")
         return self.primary.known.uptime_s if self.primary.known is not None else 0.0
 
     def release(self) -> None:
@@ -180,9 +180,9 @@ class Scheduler:
     def _check_builds(self, runners: dict[str, RunnerBeat], now: float) -> list[Action]:
         actions: list[Action] = []
         unattended: dict[Work, str] = {}
-        waiting = self.store.waiting_job_ids()
+        waiting = self.store.queue.waiting_job_ids()
         stranded: dict[Work, str] = {}
-        for build in self.store.running_builds():
+        for build in self.store.records.running_builds():
             if build.legs:
                 actions += self._check_legs(build, runners, unattended, stranded)
                 continue
@@ -195,8 +195,8 @@ class Scheduler:
                                             f"runner {build.runner} stopped sending heartbeats")
             elif (beat.build, beat.attempt) != (build.id, build.attempt):
                 unattended[Work(build.id, build.attempt)] = f"runner {build.runner} is no longer working on it"
-        off_queue = [b for b in self.store.queued_builds() if keys.job_id(b.id, b.attempt) not in waiting]
-        states = self.store.job_states([keys.job_id(b.id, b.attempt) for b in off_queue])
+        off_queue = [b for b in self.store.records.queued_builds() if keys.job_id(b.id, b.attempt) not in waiting]
+        states = self.store.queue.job_states([keys.job_id(b.id, b.attempt) for b in off_queue])
         for build in off_queue:
             status, worker = states.get(keys.job_id(build.id, build.attempt), ("", ""))
             reason = self._not_taken(status, worker, build.id, runners)
@@ -210,7 +210,7 @@ class Scheduler:
         self.stranded = {unit: self.stranded.get(unit, now) for unit in stranded}
         for unit, since in list(self.stranded.items()):
             if now - since >= self.settings.heartbeat_ttl:
-                if self.store.end_leg_unrunnable(unit.build, unit.attempt, stranded[unit]):
+                if self.store.legs.end_unrunnable(unit.build, unit.attempt, stranded[unit]):
                     log.warning("%s: %s; it ends error", unit.build, stranded[unit])
                     actions.append(Action(unit.build, unit.attempt, stranded[unit], "error"))
                 del self.stranded[unit]
@@ -221,8 +221,8 @@ class Scheduler:
         """A matrix build: each leg that has not ended must be running on a live runner, or waiting on the
         queue of its interpreter — which some live runner must have."""
         actions: list[Action] = []
-        legs = [leg for leg in self.store.get_legs(build.id) if not leg.status.is_final]
-        waiting = self.store.waiting_job_ids(sorted({unit_queue(self.settings, leg) for leg in legs}))
+        legs = [leg for leg in self.store.records.get_legs(build.id) if not leg.status.is_final]
+        waiting = self.store.queue.waiting_job_ids(sorted({unit_queue(self.settings, leg) for leg in legs}))
         have = {python for beat in runners.values() for python in beat.pythons}
         for leg in legs:
             unit = Work(leg.id, leg.attempt)
@@ -243,7 +243,7 @@ class Scheduler:
             job_id = keys.job_id(leg.id, leg.attempt)
             if job_id in waiting:
                 continue
-            status, worker = self.store.job_states([job_id]).get(job_id, ("", ""))
+            status, worker = self.store.queue.job_states([job_id]).get(job_id, ("", ""))
             reason = self._not_taken(status, worker, leg.id, runners)
             if reason:
                 unattended[unit] = reason
@@ -253,7 +253,7 @@ class Scheduler:
                       unattended: dict[Work, str]) -> list[Action]:
         """A split build: each shard that is not finished must be running on a live runner, or waiting."""
         actions: list[Action] = []
-        for shard in self.store.get_shards(build.id):
+        for shard in self.store.records.get_shards(build.id):
             unit = Work(build.id, build.attempt, shard.number, shard.attempt)
             if shard.state is AttemptState.FINISHED:
                 continue
@@ -267,7 +267,7 @@ class Scheduler:
             job_id = keys.shard_job_id(build.id, build.attempt, shard.number, shard.attempt)
             if job_id in waiting:
                 continue
-            status, worker = self.store.job_states([job_id]).get(job_id, ("", ""))
+            status, worker = self.store.queue.job_states([job_id]).get(job_id, ("", ""))
             reason = self._not_taken(status, worker, build.id, runners)
             if reason:
                 unattended[unit] = reason
@@ -286,13 +286,13 @@ class Scheduler:
 
     def _redispatch(self, unit: Work, reason: str) -> list[Action]:
         if unit.shard is not None:
-            done = self.store.redispatch_shard(unit.build, unit.attempt, unit.shard, unit.shard_attempt, reason)
+            done = self.store.shards.redispatch(unit.build, unit.attempt, unit.shard, unit.shard_attempt, reason)
             what = f"shard {unit.shard} attempt {unit.shard_attempt}"
         else:
-            current = self.store.get_build(unit.build)
+            current = self.store.records.get_build(unit.build)
             if current is None or current.attempt != unit.attempt:
                 return []
-            done = self.store.redispatch(unit.build, unit.attempt, reason, current.runner)
+            done = self.store.builds.redispatch(unit.build, unit.attempt, reason, current.runner)
             what = f"attempt {unit.attempt}"
         if not done:
             return []  # the build moved on meanwhile (finished, cancelled, or another scheduler acted)

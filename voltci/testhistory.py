@@ -71,8 +71,8 @@ class TestHistory:
 
 def read(store: Store, repo: str, test_id: str, branch: str | None = None) -> TestHistory | None:
     """The test's history, or None when no build the trail keeps (of any branch) has it."""
-    builds = store.trail_builds(repo)
-    rows = store.trail_rows(repo, [test_id], builds)
+    builds = store.trail.builds(repo)
+    rows = store.trail.rows(repo, [test_id], builds)
     if test_id not in rows or all(cell.outcome is None for cell in rows[test_id]):
         return None
     points = [Point(b, c) for b, c in zip(builds, rows[test_id], strict=True)
@@ -80,8 +80,8 @@ def read(store: Store, repo: str, test_id: str, branch: str | None = None) -> Te
     last = next((p for p in reversed(points) if p.outcome in BAD), None)
     message = ""
     if last is not None:
-        message = next((t.message for t in store.listed_tests(last.build.id) if t.id == test_id), "")
-    times, flaky_last = store.flaky_record(repo, test_id)
+        message = next((t.message for t in store.records.listed_tests(last.build.id) if t.id == test_id), "")
+    times, flaky_last = store.history.flaky_record(repo, test_id)
     return TestHistory(repo, test_id, branch, points, last, message, times, flaky_last)
 
 
@@ -149,7 +149,7 @@ def streaks(store: Store, build: Build, test_ids: list[str]) -> dict[str, Streak
     """For each of `test_ids` (failing in `build`), its run of failures in `build`'s branch (builds that
     ran no tests at all — cancelled, or broken before the tests — are passed over); empty when the trail
     does not hold `build`."""
-    builds = store.trail_builds(build.repo, build.branch)
+    builds = store.trail.builds(build.repo, build.branch)
     here = next((i for i, b in enumerate(builds) if b.id == build.id), None)
     if here is None or not test_ids:
         return {}
@@ -159,7 +159,7 @@ def streaks(store: Store, build: Build, test_ids: list[str]) -> dict[str, Streak
     going, start, size = list(test_ids), 1, 4
     while going and start < len(line):  # a few builds back first: most failures are new
         chunk = line[start:start + size]
-        rows = store.trail_rows(build.repo, going, chunk, durations=False)
+        rows = store.trail.rows(build.repo, going, chunk, durations=False)
         still = []
         for test_id in going:
             cells = rows.get(test_id, [])

@@ -88,19 +88,19 @@ class WebhookSender:
 
     def recover(self) -> None:
         """Messages a scheduler was sending when it stopped go back to the outbox."""
-        self.store.outbox_recover()
+        self.store.outbox.recover()
 
     def send_next(self, stop: threading.Event, wait_s: float = 1.0) -> bool:
         """Send the oldest message, if one comes within `wait_s`; whether one was taken."""
-        taken = self.store.outbox_take(wait_s)
+        taken = self.store.outbox.take(wait_s)
         if taken is None:
             return False
         text, build_id = taken
-        build = self.store.get_build(build_id)  # None when it was pruned meanwhile
+        build = self.store.records.get_build(build_id)  # None when it was pruned meanwhile
         if build is not None and self.settings.webhook_url:
             event = json.loads(text).get("event", "build.ended")
             self._deliver(build, stop, event if event in EVENTS else "build.ended")
-        self.store.outbox_done(text)
+        self.store.outbox.done(text)
         return True
 
     def _deliver(self, build: Build, stop: threading.Event, event: str = "build.ended") -> None:

@@ -2,29 +2,23 @@
 result — the worker process, the workspace and the build's environment, the build's steps in their
 sandbox under their limits, and reading what they wrote.
 
-`run_build`, `run_leg` and `run_shard` are the functions Volt's rq jobs name ("voltci.runner.run_build"): they
-are imported from here when a job runs, and import the rest only then, so that a settings module
-that reads a limit does not load the whole runner.
+Volt's rq jobs name their function by its place here, `voltci.runner.run_build` (and `run_leg`,
+`run_shard`): every job already queued holds that name, so it stays. The functions themselves are
+jobs.py's, fetched from there only when rq looks one up, so that a module that needs one part of the
+runner (a limit, the sandbox) does not load the whole of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-
-def run_build(build_id: str, attempt: int) -> dict[str, Any]:
-    """rq job entry point: run attempt `attempt` of build `build_id` and store its result."""
-    from voltci.runner.jobs import run_build as run
-    return run(build_id, attempt)
+JOB_FUNCTIONS = ("run_build", "run_leg", "run_shard")
 
 
-def run_shard(build_id: str, attempt: int, shard: int, shard_attempt: int) -> dict[str, Any]:
-    """rq job entry point: run one shard of a split build and store its share of the results."""
-    from voltci.runner.jobs import run_shard as run
-    return run(build_id, attempt, shard, shard_attempt)
-
-
-def run_leg(leg_id: str, attempt: int) -> dict[str, Any]:
-    """rq job entry point: run one matrix leg of a build (its interpreter, its variables) and store its result."""
-    from voltci.runner.jobs import run_leg as run
-    return run(leg_id, attempt)
+def __getattr__(name: str) -> Callable[..., dict[str, Any]]:
+    """`voltci.runner.run_build` and the others, as rq's `import_attribute` finds them: jobs.py's."""
+    if name in JOB_FUNCTIONS:
+        from voltci.runner import jobs
+        return getattr(jobs, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -74,12 +74,12 @@ class Ownership:
     def owns(self) -> bool:
         work = self.work
         if work.shard is None:
-            return self.store.is_current(work.build, work.attempt)
-        return self.store.owns_shard(work.build, work.attempt, work.shard, work.shard_attempt)
+            return self.store.records.is_current(work.build, work.attempt)
+        return self.store.shards.owns(work.build, work.attempt, work.shard, work.shard_attempt)
 
     def why_not(self) -> str:
         """Why the run no longer owns its work (after owns() said it does not)."""
-        build = self.store.get_build(self.work.build)
+        build = self.store.records.get_build(self.work.build)
         if build and build.status is Status.CANCELLED:
             return "cancelled"
         return f"attempt {self.work.attempt} was superseded"
@@ -96,7 +96,7 @@ class Progress:
     def record(self) -> None:
         done = self.counter.count()
         if done != self.reported:
-            self.store.set_progress(self.build_id, done)
+            self.store.builds.set_progress(self.build_id, done)
             self.reported = done
 
 
@@ -158,8 +158,8 @@ class BuildRun:
         work, bound, shard = self.work, self.settings.redis_outage_limit, self.work.shard
         if shard is None:
             return retrying(f"start {work.build}", bound,
-                            lambda: self.store.start_attempt(work.build, work.attempt, self.runner))
-        return retrying(f"start shard {shard} of {work.build}", bound, lambda: self.store.claim_shard(
+                            lambda: self.store.builds.start_attempt(work.build, work.attempt, self.runner))
+        return retrying(f"start shard {shard} of {work.build}", bound, lambda: self.store.shards.claim(
             work.build, work.attempt, shard, work.shard_attempt, self.runner))
 
     def build(self, build: Build) -> RunOutcome | None:
@@ -181,13 +181,13 @@ class BuildRun:
         """prepare → legs → split (from history) → set up → split (listing the tests) → test; and, for a
         build past its disk limit, `error` and what it wrote removed."""
         try:  # which scope made this result: the observer builds a protected branch's commits in theirs
-            self.store.set_scope(self.work.build, self.work.attempt, workspace.scope.name)
+            self.store.builds.set_scope(self.work.build, self.work.attempt, workspace.scope.name)
         except redis.RedisError as exc:
             log.warning("build %s: could not record its trust scope (%s)", build.id, exc)
         whole = self.work.shard is None
         started = time.time()
         pump = LogPump(self.store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
-                       self.settings.log_max_bytes) if whole else None
+                       self.settings.log_max_bytes, tree=workspace.tree) if whole else None
         progress = Progress(self.store, build.id, out_dir(workspace.scratch) / RESULTS_FILE) if whole else None
         watch = Watch(self.ownership, pump, progress)
         leg = Leg(build.leg, build.python, build.env) if build.is_leg else None
@@ -252,14 +252,14 @@ class BuildRun:
         on the queue of its interpreter, where only runners that have it listen. This run ends here."""
         legs = list(steps.config.matrix)
         recorded = retrying(f"split {build.id} into its matrix legs", self.settings.redis_outage_limit,
-                            lambda: self.store.start_legs(build.id, self.work.attempt, legs, self.runner))
+                            lambda: self.store.legs.start(build.id, self.work.attempt, legs, self.runner))
         if recorded is None:
             return  # no longer ours: nothing to store
         build.legs = len(recorded)
         steps.say(f"[volt: a matrix of {len(legs)} legs: {', '.join(leg.name for leg in legs)}; each runs as a job "
                   f"of its own on a runner that has its Python, with its own log (volt log COMMIT --leg NAME)]")
         try:
-            have = {python for beat in self.store.live_runners().values() for python in beat.pythons}
+            have = {python for beat in self.store.runners.live().values() for python in beat.pythons}
         except redis.RedisError:
             return
         for python in sorted({leg.python for leg in legs} - have):
@@ -273,7 +273,7 @@ class BuildRun:
         if shard is None:
             raise ValueError("a build that is not split has no shares")
         return retrying(f"read shard {shard} of {work.build}", self.settings.redis_outage_limit,
-                        lambda: self.store.shard_share(work.build, shard))
+                        lambda: self.store.shards.share(work.build, shard))
 
     def split(self, build: Build, steps: BuildSteps, listing: Callable[[], list[str]] | None) -> Share | None:
         """Split a large suite across the live runners: the plan is written and shards 1… are queued in
@@ -285,10 +285,10 @@ class BuildRun:
             return None
         try:
             on = jobqueue.unit_queue(settings, build)  # a matrix leg's shards go to runners that have its Python
-            wanted = settings.shards or sum(1 for beat in self.store.live_runners().values() if on in beat.queues)
+            wanted = settings.shards or sum(1 for beat in self.store.runners.live().values() if on in beat.queues)
             if wanted < 2:
                 return None
-            history = self.store.timings(build.repo, build.leg)
+            history = self.store.history.timings(build.repo, build.leg)
             from_history = len(history.tests) >= settings.shard_threshold
             if not from_history and listing is None:
                 return None  # asked again once the tests can be listed
@@ -296,7 +296,7 @@ class BuildRun:
             if len(ids) < settings.shard_threshold:
                 return None
             plans = partition(ids, wanted, history)
-            if len(plans) < 2 or not self.store.start_shards(build.id, self.work.attempt,
+            if len(plans) < 2 or not self.store.shards.start(build.id, self.work.attempt,
                                                              [plan.entries for plan in plans], self.runner,
                                                              from_history):
                 return None
@@ -319,10 +319,10 @@ class BuildRun:
         work, shard = self.work, self.work.shard
         if shard is None:
             def store() -> str | None:
-                return "stored" if self.store.finish_build(work.build, work.attempt, self.runner, outcome) else None
+                return "stored" if self.store.builds.finish(work.build, work.attempt, self.runner, outcome) else None
         else:
             def store() -> str | None:
-                return self.store.finish_shard(work.build, work.attempt, shard, work.shard_attempt, self.runner,
+                return self.store.shards.finish(work.build, work.attempt, shard, work.shard_attempt, self.runner,
                                                outcome)
         done = retrying(f"store the result of {self._what()}", STORE_RETRY_S, store)
         if done is not None:
@@ -336,7 +336,7 @@ class BuildRun:
         same fence (the ownership check in its transaction). Bounded by STORE_RETRY_S; a single Redis has no
         replica and waits for nothing."""
         try:
-            replicated = self.store.await_replicas(REPLICATION_WAIT_S)
+            replicated = self.store.runners.await_replicas(REPLICATION_WAIT_S)
         except redis.RedisError:
             replicated = False
         if replicated is not False:
@@ -345,11 +345,11 @@ class BuildRun:
         while time.monotonic() < deadline:
             time.sleep(REPLICATION_WAIT_S)
             try:
-                if self.store.await_replicas(REPLICATION_WAIT_S) is not False:
+                if self.store.runners.await_replicas(REPLICATION_WAIT_S) is not False:
                     return  # replicated at last, or no replica left to lose it to
                 if self.ownership.owns():  # the result is gone: this attempt runs again, as far as Redis knows
                     if store() is not None:
-                        self.store.count_event("writes_retried", "runner")
+                        self.store.metrics.count_event("writes_retried", "runner")
                         log.warning("%s: its result was lost with the Redis primary; stored again", self._what())
                     continue
                 return  # ended (its result is there) or no longer ours

@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path, PurePosixPath
 
+from voltci.runner.detect import PIP
 from voltci.runner.detect.files import DetectError, read_text
 from voltci.runner.detect.requirements import file_option, inside, requirement_lines
 from voltci.runner.environments import stamp
 
 CONFIG_FILES = ("pyproject.toml", "setup.cfg", "setup.py", "tox.ini", "tox.toml")
-PIP = ("python", "-m", "pip", "install")
 MAX_FILES = 50
 _FILE_FLAGS = {"-r", "--requirement", "-c", "--constraint"}
 _VALUED_FLAGS = {"-i", "--index-url", "--extra-index-url", "-f", "--find-links", "--group"}

@@ -1,6 +1,7 @@
 """The functions Volt's rq jobs name, run by any `rq worker` (or `volt worker`) on Volt's queue:
 `run_build` for an attempt of a build, `run_leg` for an attempt of one matrix leg of it, `run_shard`
-for an attempt of one shard of a split build (or of a split leg).
+for an attempt of one shard of a split build (or of a split leg). Jobs name them as
+`voltci.runner.run_build` and so on; the package hands out these (runner/__init__.py).
 
 Each reads the runner host's settings (environment and config file) and hands the work to a
 BuildRun (build.py). Under a plain `rq worker`, which has no heartbeat of its own, the job keeps the

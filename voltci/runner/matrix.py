@@ -20,7 +20,7 @@ from voltci.models import Leg
 from voltci.runner import untrusted
 
 KEYS = {"python", "env", "exclude"}
-PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
+PYTHON_VERSION = re.compile(r"3\.\d{1,2}")  # a Python as .volt.toml names one: its `python`, and the matrix's
 VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 VALUE = re.compile(r"[^\s:]{0,100}")  # a leg's name carries its values: no spaces, no colons, short
 MAX_LEGS = 64

@@ -36,7 +36,6 @@ from urllib.parse import urlsplit
 from voltci.config import host_ports
 
 ISOLATED, HOST = "isolated", "host"
-MODES = (ISOLATED, HOST)
 READY_TIMEOUT_S = 10.0
 RULES_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 2.0

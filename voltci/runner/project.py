@@ -28,7 +28,6 @@ the runner turns into a build `error` — never a crash of the runner.
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,12 +36,11 @@ from typing import Any
 
 from voltci.models import Leg
 from voltci.runner import untrusted
-from voltci.runner.matrix import MatrixError, parse_matrix
+from voltci.runner.matrix import PYTHON_VERSION, MatrixError, parse_matrix
 from voltci.sizes import BadLimit, parse_disk, parse_processes, parse_size
 
 FILE_NAME = ".volt.toml"
 MAX_SIZE = 64 * 1024
-PYTHON_VERSION = re.compile(r"3\.\d{1,2}")
 TOP_KEYS = {"python", "tests", "matrix", "setup"}
 SETUP_KEYS = {"network"}
 TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries", "network",

@@ -33,14 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voltci.runner import untrusted, wheel_builder
-from voltci.runner.detect import ProjectInstall
+from voltci.runner.detect import PIP, ProjectInstall
 from voltci.runner.environments import Environment, stamp
 from voltci.runner.installs import read_stamp, write_stamp
 from voltci.runner.procs import ProcessEnd
 from voltci.runner.sandbox import uv_binary
 
 REQUIREMENTS_DIR = "volt-build-requirements"  # inside the environment
-PIP = ["python", "-m", "pip", "install"]
 MAX_RESULT_BYTES = 1024 * 1024
 DIST = "dist"  # in the build's results directory: where the wheel is built
 

@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from voltci.config import branch_patterns
 from voltci.models import PROTECTED_SCOPE
 
-PROTECTED = PROTECTED_SCOPE
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
 class Scope:
-    """A build's trust scope: `name` is a file name (PROTECTED, or one per branch), `branch` what it is of."""
+    """A build's trust scope: `name` is a file name (PROTECTED_SCOPE, or one per branch), `branch` what it is of."""
 
     name: str
     branch: str
@@ -50,7 +49,7 @@ def scope_of(branch: str, protected: str, default_branch: str | None, commit: st
     setting and the repository's default branch."""
     patterns = branch_patterns(protected) or ([default_branch] if default_branch else [])
     if branch and any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns):
-        return Scope(PROTECTED, branch, True)
+        return Scope(PROTECTED_SCOPE, branch, True)
     key = branch or f"commit {commit}"
     readable = _UNSAFE.sub("-", key)[:40].strip("-") or "branch"
     digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]  # no chosen name collides

@@ -298,13 +298,6 @@ class BuildSteps:
         return outcome
 
 
-def run_steps(tree: Path, scratch: Path, repo: str, settings: Settings, should_stop: StopCheck, run_id: str,
-              only: Share | None = None) -> RunOutcome:
-    """Every phase of a build that is not split (or a shard of one, running `only` its share)."""
-    with BuildSteps(tree, scratch, repo, settings, should_stop, run_id) as steps:
-        return steps.prepare() or steps.set_up() or steps.test(only)
-
-
 def _setup_failure(end: ProcessEnd, number: int, step: list[str]) -> str:
     if end.not_started:
         return f"setup step {number} could not start: {end.not_started}"

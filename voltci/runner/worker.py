@@ -38,14 +38,14 @@ import redis
 from rq import Queue, Worker
 from rq.job import Job
 
-from voltci import jobqueue as jobs
+from voltci import jobqueue
 from voltci.config import Settings, load_settings
 from voltci.connection import warn_if_unprotected
 from voltci.errors import RedisLost
-from voltci.heartbeat import WORKER_BEATS, Heartbeat, RunnerBeat
-from voltci.jobqueue import work_of
+from voltci.heartbeat import WORKER_BEATS, Heartbeat
+from voltci.models import RunnerBeat
 from voltci.outage import Outage
-from voltci.runner import jobs as _jobs  # noqa: F401  imported once here, not again in each work-horse rq forks
+from voltci.runner import jobs  # noqa: F401  imported once here, not again in each work-horse rq forks
 from voltci.runner.interpreters import interpreters
 from voltci.runner.limits import Limits
 from voltci.runner.procs import reap_orphaned_tests
@@ -64,7 +64,7 @@ class VoltWorker(Worker):
     def __init__(self, queues: Any, *args: Any, settings: Settings | None = None, **kwargs: Any):
         """Whatever serializer rq's CLI passes (pickle by default), jobs are read as JSON: the queues
         are made again by name, with Volt's serializer."""
-        kwargs["serializer"] = jobs.JOB_SERIALIZER
+        kwargs["serializer"] = jobqueue.JOB_SERIALIZER
         given = queues if isinstance(queues, (list, tuple)) else [queues]
         if kwargs.get("connection") is None:
             kwargs["connection"] = next((q.connection for q in given if isinstance(q, Queue)), None)
@@ -84,7 +84,7 @@ class VoltWorker(Worker):
         main = self.volt_settings.queue
         if main not in names:
             return names
-        legs = [jobs.leg_queue(self.volt_settings, python) for python in reversed(self.pythons)]
+        legs = [jobqueue.leg_queue(self.volt_settings, python) for python in reversed(self.pythons)]
         return [*(name for name in legs if name not in names), *names]
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
@@ -123,11 +123,11 @@ class VoltWorker(Worker):
         print(f"volt worker {self.name}: matrix legs on python {', '.join(self.pythons)}", file=sys.stderr, flush=True)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        reason = jobs.refusal(job)
+        reason = jobqueue.refusal(job)
         if reason is not None:
             self._refuse(job, queue.name, reason)
             return
-        work = work_of(job)
+        work = jobqueue.work_of(job)
         if self._heartbeat is not None and work is not None:
             self._heartbeat.set_work(work)
         try:
@@ -144,7 +144,7 @@ class VoltWorker(Worker):
     def _refuse(self, job: Job, queue_name: str, reason: str) -> None:
         """Record a job that is not Volt's as failed, with the reason; nothing of it runs."""
         self.log.warning("Worker %s: job %s %s", self.name, job.id, reason)
-        jobs.record_refused(self.connection, job, queue_name, reason, self.volt_settings.result_ttl, self.name)
+        jobqueue.record_refused(self.connection, job, queue_name, reason, self.volt_settings.result_ttl, self.name)
 
     def register_birth(self) -> None:
         """A full Redis refuses a runner's registration: say so once and try again, for up to
@@ -184,7 +184,7 @@ class VoltWorker(Worker):
                 if job_id is None or queue is None or isinstance(exc, redis.RedisError):
                     raise
                 reason = f"refused by Volt: its record cannot be read ({type(exc).__name__})"
-                self._refuse(jobs.unreadable_job(self.connection, job_id, queue.name), queue.name, reason)
+                self._refuse(jobqueue.unreadable_job(self.connection, job_id, queue.name), queue.name, reason)
                 continue
             time.sleep(delay)
             delay = min(delay * 2, self.max_connection_wait_time)

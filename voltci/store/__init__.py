@@ -1,60 +1,89 @@
 """The store: every read and write of Volt's own records in Redis, over one decoded client.
 
-Builds, their attempts, shards, per-test results and output; the runner registry and heartbeats;
-the webhook outbox; the history and commit indexes; retention. Nothing outside this package formats
-a key or opens a pipeline; the web page, the CLI, the observer, the scheduler and the runners call a
-`Store`. Its parts, one module each:
+Nothing outside this package formats a key or opens a pipeline; the web page, the CLI, the observer,
+the scheduler and the runners call a part of a `Store`: `store.builds.finish(...)`,
+`store.records.get_build(...)`. The store owns the client and the settings and holds one part per
+kind of record, each a module of its own, each handed at construction the other parts it calls:
 
-    records.py      reading builds, results, histories; commit lookup
-    transitions.py  the build state machine (each change one guarded transaction: tx.py)
-    dispatch.py     the queue kept in dispatch order; culprit finding in pushes
-    metrics.py      counters and histograms for /metrics
-    shards.py       a build split across runners
-    legs.py         a matrix build: one leg per interpreter and variable set, merged into one result
-    logs.py         a build's output
-    runners.py      heartbeats, the registry, lost attempts, the scheduler lock
-    repos.py        watched repositories, pointers, notifications
-    outbox.py       webhook messages to send
-    hooks.py        forge push hooks received, so that a replayed one is refused
-    retention.py    pruning old builds
-    usage.py        memory used, bytes per build
-    trail.py        each test's outcome and duration in a repository's newest builds (its history)
-    trends.py       a repository's recent builds for charts, its branches
-    codec.py        the compact encodings of finished results
-    budget.py       what a build keeps of its results at most, and cutting them to it
+    records    a build's own records read by id (builds, attempts, shards, legs, results); commit lookup
+    history    a repository's builds over time: listings, pages, charts, branches, flaky counts, timings
+    trail      each test's outcome and duration in a repository's newest builds
+    repos      watched repositories, the observer's pointers, `volt notify`
+    pushes     culprit finding in pushes                                     (records)
+    queue      the queue kept in dispatch order; rq's view of it             (records, repos, pushes)
+    legs       a matrix build: one leg per interpreter, merged into one result  (trail, queue)
+    builds     the build state machine: every change one guarded transaction    (records, legs, trail, queue)
+    shards     a build split across runners, merged by its last shard   (records, builds, legs, trail, queue)
+    logs       a build's output
+    runners    heartbeats, the registry, lost attempts, the scheduler lock
+    outbox     webhook messages to send
+    hooks      forge push hooks received, so that a replayed one is refused
+    metrics    counters and histograms for /metrics
+    retention  pruning old builds                                            (records, repos)
+    usage      memory used, bytes per build                                  (records)
+
+and modules of functions they share: tx.py (the guarded transaction), endings.py (the writes that end
+a build, in whichever part's transaction decides it), codec.py (the compact encodings of finished
+results), budget.py (what a build keeps of its results at most), channels.py (publish/subscribe).
 """
 
 from __future__ import annotations
 
-from voltci import jobqueue
+import redis
+
+from voltci.config import Settings
+from voltci.connection import decoded
+from voltci.store.builds import Builds
 from voltci.store.codec import CorruptRecord
-from voltci.store.dispatch import Dispatch
+from voltci.store.history import History
 from voltci.store.hooks import Hooks
 from voltci.store.legs import Legs, merge_legs
 from voltci.store.logs import Logs
 from voltci.store.metrics import Metrics
 from voltci.store.outbox import Outbox
+from voltci.store.pushes import Pushes
+from voltci.store.queue import Queue
+from voltci.store.records import Records
 from voltci.store.repos import Repos
 from voltci.store.retention import Policy, Retention
 from voltci.store.runners import Runners
-from voltci.store.shards import merge
-from voltci.store.trends import Trends
-from voltci.store.tx import Contended
+from voltci.store.shards import Shards, merge
+from voltci.store.trail import Trail
+from voltci.store.tx import Client, Contended
 from voltci.store.usage import Memory, RepoUsage, Usage
 
 __all__ = ["Contended", "CorruptRecord", "Memory", "Policy", "RepoUsage", "Store", "merge", "merge_legs"]
 
 
-class Store(Dispatch, Legs, Retention, Usage, Logs, Runners, Repos, Outbox, Hooks, Metrics, Trends):
-    """Volt's records in one Redis. `Store(client, settings)`; see the package's docstring for its parts."""
+def _decodes(client: redis.Redis) -> bool:
+    return bool(client.connection_pool.connection_kwargs.get("decode_responses"))
 
-    # rq's view of the queue, for the scheduler and the pages (through jobqueue.py, which owns rq's client)
 
-    def queue_depth(self) -> int:
-        return jobqueue.queue_depth(self.r, self.settings)
+class Store:
+    """Volt's records in one Redis: `Store(client, settings)`, its parts as attributes (see the package's
+    docstring). Given rq's bytes client (a runner's job connection), it opens a decoding one on the same
+    server: Volt's records are read as text everywhere, and compressed blobs are fetched as bytes on
+    purpose (`tx.raw`)."""
 
-    def waiting_job_ids(self, queues: list[str] | None = None) -> set[str]:
-        return jobqueue.waiting_job_ids(self.r, self.settings, queues)
-
-    def job_states(self, job_ids: list[str]) -> dict[str, tuple[str, str]]:
-        return jobqueue.job_states(self.r, job_ids)
+    def __init__(self, client: redis.Redis, settings: Settings | None = None):
+        # redis-py types every reply as `bytes | str`; this client decodes, so its replies are str (and
+        # the store's records say what each one holds).
+        self.r: Client = client if _decodes(client) else decoded(client)
+        self.settings = settings or Settings()
+        r, settings = self.r, self.settings
+        self.records = Records(r)
+        self.repos = Repos(r)
+        self.history = History(r, self.records, self.repos)
+        self.trail = Trail(r, self.records)
+        self.pushes = Pushes(r, self.records)
+        self.queue = Queue(r, settings, self.records, self.repos, self.pushes)
+        self.legs = Legs(r, settings, self.trail, self.queue)
+        self.builds = Builds(r, settings, self.records, self.legs, self.trail, self.queue)
+        self.shards = Shards(r, settings, self.records, self.builds, self.legs, self.trail, self.queue)
+        self.logs = Logs(r)
+        self.runners = Runners(r)
+        self.outbox = Outbox(r)
+        self.hooks = Hooks(r)
+        self.metrics = Metrics(r)
+        self.retention = Retention(r, self.records, self.repos)
+        self.usage = Usage(r, self.records)

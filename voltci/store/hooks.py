@@ -5,13 +5,17 @@ marks: the set cannot grow with what anyone sends, only with new hooks signed wi
 from __future__ import annotations
 
 from voltci import keys
-from voltci.store.base import StoreBase
-from voltci.store.tx import Txn, guarded
+from voltci.store.tx import Client, Txn, guarded
 
 
-class Hooks(StoreBase):
-    def remember_hook(self, marks: list[str], now: float, keep_s: float = keys.HOOKS_SEEN_S,
-                      most: int = keys.HOOKS_SEEN_MAX) -> str | None:
+class Hooks:
+    """The marks of hooks received. `Hooks(client)`."""
+
+    def __init__(self, client: Client):
+        self.r = client
+
+    def remember(self, marks: list[str], now: float, keep_s: float = keys.HOOKS_SEEN_S,
+                 most: int = keys.HOOKS_SEEN_MAX) -> str | None:
         """Remember a hook by its `marks`, in one transaction; the mark seen before when it is a replay
         (then nothing is written). Marks older than `keep_s` are dropped, and the oldest beyond `most`."""
         key = keys.hooks_seen()

@@ -20,11 +20,14 @@ from dataclasses import replace
 
 from voltci import jobqueue, keys
 from voltci.clock import now_iso, seconds_between
+from voltci.config import Settings
 from voltci.models import Attempt, AttemptState, Build, Counts, Cut, Leg, RunOutcome, Status, TestResult
 from voltci.store import codec
-from voltci.store.shards import Shards
-from voltci.store.transitions import Encoded
-from voltci.store.tx import Txn, guarded, raw
+from voltci.store.endings import Encoded, add_jobs, compress_output, watched, write_cut, write_result
+from voltci.store.queue import Queue
+from voltci.store.records import read_build, read_legs
+from voltci.store.trail import Trail
+from voltci.store.tx import Client, Txn, guarded, raw
 
 # The worst leg's status is the build's: this order, then failed, then passed.
 WORST_FIRST = (Status.ERROR, Status.TIMEOUT, Status.CANCELLED, Status.FAILED)
@@ -47,14 +50,25 @@ def merge_legs(legs: list[Build], tests_by_leg: dict[str, list[TestResult]]) -> 
     return RunOutcome(Status.PASSED, tests, counts, reason, "", cut=cut)
 
 
-class Legs(Shards):
-    def start_legs(self, build_id: str, attempt: int, legs: list[Leg], runner_id: str) -> list[Build] | None:
+class Legs:
+    """Matrix legs: the split, a leg nobody can run, and a leg's end (in the transaction of whichever part
+    decides it: a leg's own end in builds.py, its last shard's merge in shards.py). `Legs(client,
+    settings, trail, queue)`: the last leg's end is a build's end, recorded in `trail` and told
+    to `queue`."""
+
+    def __init__(self, client: Client, settings: Settings, trail: Trail, queue: Queue):
+        self.r = client
+        self.settings = settings
+        self.trail = trail
+        self.queue = queue
+
+    def start(self, build_id: str, attempt: int, legs: list[Leg], runner_id: str) -> list[Build] | None:
         """Split a running build into matrix legs: record each and queue it on its interpreter's queue, in
         one transaction. The legs, or None when `attempt` no longer owns the build (or it was split)."""
         queued = now_iso()
 
         def body(pipe: Txn) -> list[Build] | None:
-            build = self._read_build(pipe, build_id)
+            build = read_build(pipe, build_id)
             if build is None or build.attempt != attempt or build.status is not Status.RUNNING or build.legs:
                 return None
             records = []
@@ -67,7 +81,7 @@ class Legs(Shards):
                     jobs=[keys.job_id(unit, 1)]))
             pipe.multi()
             pipe.hset(keys.build(build_id), mapping={"legs": str(len(records)), "legs_ended": "0"})
-            self._add_jobs(pipe, build, *(keys.job_id(r.id, 1) for r in records))
+            add_jobs(pipe, build, *(keys.job_id(r.id, 1) for r in records))
             for record in records:
                 pipe.delete(*unit_keys(record.id))
                 pipe.hset(keys.build(record.id), mapping=record.to_hash())
@@ -76,30 +90,32 @@ class Legs(Shards):
 
         return guarded(self.r, [keys.build(build_id)], body)
 
-    def end_leg_unrunnable(self, leg_id: str, attempt: int, reason: str) -> bool:
+    def end_unrunnable(self, leg_id: str, attempt: int, reason: str) -> bool:
         """End a queued leg `error` with `reason` (no live runner has its interpreter); the last leg to
         end ends the build. Whether it was still waiting."""
 
         def body(pipe: Txn) -> str | None:
-            leg = self._read_build(pipe, leg_id)
+            leg = read_build(pipe, leg_id)
             if leg is None or not leg.is_leg or leg.attempt != attempt or leg.status is not Status.QUEUED:
                 return None
-            return self._end_leg(pipe, leg, "", Encoded(RunOutcome(Status.ERROR, [], Counts(), reason)), now_iso(),
-                                 None)
+            return self.end(pipe, leg, "", Encoded(RunOutcome(Status.ERROR, [], Counts(), reason)), now_iso(), None)
 
-        ended = guarded(self.r, self._watched(leg_id), body)
+        ended = guarded(self.r, watched(leg_id), body)
         if ended is None:
             return False
         jobqueue.retire_job(self.r, keys.job_id(leg_id, attempt), f"Volt: {reason}", self.settings)
         if ended:
-            self.record_trail_quietly(ended)
-            self._ended_now(ended)
+            self.trail.record_quietly(ended)
+            self.queue.ended(ended)
         return True
 
-    def _end_leg(self, pipe: Txn, leg: Build, runner_id: str, encoded: Encoded, finished: str,
-                 output: bytes | None, attempt_record: Attempt | None = None) -> str:
-        parent = self._read_build(pipe, leg.parent)
-        siblings = self._read_legs(pipe, parent) if parent is not None else []
+    def end(self, pipe: Txn, leg: Build, runner_id: str, encoded: Encoded, finished: str,
+            output: bytes | None, attempt_record: Attempt | None = None) -> str:
+        """A matrix leg's end, in the caller's guarded transaction (reads, then pipe.multi() and the writes):
+        the leg's result, and with the last leg's the build's, merged. The id of its build when this was
+        its last leg to end and the build's result was written with it, else ""."""
+        parent = read_build(pipe, leg.parent)
+        siblings = read_legs(pipe, parent) if parent is not None else []
         others = [s for s in siblings if s.id != leg.id]
         last = (parent is not None and parent.status is Status.RUNNING and len(others) < len(siblings)
                 and all(s.status.is_final for s in others))
@@ -124,19 +140,20 @@ class Legs(Shards):
             "status": ended.status.value, "finished_at": finished, "runner": ended.runner,
             "duration_s": str(duration), "counts": json.dumps(outcome.counts.to_dict()), "reason": outcome.reason,
             "log_tail": outcome.log_tail})
-        self._write_cut(pipe, leg.id, outcome)
+        write_cut(pipe, leg.id, outcome)
         pipe.hincrby(keys.build(leg.id), "results_stored", 1)
         record = attempt_record or Attempt(leg.attempt, AttemptState.FINISHED, ended.runner, leg.started_at, finished,
                                            status=outcome.status.value)
         pipe.hset(keys.build_attempts(leg.id), str(record.number), record.to_json())
-        self._compress_output(pipe, leg.id, output)
+        compress_output(pipe, leg.id, output)
         if parent is None:
             return ""
         pipe.hincrby(keys.build(parent.id), "legs_ended", 1)
         if not last:
             return ""
         merged = merge_legs([ended if s.id == leg.id else s for s in siblings], {**earlier, leg.id: outcome.tests})
-        self._write_result(pipe, parent, parent.attempt, parent.runner, Encoded(merged), finished, parent_output)
+        write_result(pipe, parent, parent.attempt, parent.runner, Encoded(merged), finished, parent_output,
+                     self.settings.fair_window)
         pipe.delete(*(keys.build_results(s.id) for s in siblings))  # the build's results hold them now
         return parent.id
 

@@ -11,15 +11,19 @@ import json
 
 from voltci import keys
 from voltci.store import codec
-from voltci.store.base import StoreBase
 from voltci.store.channels import Subscription
-from voltci.store.tx import Txn, guarded, raw
+from voltci.store.tx import Client, Txn, guarded, raw
 
 READ_TRIES = 3
 
 
-class Logs(StoreBase):
-    def append_log(self, build_id: str, attempt: int, text: str) -> int | None:
+class Logs:
+    """A build's output. `Logs(client)`."""
+
+    def __init__(self, client: Client):
+        self.r = client
+
+    def append(self, build_id: str, attempt: int, text: str) -> int | None:
         """Append `text` to the output of attempt `attempt` and publish it; the output's new length in
         bytes, or None when that attempt no longer owns the build (nothing was written)."""
         size = len(text.encode())
@@ -36,7 +40,7 @@ class Logs(StoreBase):
 
         return guarded(self.r, [keys.build(build_id), keys.build_log(build_id)], body)
 
-    def log_share(self, unit_id: str) -> int:
+    def share(self, unit_id: str) -> int:
         """How many outputs share the output budget of `unit_id`'s build (`log_max_bytes`): a matrix leg
         shares it with its build's other legs, so that a matrix build keeps no more output than a build."""
         parent = self.r.hget(keys.build(unit_id), "parent")
@@ -45,7 +49,7 @@ class Logs(StoreBase):
         legs = self.r.hget(keys.build(parent), "legs") or ""
         return max(1, int(legs)) if legs.isdigit() else 1
 
-    def read_log(self, build_id: str, start: int = 0) -> str:
+    def read(self, build_id: str, start: int = 0) -> str:
         """The stored output from byte `start` on (the current attempt's, or the ended build's)."""
         for _ in range(READ_TRIES):
             with self.r.pipeline(transaction=False) as pipe:
@@ -61,12 +65,12 @@ class Logs(StoreBase):
             data = codec.decompress_log(data)
         return data[start:].decode(errors="replace")
 
-    def read_log_range(self, build_id: str, start: int, end: int) -> str:
+    def read_range(self, build_id: str, start: int, end: int) -> str:
         """Bytes `start` to `end` (excluded) of a running attempt's output."""
         data = raw(self.r, "GETRANGE", keys.build_log(build_id), start, end - 1)
         return (data or b"").decode(errors="replace")
 
-    def listen_log(self, build_id: str) -> Subscription:
+    def listen(self, build_id: str) -> Subscription:
         """The build's output as it is appended, and the end of every build (subscribed before it returns)."""
         return Subscription(self.r, {keys.log_channel(build_id): "log", keys.events(): "event"})
 

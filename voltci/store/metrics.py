@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from voltci import keys
-from voltci.store.base import StoreBase
-from voltci.store.tx import Txn
+from voltci.store.tx import Client, Txn
 
 BUILD_DURATION = "build_duration_seconds"
 QUEUE_WAIT = "queue_wait_seconds"
@@ -67,7 +66,13 @@ class Counters:
     events: dict[tuple[str, str], int]  # (event of EVENTS, process kind) -> times seen
 
 
-class Metrics(StoreBase):
+class Metrics:
+    """The counters' reader (the transactions that start and end builds write them), and the counter of
+    what processes see of Redis itself (failovers, writes tried again). `Metrics(client)`."""
+
+    def __init__(self, client: Client):
+        self.r = client
+
     def count_event(self, event: str, process: str, times: int = 1) -> None:
         """`times` more of `event` (one of EVENTS) seen by a process of kind `process`."""
         if event not in EVENTS:

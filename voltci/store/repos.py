@@ -1,4 +1,5 @@
-"""Watched repositories: where each lives, the observer's pointer per branch, and `volt notify`."""
+"""Watched repositories: where each lives (and its dispatch priority), the observer's pointer per branch,
+and `volt notify`."""
 
 from __future__ import annotations
 
@@ -6,12 +7,17 @@ import json
 
 from voltci import keys
 from voltci.errors import BadInput
-from voltci.store.base import StoreBase
 from voltci.store.channels import Subscription
+from voltci.store.tx import Client
 
 
-class Repos(StoreBase):
-    def register_repo(self, name: str, url: str, branches: list[str], priority: str = "normal") -> None:
+class Repos:
+    """The watched repositories' records. `Repos(client)`."""
+
+    def __init__(self, client: Client):
+        self.r = client
+
+    def register(self, name: str, url: str, branches: list[str], priority: str = "normal") -> None:
         """Record where repository `name` lives, the branches watched and its dispatch priority; a name
         already used for another URL is bad input. Nothing is written when nothing changed (an observer
         restarting into a full Redis still starts)."""
@@ -24,6 +30,13 @@ class Repos(StoreBase):
         entry = json.dumps({"url": url, "branches": branches, "priority": priority})
         if text != entry:
             self.r.hset(keys.repos(), name, entry)
+
+    def known(self) -> dict[str, dict]:
+        """Every watched repository's entry (url, branches, priority), by name."""
+        return {name: json.loads(text) for name, text in self.r.hgetall(keys.repos()).items()}
+
+    def is_known(self, repo: str) -> bool:
+        return keys.is_valid_repo_name(repo) and bool(self.r.hexists(keys.repos(), repo))
 
     def pointers(self, repo: str, branches: list[str]) -> dict[str, str | None]:
         """The last commit the observer enqueued, per branch."""

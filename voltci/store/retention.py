@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from voltci import jobqueue, keys
 from voltci.clock import parse
 from voltci.models import Build
-from voltci.store.records import Reads
-from voltci.store.tx import Txn, guarded
+from voltci.store.records import Records
+from voltci.store.repos import Repos
+from voltci.store.tx import Client, Txn, guarded
 
 BATCH = 200
 DAY_S = 86400.0
@@ -62,9 +63,16 @@ def all_leg_ids(build: Build) -> list[str]:
     return sorted({unit[0] for unit in units if unit and keys.parent_of(unit[0]) == build.id})
 
 
-class Retention(Reads):
-    def prune_candidates(self, repo: str, policy: Policy, limit: int | None = None,
-                         now: float | None = None) -> list[Build]:
+class Retention:
+    """Pruning by a Policy. `Retention(client, records, repos)`."""
+
+    def __init__(self, client: Client, records: Records, repos: Repos):
+        self.r = client
+        self.records = records
+        self.repos = repos
+
+    def candidates(self, repo: str, policy: Policy, limit: int | None = None,
+                   now: float | None = None) -> list[Build]:
         """The builds of `repo` that `policy` removes, oldest first (at most `limit`)."""
         if not policy.limited:
             return []
@@ -83,7 +91,7 @@ class Retention(Reads):
         ids = list(dict.fromkeys([*by_count, *by_age]))  # oldest first, once each
         counted = set(by_count)
         found = []
-        for build in self._builds(ids):
+        for build in self.records.builds(ids):
             if build.id in protected or not build.status.is_final:
                 continue
             if build.id not in counted and _after(build.finished_at or build.queued_at, cutoff):
@@ -94,28 +102,28 @@ class Retention(Reads):
     def prune_repo(self, repo: str, policy: Policy, dry_run: bool = False, limit: int | None = None,
                    now: float | None = None) -> list[Build]:
         """Prune `repo` (at most `limit` builds); the builds removed (or, dry, that would be)."""
-        candidates = self.prune_candidates(repo, policy, limit, now)
+        candidates = self.candidates(repo, policy, limit, now)
         if dry_run:
             return candidates
         removed: list[Build] = []
         for start in range(0, len(candidates), BATCH):
-            removed += self.delete_builds(candidates[start:start + BATCH])
+            removed += self.delete(candidates[start:start + BATCH])
         return removed
 
     def prune(self, policy: Policy, repo: str | None = None, dry_run: bool = False) -> dict[str, list[Build]]:
         """Prune one repository or all of them now: repository -> the builds removed (or that would be)."""
-        repos = [repo] if repo is not None else sorted(self.known_repos())
+        repos = [repo] if repo is not None else sorted(self.repos.known())
         return {name: self.prune_repo(name, policy, dry_run) for name in repos}
 
-    def delete_builds(self, builds: list[Build]) -> list[Build]:
+    def delete(self, builds: list[Build]) -> list[Build]:
         """Delete these builds — every key, their index entries and rq jobs — in one guarded transaction,
         each only if it has still ended by then; the builds deleted."""
         if not builds:
             return []
 
         def body(pipe: Txn) -> list[Build]:
-            current = [b for b in self._builds([b.id for b in builds]) if b.status.is_final]
-            legs = {b.id: self._builds(all_leg_ids(b)) for b in current}
+            current = [b for b in self.records.builds([b.id for b in builds]) if b.status.is_final]
+            legs = {b.id: self.records.builds(all_leg_ids(b)) for b in current}
             pipe.multi()
             for build in current:
                 self._delete_build(pipe, build, legs[build.id])

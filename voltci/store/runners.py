@@ -13,13 +13,18 @@ from redis.lock import Lock
 
 from voltci import keys
 from voltci.clock import age_s, now_iso
-from voltci.models import RunnerBeat, RunnerRow
-from voltci.store.base import StoreBase
+from voltci.models import LostAttempt, RunnerBeat, RunnerRow
+from voltci.store.tx import Client
 
 KEEP_GONE_RUNNERS_S = 3600.0
 
 
-class Runners(StoreBase):
+class Runners:
+    """Runners' heartbeats and registry, lost attempts, the scheduler's lock. `Runners(client)`."""
+
+    def __init__(self, client: Client):
+        self.r = client
+
     def send_beat(self, beat: RunnerBeat, ttl_ms: int) -> None:
         """Write a runner's heartbeat key, expiring after `ttl_ms`.
 
@@ -41,7 +46,7 @@ class Runners(StoreBase):
             pipe.srem(keys.runner_names(), name)
             pipe.execute()
 
-    def live_runners(self) -> dict[str, RunnerBeat]:
+    def live(self) -> dict[str, RunnerBeat]:
         """Runners whose key has not expired, by name."""
         names = sorted(self.r.smembers(keys.runner_names()))
         if not names:
@@ -69,14 +74,18 @@ class Runners(StoreBase):
                     pipe.hdel(keys.runners(), name)
             pipe.execute()
 
-    def runner_table(self) -> list[RunnerRow]:
+    def table(self) -> list[RunnerRow]:
         """Every runner the registry or a live key knows of: alive or gone, heartbeat age, current work."""
-        live = self.live_runners()
+        live = self.live()
         registry = {name: (RunnerBeat.from_json(text), json.loads(text).get("state", ""))
                     for name, text in self.r.hgetall(keys.runners()).items()}
         registry.update({name: (beat, "alive") for name, beat in live.items()})
         rows = [_row(beat, state, alive=name in live) for name, (beat, state) in registry.items()]
         return sorted(rows, key=lambda r: (not r.alive, r.name))
+
+    def recent_lost(self, limit: int = 10) -> list[LostAttempt]:
+        """The latest attempts lost with their runner (written by the transitions that re-dispatch them)."""
+        return [LostAttempt.from_json(text) for text in self.r.lrange(keys.lost(), 0, limit - 1)]
 
     def scheduler_lock(self, ttl_s: float) -> Lock:
         """The expiring lock that the acting scheduler holds."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from voltci import jobqueue, keys
 from voltci.clock import now_iso
+from voltci.config import Settings
 from voltci.models import (
     Attempt,
     AttemptState,
@@ -25,8 +26,13 @@ from voltci.models import (
     Timings,
 )
 from voltci.store import budget, codec
-from voltci.store.transitions import Encoded, Transitions
-from voltci.store.tx import Txn, guarded, raw
+from voltci.store.builds import Builds
+from voltci.store.endings import Encoded, add_jobs, record_lost, watched, write_result
+from voltci.store.legs import Legs
+from voltci.store.queue import Queue
+from voltci.store.records import Records, read_build
+from voltci.store.trail import Trail
+from voltci.store.tx import Client, Txn, guarded, raw
 
 
 def merge(records: dict[int, Shard], tests_by_shard: dict[int, list[TestResult]], log_tail: str,
@@ -65,32 +71,47 @@ def _encoded(outcome: RunOutcome) -> dict[str, bytes]:
     return fields
 
 
-class Shards(Transitions):
-    def shard_plan(self, build_id: str, shard: int) -> list[str]:
+class Shards:
+    """A build's shards. `Shards(client, settings, records, builds, legs, trail, queue)`: the last shard's
+    merge ends its build (or, for a sharded matrix leg, the leg, through `legs`) in the transaction that
+    decides it; a shard lost `max_attempts` times ends the build through `builds.give_up`, in that
+    transaction too; a build ended is recorded in `trail` and told to `queue`."""
+
+    def __init__(self, client: Client, settings: Settings, records: Records, builds: Builds, legs: Legs,
+                 trail: Trail, queue: Queue):
+        self.r = client
+        self.settings = settings
+        self.records = records
+        self.builds = builds
+        self.legs = legs
+        self.trail = trail
+        self.queue = queue
+
+    def plan(self, build_id: str, shard: int) -> list[str]:
         return codec.decode_ids(raw(self.r, "HGET", keys.build_shard_plan(build_id), str(shard)))
 
-    def shard_share(self, build_id: str, shard: int) -> Share:
+    def share(self, build_id: str, shard: int) -> Share:
         """What shard `shard` runs: shard 0 of a split planned from history runs all but the others' tests."""
-        build = self.get_build(build_id)
+        build = self.records.get_build(build_id)
         if shard == 0 and build is not None and build.shard_rest:
-            return Share([t for n in range(1, build.shards) for t in self.shard_plan(build_id, n)], exclude=True)
-        return Share(self.shard_plan(build_id, shard))
+            return Share([t for n in range(1, build.shards) for t in self.plan(build_id, n)], exclude=True)
+        return Share(self.plan(build_id, shard))
 
-    def start_shards(self, build_id: str, attempt: int, plans: list[list[str]], runner_id: str,
-                     rest: bool = False) -> bool:
+    def start(self, build_id: str, attempt: int, plans: list[list[str]], runner_id: str,
+              rest: bool = False) -> bool:
         """Split a running build: record the plan, queue shards 1… as jobs of their own (the caller runs
         shard 0). With `rest`, shard 0 runs every test the other shards do not (its plan is only an
         estimate). False when `attempt` no longer owns the build."""
         encoded = [codec.encode_ids(ids) for ids in plans]
 
         def body(pipe: Txn) -> bool:
-            build = self._read_build(pipe, build_id)
+            build = read_build(pipe, build_id)
             if build is None or build.attempt != attempt or build.status is not Status.RUNNING:
                 return False
             started = now_iso()
             pipe.multi()
             pipe.hset(keys.build(build_id), mapping={"shards": str(len(plans)), "shard_rest": "1" if rest else "0"})
-            self._add_jobs(pipe, build, *(keys.shard_job_id(build_id, attempt, n, 1) for n in range(1, len(plans))))
+            add_jobs(pipe, build, *(keys.shard_job_id(build_id, attempt, n, 1) for n in range(1, len(plans))))
             pipe.delete(keys.build_shard_plan(build_id), keys.build_shards(build_id))
             for number, blob in enumerate(encoded):
                 pipe.hset(keys.build_shard_plan(build_id), str(number), blob)
@@ -107,7 +128,7 @@ class Shards(Transitions):
                      states: tuple[AttemptState, ...]) -> tuple[Build, dict[int, Shard]] | None:
         """The build and its shards, if it runs under `attempt` and shard `shard` is at `shard_attempt`
         in one of `states`; None when it is not (cancelled, re-dispatched, ended)."""
-        build = self._read_build(pipe, build_id)
+        build = read_build(pipe, build_id)
         if build is None:
             return None
         shards = {int(k): Shard.from_json(v) for k, v in pipe.hgetall(keys.build_shards(build_id)).items()}
@@ -117,8 +138,8 @@ class Shards(Transitions):
             return None
         return build, shards
 
-    def claim_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int,
-                    runner_id: str) -> Build | None:
+    def claim(self, build_id: str, attempt: int, shard: int, shard_attempt: int,
+              runner_id: str) -> Build | None:
         """Mark a queued shard running on `runner_id`; the build, or None when the shard is not ours to run."""
 
         def body(pipe: Txn) -> Build | None:
@@ -132,14 +153,14 @@ class Shards(Transitions):
 
         return guarded(self.r, [keys.build(build_id), keys.build_shards(build_id)], body)
 
-    def owns_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int) -> bool:
-        if not self.is_current(build_id, attempt):
+    def owns(self, build_id: str, attempt: int, shard: int, shard_attempt: int) -> bool:
+        if not self.records.is_current(build_id, attempt):
             return False
         text = self.r.hget(keys.build_shards(build_id), str(shard))
         return bool(text) and Shard.from_json(text).attempt == shard_attempt
 
-    def finish_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int, runner_id: str,
-                     outcome: RunOutcome) -> str | None:
+    def finish(self, build_id: str, attempt: int, shard: int, shard_attempt: int, runner_id: str,
+               outcome: RunOutcome) -> str | None:
         """Store one shard's results; the last shard to finish merges them all into the build's one result.
         Returns "stored" or "merged", or None when this shard attempt no longer owns its shard."""
         finished = now_iso()
@@ -174,23 +195,23 @@ class Shards(Transitions):
             records = {**{s.number: s for s in others}, shard: record}
             merged = Encoded(merge(records, {**earlier, shard: outcome.tests}, outcome.log_tail, timings, cut))
             if build.is_leg:
-                ended = self._end_leg(pipe, build, build.runner, merged, finished, output)
+                ended = self.legs.end(pipe, build, build.runner, merged, finished, output)
             else:
                 pipe.multi()
-                self._write_result(pipe, build, attempt, build.runner, merged, finished, output)
+                write_result(pipe, build, attempt, build.runner, merged, finished, output, self.settings.fair_window)
                 ended = build_id
             pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
             for number in records:
                 pipe.delete(keys.build_shard_tests(build_id, number))
             return "merged"
 
-        done = guarded(self.r, self._watched(build_id, keys.build_shards(build_id), keys.build_log(build_id)), body)
+        done = guarded(self.r, watched(build_id, keys.build_shards(build_id), keys.build_log(build_id)), body)
         if done == "merged" and ended:
-            self.record_trail_quietly(ended)
-            self._ended_now(ended)
+            self.trail.record_quietly(ended)
+            self.queue.ended(ended)
         return done
 
-    def redispatch_shard(self, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str) -> str:
+    def redispatch(self, build_id: str, attempt: int, shard: int, shard_attempt: int, reason: str) -> str:
         """Record a shard's attempt as lost and queue its next one, or end the build `error` once the shard
         has had `max_attempts`. Returns "requeued", "gave up" or "" (nothing done)."""
 
@@ -198,7 +219,7 @@ class Shards(Transitions):
 
         def body(pipe: Txn) -> str:
             nonlocal ended
-            build = self._read_build(pipe, build_id)
+            build = read_build(pipe, build_id)
             text = pipe.hget(keys.build_shards(build_id), str(shard))
             record = Shard.from_json(text) if text else None
             if (build is None or build.attempt != attempt or build.status is not Status.RUNNING or record is None
@@ -207,20 +228,21 @@ class Shards(Transitions):
             lost = Attempt(attempt, AttemptState.LOST, record.runner, record.started_at, now_iso(),
                            reason=f"shard {shard}: {reason}")
             if shard_attempt >= self.settings.max_attempts:
-                ended = self._give_up(pipe, build, f"gave up after shard {shard} had {shard_attempt} attempt(s): "
-                                      f"each one's runner was lost (last: {reason})", build.runner, lost, None)
+                ended = self.builds.give_up(pipe, build, f"gave up after shard {shard} had {shard_attempt} "
+                                            f"attempt(s): each one's runner was lost (last: {reason})",
+                                            build.runner, lost, None)
                 return "gave up"
             pipe.multi()
             pipe.hset(keys.build_shards(build_id), str(shard), Shard(shard, shard_attempt + 1).to_json())
-            self._add_jobs(pipe, build, keys.shard_job_id(build_id, attempt, shard, shard_attempt + 1))
+            add_jobs(pipe, build, keys.shard_job_id(build_id, attempt, shard, shard_attempt + 1))
             jobqueue.enqueue_shard(self.r, build, attempt, shard, shard_attempt + 1, self.settings, pipe)
-            self._record_lost(pipe, build, lost, f"shard {shard} attempt {shard_attempt + 1} queued")
+            record_lost(pipe, build, lost, f"shard {shard} attempt {shard_attempt + 1} queued")
             return "requeued"
 
-        done = guarded(self.r, self._watched(build_id, keys.build_shards(build_id), keys.build_log(build_id)), body)
+        done = guarded(self.r, watched(build_id, keys.build_shards(build_id), keys.build_log(build_id)), body)
         if done:
             jobqueue.retire_job(self.r, keys.shard_job_id(build_id, attempt, shard, shard_attempt),
-                             f"Volt: shard attempt lost ({reason})", self.settings)
+                                f"Volt: shard attempt lost ({reason})", self.settings)
         if ended:
-            self._ended_now(ended)
+            self.queue.ended(ended)
         return done

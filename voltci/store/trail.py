@@ -32,8 +32,8 @@ import redis
 from voltci import keys
 from voltci.models import Build, Outcome, TestResult
 from voltci.store import codec
-from voltci.store.trends import Trends
-from voltci.store.tx import Txn, guarded, raw
+from voltci.store.records import Records
+from voltci.store.tx import Client, Txn, guarded, raw
 
 log = logging.getLogger("volt.store")
 
@@ -156,27 +156,33 @@ class TestTable:
         return len(self.ids)
 
 
-class Trail(Trends):
+class Trail:
+    """A repository's test trail, written once a build's result is stored. `Trail(client, records)`."""
+
+    def __init__(self, client: Client, records: Records):
+        self.r = client
+        self.records = records
+
     # ------------------------------------------------------------ writing
 
-    def record_trail_quietly(self, build_id: str, tests: list[TestResult] | None = None) -> bool:
-        """record_trail, for the writers of a build's result: the result is stored by then, so a trail
+    def record_quietly(self, build_id: str, tests: list[TestResult] | None = None) -> bool:
+        """record, for the writers of a build's result: the result is stored by then, so a trail
         Redis refuses to write is one log line, not an error of the build."""
         try:
-            return self.record_trail(build_id, tests)
+            return self.record(build_id, tests)
         except (redis.RedisError, codec.CorruptRecord) as exc:
             log.warning("the test trail of %s was not recorded: %s", build_id, exc)
             return False
 
-    def record_trail(self, build_id: str, tests: list[TestResult] | None = None) -> bool:
+    def record(self, build_id: str, tests: list[TestResult] | None = None) -> bool:
         """Add an ended build to its repository's trail (its stored results are read when `tests` is
         None). False when there is nothing to add: no such build, not ended, pruned, or older than the
         trail's builds."""
-        build = self.get_build(build_id)
+        build = self.records.get_build(build_id)
         if build is None or not build.status.is_final:
             return False
         if tests is None:
-            tests = self.get_tests(build_id)
+            tests = self.records.get_tests(build_id)
         results: dict[str, tuple[int, int]] = {}
         for test in tests:  # a matrix build has a test once per leg: the trail keeps its worst outcome
             cell = (_CODES[test.outcome], round(test.duration_s * 1000))
@@ -226,21 +232,21 @@ class Trail(Trends):
 
     # ------------------------------------------------------------ reading
 
-    def trail_builds(self, repo: str, branch: str | None = None) -> list[Build]:
+    def builds(self, repo: str, branch: str | None = None) -> list[Build]:
         """The ended builds of the trail, newest first (of one branch, when given), without their output."""
         newest = cast(list[str], self.r.zrevrange(keys.repo_trail_order(repo), 0, TRAIL_BUILDS - 1))
-        builds = self._light_builds(newest)
+        builds = self.records.light(newest)
         return [b for b in builds if b.status.is_final and (branch is None or b.branch == branch)]
 
-    def trail_ids(self, repo: str) -> list[str]:
+    def ids(self, repo: str) -> list[str]:
         """Every test id the trail numbers, in the order first seen."""
         return list(_decoded_ids(raw(self.r, "GET", keys.repo_trail_ids(repo)) or b""))
 
-    def trail_rows(self, repo: str, test_ids: list[str], builds: list[Build],
-                   durations: bool = True) -> dict[str, list[Cell]]:
+    def rows(self, repo: str, test_ids: list[str], builds: list[Build],
+             durations: bool = True) -> dict[str, list[Cell]]:
         """Each of `test_ids` the trail knows, with its cell in each of `builds` (in their order);
         without `durations`, outcomes only (every `ms` 0: the columns' durations are not decompressed)."""
-        known = self.trail_ids(repo)
+        known = self.ids(repo)
         wanted = set(test_ids)
         number = {test_id: n for n, test_id in enumerate(known) if test_id in wanted}
         columns = _columns(self.r, keys.repo_trail(repo), [b.id for b in builds])
@@ -253,24 +259,16 @@ class Trail(Trends):
 
         return {test_id: [cell(b, n) for b in builds] for test_id, n in number.items()}
 
-    def trail_table(self, build: Build) -> TestTable | None:
+    def table(self, build: Build) -> TestTable | None:
         """The build's own tests from its trail column (None when the trail does not hold the build)."""
         blob = raw(self.r, "HGET", keys.repo_trail(build.repo), build.id)
         if blob is None:
             return None
         column = Column(blob)
-        ids = self.trail_ids(build.repo)
+        ids = self.ids(build.repo)
         codes, millis = column.codes(), column.millis()
         numbers = [n for n in column.numbers() if n < len(ids)]
         return TestTable([ids[n] for n in numbers], bytes(codes[n] for n in numbers), [millis[n] for n in numbers])
-
-    def flaky_record(self, repo: str, test_id: str) -> tuple[int, str]:
-        """How many times the test was flaky (over the repository's whole history) and the latest build."""
-        with self.r.pipeline(transaction=False) as pipe:
-            pipe.zscore(keys.repo_flaky(repo), test_id)
-            pipe.hget(keys.repo_flaky_last(repo), test_id)
-            times, last = pipe.execute()
-        return int(times or 0), last or ""
 
 
 @functools.lru_cache(maxsize=4)

@@ -12,7 +12,8 @@ A full Redis refuses the whole transaction (EXECABORT): nothing is half-written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import redis
@@ -20,8 +21,9 @@ from redis.client import NEVER_DECODE
 
 T = TypeVar("T")
 TRIES = 10
-# A pipeline of the store's decoding client. redis-py types every reply `bytes | str`; the store's
-# client decodes, so replies are str, and each record's reader says what it holds.
+# The store's decoding client, and a pipeline of it. redis-py types every reply `bytes | str`; the
+# store's client decodes, so replies are str, and each record's reader says what it holds.
+Client = Any
 Txn = Any
 
 
@@ -49,3 +51,14 @@ def guarded(client: redis.Redis, watched: Sequence[str], body: Callable[[Txn], T
 def raw(client: redis.Redis | Txn, *command: Any) -> Any:
     """A command whose reply stays bytes on the store's decoding client (for compressed blobs)."""
     return client.execute_command(*command, **{NEVER_DECODE: []})
+
+
+@contextmanager
+def batch(client: Client, pipeline: Txn | None) -> Iterator[Txn]:
+    """The caller's pipeline, or one of our own that is executed (as one transaction) at the end."""
+    if pipeline is not None:
+        yield pipeline
+        return
+    with client.pipeline() as pipe:
+        yield pipe
+        pipe.execute()

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import redis
 
 from voltci import keys
-from voltci.store.records import Reads
+from voltci.store.records import Records
 from voltci.store.retention import build_keys
+from voltci.store.tx import Client
 
 SAMPLE_BUILDS = 10
 SCAN_BACK = 50
@@ -32,7 +33,13 @@ class RepoUsage:
     bytes_per_build: int | None  # of its newest finished builds (None: none finished, or not measurable)
 
 
-class Usage(Reads):
+class Usage:
+    """Memory used and bytes per build. `Usage(client, records)`."""
+
+    def __init__(self, client: Client, records: Records):
+        self.r = client
+        self.records = records
+
     def memory(self) -> Memory:
         info = self.r.info("memory")
         return Memory(int(info.get("used_memory", 0)), int(info.get("maxmemory", 0)),
@@ -41,7 +48,7 @@ class Usage(Reads):
     def repo_usage(self, repo: str) -> RepoUsage:
         """Builds kept, and Redis' own count of the bytes (MEMORY USAGE) of its newest finished builds."""
         total = int(self.r.zcard(keys.repo_history(repo)))
-        finished = [b for b in self._builds(self.r.zrevrange(keys.repo_history(repo), 0, SCAN_BACK - 1))
+        finished = [b for b in self.records.builds(self.r.zrevrange(keys.repo_history(repo), 0, SCAN_BACK - 1))
                     if b.status.is_final][:SAMPLE_BUILDS]
         if not finished:
             return RepoUsage(repo, total, None)

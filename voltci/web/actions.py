@@ -15,7 +15,7 @@ bp = flask.Blueprint("actions", __name__)
 @bp.post("/build/<repo>/<sha>/cancel")
 def cancel(repo: str, sha: str) -> Response:
     build = build_or_404(repo, sha)
-    if store().cancel(build.id, "cancelled from the web page") is None:
+    if store().builds.cancel(build.id, "cancelled from the web page") is None:
         flask.abort(409, f"the build has already ended ({build.status.value})")
     return flask.redirect(flask.url_for("builds.build_page", repo=repo, sha=build.commit), 303)
 
@@ -23,6 +23,6 @@ def cancel(repo: str, sha: str) -> Response:
 @bp.post("/build/<repo>/<sha>/rebuild")
 def rebuild(repo: str, sha: str) -> Response:
     build = build_or_404(repo, sha)
-    if store().rebuild(build.id) is None:
+    if store().builds.rebuild(build.id) is None:
         flask.abort(409, f"the build has not ended yet ({build.status.value})")
     return flask.redirect(flask.url_for("builds.build_page", repo=repo, sha=build.commit), 303)

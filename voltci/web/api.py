@@ -35,8 +35,9 @@ def api_history(repo: str) -> flask.Response:
 @bp.get("/builds/<repo>/<sha>")
 def api_build(repo: str, sha: str) -> flask.Response:
     build = build_or_404(repo, sha)
-    return flask.jsonify(report.as_dict(build, store().get_tests(build.id), store().get_attempts(build.id),
-                                        store().get_shards(build.id), store().get_legs(build.id)))
+    records = store().records
+    return flask.jsonify(report.as_dict(build, records.get_tests(build.id), records.get_attempts(build.id),
+                                        records.get_shards(build.id), records.get_legs(build.id)))
 
 
 @bp.get("/builds/<repo>/<sha>/log")
@@ -45,18 +46,18 @@ def api_log(repo: str, sha: str) -> flask.Response:
     build = build_or_404(repo, sha)
     name = flask.request.args.get("leg")
     if name is None:
-        return flask.Response(store().read_log(build.id), mimetype="text/plain")
-    leg = next((leg for leg in store().get_legs(build.id) if leg.leg == name), None)
+        return flask.Response(store().logs.read(build.id), mimetype="text/plain")
+    leg = next((leg for leg in store().records.get_legs(build.id) if leg.leg == name), None)
     if leg is None:
         flask.abort(404, f"the build of {build.short} has no matrix leg {name[:100]!r}")
-    return flask.Response(store().read_log(leg.id), mimetype="text/plain")
+    return flask.Response(store().logs.read(leg.id), mimetype="text/plain")
 
 
 @bp.get("/runners")
 def api_runners() -> flask.Response:
-    return flask.jsonify({"runners": [row.to_dict() for row in store().runner_table()],
-                          "lost": [lost.to_dict() for lost in store().recent_lost(20)],
-                          "queued": store().queue_depth()})
+    return flask.jsonify({"runners": [row.to_dict() for row in store().runners.table()],
+                          "lost": [lost.to_dict() for lost in store().runners.recent_lost(20)],
+                          "queued": store().queue.depth()})
 
 
 @bp.get("/builds/<repo>/<sha>/tests")
@@ -89,4 +90,4 @@ def api_trend(repo: str) -> flask.Response:
     repo_or_404(repo)
     branch = branch_arg()
     return flask.jsonify({"repo": repo, "branch": branch,
-                          "builds": charts.trend(store().recent_builds(repo, branch, TREND_BUILDS))})
+                          "builds": charts.trend(store().history.recent_builds(repo, branch, TREND_BUILDS))})

@@ -1,5 +1,6 @@
-"""A repository's page (its trend and its builds) and a build's page (what failed, since when, the
-slowest tests, a search over all of them, and the output — folded when there is nothing to find)."""
+"""A repository's page (its trend and its builds) and a build's page (what failed, since when, a search
+over all of its tests, and the output — folded when there is nothing to find; below it, the slowest
+tests when some took measurable time, then the others of a small build)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ bp = flask.Blueprint("builds", __name__)
 TREND_BUILDS = 200  # the builds a repository's chart shows
 ALL_TESTS_UP_TO = 200  # a build with at most this many tests lists them all
 SLOWEST = 10
+MEASURABLE_MS = 1  # a test that took less says nothing in the slowest tests (its time rounds to no millisecond)
 FOUND_SHOWN = 100
 STREAKS_FOR = 200  # failing tests whose history a build page looks up
 PAGE_LOG_CHARS = 64 * 1024  # the page shows the end of the output; /api/builds/…/log has all of it
@@ -32,10 +34,10 @@ FOLDED = (Status.PASSED, Status.CANCELLED, Status.SKIPPED)
 def repo_page(repo: str) -> str:
     repo_or_404(repo)
     branch = branch_arg()
-    recent = store().recent_builds(repo, branch, TREND_BUILDS)
+    recent = store().history.recent_builds(repo, branch, TREND_BUILDS)
     data = history_page(repo) if branch is None else _branch_page(repo, branch, recent)
     busy = any(not b.status.is_final for b in data["builds"])
-    return flask.render_template("repo.html", refresh=busy, branch=branch, branches=store().branches(repo),
+    return flask.render_template("repo.html", refresh=busy, branch=branch, branches=store().history.branches(repo),
                                  chart=charts.trend(recent), trend_limit=TREND_BUILDS, **data)
 
 
@@ -60,15 +62,15 @@ def query_arg() -> str:
 def build_page(repo: str, sha: str) -> str:
     build = build_or_404(repo, sha)
     query = query_arg()
-    listed = store().listed_tests(build.id) if build.status.is_final else []
+    listed = store().records.listed_tests(build.id) if build.status.is_final else []
     bad = [t for t in listed if t.outcome in (Outcome.FAILED, Outcome.ERROR)]
     flaky = [t for t in listed if t.outcome is Outcome.FLAKY and not t.subtest_of]
     table = build_table(store(), build)
     found, matched = search(table, query, FOUND_SHOWN) if query else ([], 0)
     rest = []
     if len(table) <= ALL_TESTS_UP_TO:  # a small build lists everything (with skip reasons)
-        rest = [t for t in store().get_tests(build.id) if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
-    output = store().read_log(build.id)
+        rest = [t for t in store().records.get_tests(build.id) if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
+    output = store().logs.read(build.id)
     folded, lines = 0, output.count("\n")
     if build.status in FOLDED and lines > FOLDED_LINES:
         folded, output = FOLDED_LINES, "\n".join(output.rstrip("\n").split("\n")[-FOLDED_LINES:])
@@ -76,8 +78,10 @@ def build_page(repo: str, sha: str) -> str:
         "build.html", build=build, output=output[-PAGE_LOG_CHARS:], output_cut=len(output) > PAGE_LOG_CHARS,
         folded=folded, output_lines=lines, bad=bad, flaky=flaky,
         streaks=testhistory.streaks(store(), build, [t.id for t in bad[:STREAKS_FOR]]),
-        slow=slowest(table, SLOWEST) if len(table) > 1 else [], test_count=len(table), query=query,
+        slow=[f for f in slowest(table, SLOWEST) if f.cell.ms >= MEASURABLE_MS] if len(table) > 1 else [],
+        test_count=len(table), query=query,
         max_query=MAX_QUERY, found=found, matched=matched, rest=rest,
-        attempts=store().get_attempts(build.id), legs=store().get_legs(build.id), refresh=not build.status.is_final,
+        attempts=store().records.get_attempts(build.id), legs=store().records.get_legs(build.id),
+        refresh=not build.status.is_final,
         expected=expected_tests(store(), build.repo) if build.status is Status.RUNNING else 0,
-        can_act=bool(volt().settings.web_token), runners={r.name: r for r in store().runner_table()})
+        can_act=bool(volt().settings.web_token), runners={r.name: r for r in store().runners.table()})

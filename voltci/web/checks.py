@@ -17,7 +17,7 @@ BRANCH = re.compile(r"[A-Za-z0-9._/-]{1,200}")
 
 
 def repo_or_404(repo: str) -> str:
-    if not store().is_known_repo(repo):
+    if not store().repos.is_known(repo):
         flask.abort(404, f"no repository named '{repo}'")
     return repo
 
@@ -42,7 +42,7 @@ def build_or_404(repo: str, sha: str) -> Build:
     if not SHA_PREFIX.fullmatch(sha):
         flask.abort(404, f"'{sha}' is not a commit (4 to 40 lowercase hex digits)")
     try:
-        build = store().get_build(store().resolve_commit(sha, repo))
+        build = store().records.get_build(store().records.resolve_commit(sha, repo))
     except BadInput as exc:
         flask.abort(404, str(exc))
     if build is None:

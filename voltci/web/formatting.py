@@ -26,8 +26,15 @@ def when(iso: str) -> Markup:
     return Markup('<time datetime="{}" title="{}">{}</time>').format(iso, humantime.exact(iso), humantime.ago(iso))
 
 
-def duration(seconds: float | None) -> str:
-    return humantime.duration(seconds)
+def test_duration(seconds: float | None) -> str:
+    """A test's duration, to the millisecond, which is all Volt keeps of it (the trail stores whole
+    ones): `<1ms` when it rounds to none — the test ran, faster than that — else as `duration` says.
+    Every page shows a test's time through this, whether it read the test's result or the trail,
+    so one test never reads `0ms` in one table and `<1ms` in the next."""
+    if seconds is None or seconds != seconds or seconds < 0:
+        return "—"
+    ms = round(seconds * 1000)
+    return "<1ms" if ms < 1 else humantime.duration(ms / 1000)
 
 
 def queue_wait_s(build: Build) -> float | None:
@@ -52,5 +59,6 @@ def last_line(message: str) -> str:
 
 
 def install(env: jinja2.Environment) -> None:
-    env.filters.update(when=when, duration=duration, last_line=last_line, shell_quote=shlex.quote)
+    env.filters.update(when=when, duration=humantime.duration, test_duration=test_duration, last_line=last_line,
+                       shell_quote=shlex.quote)
     env.globals.update(test_url=test_url, queue_wait_s=queue_wait_s)

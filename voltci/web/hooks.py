@@ -62,20 +62,20 @@ def push_hook(repo: str) -> flask.Response:
     body = flask.request.get_data(cache=False)
     if not signed(body, secret):
         flask.abort(403, "the signature does not match (hook_secret)")
-    watched = store().known_repos().get(repo) if store().is_known_repo(repo) else None
+    watched = store().repos.known().get(repo) if store().repos.is_known(repo) else None
     if watched is None:
         flask.abort(404, f"unknown repository '{repo}': no observer watches it")
     payload = _payload(body)
     refusal = about_other_repository(payload, str(watched.get("url", "")), repo)
     if refusal:
         flask.abort(422, refusal)
-    replayed = store().remember_hook(marks(body), time.time())
+    replayed = store().hooks.remember(marks(body), time.time())
     if replayed is not None:
         kind, _, value = replayed.partition(":")
         flask.abort(409, f"a replay: delivery {value} was received before" if kind == "delivery"
                     else "a replay: this hook's body was received before")
     try:
-        heard = store().notify(repo, _pushed_ref(payload), via="webhook")
+        heard = store().repos.notify(repo, _pushed_ref(payload), via="webhook")
     except BadInput as exc:
         flask.abort(404, str(exc))
     return flask.jsonify({"repo": repo, "observers": heard})

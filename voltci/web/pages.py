@@ -17,20 +17,20 @@ BADGE_COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "error": "#6a1b9a", "
 
 @bp.get("/")
 def index() -> str:
-    return flask.render_template("index.html", repos=repositories(), refresh=store().busy(),
-                                 running=store().running_builds(), queued=store().queue_depth())
+    return flask.render_template("index.html", repos=repositories(), refresh=store().records.busy(),
+                                 running=store().records.running_builds(), queued=store().queue.depth())
 
 
 @bp.get("/runners")
 def runners_page() -> str:
-    return flask.render_template("runners.html", runners=store().runner_table(), lost=store().recent_lost(20),
+    return flask.render_template("runners.html", runners=store().runners.table(), lost=store().runners.recent_lost(20),
                                  refresh=True)
 
 
 @bp.get("/badge/<repo>.svg")
 def badge(repo: str) -> flask.Response:
     repo_or_404(repo)
-    build = store().latest_build(repo, branch_arg())
+    build = store().history.latest_build(repo, branch_arg())
     status = build.status.value if build else "unknown"
     svg = flask.render_template("badge.svg", label="volt", status=status,
                                 colour=BADGE_COLOURS.get(status, BADGE_COLOURS["unknown"]),

@@ -15,7 +15,7 @@ PER_PAGE = 25
 
 def history_page(repo: str) -> dict[str, Any]:
     page = page_arg()
-    builds, total = store().history_page(repo, page, PER_PAGE)
+    builds, total = store().history.page(repo, page, PER_PAGE)
     pages = max(1, -(-total // PER_PAGE))
     if page > pages:
         flask.abort(404, f"'{repo}' has {pages} page(s) of builds, not {page}")
@@ -23,6 +23,6 @@ def history_page(repo: str) -> dict[str, Any]:
 
 
 def repositories() -> list[dict[str, Any]]:
-    known = store().known_repos()
-    latest = store().latest_builds(sorted(known))
+    known = store().repos.known()
+    latest = store().history.latest_builds(sorted(known))
     return [{"name": name, "url": known[name].get("url", ""), "latest": latest[name]} for name in sorted(known)]

@@ -41,14 +41,14 @@ def history_or_404(repo: str, test_id: str) -> testhistory.TestHistory:
 @bp.get("/repo/<repo>/test/<path:test_id>", merge_slashes=False)
 def test_page(repo: str, test_id: str) -> str:
     history = history_or_404(repo, test_id)
-    return flask.render_template("test.html", repo=repo, h=history, branches=store().branches(repo),
+    return flask.render_template("test.html", repo=repo, h=history, branches=store().history.branches(repo),
                                  chart=charts.test_durations(history.points), kept=TRAIL_BUILDS,
                                  median_s=history.median_s())
 
 
 def _rows(repo: str, test_ids: list[str], builds: list[Build], durations: bool = True) -> dict[str, list[Point]]:
     """Each test's points, oldest first, over `builds` (newest first)."""
-    rows = store().trail_rows(repo, test_ids, builds, durations)
+    rows = store().trail.rows(repo, test_ids, builds, durations)
     return {test_id: [Point(b, c) for b, c in zip(builds, cells, strict=True)][::-1] for test_id, cells in rows.items()}
 
 
@@ -56,13 +56,13 @@ def _rows(repo: str, test_ids: list[str], builds: list[Build], durations: bool =
 def flaky_page(repo: str) -> str:
     repo_or_404(repo)
     branch = branch_arg()
-    ranking = store().flaky_tests([repo], FLAKY_SHOWN)
-    builds = store().trail_builds(repo, branch)
+    ranking = store().history.flaky_tests([repo], FLAKY_SHOWN)
+    builds = store().trail.builds(repo, branch)
     rows = _rows(repo, [f.test for f in ranking], builds, durations=False)
     tests = [{**f.to_dict(), "points": rows.get(f.test, []),
               "recent": sum(1 for p in rows.get(f.test, []) if p.outcome is Outcome.FLAKY),
               "last": f.last_build.rsplit("-", 1)[-1]} for f in ranking]
-    return flask.render_template("flaky.html", repo=repo, branch=branch, branches=store().branches(repo),
+    return flask.render_template("flaky.html", repo=repo, branch=branch, branches=store().history.branches(repo),
                                  tests=tests, builds=len(builds))
 
 
@@ -70,9 +70,9 @@ def flaky_page(repo: str) -> str:
 def slow_page(repo: str) -> str:
     repo_or_404(repo)
     branch = branch_arg()
-    builds = store().trail_builds(repo, branch)
+    builds = store().trail.builds(repo, branch)
     newest = next((b for b in builds if b.counts.total), None)
-    table = store().trail_table(newest) if newest else None
+    table = store().trail.table(newest) if newest else None
     slow = slowest(table, SLOW_SHOWN) if table else []
     rows = _rows(repo, [f.test_id for f in slow], builds)
     tests: list[dict[str, Any]] = []
@@ -81,7 +81,7 @@ def slow_page(repo: str) -> str:
         timed = [p.cell.ms / 1000 for p in points if p.outcome not in (None, Outcome.SKIPPED)]
         tests.append({"id": found.test_id, "cell": found.cell, "median_s": statistics.median(timed) if timed else None,
                       "series": [p.cell.ms / 1000 if p.outcome else None for p in points]})
-    return flask.render_template("slow.html", repo=repo, branch=branch, branches=store().branches(repo),
+    return flask.render_template("slow.html", repo=repo, branch=branch, branches=store().history.branches(repo),
                                  newest=newest, tests=tests, builds=len(builds),
                                  sparks=[t["series"] for t in tests])
 

@@ -28,10 +28,10 @@ class Found:
 def build_table(store: Store, build: Build) -> TestTable:
     """The build's tests: from the trail while it holds the (ended) build, else from its results."""
     if build.status.is_final:
-        table = store.trail_table(build)
+        table = store.trail.table(build)
         if table is not None:
             return table
-    tests = store.get_tests(build.id)
+    tests = store.records.get_tests(build.id)
     return TestTable([t.id for t in tests], bytes(_CODES[t.outcome] for t in tests),
                      [round(t.duration_s * 1000) for t in tests])
 

@@ -21,7 +21,8 @@ from voltci.runner.detect.requirements import canonical
 
 __all__ = ["DetectError", "TestPlan", "describe", "detect"]
 
-PIP = ["python", "-m", "pip", "install"]
+# The build environment's pip install: the setup steps written here start with it, installs.py knows them by it.
+PIP = ("python", "-m", "pip", "install")
 LOCKED_REQUIREMENTS = "volt-requirements.txt"
 
 

@@ -5,6 +5,8 @@
   'use strict';
 
   const SVG = 'http://www.w3.org/2000/svg';
+  const PAD_TOP = 15;  // half a label's height and more: the highest label is centred on the top line
+  const PAD_BOTTOM = 6;  // half a point's width (chartist.css: 10px) and more: a point at zero is whole
   const COLOURS = {passed: '#2e7d32', failed: '#c62828', error: '#6a1b9a', timeout: '#ef6c00', cancelled: '#616161',
                    skipped: '#9e9e9e', running: '#1565c0', queued: '#757575', flaky: '#f9a825'};
 
@@ -43,7 +45,7 @@
     const chart = new Chartist.BarChart(el, {labels: labels, series: [
       {name: 'wait', className: 'ct-series-wait', data: wait},
       {name: 'duration', className: 'ct-series-duration', data: run}]}, {
-      stackBars: true, chartPadding: {top: 10, right: 10, bottom: 0, left: 20},
+      stackBars: true, chartPadding: {top: PAD_TOP, right: 10, bottom: 0, left: 20},
       axisX: {showGrid: false, labelInterpolationFnc: everyNth(builds.length, 12)},
       axisY: {offset: 56, labelInterpolationFnc: (value) => (value ? duration(value) : '0')}});
     const width = Math.max(2, Math.min(28, Math.floor(el.clientWidth * 0.75 / Math.max(builds.length, 1))));
@@ -59,15 +61,24 @@
     });
   }
 
+  // Below the trend: each build's tests and failures, a point over the middle of its bar above (an x
+  // axis from -0.5 to n - 0.5, as the bars' columns are; Chartist's step axis would put each point at
+  // the left edge of its column), with room at the top for the highest label and at the bottom for a
+  // point at zero.
   function tests(el, builds) {
-    const chart = new Chartist.LineChart(el, {labels: builds.map((b) => b.commit), series: [
-      {name: 'tests', className: 'ct-series-tests', data: builds.map((b) => b.tests || null)},
-      {name: 'failures', className: 'ct-series-failures', data: builds.map((b) => (b.tests ? b.failed : null))}]}, {
-      showPoint: builds.length <= 60, lineSmooth: false, chartPadding: {top: 5, right: 10, bottom: 0, left: 20}, low: 0,
-      axisX: {showGrid: false, showLabel: false, offset: 0}, axisY: {offset: 56, onlyInteger: true}});
+    const at = (value, index) => ({x: index, y: value});
+    const chart = new Chartist.LineChart(el, {series: [
+      {name: 'tests', className: 'ct-series-tests', data: builds.map((b, i) => at(b.tests || null, i))},
+      {name: 'failures', className: 'ct-series-failures', data: builds.map((b, i) => at(b.tests ? b.failed : null, i))}]}, {
+      showPoint: builds.length <= 60, lineSmooth: false, low: 0,
+      chartPadding: {top: PAD_TOP, right: 10, bottom: PAD_BOTTOM, left: 20},
+      axisX: {type: Chartist.FixedScaleAxis, low: -0.5, high: builds.length - 0.5, ticks: [], showGrid: false,
+              showLabel: false, offset: 0},
+      axisY: {offset: 56, onlyInteger: true}});
     chart.on('draw', (data) => {
       if (data.type !== 'point') return;
       const b = builds[data.index];
+      data.element.attr({'data-commit': b.commit});
       link(data.element, b.url, b.commit + ': ' + b.tests + ' tests, ' + b.failed + ' failing');
     });
   }
@@ -76,14 +87,14 @@
     const duration = window.volt.duration;
     const chart = new Chartist.LineChart(el, {labels: points.map((p) => p.commit.slice(0, 7)), series: [
       {name: 'seconds', className: 'ct-series-seconds', data: points.map((p) => p.duration_s)}]}, {
-      low: 0, showPoint: true, lineSmooth: false, chartPadding: {top: 10, right: 10, bottom: 0, left: 20},
+      low: 0, showPoint: true, lineSmooth: false, chartPadding: {top: PAD_TOP, right: 10, bottom: 0, left: 20},
       axisX: {showGrid: false, labelInterpolationFnc: everyNth(points.length, 12)},
       axisY: {offset: 56, labelInterpolationFnc: (value) => (value ? duration(value) : '0')}});
     chart.on('draw', (data) => {
       if (data.type !== 'point') return;
       const p = points[data.index];
       data.element.attr({style: 'stroke: ' + (COLOURS[p.outcome] || '#999'), 'data-outcome': p.outcome || 'absent'});
-      link(data.element, p.url, p.commit + ': ' + (p.outcome || 'not run') + ', ' + duration(p.duration_s) +
+      link(data.element, p.url, p.commit + ': ' + (p.outcome || 'not run') + ', ' + window.volt.testDuration(p.duration_s) +
            '\n' + when(p.queued_at));
     });
   }

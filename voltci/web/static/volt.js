@@ -40,6 +40,13 @@
     return Math.floor(whole / 3600) + 'h ' + Math.floor(whole % 3600 / 60) + 'm';
   }
 
+  // A test's duration, to the millisecond Volt keeps (formatting.py test_duration: the same text).
+  function testDuration(seconds) {
+    if (seconds === null || seconds === undefined || seconds < 0) return '—';
+    const ms = Math.round(seconds * 1000);
+    return ms < 1 ? '<1ms' : duration(ms / 1000);
+  }
+
   function cell(tag, text, className) {
     const el = document.createElement(tag);
     if (text !== undefined) el.textContent = text;  // text, never HTML: test ids are escaped by the DOM
@@ -78,7 +85,7 @@
         row.insertCell().append(link);
         row.insertCell().append(test.outcome ? cell('span', test.outcome, 'status ' + test.outcome)
                                              : cell('span', 'not run', 'muted'));
-        row.insertCell().textContent = duration(test.duration_s);
+        row.insertCell().textContent = test.outcome ? testDuration(test.duration_s) : '';
       }
       out.replaceChildren(count, table);
       out.dataset.query = query;
@@ -114,5 +121,5 @@
     }
   });
 
-  window.volt = {duration: duration, exact: exact};
+  window.volt = {duration: duration, testDuration: testDuration, exact: exact};
 })();

@@ -1,6 +1,6 @@
 """A build's state machine, in one place: every change of state is one guarded transaction on its record.
 
-    submit ──▶ queued ──start_attempt──▶ running ──finish_build──▶ passed | failed | error | timeout
+    submit ──▶ queued ──start_attempt──▶ running ──finish──▶ passed | failed | error | timeout
                  ▲  │                      │ │
                  │  └──cancel / supersede──┼─┼──▶ cancelled | skipped
                  │                         │ └──redispatch (its runner was lost)──▶ queued, attempt n+1
@@ -11,75 +11,65 @@ re-dispatched, or a build that was cancelled meanwhile, finds nothing to write. 
 counts itself in `results_stored`, tells listeners, queues the webhook message, compresses the
 build's output and counts the build for /metrics (metrics.py) and for fair share (the runner time it
 took), in the same transaction. Writes that put a job on rq's queue (submit, redispatch, rebuild) do
-it in that transaction too, through jobqueue.py. After a build is queued or ends, `after_enqueue` and
-`after_end` (store/dispatch.py) put the queue back in dispatch order.
+it in that transaction too, through jobqueue.py (the writes every end shares are endings.py's).
+
+A matrix leg's end is the legs part's (legs.py), inside the transaction this part opens; after a
+build is queued or ends, the queue part (queue.py) puts the queue back in dispatch order, and after
+it ends the trail part (trail.py) records its tests. Each is handed to `Builds` when the store is made.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
-import traceback
 from dataclasses import replace
 
 from voltci import jobqueue, keys
-from voltci.clock import now_iso, parse, seconds_between
+from voltci.clock import now_iso, seconds_between
+from voltci.config import Settings
 from voltci.models import (
     PROTECTED_SCOPE,
     Attempt,
     AttemptState,
     Build,
     Counts,
-    LostAttempt,
-    Outcome,
     PointerUpdate,
     Push,
     QueuedFor,
     RunOutcome,
     Status,
 )
-from voltci.store import budget, codec, metrics
-from voltci.store.records import Reads
+from voltci.store import codec, metrics
+from voltci.store.endings import Encoded, add_jobs, end_without_result, record_lost, watched, write_result
+from voltci.store.legs import Legs
+from voltci.store.queue import Queue
+from voltci.store.records import Records, read_attempt, read_build, read_legs
 from voltci.store.trail import Trail
-from voltci.store.tx import Txn, guarded, raw
-
-log = logging.getLogger("volt.store")
-
-LOST_KEPT = 200
-OUTBOX_KEPT = 10_000  # with no webhook configured, nobody empties it: keep it bounded
-RUNTIME_KEPT = 100_000  # attempts whose runner time fair share reads, at most (within fair_window)
+from voltci.store.tx import Client, Txn, batch, guarded, raw
 
 
-def epoch(iso: str) -> float | None:
-    moment = parse(iso)
-    return moment.timestamp() if moment is not None else None
+class Builds:
+    """Every guarded change of a build's state. `Builds(client, settings, records, legs, trail, queue)`:
+    it reads builds through `records`, ends a matrix leg through `legs`, records an ended build's
+    tests in `trail`, and tells `queue` when builds are queued or end."""
 
+    def __init__(self, client: Client, settings: Settings, records: Records, legs: Legs, trail: Trail,
+                 queue: Queue):
+        self.r = client
+        self.settings = settings
+        self.records = records
+        self.legs = legs
+        self.trail = trail
+        self.queue = queue
 
-class Encoded:
-    """A run's results cut to what a build keeps (budget.py) and encoded, before the transaction (encoding
-    a large suite takes a moment, and a transaction should only decide and write). `outcome` is the one
-    stored: what was cut is counted in its `cut`."""
-
-    def __init__(self, outcome: RunOutcome):
-        try:
-            fitted = budget.fit(outcome)
-        except Exception as exc:  # results that cannot be kept end the build, never the runner that stores them
-            log.error("results that could not be encoded:\n%s", traceback.format_exc())
-            fitted = budget.fit(RunOutcome(Status.ERROR, [], outcome.counts,
-                                           f"the results could not be stored: {type(exc).__name__}: {exc}"))
-        self.outcome, self.results, self.timings = fitted.outcome, fitted.results, fitted.timings
-
-
-class Transitions(Trail):
     # ------------------------------------------------------------ a new build
 
-    def add_build(self, build: Build, score: float, pipeline: Txn | None = None, newest: bool = True) -> None:
+    def add(self, build: Build, score: float, pipeline: Txn | None = None, newest: bool = True) -> None:
         """Record a new build: its record, the queue set (while it waits), the history and commit
         indexes, and — unless `newest` is False — as its branch's newest build."""
         if not build.status.is_final and not build.waiting_since:
             build = replace(build, waiting_since=build.queued_at or now_iso())
-        with self._batch(pipeline) as pipe:
+        with batch(self.r, pipeline) as pipe:
             pipe.hset(keys.build(build.id), mapping=build.to_hash())
             if not build.status.is_final:
                 pipe.sadd(keys.queued(), build.id)
@@ -94,13 +84,13 @@ class Transitions(Trail):
         """Record a build that ran elsewhere — imported history, or a benchmark's — as a build run here
         is stored when it ends: record, compact results, compressed output, its attempt `build.attempt`
         (finished on `build.runner`), and the indexes. Repository aggregates (timings, flaky counts)
-        are left as they are; `newest` as in add_build."""
+        are left as they are; `newest` as in `add`."""
         encoded = Encoded(outcome)
         outcome, results = encoded.outcome, encoded.results
         ended = replace(build, status=outcome.status, counts=outcome.counts, reason=outcome.reason,
                         log_tail=outcome.log_tail, results_stored=1, log_compressed=bool(output), cut=outcome.cut)
-        with self._batch(pipeline) as pipe:
-            self.add_build(ended, time.time() if score is None else score, pipeline=pipe, newest=newest)
+        with batch(self.r, pipeline) as pipe:
+            self.add(ended, time.time() if score is None else score, pipeline=pipe, newest=newest)
             if results is not None:
                 pipe.hset(keys.build_results(build.id), mapping=results)
             pipe.hset(keys.build_attempts(build.id), str(build.attempt),
@@ -109,7 +99,7 @@ class Transitions(Trail):
             if output:
                 pipe.set(keys.build_log(build.id), codec.compress_log(output.encode()))
         if pipeline is None:  # with a caller's pipeline, the caller records the trail once it has run
-            self.record_trail(build.id, outcome.tests)
+            self.trail.record(build.id, outcome.tests)
 
     def submit(self, build: Build, pointer: PointerUpdate | None = None) -> bool:
         """Record and enqueue `build` (and move the observer's pointer) atomically. False if the build
@@ -120,7 +110,7 @@ class Transitions(Trail):
             exists = bool(pipe.exists(key))
             pipe.multi()
             if not exists:
-                self.add_build(replace(build, jobs=[keys.job_id(build.id, 1)]), time.time(), pipeline=pipe)
+                self.add(replace(build, jobs=[keys.job_id(build.id, 1)]), time.time(), pipeline=pipe)
                 jobqueue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
             if pointer is not None:
                 pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
@@ -128,7 +118,7 @@ class Transitions(Trail):
 
         created = guarded(self.r, [key], body)
         if created:
-            self.after_enqueue()
+            self.queue.enqueued()
         return created
 
     def submit_push(self, builds: list[Build], pointer: PointerUpdate | None, push: Push | None = None,
@@ -154,8 +144,8 @@ class Transitions(Trail):
                 pipe.sadd(keys.pushes(), push.id)
             by_id = {b.id: b for b in new}
             for build in (by_id[b.id] for b in in_queue_order if b.id in by_id):
-                self.add_build(replace(build, jobs=[keys.job_id(build.id, 1)]), now + age[build.id] * 1e-4,
-                               pipeline=pipe, newest=build.id == builds[-1].id)
+                self.add(replace(build, jobs=[keys.job_id(build.id, 1)]), now + age[build.id] * 1e-4,
+                         pipeline=pipe, newest=build.id == builds[-1].id)
                 jobqueue.enqueue_attempt(self.r, build, 1, self.settings, pipe)
             if pointer is not None:
                 pipe.hset(keys.pointer(pointer.repo), pointer.branch, pointer.sha)
@@ -163,7 +153,7 @@ class Transitions(Trail):
 
         created = guarded(self.r, [keys.build(b.id) for b in builds], body)
         if created:
-            self.after_enqueue()
+            self.queue.enqueued()
         by_id = {b.id: b for b in created}
         return [by_id[b.id] for b in builds if b.id in by_id]
 
@@ -172,7 +162,7 @@ class Transitions(Trail):
         already found): it goes before backlog. Whether it was still waiting."""
 
         def body(pipe: Txn) -> bool:
-            build = self._read_build(pipe, build_id)
+            build = read_build(pipe, build_id)
             if build is None or build.status is not Status.QUEUED or build.queued_for:
                 return False
             pipe.multi()
@@ -181,23 +171,15 @@ class Transitions(Trail):
 
         wanted = guarded(self.r, [keys.build(build_id)], body)
         if wanted:
-            self.after_enqueue()
+            self.queue.enqueued()
         return wanted
-
-    # ------------------------------------------------------------ dispatch order (store/dispatch.py)
-
-    def after_enqueue(self) -> None:
-        """A build was queued: the queue goes back in dispatch order."""
-
-    def after_end(self, builds: list[Build]) -> None:
-        """`builds` ended: culprit finding in their pushes, and the queue back in dispatch order."""
 
     # ------------------------------------------------------------ a runner's attempt
 
     @staticmethod
     def _owned(pipe: Txn, build_id: str, attempt: int) -> Build | None:
         """The build, if `attempt` is its current attempt and it has not ended."""
-        build = Reads._read_build(pipe, build_id)
+        build = read_build(pipe, build_id)
         if build is None or build.attempt != attempt or build.status.is_final:
             return None
         return build
@@ -249,7 +231,7 @@ class Transitions(Trail):
         unknown, protected already, or under way)."""
 
         def body(pipe: Txn) -> str:
-            build = self._read_build(pipe, build_id)
+            build = read_build(pipe, build_id)
             if build is None or build.branch == branch or (build.scope in ("", PROTECTED_SCOPE)
                                                            and build.status is not Status.QUEUED):
                 return ""
@@ -272,7 +254,7 @@ class Transitions(Trail):
         """How many test results a running build has so far (a display hint, not part of its result)."""
         self.r.hset(keys.build(build_id), "progress", str(done))
 
-    def finish_build(self, build_id: str, attempt: int, runner_id: str, outcome: RunOutcome) -> bool:
+    def finish(self, build_id: str, attempt: int, runner_id: str, outcome: RunOutcome) -> bool:
         """Store a build's result (or a matrix leg's: the last leg to end stores the build's), once, if
         `attempt` still owns it. Returns whether it was stored."""
         encoded = Encoded(outcome)
@@ -284,151 +266,34 @@ class Transitions(Trail):
                 return None
             output = raw(pipe, "GET", keys.build_log(build_id))
             if build.is_leg:
-                return self._end_leg(pipe, build, runner_id, encoded, finished, output)
+                return self.legs.end(pipe, build, runner_id, encoded, finished, output)
             pipe.multi()
-            self._write_result(pipe, build, attempt, runner_id, encoded, finished, output)
+            write_result(pipe, build, attempt, runner_id, encoded, finished, output, self.settings.fair_window)
             return build_id
 
-        ended = guarded(self.r, self._watched(build_id, keys.build_log(build_id)), body)
+        ended = guarded(self.r, watched(build_id, keys.build_log(build_id)), body)
         if ended:
-            self.record_trail_quietly(ended, encoded.outcome.tests if ended == build_id else None)
-            self._ended_now(ended)
+            self.trail.record_quietly(ended, encoded.outcome.tests if ended == build_id else None)
+            self.queue.ended(ended)
         return ended is not None
 
-    def _ended_now(self, *build_ids: str) -> None:
-        self.after_end(self._builds(list(build_ids)))
+    # ------------------------------------------------------------ an end decided inside a transaction
 
-    # ------------------------------------------------------------ matrix legs (store/legs.py)
-
-    @staticmethod
-    def _watched(unit_id: str, *more: str) -> list[str]:
-        """The keys a transaction on a build (or a matrix leg) watches: its record, `more`, and a leg's
-        build's record — every leg's end writes it, so two legs ending at once cannot both miss the other."""
-        parent = keys.parent_of(unit_id)
-        return [keys.build(unit_id), *more, *([keys.build(parent), keys.build_log(parent)] if parent else [])]
-
-    def _end_leg(self, pipe: Txn, leg: Build, runner_id: str, encoded: Encoded, finished: str,
-                 output: bytes | None, attempt_record: Attempt | None = None) -> str:
-        """A matrix leg's end (reads, then pipe.multi() and the writes); the id of its build when this was
-        its last leg to end and the build's result was written with it, else ""."""
-        raise NotImplementedError("store/legs.py")
-
-    def _write_result(self, pipe: Txn, build: Build, attempt: int, runner_id: str, encoded: Encoded,
-                      finished: str, output: bytes | None) -> None:
-        """The writes of a build's final result (inside the caller's transaction)."""
-        outcome = encoded.outcome
-        build_id = build.id
-        pipe.delete(keys.build_results(build_id), keys.build_tests(build_id))
-        if encoded.results is not None:
-            pipe.hset(keys.build_results(build_id), mapping=encoded.results)
-        if outcome.tests and not build.legs:  # the latest suite's tests only: removed tests leave the timings
-            # (a matrix build's legs kept their own, store/legs.py)
-            if encoded.timings is not None:
-                pipe.set(keys.repo_timings(build.repo), encoded.timings)
-            else:
-                pipe.delete(keys.repo_timings(build.repo))
-            pipe.delete(keys.repo_durations(build.repo))
-        pipe.hset(keys.build(build_id), mapping={
-            "status": outcome.status.value,
-            "finished_at": finished,
-            "runner": runner_id,
-            "duration_s": str(seconds_between(build.started_at or finished, finished)),
-            "counts": json.dumps(outcome.counts.to_dict()),
-            "reason": outcome.reason,
-            "log_tail": outcome.log_tail,
-        })
-        self._write_cut(pipe, build_id, outcome)
-        pipe.hset(keys.build_attempts(build_id), str(attempt),
-                  Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
-                          status=outcome.status.value).to_json())
-        for test in outcome.tests:
-            if test.outcome is Outcome.FLAKY and not test.subtest_of:
-                pipe.zincrby(keys.repo_flaky(build.repo), 1, test.id)
-                pipe.hset(keys.repo_flaky_last(build.repo), test.id, build_id)
-        self._compress_output(pipe, build_id, output)
-        self._ended(pipe, build_id, outcome.status)
-        self._account(pipe, build, outcome.status, finished)
-
-    @staticmethod
-    def _write_cut(pipe: Txn, unit_id: str, outcome: RunOutcome) -> None:
-        """What the results lost to the bounds, in the record's `cut` field (none: no field)."""
-        if outcome.cut:
-            pipe.hset(keys.build(unit_id), "cut", outcome.cut.to_json())
-        else:
-            pipe.hdel(keys.build(unit_id), "cut")
-
-    @staticmethod
-    def _compress_output(pipe: Txn, build_id: str, output: bytes | None) -> None:
-        """An ended build's output is read, if ever, whole: it is kept compressed."""
-        if output:
-            pipe.set(keys.build_log(build_id), codec.compress_log(output))
-            pipe.hset(keys.build(build_id), "log_compressed", "1")
-
-    def _account(self, pipe: Txn, build: Build, status: Status, finished: str) -> None:
-        """Count an ended build for /metrics, and the runner time it took for fair share."""
-        metrics.count_build(pipe, build.repo, status.value)
-        start, end = epoch(build.started_at), epoch(finished)
-        if start is None or end is None:
-            return  # it never ran
-        metrics.observe(pipe, metrics.BUILD_DURATION, end - start)
-        pipe.zadd(keys.runtime(), {f"{build.id} {build.attempt} {start:.3f} {end:.3f}": end})
-        pipe.zremrangebyscore(keys.runtime(), "-inf", f"({end - self.settings.fair_window}")
-        pipe.zremrangebyrank(keys.runtime(), 0, -RUNTIME_KEPT - 1)
-
-    @staticmethod
-    def _ended(pipe: Txn, build_id: str, status: Status) -> None:
-        """What every write of a final status does: leave the work sets, count the write, tell listeners.
-
-        `results_stored` counts final writes, so that "written exactly once" can be checked, not assumed.
-        """
-        pipe.srem(keys.queued(), build_id)
-        pipe.srem(keys.running(), build_id)
-        pipe.hincrby(keys.build(build_id), "results_stored", 1)
-        pipe.publish(keys.events(), json.dumps({"build": build_id, "status": status.value}))
-        pipe.lpush(keys.outbox(), json.dumps({"build": build_id}))  # for the webhook (see webhooks.py)
-        pipe.ltrim(keys.outbox(), 0, OUTBOX_KEPT - 1)
-
-    def _end_without_result(self, pipe: Txn, build: Build, status: Status, reason: str,
-                            attempt_record: Attempt | None, output: bytes | None) -> None:
-        """End `build` (read under WATCH) with `status` and no test results: cancelled, skipped, or given
-        up after its runners were lost. `attempt_record` replaces its current attempt's record."""
-        finished = now_iso()
-        pipe.hset(keys.build(build.id), mapping={
-            "status": status.value, "reason": reason, "finished_at": finished,
-            "duration_s": str(seconds_between(build.started_at, finished) if build.started_at else 0.0),
-        })
-        if attempt_record is not None:
-            pipe.hset(keys.build_attempts(build.id), str(attempt_record.number), attempt_record.to_json())
-        self._compress_output(pipe, build.id, output)
-        self._ended(pipe, build.id, status)
-        self._account(pipe, build, status, finished)
-
-    def _give_up(self, pipe: Txn, build: Build, why: str, runner_id: str, lost: Attempt,
-                 attempt_record: Attempt | None) -> str:
-        """End a build (or a matrix leg) `error` after its runners were lost `max_attempts` times (reads,
-        then pipe.multi() and the writes); the id of the build that ended with it."""
+    def give_up(self, pipe: Txn, build: Build, why: str, runner_id: str, lost: Attempt,
+                attempt_record: Attempt | None) -> str:
+        """End a build (or a matrix leg) `error` after its runners (or a shard's) were lost `max_attempts`
+        times, in the caller's guarded transaction (reads, then pipe.multi() and the writes); the id of
+        the build that ended with it."""
         output = raw(pipe, "GET", keys.build_log(build.id))
         if build.is_leg:
             error = Encoded(RunOutcome(Status.ERROR, [], Counts(), why))
-            ended = self._end_leg(pipe, build, runner_id, error, now_iso(), output, attempt_record)
+            ended = self.legs.end(pipe, build, runner_id, error, now_iso(), output, attempt_record)
         else:
             pipe.multi()
-            self._end_without_result(pipe, build, Status.ERROR, why, attempt_record, output)
+            end_without_result(pipe, build, Status.ERROR, why, attempt_record, output, self.settings.fair_window)
             ended = build.id
-        self._record_lost(pipe, build, lost, "gave up")
+        record_lost(pipe, build, lost, "gave up")
         return ended
-
-    @staticmethod
-    def _record_lost(pipe: Txn, build: Build, lost: Attempt, next_step: str) -> None:
-        """Keep the latest lost attempts for `volt status`."""
-        pipe.lpush(keys.lost(), LostAttempt(build.id, build.repo, build.commit, lost.number, lost.runner,
-                                            lost.started_at, lost.ended_at, lost.reason, next_step).to_json())
-        pipe.ltrim(keys.lost(), 0, LOST_KEPT - 1)
-        metrics.count_lost(pipe)
-
-    @staticmethod
-    def _add_jobs(pipe: Txn, build: Build, *job_ids: str) -> None:
-        pipe.hset(keys.build(build.id), "jobs", " ".join([*build.jobs, *job_ids]))
 
     # ------------------------------------------------------------ the scheduler and people
 
@@ -444,33 +309,33 @@ class Transitions(Trail):
             build = self._owned(pipe, build_id, attempt)
             if build is None:
                 return ""
-            prior = self._attempt_record(pipe, build)
+            prior = read_attempt(pipe, build)
             lost = replace(prior, state=AttemptState.LOST, runner=prior.runner or runner, ended_at=now_iso(),
                            reason=reason)
             if attempt >= self.settings.max_attempts:
-                ended = self._give_up(pipe, build, f"gave up after {attempt} attempt(s): each one's runner was "
-                                      f"lost (last: {reason})", lost.runner, lost, lost)
+                ended = self.give_up(pipe, build, f"gave up after {attempt} attempt(s): each one's runner was "
+                                     f"lost (last: {reason})", lost.runner, lost, lost)
                 return "gave up"
             pipe.multi()
             pipe.hset(keys.build_attempts(build.id), str(lost.number), lost.to_json())
             pipe.hset(keys.build(build.id), mapping={"status": Status.QUEUED.value, "attempt": str(attempt + 1),
                                                      "runner": "", "started_at": "", "waiting_since": now_iso(),
                                                      "queued_for": QueuedFor.LOST.value})
-            self._add_jobs(pipe, build, keys.job_id(build_id, attempt + 1))
+            add_jobs(pipe, build, keys.job_id(build_id, attempt + 1))
             if build.is_leg:
                 jobqueue.enqueue_leg(self.r, build, attempt + 1, self.settings, pipe)
             else:
                 pipe.srem(keys.running(), build.id)
                 pipe.sadd(keys.queued(), build.id)
                 jobqueue.enqueue_attempt(self.r, build, attempt + 1, self.settings, pipe)
-            self._record_lost(pipe, build, lost, f"attempt {attempt + 1} queued")
+            record_lost(pipe, build, lost, f"attempt {attempt + 1} queued")
             return "requeued"
 
-        done = guarded(self.r, self._watched(build_id, keys.build_log(build_id)), body)
+        done = guarded(self.r, watched(build_id, keys.build_log(build_id)), body)
         if done:
             jobqueue.retire_job(self.r, keys.job_id(build_id, attempt), f"Volt: attempt lost ({reason})", self.settings)
         if ended:
-            self._ended_now(ended)
+            self.queue.ended(ended)
         return done
 
     def cancel(self, build_id: str, why: str = "cancelled on request") -> Build | None:
@@ -480,17 +345,17 @@ class Transitions(Trail):
         waiting_legs: list[Build] = []
 
         def body(pipe: Txn) -> Build | None:
-            build = self._read_build(pipe, build_id)
+            build = read_build(pipe, build_id)
             if build is None or build.status.is_final or build.is_leg:
                 return None
             record = None
             if build.status is Status.RUNNING:
-                record = replace(self._attempt_record(pipe, build), state=AttemptState.FINISHED, ended_at=now_iso(),
+                record = replace(read_attempt(pipe, build), state=AttemptState.FINISHED, ended_at=now_iso(),
                                  status=Status.CANCELLED.value)
             output = raw(pipe, "GET", keys.build_log(build_id))
-            legs = [leg for leg in self._read_legs(pipe, build) if not leg.status.is_final]
+            legs = [leg for leg in read_legs(pipe, build) if not leg.status.is_final]
             pipe.multi()
-            self._end_without_result(pipe, build, Status.CANCELLED, why, record, output)
+            end_without_result(pipe, build, Status.CANCELLED, why, record, output, self.settings.fair_window)
             ended = now_iso()
             for leg in legs:  # their runners see it within a second and stop
                 pipe.hset(keys.build(leg.id), mapping={"status": Status.CANCELLED.value, "reason": why,
@@ -504,38 +369,39 @@ class Transitions(Trail):
         if before is not None and before.status is Status.QUEUED:
             jobqueue.retire_job(self.r, keys.job_id(build_id, before.attempt), "Volt: build cancelled", self.settings)
         if before is not None:
-            self._ended_now(build_id)
+            self.queue.ended(build_id)
         return before
 
     def supersede(self, newest: Build) -> list[Build]:
         """Mark `skipped` every other build of `newest`'s repository and branch still waiting in the queue
         (the observer calls this with the newest commit it enqueued): a busy pool then builds what
         matters. Running builds are left to finish."""
-        older = [b for b in self.queued_builds() if b.repo == newest.repo and b.branch == newest.branch
+        older = [b for b in self.records.queued_builds() if b.repo == newest.repo and b.branch == newest.branch
                  and b.id != newest.id]
         skipped = []
         for build in older:
             def body(pipe: Txn, build_id: str = build.id) -> bool:
-                current = self._read_build(pipe, build_id)
+                current = read_build(pipe, build_id)
                 if current is None or current.status is not Status.QUEUED:
                     return False
                 pipe.multi()
-                self._end_without_result(pipe, current, Status.SKIPPED, f"superseded by {newest.short}", None, None)
+                end_without_result(pipe, current, Status.SKIPPED, f"superseded by {newest.short}", None, None,
+                                   self.settings.fair_window)
                 return True
 
             if guarded(self.r, [keys.build(build.id)], body):
-                jobqueue.retire_job(self.r, keys.job_id(build.id, build.attempt), f"Volt: superseded by {newest.short}",
-                                 self.settings)
+                jobqueue.retire_job(self.r, keys.job_id(build.id, build.attempt),
+                                    f"Volt: superseded by {newest.short}", self.settings)
                 skipped.append(build)
         if skipped:
-            self._ended_now(*(b.id for b in skipped))
+            self.queue.ended(*(b.id for b in skipped))
         return skipped
 
     def interrupt(self, newest: Build) -> list[Build]:
         """Cancel the running builds of `newest`'s branch that were queued before it (GitLab's
         `interruptible`; the observer's `--interrupt`), each with the reason. A build someone asked to be
         built again (Rebuild) is left to finish. Their runners stop their tests within a second."""
-        older = [b for b in self.running_builds() if b.repo == newest.repo and b.branch == newest.branch
+        older = [b for b in self.records.running_builds() if b.repo == newest.repo and b.branch == newest.branch
                  and b.id != newest.id and b.queued_for != QueuedFor.REBUILD.value
                  and (b.queued_at or "") <= (newest.queued_at or "~")]
         return [b for b in older if self.cancel(b.id, f"interrupted: superseded by {newest.short}, a newer commit "
@@ -546,7 +412,7 @@ class Transitions(Trail):
         Returns the build as it was, or None when it has not ended (it is queued or running)."""
 
         def body(pipe: Txn) -> Build | None:
-            build = self._read_build(pipe, build_id)
+            build = read_build(pipe, build_id)
             if build is None or not build.status.is_final:
                 return None
             pipe.multi()
@@ -558,12 +424,12 @@ class Transitions(Trail):
                 "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0",
                 "waiting_since": queued, "queued_for": QueuedFor.REBUILD.value, "first_failing": ""})
             pipe.hdel(keys.build(build.id), "cut")
-            self._add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
+            add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
             pipe.sadd(keys.queued(), build.id)
             jobqueue.enqueue_attempt(self.r, build, build.attempt + 1, self.settings, pipe)
             return build
 
         before = guarded(self.r, [keys.build(build_id)], body)
         if before is not None:
-            self.after_enqueue()
+            self.queue.enqueued()
         return before
