@@ -281,6 +281,14 @@ def build_id(repo: str, sha: str) -> str:
     return f"{repo}-{sha}"
 
 
+def pull_build_id(repo: str, number: int, head: str) -> str:
+    """A pull request's build: of its head commit as it would merge, apart from a branch's build of the
+    same commit (that one is built as it is). A new head is a new build; the same head, the same one."""
+    if number <= 0:
+        raise ValueError(f"not a pull request number: {number!r}")
+    return build_id(repo, f"pr{number}-{head}")
+
+
 def job_id(build_id_: str, attempt: int) -> str:
     """The rq job of one attempt of a build."""
     return f"{build_id_}-a{attempt}"

@@ -252,6 +252,31 @@ class FirstFailing:
         return f"first failing commit: {self.commit[:10]} {self.subject} by {self.author}".rstrip()
 
 
+@dataclass(frozen=True)
+class PullRequest:
+    """What a pull request's build is of: its number, the head commit it proposes, and the commit of its
+    base branch it was merged into (`base`, known once a runner made the merge; "" before). The build's
+    `commit` is `head`; its `branch` is `base_branch`, the branch it would merge into."""
+
+    number: int
+    head: str
+    base: str = ""
+    base_branch: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> PullRequest:
+        data = json.loads(text)
+        return cls(int(data["number"]), str(data.get("head", "")), str(data.get("base", "")),
+                   str(data.get("base_branch", "")))
+
+    def to_dict(self) -> dict[str, Any]:
+        """As `volt report --json` gives it: `{"number": N, "head": SHA, "base": SHA}`."""
+        return {"number": self.number, "head": self.head, "base": self.base or None}
+
+
 PROTECTED_SCOPE = "protected"  # the trust scope of the protected branches' builds (runner/scopes.py)
 
 
@@ -289,6 +314,7 @@ class Build:
     legs: int = 0  # how many matrix legs it was split into (0: none; see Leg)
     cut: Cut = field(default_factory=Cut)  # what its results lost to the bounds on what Volt keeps
     scope: str = ""  # the trust scope its last attempt ran in ("protected", or a branch's; "": not known)
+    pull_request: PullRequest | None = None  # a pull request's build: built as its head would merge
     # A matrix leg's own record (keys.leg_id): its build, its name, interpreter and variables.
     parent: str = ""
     leg: str = ""
@@ -300,6 +326,9 @@ class Build:
         data["status"] = self.status.value
         data["env"] = json.dumps(self.env) if self.env else ""
         data["first_failing"] = self.first_failing.to_json() if self.first_failing else ""
+        data["pull_request"] = self.pull_request.to_json() if self.pull_request else ""
+        if not self.pull_request:
+            del data["pull_request"]  # a field only on pull requests' builds
         data["counts"] = json.dumps(self.counts.to_dict())
         data["jobs"] = " ".join(self.jobs)
         data["log_compressed"] = "1" if self.log_compressed else "0"
@@ -330,6 +359,7 @@ class Build:
             legs=int(data.get("legs") or 0), parent=data.get("parent", ""), leg=data.get("leg", ""),
             python=data.get("python", ""), env=json.loads(data["env"]) if data.get("env") else {},
             cut=Cut.from_json(data.get("cut")), scope=data.get("scope", ""),
+            pull_request=PullRequest.from_json(data["pull_request"]) if data.get("pull_request") else None,
         )
 
     @property
