@@ -120,11 +120,27 @@ class SentinelGroup:
             time.sleep(0.05)
         raise AssertionError("no Sentinel promoted a replica within the wait")
 
+    def agreed_primary(self) -> int:
+        """The primary's port once every Sentinel names the same one: a server started again while the
+        Sentinels still disagree could be told to follow the one that is going away."""
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            named = set()
+            for n in range(len(self.sentinel_ports)):
+                try:
+                    named.add(self.sentinel(n).execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SERVICE)[1])
+                except (redis.RedisError, TypeError, IndexError):
+                    named.add(None)
+            if len(named) == 1 and None not in named:
+                return int(named.pop())
+            time.sleep(0.05)
+        raise AssertionError("the Sentinels did not agree on a primary within the wait")
+
     def rejoin(self, server: RedisServer) -> None:
-        """Start a killed server again, as a replica of the primary of now."""
-        port = self.primary_port()
-        assert port is not None
-        server.settings["replicaof"] = f"127.0.0.1 {port}"
+        """Start a killed server again, as a replica of the primary of now. Under load the Sentinels may
+        call the new primary down too before the server has copied it, and promote the server instead
+        (it then comes up with what it had: nothing); either way, the group settles."""
+        server.settings["replicaof"] = f"127.0.0.1 {self.agreed_primary()}"
         server.start()
         self.wait_synced(server)
         self.wait_stable()
@@ -138,6 +154,8 @@ class SentinelGroup:
             while time.monotonic() < deadline:
                 try:
                     info = client.info("replication")
+                    if info.get("role") == "master" and self.primary_port() == replica.port:
+                        return  # the Sentinels promoted it meanwhile
                     if info.get("master_link_status") == "up" and not int(info.get("master_sync_in_progress", 1)):
                         return
                 except redis.RedisError:

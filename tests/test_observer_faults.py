@@ -82,3 +82,42 @@ def test_mirror_recovers_from_a_killed_fetch_and_a_deleted_mirror(rq_conn, setti
     shutil.rmtree(watch.mirror.path)
     third = repo.commit({"a.txt": "2"}, "two")
     assert [b.commit for b in watch.poll()] == [third]
+
+
+def test_builds_a_primary_came_back_without_are_queued_again(make_repo, tmp_path) -> None:
+    """A replica promoted while it was still copying the primary comes up empty: the builds the observer
+    had queued, its pointers and the registry are all gone. The observer queues every one of them again
+    (not only the head, as for a branch seen the first time), and only once."""
+    server = RedisServer(tmp_path / "redis").start()  # nothing on disk: a restart comes back empty
+    repo = make_repo()
+    env = child_env(VOLT_WORKSPACE_DIR=str(tmp_path / "ws"))
+    log_path = tmp_path / "observer.log"
+    shas = [repo.commit({"a.txt": "0"}, "zero")]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "volt-observe"), "--repo", str(repo.path),
+                                 "--poll", "0.2", "--redis-url", server.url],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_build(server.url, "proj", shas[0])
+        for n in (1, 2):
+            shas.append(repo.commit({"a.txt": str(n)}, f"change {n}"))
+            wait_for_build(server.url, "proj", shas[-1])
+        server.stop()
+        server.start()
+        for sha in shas:
+            wait_for_build(server.url, "proj", sha)
+        client = redis.Redis.from_url(server.url, decode_responses=True)
+        wait_until(lambda: client.hget(keys.pointer("proj"), "main") == shas[-1], "the pointer back at the head")
+        wait_until(lambda: client.hexists(keys.repos(), "proj"), "the repository registered again")
+        time.sleep(1.0)  # a few more polls: nothing is queued twice
+        store = Store(client)
+        assert [store.records.get_build(keys.build_id("proj", sha)).attempt for sha in shas] == [1, 1, 1]
+        assert client.llen("rq:queue:volt") == 3
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+        server.stop()
+    text = log_path.read_text()
+    assert "Traceback" not in text
+    assert text.count("lost with the failover; queued again") == 3

@@ -33,6 +33,7 @@ from voltci.failover import PrimaryWatch
 from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
 from voltci.models import Build, PointerUpdate, Push, QueuedFor
 from voltci.outage import Outage
+from voltci.requeue import QueuedJournal
 from voltci.runner.scopes import scope_of
 from voltci.store import Store
 from voltci.store.channels import Subscription
@@ -112,6 +113,7 @@ class RepoWatch:
         self.interrupt = interrupt
         self.priority = priority
         self.mirror = Mirror(Path(settings.workspace_dir) / "observer", self.name, self.url)
+        self.journal = QueuedJournal()  # what it queued lately: a failover may take it (requeue.py)
 
     @property
     def rules(self) -> tuple:
@@ -254,6 +256,7 @@ class RepoWatch:
         if self.settings.dispatch == "fair":
             first = [builds[-1].id] + [builds[j - 1].id for j in halving(0, len(builds))] if builds else []
         created = self.store.builds.submit_push(builds, PointerUpdate(self.name, branch, commits[-1].sha), push, first)
+        self.journal.remember(created)
         if self._protected(branch) and commits[-1].sha not in {build.commit for build in created}:
             self._protect(branch, [commits[-1].sha])
         if created and self.supersedes(branch):
@@ -264,6 +267,16 @@ class RepoWatch:
                     log.info("interrupted %s %s (%s): superseded by %s", stopped.repo, stopped.short, branch,
                              created[-1].short)
         return created
+
+    def recover(self) -> list[Build]:
+        """After the primary changed: register again (the registry may be gone too) and queue again the
+        builds this observer queued lately that the new primary lacks."""
+        self.register()
+        again = self.journal.queue_lost(self.store)
+        for build in again:
+            log.warning("%s %s (%s): its build was lost with the failover; queued again", self.name, build.short,
+                        build.branch)
+        return again
 
     def supersedes(self, branch: str) -> bool:
         if any(fnmatch.fnmatchcase(branch, pattern) for pattern in self.supersede if pattern != "all"):
@@ -330,10 +343,13 @@ def observe_loop(watches: list[RepoWatch] | WatchList, poll_s: float, stop: thre
     primary = PrimaryWatch("observer")
     due = {watch.name for watch in current()}
     notified: dict[str, Wanted] = {}
+    recovering = False  # a failover was seen and what it lost is not yet queued again
     while not stop.is_set():
         failed = False
-        if store is not None:
-            _watch_primary(primary, store)
+        if store is not None and _watch_primary(primary, store):
+            recovering = True
+        if recovering:
+            recovering = not _recover(current())
         for watch in current():
             if watch.name not in due:
                 continue
@@ -355,15 +371,30 @@ def observe_loop(watches: list[RepoWatch] | WatchList, poll_s: float, stop: thre
         due = (set(notified) & names) or names
 
 
-def _watch_primary(primary: PrimaryWatch, store: Store) -> None:
-    """A failover may have taken the observer's last writes with it — builds it queued and its pointers
-    together, one transaction each: the pointer gone back, the next poll queues those commits again
-    (their build ids make it idempotent). Said once, and counted."""
+def _watch_primary(primary: PrimaryWatch, store: Store) -> bool:
+    """Whether the primary changed. A failover may have taken the observer's last writes with it —
+    builds it queued and its pointers together, one transaction each: the pointer gone back, the next
+    poll queues those commits again (their build ids make it idempotent); the pointer gone altogether,
+    _recover queues again what this observer remembers queuing. Said once, and counted."""
     try:
         if primary.check(store.r):
             store.metrics.count_event("failovers", "observer")
+            return True
     except redis.RedisError:
         pass  # an outage: the poll says so
+    return False
+
+
+def _recover(watches: list[RepoWatch]) -> bool:
+    """Each watch's recovery after a failover; whether all of them got through (else: again next pass)."""
+    done = True
+    for watch in watches:
+        try:
+            watch.recover()
+        except (redis.RedisError, BadInput) as exc:
+            done = False
+            log.warning("%s: could not check what the failover lost (%s); looking again", watch.name, exc)
+    return done
 
 
 class NotifyListener:
