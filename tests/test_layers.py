@@ -17,7 +17,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("rq", {"voltci.jobqueue"}),
     ("store", {"voltci.store"}),
     ("runner", {"voltci.runner", "voltci.worker", "voltci.heartbeat", "voltci.logstream"}),
-    ("dispatch", {"voltci.observer", "voltci.watchlist", "voltci.scheduler", "voltci.webhooks"}),
+    ("dispatch", {"voltci.observer", "voltci.requeue", "voltci.watchlist", "voltci.scheduler", "voltci.webhooks"}),
     ("people", {"voltci.cli", "voltci.up", "voltci.live", "voltci.report", "voltci.web", "voltci.web_server",
                 "voltci.example", "voltci.humantime", "voltci.testhistory", "voltci.metrics", "voltci.terminal",
                 "voltci.__main__"}),
