@@ -1,5 +1,6 @@
 """The observer loop, as a real process, outlives a Redis restart and a failing fetch: one log line
-per retry, never a crash, and no commit is lost."""
+per retry, never a crash, and no commit is lost. A primary that comes back empty loses no build to run,
+and a runner outlives a Redis that goes away while it starts."""
 
 from __future__ import annotations
 
@@ -121,3 +122,25 @@ def test_builds_a_primary_came_back_without_are_queued_again(make_repo, tmp_path
     text = log_path.read_text()
     assert "Traceback" not in text
     assert text.count("lost with the failover; queued again") == 3
+
+
+def test_a_runner_whose_redis_goes_away_while_it_starts_waits_for_it(tmp_path) -> None:
+    """A failover or restart between a runner's connecting and its first dequeue (rq's birth and pubsub)
+    is waited out with a log line, as in the work loop, rather than ending the runner."""
+    import threading
+
+    from voltci.config import Settings
+    from voltci.connection import connect
+    from voltci.runner.worker import make_worker
+
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        settings = Settings(redis_url=server.url, workspace_dir=str(tmp_path / "ws"), sandbox=False)
+        worker = make_worker(connect(server.url, decode=False), settings, "starting-runner")
+        server.stop()
+        threading.Timer(2.0, server.start).start()
+        assert worker.work(burst=True, logging_level="WARNING") is False  # started, found nothing, stopped
+        client = redis.Redis.from_url(server.url)
+        assert client.sismember("rq:workers", worker.key) or client.hexists(worker.key, "death")
+    finally:
+        server.stop()

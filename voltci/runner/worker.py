@@ -201,6 +201,24 @@ class VoltWorker(Worker):
             self.log.warning("Worker %s: %s skipped, Redis unavailable (%s)", self.name, what, exc)
         return None
 
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        """rq's start (its birth, its pubsub) talks to Redis after the runner connected: a failover or
+        restart then is waited out, for up to `redis_outage_limit`, as the work loop waits one out."""
+        deadline = time.monotonic() + self.volt_settings.redis_outage_limit
+        while True:
+            try:
+                super().bootstrap(*args, **kwargs)
+                return
+            except _REDIS_DOWN as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                self.log.warning("Worker %s: starting: Redis unavailable (%s); retrying", self.name, exc)
+                time.sleep(1.0)
+                try:  # a birth half written: rq would refuse a name that looks alive
+                    self.connection.delete(self.key)
+                except _REDIS_DOWN:
+                    pass
+
     def heartbeat(self, *args: Any, **kwargs: Any) -> None:
         self._tolerating_outage("rq heartbeat", lambda: super(VoltWorker, self).heartbeat(*args, **kwargs))
 
