@@ -153,6 +153,28 @@ def test_a_module_that_does_not_collect_is_an_error_naming_it(workspace, tmp_pat
     assert "No module named 'no_such_module'" in outcome.reason
 
 
+def test_a_module_skipped_at_collection_is_one_skipped_test_as_pytests_junit_names_it(workspace, tmp_path) -> None:
+    files = {"tests/test_ok.py": "def test_ok():\n    pass\n",
+             "tests/test_optional.py": ("import pytest\n\nyaml = pytest.importorskip('no_such_module_here')\n\n"
+                                        "def test_never():\n    pass\n"),
+             "tests/test_marked.py": ("import pytest\n\npytest.skip('not on this host', allow_module_level=True)\n")}
+    outcome, _, tree = build(workspace, tmp_path, files)
+    assert outcome.status is Status.PASSED, outcome.reason
+    by_id = {t.id: t for t in outcome.tests}
+    assert by_id["tests/test_optional.py"].outcome is Outcome.SKIPPED
+    assert "no_such_module_here" in by_id["tests/test_optional.py"].message
+    assert by_id["tests/test_marked.py"].message == "not on this host"
+    assert (outcome.counts.total, outcome.counts.skipped) == (3, 2)
+    junit = tree / "junit.xml"
+    subprocess.run([str(environment_python(workspace)), "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                    f"--junitxml={junit}"], cwd=tree, capture_output=True, timeout=300)
+    import xml.etree.ElementTree as ET
+    named = {(case.get("classname"), case.get("name"), bool(case.find("skipped") is not None))
+             for case in ET.parse(junit).getroot().iter("testcase")}
+    assert named == {("tests.test_ok", "test_ok", False), ("", "tests.test_optional", True),
+                     ("", "tests.test_marked", True)}
+
+
 def test_failed_tests_run_again_by_node_id_and_flaky_ones_pass(workspace, tmp_path) -> None:
     files = {"tests/test_flaky.py": """\
         import os, pytest

@@ -66,6 +66,35 @@ def test_failing_tree_matches_unittest_with_subtests_and_tracebacks(tmp_path: Pa
     assert "hello from a test" in outcome.log_tail
 
 
+SKIPPING_SUBTESTS = {
+    "tests/__init__.py": "",
+    "tests/test_sub.py": (
+        "import unittest\n\nclass T(unittest.TestCase):\n"
+        "    def test_some_skip(self):\n        for n in range(3):\n            with self.subTest(n=n):\n"
+        "                if n:\n                    self.skipTest(f'not {n}')\n"
+        "    def test_skip_and_fail(self):\n        for n in range(2):\n            with self.subTest(n=n):\n"
+        "                if n:\n                    self.skipTest('no')\n                self.assertEqual(n, 1)\n"
+        "    def test_plain(self):\n        pass\n"),
+}
+
+
+def test_subtests_that_skip_leave_their_test_passed_as_unittest_counts_it(tmp_path: Path) -> None:
+    """unittest's summary (`Ran 3 tests ... FAILED (failures=1, skipped=3)`): a test whose subtests only
+    skipped ran and passed; each skipped subtest is listed beside its test and counted skipped."""
+    tree = tree_with(tmp_path, SKIPPING_SUBTESTS)
+    outcome = run(tree)
+    assert outcome.status is Status.FAILED, outcome.reason
+    assert_same_as_unittest(tree, outcome)
+    by_id = {t.id: t for t in outcome.tests}
+    assert by_id["tests.test_sub.T.test_some_skip"].outcome.value == "passed"
+    skipped = by_id["tests.test_sub.T.test_some_skip (n=2)"]
+    assert (skipped.outcome.value, skipped.subtest_of, skipped.message) == \
+        ("skipped", "tests.test_sub.T.test_some_skip", "not 2")
+    assert by_id["tests.test_sub.T.test_skip_and_fail"].outcome.value == "failed"
+    counts = outcome.counts
+    assert (counts.total, counts.passed, counts.failed, counts.skipped) == (3, 2, 1, 3)
+
+
 def test_module_that_does_not_import_is_an_error_build(tmp_path: Path) -> None:
     tree = tree_with(tmp_path, PASSING, IMPORT_FAILING)
     outcome = run(tree)

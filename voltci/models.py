@@ -105,7 +105,7 @@ class Counts:
     @classmethod
     def of(cls, tests: list[TestResult]) -> Counts:
         """Count as unittest's and pytest's summaries do: `total` is tests run (subtests are not tests of
-        their own), and each failing subtest adds to failures or errors."""
+        their own), each failing subtest adds to failures or errors and each skipped one to skipped."""
         counts = cls()
         for test in tests:
             counts.add(test)
@@ -120,6 +120,8 @@ class Counts:
                 self.flaky += test.outcome is Outcome.FLAKY
             elif test.outcome is Outcome.SKIPPED:
                 self.skipped += 1
+        elif test.outcome is Outcome.SKIPPED:
+            self.skipped += 1  # a subtest's skipTest: unittest's `skipped=N` counts it
         if test.via_subtests:
             return  # counted through its failing subtests' own entries
         if test.outcome is Outcome.FAILED:

@@ -74,10 +74,14 @@ class JsonLinesResult(unittest.TextTestResult):
         super().stopTest(test)
         test_id = test.id()
         if test_id not in self._reported:
-            # Only subtests failed: unittest then never calls addSuccess for the parent.
+            # unittest calls neither addSuccess nor addFailure for a test whose subtests failed or skipped:
+            # it ran and, unless a subtest failed, its summary counts it as passed.
             failed = self._failed_subtests.get(test_id, [])
-            outcome = "failed" if "failed" in failed else "error"
-            self._record(test, outcome, f"{len(failed)} subtest(s) did not pass", via_subtests=True)
+            if failed:
+                outcome = "failed" if "failed" in failed else "error"
+                self._record(test, outcome, f"{len(failed)} subtest(s) did not pass", via_subtests=True)
+            else:
+                self._record(test, "passed")
         self._started.pop(test_id, None)
 
     def addSuccess(self, test: unittest.TestCase) -> None:
@@ -94,6 +98,10 @@ class JsonLinesResult(unittest.TextTestResult):
 
     def addSkip(self, test: unittest.TestCase, reason: str) -> None:
         super().addSkip(test, reason)
+        parent = getattr(test, "test_case", None)
+        if isinstance(parent, unittest.TestCase) and parent is not test:  # a subtest's skipTest: beside its test
+            self._write(test.id(), "skipped", reason, self._elapsed(parent), subtest_of=parent.id())
+            return
         self._record(test, "skipped", reason)
 
     def addExpectedFailure(self, test: unittest.TestCase, err: Any) -> None:

@@ -12,7 +12,9 @@ from Volt. It adds nothing to what pytest collects or how it runs; a plugin of i
 
 as pytest's summary counts them: an error in setup is an `error`; an error in teardown is an
 `error` entry of its own beside the test's outcome; xfail is `skipped` (with its reason), xpass
-`passed` (`failed` when strict); a failing subtest is an entry of its own. Lines are flushed one by
+`passed` (`failed` when strict); a failing subtest is an entry of its own; a module skipped as it is
+collected (`pytest.importorskip` at its top) is one skipped test named by its node id, as pytest's
+summary and JUnit file count it. Lines are flushed one by
 one, so the tests that finished before a hang or a crash are kept.
 
 `duration_s` is pytest's own (set-up, call and tear-down). `cost_s` is what the test took of the
@@ -121,6 +123,10 @@ class VoltRecorder:
                 break
         if report.failed:
             self.collect_errors.append([report.nodeid or ".", _text(report)])
+        elif report.skipped and not self.list_only:  # a module skipped whole (importorskip): one skipped test
+            self.tests_run += 1
+            outcome, message = _skipped(report)
+            self._write({"id": report.nodeid or ".", "outcome": outcome, "duration_s": 0.0, "message": message})
 
     def pytest_collection_modifyitems(self, session: Any, config: Any, items: list[Any]) -> None:
         if self.only is None and self.others is None:
