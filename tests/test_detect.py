@@ -207,7 +207,7 @@ def test_tox_env_set_env_references_and_tox_only_substitutions(tmp_path: Path) -
     assert plan.setup == [[*PIP, "-U", "pip>=25.1"], [*PIP, "--group", "testing"], [*PIP, "."]]
 
 
-def test_what_volt_cannot_mean_is_left_as_written_and_said(tmp_path: Path) -> None:
+def test_what_volt_cannot_read_is_said_and_what_it_cannot_expand_ends_detection(tmp_path: Path) -> None:
     tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": """
         [testenv]
         setenv =
@@ -216,9 +216,12 @@ def test_what_volt_cannot_mean_is_left_as_written_and_said(tmp_path: Path) -> No
         commands = pytest --rootdir={envsitepackagesdir}
         """})
     plan = detect(tree)
-    assert plan.pytest_args == ["--rootdir={envsitepackagesdir}"] and plan.env == {"A": "1"}
+    assert plan.pytest_args == ["--rootdir={site}"] and plan.env == {"A": "1"}
     assert "tox.ini: set_env from files is not read: file|.env" in plan.notes
-    assert "tox.ini: no Volt meaning for {envsitepackagesdir}; left as written" in plan.notes
+    write_tree(tmp_path, {"tox.ini": "[testenv]\ncommands = pytest --basetemp={homedir}/x {nosuchthing}\n"})
+    with pytest.raises(DetectError, match=r"^tox.ini: env 'py' uses \{homedir\}, \{nosuchthing\}, which Volt "
+                                          r"cannot expand$"):
+        detect(tree)
 
 
 def test_tox_ini_without_tox_sections_is_not_a_tox_config(tmp_path: Path) -> None:
@@ -568,22 +571,117 @@ def test_no_config_at_all_is_unittest_discovery(tmp_path: Path) -> None:
     assert detect(tree).start_dir == "."
 
 
-def test_commands_before_the_runner_become_setup_and_coverage_reports_go(tmp_path: Path) -> None:
+def test_every_command_runs_in_its_place_and_coverage_reports_go(tmp_path: Path) -> None:
     tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": """
         [testenv]
         deps = pytest
         commands_pre = pip uninstall --yes text-unidecode
         commands =
             - coverage erase
+            pip install ./plugin
             python scripts/make_fixtures.py
             coverage run -m pytest {posargs:tests}
             coverage report
         """})
     plan = detect(tree)
     assert plan.setup == [[*PIP, "pytest"], [*PIP, "."],
-                          ["python", "-m", "pip", "uninstall", "--yes", "text-unidecode"],
-                          ["python", "scripts/make_fixtures.py"]]
+                          ["python", "-m", "pip", "uninstall", "--yes", "text-unidecode"], [*PIP, "./plugin"]]
     assert plan.pytest_args == ["tests"]
+    assert [(c.kind, c.argv, c.pytest_args) for c in plan.commands] == [
+        ("step", ["python", "scripts/make_fixtures.py"], []),
+        ("pytest", ["coverage", "run", "-m", "pytest", "tests"], ["tests"])]
+    said = notes(plan)
+    assert "command 1 of env 'py': `coverage erase` (`-`: its exit status ignored): left out" in said
+    assert "command 2 of env 'py': `pip install ./plugin`: a setup step" in said
+    assert "command 3 of env 'py': `python scripts/make_fixtures.py`: run as a step, in its place" in said
+
+
+def test_one_test_run_in_the_tree_is_the_builds_suite_alone(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": "[testenv]\ncommands =\n    coverage erase\n"
+                                                             "    pytest tests\n    coverage report\n"})
+    plan = detect(tree)
+    assert plan.commands == [] and plan.pytest_args == ["tests"]
+
+
+def test_several_test_runs_placeholders_and_changedir_as_tox_has_them(tmp_path: Path) -> None:
+    """A doctest of a document, pytest of two documents, the installed package's doctests, the suite —
+    run from a changedir, with {toxinidir} then the tree's path and site-packages the environment's."""
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": """
+        [testenv]
+        deps = pytest
+        changedir = {toxinidir}/.tox
+        ignore_errors = true
+        commands =
+            python -m doctest {toxinidir}/README.rst
+            pytest {toxinidir}/docs/a.rst {tox_root}/docs/b.rst
+            - pytest --doctest-modules {envsitepackagesdir}/sample {posargs}
+            {envpython} -m unittest discover -s {toxinidir}/tests
+            {envbindir}/sample-cli --check {env_dir}
+        """})
+    plan = detect(tree)
+    assert [(c.kind, c.argv, c.cwd, c.ignore_exit) for c in plan.commands] == [
+        ("step", ["python", "-m", "doctest", "{tree}/README.rst"], ".tox", False),
+        ("pytest", ["pytest", "{tree}/docs/a.rst", "{tree}/docs/b.rst"], ".tox", False),
+        ("pytest", ["pytest", "--doctest-modules", "{site}/sample"], ".tox", True),
+        ("unittest", ["python", "-m", "unittest", "discover", "-s", "{tree}/tests"], ".tox", False),
+        ("step", ["{venv}/bin/sample-cli", "--check", "{venv}"], ".tox", False)]
+    assert plan.commands[2].pytest_args == ["--doctest-modules", "{site}/sample"]
+    assert plan.commands[3].start_dir == "{tree}/tests"
+    assert plan.ignore_errors and plan.runner == "pytest"
+    assert "tox.ini: env 'py' runs its commands in {toxinidir}/.tox (changedir)" in plan.notes
+    text = describe(plan)
+    assert "command 3, tests (in .tox): pytest --doctest-modules '{site}/sample' (exit status ignored)" in text
+
+
+@pytest.mark.parametrize("changedir, where", [
+    (".", "."), ("{toxinidir}", "."), ("tests/", "tests"), ("{tox_root}/a/../b", "b"), ("{envtmpdir}", "{tmp}/envtmp"),
+    ("{toxworkdir}", "{tmp}"),
+])
+def test_changedir_inside_the_builds_directories(tmp_path: Path, changedir: str, where: str) -> None:
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": f"[testenv]\nchangedir = {changedir}\ncommands = pytest\n"})
+    plan = detect(tree)
+    assert (plan.commands[0].cwd if plan.commands else ".") == where
+
+
+@pytest.mark.parametrize("changedir", ["..", "../elsewhere", "/etc", "{toxinidir}/..", "{envtmpdir}/../..",
+                                       "{envsitepackagesdir}", "{env_dir}", "~/x", "{homedir}"])
+def test_changedir_out_of_the_builds_directories_is_refused(tmp_path: Path, changedir: str) -> None:
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": f"[testenv]\nchangedir = {changedir}\ncommands = pytest\n"})
+    with pytest.raises(DetectError, match=r"^tox.ini: (changedir of env 'py' is .*Volt runs commands only in the "
+                                          r"project's tree or the build's temporary directory|env 'py' uses "
+                                          r"\{homedir\}, which Volt cannot expand)$"):
+        detect(tree)
+
+
+def test_a_huge_number_of_commands_is_refused(tmp_path: Path) -> None:
+    lines = "".join(f"    python -c pass{n}\n" for n in range(200))
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": f"[testenv]\ncommands =\n    pytest\n{lines}"})
+    with pytest.raises(DetectError, match=r"^tox.ini: commands of env 'py' has more than 64 commands"):
+        detect(tree)
+    toml = "[tool.tox.env_run_base]\ncommands = [" + ", ".join('["pytest"]' for _ in range(100)) + "]\n"
+    write_tree(tmp_path, {"tox.ini": "", "pyproject.toml": PYPROJECT + toml})
+    (tmp_path / "tox.ini").unlink()
+    with pytest.raises(DetectError, match=r"'commands' of env 'py' has more than 64 commands"):
+        detect(tree)
+
+
+def test_tool_tox_in_pyproject_runs_its_commands_with_change_dir_and_dashes(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path, {"pyproject.toml": PYPROJECT + """
+        [tool.tox]
+        env_list = ["3.13"]
+        [tool.tox.env_run_base]
+        change_dir = "{env_tmp_dir}"
+        commands = [["-", "python", "-m", "doctest", "{tox_root}/README.md"],
+                    ["pytest", "--pyargs", "sample", {replace = "posargs", default = ["-q"]}]]
+        """})
+    plan = detect(tree)
+    assert [(c.kind, c.argv, c.cwd, c.ignore_exit) for c in plan.commands] == [
+        ("step", ["python", "-m", "doctest", "{tree}/README.md"], "{tmp}/envtmp", True),
+        ("pytest", ["pytest", "--pyargs", "sample", "-q"], "{tmp}/envtmp", False)]
+    write_tree(tmp_path, {"pyproject.toml": PYPROJECT + '[tool.tox.env_run_base]\nchange_dir = "/etc"\n'
+                                                        'commands = [["pytest"]]\n'})
+    with pytest.raises(DetectError, match="changedir of env 'py' is /etc"):
+        detect(tree)
 
 
 def test_src_layout_is_installed_and_skip_install_is_honoured(tmp_path: Path) -> None:
@@ -650,7 +748,8 @@ def test_plan_as_json_and_as_text(tmp_path: Path) -> None:
     assert json.loads(json.dumps(plan.to_json())) == {
         "runner": "pytest", "setup": [[*PIP, "pytest"], [*PIP, "."]], "pytest_args": ["-x"], "installs": 1,
         "start_dir": ".",
-        "pattern": "test*.py", "top_level_dir": None, "env": {"A": "1"}, "notes": plan.notes,
+        "pattern": "test*.py", "top_level_dir": None, "env": {"A": "1"}, "notes": plan.notes, "commands": [],
+        "ignore_errors": False,
         "project": {"step": 1, "editable": False, "extras": [],
                     "build": {"requires": ["setuptools>=40.8.0"], "backend": "setuptools.build_meta:__legacy__",
                               "backend_path": []}}}

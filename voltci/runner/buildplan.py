@@ -14,13 +14,28 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from voltci.runner.detect import ProjectInstall, TestPlan, detect
+from voltci.runner.detect import PlanCommand, ProjectInstall, TestPlan, detect
 from voltci.runner.installs import installs_key
 from voltci.runner.project import FILE_NAME, ProjectConfig
 from voltci.runner.suites import Discovery, Pytest, Suite
 
 DISCOVERY_KEYS = {"start_dir", "pattern", "top_level_dir"}
 TMP = "{tmp}"  # detection's name for the build's temporary directory
+TREE = "{tree}"  # ... for the tree's path (tox's {toxinidir} when a changedir moves the commands)
+VENV = "{venv}"  # ... for the environment's directory, known once the runner has it
+SITE = "{site}"  # ... for its site-packages
+
+
+@dataclass(frozen=True)
+class Run:
+    """One command of the build's test phase, in its place among the maintainers' commands: a test run
+    (`suite`) or a step (`suite` None: `argv` runs as written). `cwd` is a directory of the tree, or of
+    the build's temporary directory (`{tmp}/...`), tox's changedir."""
+
+    argv: list[str]
+    suite: Suite | None
+    cwd: str = "."
+    ignore_exit: bool = False  # tox's `- cmd`: its exit status stops nothing
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,8 @@ class BuildPlan:
     installs: int = 0  # the first setup steps install the test dependencies alone (installs.py) ...
     installs_key: str | None = None  # ... and this stands for what they install
     project: ProjectInstall | None = None  # the step that installs the project, built as wheel_builder.py does
+    runs: tuple[Run, ...] = ()  # the maintainers' commands in order, when there is more than `suite` to run
+    keep_going: bool = False  # tox's ignore_errors: every run, whatever the ones before it did
 
 
 def plan_build(config: ProjectConfig, tree: Path, tmp: str) -> BuildPlan:
@@ -47,12 +64,14 @@ def plan_build(config: ProjectConfig, tree: Path, tmp: str) -> BuildPlan:
     setup = config.setup if "setup" in given or found is None else found.setup
     plan = BuildPlan(setup=setup, suite=_suite(config, found), env=dict(found.env) if found else {},
                      notes=list(found.notes) if found else [])
+    if found is not None and found.commands and not runner_given:
+        plan = replace(plan, runs=tuple(_run(command) for command in found.commands), keep_going=found.ignore_errors)
     if found is not None and "setup" not in given:
         key = installs_key(tree, found.setup[:found.installs])
         plan = replace(plan, installs=found.installs if key else 0, installs_key=key, project=found.project)
     if found is not None and "setup" in given:
         plan = replace(plan, notes=[*plan.notes, f"setup: as {FILE_NAME} says, instead"])
-    return _filled(plan, tmp)
+    return _filled(plan, tmp, tree)
 
 
 def _suite(config: ProjectConfig, found: TestPlan | None) -> Suite | None:
@@ -69,12 +88,41 @@ def _suite(config: ProjectConfig, found: TestPlan | None) -> Suite | None:
     return Discovery(config.start_dir, config.pattern, config.top_level_dir)
 
 
-def _filled(plan: BuildPlan, tmp: str) -> BuildPlan:
-    """Detection's `{tmp}` replaced with the build's temporary directory."""
+def _run(command: PlanCommand) -> Run:
+    suite: Suite | None = None
+    if command.kind == "pytest":
+        suite = Pytest(tuple(command.pytest_args))
+    elif command.kind == "unittest":
+        suite = Discovery(command.start_dir, command.pattern, command.top_level_dir)
+    return Run(command.argv, suite, command.cwd, command.ignore_exit)
+
+
+def _filled(plan: BuildPlan, tmp: str, tree: Path) -> BuildPlan:
+    """Detection's `{tmp}` replaced with the build's temporary directory, `{tree}` with the tree's path."""
+    return filled(plan, {TMP: tmp, TREE: str(tree)})
+
+
+def with_environment(plan: BuildPlan, venv: Path, python: str) -> BuildPlan:
+    """The plan with the environment's directories in (tox's {envdir}, {envsitepackagesdir}...): `venv`
+    as the build's steps see it, `python` ("3.12") the version it was made with."""
+    return filled(plan, {SITE: f"{venv}/lib/python{python}/site-packages", VENV: str(venv)})
+
+
+def filled(plan: BuildPlan, values: dict[str, str]) -> BuildPlan:
+    """Each of `values`' names replaced with its value, in every word a step or a test run is given."""
     def fill(text: str) -> str:
-        return text.replace(TMP, tmp)
-    suite = plan.suite
-    if isinstance(suite, Pytest):
-        suite = Pytest(tuple(fill(arg) for arg in suite.args))
-    return replace(plan, setup=[[fill(word) for word in step] for step in plan.setup], suite=suite,
-                   env={key: fill(value) for key, value in plan.env.items()})
+        for name, value in values.items():
+            text = text.replace(name, value)
+        return text
+
+    def suite_of(suite: Suite | None) -> Suite | None:
+        if isinstance(suite, Pytest):
+            return Pytest(tuple(fill(arg) for arg in suite.args))
+        if isinstance(suite, Discovery):
+            return Discovery(fill(suite.start_dir), suite.pattern,
+                             fill(suite.top_level_dir) if suite.top_level_dir else None)
+        return suite
+
+    runs = tuple(replace(run, argv=[fill(word) for word in run.argv], suite=suite_of(run.suite)) for run in plan.runs)
+    return replace(plan, setup=[[fill(word) for word in step] for step in plan.setup], suite=suite_of(plan.suite),
+                   env={key: fill(value) for key, value in plan.env.items()}, runs=runs)

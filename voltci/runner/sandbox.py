@@ -372,7 +372,7 @@ class Sandbox:
                 fds["talk"], fds["stdin"] = ours.detach(), theirs.detach()
                 argv = ["/bin/sh", "-c", _AWAIT_NETWORK, "volt", *argv]
             fds["args"] = _memfd([*self._variable_args(marker), *self._options(fds)])
-            yield Launch([self.bwrap, "--args", str(fds["args"]), "--chdir", str(cwd), "--", *argv],
+            yield Launch([self.bwrap, "--args", str(fds["args"]), "--chdir", self.seen(cwd), "--", *argv],
                          {TEST_RUN_ENV: marker}, fds)
         finally:
             for fd in fds.values():
@@ -380,6 +380,12 @@ class Sandbox:
                     os.close(fd)
                 except OSError:
                     pass
+
+    def seen(self, path: Path) -> str:
+        """`path` as the steps see it: the build's temporary directory is their /tmp."""
+        if self.bwrap is not None and self.tmp is not None and path.is_relative_to(self.tmp):
+            return str(Path("/tmp") / path.relative_to(self.tmp))
+        return str(path)
 
     @contextmanager
     def uplink(self, launch: Launch, init: int | None) -> Iterator[None]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
@@ -21,7 +22,7 @@ from types import TracebackType
 from voltci.config import Settings
 from voltci.models import Counts, Leg, Outcome, RunOutcome, Share, Status
 from voltci.runner import installs, junitxml, project, untrusted
-from voltci.runner.buildplan import BuildPlan, plan_build
+from voltci.runner.buildplan import BuildPlan, Run, plan_build, with_environment
 from voltci.runner.detect import DetectError
 from voltci.runner.environments import Environment, EnvironmentUnavailable, environment
 from voltci.runner.limits import Limits
@@ -29,6 +30,7 @@ from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.project_install import ProjectInstaller
 from voltci.runner.sandbox import EnvMount, Sandbox, SandboxUnavailable, overlays_work, tmp_seen
 from voltci.runner.scopes import Scope
+from voltci.runner.sequence import Results, working_dir
 from voltci.runner.suites import Selection, Suite
 from voltci.runner.testrun import (
     OUTPUT_FILE,
@@ -39,6 +41,8 @@ from voltci.runner.testrun import (
     run_tests,
     strip_workspace,
 )
+
+STOPPED = (Status.TIMEOUT, Status.CANCELLED)
 
 MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky tests
 _REPEAT_SUFFIX = re.compile(r" \[(\d+|teardown)\]$")  # a repeated id, or pytest's teardown error
@@ -81,7 +85,7 @@ class BuildSteps:
 
     @property
     def splittable(self) -> bool:
-        return self.plan.suite is not None
+        return self.plan.suite is not None and not self.plan.runs
 
     def prepare(self) -> RunOutcome | None:
         """Read the commit's .volt.toml and detect what it leaves out; no process of the build runs."""
@@ -113,6 +117,8 @@ class BuildSteps:
                 wait_s=self.budget.timeout_s, pythons=settings.pythons, variables=self.leg.env if self.leg else None,
                 scope=self.scope, overlay=settings.sandbox and overlays_work()))
             self.say(f"[volt: {self._describe(env)}]")
+            version = config.python or f"{sys.version_info.major}.{sys.version_info.minor}"
+            self.plan = with_environment(self.plan, env.path, version)
             box = Sandbox.for_build(self.tree, self.scratch, env.base, self._limits(), enabled=settings.sandbox,
                                     venv=env.path, pass_env=settings.pass_env, env=self.plan.env,
                                     network=settings.build_network, allow=settings.build_network_allow,
@@ -179,6 +185,8 @@ class BuildSteps:
             raise RuntimeError("set_up() first")
         if self.plan.suite is None:
             return self._run_command()
+        if self.plan.runs:
+            return self._run_commands()
         box, suite, python = self._ready()
         self.say(f"$ {suite.describe()}")
         outcome = run_tests(self.tree, box, suite, self.budget, self.log_path, python=python,
@@ -261,9 +269,80 @@ class BuildSteps:
         strip_workspace(outcome, tree)
         return apply_stop(outcome, end, budget)
 
-    def _retry_failed(self, outcome: RunOutcome, retries: int) -> RunOutcome:
+    def _run_commands(self) -> RunOutcome:
+        """Every command of the maintainers' test environment in its place, as tox runs them: each test
+        run's tests are the build's (its failed tests run again), each other command a step in the tests'
+        sandbox. A command that fails stops the ones after it, unless tox's `-` before it or the
+        environment's ignore_errors says to go on; a step's failure under `-` counts for nothing."""
+        box, _, python = self._ready()
+        runs, results = self.plan.runs, Results(len(self.plan.runs))
+        retries = self.config.retries if self.config.retries is not None else self.settings.retries
+        tail = self.settings.log_tail_lines
+        for number, run in enumerate(runs, 1):
+            label = results.label(number, run.argv)
+            try:
+                cwd = working_dir(run.cwd, self.tree, self.scratch / "tmp")
+            except OSError as exc:
+                reason = f"{label} cannot run in {run.cwd}: {exc.strerror or exc}"
+                self.say(f"[volt: {reason}]")
+                results.step_failed(number, run.argv, f"cannot run in {run.cwd}: {exc.strerror or exc}", Status.ERROR)
+                break
+            where = f", in {run.cwd}" if run.cwd != "." else ""
+            failed = self._step(number, run, cwd, where, results) if run.suite is None else \
+                self._tests(number, run, cwd, where, results, python, retries)
+            if results.status in STOPPED:
+                break
+            if not failed or number == len(runs):
+                continue
+            if run.ignore_exit:
+                self.say(f"[volt: tox ignores the exit status of {label} (`-`): the next command runs]")
+            elif self.plan.keep_going:
+                self.say(f"[volt: {label} failed; ignore_errors: the next command runs]")
+            else:
+                self.say(f"[volt: {label} failed: the {len(runs) - number} command(s) after it do not run, "
+                         "as tox stops there]")
+                break
+        outcome = results.outcome(read_tail(self.log_path, tail))
+        strip_workspace(outcome, self.tree)
+        return outcome
+
+    def _step(self, number: int, run: Run, cwd: Path, where: str, results: Results) -> bool:
+        """A command that is no test run, in the tests' sandbox; whether it failed."""
+        assert self.box is not None
+        self.say(f"[volt: {results.label(number, run.argv)}: a step{where}]")
+        self.say(f"$ {shlex.join(run.argv)}")
+        end = run_process(run.argv, cwd, self.log_path, self.budget, self.should_stop, self.run_id, self.box)
+        if end.stopped:
+            stopped = apply_stop(RunOutcome(Status.PASSED, [], Counts()), end, self.budget)
+            results.step_failed(number, run.argv, "was stopped", stopped.status)
+            results.reason = stopped.reason
+            return True
+        why = f"could not start: {end.not_started}" if end.not_started else \
+            f"failed with exit status {end.returncode}" if end.returncode != 0 else ""
+        if why and not run.ignore_exit:
+            results.step_failed(number, run.argv, why, Status.ERROR if end.not_started else Status.FAILED)
+        elif why:
+            self.say(f"[volt: {results.label(number, run.argv)} {why}]")
+        return bool(why)
+
+    def _tests(self, number: int, run: Run, cwd: Path, where: str, results: Results, python: str,
+               retries: int) -> bool:
+        """A test run: its tests are the build's, its failed ones run again; whether it failed."""
+        assert self.box is not None and run.suite is not None
+        self.say(f"[volt: {results.label(number, run.argv)}: {run.suite.kind}, its tests are the build's{where}]")
+        self.say(f"$ {run.suite.describe()}")
+        outcome = run_tests(cwd, self.box, run.suite, self.budget, self.log_path, python=python,
+                            tail_lines=self.settings.log_tail_lines, should_stop=self.should_stop, run_id=self.run_id)
+        if outcome.status is Status.FAILED and retries:
+            outcome = self._retry_failed(outcome, retries, run.suite, cwd)
+        results.tests_of(number, run.argv, outcome)
+        return outcome.status is not Status.PASSED
+
+    def _retry_failed(self, outcome: RunOutcome, retries: int, suite: Suite | None = None,
+                      cwd: Path | None = None) -> RunOutcome:
         """Run each failed test again on its own, up to `retries` times; one that passes is `flaky`."""
-        box, suite, python = self._ready()
+        box, planned, python = self._ready()
+        suite, cwd = suite or planned, cwd or self.tree
         failing = sorted({_REPEAT_SUFFIX.sub("", t.subtest_of or t.id) for t in outcome.tests
                           if t.outcome in (Outcome.FAILED, Outcome.ERROR)})
         if len(failing) > MAX_RETRIED_TESTS:
@@ -273,7 +352,7 @@ class BuildSteps:
             results_path = box.out / f"retry-{attempt}.jsonl"
             self.say(f"[volt: running {len(remaining)} failed test(s) again on their own (retry {attempt})]")
             again = Selection(ids=tuple(sorted(remaining)), ids_file=box.inbox_file(f"retry-{attempt}-ids.txt"))
-            end = run_process(suite.command(python, results_path, again), self.tree, self.log_path, self.budget,
+            end = run_process(suite.command(python, results_path, again), cwd, self.log_path, self.budget,
                               self.should_stop, self.run_id, box)
             if end.stopped:
                 return apply_stop(outcome, end, self.budget)

@@ -136,6 +136,30 @@ def kind(path: Path, inside: Path) -> str | None:
     return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
 
 
+def make_dirs(path: Path, inside: Path) -> None:
+    """Make `path` and every missing directory above it below `inside` (tox makes its changedir), walked
+    one component at a time: a link or a file on the way is refused (NotInside), never followed."""
+    parts = _parts(path, inside)
+    fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                below = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _REFUSED:
+                    raise NotInside(errno.ELOOP, f"{os.path.relpath(path, inside)} is a link, lies behind one or "
+                                                 "is no directory") from None
+                raise
+            os.close(fd)
+            fd = below
+    finally:
+        os.close(fd)
+
+
 def link_target(path: Path, inside: Path) -> str:
     """What the link at `path` points to, as text (never followed); raises OSError when it is none."""
     with _parent(path, inside) as (parent, name):

@@ -38,6 +38,22 @@ class ProjectInstall:
 
 
 @dataclass(frozen=True)
+class PlanCommand:
+    """One command of the maintainers' test environment, in its place: a test run (`pytest`,
+    `unittest`: its tests are the build's) or a `step` (any other command, run in the tests' sandbox).
+    `cwd` is where it runs: a directory of the tree, or `{tmp}/...` (tox's changedir)."""
+
+    kind: str                        # "pytest", "unittest" or "step"
+    argv: list[str]                  # as the maintainers wrote it (in the build venv's words), for the log
+    pytest_args: list[str] = field(default_factory=list)
+    start_dir: str = "."
+    pattern: str = "test*.py"
+    top_level_dir: str | None = None
+    cwd: str = "."
+    ignore_exit: bool = False        # tox's `- cmd`: its exit status stops nothing
+
+
+@dataclass(frozen=True)
 class TestPlan:
     """How to set up and run one project's tests, and why (notes, shown as `[volt: ...]` lines)."""
 
@@ -53,6 +69,10 @@ class TestPlan:
     env: dict[str, str] = field(default_factory=dict)    # set_env of the tox env, placeholders resolved
     notes: list[str] = field(default_factory=list)       # what was detected and why, one short line each
     project: ProjectInstall | None = None                # the step that installs the project, if one does
+    # every command of the tox environment, in order, when there is more to run than the one test run
+    # above (several commands, a changedir, a `-`): empty otherwise
+    commands: list[PlanCommand] = field(default_factory=list)
+    ignore_errors: bool = False                          # tox's ignore_errors: each command runs whatever happened
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -82,14 +102,15 @@ def detect(tree: Path, tmp_dir: str = "{tmp}", *, python: str | None = None) -> 
     notes.append(env.why if env else "no tox config: " + (", ".join(needs.said) or "no test dependencies declared"))
     if env:
         notes.append("test dependencies: " + (", ".join(needs.said) or "none"))
-    runner, pre = _runner(tree, project, env, needs, notes)
+    runner, pre, commands = _runner(tree, project, env, needs, notes)
     installers, installs, installed = _installers(project, needs, tmp_dir, notes)
     if env:
         notes.extend(env.notes)
     return TestPlan(runner=runner.runner or "pytest", setup=installers + pre, installs=installs, project=installed,
                     pytest_args=runner.pytest_args,
                     start_dir=runner.start_dir, pattern=runner.pattern, top_level_dir=runner.top_level_dir,
-                    env=_environment(env.set_env, env.source) if env else {}, notes=notes)
+                    env=_environment(env.set_env, env.source) if env else {}, notes=notes, commands=commands,
+                    ignore_errors=bool(env and env.ignore_errors and commands))
 
 
 # ---------------------------------------------------------------- what to install
@@ -216,21 +237,13 @@ def _installers(project: pyproject.Project, needs: _Needs, tmp: str,
 # ---------------------------------------------------------------- how to run
 
 def _runner(tree: Path, project: pyproject.Project, env: tox.ToxEnv | None, needs: _Needs,
-            notes: list[str]) -> tuple[command.RunnerCommand, list[list[str]]]:
-    """The runner and its arguments, and the steps to run before the tests (commands_pre...)."""
+            notes: list[str]) -> tuple[command.RunnerCommand, list[list[str]], list[PlanCommand]]:
+    """The runner and its arguments, the steps to run before the tests (commands_pre...), and every
+    command of the tox environment in order when there is more than one test run to do."""
     pre = [_in_venv(argv) for argv in (env.commands_pre if env else [])]
     if env and env.commands:
-        for number, argv in enumerate(env.commands):
-            found = command.classify(argv)
-            if found.runner in ("pytest", "unittest"):
-                before = [_in_venv(a) for a in env.commands[:number] if command.classify(a).runner != "coverage"]
-                notes.append(f"runner: {found.runner}, from the test command `{shlex.join(argv)}`"
-                             + (f" (left out: {' '.join(found.dropped)})" if found.dropped else ""))
-                _need_pytest(found, needs, notes)
-                return found, pre + before
-        shown = next((a for a in env.commands if command.classify(a).runner != "coverage"), env.commands[0])
-        raise DetectError(f"{env.source}: the test command of env '{env.name}' names no runner Volt knows "
-                          f"(pytest, python -m unittest): {shlex.join(shown)}")
+        return _tox_commands(env, needs, notes, pre)
+
     config = pytestconf.config_source(tree, project.pyproject)
     in_deps = any(n == "pytest" or n.startswith("pytest-") for n in needs.names)
     if config or in_deps:
@@ -238,18 +251,73 @@ def _runner(tree: Path, project: pyproject.Project, env: tox.ToxEnv | None, need
         notes.append(f"runner: pytest, configured in {config}" if config else
                      "runner: pytest, among the test dependencies")
         _need_pytest(found, needs, notes)
-        return found, pre
+        return found, pre, []
     start = next((d for d in ("tests", "test") if untrusted.kind(tree / d, tree) == "dir"
                   and untrusted.kind(tree / d / "__init__.py", tree) is None), ".")
     notes.append("runner: unittest discovery (no pytest config or dependency)"
                  + (f", from {start}/ (not a package)" if start != "." else ""))
-    return command.RunnerCommand("unittest", start_dir=start), pre
+    return command.RunnerCommand("unittest", start_dir=start), pre, []
+
+
+def _tox_commands(env: tox.ToxEnv, needs: _Needs, notes: list[str],
+                  pre: list[list[str]]) -> tuple[command.RunnerCommand, list[list[str]], list[PlanCommand]]:
+    """Every command of the environment in its place, as tox runs them: test runs (their tests are the
+    build's), coverage's own commands left out (Volt records tests, not coverage), installs before the
+    first test run done as setup steps (the environment is read-only while the tests run), and any
+    other command a step in the tests' sandbox. The first test run is the build's runner."""
+    classified = [(argv, command.classify(argv)) for argv in env.commands]
+    runs = [n for n, (_, found) in enumerate(classified) if found.runner in ("pytest", "unittest")]
+    if not runs:
+        shown = next((a for a, found in classified if found.runner != "coverage"), env.commands[0])
+        raise DetectError(f"{env.source}: the test command of env '{env.name}' names no runner Volt knows "
+                          f"(pytest, python -m unittest): {shlex.join(shown)}")
+    first = classified[runs[0]][1]
+    notes.append(f"runner: {first.runner}, from the test command `{shlex.join(classified[runs[0]][0])}`"
+                 + (f" (left out: {' '.join(first.dropped)})" if first.dropped else ""))
+    _need_pytest(first, needs, notes)
+    setup: list[list[str]] = []
+    commands: list[PlanCommand] = []
+    said: list[str] = []
+    for number, (argv, found) in enumerate(classified):
+        ignore = number in env.ignored
+        written = f"`{shlex.join(argv)}`" + (" (`-`: its exit status ignored)" if ignore else "")
+        if found.runner == "coverage":
+            said.append(f"{written}: left out (coverage's own; Volt records tests, not coverage)")
+        elif number < runs[0] and _installs(argv):
+            setup.append(_in_venv(argv))
+            said.append(f"{written}: a setup step (it installs, before the tests)")
+        elif found.runner in ("pytest", "unittest"):
+            _need_pytest(found, needs, notes)
+            commands.append(PlanCommand(found.runner, _in_venv(argv), found.pytest_args, found.start_dir,
+                                        found.pattern, found.top_level_dir, env.change_dir, ignore))
+            said.append(f"{written}: {found.runner}, its tests are the build's"
+                        + (f" (left out: {' '.join(found.dropped)})" if found.dropped else ""))
+        else:
+            commands.append(PlanCommand("step", _in_venv(argv), cwd=env.change_dir, ignore_exit=ignore))
+            said.append(f"{written}: run as a step, in its place, in the tests' sandbox")
+    if len(commands) == 1 and commands[0].cwd == "." and not commands[0].ignore_exit:
+        commands = []  # one test run in the tree: the build's suite, which can be split and run again by id
+        if len(env.commands) > 1:
+            notes.extend(f"{env.source}: command {n} of env '{env.name}': {line}" for n, line in enumerate(said, 1))
+    else:
+        notes.extend(f"{env.source}: command {n} of env '{env.name}': {line}" for n, line in enumerate(said, 1))
+        if env.ignore_errors:
+            notes.append(f"{env.source}: env '{env.name}' sets ignore_errors: every command runs, whatever the "
+                         "ones before it did")
+    return first, pre + setup, commands
+
+
+def _installs(argv: list[str]) -> bool:
+    """`pip install ...`, `python -m pip install ...`, `uv pip install ...`: a command that installs."""
+    words = _in_venv(argv)
+    return words[:4] == ["python", "-m", "pip", "install"] or words[:3] == ["uv", "pip", "install"]
 
 
 def _need_pytest(found: command.RunnerCommand, needs: _Needs, notes: list[str]) -> None:
     """A pytest project that lists no pytest gets it installed with its test dependencies."""
     if found.runner == "pytest" and not any(n == "pytest" or n.startswith("pytest-") for n in needs.names):
         needs.pip_args.append("pytest")
+        needs.names.add("pytest")
         notes.append("pytest is not among the test dependencies: installed with them")
 
 
@@ -287,7 +355,15 @@ def describe(plan: TestPlan) -> str:
         build = plan.project.build
         lines.append(f"the project's wheel: {build.backend}, with {', '.join(build.requires) or 'nothing installed'}")
     lines += [f"env: {key}={value}" for key, value in plan.env.items()]
-    if plan.runner == "pytest":
+    if plan.commands:
+        for number, step in enumerate(plan.commands, 1):
+            where = f" (in {step.cwd})" if step.cwd != "." else ""
+            kind = "tests" if step.kind != "step" else "step"
+            lines.append(f"command {number}, {kind}{where}: {shlex.join(step.argv)}"
+                         + (" (exit status ignored)" if step.ignore_exit else ""))
+        if plan.ignore_errors:
+            lines.append("every command runs, whatever the ones before it did (ignore_errors)")
+    elif plan.runner == "pytest":
         lines.append("tests: " + shlex.join(["pytest", *plan.pytest_args]))
     else:
         top = ["-t", plan.top_level_dir] if plan.top_level_dir else []

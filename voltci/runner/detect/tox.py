@@ -8,6 +8,7 @@ Its values go through tox's own substitutions, turned into what they mean in a V
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from voltci.runner.detect.files import DetectError, exists, parse_ini, read_ini, read_toml, table
 
+MAX_COMMANDS = 64  # commands of one environment Volt runs; more is no test environment it reads
 PYTHON_FACTOR = re.compile(r"py|py3|py3\d{1,2}|py3\.\d{1,2}|3\.\d{1,2}")
 TEST_FACTORS = ("test", "tests", "testing", "unit")
 _RANGE = re.compile(r"(\d+)-(\d+)")
@@ -31,6 +33,9 @@ class ToxEnv:
     extras: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     commands: list[list[str]] = field(default_factory=list)
+    ignored: frozenset[int] = frozenset()  # indexes of commands whose exit status tox ignores (`- cmd`)
+    ignore_errors: bool = False        # every command runs whatever the ones before it did
+    change_dir: str = "."              # where the commands run: a directory of the tree, or `{tmp}/...`
     commands_pre: list[list[str]] = field(default_factory=list)
     set_env: dict[str, str] = field(default_factory=dict)
     install: str = "wheel"             # "wheel" (pip install .), "editable" (-e .) or "skip"
@@ -123,13 +128,19 @@ def choose(env_list: list[str], python: str | None, source: str) -> tuple[str, s
 class Substitution:
     """tox's `{...}` substitutions, each turned into its meaning in a Volt build.
 
-    {posargs} goes (its default stays), {toxinidir} is the tree (commands run there), {env:X:default}
-    is the env's set_env value or the default. {envtmpdir} is a directory of its own inside the build's
+    {posargs} goes (its default stays), {toxinidir} is the tree (`.`, where commands run; `{tree}`, its
+    path, once a changedir moves them elsewhere), {env:X:default} is the env's set_env value or the
+    default — never a variable of the runner's. {envtmpdir} is a directory of its own inside the build's
     temporary one, as in tox: `pytest --basetemp={envtmpdir}` empties it, which must not be all of {tmp}
-    (in the sandbox that is /tmp itself, which pytest cannot remove and then fails to make).
+    (in the sandbox that is /tmp itself, which pytest cannot remove and then fails to make). The
+    environment's directories are `{venv}` and its site-packages `{site}`, filled in once the runner has
+    the environment. What Volt cannot mean is gathered in `unknown`: the caller ends detection naming it.
     """
 
-    HERE = {"toxinidir", "tox_root", "toxinipath_dir"}
+    HERE = {"toxinidir", "tox_root", "toxinipath_dir", "package_root"}
+    SITE = {"envsitepackagesdir", "env_site_packages_dir", "envsitepackagesdir_plat", "env_site_packages_dir_plat"}
+    VENV = {"envdir", "env_dir"}
+    BIN = {"envbindir", "env_bin_dir"}
     ENV_TMP = {"envtmpdir", "env_tmp_dir"}
     TMP = {"toxworkdir", "work_dir", "envlogdir", "env_log_dir", "temp_dir"}
     ENV_TMP_NAME = "envtmp"
@@ -139,6 +150,7 @@ class Substitution:
                  ref: Callable[[str, str], str | None] | None = None) -> None:
         self.source, self.env, self.tmp, self.set_env, self.ref = source, env, tmp, set_env, ref
         self.unknown: set[str] = set()
+        self.here = "."  # the tree as the commands name it: "{tree}" once they run elsewhere (changedir)
         self._depth = 0
 
     def __call__(self, text: str) -> str:
@@ -174,7 +186,7 @@ class Substitution:
             inner = text[i + 1:j]
             value = self._one(inner)
             # `{toxinidir}/tests` is `tests`: commands run in the tree
-            if inner in self.HERE and text[j + 1:j + 2] == "/":
+            if inner in self.HERE and text[j + 1:j + 2] == "/" and self.here == ".":
                 value, j = "", j + 1
             out.append(value)
             i = j + 1
@@ -185,7 +197,13 @@ class Substitution:
         if key == "posargs":
             return self(rest) if colon else ""
         if inner in self.HERE:
-            return "."
+            return self.here
+        if inner in self.SITE:
+            return "{site}"
+        if inner in self.VENV:
+            return "{venv}"
+        if inner in self.BIN:
+            return "{venv}/bin"
         if inner in self.ENV_TMP:
             return f"{self.tmp}/{self.ENV_TMP_NAME}"
         if inner in self.TMP:
@@ -211,4 +229,34 @@ class Substitution:
                 return self(value)
         self.unknown.add(inner)
         return "{" + inner + "}"
+
+    def refuse_unknown(self) -> None:
+        """End detection naming what Volt cannot expand: a command line with it left in cannot work."""
+        if self.unknown:
+            named = ", ".join("{" + u + "}" for u in sorted(self.unknown))
+            raise DetectError(f"{self.source}: env '{self.env}' uses {named}, which Volt cannot expand")
+
+
+def working_dir(value: str, source: str, env: str) -> str:
+    """tox's changedir as a Volt build has it: a directory of the tree (`.`, `docs`) or of the build's
+    temporary one (`{tmp}/envtmp`), written relative and normalised; anything else — a path out of the
+    tree (`..`, `/etc`), the environment's directories — is a DetectError: a build's commands run only
+    in its own directories."""
+    value = value.strip()
+    for base in ("{tmp}", "{tree}"):
+        if value == base or value.startswith(base + "/"):
+            rest = _inside(value[len(base):].lstrip("/"), value, source, env)
+            return rest if base == "{tree}" else f"{base}/{rest}" if rest != "." else base
+    if value.startswith(("/", "{", "~")) or "{" in value:
+        raise DetectError(f"{source}: changedir of env '{env}' is {value}: Volt runs commands only in the "
+                          "project's tree or the build's temporary directory")
+    return _inside(value, value, source, env)
+
+
+def _inside(relative: str, written: str, source: str, env: str) -> str:
+    normal = posixpath.normpath(relative or ".")
+    if normal == ".." or normal.startswith("../") or "\0" in normal:
+        raise DetectError(f"{source}: changedir of env '{env}' is {written}, outside the build's directories: "
+                          "Volt runs commands only in the project's tree or the build's temporary directory")
+    return normal
 

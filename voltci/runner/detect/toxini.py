@@ -12,7 +12,16 @@ import re
 import shlex
 
 from voltci.runner.detect.files import DetectError
-from voltci.runner.detect.tox import Substitution, ToxEnv, choose, expand, factors_match, split_top
+from voltci.runner.detect.tox import (
+    MAX_COMMANDS,
+    Substitution,
+    ToxEnv,
+    choose,
+    expand,
+    factors_match,
+    split_top,
+    working_dir,
+)
 
 _FACTOR_LINE = re.compile(r"([\w{}.!,-]+):(?:\s+(.*))?")
 _COMMENT = re.compile(r"(^|\s)(?<!\\)#.*$")
@@ -46,8 +55,15 @@ class _Reader:
         deps = [d for d in self.lines("deps") if d]
         extras = [e for line in self.lines("extras") for e in split_top(line)]
         groups = [g for line in self.lines("dependency_groups") for g in split_top(line)]
-        commands = self.commands("commands")
-        commands_pre = self.commands("commands_pre")
+        change_dir = (self.value("changedir", "change_dir") or "").strip()
+        where = working_dir(self.subst(change_dir), self.source, self.name) if change_dir else "."
+        if where != ".":
+            self.subst.here = "{tree}"  # the commands run elsewhere: {toxinidir} is the tree's path
+            notes.append(f"{self.source}: env '{self.name}' runs its commands in {change_dir} (changedir)")
+        written = self.commands("commands")
+        commands = [argv for argv, _ in written]
+        ignored = frozenset(n for n, (_, dashed) in enumerate(written) if dashed)
+        commands_pre = [argv for argv, _ in self.commands("commands_pre")]
         install = "wheel"
         if self._flag([self.core], "skipsdist", "no_package") or self._flag(self.sections, "skip_install"):
             install = "skip"
@@ -56,19 +72,15 @@ class _Reader:
         else:
             package = (self.value("package") or "").strip()
             install = {"skip": "skip", "editable": "editable", "editable-legacy": "editable"}.get(package, "wheel")
-        change_dir = self.value("changedir", "change_dir")
-        if change_dir and self.subst(change_dir.strip()) not in (".", ""):
-            notes.append(f"{self.source}: env '{self.name}' runs in {change_dir.strip()}; Volt runs in the tree")
         if self.dropped:
             notes.append(f"{self.source}: left out for other envs' factors: {'; '.join(self.dropped[:3])}"
                          + (f" (+{len(self.dropped) - 3} more)" if len(self.dropped) > 3 else ""))
         if self.unread:
             notes.append(f"{self.source}: set_env from files is not read: {', '.join(self.unread)}")
-        if self.subst.unknown:
-            unknown = ", ".join("{" + u + "}" for u in sorted(self.subst.unknown))
-            notes.append(f"{self.source}: no Volt meaning for {unknown}; left as written")
+        self.subst.refuse_unknown()
         return ToxEnv(source=self.source, name=self.name, why=why, deps=deps, extras=extras, groups=groups,
-                      commands=commands, commands_pre=commands_pre, set_env=set_env, install=install,
+                      commands=commands, ignored=ignored, ignore_errors=self._flag(self.sections, "ignore_errors"),
+                      change_dir=where, commands_pre=commands_pre, set_env=set_env, install=install,
                       uv_lock=(self.value("runner") or "").strip() == "uv-venv-lock-runner", notes=notes[1:])
 
     # ------------------------------------------------------------------ values
@@ -91,18 +103,25 @@ class _Reader:
                     out.append(kept)
         return out
 
-    def commands(self, key: str) -> list[list[str]]:
+    def commands(self, key: str) -> list[tuple[list[str], bool]]:
+        """Each command as argv, and whether tox ignores its exit status (a `-` word before it)."""
         out = []
         for line in self.lines(key):
-            if line.startswith("- "):  # tox: ignore this command's exit status
-                line = line[2:].strip()
             try:
                 argv = shlex.split(line)
             except ValueError as exc:
                 raise DetectError(f"{self.source}: {key} of env '{self.name}' cannot be split into words "
                                   f"({exc}): {line}") from None
+            dashed = argv[:1] == ["-"]
+            argv = argv[1:] if dashed else argv
+            if argv[:1] == ["!"]:
+                raise DetectError(f"{self.source}: {key} of env '{self.name}' inverts a command's exit status "
+                                  f"(`! {shlex.join(argv[1:])}`), which Volt does not do")
             if argv:
-                out.append(argv)
+                out.append((argv, dashed))
+            if len(out) > MAX_COMMANDS:
+                raise DetectError(f"{self.source}: {key} of env '{self.name}' has more than {MAX_COMMANDS} "
+                                  "commands; Volt runs at most that many")
         return out
 
     def _filter(self, line: str) -> str | None:

@@ -10,7 +10,7 @@ import shlex
 from typing import Any
 
 from voltci.runner.detect.files import DetectError
-from voltci.runner.detect.tox import Substitution, ToxEnv, choose
+from voltci.runner.detect.tox import MAX_COMMANDS, Substitution, ToxEnv, choose, working_dir
 
 
 def environment(config: dict[str, Any], source: str, tmp: str, python: str | None) -> ToxEnv:
@@ -40,12 +40,26 @@ class _Reader:
         elif self.value("use_develop") is True or package in ("editable", "editable-legacy"):
             install = "editable"
         notes = []
-        if self.subst.unknown:
-            notes.append(f"{self.source}: no Volt meaning for "
-                         f"{', '.join('{' + u + '}' for u in sorted(self.subst.unknown))}; left as written")
-        return ToxEnv(source=self.source, name=self.name, why=why, deps=self.words("deps"),
-                      extras=self.words("extras"), groups=self.words("dependency_groups"),
-                      commands=self.commands("commands"), commands_pre=self.commands("commands_pre"),
+        where = "."
+        change_dir = self.value("change_dir") or self.value("changedir")
+        if change_dir is not None:
+            if isinstance(change_dir, dict):
+                change_dir = self._replace(change_dir, "change_dir")
+            if not isinstance(change_dir, str):
+                raise DetectError(f"{self.source}: 'change_dir' of env '{self.name}' must be a path")
+            where = working_dir(self.subst(change_dir), self.source, self.name)
+        if where != ".":
+            self.subst.here = "{tree}"  # the commands run elsewhere: {tox_root} is the tree's path
+            notes.append(f"{self.source}: env '{self.name}' runs its commands in {change_dir} (change_dir)")
+        written = self.commands("commands")
+        deps, extras, groups = self.words("deps"), self.words("extras"), self.words("dependency_groups")
+        commands_pre = [argv for argv, _ in self.commands("commands_pre")]
+        self.subst.refuse_unknown()
+        return ToxEnv(source=self.source, name=self.name, why=why, deps=deps, extras=extras, groups=groups,
+                      commands=[argv for argv, _ in written],
+                      ignored=frozenset(n for n, (_, dashed) in enumerate(written) if dashed),
+                      ignore_errors=self.value("ignore_errors") is True, change_dir=where,
+                      commands_pre=commands_pre,
                       set_env=set_env, install=install, uv_lock=self.value("runner") == "uv-venv-lock-runner",
                       notes=notes)
 
@@ -66,14 +80,27 @@ class _Reader:
             raise DetectError(f"{self.source}: '{key}' of env '{self.name}' must be a list")
         return [w for w in self._list(raw, key) if w]
 
-    def commands(self, key: str) -> list[list[str]]:
+    def commands(self, key: str) -> list[tuple[list[str], bool]]:
+        """Each command as argv, and whether tox ignores its exit status (a first word `-`)."""
         raw = self.value(key)
         if raw is None:
             return []
         if not isinstance(raw, list) or not all(isinstance(c, list) for c in raw):
             raise DetectError(f"{self.source}: '{key}' of env '{self.name}' must be a list of commands "
                               f"(lists of words)")
-        return [argv for argv in (self._list(c, key) for c in raw) if argv]
+        if len(raw) > MAX_COMMANDS:
+            raise DetectError(f"{self.source}: '{key}' of env '{self.name}' has more than {MAX_COMMANDS} commands; "
+                              "Volt runs at most that many")
+        out = []
+        for argv in (self._list(c, key) for c in raw):
+            dashed = argv[:1] == ["-"]
+            argv = argv[1:] if dashed else argv
+            if argv[:1] == ["!"]:
+                raise DetectError(f"{self.source}: '{key}' of env '{self.name}' inverts a command's exit status "
+                                  f"(`! {shlex.join(argv[1:])}`), which Volt does not do")
+            if argv:
+                out.append((argv, dashed))
+        return out
 
     def _list(self, items: list[Any], key: str) -> list[str]:
         out: list[str] = []
