@@ -172,6 +172,57 @@ def volt_as_junit(tests: list[dict]) -> tuple[Counter, dict]:
 
 # ------------------------------------------------------------------ by hand
 
+def hand_commands(hand: dict) -> list[dict]:
+    """The maintainers' commands in order: `commands` (tables of command, results, cwd, ignore_exit), or
+    the one `command` with the project's `results`."""
+    return hand.get("commands") or [{"command": hand["command"], "results": hand["results"]}]
+
+
+def run_hand_command(item: dict, number: int, tree: Path, tmp: Path, venv: Path, env: dict, work: Path, out,
+                     side: Side) -> bool:
+    """One of the maintainers' commands, its results added to `side`; whether the next one runs (as tox:
+    a failing command stops the rest unless `ignore_exit`, tox's `-`, or `keep_going`, its ignore_errors)."""
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    names = {"{tmp}": str(tmp), "{tree}": str(tree), "{site}": str(site), "{venv}": str(venv)}
+
+    def fill(word: str) -> str:
+        for name, value in names.items():
+            word = word.replace(name, value)
+        return word
+
+    command = [fill(word) for word in item["command"]]
+    cwd = Path(fill(item.get("cwd", "{tree}")))
+    cwd.mkdir(parents=True, exist_ok=True)
+    results, kind = work / f"by-hand-results-{number}", item.get("results", "none")
+    if kind == "junitxml":
+        argv = [*command, f"--junitxml={results}.xml"]
+    elif kind == "unittest" and command[:3] == ["python", "-m", "unittest"]:
+        argv = ["python", "-c", UNITTEST_RESULTS, f"{results}.json", *command[3:]]
+    elif kind == "none":
+        argv = command
+    else:
+        raise SystemExit(f"{item['command']}: results = 'unittest' needs a `python -m unittest` command")
+    out.write(f"\n$ {' '.join(command)}\n")
+    out.flush()
+    code = subprocess.run(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                          timeout=3600).returncode
+    if kind == "junitxml":
+        if not Path(f"{results}.xml").exists():
+            side.note = f"no JUnit file from `{' '.join(command)}`"
+            return False
+        found = junit_side(Path(f"{results}.xml"))
+        side.entries += found
+        side.tests += sum(found.values())
+    elif kind == "unittest":
+        if not Path(f"{results}.json").exists():
+            side.note = f"no unittest results from `{' '.join(command)}`"
+            return False
+        data = json.loads(Path(f"{results}.json").read_text())
+        side.entries += Counter(data["outcomes"].items())
+        side.tests += data["tests_run"]
+    return code == 0 or item.get("ignore_exit", False) or item.get("keep_going", False)
+
+
 def by_hand(repo: Path, hand: dict, work: Path, log: Path) -> Side:
     """The maintainers' setup and command in a fresh venv on a clone of `repo`: per-test results."""
     tree, venv, tmp = work / "by-hand", work / "by-hand-venv", work / "by-hand-tmp"
@@ -179,7 +230,7 @@ def by_hand(repo: Path, hand: dict, work: Path, log: Path) -> Side:
     tmp.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOLT_") and k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env.update({"VIRTUAL_ENV": str(venv), "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}"})
-    env.update({k: v.replace("{tmp}", str(tmp)) for k, v in hand.get("env", {}).items()})
+    env.update({k: v.replace("{tmp}", str(tmp)).replace("{tree}", str(tree)) for k, v in hand.get("env", {}).items()})
     side = Side()
     started = time.perf_counter()
     with log.open("w") as out:
@@ -192,32 +243,12 @@ def by_hand(repo: Path, hand: dict, work: Path, log: Path) -> Side:
                               stdin=subprocess.DEVNULL, timeout=1800).returncode:
                 side.note = f"setup failed: {' '.join(argv)} (see {log})"
                 return side
-        command = [word.replace("{tmp}", str(tmp)) for word in hand["command"]]
-        results = work / "by-hand-results"
-        if hand["results"] == "junitxml":
-            argv = [*command, f"--junitxml={results}.xml"]
-        elif command[:3] == ["python", "-m", "unittest"]:
-            argv = ["python", "-c", UNITTEST_RESULTS, f"{results}.json", *command[3:]]
-        else:
-            raise SystemExit(f"{hand['command']}: results = 'unittest' needs a `python -m unittest` command")
-        out.write(f"\n$ {' '.join(command)}\n")
-        out.flush()
-        subprocess.run(argv, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                       timeout=3600)
+        for number, item in enumerate(hand_commands(hand)):
+            if not run_hand_command(item, number, tree, tmp, venv, env, work, out, side):
+                break
     side.seconds = time.perf_counter() - started
-    if hand["results"] == "junitxml":
-        if not Path(f"{results}.xml").exists():
-            side.note = f"no JUnit file (see {log})"
-            return side
-        side.entries = junit_side(Path(f"{results}.xml"))
-        side.tests = sum(side.entries.values())
-    else:
-        if not Path(f"{results}.json").exists():
-            side.note = f"no unittest results (see {log})"
-            return side
-        data = json.loads(Path(f"{results}.json").read_text())
-        side.entries = Counter(data["outcomes"].items())
-        side.tests = data["tests_run"]
+    if not side.note and not side.entries:
+        side.note = f"no results (see {log})"
     return side
 
 
@@ -281,13 +312,13 @@ def run_project(entry: dict, keep: Path | None) -> Row:
         repo = make_repo(entry["requirement"], work)
         if (repo / ".volt.toml").exists():
             raise SystemExit(f"{entry['requirement']}: the sdist has a .volt.toml: not a zero-configuration build")
-        print(f"[{name}] by hand: {' '.join(hand['command'])}", flush=True)
+        print(f"[{name}] by hand: {' ; '.join(' '.join(c['command']) for c in hand_commands(hand))}", flush=True)
         mine = by_hand(repo, hand, work, logs / f"{name}.hand.log")
         print(f"[{name}] through Volt: volt up --burst --repo {repo.name}", flush=True)
         volt, report = through_volt(repo, work, hand["results"], logs / f"{name}.volt.log")
         if keep:  # the raw results of both sides, beside the logs
-            for found in work.glob("by-hand-results.*"):
-                shutil.copy(found, keep / f"{name}.hand{found.suffix}")
+            for found in work.glob("by-hand-results*.*"):
+                shutil.copy(found, keep / f"{name}.hand{found.name[len('by-hand-results'):]}")
             (keep / f"{name}.volt.json").write_text(json.dumps(report, indent=1))
     differs = differences(mine, volt)
     loaded = set(entry.get("cannot_tests", []))
@@ -342,7 +373,8 @@ def main() -> None:
     if args.list:
         for entry in panel:
             hand = entry["hand"]
-            print(f"{entry['requirement']:<24} {hand['results']:<9} {' '.join(hand['command'])}  [{hand['source']}]")
+            shown = " ; ".join(" ".join(c["command"]) for c in hand_commands(hand))
+            print(f"{entry['requirement']:<24} {hand['results']:<9} {shown}  [{hand['source']}]")
         return
     rows = []
     for entry in panel:

@@ -158,7 +158,7 @@ def test_a_module_skipped_at_collection_is_one_skipped_test_as_pytests_junit_nam
              "tests/test_optional.py": ("import pytest\n\nyaml = pytest.importorskip('no_such_module_here')\n\n"
                                         "def test_never():\n    pass\n"),
              "tests/test_marked.py": ("import pytest\n\npytest.skip('not on this host', allow_module_level=True)\n")}
-    outcome, _, tree = build(workspace, tmp_path, files)
+    outcome, log, tree = build(workspace, tmp_path, files)
     assert outcome.status is Status.PASSED, outcome.reason
     by_id = {t.id: t for t in outcome.tests}
     assert by_id["tests/test_optional.py"].outcome is Outcome.SKIPPED
@@ -166,8 +166,9 @@ def test_a_module_skipped_at_collection_is_one_skipped_test_as_pytests_junit_nam
     assert by_id["tests/test_marked.py"].message == "not on this host"
     assert (outcome.counts.total, outcome.counts.skipped) == (3, 2)
     junit = tree / "junit.xml"
-    subprocess.run([str(environment_python(workspace)), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                    f"--junitxml={junit}"], cwd=tree, capture_output=True, timeout=300)
+    python = Path(re.search(r"the environment (\S+)\]", log).group(1)) / "bin" / "python"
+    subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}"], cwd=tree,
+                   capture_output=True, timeout=300)
     import xml.etree.ElementTree as ET
     named = {(case.get("classname"), case.get("name"), bool(case.find("skipped") is not None))
              for case in ET.parse(junit).getroot().iter("testcase")}
