@@ -778,9 +778,29 @@ def test_volt_detect_prints_the_plan(tmp_path: Path) -> None:
     data = json.loads(proc.stdout)
     assert data["runner"] == "unittest" and data["start_dir"] == "tests"
     assert data["setup"] == [[*PIP, ".[testing]"]]
-    proc = volt("detect", str(tree))
-    assert proc.returncode == 0 and proc.stdout.startswith("[volt: tox.ini: env 'py311'")
+    proc = volt("detect", str(tree), "--python", "3.11")
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines()[:2] == ["[volt: the plan for Python 3.11, as --python asks]",
+                                            "[volt: tox.ini: env 'py311', the one for Python 3.11 in env_list]"]
     assert "tests: python -m unittest discover -s tests -p 'test*.py'" in proc.stdout
+
+
+@pytest.mark.e2e
+def test_volt_detect_shows_the_plan_for_this_hosts_python_and_why_that_env(tmp_path: Path) -> None:
+    """Not the newest Python the tox config names: the one a build on this host runs, and the env for it."""
+    own = f"{sys.version_info.major}.{sys.version_info.minor}"
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": f"[tox]\nenvlist = py3.15, py37, py{own.replace('.', '')}\n"
+                                                             "[testenv]\ncommands = pytest\n"
+                                                             "[testenv:py3.15]\ncommands = pytest -x\n"})
+    proc = volt("detect", str(tree))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == (f"[volt: the plan for Python {own}, this host's own, as a build here without a .volt.toml "
+                        "has it]")
+    assert lines[1] == f"[volt: tox.ini: env 'py{own.replace('.', '')}', the one for Python {own} in env_list]"
+    assert json.loads(volt("detect", str(tree), "--json").stdout)["python"] == own
+    proc = volt("detect", str(tree), "--python", "3.9")
+    assert "env 'py3.15', the first CPython env of env_list (none is for Python 3.9)" in proc.stdout
 
 
 @pytest.mark.parametrize("files, args, fragment", [

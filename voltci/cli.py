@@ -486,22 +486,29 @@ def history(app: App, repo: str | None, limit: int, as_json: bool) -> None:
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 @click.option("--python", "python", default=None, metavar="VERSION",
-              help="Take the tox env for this Python (like 3.12) when the project lists one.")
+              help="The plan for this Python (like 3.12) instead of this host's own: its tox env when listed.")
 def detect_cmd(path: str, as_json: bool, python: str | None) -> None:
-    """How a project's tests would be set up and run, read from its own files (nothing is built)."""
+    """How a build on this host would set up and run a project's tests, read from its own files (nothing
+    is built): by default for this host's own Python, as a runner here builds without a .volt.toml."""
     from pathlib import Path
 
     from voltci.runner.detect import DetectError, describe, detect
+    from voltci.runner.interpreters import own_version
 
     if not Path(path).is_dir():
         raise BadInput(f"{path}: not a directory")
     if python is not None and not re.fullmatch(r"3\.\d{1,2}", python):
         raise BadInput(f"--python must be a version like 3.12, got {python!r}")
+    version = python or own_version()
     try:
-        plan = detect(Path(path), python=python)
+        plan = detect(Path(path), python=version)
     except DetectError as exc:
         raise BadInput(str(exc)) from None
-    echo(json.dumps(plan.to_json(), indent=2) if as_json else describe(plan))
+    if as_json:
+        echo(json.dumps({"python": version, **plan.to_json()}, indent=2))
+        return
+    whose = "as --python asks" if python else "this host's own, as a build here without a .volt.toml has it"
+    echo(f"[volt: the plan for Python {version}, {whose}]\n" + describe(plan))
 
 
 @cli.command(cls=VoltCommand)

@@ -118,7 +118,8 @@ def choose(env_list: list[str], python: str | None, source: str) -> tuple[str, s
             if wanted & set(name.split("-")):
                 return name, f"{source}: env '{name}', the one for Python {python} in env_list"
     if pythons:
-        return pythons[0], f"{source}: env '{pythons[0]}', the first CPython env of env_list"
+        missing = f" (none is for Python {python})" if python else ""
+        return pythons[0], f"{source}: env '{pythons[0]}', the first CPython env of env_list{missing}"
     tests = [n for n in names if set(n.split("-")) & set(TEST_FACTORS)]
     if tests:
         return tests[0], f"{source}: env '{tests[0]}', the first test env of env_list"
