@@ -684,6 +684,39 @@ def test_tool_tox_in_pyproject_runs_its_commands_with_change_dir_and_dashes(tmp_
         detect(tree)
 
 
+SETUP_PY_TEST_SUITE = """
+    from setuptools import setup
+    setup(name='sample', package_dir={'': 'src'}, packages=['sample', 'sample.tests'],
+          test_suite='sample.tests.test_suite')
+    """
+
+
+def test_setup_py_test_suite_is_discovery_of_the_package_it_names(tmp_path: Path) -> None:
+    """The `setup.py test` era: setup.py read as data (ast, never run) for its test_suite."""
+    tree = write_tree(tmp_path, {"setup.py": SETUP_PY_TEST_SUITE, "src/sample/__init__.py": "",
+                                 "src/sample/tests/__init__.py": "", "tests/test_other.py": ""})
+    plan = detect(tree)
+    assert (plan.runner, plan.start_dir, plan.top_level_dir, plan.pattern) == \
+        ("unittest", "src/sample/tests", "src", "test*.py")
+    assert "the test_suite 'sample.tests.test_suite' of setup.py (what `setup.py test` ran)" in notes(plan)
+    write_tree(tree, {"setup.py": "import setuptools\nsetuptools.setup(test_suite='tests')\n", "tests.py": ""})
+    assert (detect(tree).start_dir, detect(tree).pattern, detect(tree).top_level_dir) == (".", "tests.py", ".")
+
+
+@pytest.mark.parametrize("setup_py", [
+    "setup(test_suite='nowhere.tests')\n",            # names nothing of the tree
+    "setup(test_suite=SUITE)\n",                      # not a literal: Volt does not run setup.py to know
+    "setup(test_suite='a; import os')\n",             # not a dotted name
+    "def broken(:\n",                                 # does not parse
+    "(" * 200_000 + ")" * 200_000 + "\n",             # parses into too deep a tree
+])
+def test_a_setup_py_test_suite_volt_cannot_read_leaves_plain_discovery(tmp_path: Path, setup_py: str) -> None:
+    tree = write_tree(tmp_path, {"setup.py": setup_py, "tests/test_a.py": ""}, dedent=False)
+    assert (detect(tree).runner, detect(tree).start_dir) == ("unittest", "tests")
+    tree.joinpath("setup.py").write_bytes(b"# caf\xe9\nsetup(test_suite='tests')\n")  # not UTF-8
+    assert detect(tree).start_dir == "tests"
+
+
 def test_src_layout_is_installed_and_skip_install_is_honoured(tmp_path: Path) -> None:
     tree = write_tree(tmp_path, {"pyproject.toml": PYPROJECT, "src/sample/__init__.py": "",
                                  "tests/test_a.py": "", "requirements-test.txt": "pytest\n"})

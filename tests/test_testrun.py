@@ -4,6 +4,7 @@ build's status, timeout, environment and process-group handling."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from support import alive, tree_with, wait_until
 from unittest_oracle import run_unittest
 
 from voltci.models import Status
+from voltci.runner.detect import detect
 from voltci.runner.limits import Limits
 from voltci.runner.procs import Budget
 from voltci.runner.sandbox import Sandbox, build_environment
@@ -93,6 +95,38 @@ def test_subtests_that_skip_leave_their_test_passed_as_unittest_counts_it(tmp_pa
     assert by_id["tests.test_sub.T.test_skip_and_fail"].outcome.value == "failed"
     counts = outcome.counts
     assert (counts.total, counts.passed, counts.failed, counts.skipped) == (3, 2, 1, 3)
+
+
+LOAD_TESTS_ERA = {
+    "setup.py": "from setuptools import setup\nsetup(package_dir={'': 'src'}, test_suite='sample.tests.test_suite')\n",
+    "src/sample/__init__.py": 'def double(x):\n    """\n    >>> double(2)\n    4\n    """\n    return 2 * x\n',
+    "src/sample/tests/__init__.py": (
+        "import unittest\nfrom sample.tests import test_a\n\n"
+        "def test_suite():\n    return unittest.TestSuite([test_a.test_suite()])\n"),
+    "src/sample/tests/test_a.py": (
+        "import doctest, unittest\nimport sample\n\n"
+        "class A(unittest.TestCase):\n    def test_x(self):\n        pass\n\n"
+        "class NotLoaded(unittest.TestCase):\n    def test_left_out(self):\n        pass\n\n"
+        "def test_suite():\n    return unittest.TestSuite([unittest.TestLoader().loadTestsFromTestCase(A),\n"
+        "                               doctest.DocTestSuite(sample)])\n\n"
+        "def load_tests(loader, tests, pattern):\n    return test_suite()\n"),
+}
+
+
+def test_a_setup_py_test_suite_runs_as_setup_py_test_ran_it(tmp_path: Path) -> None:
+    """Discovery of the package setup.py's test_suite names: each module's load_tests decides, as the
+    suite `setup.py test` loaded (unittest's own loader, by name) had it."""
+    tree = tree_with(tmp_path, LOAD_TESTS_ERA)
+    plan = detect(tree)
+    suite = Discovery(plan.start_dir, plan.pattern, plan.top_level_dir)
+    scratch = tree.parent / "scratch"
+    box = Sandbox.for_build(tree, scratch, Path(sys.executable), Limits(4 << 30, 1024)).with_network(False)
+    outcome = run_tests(tree, box, suite, Budget(60), scratch / OUTPUT_FILE)
+    assert outcome.status is Status.PASSED, outcome.reason
+    by_name = subprocess.run([sys.executable, "-m", "unittest", "-v", "sample.tests.test_suite"], cwd=tree,
+                             env={**os.environ, "PYTHONPATH": "src"}, capture_output=True, text=True, timeout=60)
+    assert "Ran 2 tests" in by_name.stderr, by_name.stderr
+    assert sorted(t.id for t in outcome.tests) == ["sample.double", "sample.tests.test_a.A.test_x"]
 
 
 def test_module_that_does_not_import_is_an_error_build(tmp_path: Path) -> None:

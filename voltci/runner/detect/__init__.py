@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from voltci.runner import untrusted
-from voltci.runner.detect import command, pyproject, pytestconf, requirements, tox
+from voltci.runner.detect import command, pyproject, pytestconf, requirements, setuppy, tox
 from voltci.runner.detect.files import DetectError
 from voltci.runner.detect.requirements import canonical
 
@@ -252,6 +252,12 @@ def _runner(tree: Path, project: pyproject.Project, env: tox.ToxEnv | None, need
                      "runner: pytest, among the test dependencies")
         _need_pytest(found, needs, notes)
         return found, pre, []
+    named = setuppy.test_suite(tree)
+    if named is not None:
+        notes.append(f"runner: unittest discovery of {named.start_dir}, the test_suite '{named.named}' of setup.py "
+                     "(what `setup.py test` ran)")
+        return command.RunnerCommand("unittest", start_dir=named.start_dir, pattern=named.pattern,
+                                     top_level_dir=named.top_level_dir), pre, []
     start = next((d for d in ("tests", "test") if untrusted.kind(tree / d, tree) == "dir"
                   and untrusted.kind(tree / d / "__init__.py", tree) is None), ".")
     notes.append("runner: unittest discovery (no pytest config or dependency)"
