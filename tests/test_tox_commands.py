@@ -85,11 +85,16 @@ def test_a_failing_command_stops_the_rest_unless_ignore_errors(workspace, tmp_pa
 def test_site_packages_and_env_dir_are_the_builds_environment(workspace, tmp_path) -> None:
     check = ("import sys, os; site, env = sys.argv[1:]; assert site in sys.path, (site, sys.path); "
              "assert os.path.samefile(env, sys.prefix), (env, sys.prefix)")
-    outcome, log, _ = build(workspace, tmp_path, f"""commands =
+    outcome, log, tree = build(workspace, tmp_path, f"""changedir = {{envtmpdir}}
+commands =
     python -c "{check}" {{envsitepackagesdir}} {{env_dir}}
-    pytest -p no:cacheprovider tests/test_a.py --basetemp={{envtmpdir}}/base
+    pytest -p no:cacheprovider {{toxinidir}}/tests/test_a.py --basetemp={{envtmpdir}}/base
+    python -c "import os; open('{{toxinidir}}/where', 'w').write(os.getcwd())"
 """)
     assert outcome.status is Status.PASSED, (outcome.reason, log[-3000:])
+    assert outcome.counts.passed == 2
+    # the build's temporary directory is the steps' /tmp: they ran in its envtmp, as tox runs in {envtmpdir}
+    assert (tree / "where").read_text() == "/tmp/envtmp"
 
 
 @pytest.mark.parametrize("where", ["link", "link/deeper"])
