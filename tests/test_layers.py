@@ -13,7 +13,7 @@ from support import ROOT
 LAYERS: list[tuple[str, set[str]]] = [
     ("records", {"voltci", "voltci.clock", "voltci.errors", "voltci.sizes", "voltci.keys", "voltci.models",
                  "voltci.config", "voltci.connection", "voltci.failover", "voltci.git", "voltci.locks", "voltci.outage",
-                 "voltci.redis_server", "voltci.dispatch", "voltci.bisect"}),
+                 "voltci.redis_server", "voltci.dispatch", "voltci.bisect", "voltci.forge"}),
     ("rq", {"voltci.jobqueue"}),
     ("store", {"voltci.store"}),
     ("runner", {"voltci.runner", "voltci.worker", "voltci.heartbeat", "voltci.logstream"}),

@@ -30,6 +30,7 @@ from voltci.clock import now_iso
 from voltci.dispatch import Priority
 from voltci.errors import BadInput, GitError
 from voltci.failover import PrimaryWatch
+from voltci.forge import ForgeLink
 from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
 from voltci.models import Build, PointerUpdate, Push, QueuedFor
 from voltci.outage import Outage
@@ -92,7 +93,9 @@ class RepoWatch:
     """One watched repository and the branches to build."""
 
     def __init__(self, store: Store, url: str, name: str | None = None, branches: list[str] | None = None,
-                 supersede: list[str] | None = None, priority: Priority = Priority.NORMAL, interrupt: bool = False):
+                 supersede: list[str] | None = None, priority: Priority = Priority.NORMAL, interrupt: bool = False,
+                 *, pull_requests: bool = False, trusted_authors: list[str] | None = None,
+                 forge: ForgeLink | None = None):
         self.store = store
         self.settings = settings = store.settings
         self.url = normalize_url(url)
@@ -112,6 +115,10 @@ class RepoWatch:
                            "commit of a superseded branch makes pointless")
         self.interrupt = interrupt
         self.priority = priority
+        # Pull requests are built too (their refs on the forge), those of untrusted forks once approved.
+        self.pull_requests = pull_requests
+        self.trusted_authors = tuple(trusted_authors or ())
+        self.forge = forge  # where statuses go and webhooks come from (forge.py); None: no forge
         self.mirror = Mirror(Path(settings.workspace_dir) / "observer", self.name, self.url)
         self.journal = QueuedJournal()  # what it queued lately: a failover may take it (requeue.py)
 
@@ -119,7 +126,7 @@ class RepoWatch:
     def rules(self) -> tuple:
         """What this watch was asked to do (a reloaded config file compares them)."""
         return (self.url, self.name, tuple(self.requested_branches), tuple(sorted(self.supersede)),
-                self.priority, self.interrupt)
+                self.priority, self.interrupt, self.pull_requests, self.trusted_authors, self.forge)
 
     def validate(self) -> None:
         """Check that the repository and its branches exist, then register the repository."""
@@ -145,7 +152,9 @@ class RepoWatch:
         self.branches = self._matching(heads, default)
 
     def register(self) -> None:
-        self.store.repos.register(self.name, self.url, self.branches, self.priority.value)
+        self.store.repos.register(self.name, self.url, self.branches, self.priority.value,
+                                  forge=self.forge.to_dict() if self.forge else None,
+                                  pull_requests=self.pull_requests, trusted_authors=list(self.trusted_authors))
 
     def _matching(self, heads: dict[str, str], default: str | None) -> list[str]:
         """The remote's branches that are watched: the default one, or those the names and globs match."""
