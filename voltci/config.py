@@ -10,6 +10,7 @@ import dataclasses
 import os
 import socket
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,8 @@ class Settings:
     shards: int = 0
     webhook_url: str | None = None
     webhook_secret: str | None = None
-    web_url: str | None = None
+    web_url: str | None = None  # the older name of public_url
+    public_url: str | None = None  # where people open Volt's pages: links in statuses and webhook messages
     hook_secret: str | None = None
     result_ttl: int = 7 * 24 * 3600
     web_token: str | None = None
@@ -70,6 +72,12 @@ class Settings:
     keep_days: int = 365  # days an ended build is kept (0: no limit)
     dispatch: str = "fair"  # "fair": tiers, fair share, culprit first (dispatch.py); "fifo": the order queued
     fair_window: float = 3600.0  # seconds of runner time that fair share looks back on
+
+    @property
+    def page_root(self) -> str | None:
+        """Where Volt's pages are opened, without a trailing slash: `public_url` (or its older name)."""
+        root = self.public_url or self.web_url
+        return root.rstrip("/") if root else None
 
     @property
     def effective_redis_url(self) -> str:
@@ -178,6 +186,14 @@ def _absolute_paths(text: str) -> list[str]:
     return paths
 
 
+def http_url(text: str) -> str:
+    """An http(s) URL with a host, as `public_url` takes it; raises ValueError otherwise."""
+    parts = urllib.parse.urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(ch.isspace() for ch in text):
+        raise ValueError(f"must be an http(s) URL, got {text!r}")
+    return text
+
+
 # Settings checked by the parser of their own kind (each raises ValueError, BadLimit among them).
 CHECKED: dict[str, Callable[[Any], object]] = {
     "build_memory": lambda value: parse_size(value, allow_percent=True),
@@ -189,6 +205,8 @@ CHECKED: dict[str, Callable[[Any], object]] = {
     "build_network": lambda value: _one_of(value, NETWORK_MODES),
     "build_network_allow": host_ports,
     "protected_branches": lambda value: branch_patterns(value),
+    "public_url": http_url,
+    "web_url": http_url,
 }
 
 

@@ -8,6 +8,9 @@ file, read again whenever the file changes, so that adding a repository needs no
     priority = "high"                 # high, normal (default) or low: see dispatch.py
     supersede = ["feature/*"]         # a newer commit skips that branch's queued older builds ("all" too)
     interrupt = true                  # … and cancels its running older builds (needs supersede)
+    pull_requests = true              # its pull requests too (pulls.py), each as it would merge
+    trusted_authors = ["alice"]       # forge users whose pull requests from forks need no approval
+    forge = "github"                  # and forge_api, forge_project, forge_token_env: see forge.py
 
 A file that no longer reads, or a repository that cannot be reached, costs a log line at a reload,
 and the observer goes on with what it watched; at start, either is bad input (one line, exit 2).
@@ -24,11 +27,13 @@ from typing import Any
 from voltci.config import load_config_toml
 from voltci.dispatch import Priority, parse_priority
 from voltci.errors import BadInput, GitError
+from voltci.forge import FORGE_KEYS, ForgeLink, forge_link
 from voltci.observer import RepoWatch
 from voltci.store import Store
 
 log = logging.getLogger("volt.observer")
-RULE_KEYS = ("url", "name", "branches", "priority", "supersede", "interrupt")
+RULE_KEYS = ("url", "name", "branches", "priority", "supersede", "interrupt", "pull_requests", "trusted_authors",
+             *FORGE_KEYS)
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,14 @@ class RepoRule:
     priority: Priority = Priority.NORMAL
     supersede: tuple[str, ...] = ()
     interrupt: bool = False
+    pull_requests: bool = False
+    trusted_authors: tuple[str, ...] = ()
+    forge: ForgeLink | None = None
 
     def watch(self, store: Store) -> RepoWatch:
         return RepoWatch(store, self.url, self.name, list(self.branches), list(self.supersede), self.priority,
-                         self.interrupt)
+                         self.interrupt, pull_requests=self.pull_requests,
+                         trusted_authors=list(self.trusted_authors), forge=self.forge)
 
 
 def _words(value: Any, where: str) -> tuple[str, ...]:
@@ -73,17 +82,24 @@ def read_rules(path: Path) -> list[RepoRule]:
         name = table.get("name")
         if name is not None and not isinstance(name, str):
             raise BadInput(f"{where}: 'name' must be a string, got {name!r}")
-        interrupt = table.get("interrupt", False)
-        if not isinstance(interrupt, bool):
-            raise BadInput(f"{where}: 'interrupt' must be true or false, got {interrupt!r}")
+        interrupt, pull_requests = (_flag(table, key, where) for key in ("interrupt", "pull_requests"))
         supersede = _words(table.get("supersede", []), f"{where}: 'supersede'")
         if interrupt and not supersede:
             raise BadInput(f"{where}: interrupt = true needs supersede (the branches whose newer commits "
                            f"cancel their older running builds)")
         rules.append(RepoRule(url, name, _words(table.get("branches", []), f"{where}: 'branches'"),
                               parse_priority(table.get("priority", "normal"), f"{where}: 'priority'"),
-                              supersede, interrupt))
+                              supersede, interrupt, pull_requests,
+                              _words(table.get("trusted_authors", []), f"{where}: 'trusted_authors'"),
+                              forge_link(table, url, where)))
     return rules
+
+
+def _flag(table: dict[str, Any], key: str, where: str) -> bool:
+    value = table.get(key, False)
+    if not isinstance(value, bool):
+        raise BadInput(f"{where}: '{key}' must be true or false, got {value!r}")
+    return value
 
 
 class WatchList:

@@ -38,7 +38,7 @@ EVENTS = ("build.ended", "culprit.found")
 
 
 def message(build: Build, settings: Settings, event: str = "build.ended") -> dict[str, Any]:
-    link = f"{settings.web_url.rstrip('/')}/build/{build.repo}/{build.commit}" if settings.web_url else None
+    link = f"{settings.page_root}/build/{build.repo}/{build.commit}" if settings.page_root else None
     first = build.first_failing
     return {"event": event, "repo": build.repo, "commit": build.commit, "branch": build.branch,
             "subject": build.subject, "status": build.status.value, "reason": build.reason,

@@ -17,22 +17,31 @@ class Repos:
     def __init__(self, client: Client):
         self.r = client
 
-    def register(self, name: str, url: str, branches: list[str], priority: str = "normal") -> None:
-        """Record where repository `name` lives, the branches watched and its dispatch priority; a name
-        already used for another URL is bad input. Nothing is written when nothing changed (an observer
-        restarting into a full Redis still starts)."""
+    def register(self, name: str, url: str, branches: list[str], priority: str = "normal", *,
+                 forge: dict[str, str] | None = None, pull_requests: bool = False,
+                 trusted_authors: list[str] | None = None) -> None:
+        """Record where repository `name` lives, the branches watched, its dispatch priority and, for a
+        repository on a forge, its link there (no token) and its pull-request rules; a name already used
+        for another URL is bad input. Nothing is written when nothing changed (an observer restarting
+        into a full Redis still starts)."""
         text = self.r.hget(keys.repos(), name)
         if text is not None:
             known = json.loads(text)
             if known.get("url") != url:
                 raise BadInput(f"repository name '{name}' is already used for {known.get('url')}; "
                                f"choose another with --name")
-        entry = json.dumps({"url": url, "branches": branches, "priority": priority})
+        fields: dict = {"url": url, "branches": branches, "priority": priority}
+        if forge is not None:
+            fields["forge"] = forge
+        if pull_requests:
+            fields.update(pull_requests=True, trusted_authors=trusted_authors or [])
+        entry = json.dumps(fields)
         if text != entry:
             self.r.hset(keys.repos(), name, entry)
 
     def known(self) -> dict[str, dict]:
-        """Every watched repository's entry (url, branches, priority), by name."""
+        """Every watched repository's entry (url, branches, priority; forge, pull_requests and
+        trusted_authors where set), by name."""
         return {name: json.loads(text) for name, text in self.r.hgetall(keys.repos()).items()}
 
     def is_known(self, repo: str) -> bool:
