@@ -9,7 +9,9 @@ made into a git repository (bench/real_project.py's make_repo), with NO .volt.to
 
 1. by hand: a clone of that repository, a fresh virtual environment, the maintainers' own setup steps
    and test command as recorded in `[project.hand]` (from their tox, nox or CI configuration; coverage
-   wrappers and --cov options left out), its per-test results read from pytest's own `--junitxml`
+   wrappers and --cov options left out) — or, for a tox environment of several commands, each of its
+   commands in order and in its directory, stopping where tox stops (`commands`) —, its per-test
+   results read from pytest's own `--junitxml`
    file, or, for `python -m unittest ...`, from unittest's own result object: the same command line
    given to `unittest.main(module=None)` (what `python -m unittest` runs) with a runner that keeps the
    result (none of Volt's code);
