@@ -141,12 +141,15 @@ def junit_key(node_id: str) -> tuple[str, str]:
 
 
 def junit_side(path: Path) -> Counter:
+    """A JUnit file's entries; a test of the venv's site-packages, which pytest names from a directory
+    that holds both it and the tree (the venv's path), named from site-packages on, as Volt names it."""
     entries: Counter = Counter()
     for case in ET.parse(path).getroot().iter("testcase"):
         tags = {child.tag for child in case}
         outcome = "error" if "error" in tags else "failed" if "failure" in tags else \
             "skipped" if "skipped" in tags else "passed"
-        entries[((case.get("classname") or "", case.get("name") or ""), outcome)] += 1
+        classname = re.sub(r"^(?:.*\.)?site-packages\.", "site-packages.", case.get("classname") or "")
+        entries[((classname, case.get("name") or ""), outcome)] += 1
     return entries
 
 

@@ -32,12 +32,12 @@ def workspace(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tox-ws")
 
 
-def build(workspace: Path, where: Path, tox: str, files: dict[str, str] | None = None):
+def build(workspace: Path, where: Path, tox: str, files: dict[str, str] | None = None, retries: int = 0):
     tree, scratch = where / "tree", where / "scratch"
     header = f"[tox]\nskipsdist = true\n[testenv]\ndeps = pytest=={PYTEST_VERSION}\n"
     write_tree(tree, {**FILES, **(files or {}), "tox.ini": header + tox}, dedent=False)
     scratch.mkdir(parents=True)
-    settings = Settings(workspace_dir=str(workspace), build_timeout=300, retries=0)
+    settings = Settings(workspace_dir=str(workspace), build_timeout=300, retries=retries)
     outcome = run_steps(tree, scratch, "toxproj", settings, lambda: None, "tox-run")
     return outcome, (scratch / OUTPUT_FILE).read_text(errors="replace"), tree
 
@@ -95,6 +95,46 @@ commands =
     assert outcome.counts.passed == 2
     # the build's temporary directory is the steps' /tmp: they ran in its envtmp, as tox runs in {envtmpdir}
     assert (tree / "where").read_text() == "/tmp/envtmp"
+
+
+SITE_MODULE = '''
+import os
+
+
+def double(x):
+    """
+    >>> double(2)
+    4
+    """
+    return 2 * x
+
+
+def flaky():
+    """
+    >>> flaky()
+    'ok'
+    """
+    if not os.path.exists("/tmp/flaky-ran"):
+        open("/tmp/flaky-ran", "w").close()
+        return "first time"
+    return "ok"
+'''
+
+
+def test_tests_in_site_packages_are_named_from_there_and_run_again_by_that_name(workspace, tmp_path) -> None:
+    """pytest names a file of the environment from whatever directory holds it and the tree: Volt names
+    it from site-packages, so its id does not carry the environment's path, and runs it again by that id."""
+    install = "import shutil, sysconfig; shutil.copy('dmod.py', sysconfig.get_path('purelib'))"
+    outcome, log, _ = build(workspace, tmp_path, f"""changedir = sub
+commands_pre = python -c "{install}"
+commands =
+    pytest -p no:cacheprovider --doctest-modules {{envsitepackagesdir}}/dmod.py
+    python -c pass
+""", files={"dmod.py": SITE_MODULE}, retries=1)
+    assert outcome.status is Status.PASSED, (outcome.reason, log[-3000:])
+    assert {t.id: t.outcome for t in outcome.tests} == {"site-packages/dmod.py::dmod.double": Outcome.PASSED,
+                                                        "site-packages/dmod.py::dmod.flaky": Outcome.FLAKY}
+    assert "running 1 failed test(s) again on their own" in log
 
 
 @pytest.mark.parametrize("where", ["link", "link/deeper"])

@@ -14,7 +14,10 @@ as pytest's summary counts them: an error in setup is an `error`; an error in te
 `error` entry of its own beside the test's outcome; xfail is `skipped` (with its reason), xpass
 `passed` (`failed` when strict); a failing subtest is an entry of its own; a module skipped as it is
 collected (`pytest.importorskip` at its top) is one skipped test named by its node id, as pytest's
-summary and JUnit file count it. Lines are flushed one by
+summary and JUnit file count it. A test in the environment's own site-packages (`pytest
+--doctest-modules {envsitepackagesdir}/pkg`) is named from there, `site-packages/pkg/mod.py::...`:
+pytest names it from whatever directory holds both it and the tree, which would put the environment's
+path, and so the next environment's, into its id. Lines are flushed one by
 one, so the tests that finished before a hang or a crash are kept.
 
 `duration_s` is pytest's own (set-up, call and tear-down). `cost_s` is what the test took of the
@@ -39,8 +42,11 @@ import gc
 import json
 import os
 import sys
+import sysconfig
 import time
 from typing import IO, Any
+
+SITE = "site-packages"  # how the ids of tests in the environment's site-packages begin
 
 
 class VoltRecorder:
@@ -61,6 +67,18 @@ class VoltRecorder:
         self.collect_s: dict[str, float] = {}  # file -> seconds its collectors took, their own
         self._collecting: list[list[Any]] = []  # [node id, started, seconds of collectors inside it]
         self._last_end = time.perf_counter()  # when the last test (or the collection) ended
+        self._root = ""  # pytest's rootdir, once configured
+        self._site = os.path.normpath(sysconfig.get_path("purelib"))
+        self._named: dict[str, str] = {}  # a node id's file part -> its id's, for those in site-packages
+
+    def _id(self, nodeid: str) -> str:
+        """The id Volt records for a node id: pytest's own, but for a file in site-packages (see above)."""
+        file, sep, rest = nodeid.partition("::")
+        if file not in self._named:
+            path = os.path.normpath(os.path.join(self._root, file)) if self._root else ""
+            inside = path.startswith(self._site + os.sep) and len(self._named) < 100_000
+            self._named[file] = f"{SITE}/{os.path.relpath(path, self._site)}" if inside else file
+        return self._named[file] + sep + rest
 
     def _write(self, record: dict[str, Any]) -> None:
         self.out.write(json.dumps(record) + "\n")
@@ -70,9 +88,9 @@ class VoltRecorder:
         """A share that lists its tests (`only`) needs only their files collected: the rest of the suite is
         not imported at all, which is most of what a shard of a large suite would otherwise spend. A
         share that runs all but the others' tests (`others`) never collects a file the others run whole."""
-        root = str(config.rootpath)
+        root = self._root = str(config.rootpath)
         if self.others is not None:
-            self._skipped = {_absolute(root, entry) for entry in self.others if _whole_file(entry)}
+            self._skipped = {_absolute(root, entry, self._site) for entry in self.others if _whole_file(entry)}
             self._elsewhere = {entry for entry in self.others if not _whole_file(entry) and "[" not in entry}
         if self.only is None:
             return
@@ -80,7 +98,7 @@ class VoltRecorder:
         for entry in self.only:
             parts = _function(entry).split("::")
             self._needed.update("::".join(parts[:n]) for n in range(1, len(parts) + 1))
-        self._files = {_absolute(root, entry.split("::", 1)[0]) for entry in self.only}
+        self._files = {_absolute(root, entry.split("::", 1)[0], self._site) for entry in self.only}
         for path in self._files:
             parent = os.path.dirname(path)
             while parent not in self._dirs and len(parent) >= len(root):
@@ -98,7 +116,7 @@ class VoltRecorder:
     def pytest_pycollect_makeitem(self, collector: Any, name: str, obj: Any) -> list[Any] | None:
         """Nothing for a function or class of a file this shard runs part of, when it has no test of it:
         collecting it (expanding a large parametrization) would be most of what the file costs."""
-        node = f"{collector.nodeid}::{name}".replace("::()", "")
+        node = self._id(f"{collector.nodeid}::{name}".replace("::()", ""))
         if node in self._elsewhere:
             return []
         needed, only = self._needed, self.only
@@ -122,11 +140,12 @@ class VoltRecorder:
                 self.collect_s[file] = self.collect_s.get(file, 0.0) + ended - started - inner
                 break
         if report.failed:
-            self.collect_errors.append([report.nodeid or ".", _text(report)])
+            self.collect_errors.append([self._id(report.nodeid) or ".", _text(report)])
         elif report.skipped and not self.list_only:  # a module skipped whole (importorskip): one skipped test
             self.tests_run += 1
             outcome, message = _skipped(report)
-            self._write({"id": report.nodeid or ".", "outcome": outcome, "duration_s": 0.0, "message": message})
+            self._write({"id": self._id(report.nodeid) or ".", "outcome": outcome, "duration_s": 0.0,
+                         "message": message})
 
     def pytest_collection_modifyitems(self, session: Any, config: Any, items: list[Any]) -> None:
         if self.only is None and self.others is None:
@@ -134,9 +153,10 @@ class VoltRecorder:
         keep: list[Any] = []
         dropped: list[Any] = []
         for item in items:
-            file, function = item.nodeid.split("::", 1)[0], _function(item.nodeid)
-            wanted = (self.only is None or item.nodeid in self.only or file in self.only or function in self.only) \
-                and (self.others is None or not {item.nodeid, file, function} & self.others)
+            nodeid = self._id(item.nodeid)
+            file, function = nodeid.split("::", 1)[0], _function(nodeid)
+            wanted = (self.only is None or nodeid in self.only or file in self.only or function in self.only) \
+                and (self.others is None or not {nodeid, file, function} & self.others)
             (keep if wanted else dropped).append(item)
         if dropped:
             config.hook.pytest_deselected(items=dropped)
@@ -146,15 +166,15 @@ class VoltRecorder:
         self._last_end = time.perf_counter()
         if self.list_only:
             for item in session.items:
-                self._write({"id": item.nodeid})
+                self._write({"id": self._id(item.nodeid)})
 
     def pytest_runtest_logreport(self, report: Any) -> None:
         if hasattr(report, "context"):  # a subtest's own report
             if report.failed:
                 label = _subtest_label(report)
-                self._write({"id": f"{report.nodeid} {label}", "outcome": "failed",
+                self._write({"id": f"{self._id(report.nodeid)} {label}", "outcome": "failed",
                              "duration_s": round(report.duration, 6), "message": _text(report),
-                             "subtest_of": report.nodeid})
+                             "subtest_of": self._id(report.nodeid)})
                 outcome, message, duration = self._open.get(report.nodeid, ("passed", "", 0.0))
                 self._open[report.nodeid] = ("failed", message or "a subtest failed", duration)
             return
@@ -181,11 +201,12 @@ class VoltRecorder:
             self._open.pop(nodeid, None)
             self.tests_run += 1
             ended = time.perf_counter()
-            self._write({"id": nodeid, "outcome": outcome, "duration_s": round(duration, 6), "message": message,
+            self._write({"id": self._id(nodeid), "outcome": outcome, "duration_s": round(duration, 6),
+                         "message": message,
                          "cost_s": round(ended - self._last_end, 6)})
             self._last_end = ended
             if report.failed:
-                self._write({"id": f"{nodeid} [teardown]", "outcome": "error",
+                self._write({"id": f"{self._id(nodeid)} [teardown]", "outcome": "error",
                              "duration_s": round(report.duration, 6), "message": _text(report)})
             return
         self._open[nodeid] = (outcome, message, duration)
@@ -205,7 +226,10 @@ def _function(node_id: str) -> str:
     return node_id.split("[", 1)[0]
 
 
-def _absolute(root: str, relative: str) -> str:
+def _absolute(root: str, relative: str, site: str) -> str:
+    """The path of a file an id names: below rootdir, or below site-packages for one named from there."""
+    if relative.startswith(SITE + "/"):
+        return os.path.normpath(os.path.join(site, relative[len(SITE) + 1:]))
     return os.path.normpath(os.path.join(root, relative))
 
 
