@@ -631,6 +631,8 @@ def test_several_test_runs_placeholders_and_changedir_as_tox_has_them(tmp_path: 
     assert "tox.ini: env 'py' runs its commands in {toxinidir}/.tox (changedir)" in plan.notes
     text = describe(plan)
     assert "command 3, tests (in .tox): pytest --doctest-modules '{site}/sample' (exit status ignored)" in text
+    assert "[volt: {tree} is the tree's path; {site} is the build environment's site-packages; {venv} is the build " \
+           "environment: filled in as the build runs]" in text
 
 
 @pytest.mark.parametrize("changedir, where", [

@@ -24,6 +24,9 @@ __all__ = ["DetectError", "TestPlan", "describe", "detect"]
 # The build environment's pip install: the setup steps written here start with it, installs.py knows them by it.
 PIP = ("python", "-m", "pip", "install")
 LOCKED_REQUIREMENTS = "volt-requirements.txt"
+# What the plan's words may hold of the build's own directories, known only as it runs (buildplan.py).
+PLACES = {"{tmp}": "the build's temporary directory", "{tree}": "the tree's path",
+          "{site}": "the build environment's site-packages", "{venv}": "the build environment"}
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,11 @@ def _in_venv(argv: list[str]) -> list[str]:
 def describe(plan: TestPlan) -> str:
     """The plan in a few lines a person reads: the notes, the setup steps, the test command."""
     lines = [f"[volt: {note}]" for note in plan.notes]
+    words = " ".join(word for argv in [*plan.setup, *(c.argv for c in plan.commands), plan.pytest_args]
+                     for word in argv)
+    named = [f"{name} is {what}" for name, what in PLACES.items() if name in words]
+    if named:
+        lines.append(f"[volt: {'; '.join(named)}: filled in as the build runs]")
     lines += [f"setup: {shlex.join(step)}" for step in plan.setup]
     if plan.project is not None:
         build = plan.project.build
