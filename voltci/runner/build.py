@@ -86,18 +86,23 @@ class Ownership:
 
 
 class Progress:
-    """How many test results the run has written, recorded in the build when it changes."""
+    """How many test results the run has written, and the failing ones among them, recorded in the build
+    when they change; the first failure is recorded once, the moment it is seen."""
 
     def __init__(self, store: Store, build_id: str, results: Path):
         self.store, self.build_id = store, build_id
         self.counter = LineCounter(results)
         self.reported = -1
+        self.named = False
 
     def record(self) -> None:
         done = self.counter.count()
         if done != self.reported:
-            self.store.builds.set_progress(self.build_id, done)
+            failures = self.counter.failures
+            first = failures.first if failures.first and not self.named else ""
+            self.store.builds.set_progress(self.build_id, done, failures.failing, first)
             self.reported = done
+            self.named = self.named or bool(first)
 
 
 class Watch:
