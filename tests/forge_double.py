@@ -14,7 +14,8 @@ Every GitHub status body is checked against the request schema of `POST
 see its README), with jsonschema; Gitea's and GitLab's against the fields and states their API
 documentation names. A request without the expected token header is answered 401, as the forges do;
 one for a project the double does not hold (`projects`) 404. GitLab refuses a transition to the state
-a status is already in (400 "Cannot transition status"), as GitLab does.
+a status is already in, and success or failure of a status that is not running (400 "Cannot
+transition status"), as GitLab does.
 """
 
 from __future__ import annotations
@@ -209,8 +210,10 @@ class ForgeDouble:
             return 422, {"message": f"Validation Failed: {problem}"}, {}
         if seen.kind == "gitlab":
             slot = (seen.project, seen.sha, str(status.get("name", "default")))
-            if self._gitlab_state.get(slot) == status["state"]:
-                return 400, {"message": f"Cannot transition status via :run from :{status['state']}"}, {}
+            before = self._gitlab_state.get(slot)
+            if before == status["state"] or (status["state"] in ("success", "failed") and before != "running"):
+                return 400, {"message": f"Cannot transition status via :{status['state']} from :{before} (Reason(s): "
+                                        f"Status cannot transition)"}, {}
             self._gitlab_state[slot] = status["state"]
         return 201, {"id": len(self.seen) + 1, "state": status.get("state"), "context": seen.context}, {}
 

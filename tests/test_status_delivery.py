@@ -225,3 +225,16 @@ def test_the_sender_runs_only_while_its_scheduler_leads_and_takes_over_what_was_
     finally:
         stop.set()
         thread.join(5)
+
+
+def test_gitlab_gets_a_running_status_before_an_end_it_never_saw_start(conn, rq_conn, settings, double,
+                                                                       token) -> None:
+    store = Store(conn, settings)
+    forge_repo(store, double, "gitlab", "42")
+    sender = StatusSender(settings, store, lambda: True)
+    build = submit(Store(rq_conn, settings), SHA_A)
+    store.builds.start_attempt(build.id, 1, "r1")
+    store.builds.finish(build.id, 1, "r1", failing_outcome())
+    drain(sender)
+    assert [s.status["state"] for s in double.statuses("gitlab")] == ["running", "failed"]
+    assert [s.code for s in double.requests()] == [201, 201]

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import redis
 
-from voltci.commitstatus import CommitStatus, statuses_of
+from voltci.commitstatus import CommitStatus, State, statuses_of
 from voltci.config import Settings
 from voltci.forge import ForgeLink
 from voltci.forgeapi import Answer, post_status
@@ -177,8 +177,15 @@ class StatusSender:
         hold: float | None = None
         for status in sorted(wanted, key=lambda s: not s.is_final):  # a leg's end before its build's
             last = told.get(status.context)
-            if status.same_as(last):
-                continue
+            if status.same_as(last) or (link.kind == "gitlab" and not status.is_final and last is not None
+                                        and last.get("state") == status.state.value):
+                continue  # GitLab refuses a status in the state it is in already
+            if link.kind == "gitlab" and status.state in (State.SUCCESS, State.FAILURE, State.ERROR) and \
+                    (last is None or last.get("state") != State.RUNNING.value):
+                running = CommitStatus(status.context, State.RUNNING, status.description, status.target_url)
+                if not self._post(build_id, link, forge, build.commit, running, last):
+                    return  # GitLab ends only a running status as succeeded or failed
+                last = self.store.statuses.told(build_id).get(status.context)
             sent = int(last.get("n", 0)) if last else 0
             if not status.news_over(last) and last is not None:
                 if sent >= PROGRESS_MAX:
@@ -188,24 +195,33 @@ class StatusSender:
                 if due > now:
                     hold = due if hold is None else min(hold, due)
                     continue
-            answer = self.post(link, build.commit, status)
-            now = self.clock()
-            if answer.outcome == "retry":
-                self.store.statuses.count(link.kind, "retried")
-                self._say(link, answer, retried=True)
-                self.store.statuses.later(build_id, forge.failed(now, answer.wait_s, self.backoff_max_s))
+            if not self._post(build_id, link, forge, build.commit, status, last):
                 return
-            forge.ok()
-            if answer.outcome == "refused":
-                self.store.statuses.count(link.kind, "refused")
-                self._say(link, answer, retried=False)
-            else:
-                self.store.statuses.count(link.kind, "sent")
-            self.store.statuses.record_told(build_id, status.context, {**status.told(), "at": now, "n": sent + 1})
         if hold is not None:
             self.store.statuses.later(build_id, hold)
         else:
             self.store.statuses.done(build_id)
+
+    def _post(self, build_id: str, link: ForgeLink, forge: ForgeState, sha: str, status: CommitStatus,
+              last: dict | None) -> bool:
+        """Post one status and remember what came of it; False when the forge is to be asked again later
+        (the build then waits for it)."""
+        answer = self.post(link, sha, status)
+        now = self.clock()
+        if answer.outcome == "retry":
+            self.store.statuses.count(link.kind, "retried")
+            self._say(link, answer, retried=True)
+            self.store.statuses.later(build_id, forge.failed(now, answer.wait_s, self.backoff_max_s))
+            return False
+        forge.ok()
+        if answer.outcome == "refused":
+            self.store.statuses.count(link.kind, "refused")
+            self._say(link, answer, retried=False)
+        else:
+            self.store.statuses.count(link.kind, "sent")
+        sent = int(last.get("n", 0)) if last else 0
+        self.store.statuses.record_told(build_id, status.context, {**status.told(), "at": now, "n": sent + 1})
+        return True
 
     def _say(self, link: ForgeLink, answer: Answer, retried: bool) -> None:
         """One log line per forge and answer every SAID_EVERY_S."""
