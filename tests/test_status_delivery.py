@@ -238,3 +238,36 @@ def test_gitlab_gets_a_running_status_before_an_end_it_never_saw_start(conn, rq_
     drain(sender)
     assert [s.status["state"] for s in double.statuses("gitlab")] == ["running", "failed"]
     assert [s.code for s in double.requests()] == [201, 201]
+
+
+def test_a_hostile_test_name_reaches_the_forge_safe_and_redis_bounded(conn, rq_conn, settings, double, token) -> None:
+    store = Store(conn, settings)
+    forge_repo(store, double)
+    sender = StatusSender(settings, store, lambda: True)
+    build = submit(Store(rq_conn, settings), SHA_A)
+    store.builds.start_attempt(build.id, 1, "r1")
+    name = "tests/t.py::test_\x1b[2J\r\nX-Injected: yes\u202e" + "\U0001F600é" * 50_000 + "::end"
+    store.builds.set_progress(build.id, 1, 1, name)
+    drain(sender)
+    assert len(conn.hget(keys.build(build.id), "first_failure")) <= 1024
+    (seen,) = [s for s in double.statuses() if "failed so far" in s.status["description"]]
+    text = seen.status["description"]
+    assert len(text) <= 140 and not any(ch in text for ch in "\x1b\r\n\u202e") and double.invalid == []
+    assert "X-Injected" not in seen.headers and seen.path == f"/repos/octo/proj/statuses/{SHA_A}"
+
+
+def test_a_pull_request_waiting_for_approval_says_so_on_its_own_context(conn, rq_conn, settings, double,
+                                                                         token) -> None:
+    from voltci.models import PullRequest
+
+    store = Store(conn, settings)
+    forge_repo(store, double)
+    sender = StatusSender(settings, store, lambda: True)
+    build = Build(id=keys.pull_build_id("proj", 7, SHA_A), repo="proj", url="/repos/proj", commit=SHA_A,
+                  branch="", pull_request=PullRequest(7, SHA_A, SHA_B, "main"), queued_for="approval")
+    store.builds.add(build, time.time())
+    store.statuses.announce(build.id)
+    drain(sender)
+    (seen,) = double.statuses()
+    assert (seen.context, seen.status["state"], seen.status["description"]) == \
+        ("volt/pr", "pending", "waiting for approval: volt approve proj 7")

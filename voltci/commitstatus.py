@@ -141,9 +141,13 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
+WAITING_FOR_APPROVAL = "approval"  # a pull request's build's `queued_for` while it waits for someone's approval
+
+
 def _queued(build: Build, place: int | None) -> str:
-    if build.queued_for == "approval":
-        return "waiting for approval"
+    if build.queued_for == WAITING_FOR_APPROVAL:
+        number = build.pull_request.number if build.pull_request is not None else 0
+        return f"waiting for approval: volt approve {build.repo} {number}" if number else "waiting for approval"
     again = f" (attempt {build.attempt})" if build.attempt > 1 else ""
     return f"queued{again}: {ordinal(place)} in line" if place else f"queued{again}"
 

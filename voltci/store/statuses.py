@@ -51,6 +51,13 @@ class Statuses:
     def __init__(self, client: Client):
         self.r = client
 
+    def announce(self, build_id: str) -> None:
+        """`build_id` has news for its forge, outside any transaction of the caller's (a pull request's
+        build now waiting for approval: its record's `queued_for` says so, and its status with it)."""
+        with self.r.pipeline() as pipe:
+            mark(pipe, build_id)
+            pipe.execute()
+
     def take(self, now: float, limit: int = 50) -> list[str]:
         """The ids of builds due by `now` (at most `limit`, longest waiting first), moved to `sending`."""
         ids = self.r.zrangebyscore(keys.statuses_due(), "-inf", now, start=0, num=limit)
