@@ -8,6 +8,7 @@ is printed through terminal.py, which takes out the control sequences a build's 
 from __future__ import annotations
 
 import functools
+import getpass
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from typing import Any
 import click
 import redis
 
-from voltci import report
+from voltci import pullrequests, report
 from voltci.clock import now_iso, seconds_between
 from voltci.config import Settings, config_file, load_settings
 from voltci.connection import connect, redacted
@@ -32,6 +33,7 @@ from voltci.keys import parse_job_id
 from voltci.logstream import follow_log
 from voltci.observer import RepoWatch, observe_loop
 from voltci.outage import describe, is_full
+from voltci.pulls import check_number
 from voltci.scheduler import Scheduler
 from voltci.store import Policy, Store
 from voltci.terminal import Cleaner, CleanFormatter, echo
@@ -260,19 +262,61 @@ def cancel(app: App, commit: str, repo: str | None) -> None:
     echo(f"cancelled {before.repo} {before.short} (was {before.status.value}{where})")
 
 
+@cli.command(cls=VoltCommand)
+@click.argument("repo")
+@click.argument("number")
+@common_options
+def approve(app: App, repo: str, number: str) -> None:
+    """Approve the head a pull request waits with (one from a fork whose author is not trusted): it is built."""
+    pull = _pull_number(number)
+    state, build = pullrequests.approve(app.store(), repo, pull, f"{_user()} (volt approve)")
+    if build is None:
+        echo(f"{repo} pull request #{pull} at {state.head[:10]} needs no approval: "
+             f"{'its author is trusted' if state.trusted else 'that head was approved already'}")
+        return
+    echo(f"approved {repo} pull request #{pull} at {state.head[:10]}: queued as it would merge into {build.branch}")
+
+
+def _pull_number(text: str) -> int:
+    found = check_number(text.strip())
+    if found is None:
+        raise BadInput(f"not a pull request number: '{text[:30]}' (a whole number from 1)")
+    return found
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()[:50]
+    except (KeyError, OSError):
+        return "someone"
+
+
 # ---------------------------------------------------------------- reporter
 
 @cli.command(cls=VoltCommand, name="report")
-@click.argument("commit")
+@click.argument("commit", required=False)
 @click.option("--repo", default=None, help="Repository name, when the commit prefix is in several.")
+@click.option("--pr", "pull_text", default=None, metavar="N",
+              help="The newest build of this pull request (with --repo) instead of a commit's.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report.")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Also write a JUnit XML file.")
 @common_options
-def report_cmd(app: App, commit: str, repo: str | None, as_json: bool, junit_path: str | None) -> None:
-    """Show a commit's build: exit 0 passed, 1 failed, 3 not finished, 2 bad input."""
+def report_cmd(app: App, commit: str | None, repo: str | None, pull_text: str | None, as_json: bool,
+               junit_path: str | None) -> None:
+    """Show a commit's build (or a pull request's, by its head commit or --pr N --repo NAME): exit 0 passed,
+    1 failed, 3 not finished, 2 bad input."""
+    pull = _pull_number(pull_text) if pull_text is not None else None
+    if (commit is None) == (pull is None):
+        raise BadInput("give a COMMIT, or --pr N with --repo NAME (not both)")
+    if pull is not None and repo is None:
+        raise BadInput("--pr needs --repo NAME: pull request numbers are per repository")
     store = app.store()
-    build_id = store.records.resolve_commit(commit, repo)
+    if pull is not None and repo is not None:
+        build_id = store.pulls.build_of(repo, pull).id
+        commit = f"pull request #{pull}"
+    else:
+        build_id = store.records.resolve_commit(commit or "", repo)
     build = store.records.get_build(build_id)
     if build is None:
         raise BadInput(f"the build of '{commit}' has no record (was it pruned?)")

@@ -32,6 +32,17 @@ GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "SSH_ASKPASS": "tr
 def git(args: list[str], cwd: str | Path | None = None, timeout: float = GIT_TIMEOUT_S,
         env_extra: dict[str, str] | None = None) -> str:
     """Run `git ARGS` in its own process group and return its stdout; GitError with git's last line if it fails."""
+    code, out, err = git_status(args, cwd, timeout, env_extra)
+    if code != 0:
+        lines = [line for line in err.splitlines() if line.strip()]
+        raise GitError(f"git {args[0]} failed: {lines[-1] if lines else f'exit status {code}'}")
+    return out
+
+
+def git_status(args: list[str], cwd: str | Path | None = None, timeout: float = GIT_TIMEOUT_S,
+               env_extra: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """Run `git ARGS` as git() does, for a command whose exit status is an answer (`merge-tree`: 1 is a
+    conflict): its status, stdout and stderr. GitError only when git cannot run or takes too long."""
     env = {**os.environ, **GIT_ENV, **(env_extra or {})}
     try:
         proc = subprocess.Popen(["git", *args], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -44,10 +55,7 @@ def git(args: list[str], cwd: str | Path | None = None, timeout: float = GIT_TIM
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate()
         raise GitError(f"git {args[0]} took longer than {timeout:g} s and was stopped") from None
-    if proc.returncode != 0:
-        lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
-        raise GitError(f"git {args[0]} failed: {lines[-1] if lines else f'exit status {proc.returncode}'}")
-    return out.decode(errors="replace")
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 def is_sha(text: str) -> bool:
@@ -89,6 +97,23 @@ def remote_heads(url: str) -> tuple[dict[str, str], str | None]:
         elif ref.startswith("refs/heads/") and is_sha(left):
             heads[ref.removeprefix("refs/heads/")] = left
     return heads, default
+
+
+def remote_refs(url: str, pattern: str, most: int = 10_000) -> list[tuple[str, str]]:
+    """(sha, ref) of a remote's refs matching `pattern` (`refs/pull/*/head`), from one `git ls-remote`;
+    at most `most` of them (a remote with more refs costs a bounded pass)."""
+    if url.startswith("-"):
+        raise GitError(f"not a git repository: {url}")
+    try:
+        out = git(["ls-remote", url, pattern], timeout=60)
+    except GitError as exc:
+        raise GitError(f"not a git repository (or not reachable): {url} ({exc})") from None
+    found = []
+    for line in out.splitlines()[:most]:
+        sha, _, ref = line.partition("\t")
+        if is_sha(sha) and ref:
+            found.append((sha, ref))
+    return found
 
 
 @contextmanager

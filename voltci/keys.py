@@ -55,6 +55,9 @@ Layout (P = prefix, "volt" by default):
                                            histogram buckets of build durations and queue waits, lost attempts
     P:hooks:seen                    zset   the forge push hooks received: "body:<digest>" and "delivery:<id>",
                                            scored by when (epoch s); kept HOOKS_SEEN_S, at most HOOKS_SEEN_MAX
+    P:repo:<repo>:pulls             hash   pull request number -> JSON of what Volt knows of it (pulls.PullState):
+                                           its head, base branch, author, trust, approval, builds; at most
+                                           PULLS_KEPT per repository, closed ones dropped first
 
 Written by earlier versions and still read (and pruned), never written:
 
@@ -210,14 +213,27 @@ def commits() -> str:
     return f"{PREFIX}:commits"
 
 
-def commit_member(sha: str, repo: str) -> str:
-    """Member of the commits index: the sha first so a lex range finds every prefix match."""
-    return f"{sha}:{_check_part(repo)}"
+def commit_member(sha: str, repo: str, pull: int = 0) -> str:
+    """Member of the commits index: the sha first so a lex range finds every prefix match; a pull
+    request's build of a head is `<sha>:<repo>:pr<N>` (its id is not the commit's own)."""
+    return f"{sha}:{_check_part(repo)}" + (f":pr{int(pull)}" if pull else "")
 
 
 def split_commit_member(member: str) -> tuple[str, str]:
+    """(sha, repo) of a member; a pull request's member keeps `:pr<N>` on the repo (see commit_build)."""
     sha, _, repo = member.partition(":")
     return sha, repo
+
+
+def commit_build(sha: str, where: str) -> str:
+    """The build id a commits-index member names: `where` is split_commit_member's repo part."""
+    repo, _, pull = where.partition(":pr")
+    return pull_build_id(repo, int(pull), sha) if pull.isdigit() else build_id(repo, sha)
+
+
+def commit_repo(where: str) -> str:
+    """The repository of split_commit_member's repo part."""
+    return where.partition(":")[0]
 
 
 def pointer(repo: str) -> str:
@@ -284,6 +300,16 @@ HOOKS_SEEN_MAX = 10_000
 
 def hooks_seen() -> str:
     return f"{PREFIX}:hooks:seen"
+
+
+# Pull requests kept per repository (what each holds is bounded: pulls.PullState), and how many of them
+# may wait for approval at once: a flood of pull requests from forks costs at most this much.
+PULLS_KEPT = 500
+PULLS_WAITING_MAX = 50
+
+
+def repo_pulls(repo: str) -> str:
+    return f"{PREFIX}:repo:{_check_part(repo)}:pulls"
 
 
 def is_valid_repo_name(name: str) -> bool:

@@ -373,6 +373,11 @@ class Build:
         return self.commit[:10]
 
     @property
+    def pull_number(self) -> int:
+        """The number of the pull request it builds (0: a build of a branch or a commit)."""
+        return self.pull_request.number if self.pull_request else 0
+
+    @property
     def is_leg(self) -> bool:
         """A matrix leg's record, rather than a build's."""
         return bool(self.parent)

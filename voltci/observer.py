@@ -31,9 +31,11 @@ from voltci.dispatch import Priority
 from voltci.errors import BadInput, GitError
 from voltci.failover import PrimaryWatch
 from voltci.forge import ForgeLink
-from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads
+from voltci.git import Mirror, check_branch_name, git, is_sha, normalize_url, remote_heads, remote_refs
 from voltci.models import Build, PointerUpdate, Push, QueuedFor
 from voltci.outage import Outage
+from voltci.pullrequests import waiting_for_approval
+from voltci.pulls import EVERYONE, PullState, PullWait, pull_heads
 from voltci.requeue import QueuedJournal
 from voltci.runner.scopes import scope_of
 from voltci.store import Store
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("volt.observer")
 RETRY_BACKOFF_MAX_S = 60.0
+MAX_PULLS_PER_POLL = 20  # pull requests' new heads recorded per pass; the rest at the next
 
 
 @dataclass(frozen=True)
@@ -189,7 +192,8 @@ class RepoWatch:
         self._follow(heads, default)
         pointers = self.store.repos.pointers(self.name, self.branches)
         self._protect_heads(pointers)
-        if all(heads.get(b) == pointers.get(b) for b in self.branches):
+        pulls = self._pull_heads() if self.pull_requests else {}
+        if all(heads.get(b) == pointers.get(b) for b in self.branches) and not pulls:
             self._want_heads(wanted, pointers)
             return []
         with self.mirror.lock():
@@ -198,7 +202,46 @@ class RepoWatch:
         for branch in self.branches:
             created += self._poll_branch(branch, wanted)
         self._want_heads(wanted, self.store.repos.pointers(self.name, self.branches))
+        return created + self._poll_pulls(pulls)
+
+    def _pull_heads(self) -> dict[int, str]:
+        """The pull requests whose head is new to Volt (`git ls-remote` of the forge's pull-request refs):
+        number -> head, the newest numbers first; a closed one's ref is not new (forges keep them)."""
+        refspec = self.forge.pull_refspec() if self.forge else "refs/pull/*/head"
+        found = pull_heads(remote_refs(self.url, refspec), refspec, keys.PULLS_KEPT)
+        known = {state.number: state for state in self.store.pulls.all(self.name)}
+        return {number: head for number, head in found.items()
+                if number not in known or (known[number].head != head and known[number].state != PullWait.CLOSED)}
+
+    def _poll_pulls(self, pulls: dict[int, str]) -> list[Build]:
+        """Record each pull request's new head and queue its build where it may be built (store/pulls.py):
+        at most MAX_PULLS_PER_POLL a pass, the newest numbers first. What polling cannot see — who opened
+        it, from where — a webhook tells; until then an unknown pull request waits for approval, unless
+        every pull request is trusted (`trusted_authors = ["*"]`)."""
+        created = []
+        everyone = EVERYONE in self.trusted_authors
+        for number, head in list(pulls.items())[:MAX_PULLS_PER_POLL]:
+            found = PullState(number, head, base_branch=self.default_branch or "", trusted=everyone)
+            what, state, build = self.store.pulls.seen(self.name, found, subject=self._subject(head))
+            if build is not None:
+                log.info("%s: pull request #%d at %s: queued, as it would merge into %s", self.name, number,
+                         head[:10], build.branch)
+                created.append(build)
+            elif what == "waiting":
+                log.info("%s: pull request #%d at %s waits for approval (volt approve %s %d)", self.name, number,
+                         head[:10], self.name, number)
+                waiting_for_approval(self.store, self.name, state)
+            elif what == "full":
+                log.warning("%s: pull request #%d not recorded: %d pull requests wait for approval already",
+                            self.name, number, keys.PULLS_WAITING_MAX)
         return created
+
+    def _subject(self, sha: str) -> str:
+        """The subject of a commit of the mirror ("" when it has not got it)."""
+        try:
+            return git(["log", "-1", "--format=%s", sha, "--"], cwd=self.mirror.path, timeout=30).strip()[:500]
+        except GitError:
+            return ""
 
     def _protected(self, branch: str) -> bool:
         return scope_of(branch, self.settings.protected_branches, self.default_branch).protected

@@ -48,6 +48,7 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
         "shards": [json.loads(shard.to_json()) for shard in shards or []],
         "legs": [leg_dict(leg) for leg in legs or []],
         "cut": build.cut.to_dict(),
+        **({"pull_request": build.pull_request.to_dict()} if build.pull_request else {}),
     }
 
 
@@ -89,6 +90,10 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shar
     ]
     if build.cut:
         lines.append(build.cut.line())
+    if build.pull_request is not None:
+        pull = build.pull_request
+        lines.insert(1, f"pull request #{pull.number}: its head {pull.head[:12]} merged into {build.branch} at "
+                        f"{pull.base[:12] or '(not yet merged)'}")
     if build.first_failing is not None:
         lines.insert(2, build.first_failing.line() + f" (its parent {build.first_failing.parent[:10] or '-'} passed)")
     if len(attempts) > 1 or any(a.state is AttemptState.LOST for a in attempts):

@@ -35,6 +35,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,6 +48,7 @@ from voltci.models import Build, Counts, Leg, RunOutcome, Share, Status, Work
 from voltci.outage import Outage, is_full
 from voltci.runner import environments, untrusted
 from voltci.runner.disk import DiskWatch
+from voltci.runner.merge import MergeConflict
 from voltci.runner.project import FILE_NAME
 from voltci.runner.sandbox import out_dir
 from voltci.runner.sharding import partition
@@ -174,8 +176,10 @@ class BuildRun:
         try:
             with checkout(settings.workspace_dir, build.repo, build.url, build.commit,
                           stale_after_s=2 * settings.build_timeout + STALE_MARGIN_S, branch=build.branch,
-                          protected=settings.protected_branches) as workspace:
+                          protected=settings.protected_branches, pull=build.pull_request) as workspace:
                 return self.steps(build, workspace)
+        except MergeConflict as exc:
+            return RunOutcome(Status.ERROR, [], Counts(), reason=str(exc))
         except VoltError as exc:
             return RunOutcome(Status.ERROR, [], Counts(), reason=f"checkout failed: {exc}")
         except Exception as exc:  # a bug of ours must still end the build, not leave it running
@@ -185,8 +189,13 @@ class BuildRun:
     def steps(self, build: Build, workspace: Workspace) -> RunOutcome | None:
         """prepare → legs → split (from history) → set up → split (listing the tests) → test; and, for a
         build past its disk limit, `error` and what it wrote removed."""
+        pull = build.pull_request
+        if pull is not None and workspace.base and not pull.base:
+            pull = replace(pull, base=workspace.base)  # what it merged into: its shards and legs take the same
+            build.pull_request = pull
         try:  # which scope made this result: the observer builds a protected branch's commits in theirs
-            self.store.builds.set_scope(self.work.build, self.work.attempt, workspace.scope.name)
+            self.store.builds.set_scope(self.work.build, self.work.attempt, workspace.scope.name,
+                                        pull if self.work.shard is None else None)
         except redis.RedisError as exc:
             log.warning("build %s: could not record its trust scope (%s)", build.id, exc)
         whole = self.work.shard is None
@@ -200,6 +209,9 @@ class BuildRun:
         with BuildSteps(workspace.tree, workspace.scratch, build.repo, self.settings, watch, self.run_id,
                         leg, workspace.scope) as steps:
             share = None if whole else self.share()
+            if pull is not None:
+                steps.say(f"[volt: pull request #{pull.number}: its head {pull.head[:10]} merged into "
+                          f"{pull.base_branch or build.branch} at {pull.base[:10]}, as it would merge]")
             ended = steps.prepare()
             if ended is None:
                 watch.disk = self.disk_watch(steps, workspace)

@@ -10,7 +10,9 @@ later build's tests. So each build runs in a scope, and writes only what builds 
 - every other branch has a scope of its own, seeded from the protected scope's environment without
   being able to change it (environments.py shows it through an overlay, the protected environment the
   read-only lower layer), and worktrees of its own (workspace.py);
-- a build of no branch (a commit built by its id) has a scope of its own commit.
+- a build of no branch (a commit built by its id) has a scope of its own commit;
+- a pull request's builds have a scope of their own, whatever branch they would merge into: anyone
+  wrote their code, a protected branch's name on them changes nothing.
 
 Within any scope, the tests see the environment read-only: only setup steps install.
 """
@@ -35,8 +37,12 @@ class Scope:
     name: str
     branch: str
     protected: bool
+    pull: int = 0  # a pull request's scope: its number
 
     def describe(self) -> str:
+        if self.pull:
+            return (f"pull request #{self.pull}: an environment and worktrees of its own, seeded from the protected "
+                    "branches' but never changing them")
         if self.protected:
             return f"protected branch '{self.branch}': environments and worktrees shared with the protected branches"
         what = f"branch '{self.branch}'" if self.branch else "a commit of no branch"
@@ -44,9 +50,11 @@ class Scope:
                 "changing them")
 
 
-def scope_of(branch: str, protected: str, default_branch: str | None, commit: str = "") -> Scope:
-    """The scope of a build of `branch` (or of `commit`, built on its own), given the `protected_branches`
-    setting and the repository's default branch."""
+def scope_of(branch: str, protected: str, default_branch: str | None, commit: str = "", pull: int = 0) -> Scope:
+    """The scope of a build of `branch` (or of `commit`, built on its own; or of pull request `pull`,
+    never protected), given the `protected_branches` setting and the repository's default branch."""
+    if pull:
+        return Scope(f"pull-{int(pull)}", f"pull request #{int(pull)}", False, int(pull))
     patterns = branch_patterns(protected) or ([default_branch] if default_branch else [])
     if branch and any(fnmatch.fnmatchcase(branch, pattern) for pattern in patterns):
         return Scope(PROTECTED_SCOPE, branch, True)

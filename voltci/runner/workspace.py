@@ -23,7 +23,9 @@ from voltci.config import host_dir
 from voltci.errors import WorkspaceBusy
 from voltci.git import GitError, Mirror, git
 from voltci.locks import AllBusy, all_held, first_free
+from voltci.models import PullRequest
 from voltci.runner import untrusted
+from voltci.runner.merge import merged
 from voltci.runner.scopes import Scope, scope_of
 
 POOL_SLOTS = 8
@@ -37,13 +39,16 @@ class Workspace:
     tree: Path  # the checked-out commit
     scratch: Path  # results and log of the build, outside the tree
     scope: Scope  # whose worktrees and environments the build may write (scopes.py)
+    base: str = ""  # a pull request's build: the base commit its head was merged into
 
 
 @contextmanager
 def checkout(workspace_dir: str, repo: str, url: str, sha: str, stale_after_s: float = 24 * 3600,
-             branch: str = "", protected: str = "") -> Iterator[Workspace]:
+             branch: str = "", protected: str = "", pull: PullRequest | None = None) -> Iterator[Workspace]:
     """Check `sha` (of `branch`) out into a worktree of this host's pool for `repo` and the build's trust
-    scope (`protected`: the protected_branches setting), held for the `with` block.
+    scope (`protected`: the protected_branches setting), held for the `with` block. A pull request's
+    build (`pull`) checks out its head merged into its base branch (merge.py) in its own scope; the
+    workspace's `base` is the base commit it merged into.
 
     Scratch directories older than `stale_after_s` (longer than any build may run) were left by a
     runner that was killed mid-build, and are removed on the way; so are the worktrees of scopes no
@@ -57,7 +62,11 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str, stale_after_s: f
     if mirror.default_branch() is None:  # no mirror yet: it names the default branch
         with mirror.lock():
             mirror.ensure_commit(sha)
-    scope = scope_of(branch, protected, mirror.default_branch(), sha)
+    scope = scope_of(branch, protected, mirror.default_branch(), sha, pull.number if pull else 0)
+    merged_into = ""
+    if pull is not None:
+        sha, merged_into = merged(mirror, pull.number, pull.head, pull.base_branch or branch or
+                                  mirror.default_branch() or "", pull.base)
     pool = base / "pool" / mirror.path.stem
     remove_unused_scopes(pool / "scopes", mirror)
     if not scope.protected:
@@ -68,7 +77,7 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str, stale_after_s: f
             try:
                 switch(mirror, pool / str(slot), sha)
                 os.utime(pool)  # the scope is in use: its worktrees stay
-                yield Workspace(pool / str(slot), scratch, scope)
+                yield Workspace(pool / str(slot), scratch, scope, merged_into)
             finally:
                 untrusted.remove_tree(scratch)
     except AllBusy:

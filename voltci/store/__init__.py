@@ -19,6 +19,7 @@ kind of record, each a module of its own, each handed at construction the other 
     outbox     webhook messages to send
     statuses   builds with news for their forge's commit statuses, and what each forge was last told
     hooks      forge push hooks received, so that a replayed one is refused
+    pulls      pull requests: trust, approval, the builds of their heads     (records, repos, builds, queue)
     metrics    counters and histograms for /metrics
     retention  pruning old builds                                            (records, repos)
     usage      memory used, bytes per build                                  (records)
@@ -42,6 +43,7 @@ from voltci.store.legs import Legs, merge_legs
 from voltci.store.logs import Logs
 from voltci.store.metrics import Metrics
 from voltci.store.outbox import Outbox
+from voltci.store.pulls import Pulls
 from voltci.store.pushes import Pushes
 from voltci.store.queue import Queue
 from voltci.store.records import Records
@@ -87,6 +89,7 @@ class Store:
         self.outbox = Outbox(r)
         self.statuses = Statuses(r)
         self.hooks = Hooks(r)
+        self.pulls = Pulls(r, settings, self.records, self.repos, self.builds, self.queue)
         self.metrics = Metrics(r)
         self.retention = Retention(r, self.records, self.repos)
         self.usage = Usage(r, self.records)

@@ -34,6 +34,7 @@ from voltci.models import (
     Build,
     Counts,
     PointerUpdate,
+    PullRequest,
     Push,
     QueuedFor,
     RunOutcome,
@@ -78,7 +79,7 @@ class Builds:
                 statuses.mark(pipe, build.id)
             pipe.zadd(keys.repo_history(build.repo), {build.id: score})
             pipe.zadd(keys.history(), {build.id: score})
-            pipe.zadd(keys.commits(), {keys.commit_member(build.commit, build.repo): 0})
+            pipe.zadd(keys.commits(), {keys.commit_member(build.commit, build.repo, build.pull_number): 0})
             if build.branch and newest:
                 pipe.hset(keys.repo_heads(build.repo), build.branch, build.id)
 
@@ -215,16 +216,18 @@ class Builds:
 
         return guarded(self.r, [keys.build(build_id)], body)
 
-    def set_scope(self, build_id: str, attempt: int, scope: str) -> bool:
+    def set_scope(self, build_id: str, attempt: int, scope: str, pull: PullRequest | None = None) -> bool:
         """Record the trust scope `attempt` of a build runs in (scopes.py), if that attempt still owns it;
         the observer builds again, in the protected scope, a commit a protected branch reaches whose
-        build ran in another."""
+        build ran in another. A pull request's build also records the base its head was merged into."""
 
         def body(pipe: Txn) -> bool:
             if self._owned(pipe, build_id, attempt) is None:
                 return False
             pipe.multi()
             pipe.hset(keys.build(build_id), "scope", scope)
+            if pull is not None:
+                pipe.hset(keys.build(build_id), "pull_request", pull.to_json())
             return True
 
         return guarded(self.r, [keys.build(build_id)], body)

@@ -78,7 +78,7 @@ class Legs:
                     id=unit, repo=build.repo, url=build.url, commit=build.commit, branch=build.branch,
                     subject=build.subject, author=build.author, queued_at=queued, waiting_since=queued,
                     parent=build_id, leg=leg.name, python=leg.python, env=dict(leg.env),
-                    jobs=[keys.job_id(unit, 1)]))
+                    jobs=[keys.job_id(unit, 1)], pull_request=build.pull_request))
             pipe.multi()
             pipe.hset(keys.build(build_id), mapping={"legs": str(len(records)), "legs_ended": "0"})
             statuses.mark(pipe, build_id)

@@ -130,7 +130,10 @@ class Records:
         if repo is not None and not keys.is_valid_repo_name(repo):
             raise BadInput(f"not a repository name: '{repo}'")
         members = self.r.zrangebylex(keys.commits(), f"[{prefix}", f"[{prefix}\xff", start=0, num=50)
-        matches = sorted({keys.split_commit_member(m) for m in members})
+        builds: dict[tuple[str, str], list[str]] = {}  # (sha, repo) -> the index's places: its own, pull requests'
+        for sha, where in map(keys.split_commit_member, members):
+            builds.setdefault((sha, keys.commit_repo(where)), []).append(where)
+        matches = sorted(builds)
         if repo is not None:
             matches = [(sha, r) for sha, r in matches if r == repo]
         where = f" in repository '{repo}'" if repo else ""
@@ -142,7 +145,9 @@ class Records:
             hint = "" if repo or len({r for _, r in matches}) == 1 else " (or name the repository with --repo)"
             raise BadInput(f"ambiguous commit '{commit}'{where}: it matches {shown}; give more digits{hint}")
         sha, found_repo = matches[0]
-        return keys.build_id(found_repo, sha)
+        # The commit's own build when it has one; else the newest pull request's build of it as a head.
+        places = sorted(builds[matches[0]], key=lambda w: (w != found_repo, -int(w.partition(":pr")[2] or 0)))
+        return keys.commit_build(sha, places[0])
 
     def running_builds(self) -> list[Build]:
         return self.builds(sorted(self.r.smembers(keys.running())))

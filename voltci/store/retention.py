@@ -139,7 +139,7 @@ class Retention:
         pipe.hdel(keys.repo_trail(build.repo), build.id)
         pipe.zrem(keys.repo_trail_order(build.repo), build.id)
         pipe.zrem(keys.history(), build.id)
-        pipe.zrem(keys.commits(), keys.commit_member(build.commit, build.repo))
+        pipe.zrem(keys.commits(), keys.commit_member(build.commit, build.repo, build.pull_number))
         pipe.srem(keys.queued(), build.id)
         pipe.srem(keys.running(), build.id)
         pipe.zrem(keys.statuses_due(), build.id)  # a build pruned before a forge took its statuses: none to send
