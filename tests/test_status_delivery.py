@@ -256,18 +256,39 @@ def test_a_hostile_test_name_reaches_the_forge_safe_and_redis_bounded(conn, rq_c
     assert "X-Injected" not in seen.headers and seen.path == f"/repos/octo/proj/statuses/{SHA_A}"
 
 
-def test_a_pull_request_waiting_for_approval_says_so_on_its_own_context(conn, rq_conn, settings, double,
-                                                                         token) -> None:
-    from voltci.models import PullRequest
+def test_a_pull_request_waiting_for_approval_says_so_on_its_head_then_its_build_takes_over(
+        conn, rq_conn, settings, double, token) -> None:
+    from voltci.pullrequests import waiting_for_approval
+    from voltci.pulls import PullState
 
     store = Store(conn, settings)
     forge_repo(store, double)
     sender = StatusSender(settings, store, lambda: True)
-    build = Build(id=keys.pull_build_id("proj", 7, SHA_A), repo="proj", url="/repos/proj", commit=SHA_A,
-                  branch="", pull_request=PullRequest(7, SHA_A, SHA_B, "main"), queued_for="approval")
-    store.builds.add(build, time.time())
-    store.statuses.announce(build.id)
+    what, state, _ = Store(rq_conn, settings).pulls.seen("proj", PullState(7, SHA_A, "main", "mallory", fork=True,
+                                                                            known=True))
+    assert what == "waiting"
+    waiting_for_approval(store, "proj", state)
+    waiting_for_approval(store, "proj", state)  # told twice: waits once
     drain(sender)
     (seen,) = double.statuses()
-    assert (seen.context, seen.status["state"], seen.status["description"]) == \
-        ("volt/pr", "pending", "waiting for approval: volt approve proj 7")
+    assert (seen.sha, seen.context, seen.status["state"], seen.status["description"]) == \
+        (SHA_A, "volt/pr", "pending", "waiting for approval: volt approve proj 7")
+    _, build = Store(rq_conn, settings).pulls.approve("proj", 7, "alice")
+    waiting_for_approval(store, "proj", state)  # a late word of waiting, once approved, is not sent
+    drain(sender)
+    assert build is not None
+    assert [(s.context, s.status["description"].split(":")[0]) for s in double.statuses()][1:] == \
+        [("volt/pr", "queued")]
+
+
+def test_past_its_bound_what_waits_loses_pendings_never_a_final(conn, rq_conn, settings, double, monkeypatch) -> None:
+    monkeypatch.setattr("voltci.statuses.WAITING_MAX", 2)
+    store = Store(conn, settings)
+    ended = submit(Store(rq_conn, settings), SHA_A)
+    store.builds.start_attempt(ended.id, 1, "r1")
+    store.builds.finish(ended.id, 1, "r1", outcome(Status.PASSED))
+    waiting = submit(Store(rq_conn, settings), SHA_B)
+    store.statuses.announce_pull("proj", 3)
+    assert store.statuses.waiting() == 3
+    assert StatusSender(settings, store, lambda: False).trim() == 2
+    assert conn.zrange(keys.statuses_due(), 0, -1) == [ended.id] and waiting.id != ended.id

@@ -141,13 +141,13 @@ def ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-WAITING_FOR_APPROVAL = "approval"  # a pull request's build's `queued_for` while it waits for someone's approval
+def waiting_for_approval(repo: str, number: int, target_url: str | None = None) -> CommitStatus:
+    """The status of a pull request's head that waits for someone's approval before it is built."""
+    return CommitStatus(PULL_CONTEXT, State.PENDING, describe(f"waiting for approval: volt approve {repo} {number}"),
+                        target_url)
 
 
 def _queued(build: Build, place: int | None) -> str:
-    if build.queued_for == WAITING_FOR_APPROVAL:
-        number = build.pull_request.number if build.pull_request is not None else 0
-        return f"waiting for approval: volt approve {build.repo} {number}" if number else "waiting for approval"
     again = f" (attempt {build.attempt})" if build.attempt > 1 else ""
     return f"queued{again}: {ordinal(place)} in line" if place else f"queued{again}"
 

@@ -30,13 +30,15 @@ from collections.abc import Callable
 
 import redis
 
-from voltci.commitstatus import CommitStatus, State, statuses_of
+from voltci.commitstatus import CommitStatus, State, statuses_of, waiting_for_approval
 from voltci.config import Settings
 from voltci.forge import ForgeLink
 from voltci.forgeapi import Answer, post_status
+from voltci.keys import parse_pull_status_member
 from voltci.links import build_page_url
 from voltci.models import Status
 from voltci.outage import Outage
+from voltci.pulls import PullWait
 from voltci.store import Store
 from voltci.store.records import leg_ids
 from voltci.store.statuses import WAITING_MAX
@@ -111,8 +113,12 @@ class StatusSender:
         """Look at the builds that are due; how long to wait before the next step."""
         now = self.clock()
         taken = self.store.statuses.take(now, TAKE)
-        for build_id in taken:
-            self.deliver(build_id)
+        for member in taken:
+            pull = parse_pull_status_member(member)
+            if pull is not None:
+                self.deliver_waiting(member, *pull)
+            else:
+                self.deliver(member)
         self.trim()
         if len(taken) == TAKE:
             return 0.0
@@ -125,8 +131,9 @@ class StatusSender:
         if self.store.statuses.waiting() <= WAITING_MAX:
             return 0
         oldest = self.store.statuses.oldest(1000)
-        ended = {b.id for b in self.store.records.light(oldest) if b.status.is_final}
-        dropped = [build_id for build_id in oldest if build_id not in ended]
+        builds = [member for member in oldest if parse_pull_status_member(member) is None]
+        ended = {b.id for b in self.store.records.light(builds) if b.status.is_final}
+        dropped = [member for member in oldest if member not in ended]  # pull requests' waits are pendings too
         self.store.statuses.drop(dropped)
         return len(dropped)
 
@@ -157,6 +164,21 @@ class StatusSender:
                 break
         self._expected[repo] = (now, total)
         return total
+
+    def deliver_waiting(self, member: str, repo: str, number: int) -> None:
+        """Tell the forge that pull request `number`'s head waits for approval, if it still does."""
+        state = self.store.pulls.get(repo, number)
+        link = self.link(repo)
+        if state is None or link is None or state.state != PullWait.WAITING or not state.head:
+            self.store.statuses.done(member)  # approved, closed or forgotten meanwhile; or no forge
+            return
+        forge = self.forges.setdefault((link.kind, link.api), ForgeState())
+        if forge.until > self.clock():
+            self.store.statuses.later(member, forge.until)
+            return
+        answer = self.post(link, state.head, waiting_for_approval(repo, number))
+        if self._judged(member, link, forge, answer):
+            self.store.statuses.done(member)
 
     def deliver(self, build_id: str) -> None:
         """Tell the forge what `build_id` has to say now; then it is done, or waits for later."""
@@ -207,11 +229,18 @@ class StatusSender:
         """Post one status and remember what came of it; False when the forge is to be asked again later
         (the build then waits for it)."""
         answer = self.post(link, sha, status)
-        now = self.clock()
+        if not self._judged(build_id, link, forge, answer):
+            return False
+        sent = int(last.get("n", 0)) if last else 0
+        self.store.statuses.record_told(build_id, status.context, {**status.told(), "at": self.clock(), "n": sent + 1})
+        return True
+
+    def _judged(self, member: str, link: ForgeLink, forge: ForgeState, answer: Answer) -> bool:
+        """Count and log an answer; False when it is to be asked again later (`member` then waits)."""
         if answer.outcome == "retry":
             self.store.statuses.count(link.kind, "retried")
             self._say(link, answer, retried=True)
-            self.store.statuses.later(build_id, forge.failed(now, answer.wait_s, self.backoff_max_s))
+            self.store.statuses.later(member, forge.failed(self.clock(), answer.wait_s, self.backoff_max_s))
             return False
         forge.ok()
         if answer.outcome == "refused":
@@ -219,8 +248,6 @@ class StatusSender:
             self._say(link, answer, retried=False)
         else:
             self.store.statuses.count(link.kind, "sent")
-        sent = int(last.get("n", 0)) if last else 0
-        self.store.statuses.record_told(build_id, status.context, {**status.told(), "at": now, "n": sent + 1})
         return True
 
     def _say(self, link: ForgeLink, answer: Answer, retried: bool) -> None:

@@ -52,11 +52,15 @@ class Statuses:
         self.r = client
 
     def announce(self, build_id: str) -> None:
-        """`build_id` has news for its forge, outside any transaction of the caller's (a pull request's
-        build now waiting for approval: its record's `queued_for` says so, and its status with it)."""
+        """`build_id` has news for its forge, outside any transaction of the caller's."""
         with self.r.pipeline() as pipe:
             mark(pipe, build_id)
             pipe.execute()
+
+    def announce_pull(self, repo: str, number: int) -> None:
+        """Pull request `number` of `repo` waits for approval: its forge is to be told on its head (the
+        sender reads the pull request's state when it sends, so one approved meanwhile is told nothing)."""
+        self.r.zadd(keys.statuses_due(), {keys.pull_status_member(repo, number): time.time()}, lt=True)
 
     def take(self, now: float, limit: int = 50) -> list[str]:
         """The ids of builds due by `now` (at most `limit`, longest waiting first), moved to `sending`."""
