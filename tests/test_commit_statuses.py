@@ -208,3 +208,17 @@ def test_a_build_waits_once_news_brings_it_forward_and_progress_keeps_its_place(
     store.statuses.done("proj-a")
     store.statuses.done("proj-b")
     assert store.statuses.waiting() == 0
+
+
+def test_the_token_s_variable_is_one_the_sandbox_never_hands_a_build() -> None:
+    from voltci.errors import BadInput
+    from voltci.forge import forge_link
+    from voltci.runner.sandbox import is_credential
+
+    url = "https://github.com/octo/proj.git"
+    with pytest.raises(BadInput, match="forge_token_env' must name a variable builds never get"):
+        forge_link({"forge": "github", "forge_token_env": "GH_PAT"}, url, "[[repos]] proj")
+    for name in ("VOLT_FORGE_TOKEN", "GITLAB_CI_TOKEN", "FORGE_SECRET"):
+        link = forge_link({"forge": "github", "forge_token_env": name}, url, "[[repos]] proj")
+        assert link is not None and link.token_env == name
+        assert name.startswith("VOLT_") or is_credential(name)
