@@ -19,9 +19,11 @@ import pytest
 import redis
 from support import ROOT, GitRepo, child_env, wait_until
 
+from voltci import keys, pullrequests
 from voltci.config import Settings, as_environment, host_dir
-from voltci.models import Build
-from voltci.observer import RepoWatch
+from voltci.models import Build, Status
+from voltci.observer import MAX_PULLS_PER_POLL, RepoWatch
+from voltci.pullrequests import PullEvent
 from voltci.redis_server import RedisServer
 from voltci.store import Store
 
@@ -266,3 +268,58 @@ def test_a_pull_request_into_a_protected_branch_cannot_poison_what_its_builds_ru
     envs = host_dir(runner.settings.workspace_dir) / "envs"
     protected = [p for p in envs.rglob("site-packages") if "scopes" not in p.parts]
     assert protected and not [p for p in protected if (p / "zz_evil.pth").exists()]
+
+
+def test_closing_a_pull_request_stops_its_running_build(runner: Runner) -> None:
+    """A pull request's build runs a long test; the forge says the pull request was closed (the webhook's
+    event, as pullrequests.act takes it): the build ends cancelled within seconds and the runner builds on."""
+    forge = runner.forge()
+    work = forge.work
+    work.commit(CALC, "calc")
+    forge.push()
+    watch = runner.watch(forge)
+    watch.poll()
+    work.checkout("slow", create=True)
+    head = work.commit({"tests/test_slow.py": "import time, unittest\n\n\nclass S(unittest.TestCase):\n"
+                        "    def test_slow(self):\n        time.sleep(120)\n"}, "a slow test")
+    forge.open_pull(6, head)
+    build = only_pull_build(watch.poll())
+    wait_until(lambda: "test_slow" in runner.store.logs.read(build.id) or "$ " in runner.store.logs.read(build.id),
+               "the slow build to run its tests", timeout=BUILD_WAIT_S, process=runner.proc)
+    event = PullEvent("closed", 6, head, "main", "alice", False)
+    what, _, cancelled = pullrequests.act(runner.store, forge.bare.parent.name, event)
+    assert what == "closed" and [b.id for b in cancelled] == [build.id]
+    ended = runner.ended(build)
+    assert ended.status is Status.CANCELLED and ended.reason == "pull request #6 was closed"
+    assert watch.poll() == []  # its ref stays on the forge: a closed pull request is not built again
+    work.checkout("main")
+    work.commit({"README": "on\n"}, "main goes on")
+    forge.push()
+    assert runner.ended([b for b in watch.poll() if b.pull_request is None][-1]).status is Status.PASSED
+
+
+def test_hostile_refs_and_a_flood_of_pull_requests_cost_a_bounded_pass(settings, rq_conn, tmp_path) -> None:
+    """Refs that only look like pull requests are none; a thousand pull requests are recorded at most
+    MAX_PULLS_PER_POLL a poll, and those nobody trusts wait, at most PULLS_WAITING_MAX of them."""
+    forge = Forge(tmp_path)
+    sha = forge.work.commit(CALC, "calc")
+    forge.push()
+    for ref in ("refs/pull/0/head", "refs/pull/007/head", "refs/pull/99999999999/head", "refs/pull/-1/head",
+                "refs/pull/1e3/head", "refs/pull/2/merge", "refs/pull/3000/head/x", "refs/heads/pull/4/head"):
+        subprocess.run(["git", "update-ref", ref, sha], cwd=forge.bare, check=True, timeout=60)
+    store = Store(redis.Redis.from_url(settings.effective_redis_url, decode_responses=True), settings)
+    trusting = RepoWatch(store, str(forge.bare), name="flood", pull_requests=True, trusted_authors=["*"])
+    trusting.validate()
+    assert [b for b in trusting.poll() if b.pull_request is not None] == []
+    assert store.pulls.all("flood") == []
+    updates = "".join(f"create refs/pull/{n}/head {sha}\n" for n in range(1, 1001))
+    subprocess.run(["git", "update-ref", "--stdin"], cwd=forge.bare, input=updates, text=True, check=True, timeout=60)
+    first = trusting.poll()
+    assert [b.pull_request.number for b in first] == list(range(1000, 1000 - MAX_PULLS_PER_POLL, -1))
+    assert len(trusting.poll()) == MAX_PULLS_PER_POLL
+    wary = RepoWatch(store, str(forge.bare), name="wary", pull_requests=True, trusted_authors=["alice"])
+    wary.validate()
+    for _ in range(4):
+        assert [b for b in wary.poll() if b.pull_request is not None] == []
+    assert store.r.hlen(keys.repo_pulls("wary")) == keys.PULLS_WAITING_MAX
+    assert store.r.hlen(keys.repo_pulls("flood")) == 2 * MAX_PULLS_PER_POLL

@@ -28,6 +28,7 @@ from support import ROOT, child_env, run_rq_worker_burst, run_volt, wait_until
 from voltci import keys
 from voltci.config import Settings
 from voltci.models import Build, Counts, Outcome, RunOutcome, Status, TestResult
+from voltci.pulls import PullState
 from voltci.redis_server import RedisServer, free_port
 from voltci.store import Store
 from voltci.web import server as web_server
@@ -378,3 +379,50 @@ def test_without_javascript_the_figures_are_there(tmp_path, charts_site) -> None
         assert "1 match" in driver.find_element(By.ID, "search-count").text
     finally:
         driver.quit()
+
+
+# ---------------------------------------------------------------- pull requests
+
+def test_pull_requests_page_lists_them_and_approves_one_with_the_token(browser, tmp_path) -> None:
+    """A repository's pull requests, reached from its page: one built (its build linked, its title's HTML
+    shown as text), one from a fork waiting; Approve without the token is refused, with it the pull
+    request's head is queued and the page says so."""
+    server = RedisServer(tmp_path / "redis").start()
+    settings = Settings(redis_url=server.url, workspace_dir=str(tmp_path / "ws"), web_token="tok3n")
+    store = Store(redis.Redis.from_url(server.url, decode_responses=True), settings)
+    store.repos.register("proj", "/srv/proj", ["main"], pull_requests=True, trusted_authors=["alice"])
+    built = store.pulls.seen("proj", PullState(7, "7" * 40, "main", "alice", True, True, True,
+                                               title=f"Fix it {SCRIPT}"))[2]
+    assert built is not None
+    assert store.pulls.seen("proj", PullState(9, "9" * 40, "main", "mallory", True, True, False,
+                                              title="Please run me"))[0] == "waiting"
+    web, thread = web_server.start(settings, "127.0.0.1", 0)
+    url = web_server.url_of(web).rstrip("/")
+    try:
+        browser.get(f"{url}/repo/proj")
+        browser.find_element(By.ID, "pulls-link").click()
+        assert browser.current_url == f"{url}/repo/proj/pulls"
+        seven = browser.find_element(By.ID, "pull-7")
+        assert SCRIPT in seven.text and "queued" in seven.text and "7777777777" in seven.text
+        assert browser.execute_script("return window.voltHacked") is None
+        nine = browser.find_element(By.ID, "pull-9")
+        assert "waits for approval" in nine.text and "mallory (from a fork)" in nine.text
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert browser.save_screenshot(str(ARTIFACTS / "pull-requests-page.png"))
+        nine.find_element(By.NAME, "token").send_keys("wrong")
+        nine.find_element(By.TAG_NAME, "button").click()
+        assert browser.find_element(By.TAG_NAME, "h1").text == "403 Forbidden"
+        assert store.pulls.get("proj", 9).state == "waiting"
+        browser.get(f"{url}/repo/proj/pulls")
+        nine = browser.find_element(By.ID, "pull-9")
+        nine.find_element(By.NAME, "token").send_keys("tok3n")
+        nine.find_element(By.TAG_NAME, "button").click()
+        nine = wait_for(browser, lambda: browser.find_element(By.ID, "pull-9"))
+        assert "approved by the web page" in nine.text and "queued" in nine.text, nine.text
+        assert store.pulls.get("proj", 9).state == "open" and store.queue.depth() == 2
+        browser.find_element(By.LINK_TEXT, "← proj").click()
+        assert "#7 → main" in browser.find_element(By.ID, "history").text
+    finally:
+        web.shutdown()
+        thread.join(timeout=10)
+        server.stop()

@@ -86,18 +86,19 @@ class History:
         if self.r.exists(keys.repo_heads(repo)):
             return None  # the branch has no build
         for build in self.records.builds(self.r.zrevrange(keys.repo_history(repo), 0, LEGACY_BRANCH_SCAN - 1)):
-            if build.branch == branch:
+            if build.branch == branch and build.pull_request is None:
                 return build
         return None
 
     def recent_builds(self, repo: str, branch: str | None = None, limit: int = 200) -> list[Build]:
-        """The newest `limit` builds of `repo`, or of one of its branches, newest first, read without
-        their output (log tails)."""
+        """The newest `limit` builds of `repo`, or of one of its branches (its own: not the pull requests
+        that would merge into it), newest first, read without their output (log tails)."""
         found: list[Build] = []
         history = keys.repo_history(repo)
         for start in range(0, SCAN_BUILDS, CHUNK):
             build_ids = cast(list[str], self.r.zrevrange(history, start, start + CHUNK - 1))
-            found += [b for b in self.records.light(build_ids) if branch is None or b.branch == branch]
+            found += [b for b in self.records.light(build_ids)
+                      if branch is None or (b.branch == branch and b.pull_request is None)]
             if len(found) >= limit or len(build_ids) < CHUNK:
                 break
         return found[:limit]

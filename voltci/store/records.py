@@ -18,7 +18,7 @@ from voltci.store.tx import Client, Txn, raw
 
 # What a listing or a chart shows of a build: everything but its output and its jobs.
 LIGHT_FIELDS = ("id", "repo", "commit", "branch", "subject", "author", "status", "attempt", "queued_at",
-                "started_at", "finished_at", "duration_s", "counts", "reason")
+                "started_at", "finished_at", "duration_s", "counts", "reason", "pull_request")
 
 
 def leg_ids(build: Build) -> list[str]:

@@ -1,9 +1,9 @@
 """The app factory: one Flask app with Volt's pages, its JSON API, its actions and rq-dashboard.
 
-The routes live in blueprints, one module each (pages, builds, testpages, api, actions, hooks), the templates in
-templates/ and the style sheet and scripts in static/, all shipped with the package. Templates are
-Jinja's with autoescaping on (every name ends in .html or .svg), so test names, messages and logs are
-shown, never run.
+The routes live in blueprints, one module each (pages, builds, testpages, api, actions, hooks,
+forgehooks), the templates in templates/ and the style sheet and scripts in static/, all shipped with
+the package. Templates are Jinja's with autoescaping on (every name ends in .html or .svg), so test
+names, messages and logs are shown, never run.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from voltci.config import Settings
 from voltci.connection import connect
 from voltci.models import Outcome, Status
 from voltci.store import Store
-from voltci.web import actions, api, builds, formatting, guard, hooks, pages, testpages
+from voltci.web import actions, api, builds, forgehooks, formatting, guard, hooks, pages, testpages
 from voltci.web.context import Volt
 from voltci.web.dashboard import mount_rq_dashboard
 
@@ -28,7 +28,7 @@ def create_app(settings: Settings) -> flask.Flask:
     app.extensions["volt"] = Volt(Store(connect(url, ping=False), settings), settings, url)
     mount_rq_dashboard(app, url)
     guard.install(app)
-    for blueprint in (pages.bp, builds.bp, testpages.bp, api.bp, actions.bp, hooks.bp):
+    for blueprint in (pages.bp, builds.bp, testpages.bp, api.bp, actions.bp, hooks.bp, forgehooks.bp):
         app.register_blueprint(blueprint)
     formatting.install(app.jinja_env)
     app.jinja_env.globals.update(REFRESH_S=REFRESH_S, Status=Status, Outcome=Outcome)

@@ -1,5 +1,5 @@
-"""A repository's page (its trend and its builds) and a build's page (what failed, since when, a search
-over all of its tests, and the output — folded when there is nothing to find; below it, the slowest
+"""A repository's page (its trend and its builds), its pull requests, and a build's page (what failed,
+since when, a search over all of its tests, and the output — folded when there is nothing to find; below it, the slowest
 tests when some took measurable time, then the others of a small build)."""
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ STREAKS_FOR = 200  # failing tests whose history a build page looks up
 PAGE_LOG_CHARS = 64 * 1024  # the page shows the end of the output; /api/builds/…/log has all of it
 FOLDED_LINES = 15  # what a passing build's page shows of its output
 FOLDED = (Status.PASSED, Status.CANCELLED, Status.SKIPPED)
+PULLS_SHOWN = 100  # pull requests a repository's pull-requests page lists, the newest first
+BUILDS_PER_PULL = 5  # builds shown of each
 
 
 @bp.get("/repo/<repo>")
@@ -39,6 +41,20 @@ def repo_page(repo: str) -> str:
     busy = any(not b.status.is_final for b in data["builds"])
     return flask.render_template("repo.html", refresh=busy, branch=branch, branches=store().history.branches(repo),
                                  chart=charts.trend(recent), trend_limit=TREND_BUILDS, **data)
+
+
+@bp.get("/repo/<repo>/pulls")
+def pulls_page(repo: str) -> str:
+    """A repository's pull requests, the newest first, each with its newest builds; an Approve button
+    for those that wait, when the web token is set."""
+    repo_or_404(repo)
+    pulls = store().pulls.all(repo)[:PULLS_SHOWN]
+    builds = {b.id: b for b in store().records.light([b for p in pulls for b in p.builds[:BUILDS_PER_PULL]])}
+    rows = [(pull, [builds[b] for b in pull.builds[:BUILDS_PER_PULL] if b in builds]) for pull in pulls]
+    entry = store().repos.known().get(repo, {})
+    busy = any(not b.status.is_final for _, found in rows for b in found)
+    return flask.render_template("pulls.html", repo=repo, rows=rows, refresh=busy, on=bool(entry.get("pull_requests")),
+                                 can_act=bool(volt().settings.web_token), shown=PULLS_SHOWN)
 
 
 def _branch_page(repo: str, branch: str, recent: list[Build]) -> dict[str, Any]:

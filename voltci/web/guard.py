@@ -4,7 +4,7 @@ as pages (or JSON under /api/ and /hooks/) with their status — a Redis that is
 What is a read is decided by the view, not the method: a GET, HEAD or OPTIONS of a view known to
 only read (Volt's pages and API, rq-dashboard's READS). Everything else needs the token — a POST, and a
 GET of any other view: rq-dashboard's `GET /rq/requeue/<queue>`, or a view a newer version adds.
-A forge's push hook proves itself with its signature instead (hooks.py)."""
+A forge's hook proves itself with its signature instead (hooks.py, forgehooks.py)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # Volt's own blueprints whose every view only reads, and single views that do.
 READ_BLUEPRINTS = frozenset({"pages", "builds", "testpages", "api"})
 READ_VIEWS = frozenset({"static", "prometheus_metrics"}) | dashboard.READS
-SIGNED_VIEWS = frozenset({"hooks.push_hook"})
+SIGNED_VIEWS = frozenset({"hooks.push_hook", "forgehooks.github_hook", "forgehooks.gitea_hook",
+                          "forgehooks.gitlab_hook"})
 
 
 def allowed() -> bool:
