@@ -344,3 +344,7 @@ def test_the_scheduler_ends_a_leg_no_live_runner_can_run_and_requeues_a_lost_one
     (lost,) = sched.step()
     assert (lost.build, lost.done) == (leg0.id, "requeued")
     assert keys.job_id(leg0.id, 2) in store.queue.waiting_job_ids(["volt-py3.11"])
+    for _ in range(3):  # no runner at all for a while (the next one is starting): the leg waits for one
+        assert sched.step() == []
+        now[0] += fast.heartbeat_ttl
+    assert store.records.get_build(leg0.id).status is Status.QUEUED

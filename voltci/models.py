@@ -227,6 +227,7 @@ class QueuedFor(str, Enum):
     NOTIFY = "notify"  # `volt notify` named its repository and branch: someone waits for it
     WEBHOOK = "webhook"  # a forge's push webhook did
     REBUILD = "rebuild"  # someone asked for it again
+    APPROVED = "approved"  # someone approved the pull request's head it builds
     LOST = "lost"  # its runner was lost: it was already under way
 
 

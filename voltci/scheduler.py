@@ -224,7 +224,8 @@ class Scheduler:
     def _check_legs(self, build: Build, runners: dict[str, RunnerBeat], unattended: dict[Work, str],
                     stranded: dict[Work, str]) -> list[Action]:
         """A matrix build: each leg that has not ended must be running on a live runner, or waiting on the
-        queue of its interpreter — which some live runner must have."""
+        queue of its interpreter — which some live runner must have. While no runner is alive at all (the
+        last one died, the next is starting), nothing tells which interpreters there will be: legs wait."""
         actions: list[Action] = []
         legs = [leg for leg in self.store.records.get_legs(build.id) if not leg.status.is_final]
         waiting = self.store.queue.waiting_job_ids(sorted({unit_queue(self.settings, leg) for leg in legs}))
@@ -241,7 +242,7 @@ class Scheduler:
                 elif (beat.build, beat.attempt) != (leg.id, leg.attempt):
                     unattended[unit] = f"runner {leg.runner} is no longer working on leg {leg.leg}"
                 continue
-            if leg.python not in have:
+            if runners and leg.python not in have:  # with no runner alive, every leg waits for one
                 stranded[unit] = (f"no live runner has python {leg.python} (the live runners have "
                                   f"{', '.join(sorted(have, key=_version)) or 'none'})")
                 continue

@@ -351,9 +351,13 @@ class BuildRun:
         primary may fail before it replicates (Redis replicates asynchronously), so watch: should a
         failover take the result away while this attempt still owns its work, store it again under the
         same fence (the ownership check in its transaction). Bounded by STORE_RETRY_S; a single Redis has no
-        replica and waits for nothing."""
+        replica and waits for nothing, nor does one that refuses INFO (an ACL, a renamed command): what it
+        replicates cannot be known, and waiting would cost every build the whole bound."""
         try:
             replicated = self.store.runners.await_replicas(REPLICATION_WAIT_S)
+        except redis.ResponseError as exc:
+            log.debug("%s: replication not known (%s)", self._what(), exc)
+            return
         except redis.RedisError:
             replicated = False
         if replicated is not False:
@@ -370,6 +374,8 @@ class BuildRun:
                         log.warning("%s: its result was lost with the Redis primary; stored again", self._what())
                     continue
                 return  # ended (its result is there) or no longer ours
+            except redis.ResponseError:
+                return  # INFO refused: replication cannot be known
             except redis.RedisError:
                 continue  # the failover itself: asked again
 
