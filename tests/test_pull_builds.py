@@ -155,6 +155,7 @@ def test_a_pull_request_is_built_as_it_would_merge_and_found_by_head_and_number(
     log = runner.volt("log", head[:10]).stdout
     assert f"pull request #1: its head {head[:10]} merged into main at {base[:10]}" in log, log[-2000:]
     assert "trust scope: pull request #1" in log
+    assert f"{head[:10]} #1→main" in runner.volt("history").stdout
 
 
 def test_a_conflict_ends_the_build_error_naming_the_files(runner: Runner) -> None:

@@ -5,6 +5,7 @@ what anyone who opens pull requests can make Volt keep."""
 from __future__ import annotations
 
 import pytest
+from support import run_volt
 
 from voltci import keys
 from voltci.config import Settings
@@ -126,3 +127,14 @@ def test_pull_requests_kept_are_capped_closed_ones_dropped_first(store: Store, m
     store.pulls.close("proj", 2, "closed")
     assert store.pulls.seen("proj", trusted(5, f"{5:040x}"))[0] == "queued"
     assert sorted(s.number for s in store.pulls.all("proj")) == [1, 3, 4, 5]
+
+
+@pytest.mark.e2e
+def test_bad_pull_request_arguments_are_one_line_before_any_connection() -> None:
+    cases = {("report", "--pr", "3"): "--pr needs --repo", ("report",): "give a COMMIT, or --pr N",
+             ("report", "abcd", "--pr", "3", "--repo", "x"): "not both",
+             ("report", "--pr", "0", "--repo", "x"): "not a pull request number",
+             ("approve", "proj", "1e3"): "not a pull request number"}
+    for args, fragment in cases.items():
+        proc = run_volt(*args, "--redis-url", "redis://127.0.0.1:1/0")
+        assert proc.returncode == 2 and fragment in proc.stderr and proc.stderr.count("\n") == 1, (args, proc.stderr)

@@ -5,8 +5,8 @@ still has one rq queue (a plain `rq worker` keeps working, and rq-dashboard show
 in this order, rewritten in one transaction whenever a build is queued or ends (store/queue.py):
 
 1. tiers, strictly: re-dispatched attempts and shards (already under way), then builds someone waits
-   for (`volt notify`, the push webhook, Rebuild), then the head of each branch and the next midpoint
-   of a culprit search (bisect.py), then backlog;
+   for (`volt notify`, a forge's webhook, Rebuild, an approval), then the head of each branch and the next
+   midpoint of a culprit search (bisect.py), then backlog;
 2. inside a tier, repositories given `--priority high` before normal before low;
 3. inside that, fair share: the runner goes to the repository that has had the least runner time in
    the last `fair_window` seconds, counting the builds placed ahead of it at the length its builds

@@ -63,7 +63,8 @@ def summary_dict(build: Build) -> dict[str, Any]:
     """A build without its tests, for listings (`volt history --json`)."""
     return {"repo": build.repo, "commit": build.commit, "branch": build.branch, "status": build.status.value,
             "subject": build.subject, "queued_at": build.queued_at, "duration_s": build.duration_s,
-            "attempts": build.attempt, "counts": build.counts.to_dict(), "reason": build.reason}
+            "attempts": build.attempt, "counts": build.counts.to_dict(), "reason": build.reason,
+            **({"pull_request": build.pull_request.to_dict()} if build.pull_request else {})}
 
 
 def one_line(build: Build) -> str:
@@ -71,7 +72,8 @@ def one_line(build: Build) -> str:
     c = build.counts
     counts = f"{c.passed}/{c.total} passed" if build.status.is_final and c.total else ""
     took = f"{build.duration_s:.1f}s" if build.status.is_final else ""
-    return (f"{build.status.value:<9} {build.repo} {build.commit[:10]} {build.branch:<12} {took:>7} "
+    branch = f"#{build.pull_request.number}→{build.branch}" if build.pull_request else build.branch
+    return (f"{build.status.value:<9} {build.repo} {build.commit[:10]} {branch:<12} {took:>7} "
             f"{counts:<16} {build.subject[:60]}").rstrip()
 
 

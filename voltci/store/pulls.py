@@ -139,7 +139,7 @@ class Pulls:
             build_id = keys.pull_build_id(repo, number, state.head)
             build = None
             if not pipe.exists(keys.build(build_id)):
-                build = pull_build(repo, url, state, QueuedFor.NOTIFY, "")
+                build = pull_build(repo, url, state, QueuedFor.APPROVED, "")
                 state.builds = [build_id, *state.builds][:PullState.BUILDS_KEPT]
             pipe.multi()
             pipe.hset(key, str(number), state.to_json())

@@ -38,8 +38,9 @@ MAX_ORDERED = 20_000  # jobs at the front of the queue kept in order; any beyond
 # What ordering reads of a waiting build (a whole record is ten times as much to read, for each of them).
 ORDER_FIELDS = ("repo", "commit", "branch", "status", "attempt", "queued_at", "waiting_since", "queued_for", "push")
 WANTED_WHY = {QueuedFor.NOTIFY.value: "someone waits for it (volt notify)",
-              QueuedFor.WEBHOOK.value: "someone waits for it (the push webhook)",
-              QueuedFor.REBUILD.value: "someone asked to build it again (Rebuild)"}
+              QueuedFor.WEBHOOK.value: "someone waits for it (a forge's webhook)",
+              QueuedFor.REBUILD.value: "someone asked to build it again (Rebuild)",
+              QueuedFor.APPROVED.value: "someone approved it (a pull request's head)"}
 
 
 class Queue:
@@ -195,6 +196,10 @@ class Queue:
 
     def depth(self) -> int:
         return jobqueue.queue_depth(self.r, self.settings)
+
+    def place(self, build: Build) -> int | None:
+        """Where a queued build stands in the queue (1: next), if it is among the first ten thousand."""
+        return jobqueue.job_place(self.r, self.settings, keys.job_id(build.id, build.attempt))
 
     def waiting_job_ids(self, queues: list[str] | None = None) -> set[str]:
         return jobqueue.waiting_job_ids(self.r, self.settings, queues)
