@@ -66,6 +66,9 @@ commands =
     assert "[volt: command 1 of 6 (`python -m doctest -v " in log and "a step, in sub]" in log
     assert "tox ignores the exit status of command 3 of 6" in log
     assert "[volt: tox.ini: env 'py' runs its commands in sub (changedir)]" in log
+    # every test run added to the one results file the build's progress and first failure are read from
+    lines = (tmp_path / "scratch" / "out" / "results.jsonl").read_text().splitlines()
+    assert sum('"summary"' in line for line in lines) == 4 and sum('"id"' in line for line in lines) == 6
 
 
 def test_a_failing_command_stops_the_rest_unless_ignore_errors(workspace, tmp_path) -> None:

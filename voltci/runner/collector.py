@@ -153,6 +153,8 @@ def load_named(test_ids: list[str], start_dir: str, top_level_dir: str | None) -
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--append", action="store_true",
+                        help="Add to --out, after the runs before it (a build of several test runs).")
     parser.add_argument("--start-dir", default=".")
     parser.add_argument("--pattern", default="test*.py")
     parser.add_argument("--top-level-dir", default=None)
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # `python -m unittest discover` puts the current directory first on sys.path; so do we.
     sys.path[0] = os.getcwd()
-    with open(args.out, "w", encoding="utf-8") as out:
+    with open(args.out, "a" if args.append else "w", encoding="utf-8") as out:
         try:
             if args.tests:
                 suite = load_named(args.tests, args.start_dir, args.top_level_dir)

@@ -275,6 +275,8 @@ def _lines(path: str | None) -> set[str] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--append", action="store_true",
+                        help="Add to --out, after the runs before it (a build of several test runs).")
     parser.add_argument("--only-file", default=None, help="Run only the collected tests listed in this file.")
     parser.add_argument("--except-file", default=None, help="Run every collected test but those listed here.")
     parser.add_argument("--list", action="store_true", help="Write the collected test ids, run nothing.")
@@ -286,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path[0] = os.getcwd()
     import pytest
 
-    with open(args.out, "w", encoding="utf-8") as out:
+    with open(args.out, "a" if args.append else "w", encoding="utf-8") as out:
         recorder = VoltRecorder(out, _lines(args.only_file), _lines(args.except_file), args.list)
         extra = ["--collect-only", "-q"] if args.list else []
         exitstatus = pytest.main([*pytest_args, *extra], plugins=[recorder])

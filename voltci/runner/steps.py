@@ -332,7 +332,8 @@ class BuildSteps:
         self.say(f"[volt: {results.label(number, run.argv)}: {run.suite.kind}, its tests are the build's{where}]")
         self.say(f"$ {run.suite.describe()}")
         outcome = run_tests(cwd, self.box, run.suite, self.budget, self.log_path, python=python,
-                            tail_lines=self.settings.log_tail_lines, should_stop=self.should_stop, run_id=self.run_id)
+                            tail_lines=self.settings.log_tail_lines, should_stop=self.should_stop, run_id=self.run_id,
+                            append=True)  # one results file, which the build's progress is read from
         if outcome.status is Status.FAILED and retries:
             outcome = self._retry_failed(outcome, retries, run.suite, cwd)
         results.tests_of(number, run.argv, outcome)

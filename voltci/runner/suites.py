@@ -3,7 +3,8 @@ maintainers' own arguments (through pytest_collector.py).
 
 Both kinds do the same four things, so the steps of a build (run, list for a split, run a shard,
 run failed tests again) never ask which kind they hold: each writes one JSON line per test to a
-result file, and a summary line at the end.
+result file, and a summary line at the end — after the runs before it, with `append`, so that a build
+of several test runs keeps one file its progress is read from.
 """
 
 from __future__ import annotations
@@ -41,9 +42,9 @@ class Discovery:
     top_level_dir: str | None = None
     kind = "unittest"
 
-    def command(self, python: str, results: Path, selection: Selection = ALL) -> list[str]:
+    def command(self, python: str, results: Path, selection: Selection = ALL, append: bool = False) -> list[str]:
         command = [python, collector.__file__, "--out", str(results), "--start-dir", self.start_dir,
-                   "--pattern", self.pattern]
+                   "--pattern", self.pattern, *(["--append"] if append else [])]
         if self.top_level_dir:
             command += ["--top-level-dir", self.top_level_dir]
         if selection.ids:  # loaded by name: no second discovery for a few failed tests
@@ -69,8 +70,8 @@ class Pytest:
     args: tuple[str, ...] = ()
     kind = "pytest"
 
-    def command(self, python: str, results: Path, selection: Selection = ALL) -> list[str]:
-        command = [python, pytest_collector.__file__, "--out", str(results)]
+    def command(self, python: str, results: Path, selection: Selection = ALL, append: bool = False) -> list[str]:
+        command = [python, pytest_collector.__file__, "--out", str(results), *(["--append"] if append else [])]
         only = selection.only
         if selection.ids:
             if selection.ids_file is None:

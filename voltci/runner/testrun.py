@@ -68,16 +68,22 @@ def run_tests(
     should_stop: Callable[[], str | None] = lambda: None,
     run_id: str = "tests",
     selection: Selection = ALL,
+    append: bool = False,
 ) -> RunOutcome:
     """Run the suite in `workdir` inside `box` (for a shard, only what `selection` keeps); the results
-    land in the box's `out` directory."""
+    land in the box's `out` directory — with `append`, after those of the runs before it, which are not
+    this run's."""
     results_path = box.out / RESULTS_FILE
-    end = run_process(suite.command(python, results_path, selection), workdir, log_path, budget, should_stop, run_id,
-                      box)
+    try:
+        start = untrusted.size(results_path, box.out) if append else 0
+    except OSError:
+        start = 0  # none yet (anything else there is the build's: the collector writes past it, or fails)
+    end = run_process(suite.command(python, results_path, selection, append), workdir, log_path, budget, should_stop,
+                      run_id, box)
     if end.not_started:
         return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {end.not_started}")
     tail = read_tail(log_path, tail_lines)
-    outcome = parse_results(results_path, end.returncode, tail)
+    outcome = parse_results(results_path, end.returncode, tail, start)
     strip_workspace(outcome, workdir)
     return apply_stop(outcome, end, budget)
 
@@ -132,14 +138,16 @@ def read_listing(path: Path, inside: Path) -> list[str]:
     return bounds.read_listing(path, inside, TESTS_MAX, ID_MAX)
 
 
-def parse_results(results_path: Path, returncode: int | None, log_tail: str = "") -> RunOutcome:
-    """Turn the collector's JSON lines into a RunOutcome with unittest's own counting. The build wrote
-    the file: it is read within bounds and checked (bounds.py), and a fault in it ends the run `error`
-    naming the line and what was wrong, with the tests read before it."""
+def parse_results(results_path: Path, returncode: int | None, log_tail: str = "", offset: int = 0) -> RunOutcome:
+    """Turn the collector's JSON lines (from `offset`: what the runs before it wrote is not this run's)
+    into a RunOutcome with unittest's own counting. The build wrote the file: it is read within bounds
+    and checked (bounds.py), and a fault in it ends the run `error` naming the line and what was wrong,
+    with the tests read before it."""
     reader = ResultsReader(results_path.name)
     fault = ""
     try:  # never follow a link the build put there, nor read a FIFO or a device
         with untrusted.open_binary(results_path, results_path.parent) as source:
+            source.seek(offset)
             reader.read(source)
     except FileNotFoundError:
         pass  # the test process ended before it wrote anything: judged below
