@@ -62,7 +62,8 @@ TEARDOWN = " [teardown]"
 REPEAT = re.compile(r" \[(\d+)\]$")  # Volt's name for a node id pytest ran again: `<id> [2]`
 
 # `python -m unittest ARGS`, with unittest's own argument parsing, loader and runner; the runner keeps
-# the result, and every test it started, and they are written as JSON: id -> outcome.
+# the result, and every test it started, and they are written as JSON: [id, outcome] per test run (two
+# tests of one id, as a suite built by load_tests may hold, are two entries), subtests' own beside them.
 UNITTEST_RESULTS = r"""
 import json, os, sys, unittest
 out, args = sys.argv[1], sys.argv[2:]
@@ -71,7 +72,7 @@ started = []
 
 class Result(unittest.TextTestResult):
     def startTest(self, test):
-        started.append(test.id())
+        started.append(test)
         super().startTest(test)
 
 class Runner(unittest.TextTestRunner):
@@ -79,22 +80,20 @@ class Runner(unittest.TextTestRunner):
 
 program = unittest.main(module=None, argv=["python -m unittest", *args], testRunner=Runner, exit=False)
 result = program.result
-outcomes = {test_id: "passed" for test_id in started}
+entries = {id(test): [test.id(), "passed"] for test in started}
+def put(test, outcome):
+    entries.setdefault(id(test), [test.id(), outcome])[1] = outcome
 for test, _ in result.skipped:
-    outcomes[test.id()] = "skipped"
+    put(test, "skipped")
 for test in result.unexpectedSuccesses:
-    outcomes[test.id()] = "failed"
-subtest_parents = {}
+    put(test, "failed")
 for kind, pairs in (("error", result.errors), ("failed", result.failures)):
     for test, _ in pairs:
-        outcomes[test.id()] = kind
+        put(test, kind)
         parent = getattr(test, "test_case", None)  # a failing subTest: its parent did not pass either
-        if parent is not None and parent is not test:
-            subtest_parents.setdefault(parent.id(), set()).add(kind)
-for parent, kinds in subtest_parents.items():
-    if outcomes.get(parent) == "passed":
-        outcomes[parent] = "failed" if "failed" in kinds else "error"
-json.dump({"tests_run": result.testsRun, "outcomes": outcomes}, open(out, "w"))
+        if parent is not None and parent is not test and entries.get(id(parent), [0, ""])[1] == "passed":
+            entries[id(parent)][1] = "failed" if kind == "failed" else "error"
+json.dump({"tests_run": result.testsRun, "outcomes": list(entries.values())}, open(out, "w"))
 sys.exit(0 if result.wasSuccessful() else 1)
 """
 
@@ -175,6 +174,20 @@ def volt_as_junit(tests: list[dict]) -> tuple[Counter, dict]:
     return entries, shown
 
 
+def volt_as_unittest(tests: list[dict]) -> Counter:
+    """Volt's unittest results as unittest's own result lists them: a second test of one id, which Volt
+    keeps as `<id> [2]`, is a second entry of that id."""
+    ids = {t["id"] for t in tests}
+    entries: Counter = Counter()
+    for test in tests:
+        test_id = test["id"]
+        repeated = REPEAT.search(test_id)
+        if repeated and test_id[:repeated.start()] in ids:
+            test_id = test_id[:repeated.start()]
+        entries[(test_id, "flaky" if test.get("flaky") else test["outcome"])] += 1
+    return entries
+
+
 # ------------------------------------------------------------------ by hand
 
 def hand_commands(hand: dict) -> list[dict]:
@@ -223,7 +236,7 @@ def run_hand_command(item: dict, number: int, tree: Path, tmp: Path, venv: Path,
             side.note = f"no unittest results from `{' '.join(command)}`"
             return False
         data = json.loads(Path(f"{results}.json").read_text())
-        side.entries += Counter(data["outcomes"].items())
+        side.entries += Counter((test_id, outcome) for test_id, outcome in data["outcomes"])
         side.tests += data["tests_run"]
     return code == 0 or item.get("ignore_exit", False) or item.get("keep_going", False)
 
@@ -286,7 +299,7 @@ def through_volt(repo: Path, work: Path, kind: str, log: Path) -> tuple[Side, di
     if kind == "junitxml":
         side.entries, side.shown = volt_as_junit(tests)
     else:
-        side.entries = Counter((t["id"], "flaky" if t.get("flaky") else t["outcome"]) for t in tests)
+        side.entries = volt_as_unittest(tests)
     side.tests = data.get("counts", {}).get("total", 0)
     if not tests:
         side.note = f"build {data.get('status')}: {data.get('reason', '')}"
