@@ -1,8 +1,11 @@
 """The runner's own logic (fakeredis): it runs only attempts it owns and rides out a short outage
-when storing a finished build's result."""
+when storing a finished build's result; one real Redis refuses INFO."""
 
 from __future__ import annotations
 
+import os
+
+import pytest
 import redis
 from support import SHA_A, add, outcome
 
@@ -77,3 +80,22 @@ def test_a_build_runs_whole_when_redis_is_away_as_it_could_be_split(fake, monkey
     monkeypatch.setattr(store.history, "timings", away)
     assert run.split(build, steps=None, listing=lambda: ["t1", "t2"]) is None  # type: ignore[arg-type]
     assert run.work.shard is None and run.ownership.work.shard is None
+
+
+def test_a_redis_that_refuses_info_costs_a_finished_build_no_wait(conn, redis_url, tmp_path, monkeypatch) -> None:
+    """A managed Redis whose ACL refuses INFO: what it replicates cannot be known, so the runner stores
+    the result and goes on, instead of waiting for a replica until its bound (every build, two minutes)."""
+    user = f"volt-no-info-{os.getpid()}"
+    conn.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-info"])
+    try:
+        limited = redis.Redis.from_url(redis_url.replace("redis://", f"redis://{user}:pw@"))
+        with pytest.raises(redis.ResponseError):
+            limited.info("replication")
+        build = add(limited, "proj", SHA_A)  # its url "/r" is no repository: the checkout fails at once
+        slept: list[float] = []
+        monkeypatch.setattr(runner.time, "sleep", slept.append)
+        result = BuildRun(Store(limited, Settings(workspace_dir=str(tmp_path))), Work(build.id, 1), "host.1").run()
+        assert result["stored"] and result["status"] == "error"
+        assert sum(slept) < 1.0, slept
+    finally:
+        conn.acl_deluser(user)

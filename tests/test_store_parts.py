@@ -17,7 +17,7 @@ from voltci.store import Store
 
 STORE = ROOT / "voltci" / "store"
 PARTS = ("records", "repos", "history", "trail", "pushes", "queue", "legs", "builds", "shards", "logs", "runners",
-         "outbox", "hooks", "pulls", "metrics", "retention", "usage")
+         "outbox", "statuses", "hooks", "pulls", "metrics", "retention", "usage")
 # What each part is handed, besides the client (and the settings, where its writes follow them).
 HANDED = {"history": {"records", "repos"}, "trail": {"records"}, "pushes": {"records"},
           "queue": {"records", "repos", "pushes"}, "legs": {"trail", "queue"},

@@ -21,6 +21,7 @@ import urllib.parse
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from voltci.config import CREDENTIAL_WORDS, WITHHELD_PREFIXES
 from voltci.errors import BadInput
 
 FORGE_KINDS = ("github", "gitea", "gitlab")
@@ -62,6 +63,13 @@ class ForgeLink:
     def from_dict(cls, data: dict[str, Any]) -> ForgeLink:
         return cls(str(data["kind"]), str(data["api"]), str(data["project"]),
                    str(data.get("token_env") or DEFAULT_TOKEN_ENV))
+
+
+def withheld_from_builds(name: str) -> bool:
+    """Whether the sandbox withholds variable `name` from builds whatever `pass_env` says (config.py's
+    WITHHELD_PREFIXES and CREDENTIAL_WORDS): a forge token's variable must be one."""
+    upper = name.upper()
+    return upper.startswith(WITHHELD_PREFIXES) or any(word in upper for word in CREDENTIAL_WORDS)
 
 
 def is_project(text: str) -> bool:
@@ -124,4 +132,7 @@ def forge_link(table: dict[str, Any], url: str, where: str) -> ForgeLink | None:
     token_env = table.get("forge_token_env", DEFAULT_TOKEN_ENV)
     if not isinstance(token_env, str) or not _ENV_NAME.fullmatch(token_env):
         raise BadInput(f"{where}: 'forge_token_env' must be an environment variable's name, got {token_env!r}")
+    if not withheld_from_builds(token_env):
+        raise BadInput(f"{where}: 'forge_token_env' must name a variable builds never get (one starting with VOLT_, "
+                       f"or with TOKEN, SECRET or PASSWORD in its name), got {token_env!r}")
     return ForgeLink(kind, api, str(project), token_env)

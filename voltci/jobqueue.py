@@ -144,6 +144,12 @@ def waiting_in_order(client: redis.Redis, settings: Settings, limit: int) -> lis
             for job_id in client.lrange(queue_key(settings), 0, limit - 1)]
 
 
+def job_place(client: redis.Redis, settings: Settings, job_id: str, scan: int = 10_000) -> int | None:
+    """Where job `job_id` stands in Volt's queue (1: taken next), looked for among the first `scan`."""
+    found = client.execute_command("LPOS", queue_key(settings), job_id, "MAXLEN", scan)
+    return int(found) + 1 if found is not None else None
+
+
 def waiting_job_ids(client: redis.Redis, settings: Settings, queues: list[str] | None = None) -> set[str]:
     """Ids of the jobs waiting in Volt's queue (or in the queues named)."""
     return {job_id for name in queues or [settings.queue] for job_id in volt_queue(_rq(client), name).get_job_ids()}

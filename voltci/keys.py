@@ -29,6 +29,14 @@ Layout (P = prefix, "volt" by default):
     P:repo:<repo>:trail-order       zset   the builds of the trail, scored as in the history
     P:outbox                        list   ids of ended builds whose webhook message is to be sent (JSON)
     P:outbox:sending                list   those being sent
+    P:statuses:due                  zset   ids of builds whose commit statuses a forge may not show yet,
+                                           scored by when to look at them (epoch s): one member a build,
+                                           however often it changes (store/statuses.py); and
+                                           "pull:<repo>:<number>" for a pull request whose head waits
+                                           for approval
+    P:statuses:sending              zset   those being looked at by the acting scheduler, scored by when taken
+    P:build:<build_id>:statuses     hash   context -> JSON of the last status a forge took for it (or gave up
+                                           on), and retry state; removed with the build
     P:commits                       zset   "<sha>:<repo>" members, all score 0, for prefix lookup by lex range
     P:pointer:<repo>                hash   branch -> last commit the observer enqueued
     P:queued                        set    ids of builds waiting for a runner
@@ -188,6 +196,31 @@ def outbox() -> str:
 
 def outbox_sending() -> str:
     return f"{PREFIX}:outbox:sending"
+
+
+def statuses_due() -> str:
+    return f"{PREFIX}:statuses:due"
+
+
+def statuses_sending() -> str:
+    return f"{PREFIX}:statuses:sending"
+
+
+def pull_status_member(repo: str, number: int) -> str:
+    """The member of `statuses_due` of a pull request waiting for approval (no build id has a colon)."""
+    return f"pull:{_check_part(repo)}:{int(number)}"
+
+
+def parse_pull_status_member(member: str) -> tuple[str, int] | None:
+    """(repository, number) of a `pull_status_member`, else None (a build id)."""
+    kind, _, rest = member.partition(":")
+    repo, _, number = rest.partition(":")
+    return (repo, int(number)) if kind == "pull" and repo and number.isdigit() else None
+
+
+def build_statuses(build_id: str) -> str:
+    """What a forge was last told of a build's commit, by status context (store/statuses.py)."""
+    return f"{build(build_id)}:statuses"
 
 
 def commits() -> str:

@@ -67,6 +67,16 @@ class VoltCollector(Collector):
                 if kind == event:
                     family.add_metric([process], count)
             yield family
+        statuses = CounterMetricFamily("volt_forge_statuses", "Commit statuses posted to forges, by forge kind and "
+                                       "result: sent, retried (the forge was down or asked to wait), refused (a "
+                                       "4xx answer: a wrong token, a missing repository).", labels=["forge", "result"])
+        for (forge, result), count in sorted(counters.forge_statuses.items()):
+            statuses.add_metric([forge, result], count)
+        yield statuses
+        waiting = GaugeMetricFamily("volt_forge_statuses_waiting", "Builds whose forge has commit statuses coming "
+                                    "(one a build, however many changes wait).")
+        waiting.add_metric([], self.store.statuses.waiting())
+        yield waiting
 
 
 def exposition(store: Store) -> bytes:

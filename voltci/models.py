@@ -304,6 +304,8 @@ class Build:
     log_tail: str = ""
     results_stored: int = 0  # how many times a final result was written: exactly once, or Volt is wrong
     progress: int = 0  # test results written so far by the running attempt
+    failing: int = 0  # of those, failed or erroring (what its commit status says while it runs)
+    first_failure: str = ""  # the id of the running attempt's first failed or erroring test, cut
     shards: int = 0  # how many shards its tests were split into (0: not split)
     shard_rest: bool = False  # shard 0 runs every test the other shards do not (a split planned from history)
     jobs: list[str] = field(default_factory=list)  # every rq job it had, so pruning leaves none behind
@@ -337,6 +339,9 @@ class Build:
         data["cut"] = self.cut.to_json()
         if not self.cut:
             del data["cut"]  # a field only where something was cut: most records keep the fields they had
+        for name in ("failing", "first_failure"):
+            if not getattr(self, name):
+                del data[name]  # a running attempt's, once a test failed
         return {key: str(value) for key, value in data.items()}
 
     @classmethod
@@ -351,6 +356,7 @@ class Build:
             counts=Counts(**json.loads(data.get("counts") or "{}")),
             reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
             results_stored=int(data.get("results_stored") or 0), progress=int(data.get("progress") or 0),
+            failing=int(data.get("failing") or 0), first_failure=data.get("first_failure", ""),
             shards=int(data.get("shards") or 0), shard_rest=data.get("shard_rest") == "1",
             jobs=(data.get("jobs") or "").split(),
             log_compressed=data.get("log_compressed") == "1",

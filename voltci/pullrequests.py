@@ -145,6 +145,6 @@ def approve(store: Store, repo: str, number: int, who: str) -> tuple[PullState, 
 
 
 def waiting_for_approval(store: Store, repo: str, state: PullState) -> None:
-    """A pull request's head waits for approval: the forge is told so on that head (the statuses part
-    posts "waiting for approval" here, once it is there); nothing else waits on it."""
-    del store, repo, state
+    """A pull request's head waits for approval: the forge is told so on that head, with how to approve it
+    (statuses.py sends it; nothing waits on it here)."""
+    store.statuses.announce_pull(repo, state.number)

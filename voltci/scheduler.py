@@ -38,6 +38,7 @@ from voltci.failover import PrimaryWatch
 from voltci.jobqueue import unit_queue
 from voltci.models import AttemptState, Build, RunnerBeat, Status, Work
 from voltci.outage import Outage
+from voltci.statuses import StatusSender
 from voltci.store import Policy, Store
 from voltci.webhooks import WebhookSender
 
@@ -87,7 +88,11 @@ class Scheduler:
 
     def run(self, stop: threading.Event) -> None:
         """Act every half heartbeat until `stop` is set; Redis outages cost a log line and a backoff.
-        With a webhook configured, a thread of its own sends the messages of ended builds."""
+        With a webhook configured, a thread of its own sends the messages of ended builds; another sends
+        commit statuses to forges (statuses.py) — it has nothing to do unless a repository has a forge."""
+        statuses = StatusSender(self.settings, Store(connect(self.settings.effective_redis_url, ping=False),
+                                                     self.settings), lambda: self.leading)
+        threading.Thread(target=statuses.run, args=(stop,), name="statuses", daemon=True).start()
         if self.settings.webhook_url:
             sender = WebhookSender(self.settings, Store(connect(self.settings.effective_redis_url, ping=False),
                                                      self.settings), lambda: self.leading)

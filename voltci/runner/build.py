@@ -88,18 +88,23 @@ class Ownership:
 
 
 class Progress:
-    """How many test results the run has written, recorded in the build when it changes."""
+    """How many test results the run has written, and the failing ones among them, recorded in the build
+    when they change; the first failure is recorded once, the moment it is seen."""
 
     def __init__(self, store: Store, build_id: str, results: Path):
         self.store, self.build_id = store, build_id
         self.counter = LineCounter(results)
         self.reported = -1
+        self.named = False
 
     def record(self) -> None:
         done = self.counter.count()
         if done != self.reported:
-            self.store.builds.set_progress(self.build_id, done)
+            failures = self.counter.failures
+            first = failures.first if failures.first and not self.named else ""
+            self.store.builds.set_progress(self.build_id, done, failures.failing, first)
             self.reported = done
+            self.named = self.named or bool(first)
 
 
 class Watch:
@@ -346,9 +351,13 @@ class BuildRun:
         primary may fail before it replicates (Redis replicates asynchronously), so watch: should a
         failover take the result away while this attempt still owns its work, store it again under the
         same fence (the ownership check in its transaction). Bounded by STORE_RETRY_S; a single Redis has no
-        replica and waits for nothing."""
+        replica and waits for nothing, nor does one that refuses INFO (an ACL, a renamed command): what it
+        replicates cannot be known, and waiting would cost every build the whole bound."""
         try:
             replicated = self.store.runners.await_replicas(REPLICATION_WAIT_S)
+        except redis.ResponseError as exc:
+            log.debug("%s: replication not known (%s)", self._what(), exc)
+            return
         except redis.RedisError:
             replicated = False
         if replicated is not False:
@@ -365,6 +374,8 @@ class BuildRun:
                         log.warning("%s: its result was lost with the Redis primary; stored again", self._what())
                     continue
                 return  # ended (its result is there) or no longer ours
+            except redis.ResponseError:
+                return  # INFO refused: replication cannot be known
             except redis.RedisError:
                 continue  # the failover itself: asked again
 

@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 from voltci.models import Counts, Cut, Outcome, RunOutcome, Status, TestResult, Timings
 from voltci.runner import bounds, untrusted
 from voltci.runner.bounds import BadOutput
+from voltci.runner.failures import FailureScan
 from voltci.runner.procs import Budget, ProcessEnd, run_process
 from voltci.runner.sandbox import Sandbox
 from voltci.runner.suites import ALL, Selection, Suite
@@ -32,12 +33,14 @@ COUNT_MAX_PER_CALL = 64 * 1024 * 1024  # what LineCounter reads at most each tim
 
 
 class LineCounter:
-    """Counts the lines of a file that is being appended to, reading only what was added since."""
+    """Counts the lines of a file that is being appended to, reading only what was added since, and the
+    failing tests among them (`failures`)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.offset = 0
         self.lines = 0
+        self.failures = FailureScan()
 
     def count(self) -> int:
         """The lines so far, reading at most COUNT_MAX_PER_CALL new bytes, a chunk at a time."""
@@ -48,6 +51,7 @@ class LineCounter:
                 break
             self.offset += len(data)
             self.lines += data.count(b"\n")
+            self.failures.feed(data)
             if len(data) < COUNT_CHUNK:
                 break
         return self.lines

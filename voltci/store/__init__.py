@@ -17,6 +17,7 @@ kind of record, each a module of its own, each handed at construction the other 
     logs       a build's output
     runners    heartbeats, the registry, lost attempts, the scheduler lock
     outbox     webhook messages to send
+    statuses   builds with news for their forge's commit statuses, and what each forge was last told
     hooks      forge push hooks received, so that a replayed one is refused
     pulls      pull requests: trust, approval, the builds of their heads     (records, repos, builds, queue)
     metrics    counters and histograms for /metrics
@@ -50,6 +51,7 @@ from voltci.store.repos import Repos
 from voltci.store.retention import Policy, Retention
 from voltci.store.runners import Runners
 from voltci.store.shards import Shards, merge
+from voltci.store.statuses import Statuses
 from voltci.store.trail import Trail
 from voltci.store.tx import Client, Contended
 from voltci.store.usage import Memory, RepoUsage, Usage
@@ -85,6 +87,7 @@ class Store:
         self.logs = Logs(r)
         self.runners = Runners(r)
         self.outbox = Outbox(r)
+        self.statuses = Statuses(r)
         self.hooks = Hooks(r)
         self.pulls = Pulls(r, settings, self.records, self.repos, self.builds, self.queue)
         self.metrics = Metrics(r)

@@ -40,13 +40,15 @@ from voltci.models import (
     RunOutcome,
     Status,
 )
-from voltci.store import codec, metrics
+from voltci.store import codec, metrics, statuses
 from voltci.store.endings import Encoded, add_jobs, end_without_result, record_lost, watched, write_result
 from voltci.store.legs import Legs
 from voltci.store.queue import Queue
 from voltci.store.records import Records, read_attempt, read_build, read_legs
 from voltci.store.trail import Trail
 from voltci.store.tx import Client, Txn, batch, guarded, raw
+
+FAILURE_NAME_MAX = 1024  # a first failing test's id, as a build keeps ids (budget.py)
 
 
 class Builds:
@@ -74,6 +76,7 @@ class Builds:
             pipe.hset(keys.build(build.id), mapping=build.to_hash())
             if not build.status.is_final:
                 pipe.sadd(keys.queued(), build.id)
+                statuses.mark(pipe, build.id)
             pipe.zadd(keys.repo_history(build.repo), {build.id: score})
             pipe.zadd(keys.history(), {build.id: score})
             pipe.zadd(keys.commits(), {keys.commit_member(build.commit, build.repo, build.pull_number): 0})
@@ -200,6 +203,8 @@ class Builds:
             pipe.hset(keys.build_attempts(build_id), str(attempt),
                       Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
             pipe.delete(keys.build_log(build_id))  # an attempt's output starts afresh
+            pipe.hdel(keys.build(build_id), "failing", "first_failure")
+            statuses.mark(pipe, build_id)
             if build.is_leg:
                 return replace(build, status=Status.RUNNING, runner=runner_id, started_at=started)
             pipe.hset(keys.build(build_id), "legs", "0")  # a new attempt has no matrix legs until it splits
@@ -253,9 +258,18 @@ class Builds:
             return "rebuilt" if self.rebuild(build_id) is not None else ""
         return done
 
-    def set_progress(self, build_id: str, done: int) -> None:
-        """How many test results a running build has so far (a display hint, not part of its result)."""
-        self.r.hset(keys.build(build_id), "progress", str(done))
+    def set_progress(self, build_id: str, done: int, failing: int = 0, first_failure: str = "") -> None:
+        """How many test results a running build (or leg) has so far, how many of them failed and the first
+        that did (display hints, not part of its result; its commit status tells them): one transaction.
+        A first failure, once written, stays the attempt's."""
+        with self.r.pipeline() as pipe:
+            pipe.hset(keys.build(build_id), "progress", str(done))
+            if failing:
+                pipe.hset(keys.build(build_id), "failing", str(failing))
+            if first_failure:
+                pipe.hsetnx(keys.build(build_id), "first_failure", first_failure[:FAILURE_NAME_MAX])
+            statuses.mark(pipe, build_id, urgent=bool(first_failure))
+            pipe.execute()
 
     def finish(self, build_id: str, attempt: int, runner_id: str, outcome: RunOutcome) -> bool:
         """Store a build's result (or a matrix leg's: the last leg to end stores the build's), once, if
@@ -321,6 +335,8 @@ class Builds:
                 return "gave up"
             pipe.multi()
             pipe.hset(keys.build_attempts(build.id), str(lost.number), lost.to_json())
+            pipe.hdel(keys.build(build.id), "failing", "first_failure")
+            statuses.mark(pipe, build.id)
             pipe.hset(keys.build(build.id), mapping={"status": Status.QUEUED.value, "attempt": str(attempt + 1),
                                                      "runner": "", "started_at": "", "waiting_since": now_iso(),
                                                      "queued_for": QueuedFor.LOST.value})
@@ -426,7 +442,8 @@ class Builds:
                 "runner": "", "started_at": "", "finished_at": "", "duration_s": "0.0", "reason": "",
                 "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0",
                 "waiting_since": queued, "queued_for": QueuedFor.REBUILD.value, "first_failing": ""})
-            pipe.hdel(keys.build(build.id), "cut")
+            pipe.hdel(keys.build(build.id), "cut", "failing", "first_failure")
+            statuses.mark(pipe, build.id)
             add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
             pipe.sadd(keys.queued(), build.id)
             jobqueue.enqueue_attempt(self.r, build, build.attempt + 1, self.settings, pipe)

@@ -2,7 +2,8 @@
 
 A build ends in one of three parts — its own end (builds.py), its last shard's merge (shards.py), its
 last leg's (legs.py) — and each writes the same things in the transaction that decides it: the result
-and its record, the work sets, `results_stored`, the event, the webhook message, the compressed output,
+and its record, the work sets, `results_stored`, the event, the webhook message, the mark that its
+forge has news (statuses.py), the compressed output,
 the counters for /metrics and the runner time for fair share. They are written here, once, as
 functions of the caller's pipeline, so that every end stays one transaction whichever part decides it.
 """
@@ -16,7 +17,7 @@ import traceback
 from voltci import keys
 from voltci.clock import now_iso, parse, seconds_between
 from voltci.models import Attempt, AttemptState, Build, LostAttempt, Outcome, RunOutcome, Status
-from voltci.store import budget, codec, metrics, outbox
+from voltci.store import budget, codec, metrics, outbox, statuses
 from voltci.store.tx import Txn
 
 log = logging.getLogger("volt.store")
@@ -126,6 +127,7 @@ def ended(pipe: Txn, build_id: str, status: Status) -> None:
     pipe.hincrby(keys.build(build_id), "results_stored", 1)
     pipe.publish(keys.events(), json.dumps({"build": build_id, "status": status.value}))
     outbox.put(pipe, {"build": build_id})
+    statuses.mark(pipe, build_id)
 
 
 def end_without_result(pipe: Txn, build: Build, status: Status, reason: str, attempt_record: Attempt | None,

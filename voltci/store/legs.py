@@ -22,7 +22,7 @@ from voltci import jobqueue, keys
 from voltci.clock import now_iso, seconds_between
 from voltci.config import Settings
 from voltci.models import Attempt, AttemptState, Build, Counts, Cut, Leg, RunOutcome, Status, TestResult
-from voltci.store import codec
+from voltci.store import codec, statuses
 from voltci.store.endings import Encoded, add_jobs, compress_output, watched, write_cut, write_result
 from voltci.store.queue import Queue
 from voltci.store.records import read_build, read_legs
@@ -81,6 +81,7 @@ class Legs:
                     jobs=[keys.job_id(unit, 1)], pull_request=build.pull_request))
             pipe.multi()
             pipe.hset(keys.build(build_id), mapping={"legs": str(len(records)), "legs_ended": "0"})
+            statuses.mark(pipe, build_id)
             add_jobs(pipe, build, *(keys.job_id(r.id, 1) for r in records))
             for record in records:
                 pipe.delete(*unit_keys(record.id))
@@ -148,6 +149,7 @@ class Legs:
         compress_output(pipe, leg.id, output)
         if parent is None:
             return ""
+        statuses.mark(pipe, parent.id)
         pipe.hincrby(keys.build(parent.id), "legs_ended", 1)
         if not last:
             return ""

@@ -2,14 +2,15 @@
 every `volt web` serves the same values and they outlive restarts of any process.
 
 One hash (`keys.metrics()`), bounded by what it counts, not by time: builds ended per repository and
-status (`builds|<repo>|<status>`), lost attempts (`lost`), and two histograms, each a count per
+status (`builds|<repo>|<status>`), lost attempts (`lost`), commit statuses sent to forges by forge
+kind and result (`forge_statuses|<kind>|<result>`), and two histograms, each a count per
 bucket (`<name>|le|<bound>`) and a sum (`<name>|sum`): how long builds ran, and how long they waited
 in the queue before a runner took them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from voltci import keys
 from voltci.store.tx import Client, Txn
@@ -31,6 +32,16 @@ def _bound(value: float) -> str:
 def count_build(pipe: Txn, repo: str, status: str) -> None:
     """One more build of `repo` ended with `status` (in the caller's transaction)."""
     pipe.hincrby(keys.metrics(), f"builds|{repo}|{status}", 1)
+
+
+STATUS_RESULTS = ("sent", "retried", "refused")
+
+
+def count_status(pipe: Txn, forge: str, result: str, times: int = 1) -> None:
+    """`times` more commit statuses posted to a forge of kind `forge` ended with `result`."""
+    if result not in STATUS_RESULTS:
+        raise ValueError(f"no result {result!r}")
+    pipe.hincrby(keys.metrics(), f"forge_statuses|{forge}|{result}", times)
 
 
 def count_lost(pipe: Txn) -> None:
@@ -64,6 +75,7 @@ class Counters:
     lost: int
     histograms: dict[str, Histogram]
     events: dict[tuple[str, str], int]  # (event of EVENTS, process kind) -> times seen
+    forge_statuses: dict[tuple[str, str], int] = field(default_factory=dict)  # (forge kind, result) -> statuses
 
 
 class Metrics:
@@ -82,7 +94,7 @@ class Metrics:
     def counters(self) -> Counters:
         """Everything the metrics hash holds, histograms made cumulative as Prometheus reads them."""
         fields = self.r.hgetall(keys.metrics())
-        builds, events = {}, {}
+        builds, events, statuses = {}, {}, {}
         for name, value in fields.items():
             kind, _, rest = name.partition("|")
             if kind == "builds":
@@ -90,6 +102,9 @@ class Metrics:
                 builds[(repo, status)] = int(value)
             elif kind in EVENTS:
                 events[(kind, rest)] = int(value)
+            elif kind == "forge_statuses":
+                forge, _, result = rest.rpartition("|")
+                statuses[(forge, result)] = int(value)
         histograms = {}
         for name, bounds in BUCKETS.items():
             running, buckets = 0, []
@@ -97,7 +112,7 @@ class Metrics:
                 running += int(fields.get(f"{name}|le|{bound}", 0))
                 buckets.append((bound, running))
             histograms[name] = Histogram(buckets, float(fields.get(f"{name}|sum", 0.0)))
-        return Counters(builds, int(fields.get("lost", 0)), histograms, events)
+        return Counters(builds, int(fields.get("lost", 0)), histograms, events, statuses)
 
     def queued_by_repo(self) -> dict[str, int]:
         """How many builds of each repository wait for a runner."""

@@ -197,6 +197,10 @@ class Queue:
     def depth(self) -> int:
         return jobqueue.queue_depth(self.r, self.settings)
 
+    def place(self, build: Build) -> int | None:
+        """Where a queued build stands in the queue (1: next), if it is among the first ten thousand."""
+        return jobqueue.job_place(self.r, self.settings, keys.job_id(build.id, build.attempt))
+
     def waiting_job_ids(self, queues: list[str] | None = None) -> set[str]:
         return jobqueue.waiting_job_ids(self.r, self.settings, queues)
 

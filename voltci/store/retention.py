@@ -41,7 +41,7 @@ def build_keys(build: Build, legs: list[Build] | None = None) -> list[str]:
     """Every key a build (or matrix leg) may have, and those of its `legs`, of every attempt."""
     found = [keys.build(build.id), keys.build_results(build.id), keys.build_tests(build.id),
              keys.build_attempts(build.id), keys.build_shards(build.id), keys.build_shard_plan(build.id),
-             keys.build_log(build.id)]
+             keys.build_log(build.id), keys.build_statuses(build.id)]
     found += [keys.build_shard_tests(build.id, n) for n in range(build.shards)]
     for leg in legs or []:
         found += build_keys(leg)
@@ -142,6 +142,8 @@ class Retention:
         pipe.zrem(keys.commits(), keys.commit_member(build.commit, build.repo, build.pull_number))
         pipe.srem(keys.queued(), build.id)
         pipe.srem(keys.running(), build.id)
+        pipe.zrem(keys.statuses_due(), build.id)  # a build pruned before a forge took its statuses: none to send
+        pipe.zrem(keys.statuses_sending(), build.id)
 
 
 def _after(iso: str, cutoff: float) -> bool:
