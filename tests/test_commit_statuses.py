@@ -5,6 +5,7 @@ request (forgeapi.py), what an answer means, the first failure read from a growi
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 from email.message import Message
 
@@ -222,3 +223,45 @@ def test_the_token_s_variable_is_one_the_sandbox_never_hands_a_build() -> None:
         link = forge_link({"forge": "github", "forge_token_env": name}, url, "[[repos]] proj")
         assert link is not None and link.token_env == name
         assert name.startswith("VOLT_") or is_credential(name)
+
+
+def test_a_long_build_posts_far_fewer_statuses_than_github_keeps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Progress every simulated second on a fake clock (the sender's limits scaled down tenfold): progress is
+    rate-limited, slower after a burst, capped; the first failure and the end go at once, past the cap."""
+    from voltci import statuses
+    from voltci.forgeapi import Answer
+    from voltci.models import RunOutcome
+
+    monkeypatch.setattr(statuses, "PROGRESS_BURST", 6)
+    monkeypatch.setattr(statuses, "PROGRESS_MAX", 20)
+    monkeypatch.setattr(statuses, "LATE_PROGRESS_EVERY_S", 20.0)
+    now = [time.time() + 1.0]  # after the marks the store makes by the real clock
+    posted: list[tuple[float, CommitStatus]] = []
+
+    def post(link: ForgeLink, sha: str, status: CommitStatus) -> Answer:
+        posted.append((now[0], status))
+        return Answer("sent", 201, "answered 201")
+
+    store = Store(fakeredis.FakeRedis(decode_responses=True))
+    store.repos.register("proj", "/r", ["main"], forge=LINK.to_dict())
+    sender = statuses.StatusSender(Settings(), store, lambda: True, post=post, clock=lambda: now[0])
+    b = build()
+    store.builds.add(b, 1.0)
+    store.builds.start_attempt(b.id, 1, "r1")
+    for second in range(600):
+        now[0] += 1.0
+        failed = second == 590
+        store.builds.set_progress(b.id, second + 1, int(failed), "t::first" if failed else "")
+        with store.r.pipeline() as pipe:  # the mark, on the fake clock
+            mark(pipe, b.id, urgent=failed, now=now[0])
+            pipe.execute()
+        sender.step()
+        if failed:
+            assert posted[-1][1].description == "1 failed so far: t::first"  # at once, past the cap
+    running = [at for at, s in posted if s.state is State.RUNNING and not s.key]
+    gaps = [later - earlier for earlier, later in zip(running, running[1:], strict=False)]
+    assert len(running) == 20  # capped
+    assert min(gaps[:5]) >= statuses.PROGRESS_EVERY_S and min(gaps[6:]) >= 20.0
+    assert store.builds.finish(b.id, 1, "r1", RunOutcome(Status.FAILED, [], Counts(total=1, failed=1)))
+    sender.step()
+    assert posted[-1][1].state is State.FAILURE and len(posted) == 20 + 1 + 1  # progress, the failure, the end

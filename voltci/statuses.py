@@ -91,6 +91,7 @@ class StatusSender:
         self._links_at = float("-inf")
         self._expected: dict[str, tuple[float, int]] = {}
         self._was_leading = False
+        self.wrote = False  # the last step wrote to Redis
         self._outage = Outage(log, "statuses")
 
     def run(self, stop: threading.Event) -> None:
@@ -103,8 +104,10 @@ class StatusSender:
                 if not self._was_leading:
                     self.store.statuses.recover(self.clock())
                     self._was_leading = True
-                stop.wait(self.step())
-                self._outage.ok()
+                wait = self.step()
+                if self.wrote:  # a pass that only read says nothing of whether Redis takes writes
+                    self._outage.ok()
+                stop.wait(wait)
             except redis.RedisError as exc:
                 self._outage.failed(exc)
                 stop.wait(2.0)
@@ -113,6 +116,7 @@ class StatusSender:
         """Look at the builds that are due; how long to wait before the next step."""
         now = self.clock()
         taken = self.store.statuses.take(now, TAKE)
+        self.wrote = bool(taken)
         for member in taken:
             pull = parse_pull_status_member(member)
             if pull is not None:
