@@ -201,3 +201,22 @@ def test_what_a_build_left_is_removed_however_deep_locked_or_linked(tmp_path: Pa
     assert not os.path.lexists(left)
     assert (host / "keep").read_text() == "host file"
     untrusted.remove_tree(left)  # nothing there: nothing happens
+
+
+def test_make_dirs_makes_what_is_missing_and_never_follows_a_link(tmp_path: Path) -> None:
+    """tox's changedir, made as tox makes it, in a tree whoever pushed to it wrote: a link or a file on the
+    way is refused, and nothing is made behind it."""
+    tree, host = tmp_path / "tree", tmp_path / "host"
+    tree.mkdir()
+    host.mkdir()
+    untrusted.make_dirs(tree / "a" / "b", tree)
+    untrusted.make_dirs(tree / "a" / "b", tree)  # already there: nothing to do
+    assert (tree / "a" / "b").is_dir()
+    (tree / "link").symlink_to(host)
+    (tree / "file").write_text("x")
+    for where in ("link", "link/deeper", "file/deeper"):
+        with pytest.raises(untrusted.NotInside):
+            untrusted.make_dirs(tree / where, tree)
+    with pytest.raises(untrusted.NotInside):
+        untrusted.make_dirs(tree / ".." / "outside", tree)
+    assert list(host.iterdir()) == [] and not (tmp_path / "outside").exists()
