@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from voltci.store import Store
 
 TOKEN = "ghp_pull-e2e-T0KEN-only-for-the-scheduler"
 CONTEXT = "volt/pr"
+DELIVERY_WAIT_S = 240  # a loaded machine's scheduler may take a while; the log says why when it times out
 BASE = {"calc.py": "def add(a, b):\n    return a + b\n", "tests/__init__.py": ""}
 FAILING = {"tests/test_calc.py": (
     "import time, unittest\nfrom calc import add\n\n\n"
@@ -46,6 +47,13 @@ def open_pull(work: GitRepo, bare: Path, number: int, sha: str) -> None:
     work.git("push", "--quiet", "--force", str(bare), f"{sha}:refs/volt-test/incoming")
     for args in (["update-ref", f"refs/pull/{number}/head", sha], ["update-ref", "-d", "refs/volt-test/incoming"]):
         subprocess.run(["git", *args], cwd=bare, check=True, timeout=60, capture_output=True)
+
+
+def delivered(scheduler: subprocess.Popen, log_path: Path, seen: Callable[[], bool], what: str) -> None:
+    try:
+        wait_until(seen, what, timeout=DELIVERY_WAIT_S, process=scheduler)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the scheduler's log:\n{log_path.read_text(errors='replace')[-3000:]}") from None
 
 
 def test_a_failing_then_fixed_pull_request_on_the_forge(rq_conn, settings, double, tmp_path: Path) -> None:
@@ -73,14 +81,14 @@ def test_a_failing_then_fixed_pull_request_on_the_forge(rq_conn, settings, doubl
                    process=scheduler)
         worker = run_rq_worker_burst(settings)
         assert worker.returncode == 0, worker.stderr[-2000:]
-        wait_until(lambda: any(s.status["state"] == "failure" for s in double.statuses(context=CONTEXT)),
-                   "the failure status", process=scheduler)
+        delivered(scheduler, log_path, lambda: any(s.status["state"] == "failure"
+                                                   for s in double.statuses(context=CONTEXT)), "the failure status")
         second = work.commit(FIXED, "fix the test")
         open_pull(work, bare, 1, second)
         assert [b.commit for b in watch.poll() if b.pull_request] == [second]
         assert run_rq_worker_burst(settings).returncode == 0
-        wait_until(lambda: any(s.sha == second and s.status["state"] == "success"
-                               for s in double.statuses(context=CONTEXT)), "the success status", process=scheduler)
+        delivered(scheduler, log_path, lambda: any(s.sha == second and s.status["state"] == "success"
+                                                   for s in double.statuses(context=CONTEXT)), "the success status")
     finally:
         scheduler.terminate()
         scheduler.wait(10)
