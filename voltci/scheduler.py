@@ -182,6 +182,17 @@ class Scheduler:
             log.info("acting as the scheduler")
         return self.leading
 
+    def _beat_of(self, runners: dict[str, RunnerBeat], name: str) -> RunnerBeat | None:
+        """A runner's heartbeat as this pass read it, or as it is now: a plain `rq worker`'s job writes
+        its runner's first beat just before it starts its attempt, which may fall between this pass's
+        read of the beats and its read of the running builds — that runner is not lost."""
+        beat = runners.get(name)
+        if beat is None and name:
+            beat = self.store.runners.beat_of(name)
+            if beat is not None:
+                runners[name] = beat
+        return beat
+
     def _check_builds(self, runners: dict[str, RunnerBeat], now: float) -> list[Action]:
         actions: list[Action] = []
         unattended: dict[Work, str] = {}
@@ -194,7 +205,7 @@ class Scheduler:
             if build.shards:
                 actions += self._check_shards(build, runners, waiting, unattended)
                 continue
-            beat = runners.get(build.runner)
+            beat = self._beat_of(runners, build.runner)
             if beat is None:
                 actions += self._redispatch(Work(build.id, build.attempt),
                                             f"runner {build.runner} stopped sending heartbeats")
@@ -236,7 +247,7 @@ class Scheduler:
                 if leg.shards:
                     actions += self._check_shards(leg, runners, waiting, unattended)
                     continue
-                beat = runners.get(leg.runner)
+                beat = self._beat_of(runners, leg.runner)
                 if beat is None:
                     actions += self._redispatch(unit, f"runner {leg.runner} stopped sending heartbeats")
                 elif (beat.build, beat.attempt) != (leg.id, leg.attempt):
@@ -264,7 +275,7 @@ class Scheduler:
             if shard.state is AttemptState.FINISHED:
                 continue
             if shard.state is AttemptState.RUNNING:
-                beat = runners.get(shard.runner)
+                beat = self._beat_of(runners, shard.runner)
                 if beat is None:
                     actions += self._redispatch(unit, f"runner {shard.runner} stopped sending heartbeats")
                 elif not _works_on(beat, unit):

@@ -54,6 +54,11 @@ class Runners:
         values = self.r.mget([keys.runner(name) for name in names])
         return {name: RunnerBeat.from_json(text) for name, text in zip(names, values, strict=False) if text}
 
+    def beat_of(self, name: str) -> RunnerBeat | None:
+        """One runner's heartbeat, if its key has not expired."""
+        text = self.r.get(keys.runner(name))
+        return RunnerBeat.from_json(text) if text else None
+
     def update_registry(self, runners: dict[str, RunnerBeat]) -> None:
         """Registry entries: live runners as their key says; runners whose key went, marked gone (and
         forgotten an hour later)."""
