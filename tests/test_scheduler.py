@@ -161,3 +161,21 @@ def test_redispatch_of_an_attempt_that_moved_on_does_nothing(conn, rq_conn, fast
     assert Store(conn).builds.finish(build.id, 1, "r1", outcome())
     assert Store(rq_conn, fast).builds.redispatch(build.id, 1, "late") == ""
     assert Store(conn).records.get_build(build.id).status is Status.PASSED
+
+
+def test_a_runner_whose_first_beat_comes_during_a_pass_is_not_lost(conn, rq_conn, fast, clock, monkeypatch) -> None:
+    """A plain `rq worker`'s job writes its runner's first beat just before it starts its attempt: a pass
+    that read the beats before that and the running builds after must not call the runner lost."""
+    build = submit(rq_conn, fast)
+    sched = scheduler.Scheduler(fast)
+    read_beats = sched.store.runners.live
+
+    def beats_then_the_job_starts() -> dict[str, RunnerBeat]:
+        seen = read_beats()
+        beat(conn, fast, "r1", build.id, 1)  # the job's first beat, and its attempt, just after
+        take(rq_conn, conn, fast, build, "r1")
+        return seen
+    monkeypatch.setattr(sched.store.runners, "live", beats_then_the_job_starts)
+    assert sched.step() == []
+    after = Store(conn).records.get_build(build.id)
+    assert (after.status, after.attempt, after.runner) == (Status.RUNNING, 1, "r1")
