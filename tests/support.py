@@ -116,6 +116,12 @@ def run_rq_worker_burst(settings: Settings, timeout: float = 120) -> subprocess.
         start_new_session=True)
 
 
+def run_volt_worker_burst(settings: Settings, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`volt worker --burst` on Volt's queue: a runner with its own heartbeat from its start."""
+    env = {"VOLT_WORKSPACE_DIR": settings.workspace_dir, "VOLT_BUILD_TIMEOUT": str(settings.build_timeout)}
+    return run_volt("worker", "--burst", "--redis-url", settings.effective_redis_url, env=env, timeout=timeout)
+
+
 def run_volt(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
              cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The `volt` command as a user runs it, in a subprocess."""

@@ -1,5 +1,5 @@
 """A pull request's statuses end to end: a bare repository whose pull request is `refs/pull/1/head` (made
-with `git update-ref`, as a forge keeps it), the observer's watch, a real `rq worker` runner and `volt
+with `git update-ref`, as a forge keeps it), the observer's watch, a real `volt worker` runner and `volt
 scheduler` on a private redis-server, and the forge double. The pull request's first head has a failing
 test: the double sees, on that head, pending, a pending naming the failing test while the build still
 runs, then failure; the fixed head, pushed to the same pull request, gets success — each on the pull
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from forge_double import ForgeDouble
-from support import ROOT, GitRepo, child_env, run_rq_worker_burst, wait_until
+from support import ROOT, GitRepo, child_env, run_volt_worker_burst, wait_until
 
 from voltci.config import as_environment
 from voltci.forge import ForgeLink
@@ -66,7 +66,7 @@ def test_a_failing_then_fixed_pull_request_on_the_forge(rq_conn, settings, doubl
                       forge=ForgeLink("github", double.api, "octo/proj"))
     watch.validate()
     watch.poll()  # main's head
-    assert run_rq_worker_burst(settings).returncode == 0
+    assert run_volt_worker_burst(settings).returncode == 0
     env = child_env(**as_environment(settings), VOLT_FORGE_TOKEN=TOKEN, VOLT_PUBLIC_URL="https://ci.example.org")
     log_path = tmp_path / "scheduler.log"
     work.checkout("feature", create=True)
@@ -79,14 +79,14 @@ def test_a_failing_then_fixed_pull_request_on_the_forge(rq_conn, settings, doubl
         assert [b.pull_request.number for b in watch.poll() if b.pull_request] == [1]
         wait_until(lambda: double.statuses(context=CONTEXT), "the queued pull request's pending status",
                    process=scheduler)
-        worker = run_rq_worker_burst(settings)
+        worker = run_volt_worker_burst(settings)
         assert worker.returncode == 0, worker.stderr[-2000:]
         delivered(scheduler, log_path, lambda: any(s.status["state"] == "failure"
                                                    for s in double.statuses(context=CONTEXT)), "the failure status")
         second = work.commit(FIXED, "fix the test")
         open_pull(work, bare, 1, second)
         assert [b.commit for b in watch.poll() if b.pull_request] == [second]
-        assert run_rq_worker_burst(settings).returncode == 0
+        assert run_volt_worker_burst(settings).returncode == 0
         delivered(scheduler, log_path, lambda: any(s.sha == second and s.status["state"] == "success"
                                                    for s in double.statuses(context=CONTEXT)), "the success status")
     finally:

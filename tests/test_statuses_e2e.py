@@ -1,5 +1,5 @@
 """Commit statuses end to end: a real git repository with a failing test, the observer's watch, a real
-`rq worker` runner and `volt scheduler` on a private redis-server, and the forge double. The double
+`volt worker` runner and `volt scheduler` on a private redis-server, and the forge double. The double
 sees pending, a pending naming the failing test while the build still runs, then failure; and for the
 fixed commit, success — in order, every body valid by GitHub's published schema. The token is in the
 scheduler's environment only, and nowhere in Redis, the build or the logs."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from forge_double import ForgeDouble
-from support import ROOT, child_env, run_rq_worker_burst, wait_until
+from support import ROOT, child_env, run_volt_worker_burst, wait_until
 
 from voltci.config import as_environment
 from voltci.forge import ForgeLink
@@ -58,13 +58,13 @@ def test_the_forge_sees_pending_the_failing_test_failure_then_success(rq_conn, s
     try:
         assert [b.commit for b in watch.poll()] == [first]
         wait_until(lambda: double.statuses(context="volt"), "the queued build's pending status", process=scheduler)
-        worker = run_rq_worker_burst(settings)
+        worker = run_volt_worker_burst(settings)
         assert worker.returncode == 0, worker.stderr[-2000:]
         wait_until(lambda: any(s.status["state"] == "failure" for s in double.statuses()), "the failure status",
                    process=scheduler)
         second = repo.commit(FIXED, "Fix calc")
         assert [b.commit for b in watch.poll()] == [second]
-        assert run_rq_worker_burst(settings).returncode == 0
+        assert run_volt_worker_burst(settings).returncode == 0
         wait_until(lambda: any(s.sha == second and s.status["state"] == "success" for s in double.statuses()),
                    "the success status", process=scheduler)
     finally:
