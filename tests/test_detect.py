@@ -686,6 +686,80 @@ def test_tool_tox_in_pyproject_runs_its_commands_with_change_dir_and_dashes(tmp_
         detect(tree)
 
 
+# One environment in each of tox's two forms: one reading (tox.read) makes the same environment of both.
+TWINS = [
+    ("""
+        [tox]
+        env_list = py311, lint
+        [testenv]
+        deps = pytest
+            -r requirements.txt
+        extras = test, docs
+        dependency_groups = dev
+        usedevelop = true
+        ignore_errors = true
+        changedir = {toxinidir}/sub
+        setenv =
+            MODE = strict
+            WHERE = {env:MODE}-{envname}
+        commands_pre = python -c pass
+        commands =
+            - python -m doctest {toxinidir}/README.rst
+            pytest --basetemp={envtmpdir} {posargs:-q}
+        """, """
+        [tool.tox]
+        env_list = ["py311", "lint"]
+        [tool.tox.env_run_base]
+        deps = ["pytest", "-r requirements.txt"]
+        extras = ["test", "docs"]
+        dependency_groups = ["dev"]
+        use_develop = true
+        ignore_errors = true
+        change_dir = "{tox_root}/sub"
+        set_env = {MODE = "strict", WHERE = "{env:MODE}-{env_name}"}
+        commands_pre = [["python", "-c", "pass"]]
+        commands = [["-", "python", "-m", "doctest", "{tox_root}/README.rst"],
+                    ["pytest", "--basetemp={env_tmp_dir}", {replace = "posargs", default = ["-q"]}]]
+        """),
+    ("""
+        [tox]
+        skipsdist = true
+        [testenv]
+        runner = uv-venv-lock-runner
+        commands = python -m unittest discover -s tests
+        """, """
+        [tool.tox]
+        no_package = true
+        [tool.tox.env_run_base]
+        runner = "uv-venv-lock-runner"
+        commands = [["python", "-m", "unittest", "discover", "-s", "tests"]]
+        """),
+    ("""
+        [testenv]
+        package = editable
+        commands = pytest
+        """, """
+        [tool.tox.env_run_base]
+        package = "editable"
+        commands = [["pytest"]]
+        """),
+]
+
+
+@pytest.mark.parametrize("ini, toml", TWINS)
+def test_both_forms_of_tox_read_as_one_environment(tmp_path: Path, ini: str, toml: str) -> None:
+    from voltci.runner.detect import tox
+
+    ini_tree = write_tree(tmp_path / "ini", {"tox.ini": ini})
+    toml_tree = write_tree(tmp_path / "toml", {"pyproject.toml": PYPROJECT + toml})
+    from_ini, from_toml = tox.load(ini_tree, "{tmp}", "3.11"), tox.load(toml_tree, "{tmp}", "3.11")
+    assert from_ini is not None and from_toml is not None
+    same = ("name", "deps", "extras", "groups", "commands", "ignored", "ignore_errors", "change_dir", "commands_pre",
+            "set_env", "install", "uv_lock")
+    assert {k: getattr(from_ini, k) for k in same} == {k: getattr(from_toml, k) for k in same}
+    assert len(from_ini.notes) == len(from_toml.notes)
+
+
 SETUP_PY_TEST_SUITE = """
     from setuptools import setup
     setup(name='sample', package_dir={'': 'src'}, packages=['sample', 'sample.tests'],
