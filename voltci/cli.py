@@ -406,9 +406,8 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool, leg: str | No
 
     def write(text: str) -> None:
         nonlocal at_line_start
-        shown = cleaner.feed(text)
-        click.echo(shown, nl=False)
-        at_line_start = shown.endswith("\n") if shown else at_line_start
+        click.echo(cleaner.feed(text), nl=False)
+        at_line_start = text.endswith("\n") if text else at_line_start
 
     def first_failure(running: Build) -> None:
         """Said on stderr, as Volt's other words are: stdout stays the build's output."""
