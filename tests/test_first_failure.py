@@ -134,8 +134,10 @@ def test_a_matrix_builds_first_failure_is_the_first_any_leg_found(conn) -> None:
         assert store.builds.start_attempt(leg.id, 1, f"r{n}") is not None
     store.builds.set_progress(legs[1].id, 4, 1, "t::in_312")
     store.builds.set_progress(legs[0].id, 6, 1, "t::in_311")
+    store.builds.set_progress(legs[1].id, 7, 2, "t::in_312")
     parent = store.records.get_build(build.id)
     assert parent.first_failure == "t::in_312" and parent.first_failure_s is not None
+    assert parent.failing == 3  # its legs' together
     assert [leg.first_failure for leg in store.records.get_legs(build.id)] == ["t::in_311", "t::in_312"]
     sent = messages(store, "build.first_failure")
     assert [(m["build"], m["first_failure"]) for m in sent] == [(build.id, "t::in_312")]  # the build's, not a leg's

@@ -260,15 +260,31 @@ class Builds:
         """How many test results a running build (or leg) has so far, how many of them failed and the first
         that did (display hints, not part of its result; its commit status tells them). A first failure,
         once written, stays the attempt's: the first call that names one records it with the time and
-        tells everyone who waits for it (firstfailure.py), in one transaction; the others only count."""
+        tells everyone who waits for it (firstfailure.py), in one transaction; the others only count. A
+        matrix leg's count also makes its build's: the legs' together."""
         with self.r.pipeline() as pipe:
             pipe.hset(keys.build(build_id), "progress", str(done))
             if failing:
                 pipe.hset(keys.build(build_id), "failing", str(failing))
             statuses.mark(pipe, build_id, urgent=False)
             pipe.execute()
+        parent_id = keys.parent_of(build_id)
+        if failing and parent_id:
+            self._count_legs_failing(parent_id)
         if first_failure and not self.r.hget(keys.build(build_id), "first_failure"):
             self._first_failure(build_id, first_failure, now_iso())
+
+    def _count_legs_failing(self, build_id: str) -> None:
+        """A running matrix build's failing tests so far: its current legs' together (a display hint, as
+        each leg's count is)."""
+        status, attempt, legs = self.r.hmget(keys.build(build_id), "status", "attempt", "legs")
+        if status != Status.RUNNING.value or not (attempt or "").isdigit() or not (legs or "").isdigit():
+            return
+        with self.r.pipeline(transaction=False) as pipe:
+            for number in range(int(legs)):
+                pipe.hget(keys.build(keys.leg_id(build_id, int(attempt), number)), "failing")
+            counts = pipe.execute()
+        self.r.hset(keys.build(build_id), "failing", str(sum(int(c) for c in counts if (c or "").isdigit())))
 
     def _first_failure(self, unit_id: str, test_id: str, at: str) -> None:
         parent_id = keys.parent_of(unit_id)
