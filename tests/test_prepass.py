@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from support import GitRepo
+from support import PYTEST_VERSION, GitRepo
 
 from voltci import keys
 from voltci.config import Settings
@@ -54,6 +54,20 @@ def test_a_new_test_file_runs_whole_and_a_failure_without_a_time_of_its_own_is_s
                         file_of=dict.fromkeys(costs, "t/test_a.py"), new_files=["t/test_new.py"])
     chosen = pick(evidence, budget_s=5)
     assert chosen.entries == ["t/test_gone.py::collected_no_more", "t/test_new.py"]
+
+
+def test_tests_named_after_a_changed_function_come_before_the_rest_of_the_files_importing_it() -> None:
+    costs = {"tests/test_more.py::ChunkedTests::test_even": 0.2, "tests/test_more.py::ChunkedTests::test_odd": 0.2,
+             "tests/test_more.py::WindowedTests::test_basic": 0.01,
+             "tests/test_other.py::test_chunked_elsewhere": 0.01}  # a file that does not import the module
+    evidence = Evidence(costs, file_distance={"tests/test_more.py": 1},
+                        file_of={test_id: test_id.split("::")[0] for test_id in costs},
+                        changed_names={"chunked", "__init__", "_private_helper"})
+    chosen = pick(evidence, budget_s=10)
+    assert chosen.entries == ["tests/test_more.py::ChunkedTests::test_even",
+                              "tests/test_more.py::ChunkedTests::test_odd",
+                              "tests/test_more.py::WindowedTests::test_basic"]
+    assert chosen.summary() == "2 named after a changed definition, 1 importing a changed module"
 
 
 # ---- the import graph, read as data ----
@@ -111,6 +125,12 @@ def test_what_a_commit_changed_since_another_and_nothing_before_a_first_commit(r
     assert commitfiles.changed_paths(git_dir, first, second).paths == ("pkg/a.py", "tests/test_a.py")
     assert commitfiles.parent_of(git_dir, second) == first
     assert commitfiles.parent_of(git_dir, first) == ""
+    third = repo.commit({"pkg/a.py": "A = 2\n\ndef chunked(n):\n    return n\n\n\nclass Window:\n"
+                                     "    def size(self):\n        return 1\n"}, "third")
+    fourth = repo.commit({"pkg/a.py": "A = 2\n\ndef chunked(n):\n    return n + 1\n\n\nclass Window:\n"
+                                      "    def size(self):\n        return 2\n"}, "fourth")
+    assert commitfiles.changed_names(git_dir, third, fourth, ("pkg/a.py",)) == {"chunked", "Window"}
+    assert commitfiles.changed_names(git_dir, second, third, ("pkg/a.py",)) >= {"chunked", "Window", "size"}
     unknown = commitfiles.changed_paths(git_dir, "f" * 40, second)
     assert unknown.paths == () and unknown.why_not
     assert commitfiles.changed_paths(git_dir, "--output=/tmp/x", second).why_not  # never an option to git
@@ -237,3 +257,51 @@ def test_a_rewritten_history_a_corrupt_record_and_vanished_tests_only_shrink_the
     assert "1 failed in the previous build" in log, log  # the vanished test was still chosen: it loads no more
     assert "pre-pass: 0 test(s) passed" in log
     assert build.first_failure == "" and build.order_dependent == []
+
+
+PYTEST_LIBRARY = {
+    "pkg/__init__.py": "",
+    "pkg/calc.py": "def add(a, b):\n    return a + b\n",
+    "tests/test_a_slow.py": "import time\nimport pytest\n\n@pytest.mark.parametrize('n', range(4))\n"
+                            "def test_slow(n):\n    time.sleep(0.4)\n",
+    "tests/test_calc.py": "from pkg.calc import add\n\ndef test_add():\n    assert add(2, 2) == 4\n\n"
+                          "class TestMore:\n    def test_zero(self):\n        assert add(0, 0) == 0\n",
+    ".volt.toml": "[tests]\nrunner = \"pytest\"\nargs = [\"-q\", \"tests\"]\nretries = 0\nnetwork = false\n"
+                  f"setup = [['python', '-m', 'pip', 'install', '-q', 'pytest=={PYTEST_VERSION}']]\n",
+}
+
+
+def test_a_pytest_suite_runs_its_likely_failures_first_by_node_id(store: Store, make_repo) -> None:
+    repo = make_repo("pylib")
+    first = build_of(store, repo, repo.commit(PYTEST_LIBRARY, "a library"))
+    assert first.status is Status.PASSED, first.reason
+    broken = build_of(store, repo, repo.commit({"pkg/calc.py": "def add(a, b):\n    return a * b + 1\n"}, "break"))
+    log = log_of(store, broken)
+    assert "2 importing a changed module" in log
+    assert broken.first_failure in ("tests/test_calc.py::test_add", "tests/test_calc.py::TestMore::test_zero")
+    assert log.index("pre-pass: 2 of 2 failed") < log.index("$ python -m pytest -q tests")
+    assert broken.counts.total == 6 and broken.counts.failed == 2
+
+
+def test_a_named_test_whose_module_is_gone_is_dropped_and_one_whose_module_fails_to_import_is_kept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from voltci.runner import collector
+
+    (tmp_path / "suite_kept.py").write_text("import unittest\nclass T(unittest.TestCase):\n"
+                                            "    def test_ok(self):\n        pass\n")
+    (tmp_path / "suite_broken.py").write_text("from suite_kept import missing_name\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    names = ["suite_kept.T.test_ok", "suite_gone.T.test_x", "suite_broken.T.test_y"]
+    loaded = collector.test_ids(collector.load_named(names, str(tmp_path), None))
+    assert loaded[0] == "suite_kept.T.test_ok"
+    assert len(loaded) == 2 and "suite_broken" in loaded[1]  # its import error is the test's to report
+
+
+def test_collecting_a_file_counts_once_against_the_budget() -> None:
+    costs = {"t/test_a.py::one": 0.1, "t/test_a.py::two": 0.1, "t/test_b.py::three": 0.1}
+    evidence = Evidence(costs, file_distance={"t/test_a.py": 0, "t/test_b.py": 0},
+                        file_of={test_id: test_id.split("::")[0] for test_id in costs},
+                        collect_costs={"t/test_a.py": 0.5, "t/test_b.py": 2.0})
+    chosen = pick(evidence, budget_s=1.0)
+    assert chosen.entries == ["t/test_a.py::one", "t/test_a.py::two"]
+    assert abs(chosen.cost_s - 0.7) < 1e-9

@@ -161,7 +161,7 @@ def _vanished(found: unittest.TestSuite | unittest.TestCase, test_id: str) -> bo
     if len(tests) != 1 or type(tests[0]).__name__ != "_FailedTest":
         return False
     missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", str(getattr(tests[0], "_exception", "")))
-    return bool(missing) and (test_id + ".").startswith(missing.group(1) + ".")
+    return missing is not None and (test_id + ".").startswith(missing.group(1) + ".")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ listed, bytes per file and in all, and the time each git call may take.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,10 @@ MAX_SOURCES = 20_000  # Python files read from one commit
 MAX_SOURCE_BYTES = 256 * 1024  # one file (a larger one is data or generated, not a module worth a graph)
 MAX_TOTAL_BYTES = 48 * 1024 * 1024  # all of them
 REGULAR_MODES = ("100644", "100755")
+MAX_NAMED_FILES = 200  # files whose changed definitions are read
+MAX_DIFF_CHARS = 4 * 1024 * 1024
+MAX_NAMES = 500
+_DEFINED = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)")
 SAFE_ENV_READ = {key: value for key, value in SAFE_ENV.items() if key == "GIT_CONFIG_GLOBAL"}
 
 
@@ -54,6 +59,33 @@ def changed_paths(git_dir: Path, since: str, commit: str) -> Changes:
     if len(paths) > MAX_CHANGED:
         return Changes(since, why_not=f"it changed {len(paths)} files, more than {MAX_CHANGED}")
     return Changes(since, tuple(paths))
+
+
+def changed_names(git_dir: Path, since: str, commit: str, paths: tuple[str, ...]) -> set[str]:
+    """The functions and classes whose code the commit changed in `paths` (Python files), as far as the
+    diff says: the definition each hunk falls in (git's hunk header, the last line above it that starts
+    a top-level definition) and the definitions the commit adds or edits. Empty when git cannot say."""
+    if not paths or not (is_sha(since) and is_sha(commit)):
+        return set()
+    try:
+        code, out, _ = git_status([*SAFE, "diff", "-U0", "--no-color", "--no-renames", "--no-ext-diff", "--no-textconv",
+                                   f"{since}...{commit}", "--", *paths[:MAX_NAMED_FILES]], cwd=git_dir,
+                                  timeout=GIT_TIMEOUT_S, env_extra=SAFE_ENV_READ)
+    except GitError:
+        return set()
+    if code != 0:
+        return set()
+    names: set[str] = set()
+    for line in out[:MAX_DIFF_CHARS].splitlines():
+        if line.startswith("@@"):
+            found = _DEFINED.search(line.rpartition("@@")[2])
+        elif line[:1] in "+-" and not line.startswith(("+++", "---")):
+            found = _DEFINED.match(line[1:])
+        else:
+            continue
+        if found and len(names) < MAX_NAMES:
+            names.add(found.group(1))
+    return names
 
 
 def parent_of(git_dir: Path, commit: str) -> str:

@@ -86,7 +86,11 @@ def choose(store: Store, build: Build, git_dir: Path | None, commit: str, base: 
             except GitError as exc:
                 choice.notes.append(f"pre-pass without the import graph: {exc}")
     evidence = _evidence(costs, previous_failures, recent_failures, changed, sources, suite)
-    budget = store.settings.prepass_share * sum(costs.values())
+    evidence.collect_costs = dict(timings.files)
+    if git_dir is not None and sources:
+        evidence.changed_names = commitfiles.changed_names(git_dir, since, commit,
+                                                           tuple(p for p in changed if p.endswith(".py")))
+    budget = store.settings.prepass_share * (sum(costs.values()) + sum(timings.files.values()))
     choice.pick = pick(evidence, budget)
     return choice
 
