@@ -42,6 +42,8 @@ Layout (P = prefix, "volt" by default):
     P:queued                        set    ids of builds waiting for a runner
     P:running                       set    ids of builds a runner is working on
     P:events                        pubsub channel: one message per finished build
+    P:first-failures                pubsub channel: one message per build (not leg) whose first failing
+                                           test just became known (JSON: build id, test id)
     P:notify                        pubsub channel: "look at this repository now" (JSON: repo, ref)
     P:runner:<name>                 string a runner's heartbeat (JSON), expiring after heartbeat_ttl
     P:runner-names                  set    names of runners that have sent a heartbeat
@@ -268,6 +270,10 @@ def notify() -> str:
 
 def events() -> str:
     return f"{PREFIX}:events"
+
+
+def first_failures() -> str:
+    return f"{PREFIX}:first-failures"
 
 
 def runner(name: str) -> str:
