@@ -29,7 +29,7 @@ failed in the previous build, total ≤ 1.05. With --strict it exits 1 when a go
 
 Verdicts: every injected build's test-by-test outcomes with the pre-pass must equal those without
 (same ids, same outcomes, same status); any difference is printed and the script exits 1. A test the
-pre-pass saw fail that then passed in the suite (`order_dependent` in the report) is printed as a note.
+pre-pass saw fail that then passed in the suite (the build's `order_dependent`) is printed as a note.
 
 Every wait has a timeout (--build-timeout per build); the Volts' processes, the Redis servers and the
 temp dir are removed on the way out, on Ctrl-C and on SIGTERM too.
@@ -154,7 +154,7 @@ class Side:
             first = round(seen_failure - started.timestamp(), 2) if seen_failure and started else None
             source = "record"
         return Built(data["status"], float(data.get("duration_s") or 0.0), first, source, tests,
-                     list(data.get("order_dependent") or []))
+                     list(data.get("order_dependent") or record.order_dependent))
 
     def stop(self) -> None:
         self.volt.stop()
