@@ -283,6 +283,15 @@ class PullRequest:
 PROTECTED_SCOPE = "protected"  # the trust scope of the protected branches' builds (runner/scopes.py)
 
 
+def _id_list(text: str | None) -> list[str]:
+    """A JSON list of test ids from a record (anything else: none)."""
+    try:
+        found = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
+
+
 @dataclass
 class Build:
     """A build of one commit of one repository; stored as a Redis hash of strings."""
@@ -319,6 +328,7 @@ class Build:
     first_failing: FirstFailing | None = None  # the first failing commit of its push, once known
     legs: int = 0  # how many matrix legs it was split into (0: none; see Leg)
     cut: Cut = field(default_factory=Cut)  # what its results lost to the bounds on what Volt keeps
+    order_dependent: list[str] = field(default_factory=list)  # failed in the pre-pass, passed in the suite
     scope: str = ""  # the trust scope its last attempt ran in ("protected", or a branch's; "": not known)
     pull_request: PullRequest | None = None  # a pull request's build: built as its head would merge
     # A matrix leg's own record (keys.leg_id): its build, its name, interpreter and variables.
@@ -342,6 +352,9 @@ class Build:
         data["cut"] = self.cut.to_json()
         if not self.cut:
             del data["cut"]  # a field only where something was cut: most records keep the fields they had
+        data["order_dependent"] = json.dumps(self.order_dependent)
+        if not self.order_dependent:
+            del data["order_dependent"]  # a field only where the pre-pass saw one
         for name in ("failing", "first_failure", "first_failure_at"):
             if not getattr(self, name):
                 del data[name]  # an attempt's, once a test failed
@@ -370,6 +383,7 @@ class Build:
             legs=int(data.get("legs") or 0), parent=data.get("parent", ""), leg=data.get("leg", ""),
             python=data.get("python", ""), env=json.loads(data["env"]) if data.get("env") else {},
             cut=Cut.from_json(data.get("cut")), scope=data.get("scope", ""),
+            order_dependent=_id_list(data.get("order_dependent")),
             pull_request=PullRequest.from_json(data["pull_request"]) if data.get("pull_request") else None,
         )
 
@@ -446,6 +460,7 @@ class RunOutcome:
     log_tail: str = ""
     timings: Timings = field(default_factory=Timings)
     cut: Cut = field(default_factory=Cut)
+    order_dependent: list[str] = field(default_factory=list)  # failed in the pre-pass, passed in the suite
 
     def recounted(self) -> Counts:
         """The counts of its tests again (after their outcomes changed), with those of the tests not kept."""

@@ -78,6 +78,10 @@ def write_result(pipe: Txn, build: Build, attempt: int, runner_id: str, encoded:
         "log_tail": outcome.log_tail,
     })
     write_cut(pipe, build_id, outcome)
+    if outcome.order_dependent:
+        pipe.hset(keys.build(build_id), "order_dependent", json.dumps(outcome.order_dependent))
+    else:
+        pipe.hdel(keys.build(build_id), "order_dependent")
     firstfailure.note(pipe, build, None, firstfailure.first_failing(outcome.tests), finished)  # none seen so far
     pipe.hset(keys.build_attempts(build_id), str(attempt),
               Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
