@@ -12,7 +12,7 @@ import pytest
 import redis
 from support import PYTEST_VERSION, GitRepo
 
-from voltci import keys
+from voltci import keys, report
 from voltci.config import Settings
 from voltci.models import Build, Outcome, Status, Work
 from voltci.runner import commitfiles
@@ -238,6 +238,9 @@ def test_a_test_that_fails_only_when_run_first_is_shown_order_dependent_and_the_
     assert build.order_dependent == ["tests.test_d_later.Later.test_after_prepare"]
     assert "order-dependent: tests.test_d_later.Later.test_after_prepare" in log_of(store, build)
     assert build.first_failure == "tests.test_d_later.Later.test_after_prepare"  # said at once, all the same
+    shown = report.as_dict(build, store.records.get_tests(build.id), [])
+    assert shown["order_dependent"] == ["tests.test_d_later.Later.test_after_prepare"]
+    assert "order-dependent (1)" in report.as_text(build, store.records.get_tests(build.id), [])
 
 
 def test_a_rewritten_history_a_corrupt_record_and_vanished_tests_only_shrink_the_pre_pass(

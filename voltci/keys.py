@@ -27,7 +27,8 @@ Layout (P = prefix, "volt" by default):
     P:repo:<repo>:trail             hash   build id -> that build's column: each numbered test's outcome and
                                            milliseconds, compact (store/trail.py; its newest builds only)
     P:repo:<repo>:trail-order       zset   the builds of the trail, scored as in the history
-    P:outbox                        list   ids of ended builds whose webhook message is to be sent (JSON)
+    P:outbox                        list   webhook messages to send (JSON: a build's id, and its event when
+                                           not its end: a culprit found, a first failure)
     P:outbox:sending                list   those being sent
     P:statuses:due                  zset   ids of builds whose commit statuses a forge may not show yet,
                                            scored by when to look at them (epoch s): one member a build,
