@@ -294,7 +294,8 @@ def test_a_named_test_whose_module_is_gone_is_dropped_and_one_whose_module_fails
                                             "    def test_ok(self):\n        pass\n")
     (tmp_path / "suite_broken.py").write_text("from suite_kept import missing_name\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    names = ["suite_kept.T.test_ok", "suite_gone.T.test_x", "suite_broken.T.test_y"]
+    names = ["suite_kept.T.test_ok", "suite_gone.T.test_x", "suite_broken.T.test_y", "suite_kept.T.test_removed",
+             "suite_kept.T.test_ok (i=2)"]
     loaded = collector.test_ids(collector.load_named(names, str(tmp_path), None))
     assert loaded[0] == "suite_kept.T.test_ok"
     assert len(loaded) == 2 and "suite_broken" in loaded[1]  # its import error is the test's to report
