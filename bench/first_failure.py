@@ -32,8 +32,8 @@ Verdicts: every injected build's test-by-test outcomes with the pre-pass must eq
 pre-pass saw fail that then passed in the suite (the build's `order_dependent`) is printed as a note.
 
 Every wait has a timeout (--build-timeout per build); the Volts' processes, the Redis servers and the
-temp dir are removed on the way out, on Ctrl-C and on SIGTERM too; an interrupted run prints what it
-measured until then, and exits 130.
+temp dir are removed on the way out, on Ctrl-C and on SIGTERM too; a run interrupted, or stopped by a build
+that did not end, prints what it measured until then.
 """
 
 from __future__ import annotations
@@ -355,12 +355,14 @@ def main() -> None:
         for name in projects:
             run_project(name, work / name, wanted, args.seed, args.build_timeout, pairs)
         code = report(pairs, projects, args.strict)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as stopped:
         if pairs:
-            print("\nfirst_failure: interrupted; what was measured until then:")
+            print(f"\nfirst_failure: stopped ({stopped or 'interrupted'}); what was measured until then:")
             report(pairs, projects, args.strict)
-        print("first_failure: interrupted; processes and temp files removed", file=sys.stderr)
-        code = 130
+        print("first_failure: stopped; processes and temp files removed", file=sys.stderr)
+        code = 130 if isinstance(stopped, KeyboardInterrupt) else 1
+        if isinstance(stopped, SystemExit) and stopped.code not in (None, 0, 1):
+            print(stopped.code, file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(code)
