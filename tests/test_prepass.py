@@ -309,3 +309,24 @@ def test_collecting_a_file_counts_once_against_the_budget() -> None:
     chosen = pick(evidence, budget_s=1.0)
     assert chosen.entries == ["t/test_a.py::one", "t/test_a.py::two"]
     assert abs(chosen.cost_s - 0.7) < 1e-9
+
+
+def test_a_pull_request_runs_first_what_its_own_change_may_break(store: Store, make_repo) -> None:
+    from voltci.models import PullRequest
+
+    repo = make_repo("pulled")
+    build_of(store, repo, repo.commit(LIBRARY, "a library"))
+    repo.checkout("feature", create=True)
+    head = repo.commit({"pkg/calc.py": "def add(a, b):\n    return a - b\n"}, "a change that breaks add")
+    repo.checkout("main")
+    base = repo.commit({"README": "the base branch moved on\n"}, "docs")
+    repo.git("update-ref", "refs/pull/7/head", head)
+    pull = Build(id=keys.pull_build_id(repo.path.name, 7, head), repo=repo.path.name, url=str(repo.path),
+                 commit=head, branch="main", subject="s", pull_request=PullRequest(7, head, base_branch="main"))
+    store.builds.add(pull, 1.0)
+    assert BuildRun(store, Work(pull.id, 1), "runner-1").run()["stored"]
+    built = store.records.get_build(pull.id)
+    assert built is not None and built.pull_request is not None and built.pull_request.base == base
+    log = log_of(store, built)
+    assert "1 importing a changed module" in log and "pre-pass without" not in log  # its own side of the diff
+    assert built.first_failure == "tests.test_c_calc.Calc.test_add" and built.status is Status.FAILED
