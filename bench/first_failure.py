@@ -29,10 +29,11 @@ failed in the previous build, total ≤ 1.05. With --strict it exits 1 when a go
 
 Verdicts: every injected build's test-by-test outcomes with the pre-pass must equal those without
 (same ids, same outcomes, same status); any difference is printed and the script exits 1. A test the
-pre-pass saw fail that then passed in the suite (`order_dependent` in the report) is printed as a note.
+pre-pass saw fail that then passed in the suite (the build's `order_dependent`) is printed as a note.
 
 Every wait has a timeout (--build-timeout per build); the Volts' processes, the Redis servers and the
-temp dir are removed on the way out, on Ctrl-C and on SIGTERM too.
+temp dir are removed on the way out, on Ctrl-C and on SIGTERM too; an interrupted run prints what it
+measured until then, and exits 130.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ class Side:
             first = round(seen_failure - started.timestamp(), 2) if seen_failure and started else None
             source = "record"
         return Built(data["status"], float(data.get("duration_s") or 0.0), first, source, tests,
-                     list(data.get("order_dependent") or []))
+                     list(data.get("order_dependent") or record.order_dependent))
 
     def stop(self) -> None:
         self.volt.stop()
@@ -173,7 +174,9 @@ def touch_readme(repo: Path, n: int) -> None:
         out.write(f"\n.. note {n}\n")
 
 
-def run_project(name: str, work: Path, mutants_wanted: int, seed: int, build_timeout: float) -> list[Pair]:
+def run_project(name: str, work: Path, mutants_wanted: int, seed: int, build_timeout: float,
+                pairs: list[Pair]) -> None:
+    """Build the project's history on both sides; each commit's two builds are added to `pairs` as they end."""
     project = PROJECTS[name]
     print(f"[{name}] {project.requirement}: the repository, and {mutants_wanted} faults (seed {seed})", flush=True)
     repo = make_repo(project.requirement, work / "src")
@@ -181,7 +184,6 @@ def run_project(name: str, work: Path, mutants_wanted: int, seed: int, build_tim
                            say=lambda line: print(f"[{name}] {line}", flush=True))
     base = subprocess.run([*GIT, "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True,
                           timeout=60).stdout.strip()
-    pairs: list[Pair] = []
     with RedisServer(work / "redis-with") as with_server, RedisServer(work / "redis-without") as without_server:
         sides = [Side(work / "volt-with", with_server, True, build_timeout),
                  Side(work / "volt-without", without_server, False, build_timeout)]
@@ -222,14 +224,14 @@ def run_project(name: str, work: Path, mutants_wanted: int, seed: int, build_tim
         finally:
             for side in sides:
                 side.stop()
-    return pairs
 
 
 def progress_line(pairs: list[Pair]) -> str:
     def ff(built: Built) -> str:
         return "-" if built.first_failure_s is None else f"{built.first_failure_s:.1f}"
     return "; ".join(f"{p.situation}: first failure {ff(p.with_prepass)} s with / {ff(p.without)} s without, "
-                     f"{p.with_prepass.duration_s:.1f} / {p.without.duration_s:.1f} s in all" for p in pairs)
+                     f"{p.with_prepass.duration_s:.1f} / {p.without.duration_s:.1f} s in all, "
+                     + (f"{len(differences(p))} differences" if differences(p) else "outcomes equal") for p in pairs)
 
 
 # ------------------------------------------------------------------ figures and verdicts
@@ -345,14 +347,18 @@ def main() -> None:
         raise SystemExit("first_failure: --mutants must be at least 1 and --build-timeout above 0")
     projects, wanted = ([QUICK[0]], QUICK[1]) if args.quick else (list(dict.fromkeys(args.projects)), args.mutants)
     signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started where Ctrl-C was ignored
     work = Path(tempfile.mkdtemp(prefix="volt-first-failure-"))
     code = 1
+    pairs: list[Pair] = []
     try:
-        pairs: list[Pair] = []
         for name in projects:
-            pairs += run_project(name, work / name, wanted, args.seed, args.build_timeout)
+            run_project(name, work / name, wanted, args.seed, args.build_timeout, pairs)
         code = report(pairs, projects, args.strict)
     except KeyboardInterrupt:
+        if pairs:
+            print("\nfirst_failure: interrupted; what was measured until then:")
+            report(pairs, projects, args.strict)
         print("first_failure: interrupted; processes and temp files removed", file=sys.stderr)
         code = 130
     finally:

@@ -12,7 +12,7 @@ import pytest
 import redis
 from support import PYTEST_VERSION, GitRepo
 
-from voltci import keys
+from voltci import keys, report
 from voltci.config import Settings
 from voltci.models import Build, Outcome, Status, Work
 from voltci.runner import commitfiles
@@ -238,6 +238,9 @@ def test_a_test_that_fails_only_when_run_first_is_shown_order_dependent_and_the_
     assert build.order_dependent == ["tests.test_d_later.Later.test_after_prepare"]
     assert "order-dependent: tests.test_d_later.Later.test_after_prepare" in log_of(store, build)
     assert build.first_failure == "tests.test_d_later.Later.test_after_prepare"  # said at once, all the same
+    shown = report.as_dict(build, store.records.get_tests(build.id), [])
+    assert shown["order_dependent"] == ["tests.test_d_later.Later.test_after_prepare"]
+    assert "order-dependent (1)" in report.as_text(build, store.records.get_tests(build.id), [])
 
 
 def test_a_rewritten_history_a_corrupt_record_and_vanished_tests_only_shrink_the_pre_pass(
@@ -291,7 +294,8 @@ def test_a_named_test_whose_module_is_gone_is_dropped_and_one_whose_module_fails
                                             "    def test_ok(self):\n        pass\n")
     (tmp_path / "suite_broken.py").write_text("from suite_kept import missing_name\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    names = ["suite_kept.T.test_ok", "suite_gone.T.test_x", "suite_broken.T.test_y"]
+    names = ["suite_kept.T.test_ok", "suite_gone.T.test_x", "suite_broken.T.test_y", "suite_kept.T.test_removed",
+             "suite_kept.T.test_ok (i=2)"]
     loaded = collector.test_ids(collector.load_named(names, str(tmp_path), None))
     assert loaded[0] == "suite_kept.T.test_ok"
     assert len(loaded) == 2 and "suite_broken" in loaded[1]  # its import error is the test's to report
@@ -305,3 +309,24 @@ def test_collecting_a_file_counts_once_against_the_budget() -> None:
     chosen = pick(evidence, budget_s=1.0)
     assert chosen.entries == ["t/test_a.py::one", "t/test_a.py::two"]
     assert abs(chosen.cost_s - 0.7) < 1e-9
+
+
+def test_a_pull_request_runs_first_what_its_own_change_may_break(store: Store, make_repo) -> None:
+    from voltci.models import PullRequest
+
+    repo = make_repo("pulled")
+    build_of(store, repo, repo.commit(LIBRARY, "a library"))
+    repo.checkout("feature", create=True)
+    head = repo.commit({"pkg/calc.py": "def add(a, b):\n    return a - b\n"}, "a change that breaks add")
+    repo.checkout("main")
+    base = repo.commit({"README": "the base branch moved on\n"}, "docs")
+    repo.git("update-ref", "refs/pull/7/head", head)
+    pull = Build(id=keys.pull_build_id(repo.path.name, 7, head), repo=repo.path.name, url=str(repo.path),
+                 commit=head, branch="main", subject="s", pull_request=PullRequest(7, head, base_branch="main"))
+    store.builds.add(pull, 1.0)
+    assert BuildRun(store, Work(pull.id, 1), "runner-1").run()["stored"]
+    built = store.records.get_build(pull.id)
+    assert built is not None and built.pull_request is not None and built.pull_request.base == base
+    log = log_of(store, built)
+    assert "1 importing a changed module" in log and "pre-pass without" not in log  # its own side of the diff
+    assert built.first_failure == "tests.test_c_calc.Calc.test_add" and built.status is Status.FAILED

@@ -291,3 +291,16 @@ def test_a_running_builds_page_says_how_many_failed_so_far_and_the_first_escaped
     store.builds.finish(build.id, 1, "host.1", RunOutcome(Status.FAILED, [], Counts(total=1, failed=1)))
     page = web.get(f"/build/proj/{SHA_A[:8]}").get_data(as_text=True)
     assert "failed so far" not in page and "<th>first failure</th>" in page and SCRIPT not in page
+
+
+def test_a_build_page_lists_its_order_dependent_tests_escaped(web, conn, rq_conn, settings) -> None:
+    build = Build(id=keys.build_id("proj", SHA_B), repo="proj", url="/r", commit=SHA_B, branch="main")
+    Store(rq_conn, settings).builds.submit(build)
+    Store(conn).builds.start_attempt(build.id, 1, "host.1")
+    hostile = f"t.T.test_later (name='{SCRIPT}')"
+    outcome = RunOutcome(Status.PASSED, [TestResult(hostile, Outcome.PASSED, 0.1, order=0)], Counts(total=1, passed=1),
+                         order_dependent=[hostile])
+    Store(conn).builds.finish(build.id, 1, "host.1", outcome)
+    page = web.get(f"/build/proj/{SHA_B[:8]}").get_data(as_text=True)
+    assert "Order-dependent tests (1)" in page and SCRIPT not in page
+    assert "t.T.test_later (name=&#39;&lt;script&gt;" in page

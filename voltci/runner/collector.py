@@ -161,7 +161,11 @@ def _vanished(found: unittest.TestSuite | unittest.TestCase, test_id: str) -> bo
     tests = list(flatten(found)) if isinstance(found, unittest.TestSuite) else [found]
     if len(tests) != 1 or type(tests[0]).__name__ != "_FailedTest":
         return False
-    missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", str(getattr(tests[0], "_exception", "")))
+    failure = getattr(tests[0], "_exception", None)
+    if isinstance(failure, AttributeError):
+        return True  # the module is there, the class or method no longer
+    said = str(failure)
+    missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", said)
     return missing is not None and (test_id + ".").startswith(missing.group(1) + ".")
 
 

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 RECENT_BUILDS = 10  # of the branch (and a pull request's base branch) whose failures count as recent
 ORDER_DEPENDENT_MAX = 50  # named in a build; the others are counted
 _REPEATED = re.compile(r" \[(\d+|teardown)\]$")  # a test id run twice in a build, or pytest's teardown entry
+_SUBTEST = re.compile(r" \(.*\)$")  # a unittest subtest's entry: its test's id and its parameters
 _TEST_FILE = re.compile(r"(^|/)(test[^/]*|[^/]*_test)\.py$")
 BAD = (Outcome.FAILED, Outcome.ERROR)
 
@@ -62,7 +63,7 @@ def choose(store: Store, build: Build, git_dir: Path | None, commit: str, base: 
             choice.notes.append("no pre-pass: no test times recorded for this repository yet")
             return choice
         costs = {_plain(test_id): cost for test_id, cost in timings.tests.items()}
-        previous, previous_failures, recent_failures = _failures(store, build)
+        previous, previous_failures, recent_failures = _failures(store, build, costs)
     except redis.RedisError as exc:
         choice.notes.append(f"no pre-pass: the build history could not be read ({exc})")
         return choice
@@ -99,26 +100,44 @@ def _plain(test_id: str) -> str:
     return _REPEATED.sub("", test_id)
 
 
-def _failures(store: Store, build: Build) -> tuple[Build | None, set[str], set[str]]:
-    """The branch's previous build (for a pull request, its base branch's newest), the tests that failed
-    in it, and those that failed or were flaky in its recent builds."""
-    branch = build.pull_request.base_branch if build.pull_request and build.pull_request.base_branch \
-        else build.branch
-    recent = [b for b in store.history.recent_builds(build.repo, branch, RECENT_BUILDS + 1)
-              if b.id != build.id and b.commit != build.commit and b.status.is_final]
-    recent.sort(key=lambda b: (b.finished_at, b.queued_at), reverse=True)  # the last to end is the previous
+def _known(test_id: str, costs: dict[str, float]) -> str:
+    """A failed test as the pre-pass can run it: a test the last run had (a unittest subtest's entry,
+    `id (i=2)`, as its test); "" for one it did not (removed since, or no test: a collection error)."""
+    if test_id in costs:
+        return test_id
+    parent = _SUBTEST.sub("", test_id)
+    return parent if parent in costs else ""
+
+
+def _failures(store: Store, build: Build, costs: dict[str, float]) -> tuple[Build | None, set[str], set[str]]:
+    """The build before this one — a branch's previous build; a pull request's build of its previous head,
+    else its base branch's newest —, the tests that failed in it, and those that failed or were flaky in
+    the recent builds of the branch (a pull request's own and its base branch's) — of those the last run
+    had."""
+    pull = build.pull_request
+    branch = pull.base_branch if pull is not None and pull.base_branch else build.branch
+    own: list[Build] = []
+    if pull is not None:
+        state = store.pulls.get(build.repo, pull.number)
+        own = store.records.builds(state.builds[:RECENT_BUILDS + 1]) if state is not None else []
+    base = store.history.recent_builds(build.repo, branch, RECENT_BUILDS + 1)
+    recent = []
+    for group in (own, base):
+        ended = [b for b in group if b.id != build.id and b.status.is_final and b.commit != build.commit]
+        ended.sort(key=lambda b: (b.finished_at, b.queued_at), reverse=True)  # the last to end first
+        recent += ended
     previous = next((b for b in recent if b.status in (Status.PASSED, Status.FAILED)), None)
     previous_failures: set[str] = set()
     recent_failures: set[str] = set()
-    for older in recent[:RECENT_BUILDS]:
+    for older in recent[:2 * RECENT_BUILDS]:
         try:
             listed = store.records.listed_tests(older.id)
         except CorruptRecord:
             log.warning("build %s: its failing tests cannot be read; the pre-pass goes without them", older.id)
             continue
         for test in listed:
-            test_id = _plain(test.subtest_of or test.id)
-            if build.leg and test.leg and test.leg != build.leg:
+            test_id = _known(_plain(test.subtest_of or test.id), costs)
+            if not test_id or (build.leg and test.leg and test.leg != build.leg):
                 continue
             recent_failures.add(test_id)
             if older is previous and test.outcome in BAD:
