@@ -330,3 +330,27 @@ def test_a_pull_request_runs_first_what_its_own_change_may_break(store: Store, m
     log = log_of(store, built)
     assert "1 importing a changed module" in log and "pre-pass without" not in log  # its own side of the diff
     assert built.first_failure == "tests.test_c_calc.Calc.test_add" and built.status is Status.FAILED
+
+
+def test_a_hostile_commit_cannot_turn_the_pre_pass_against_the_runner(store: Store, make_repo, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo("hostile")
+    build_of(store, repo, repo.commit(LIBRARY, "a library"))
+    marker = tmp_path / "pwned"
+    secret = tmp_path / "secret.py"
+    secret.write_text("import pkg.calc\n")
+    monkeypatch.setattr(commitfiles, "MAX_SOURCES", 50)
+    hostile = {
+        "pkg/calc.py": "def add(a, b):\n    return a - b\n",  # a real change, so that the graph is read
+        f"tests/test_$(touch {marker}).py": "import unittest\nfrom pkg.calc import add\n\n"
+                                            "class X(unittest.TestCase):\n    def test_x(self):\n        pass\n",
+        "pkg/huge.py": "import pkg.calc; " * 20_000 + "\n",  # a line past every bound
+        **{f"pkg/many_{n}.py": "import pkg.calc\n" for n in range(80)},  # more sources than are read
+    }
+    sha = repo.commit(hostile, "hostile names, sizes and links")
+    os.symlink(secret, repo.path / "tests" / "test_link.py")  # a link committed as a test file
+    sha = repo.commit({}, "a link")
+    build = build_of(store, repo, sha)
+    assert not marker.exists()
+    assert build.status is Status.FAILED and build.first_failure == "tests.test_c_calc.Calc.test_add"
+    assert "pre-pass: " in log_of(store, build)
