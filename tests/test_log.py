@@ -242,3 +242,32 @@ def test_follow_says_a_first_failure_known_before_it_started_at_once(fake) -> No
     store.builds.finish(build.id, 1, "r1", outcome())
     follower.join(timeout=20)
     assert said == ["t::early"]
+
+
+def test_follow_says_a_legs_first_failure_though_its_output_never_pauses(fake, tmp_path) -> None:
+    from voltci.models import Leg
+
+    build = add(fake, "proj", SHA_A)
+    store = Store(fake)
+    store.builds.start_attempt(build.id, 1, "r1")
+    (leg,) = store.legs.start(build.id, 1, [Leg.of("3.12", {})], "r1") or []
+    store.builds.start_attempt(leg.id, 1, "r2")
+    out = tmp_path / "output.log"
+    out.write_text("")
+    pump = LogPump(store, leg.id, 1, out, cap_bytes=100_000)
+    said: list[str] = []
+    follower = threading.Thread(target=lambda: follow_log(store, leg.id, lambda text: None, limit_s=20,
+                                                          first_failure=lambda b: said.append(b.first_failure)))
+    follower.start()
+    time.sleep(0.3)
+    store.builds.set_progress(leg.id, 1, 1, "t::in_leg")
+    for n in range(60):  # never a second without output
+        with open(out, "a") as fh:
+            fh.write(f"line {n}\n")
+        pump.pump()
+        time.sleep(0.05)
+    assert said == ["t::in_leg"]  # said while the output still came
+    from support import outcome
+    store.builds.finish(leg.id, 1, "r2", outcome())
+    follower.join(timeout=20)
+    assert said == ["t::in_leg"]

@@ -309,3 +309,48 @@ def test_collecting_a_file_counts_once_against_the_budget() -> None:
     chosen = pick(evidence, budget_s=1.0)
     assert chosen.entries == ["t/test_a.py::one", "t/test_a.py::two"]
     assert abs(chosen.cost_s - 0.7) < 1e-9
+
+
+def test_a_pull_request_runs_first_what_its_own_change_may_break(store: Store, make_repo) -> None:
+    from voltci.models import PullRequest
+
+    repo = make_repo("pulled")
+    build_of(store, repo, repo.commit(LIBRARY, "a library"))
+    repo.checkout("feature", create=True)
+    head = repo.commit({"pkg/calc.py": "def add(a, b):\n    return a - b\n"}, "a change that breaks add")
+    repo.checkout("main")
+    base = repo.commit({"README": "the base branch moved on\n"}, "docs")
+    repo.git("update-ref", "refs/pull/7/head", head)
+    pull = Build(id=keys.pull_build_id(repo.path.name, 7, head), repo=repo.path.name, url=str(repo.path),
+                 commit=head, branch="main", subject="s", pull_request=PullRequest(7, head, base_branch="main"))
+    store.builds.add(pull, 1.0)
+    assert BuildRun(store, Work(pull.id, 1), "runner-1").run()["stored"]
+    built = store.records.get_build(pull.id)
+    assert built is not None and built.pull_request is not None and built.pull_request.base == base
+    log = log_of(store, built)
+    assert "1 importing a changed module" in log and "pre-pass without" not in log  # its own side of the diff
+    assert built.first_failure == "tests.test_c_calc.Calc.test_add" and built.status is Status.FAILED
+
+
+def test_a_hostile_commit_cannot_turn_the_pre_pass_against_the_runner(store: Store, make_repo, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    repo = make_repo("hostile")
+    build_of(store, repo, repo.commit(LIBRARY, "a library"))
+    marker = tmp_path / "pwned"
+    secret = tmp_path / "secret.py"
+    secret.write_text("import pkg.calc\n")
+    monkeypatch.setattr(commitfiles, "MAX_SOURCES", 50)
+    hostile = {
+        "pkg/calc.py": "def add(a, b):\n    return a - b\n",  # a real change, so that the graph is read
+        f"tests/test_$(touch {marker}).py": "import unittest\nfrom pkg.calc import add\n\n"
+                                            "class X(unittest.TestCase):\n    def test_x(self):\n        pass\n",
+        "pkg/huge.py": "import pkg.calc; " * 20_000 + "\n",  # a line past every bound
+        **{f"pkg/many_{n}.py": "import pkg.calc\n" for n in range(80)},  # more sources than are read
+    }
+    sha = repo.commit(hostile, "hostile names, sizes and links")
+    os.symlink(secret, repo.path / "tests" / "test_link.py")  # a link committed as a test file
+    sha = repo.commit({}, "a link")
+    build = build_of(store, repo, sha)
+    assert not marker.exists()
+    assert build.status is Status.FAILED and build.first_failure == "tests.test_c_calc.Calc.test_add"
+    assert "pre-pass: " in log_of(store, build)

@@ -106,6 +106,8 @@ def test_the_scheduler_sends_them(conn, rq_conn, settings, hook_url) -> None:
     finally:
         stop.set()
         thread.join(timeout=10)
+        for helper in [t for t in threading.enumerate() if t.name in ("webhook", "statuses")]:
+            helper.join(timeout=10)  # else its sender may take the next test's messages
     assert [b["status"] for b, _, _ in Hook.received] == ["passed"]
 
 

@@ -170,9 +170,10 @@ def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_
     """Write the output stored so far, then each piece as the runner publishes it, until the build
     ends (or `limit_s` passes). Subscribing before reading, and placing each piece by its offset,
     loses nothing and repeats nothing; a re-dispatched build's new attempt starts its output afresh.
-    The moment the running build's first failing test is known — its message, or the record read
-    again at most every POLL_S — `first_failure(build)` is called, once. Returns the build as it was
-    at the end."""
+    The moment the running build's first failing test is known — its message, in its place among the
+    output's, or the record read again when the output pauses (a matrix leg's, which is not published:
+    at most every POLL_S) — `first_failure(build)` is called, once. Returns the build as it was at
+    the end."""
     subscription = store.logs.listen(build_id)
     deadline = time.monotonic() + limit_s
     told = first_failure is None
@@ -191,10 +192,12 @@ def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_
         shown = len(text.encode())
         write(text)
         tell(build)
+        legged = build is not None and build.is_leg  # a leg's first failure is read, not published
         polled = time.monotonic()
         while time.monotonic() < deadline:
             message = subscription.get(timeout=POLL_S)
-            if message is None or (not told and time.monotonic() - polled >= POLL_S):
+            busy_leg = message is not None and legged and not told and time.monotonic() - polled >= POLL_S
+            if message is None or busy_leg:
                 build, polled = store.records.get_build(build_id), time.monotonic()
                 if build is None or build.status.is_final:
                     break

@@ -24,9 +24,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis
-
 from voltci.config import Settings
+from voltci.leading import while_leading
 from voltci.links import build_page_url
 from voltci.models import Build
 from voltci.outage import Outage
@@ -80,24 +79,13 @@ class WebhookSender:
 
     def __init__(self, settings: Settings, store: Store, is_leading: Callable[[], bool]):
         self.settings, self.store, self.is_leading = settings, store, is_leading
-        self._was_leading = False
         self._outage = Outage(log, "webhook")
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                if not self.is_leading():
-                    self._was_leading = False
-                    stop.wait(1.0)
-                    continue
-                if not self._was_leading:
-                    self.recover()
-                    self._was_leading = True
-                self.send_next(stop)
-                self._outage.ok()
-            except redis.RedisError as exc:
-                self._outage.failed(exc)
-                stop.wait(2.0)
+        def step() -> float:
+            self.send_next(stop)  # waits for a message itself
+            return 0.0
+        while_leading(stop, self.is_leading, self.recover, step, self._outage)
 
     def recover(self) -> None:
         """Messages a scheduler was sending when it stopped go back to the outbox."""

@@ -110,17 +110,26 @@ def _known(test_id: str, costs: dict[str, float]) -> str:
 
 
 def _failures(store: Store, build: Build, costs: dict[str, float]) -> tuple[Build | None, set[str], set[str]]:
-    """The branch's previous build (for a pull request, its base branch's newest), the tests that failed
-    in it, and those that failed or were flaky in its recent builds — of those the last run had."""
-    branch = build.pull_request.base_branch if build.pull_request and build.pull_request.base_branch \
-        else build.branch
-    recent = [b for b in store.history.recent_builds(build.repo, branch, RECENT_BUILDS + 1)
-              if b.id != build.id and b.commit != build.commit and b.status.is_final]
-    recent.sort(key=lambda b: (b.finished_at, b.queued_at), reverse=True)  # the last to end is the previous
+    """The build before this one — a branch's previous build; a pull request's build of its previous head,
+    else its base branch's newest —, the tests that failed in it, and those that failed or were flaky in
+    the recent builds of the branch (a pull request's own and its base branch's) — of those the last run
+    had."""
+    pull = build.pull_request
+    branch = pull.base_branch if pull is not None and pull.base_branch else build.branch
+    own: list[Build] = []
+    if pull is not None:
+        state = store.pulls.get(build.repo, pull.number)
+        own = store.records.builds(state.builds[:RECENT_BUILDS + 1]) if state is not None else []
+    base = store.history.recent_builds(build.repo, branch, RECENT_BUILDS + 1)
+    recent = []
+    for group in (own, base):
+        ended = [b for b in group if b.id != build.id and b.status.is_final and b.commit != build.commit]
+        ended.sort(key=lambda b: (b.finished_at, b.queued_at), reverse=True)  # the last to end first
+        recent += ended
     previous = next((b for b in recent if b.status in (Status.PASSED, Status.FAILED)), None)
     previous_failures: set[str] = set()
     recent_failures: set[str] = set()
-    for older in recent[:RECENT_BUILDS]:
+    for older in recent[:2 * RECENT_BUILDS]:
         try:
             listed = store.records.listed_tests(older.id)
         except CorruptRecord:
@@ -128,9 +137,7 @@ def _failures(store: Store, build: Build, costs: dict[str, float]) -> tuple[Buil
             continue
         for test in listed:
             test_id = _known(_plain(test.subtest_of or test.id), costs)
-            if not test_id:
-                continue
-            if build.leg and test.leg and test.leg != build.leg:
+            if not test_id or (build.leg and test.leg and test.leg != build.leg):
                 continue
             recent_failures.add(test_id)
             if older is previous and test.outcome in BAD:
