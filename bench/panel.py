@@ -22,7 +22,8 @@ made into a git repository (bench/real_project.py's make_repo), with NO .volt.to
    `tests.test_x.T`, `test_y[1]`); Volt's node ids are mangled the same way and must give exactly the
    file's entries, outcome by outcome. Volt maps xfail to skipped and xpass to passed, as the JUnit file
    does; Volt's teardown error, an entry `<id> [teardown]` of its own, is in the JUnit file an error of
-   the test (or, after a failed call, a second entry).
+   the test (or, after a failed call, a second entry). An id longer than Volt keeps of an id (1024 characters) is
+   compared as Volt stores it, its head and a hash of the whole.
 
 It prints one row per project: tests by hand / in Volt, disagreements, seconds by hand (venv, setup,
 tests) / through Volt (`volt up --burst`: venv, setup, tests, all cold), and the verdict; then the
@@ -56,6 +57,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from real_project import GIT, make_repo  # noqa: E402
 
 from voltci.redis_server import RedisServer  # noqa: E402
+from voltci.store.budget import ID_MAX, clip_id  # noqa: E402
 
 PANEL = ROOT / "bench" / "panel.toml"
 TEARDOWN = " [teardown]"
@@ -308,6 +310,28 @@ def through_volt(repo: Path, work: Path, kind: str, log: Path) -> tuple[Side, di
 
 # ------------------------------------------------------------------ the panel
 
+def as_volt_keeps(hand: Side, volt: Side) -> None:
+    """The hand side's ids longer than Volt keeps of an id (ID_MAX), named as Volt stores them: their
+    head and a hash of the whole (`…#<16 hex>`). A JUnit key is made a node id again (`a.b.C`, `t` ->
+    `a/b.py::C::t`, each split of its classname tried) and shortened as Volt shortens it: it is renamed
+    only when that gives a key Volt reported, so nothing else is matched by its head alone."""
+    known = {key for key, _ in volt.entries}
+    renamed: Counter = Counter()
+    for (key, outcome), count in hand.entries.items():
+        if isinstance(key, str):
+            clipped = clip_id(key)[0] if len(key) > ID_MAX else key
+            key = clipped if clipped in known else key
+        elif len(key[0]) + len(key[1]) > ID_MAX - 16:
+            parts = key[0].split(".")
+            for split in range(len(parts), 0, -1):
+                clipped, shortened = clip_id("/".join(parts[:split]) + ".py::" + "::".join([*parts[split:], key[1]]))
+                if shortened and junit_key(clipped) in known:
+                    key = junit_key(clipped)
+                    break
+        renamed[(key, outcome)] += count
+    hand.entries = renamed
+
+
 def differences(hand: Side, volt: Side) -> list[tuple[str, str, str]]:
     only_hand, only_volt = hand.entries - volt.entries, volt.entries - hand.entries
     keys = sorted({key for key, _ in only_hand} | {key for key, _ in only_volt}, key=str)
@@ -338,6 +362,7 @@ def run_project(entry: dict, keep: Path | None) -> Row:
             for found in work.glob("by-hand-results*.*"):
                 shutil.copy(found, keep / f"{name}.hand{found.name[len('by-hand-results'):]}")
             (keep / f"{name}.volt.json").write_text(json.dumps(report, indent=1))
+    as_volt_keeps(mine, volt)
     differs = differences(mine, volt)
     loaded = set(entry.get("cannot_tests", []))
     excused = [d for d in differs if d[0] in loaded and d[1] != "-" and d[2] != "-"]  # outcome only, never the id
