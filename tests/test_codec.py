@@ -104,6 +104,7 @@ def test_reports_are_the_same_whether_stored_compact_or_per_test(fake) -> None:
         build = store.records.get_build(build_id)
         # the two records differ only in their repository's name and times
         build.repo, build.started_at, build.finished_at, build.duration_s = "same", "2026-11-24T10:00:00", "", 1.5
+        build.first_failure = build.first_failure_at = ""  # earlier versions kept no first failure at the end
         tests, attempts = store.records.get_tests(build_id), store.records.get_attempts(build_id)
         for attempt in attempts:
             attempt.started_at = attempt.ended_at = "2026-11-24T10:00:00"

@@ -562,6 +562,41 @@ def test_unittest_discovery_root_from_the_maintainers_command(tmp_path: Path, co
     assert [*PIP, "pytest"] not in plan.setup
 
 
+@pytest.mark.parametrize("command, names, left_out", [
+    ("python -m unittest pkg.tests.test_x", ["pkg.tests.test_x"], []),
+    ("python -m unittest -v pkg.tests.test_x pkg.tests.test_y.T.test_z",
+     ["pkg.tests.test_x", "pkg.tests.test_y.T.test_z"], []),
+    ("{envpython} -m unittest {toxinidir}/tests/test_x.py {posargs}", ["tests/test_x.py"], []),
+    ("coverage run -m unittest -b pkg.tests", ["pkg.tests"], ["coverage run"]),
+    ("python -m unittest -k fast pkg.tests", ["pkg.tests"], ["-k", "fast"]),
+    ("python -m unittest -k fast", [], ["-k", "fast"]),
+])
+def test_unittest_tests_named_in_the_command_are_those_tests(tmp_path: Path, command: str, names: list[str],
+                                                             left_out: list[str]) -> None:
+    """`python -m unittest NAMES` runs those tests, not discovery of all; `-k` (which Volt does not
+    apply) is said in the log, never taken for a test's name."""
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": f"[testenv]\ncommands = {command}\n"})
+    plan = detect(tree)
+    assert (plan.runner, plan.names, plan.start_dir) == ("unittest", names, ".")
+    assert ("left out: " + " ".join(left_out) in notes(plan)) if left_out else "left out" not in notes(plan)
+    if names:
+        assert "tests: " + " ".join(["python", "-m", "unittest", *names]) in describe(plan)
+
+
+def test_named_unittest_tests_among_several_commands(tmp_path: Path) -> None:
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": "[testenv]\ncommands =\n    python -m unittest a.tests\n"
+                                                             "    python -m unittest discover -s b\n"})
+    plan = detect(tree)
+    assert [(c.kind, c.names, c.start_dir) for c in plan.commands] == [("unittest", ["a.tests"], "."),
+                                                                       ("unittest", [], "b")]
+
+
+def test_pytest_node_ids_in_the_command_are_passed_to_pytest(tmp_path: Path) -> None:
+    command = "pytest tests/test_a.py::test_b 'tests/test_c.py::T::test_d[1]'"
+    tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": f"[testenv]\ndeps = pytest\ncommands = {command}\n"})
+    assert detect(tree).pytest_args == ["tests/test_a.py::test_b", "tests/test_c.py::T::test_d[1]"]
+
+
 def test_no_config_at_all_is_unittest_discovery(tmp_path: Path) -> None:
     tree = write_tree(tmp_path, {"setup.py": "", "sample.py": "", "tests/test_sample.py": ""})
     plan = detect(tree)
@@ -686,6 +721,80 @@ def test_tool_tox_in_pyproject_runs_its_commands_with_change_dir_and_dashes(tmp_
         detect(tree)
 
 
+# One environment in each of tox's two forms: one reading (tox.read) makes the same environment of both.
+TWINS = [
+    ("""
+        [tox]
+        env_list = py311, lint
+        [testenv]
+        deps = pytest
+            -r requirements.txt
+        extras = test, docs
+        dependency_groups = dev
+        usedevelop = true
+        ignore_errors = true
+        changedir = {toxinidir}/sub
+        setenv =
+            MODE = strict
+            WHERE = {env:MODE}-{envname}
+        commands_pre = python -c pass
+        commands =
+            - python -m doctest {toxinidir}/README.rst
+            pytest --basetemp={envtmpdir} {posargs:-q}
+        """, """
+        [tool.tox]
+        env_list = ["py311", "lint"]
+        [tool.tox.env_run_base]
+        deps = ["pytest", "-r requirements.txt"]
+        extras = ["test", "docs"]
+        dependency_groups = ["dev"]
+        use_develop = true
+        ignore_errors = true
+        change_dir = "{tox_root}/sub"
+        set_env = {MODE = "strict", WHERE = "{env:MODE}-{env_name}"}
+        commands_pre = [["python", "-c", "pass"]]
+        commands = [["-", "python", "-m", "doctest", "{tox_root}/README.rst"],
+                    ["pytest", "--basetemp={env_tmp_dir}", {replace = "posargs", default = ["-q"]}]]
+        """),
+    ("""
+        [tox]
+        skipsdist = true
+        [testenv]
+        runner = uv-venv-lock-runner
+        commands = python -m unittest discover -s tests
+        """, """
+        [tool.tox]
+        no_package = true
+        [tool.tox.env_run_base]
+        runner = "uv-venv-lock-runner"
+        commands = [["python", "-m", "unittest", "discover", "-s", "tests"]]
+        """),
+    ("""
+        [testenv]
+        package = editable
+        commands = pytest
+        """, """
+        [tool.tox.env_run_base]
+        package = "editable"
+        commands = [["pytest"]]
+        """),
+]
+
+
+@pytest.mark.parametrize("ini, toml", TWINS)
+def test_both_forms_of_tox_read_as_one_environment(tmp_path: Path, ini: str, toml: str) -> None:
+    from voltci.runner.detect import tox
+
+    ini_tree = write_tree(tmp_path / "ini", {"tox.ini": ini})
+    toml_tree = write_tree(tmp_path / "toml", {"pyproject.toml": PYPROJECT + toml})
+    from_ini, from_toml = tox.load(ini_tree, "{tmp}", "3.11"), tox.load(toml_tree, "{tmp}", "3.11")
+    assert from_ini is not None and from_toml is not None
+    same = ("name", "deps", "extras", "groups", "commands", "ignored", "ignore_errors", "change_dir", "commands_pre",
+            "set_env", "install", "uv_lock")
+    assert {k: getattr(from_ini, k) for k in same} == {k: getattr(from_toml, k) for k in same}
+    assert len(from_ini.notes) == len(from_toml.notes)
+
+
 SETUP_PY_TEST_SUITE = """
     from setuptools import setup
     setup(name='sample', package_dir={'': 'src'}, packages=['sample', 'sample.tests'],
@@ -783,7 +892,8 @@ def test_plan_as_json_and_as_text(tmp_path: Path) -> None:
     assert json.loads(json.dumps(plan.to_json())) == {
         "runner": "pytest", "setup": [[*PIP, "pytest"], [*PIP, "."]], "pytest_args": ["-x"], "installs": 1,
         "start_dir": ".",
-        "pattern": "test*.py", "top_level_dir": None, "env": {"A": "1"}, "notes": plan.notes, "commands": [],
+        "pattern": "test*.py", "top_level_dir": None, "names": [], "env": {"A": "1"}, "notes": plan.notes,
+        "commands": [],
         "ignore_errors": False,
         "project": {"step": 1, "editable": False, "extras": [],
                     "build": {"requires": ["setuptools>=40.8.0"], "backend": "setuptools.build_meta:__legacy__",

@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("store", {"voltci.store"}),
     ("runner", {"voltci.runner", "voltci.worker", "voltci.heartbeat", "voltci.logstream"}),
     ("dispatch", {"voltci.observer", "voltci.requeue", "voltci.watchlist", "voltci.scheduler", "voltci.webhooks",
-                  "voltci.pullrequests", "voltci.statuses", "voltci.forgeapi"}),
+                  "voltci.pullrequests", "voltci.statuses", "voltci.forgeapi", "voltci.leading"}),
     ("people", {"voltci.cli", "voltci.up", "voltci.live", "voltci.report", "voltci.web", "voltci.web_server",
                 "voltci.example", "voltci.humantime", "voltci.testhistory", "voltci.metrics", "voltci.terminal",
                 "voltci.__main__"}),

@@ -77,3 +77,40 @@ def test_a_reason_or_subject_cannot_print_a_line_of_its_own() -> None:
 def test_a_long_reason_is_cut_on_the_line() -> None:
     line = build_line(ended(Status.ERROR, "x" * 10_000))
     assert line.endswith("…") and line.count("x") == REASON_SHOWN - 1
+
+
+def test_the_status_line_counts_the_failing_tests_so_far() -> None:
+    failing = running("proj", "a" * 40, 12.4, 40)
+    failing.failing, failing.first_failure = 2, "t::x"
+    assert status_line(0, [failing], {"proj": 120}, NOW, 200).endswith("proj aaaaaaaaaa 12s 40/120 tests, 2 failing")
+
+
+def test_a_running_builds_first_failure_gets_one_line_once_cleaned(fake) -> None:
+    from voltci import up
+
+    store = Store(fake)
+    build = add(fake, "proj", SHA_A)
+    store.builds.start_attempt(build.id, 1, "r1")
+    store.builds.set_progress(build.id, 4, 1, "tests/test_x.py::test_\x1b]0;pwned\x07y\n[fake line]")
+    news = [("first_failure", {"build": build.id}), ("first_failure", {"build": build.id})]
+
+    class Events:
+        def get(self, timeout: float) -> object:
+            return news.pop(0) if news else None
+
+    class Pool:
+        def supervise(self) -> None:
+            pass
+
+    out = io.StringIO()
+    view = LiveView(store, out, interactive=False)
+    assert up._next_finished(store, Events(), Pool(), view) is None  # type: ignore[arg-type]
+    assert up._next_finished(store, Events(), Pool(), view) is None  # type: ignore[arg-type]
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"✗ proj main {SHA_A[:10]}: first failure after ")
+    assert lines[0].endswith(" s: tests/test_x.py::test_y [fake line]")
+    assert "\x1b" not in lines[0] and "\x07" not in lines[0]
+    store.builds.finish(build.id, 1, "r1", outcome(Status.FAILED))
+    view.first_failure(store.records.get_build(build.id))  # ended: its end line says it
+    assert len(out.getvalue().splitlines()) == 1

@@ -195,3 +195,79 @@ def test_volt_log_names_files_as_the_report_does(settings, make_repo) -> None:
     assert named == []
     page = create_app(settings).test_client().get(f"/api/builds/proj/{sha}/log")
     assert page.status_code == 200 and page.get_data(as_text=True) == stored.stdout
+
+
+def test_follow_says_the_first_failure_once_between_the_output_before_the_build_ends(fake, tmp_path) -> None:
+    build = add(fake, "proj", SHA_A)
+    store = Store(fake)
+    store.builds.start_attempt(build.id, 1, "r1")
+    out = tmp_path / "output.log"
+    out.write_text("")
+    pump = LogPump(store, build.id, 1, out, cap_bytes=10_000)
+    seen: list[str] = []
+    follower = threading.Thread(target=lambda: follow_log(
+        store, build.id, seen.append, limit_s=20,
+        first_failure=lambda b: seen.append(f"<first failure: {b.first_failure}>")))
+    follower.start()
+    time.sleep(0.3)
+    for n in range(30):  # output keeps coming: the follower is never idle for long
+        with open(out, "a") as fh:
+            fh.write(f"line {n}\n")
+        pump.pump()
+        if n == 5:
+            store.builds.set_progress(build.id, 1, 1, "tests/test_x.py::test_y")
+        if n == 8:
+            store.builds.set_progress(build.id, 2, 2, "tests/test_x.py::test_z")  # not the first: not said
+        time.sleep(0.1)
+    wait_until(lambda: "<first failure: tests/test_x.py::test_y>" in seen, "the first failure while it runs")
+    from support import outcome
+    store.builds.finish(build.id, 1, "r1", outcome())
+    follower.join(timeout=20)
+    told = [n for n, piece in enumerate(seen) if piece.startswith("<first failure")]
+    assert len(told) == 1 and "line 5\n" in "".join(seen[:told[0]])  # after what came before it
+    assert "".join(p for p in seen if not p.startswith("<")) == "".join(f"line {n}\n" for n in range(30))
+
+
+def test_follow_says_a_first_failure_known_before_it_started_at_once(fake) -> None:
+    build = add(fake, "proj", SHA_A)
+    store = Store(fake)
+    store.builds.start_attempt(build.id, 1, "r1")
+    store.builds.set_progress(build.id, 1, 1, "t::early")
+    said: list[str] = []
+    follower = threading.Thread(target=lambda: follow_log(store, build.id, lambda text: None, limit_s=20,
+                                                          first_failure=lambda b: said.append(b.first_failure)))
+    follower.start()
+    wait_until(lambda: said, "the first failure")
+    from support import outcome
+    store.builds.finish(build.id, 1, "r1", outcome())
+    follower.join(timeout=20)
+    assert said == ["t::early"]
+
+
+def test_follow_says_a_legs_first_failure_though_its_output_never_pauses(fake, tmp_path) -> None:
+    from voltci.models import Leg
+
+    build = add(fake, "proj", SHA_A)
+    store = Store(fake)
+    store.builds.start_attempt(build.id, 1, "r1")
+    (leg,) = store.legs.start(build.id, 1, [Leg.of("3.12", {})], "r1") or []
+    store.builds.start_attempt(leg.id, 1, "r2")
+    out = tmp_path / "output.log"
+    out.write_text("")
+    pump = LogPump(store, leg.id, 1, out, cap_bytes=100_000)
+    said: list[str] = []
+    follower = threading.Thread(target=lambda: follow_log(store, leg.id, lambda text: None, limit_s=20,
+                                                          first_failure=lambda b: said.append(b.first_failure)))
+    follower.start()
+    time.sleep(0.3)
+    store.builds.set_progress(leg.id, 1, 1, "t::in_leg")
+    for n in range(60):  # never a second without output
+        with open(out, "a") as fh:
+            fh.write(f"line {n}\n")
+        pump.pump()
+        time.sleep(0.05)
+    assert said == ["t::in_leg"]  # said while the output still came
+    from support import outcome
+    store.builds.finish(leg.id, 1, "r2", outcome())
+    follower.join(timeout=20)
+    assert said == ["t::in_leg"]

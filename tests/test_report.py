@@ -71,3 +71,16 @@ def test_junit_is_valid_against_the_schema(schema: str, tmp_path: Path) -> None:
     out.write_bytes(xml)
     xmlschema.XMLSchema(str(path)).validate(str(out))
     assert b"&lt;today&gt;" in xml  # text is escaped, not markup
+
+
+def test_the_first_failure_and_when_it_was_known_are_in_json_and_text() -> None:
+    build, tests, attempts = sample()
+    data = report.as_dict(build, tests, attempts)
+    assert (data["first_failure"], data["first_failure_s"]) == (None, None)  # the name is a contract
+    build.first_failure, build.first_failure_at = "pkg.test_a.T.test_bad", "2026-11-24T10:00:04.237+00:00"
+    data = report.as_dict(build, tests, attempts)
+    assert (data["first_failure"], data["first_failure_s"]) == ("pkg.test_a.T.test_bad", 3.24)
+    text = report.as_text(build, tests, attempts)
+    assert "first failure after 3.2 s: pkg.test_a.T.test_bad" in text.splitlines()[3]
+    build.first_failure_at = "2026-11-24T10:00:00.900+00:00"  # another runner's clock, a little behind
+    assert report.as_dict(build, tests, attempts)["first_failure_s"] == 0.0

@@ -158,3 +158,22 @@ def test_an_unexpandable_placeholder_ends_the_build_naming_it(workspace, tmp_pat
     outcome, _, _ = build(workspace, tmp_path, "commands = pytest --rootdir={homedir}\n")
     assert outcome.status is Status.ERROR
     assert outcome.reason == "tox.ini: env 'py' uses {homedir}, which Volt cannot expand"
+
+
+NAMED = {"utests/test_v.py": "import unittest\n\nclass V(unittest.TestCase):\n    def test_one(self):\n        pass\n\n"
+                             "    def test_two(self):\n        pass\n\nclass W(unittest.TestCase):\n"
+                             "    def test_w(self):\n        pass\n"}
+
+
+@pytest.mark.parametrize("commands, ran", [
+    ("python -m unittest utests.test_v.V.test_one utests/test_u.py",
+     {"utests.test_v.V.test_one", "utests.test_u.U.test_u"}),
+    ("python -m unittest utests.test_v.W\n    pytest -p no:cacheprovider tests/test_a.py::test_two",
+     {"utests.test_v.W.test_w", "tests/test_a.py::test_two"}),
+])
+def test_tests_named_in_a_command_are_the_ones_run(workspace, tmp_path, commands, ran) -> None:
+    """`python -m unittest NAMES` runs the modules, classes and methods it names (a file by its path, as
+    unittest takes it), and pytest the node ids it is given — not every test of the tree."""
+    outcome, log, _ = build(workspace, tmp_path, f"commands =\n    {commands}\n", files=NAMED)
+    assert outcome.status is Status.PASSED, (outcome.reason, log[-3000:])
+    assert {t.id for t in outcome.tests} == ran

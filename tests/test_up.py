@@ -22,6 +22,7 @@ import redis
 from sample_project import FAILING, PASSING
 from support import assert_one_line_error, child_env, run_volt, wait_until
 
+from voltci import keys
 from voltci.redis_server import free_port
 from voltci.runner.procs import descendants, kill_all, processes_with_env
 
@@ -363,3 +364,51 @@ def test_up_gives_an_error_its_reason_in_the_stream(make_repo, redis_url, tmp_pa
     (quoted,) = [line for line in errors if "Quoted key" in line]
     assert "— .volt.toml: unknown key 'tests.x" in quoted and "\x1b" not in quoted and "\r" not in quoted, quoted
     assert [line for line in proc.stdout.splitlines() if line.startswith("passed")] == []
+
+
+FAILS_FIRST = {
+    "tests/__init__.py": "",
+    "tests/test_calc.py": (
+        "import time, unittest\n\n\nclass Calc(unittest.TestCase):\n"
+        "    def test_a_adds(self):\n        self.assertEqual(1 + 1, 3)\n\n"
+        "    def test_b_slow(self):\n        time.sleep(8)\n"
+    ),
+}
+
+
+def test_a_first_failure_reaches_the_stream_the_log_follower_and_the_page_while_the_build_runs(
+        make_repo, redis_url, conn, tmp_path) -> None:
+    repo = make_repo()
+    sha = repo.commit(FAILS_FIRST, "breaks calc, then a slow test")
+    port = free_port()
+    proc = start_up(tmp_path, "--repo", str(repo.path), "--workers", "1", "--burst", "--web", "--web-port", str(port),
+                    "--redis-url", redis_url)
+    follower = None
+    try:
+        read_until(proc, "queued ")
+        build_id = keys.build_id("proj", sha)
+        wait_until(lambda: conn.hget(keys.build(build_id), "status") == "running", "the build to start",
+                   STARTUP_TIMEOUT_S, process=proc)
+        follower = subprocess.Popen([sys.executable, "-m", "voltci", "log", "-f", sha[:10], "--redis-url", redis_url],
+                                    env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = read_until(proc, f"✗ proj main {sha[:10]}: first failure after ")
+        said = lines[-1].strip()
+        assert said.endswith(" s: tests.test_calc.Calc.test_a_adds") or said.endswith(" s: test_a_adds"), said
+        assert conn.hget(keys.build(build_id), "status") == "running"  # said while it runs
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/build/proj/{sha}", timeout=10).read().decode()
+        assert "1 failed so far: <code>" in page and "test_a_adds" in page
+        ended = read_until(proc, f"failed    proj {sha[:10]}")
+        assert not any("first failure" in line for line in ended)  # once
+        proc.wait(timeout=60)
+        out, err = follower.communicate(timeout=60)
+    finally:
+        kill_if_running(proc)
+        if follower is not None and follower.poll() is None:
+            follower.kill()
+    assert proc.returncode == 0, proc.stderr.read()[-3000:]
+    told = [line for line in err.splitlines() if line.startswith("[volt: first failure after ")]
+    assert len(told) == 1 and "test_a_adds" in told[0], err
+    assert err.index(told[0]) < err.index("[volt: build failed")  # before its end
+    assert "first failure" not in out  # stdout stays the build's output
+    report = json.loads(run_volt("report", sha, "--json", "--redis-url", redis_url).stdout)
+    assert 0 <= report["first_failure_s"] < 8 and "test_a_adds" in report["first_failure"]

@@ -272,3 +272,35 @@ def test_flaky_and_slow_views(web, conn) -> None:
     assert slow.index("t.T.test_slow") < slow.index("t.T.test_wobbly")
     sparks = slow[slow.index('id="spark-data">') + 16:]
     assert json.loads(sparks[:sparks.index("</script>")])[0] == [2.0, 3.0, 4.0]
+
+
+def test_a_running_builds_page_says_how_many_failed_so_far_and_the_first_escaped(web, conn, rq_conn,
+                                                                                  settings) -> None:
+    build = add_build(rq_conn, conn, settings, SHA_A)
+    store = Store(conn)
+    store.builds.start_attempt(build.id, 1, "host.1")
+    page = web.get(f"/build/proj/{SHA_A[:8]}").get_data(as_text=True)
+    assert 'id="first-failure"' not in page and 'http-equiv="refresh"' in page  # it refreshes while it runs
+    store.builds.set_progress(build.id, 7, 3, f"t.T.test_bad (name='{SCRIPT}')")
+    page = web.get(f"/build/proj/{SHA_A[:8]}").get_data(as_text=True)
+    said = page[page.index('id="first-failure"'):]
+    said = said[:said.index("</p>")]
+    assert "3 failed so far: <code>t.T.test_bad (name=&#39;&lt;script&gt;" in said and SCRIPT not in page
+    assert "(the first after " in said and " s)" in said
+    assert page.index('id="first-failure"') < page.index('class="facts"')  # near the top
+    store.builds.finish(build.id, 1, "host.1", RunOutcome(Status.FAILED, [], Counts(total=1, failed=1)))
+    page = web.get(f"/build/proj/{SHA_A[:8]}").get_data(as_text=True)
+    assert "failed so far" not in page and "<th>first failure</th>" in page and SCRIPT not in page
+
+
+def test_a_build_page_lists_its_order_dependent_tests_escaped(web, conn, rq_conn, settings) -> None:
+    build = Build(id=keys.build_id("proj", SHA_B), repo="proj", url="/r", commit=SHA_B, branch="main")
+    Store(rq_conn, settings).builds.submit(build)
+    Store(conn).builds.start_attempt(build.id, 1, "host.1")
+    hostile = f"t.T.test_later (name='{SCRIPT}')"
+    outcome = RunOutcome(Status.PASSED, [TestResult(hostile, Outcome.PASSED, 0.1, order=0)], Counts(total=1, passed=1),
+                         order_dependent=[hostile])
+    Store(conn).builds.finish(build.id, 1, "host.1", outcome)
+    page = web.get(f"/build/proj/{SHA_B[:8]}").get_data(as_text=True)
+    assert "Order-dependent tests (1)" in page and SCRIPT not in page
+    assert "t.T.test_later (name=&#39;&lt;script&gt;" in page

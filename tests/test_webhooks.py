@@ -106,4 +106,34 @@ def test_the_scheduler_sends_them(conn, rq_conn, settings, hook_url) -> None:
     finally:
         stop.set()
         thread.join(timeout=10)
+        for helper in [t for t in threading.enumerate() if t.name in ("webhook", "statuses")]:
+            helper.join(timeout=10)  # else its sender may take the next test's messages
     assert [b["status"] for b, _, _ in Hook.received] == ["passed"]
+
+
+def test_a_first_failure_is_posted_once_the_moment_it_is_known_with_its_test_and_seconds(
+        conn, rq_conn, settings, hook_url) -> None:
+    settings = replace(settings, webhook_url=hook_url, web_url="https://ci.example.org/")
+    build = Build(id=keys.build_id("proj", SHA_A), repo="proj", url="/r", commit=SHA_A, branch="main", subject="s")
+    Store(rq_conn, settings).builds.submit(build)
+    store = Store(conn, settings)
+    store.builds.start_attempt(build.id, 1, "r1")
+    store.builds.set_progress(build.id, 2, 1, "tests/test_x.py::test_y")
+    store.builds.set_progress(build.id, 3, 2, "tests/test_x.py::test_z")
+    sender = WebhookSender(settings, store, lambda: True)
+    assert sender.send_next(threading.Event())  # while the build runs
+    ((body, _, _),) = Hook.received
+    running = store.records.get_build(build.id)
+    assert (body["event"], body["status"], body["first_failure"]) == (
+        "build.first_failure", "running", "tests/test_x.py::test_y")
+    assert body["first_failure_s"] == running.first_failure_s is not None
+    assert body["url"] == f"https://ci.example.org/build/proj/{SHA_A}"
+    store.builds.finish(build.id, 1, "r1", outcome(Status.FAILED))
+    assert store.builds.rebuild(build.id) is not None  # a rebuild's own first failure is news again
+    assert store.builds.start_attempt(build.id, 2, "r1") is not None
+    store.builds.set_progress(build.id, 1, 1, "tests/test_x.py::test_w")
+    while sender.send_next(threading.Event(), wait_s=0.1):
+        pass
+    assert [b["event"] for b, _, _ in Hook.received] == ["build.first_failure", "build.ended", "build.first_failure"]
+    assert [b["first_failure"] for b, _, _ in Hook.received if b["event"] == "build.first_failure"] == [
+        "tests/test_x.py::test_y", "tests/test_x.py::test_w"]  # each as it was when it was known

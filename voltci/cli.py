@@ -31,6 +31,7 @@ from voltci.errors import BadInput, Interrupted, RedisUnavailable, VoltError
 from voltci.failover import primary_of
 from voltci.keys import parse_job_id
 from voltci.logstream import follow_log
+from voltci.models import Build
 from voltci.observer import RepoWatch, observe_loop
 from voltci.outage import describe, is_full
 from voltci.pulls import check_number
@@ -389,8 +390,9 @@ def test_history_cmd(app: App, repo: str, test_id: str, branch: str | None, as_j
 @click.option("--leg", default=None, metavar="NAME", help="The output of this matrix leg (like py3.12).")
 @common_options
 def log_cmd(app: App, commit: str, repo: str | None, follow: bool, leg: str | None) -> None:
-    """Print a build's output (setup and tests); -f follows it live while the build runs. A matrix build's
-    own output is its split into legs; each leg's is its own (--leg NAME)."""
+    """Print a build's output (setup and tests); -f follows it live while the build runs, and says on
+    stderr the moment its first test fails. A matrix build's own output is its split into legs; each
+    leg's is its own (--leg NAME)."""
     store = app.store()
     build_id = store.records.resolve_commit(commit, repo)
     if leg is not None:
@@ -400,7 +402,19 @@ def log_cmd(app: App, commit: str, repo: str | None, follow: bool, leg: str | No
         return
     limit_s = app.settings.build_timeout * app.settings.max_attempts + 600
     cleaner = Cleaner()  # a sequence may be cut between two pieces of the stream
-    build = follow_log(store, build_id, lambda text: click.echo(cleaner.feed(text), nl=False), limit_s)
+    at_line_start = True
+
+    def write(text: str) -> None:
+        nonlocal at_line_start
+        click.echo(cleaner.feed(text), nl=False)
+        at_line_start = text.endswith("\n") if text else at_line_start
+
+    def first_failure(running: Build) -> None:
+        """Said on stderr, as Volt's other words are: stdout stays the build's output."""
+        sys.stdout.flush()
+        echo(("" if at_line_start else "\n") + f"[volt: {report.first_failure_line(running)}]", err=True)
+
+    build = follow_log(store, build_id, write, limit_s, first_failure)
     click.echo(cleaner.flush(), nl=False)
     if build is None or not build.status.is_final:
         raise BadInput(f"the build of {commit} did not end within {limit_s:g} s; stopped following")

@@ -22,9 +22,9 @@ def parse(iso: str) -> datetime | None:
 
 
 def seconds_between(start_iso: str, end_iso: str) -> float:
-    """`end - start` in seconds (ms precision); 0 when either is unknown."""
+    """`end - start` in seconds (ms precision); 0 when either is unknown, or one of them names no zone."""
     start, end = parse(start_iso), parse(end_iso)
-    if start is None or end is None:
+    if start is None or end is None or (start.tzinfo is None) != (end.tzinfo is None):
         return 0.0
     return round((end - start).total_seconds(), 3)
 

@@ -50,6 +50,8 @@ class Settings:
     log_tail_lines: int = 60
     log_max_bytes: int = 10 * 1024 * 1024
     retries: int = 1
+    prepass: bool = True  # run first the tests most likely to fail, then the whole suite (runner/prepass.py)
+    prepass_share: float = 0.05  # the pre-pass's bound: this share of the last build's test time
     shard_threshold: int = 2000
     shards: int = 0
     webhook_url: str | None = None
@@ -96,6 +98,12 @@ DISPATCH_MODES = ("fair", "fifo")
 NETWORK_MODES = ("isolated", "host")
 # Tables of the config file that are not settings: the observer reads them (watchlist.py).
 NOT_SETTINGS = {"repos"}
+
+
+def _share(value: float) -> float:
+    if not 0 < value <= 0.5:
+        raise ValueError(f"must be above 0 and at most 0.5 (a share of the last build's test time), got {value!r}")
+    return value
 
 
 def _one_of(value: str, words: tuple[str, ...]) -> str:
@@ -206,6 +214,7 @@ CHECKED: dict[str, Callable[[Any], object]] = {
     "build_network_allow": host_ports,
     "protected_branches": lambda value: branch_patterns(value),
     "public_url": http_url,
+    "prepass_share": lambda value: _share(value),
     "web_url": http_url,
 }
 

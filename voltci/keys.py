@@ -27,7 +27,8 @@ Layout (P = prefix, "volt" by default):
     P:repo:<repo>:trail             hash   build id -> that build's column: each numbered test's outcome and
                                            milliseconds, compact (store/trail.py; its newest builds only)
     P:repo:<repo>:trail-order       zset   the builds of the trail, scored as in the history
-    P:outbox                        list   ids of ended builds whose webhook message is to be sent (JSON)
+    P:outbox                        list   webhook messages to send (JSON: a build's id, and its event when
+                                           not its end: a culprit found, a first failure)
     P:outbox:sending                list   those being sent
     P:statuses:due                  zset   ids of builds whose commit statuses a forge may not show yet,
                                            scored by when to look at them (epoch s): one member a build,
@@ -42,6 +43,8 @@ Layout (P = prefix, "volt" by default):
     P:queued                        set    ids of builds waiting for a runner
     P:running                       set    ids of builds a runner is working on
     P:events                        pubsub channel: one message per finished build
+    P:first-failures                pubsub channel: one message per build (not leg) whose first failing
+                                           test just became known (JSON: build id, test id)
     P:notify                        pubsub channel: "look at this repository now" (JSON: repo, ref)
     P:runner:<name>                 string a runner's heartbeat (JSON), expiring after heartbeat_ttl
     P:runner-names                  set    names of runners that have sent a heartbeat
@@ -268,6 +271,10 @@ def notify() -> str:
 
 def events() -> str:
     return f"{PREFIX}:events"
+
+
+def first_failures() -> str:
+    return f"{PREFIX}:first-failures"
 
 
 def runner(name: str) -> str:

@@ -1,7 +1,9 @@
 """The live view of `volt up`: finished builds scroll by as lines, and on a terminal one status line
 below them shows the queue and each running build's elapsed time and progress (tests done out of
-the number its repository's last build ran). A build that ended with a reason (every `error`, a
-timeout, a cancel) gives it on its line: `error … Broken .volt.toml` alone leaves one guessing."""
+the number its repository's last build ran, and how many failed so far). The moment a running build's
+first failing test is known it gets a line of its own, once (`✗ … first failure after 3.2 s: …`). A
+build that ended with a reason (every `error`, a timeout, a cancel) gives it on its line: `error …
+Broken .volt.toml` alone leaves one guessing."""
 
 from __future__ import annotations
 
@@ -37,6 +39,17 @@ def build_line(build: Build) -> str:
     return " ".join(clean(line).splitlines())
 
 
+def failure_line(build: Build) -> str:
+    """A running build's first failure as one line of the stream, the moment it is known:
+    `✗ proj main 1a2b3c4d5e: first failure after 3.2 s: tests/test_x.py::test_y` (cleaned, one line)."""
+    test = " ".join(build.first_failure.split())
+    test = test if len(test) <= REASON_SHOWN else test[:REASON_SHOWN - 1] + "…"
+    seconds = build.first_failure_s
+    after = f" after {seconds:.1f} s" if seconds is not None else ""
+    branch = f"#{build.pull_request.number}→{build.branch}" if build.pull_request else build.branch
+    return " ".join(clean(f"✗ {build.repo} {branch} {build.short}: first failure{after}: {test}").splitlines())
+
+
 def expected_tests(store: Store, repo: str) -> int:
     """How many tests the latest finished build of `repo` ran (0 when none did)."""
     for build in store.history.builds(repo, HISTORY_SCAN):
@@ -51,12 +64,14 @@ def elapsed_s(build: Build, now: datetime) -> float:
 
 
 def status_line(queued: int, running: list[Build], expected: dict[str, int], now: datetime, width: int) -> str:
-    """`queue: 2 queued · running: proj 1a2b3c4d5e 12s 40/120 tests · …`, cut to `width`."""
+    """`queue: 2 queued · running: proj 1a2b3c4d5e 12s 40/120 tests, 1 failing · …`, cut to `width`."""
     parts = [f"queue: {queued} queued", f"running: {len(running)}" if not running else "running:"]
     for build in running:
         total = expected.get(build.repo, 0)
         done = f"{build.progress}/{total}" if total else f"{build.progress}/?"
-        parts.append(f"{build.repo} {build.short} {elapsed_s(build, now):.0f}s {done} tests")
+        failing = max(build.failing, 1) if build.first_failure else build.failing
+        parts.append(f"{build.repo} {build.short} {elapsed_s(build, now):.0f}s {done} tests"
+                     + (f", {failing} failing" if failing else ""))
     line = " · ".join(parts[:2]) + (" " + " · ".join(parts[2:]) if running else "")
     return line if len(line) < width else line[:max(0, width - 2)] + "…"
 
@@ -70,6 +85,7 @@ class LiveView:
         self.interactive = self.out.isatty() if interactive is None else interactive
         self.status = ""
         self.expected: dict[str, int] = {}
+        self.told: set[str] = set()  # running builds whose first failure was printed
         self._lock = threading.Lock()
 
     def line(self, text: str) -> None:
@@ -94,8 +110,16 @@ class LiveView:
             self.out.write(CLEAR_LINE + status)
             self.out.flush()
 
+    def first_failure(self, build: Build) -> None:
+        """Print a running build's first failure, once (its end line says the rest)."""
+        if build.status.is_final or not build.first_failure or build.id in self.told:
+            return
+        self.told.add(build.id)
+        self.line(failure_line(build))
+
     def finished(self, build: Build) -> None:
         self.expected.pop(build.repo, None)  # the next build of it expects this one's count
+        self.told.discard(build.id)  # a rebuild's own first failure is news again
 
     def close(self) -> None:
         with self._lock:

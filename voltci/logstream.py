@@ -23,6 +23,7 @@ from voltci.store import Store
 
 READ_CHUNK = 256 * 1024  # what one pump reads at most per step: memory stays bounded
 MAX_STEPS_PER_PUMP = 64
+POLL_S = 1.0  # how often a follower reads the build's record again while its output keeps coming
 
 
 class TreeNames:
@@ -164,27 +165,50 @@ class LogPump:
             self.owned = False  # cancelled or re-dispatched: the output is no longer ours to write
 
 
-def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_s: float) -> Build | None:
+def follow_log(store: Store, build_id: str, write: Callable[[str], None], limit_s: float,
+               first_failure: Callable[[Build], None] | None = None) -> Build | None:
     """Write the output stored so far, then each piece as the runner publishes it, until the build
     ends (or `limit_s` passes). Subscribing before reading, and placing each piece by its offset,
     loses nothing and repeats nothing; a re-dispatched build's new attempt starts its output afresh.
-    Returns the build as it was at the end."""
+    The moment the running build's first failing test is known — its message, in its place among the
+    output's, or the record read again when the output pauses (a matrix leg's, which is not published:
+    at most every POLL_S) — `first_failure(build)` is called, once. Returns the build as it was at
+    the end."""
     subscription = store.logs.listen(build_id)
     deadline = time.monotonic() + limit_s
+    told = first_failure is None
+
+    def tell(build: Build | None) -> None:
+        nonlocal told
+        if told or first_failure is None or build is None or not build.first_failure or build.status.is_final:
+            return
+        told = True
+        first_failure(build)
+
     try:
         build = store.records.get_build(build_id)
         attempt = build.attempt if build else 0
         text = store.logs.read(build_id)
         shown = len(text.encode())
         write(text)
+        tell(build)
+        legged = build is not None and build.is_leg  # a leg's first failure is read, not published
+        polled = time.monotonic()
         while time.monotonic() < deadline:
-            message = subscription.get(timeout=1.0)
-            if message is None:
-                build = store.records.get_build(build_id)
+            message = subscription.get(timeout=POLL_S)
+            busy_leg = message is not None and legged and not told and time.monotonic() - polled >= POLL_S
+            if message is None or busy_leg:
+                build, polled = store.records.get_build(build_id), time.monotonic()
                 if build is None or build.status.is_final:
                     break
-                continue
+                tell(build)
+                if message is None:
+                    continue
             kind, data = message
+            if kind == "first_failure":
+                if data.get("build") == build_id:
+                    tell(store.records.get_build(build_id))
+                continue
             if kind == "event":
                 if data.get("build") == build_id:
                     break

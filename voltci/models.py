@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-from voltci.clock import now_iso
+from voltci.clock import now_iso, seconds_between
 
 
 class Status(str, Enum):
@@ -283,6 +283,15 @@ class PullRequest:
 PROTECTED_SCOPE = "protected"  # the trust scope of the protected branches' builds (runner/scopes.py)
 
 
+def _id_list(text: str | None) -> list[str]:
+    """A JSON list of test ids from a record (anything else: none)."""
+    try:
+        found = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [item for item in found if isinstance(item, str)] if isinstance(found, list) else []
+
+
 @dataclass
 class Build:
     """A build of one commit of one repository; stored as a Redis hash of strings."""
@@ -307,7 +316,8 @@ class Build:
     results_stored: int = 0  # how many times a final result was written: exactly once, or Volt is wrong
     progress: int = 0  # test results written so far by the running attempt
     failing: int = 0  # of those, failed or erroring (what its commit status says while it runs)
-    first_failure: str = ""  # the id of the running attempt's first failed or erroring test, cut
+    first_failure: str = ""  # the id of the attempt's first failed or erroring test, cut (kept when it ends)
+    first_failure_at: str = ""  # when that test was known to have failed (written with it, once)
     shards: int = 0  # how many shards its tests were split into (0: not split)
     shard_rest: bool = False  # shard 0 runs every test the other shards do not (a split planned from history)
     jobs: list[str] = field(default_factory=list)  # every rq job it had, so pruning leaves none behind
@@ -318,6 +328,7 @@ class Build:
     first_failing: FirstFailing | None = None  # the first failing commit of its push, once known
     legs: int = 0  # how many matrix legs it was split into (0: none; see Leg)
     cut: Cut = field(default_factory=Cut)  # what its results lost to the bounds on what Volt keeps
+    order_dependent: list[str] = field(default_factory=list)  # failed in the pre-pass, passed in the suite
     scope: str = ""  # the trust scope its last attempt ran in ("protected", or a branch's; "": not known)
     pull_request: PullRequest | None = None  # a pull request's build: built as its head would merge
     # A matrix leg's own record (keys.leg_id): its build, its name, interpreter and variables.
@@ -341,9 +352,12 @@ class Build:
         data["cut"] = self.cut.to_json()
         if not self.cut:
             del data["cut"]  # a field only where something was cut: most records keep the fields they had
-        for name in ("failing", "first_failure"):
+        data["order_dependent"] = json.dumps(self.order_dependent)
+        if not self.order_dependent:
+            del data["order_dependent"]  # a field only where the pre-pass saw one
+        for name in ("failing", "first_failure", "first_failure_at"):
             if not getattr(self, name):
-                del data[name]  # a running attempt's, once a test failed
+                del data[name]  # an attempt's, once a test failed
         return {key: str(value) for key, value in data.items()}
 
     @classmethod
@@ -359,6 +373,7 @@ class Build:
             reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
             results_stored=int(data.get("results_stored") or 0), progress=int(data.get("progress") or 0),
             failing=int(data.get("failing") or 0), first_failure=data.get("first_failure", ""),
+            first_failure_at=data.get("first_failure_at", ""),
             shards=int(data.get("shards") or 0), shard_rest=data.get("shard_rest") == "1",
             jobs=(data.get("jobs") or "").split(),
             log_compressed=data.get("log_compressed") == "1",
@@ -368,12 +383,22 @@ class Build:
             legs=int(data.get("legs") or 0), parent=data.get("parent", ""), leg=data.get("leg", ""),
             python=data.get("python", ""), env=json.loads(data["env"]) if data.get("env") else {},
             cut=Cut.from_json(data.get("cut")), scope=data.get("scope", ""),
+            order_dependent=_id_list(data.get("order_dependent")),
             pull_request=PullRequest.from_json(data["pull_request"]) if data.get("pull_request") else None,
         )
 
     @property
     def short(self) -> str:
         return self.commit[:10]
+
+    @property
+    def first_failure_s(self) -> float | None:
+        """Seconds from the start of the attempt that found it until its first failing test was known, to
+        a hundredth of a second (never below 0: two runners' clocks may differ a little); None when no test
+        failed. A re-dispatched build's attempt starts afresh: its `started_at` and first failure are its own."""
+        if not self.first_failure or not self.first_failure_at:
+            return None
+        return max(0.0, round(seconds_between(self.started_at or self.first_failure_at, self.first_failure_at), 2))
 
     @property
     def pull_number(self) -> int:
@@ -435,6 +460,7 @@ class RunOutcome:
     log_tail: str = ""
     timings: Timings = field(default_factory=Timings)
     cut: Cut = field(default_factory=Cut)
+    order_dependent: list[str] = field(default_factory=list)  # failed in the pre-pass, passed in the suite
 
     def recounted(self) -> Counts:
         """The counts of its tests again (after their outcomes changed), with those of the tests not kept."""

@@ -29,8 +29,11 @@ def exit_status(build: Build) -> int:
 def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
             shards: list[Shard] | None = None, legs: list[Build] | None = None) -> dict[str, Any]:
     """The `volt report --json` contract of DESIGN.md, plus `reason`, `subject`, `attempt_history`, for a
-    build split across runners `shards`, for a matrix build `legs` (each test then names its `leg`), and
-    `cut`: what its results lost to the bounds on what Volt keeps of a build (each count 0: nothing)."""
+    build split across runners `shards`, for a matrix build `legs` (each test then names its `leg`),
+    `cut`: what its results lost to the bounds on what Volt keeps of a build (each count 0: nothing), and
+    `first_failure` / `first_failure_s`: its first failing test and how many seconds after the start of
+    its attempt it was known (both null when no test failed), and `order_dependent`: the tests that failed
+    when run first, in the pre-pass, and passed in the suite's own order (prepass.py)."""
     return {
         "repo": build.repo, "commit": build.commit, "branch": build.branch, "status": build.status.value,
         "attempts": build.attempt, "runner": build.runner, "queued_at": build.queued_at,
@@ -42,6 +45,9 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
         "subject": build.subject,
         "author": build.author,
         "first_failing_commit": json.loads(build.first_failing.to_json()) if build.first_failing else None,
+        "first_failure": build.first_failure or None,
+        "first_failure_s": build.first_failure_s,
+        "order_dependent": build.order_dependent,
         "attempt_history": [
             {"attempt": a.number, "state": a.state.value, "runner": a.runner, "started_at": a.started_at,
              "ended_at": a.ended_at, "status": a.status, "reason": a.reason} for a in attempts],
@@ -92,6 +98,8 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shar
     ]
     if build.cut:
         lines.append(build.cut.line())
+    if build.first_failure:
+        lines.insert(3, first_failure_line(build))
     if build.pull_request is not None:
         pull = build.pull_request
         lines.insert(1, f"pull request #{pull.number}: its head {pull.head[:12]} merged into {build.branch} at "
@@ -114,6 +122,10 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shar
             count = sum(1 for t in bad if t.leg == test.leg)
             lines += ["", f"=== leg {test.leg}: {count} failing " + "=" * max(3, 50 - len(test.leg))]
         lines += ["", f"{test.outcome.value.upper()}: {test.id}", "-" * 70, test.message.rstrip()]
+    if build.order_dependent:
+        lines += ["", f"order-dependent ({len(build.order_dependent)}): failed when run first, in the pre-pass, "
+                      "passed in the suite's own order:"]
+        lines += [f"  {test_id}" for test_id in build.order_dependent]
     flaky = [t for t in tests if t.outcome is Outcome.FLAKY and not t.subtest_of]
     if flaky:
         lines += ["", f"flaky ({len(flaky)}): failed, then passed when run again on its own:"]
@@ -121,6 +133,14 @@ def as_text(build: Build, tests: list[TestResult], attempts: list[Attempt], shar
     if build.status in (Status.ERROR, Status.TIMEOUT) and build.log_tail:
         lines += ["", "last lines of the output:", build.log_tail]
     return "\n".join(lines)
+
+
+def first_failure_line(build: Build) -> str:
+    """"first failure after 3.2 s: tests/test_x.py::test_y" — when the build's first failing test was
+    known (a record from before that was kept says only which one it was)."""
+    seconds = build.first_failure_s
+    after = f" after {seconds:.1f} s" if seconds is not None else ""
+    return f"first failure{after}: {build.first_failure}"
 
 
 def leg_line(leg: Build) -> str:

@@ -28,13 +28,12 @@ import threading
 import time
 from collections.abc import Callable
 
-import redis
-
 from voltci.commitstatus import CommitStatus, State, statuses_of, waiting_for_approval
 from voltci.config import Settings
 from voltci.forge import ForgeLink
 from voltci.forgeapi import Answer, post_status
 from voltci.keys import parse_pull_status_member
+from voltci.leading import while_leading
 from voltci.links import build_page_url
 from voltci.models import Status
 from voltci.outage import Outage
@@ -90,27 +89,12 @@ class StatusSender:
         self._links: dict[str, ForgeLink] = {}
         self._links_at = float("-inf")
         self._expected: dict[str, tuple[float, int]] = {}
-        self._was_leading = False
         self.wrote = False  # the last step wrote to Redis
         self._outage = Outage(log, "statuses")
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                if not self.is_leading():
-                    self._was_leading = False
-                    stop.wait(1.0)
-                    continue
-                if not self._was_leading:
-                    self.store.statuses.recover(self.clock())
-                    self._was_leading = True
-                wait = self.step()
-                if self.wrote:  # a pass that only read says nothing of whether Redis takes writes
-                    self._outage.ok()
-                stop.wait(wait)
-            except redis.RedisError as exc:
-                self._outage.failed(exc)
-                stop.wait(2.0)
+        while_leading(stop, self.is_leading, lambda: self.store.statuses.recover(self.clock()), self.step,
+                      self._outage, wrote=lambda: self.wrote)
 
     def step(self) -> float:
         """Look at the builds that are due; how long to wait before the next step."""

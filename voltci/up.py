@@ -278,11 +278,15 @@ def _next_finished(store: Store, events: Subscription, pool: WorkerPool, view: L
         message = events.get(timeout=SUPERVISE_INTERVAL_S)
         if message is None or not isinstance(message[1].get("build"), str):
             return None
-        build_id = message[1]["build"]
+        kind, build_id = message[0], message[1]["build"]
         build = store.records.get_build(build_id)
     except redis.RedisError as exc:
         log.warning("Redis unavailable (%s); retrying", exc)
         time.sleep(1.0)
+        return None
+    if kind == "first_failure":
+        if build is not None:
+            view.first_failure(build)
         return None
     if build and build_id not in (shown or ()):
         _show(view, build)

@@ -7,7 +7,9 @@ then removes it. A scheduler that takes over moves what was being sent back to t
 message may arrive twice but is never lost while the outbox keeps it.
 
 A failing build whose push's first failing commit is known carries it as `first_failing_commit`; when
-culprit finding names it, a `culprit.found` message about the culprit's build is sent too.
+culprit finding names it, a `culprit.found` message about the culprit's build is sent too. The moment
+a build's first failing test is known (store/firstfailure.py) a `build.first_failure` message is sent,
+once per attempt, naming it (`first_failure`) and when it was known (`first_failure_s`).
 """
 
 from __future__ import annotations
@@ -19,33 +21,43 @@ import logging
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis
-
 from voltci.config import Settings
+from voltci.leading import while_leading
+from voltci.links import build_page_url
 from voltci.models import Build
 from voltci.outage import Outage
 from voltci.store import Store
+from voltci.store.firstfailure import EVENT as FIRST_FAILURE
 
 log = logging.getLogger("volt.notify")
 TRIES = 5
 TIMEOUT_S = 5.0
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 SIGNATURE_HEADER = "X-Volt-Signature"
-EVENTS = ("build.ended", "culprit.found")
+EVENTS = ("build.ended", "culprit.found", FIRST_FAILURE)
 
 
-def message(build: Build, settings: Settings, event: str = "build.ended") -> dict[str, Any]:
-    link = f"{settings.page_root}/build/{build.repo}/{build.commit}" if settings.page_root else None
+def message(build: Build, settings: Settings, event: str = "build.ended",
+            found: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body of `event` about `build`. A `build.first_failure` message names the test and its
+    seconds as they were when it was known (`found`, the outbox message): by the time it is sent the
+    build may have ended, or been queued again."""
     first = build.first_failing
-    return {"event": event, "repo": build.repo, "commit": build.commit, "branch": build.branch,
+    body = {"event": event, "repo": build.repo, "commit": build.commit, "branch": build.branch,
             "subject": build.subject, "status": build.status.value, "reason": build.reason,
             "counts": build.counts.to_dict(), "duration_s": build.duration_s, "attempts": build.attempt,
-            "finished_at": build.finished_at, "url": link,
+            "finished_at": build.finished_at, "url": build_page_url(settings, build),
             "first_failing_commit": {"commit": first.commit, "subject": first.subject, "author": first.author,
-                                     "parent": first.parent} if first else None}
+                                     "parent": first.parent} if first else None,
+            "first_failure": build.first_failure or None, "first_failure_s": build.first_failure_s}
+    if event == FIRST_FAILURE and found is not None:
+        body["first_failure"] = str(found.get("first_failure") or "") or None
+        seconds = found.get("first_failure_s")
+        body["first_failure_s"] = seconds if isinstance(seconds, int | float) else None
+    return body
 
 
 def signature(body: bytes, secret: str) -> str:
@@ -67,24 +79,13 @@ class WebhookSender:
 
     def __init__(self, settings: Settings, store: Store, is_leading: Callable[[], bool]):
         self.settings, self.store, self.is_leading = settings, store, is_leading
-        self._was_leading = False
         self._outage = Outage(log, "webhook")
 
     def run(self, stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                if not self.is_leading():
-                    self._was_leading = False
-                    stop.wait(1.0)
-                    continue
-                if not self._was_leading:
-                    self.recover()
-                    self._was_leading = True
-                self.send_next(stop)
-                self._outage.ok()
-            except redis.RedisError as exc:
-                self._outage.failed(exc)
-                stop.wait(2.0)
+        def step() -> float:
+            self.send_next(stop)  # waits for a message itself
+            return 0.0
+        while_leading(stop, self.is_leading, self.recover, step, self._outage)
 
     def recover(self) -> None:
         """Messages a scheduler was sending when it stopped go back to the outbox."""
@@ -98,18 +99,20 @@ class WebhookSender:
         text, build_id = taken
         build = self.store.records.get_build(build_id)  # None when it was pruned meanwhile
         if build is not None and self.settings.webhook_url:
-            event = json.loads(text).get("event", "build.ended")
-            self._deliver(build, stop, event if event in EVENTS else "build.ended")
+            found = json.loads(text)
+            event = found.get("event", "build.ended")
+            self._deliver(build, stop, event if event in EVENTS else "build.ended", found)
         self.store.outbox.done(text)
         return True
 
-    def _deliver(self, build: Build, stop: threading.Event, event: str = "build.ended") -> None:
-        body = json.dumps(message(build, self.settings, event)).encode()
+    def _deliver(self, build: Build, stop: threading.Event, event: str = "build.ended",
+                 found: Mapping[str, Any] | None = None) -> None:
+        body = json.dumps(message(build, self.settings, event, found)).encode()
         url = self.settings.webhook_url or ""
         for attempt in range(1, TRIES + 1):
             try:
                 post(url, body, self.settings.webhook_secret)
-                log.info("webhook: %s %s %s sent", build.repo, build.short, build.status.value)
+                log.info("webhook: %s %s %s %s sent", event, build.repo, build.short, build.status.value)
                 return
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 if attempt == TRIES:

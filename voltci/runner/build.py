@@ -46,14 +46,14 @@ from voltci.errors import VoltError
 from voltci.logstream import LogPump
 from voltci.models import Build, Counts, Leg, RunOutcome, Share, Status, Work
 from voltci.outage import Outage, is_full
-from voltci.runner import environments, untrusted
+from voltci.runner import environments, prepass, untrusted
 from voltci.runner.disk import DiskWatch
 from voltci.runner.merge import MergeConflict
 from voltci.runner.project import FILE_NAME
 from voltci.runner.sandbox import out_dir
 from voltci.runner.sharding import partition
 from voltci.runner.steps import BuildSteps
-from voltci.runner.testrun import OUTPUT_FILE, RESULTS_FILE, LineCounter
+from voltci.runner.testrun import OUTPUT_FILE, PREPASS_FILE, RESULTS_FILE, LineCounter
 from voltci.runner.workspace import Workspace, checkout
 from voltci.sizes import human_size, parse_disk
 from voltci.store import Contended, Store
@@ -89,22 +89,29 @@ class Ownership:
 
 class Progress:
     """How many test results the run has written, and the failing ones among them, recorded in the build
-    when they change; the first failure is recorded once, the moment it is seen."""
+    when they change; the first failure is recorded once, the moment it is seen — in the pre-pass (whose
+    tests run again in the suite, so they are not counted as done) or in the suite."""
 
-    def __init__(self, store: Store, build_id: str, results: Path):
+    def __init__(self, store: Store, build_id: str, results: Path, early: Path | None = None):
         self.store, self.build_id = store, build_id
         self.counter = LineCounter(results)
-        self.reported = -1
+        self.early = LineCounter(early) if early is not None else None
+        self.reported: tuple[int, int] = (-1, 0)
         self.named = False
 
     def record(self) -> None:
         done = self.counter.count()
-        if done != self.reported:
-            failures = self.counter.failures
-            first = failures.first if failures.first and not self.named else ""
-            self.store.builds.set_progress(self.build_id, done, failures.failing, first)
-            self.reported = done
-            self.named = self.named or bool(first)
+        failures = self.counter.failures
+        failing, first = failures.failing, failures.first
+        if self.early is not None:
+            self.early.count()
+            early = self.early.failures
+            failing, first = max(failing, early.failing), early.first or first
+        if (done, failing) != self.reported or (first and not self.named):
+            named = first if first and not self.named else ""
+            self.store.builds.set_progress(self.build_id, done, failing, named)
+            self.reported = (done, failing)
+            self.named = self.named or bool(named)
 
 
 class Watch:
@@ -202,7 +209,8 @@ class BuildRun:
         started = time.time()
         pump = LogPump(self.store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
                        self.settings.log_max_bytes, tree=workspace.tree) if whole else None
-        progress = Progress(self.store, build.id, out_dir(workspace.scratch) / RESULTS_FILE) if whole else None
+        out = out_dir(workspace.scratch)
+        progress = Progress(self.store, build.id, out / RESULTS_FILE, out / PREPASS_FILE) if whole else None
         watch = Watch(self.ownership, pump, progress)
         leg = Leg(build.leg, build.python, build.env) if build.is_leg else None
         outcome: RunOutcome | None
@@ -215,6 +223,8 @@ class BuildRun:
             ended = steps.prepare()
             if ended is None:
                 watch.disk = self.disk_watch(steps, workspace)
+            if ended is None and whole and not (leg is None and steps.config.matrix):
+                steps.prepass = self.likely_failures(build, steps, workspace)
             if ended is None and whole and leg is None and steps.config.matrix:
                 self.split_legs(build, steps)
                 outcome = None  # its legs store the result
@@ -230,6 +240,26 @@ class BuildRun:
         if watch.disk is not None and watch.disk.exceeded:
             remove_written(workspace)
         return outcome
+
+    def likely_failures(self, build: Build, steps: BuildSteps, workspace: Workspace) -> prepass.Choice | None:
+        """The tests to run first (prepass.py), chosen before any process of the build has run; None when
+        the pre-pass is off or cannot be had. Nothing here may affect the build itself."""
+        if not prepass.enabled(self.settings, steps.config.prepass):
+            steps.say("[volt: no pre-pass: turned off" + (f" by {FILE_NAME}]" if steps.config.prepass is False
+                                                          else " on this runner (prepass = false)]"))
+            return None
+        plan = steps.plan
+        suite = plan.suite if not plan.runs else next((run.suite for run in plan.runs if run.suite), None)
+        if suite is None:
+            steps.say("[volt: no pre-pass: the tests run by the project's own command, which cannot choose them]")
+            return None
+        try:
+            return prepass.choose(self.store, build, workspace.git_dir, workspace.commit or build.commit,
+                                  workspace.base, suite)
+        except Exception as exc:  # an early look only: whatever goes wrong, the build runs as without it
+            log.warning("build %s: no pre-pass (%s: %s)", build.id, type(exc).__name__, exc)
+            steps.say(f"[volt: no pre-pass: {type(exc).__name__}: {exc}]")
+            return None
 
     def disk_watch(self, steps: BuildSteps, workspace: Workspace) -> DiskWatch:
         """The build's disk limit over its tree, its scratch directory and (once taken) what its scope owns

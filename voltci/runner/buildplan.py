@@ -84,7 +84,7 @@ def _suite(config: ProjectConfig, found: TestPlan | None) -> Suite | None:
             return Pytest(tuple(config.args))
         return Pytest(tuple(found.pytest_args))
     if found is not None and found.runner == "unittest" and not DISCOVERY_KEYS & config.given:
-        return Discovery(found.start_dir, found.pattern, found.top_level_dir)
+        return Discovery(found.start_dir, found.pattern, found.top_level_dir, tuple(found.names))
     return Discovery(config.start_dir, config.pattern, config.top_level_dir)
 
 
@@ -93,7 +93,7 @@ def _run(command: PlanCommand) -> Run:
     if command.kind == "pytest":
         suite = Pytest(tuple(command.pytest_args))
     elif command.kind == "unittest":
-        suite = Discovery(command.start_dir, command.pattern, command.top_level_dir)
+        suite = Discovery(command.start_dir, command.pattern, command.top_level_dir, tuple(command.names))
     return Run(command.argv, suite, command.cwd, command.ignore_exit)
 
 
@@ -120,7 +120,8 @@ def filled(plan: BuildPlan, values: dict[str, str]) -> BuildPlan:
             return Pytest(tuple(fill(arg) for arg in suite.args))
         if isinstance(suite, Discovery):
             return Discovery(fill(suite.start_dir), suite.pattern,
-                             fill(suite.top_level_dir) if suite.top_level_dir else None)
+                             fill(suite.top_level_dir) if suite.top_level_dir else None,
+                             tuple(fill(name) for name in suite.names))
         return suite
 
     runs = tuple(replace(run, argv=[fill(word) for word in run.argv], suite=suite_of(run.suite)) for run in plan.runs)

@@ -2,7 +2,8 @@
 
 This file runs inside the build's own test process, under the project's Python, so it uses the
 standard library only and imports nothing from Volt. It behaves like `python -m unittest discover`
-(same sys.path, same loader, same text output on stderr) and adds a JSON-lines record:
+(same sys.path, same loader, same text output on stderr) — or, given `--names`, like `python -m unittest
+NAMES` — and adds a JSON-lines record:
 
     {"id": ..., "outcome": "passed|failed|error|skipped", "duration_s": ..., "message": ..., "cost_s": ...}
     ...
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -144,10 +146,45 @@ def load_named(test_ids: list[str], start_dir: str, top_level_dir: str | None) -
     suite = unittest.TestSuite()
     for test_id in test_ids:
         try:
-            suite.addTests(unittest.defaultTestLoader.loadTestsFromName(test_id))
+            found = unittest.defaultTestLoader.loadTestsFromName(test_id)
         except Exception:  # no longer loadable by name (e.g. added by load_tests): not re-run
             continue
+        if not _vanished(found, test_id):
+            suite.addTests(found)
     return suite
+
+
+def _vanished(found: unittest.TestSuite | unittest.TestCase, test_id: str) -> bool:
+    """Whether unittest's loader answered `test_id` with a failed import of the test's own module — the
+    module is gone (a test named by an earlier build) — rather than with a module that fails as it
+    imports, which is the test's failure to report."""
+    tests = list(flatten(found)) if isinstance(found, unittest.TestSuite) else [found]
+    if len(tests) != 1 or type(tests[0]).__name__ != "_FailedTest":
+        return False
+    failure = getattr(tests[0], "_exception", None)
+    if isinstance(failure, AttributeError):
+        return True  # the module is there, the class or method no longer
+    said = str(failure)
+    missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", said)
+    return missing is not None and (test_id + ".").startswith(missing.group(1) + ".")
+
+
+def load_names(names: list[str]) -> unittest.TestSuite:
+    """The tests `python -m unittest NAMES` runs: modules, classes, methods by dotted name, or a test
+    file's path (made a module name, as unittest makes it), loaded from the current directory."""
+    return unittest.defaultTestLoader.loadTestsFromNames([_module_name(name) for name in names])
+
+
+def _module_name(name: str) -> str:
+    """`tests/test_x.py` -> `tests.test_x`, as unittest's own command line reads a path (unittest.main)."""
+    if not (os.path.isfile(name) and name.lower().endswith(".py")):
+        return name
+    if os.path.isabs(name):
+        relative = os.path.relpath(name, os.getcwd())
+        if os.path.isabs(relative) or relative.startswith(os.pardir):
+            return name
+        name = relative
+    return os.path.normpath(name)[:-3].replace("\\", ".").replace("/", ".")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pattern", default="test*.py")
     parser.add_argument("--top-level-dir", default=None)
     parser.add_argument("--tests", nargs="+", default=None, help="Run these test ids instead of discovering.")
+    parser.add_argument("--names", nargs="+", default=None,
+                        help="Load these names as `python -m unittest NAMES` does, instead of discovering.")
     parser.add_argument("--only-file", default=None,
                         help="Discover, then run only the tests whose ids are lines of this file (a shard).")
     parser.add_argument("--except-file", default=None,
@@ -172,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.tests:
                 suite = load_named(args.tests, args.start_dir, args.top_level_dir)
+            elif args.names:
+                suite = load_names(args.names)
             else:
                 suite = unittest.defaultTestLoader.discover(args.start_dir, args.pattern, args.top_level_dir)
         except Exception as exc:  # discovery itself failed (bad start dir, broken package)

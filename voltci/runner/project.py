@@ -18,6 +18,7 @@ the runner turns into a build `error` — never a crash of the runner.
     top_level_dir = "."
     pattern = "test*.py"
     retries = 1                         # runs of a failed test on its own (unittest discovery)
+    prepass = true                      # likely failures first, then the suite (default: the runner's)
     network = false                     # tests get only a loopback of their own
     [setup]
     network = false                     # setup steps too (default true: pip needs it)
@@ -44,7 +45,7 @@ MAX_SIZE = 64 * 1024
 TOP_KEYS = {"python", "tests", "matrix", "setup"}
 SETUP_KEYS = {"network"}
 TEST_KEYS = {"timeout", "setup", "command", "junit", "start_dir", "top_level_dir", "pattern", "retries", "network",
-             "memory", "processes", "disk", "runner", "args"}
+             "memory", "prepass", "processes", "disk", "runner", "args"}
 RUNNERS = ("pytest", "unittest")
 MAX_RETRIES = 5
 
@@ -64,6 +65,7 @@ class ProjectConfig:
     top_level_dir: str | None = None
     pattern: str = "test*.py"
     retries: int | None = None  # None: the runner's setting
+    prepass: bool | None = None  # None: the runner's setting
     network: bool = True  # for the tests
     setup_network: bool = True  # for the setup steps ([setup] network)
     memory_bytes: int | None = None  # None: the runner's build_memory
@@ -136,6 +138,9 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
     if retries is not None and (isinstance(retries, bool) or not isinstance(retries, int)
                                 or not 0 <= retries <= MAX_RETRIES):
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.retries' must be a whole number from 0 to {MAX_RETRIES}")
+    prepass = tests.get("prepass")
+    if prepass is not None and not isinstance(prepass, bool):
+        raise ProjectConfigError(f"{FILE_NAME}: 'tests.prepass' must be true or false, got {prepass!r}")
     network = tests.get("network", True)
     if not isinstance(network, bool):
         raise ProjectConfigError(f"{FILE_NAME}: 'tests.network' must be true or false, got {network!r}")
@@ -159,7 +164,8 @@ def parse(data: dict[str, Any]) -> ProjectConfig:
         setup=[_argv(step, f"tests.setup[{n}]") for n, step in enumerate(setup)],
         command=command, junit=junit,
         start_dir=_relative_path(tests, "start_dir") or ".", top_level_dir=_relative_path(tests, "top_level_dir"),
-        pattern=pattern, retries=retries, network=network, setup_network=setup_network, memory_bytes=memory_bytes,
+        pattern=pattern, retries=retries, prepass=prepass, network=network, setup_network=setup_network,
+        memory_bytes=memory_bytes,
         processes=processes, disk_bytes=disk_bytes,
         runner=runner, args=list(args), given=frozenset(tests), matrix=matrix,
     )

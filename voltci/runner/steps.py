@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
@@ -21,7 +22,7 @@ from types import TracebackType
 
 from voltci.config import Settings
 from voltci.models import Counts, Leg, Outcome, RunOutcome, Share, Status
-from voltci.runner import installs, junitxml, project, untrusted
+from voltci.runner import installs, junitxml, prepass, project, untrusted
 from voltci.runner.buildplan import BuildPlan, Run, plan_build, with_environment
 from voltci.runner.detect import DetectError
 from voltci.runner.environments import Environment, EnvironmentUnavailable, environment
@@ -34,6 +35,7 @@ from voltci.runner.sequence import Results, working_dir
 from voltci.runner.suites import Selection, Suite
 from voltci.runner.testrun import (
     OUTPUT_FILE,
+    PREPASS_FILE,
     apply_stop,
     parse_results,
     read_listing,
@@ -75,6 +77,7 @@ class BuildSteps:
         self.budget = Budget(settings.build_timeout)
         self.env: Environment | None = None
         self.box: Sandbox | None = None
+        self.prepass: prepass.Choice | None = None  # the likely failures to run first (BuildRun chooses them)
 
     def __enter__(self) -> BuildSteps:
         return self
@@ -188,6 +191,9 @@ class BuildSteps:
         if self.plan.runs:
             return self._run_commands()
         box, suite, python = self._ready()
+        early, stopped = self._prepass(suite, self.tree)
+        if stopped is not None:
+            return stopped
         self.say(f"$ {suite.describe()}")
         outcome = run_tests(self.tree, box, suite, self.budget, self.log_path, python=python,
                             tail_lines=self.settings.log_tail_lines, should_stop=self.should_stop,
@@ -197,6 +203,48 @@ class BuildSteps:
         retries = self.config.retries if self.config.retries is not None else self.settings.retries
         if outcome.status is Status.FAILED and retries:
             outcome = self._retry_failed(outcome, retries)
+        return self._order_dependent(outcome, early)
+
+    def _prepass(self, suite: Suite, cwd: Path) -> tuple[list[tuple[str, str]], RunOutcome | None]:
+        """Run the likely failures first (prepass.py), in the tests' sandbox, under the build's budget: the
+        tests that failed there (id, message), or the build's outcome when it was stopped meanwhile."""
+        choice, self.prepass = self.prepass, None  # once per build
+        if choice is None:
+            return [], None
+        prepass.describe(choice, self.say)
+        if not choice.pick:
+            return [], None
+        box, _, python = self._ready()
+        results = box.out / PREPASS_FILE
+        entries = tuple(choice.pick.entries)
+        chosen = Selection(ids=entries, ids_file=box.inbox_file("prepass-ids.txt"))
+        started = time.monotonic()
+        end = run_process(suite.command(python, results, chosen), cwd, self.log_path, self.budget, self.should_stop,
+                          self.run_id, box)
+        if end.stopped:
+            return [], apply_stop(RunOutcome(Status.PASSED, [], Counts()), end, self.budget)
+        ran = parse_results(results, end.returncode).tests
+        failed = [(test.id, test.message) for test in ran if test.outcome in (Outcome.FAILED, Outcome.ERROR)]
+        took = time.monotonic() - started
+        if failed:
+            named = ", ".join(test_id for test_id, _ in failed[:5]) + (f" and {len(failed) - 5} more"
+                                                                      if len(failed) > 5 else "")
+            self.say(f"[volt: pre-pass: {len(failed)} of {len(ran)} failed in {took:.1f} s: {named}; the whole suite "
+                     "runs now, in its own order, and decides the build]")
+        else:
+            self.say(f"[volt: pre-pass: {len(ran)} test(s) passed in {took:.1f} s; the whole suite runs now]")
+        return failed, None
+
+    def _order_dependent(self, outcome: RunOutcome, early: list[tuple[str, str]]) -> RunOutcome:
+        """The suite's outcome, its tests that failed only in the pre-pass named (prepass.order_dependent)."""
+        if not early:
+            return outcome
+        found = prepass.order_dependent(outcome, early)
+        if found:
+            outcome.order_dependent = found[:prepass.ORDER_DEPENDENT_MAX]
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            self.say(f"[volt: order-dependent: {', '.join(found[:5])}{more} failed in the pre-pass and passed in the "
+                     "suite's own order; the suite's outcome stands]")
         return outcome
 
     def say(self, line: str) -> None:
@@ -276,6 +324,9 @@ class BuildSteps:
         environment's ignore_errors says to go on; a step's failure under `-` counts for nothing."""
         box, _, python = self._ready()
         runs, results = self.plan.runs, Results(len(self.plan.runs))
+        early, stopped = self._commands_prepass(runs)
+        if stopped is not None:
+            return stopped
         retries = self.config.retries if self.config.retries is not None else self.settings.retries
         tail = self.settings.log_tail_lines
         for number, run in enumerate(runs, 1):
@@ -304,7 +355,26 @@ class BuildSteps:
                 break
         outcome = results.outcome(read_tail(self.log_path, tail))
         strip_workspace(outcome, self.tree)
-        return outcome
+        return self._order_dependent(outcome, early)
+
+    def _commands_prepass(self, runs: tuple[Run, ...]) -> tuple[list[tuple[str, str]], RunOutcome | None]:
+        """The pre-pass of a build of several commands: the likely failures, run as its first test run
+        runs its tests (where the setup commands before it have not run yet, it is left out)."""
+        first = next((number for number, run in enumerate(runs) if run.suite is not None), None)
+        if first is None or self.prepass is None:
+            return [], None
+        if first > 0:
+            self.say(f"[volt: no pre-pass: the first test run is command {first + 1}, after commands it may need]")
+            self.prepass = None
+            return [], None
+        run = runs[first]
+        assert run.suite is not None
+        try:
+            cwd = working_dir(run.cwd, self.tree, self.scratch / "tmp")
+        except OSError:
+            self.prepass = None
+            return [], None  # said when the command itself runs
+        return self._prepass(run.suite, cwd)
 
     def _step(self, number: int, run: Run, cwd: Path, where: str, results: Results) -> bool:
         """A command that is no test run, in the tests' sandbox; whether it failed."""

@@ -35,11 +35,13 @@ ALL = Selection()  # every collected test
 
 @dataclass(frozen=True)
 class Discovery:
-    """unittest discovery's three arguments, as the maintainers give them."""
+    """unittest discovery's three arguments, as the maintainers give them; or the tests their command
+    names (`python -m unittest pkg.tests.test_x`), loaded by name instead: those, not all."""
 
     start_dir: str = "."
     pattern: str = "test*.py"
     top_level_dir: str | None = None
+    names: tuple[str, ...] = ()
     kind = "unittest"
 
     def command(self, python: str, results: Path, selection: Selection = ALL, append: bool = False) -> list[str]:
@@ -47,6 +49,8 @@ class Discovery:
                    "--pattern", self.pattern, *(["--append"] if append else [])]
         if self.top_level_dir:
             command += ["--top-level-dir", self.top_level_dir]
+        if self.names and not selection.ids:
+            command += ["--names", *self.names]
         if selection.ids:  # loaded by name: no second discovery for a few failed tests
             command += ["--tests", *selection.ids]
         if selection.only is not None:
@@ -58,6 +62,8 @@ class Discovery:
         return command
 
     def describe(self) -> str:
+        if self.names:
+            return shlex.join(["python", "-m", "unittest", *self.names])
         return f"python -m unittest discover -s {self.start_dir} -p '{self.pattern}'" + (
             f" -t {self.top_level_dir}" if self.top_level_dir else "")
 

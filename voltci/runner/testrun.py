@@ -24,6 +24,7 @@ from voltci.sizes import human_size
 from voltci.store.budget import ID_MAX, REASON_MAX, TESTS_MAX, Keeper, clean, clip_message, seconds
 
 RESULTS_FILE = "results.jsonl"  # in the sandbox's `out` directory
+PREPASS_FILE = "prepass.jsonl"  # the pre-pass's results, beside them (prepass.py)
 # pytest's exit statuses that mean its run itself went wrong, not a test.
 PYTEST_TROUBLE = {3: "met an internal error", 4: "refused its command line"}
 OUTPUT_FILE = "output.log"  # in the scratch directory, out of the build's reach

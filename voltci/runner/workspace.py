@@ -40,6 +40,8 @@ class Workspace:
     scratch: Path  # results and log of the build, outside the tree
     scope: Scope  # whose worktrees and environments the build may write (scopes.py)
     base: str = ""  # a pull request's build: the base commit its head was merged into
+    git_dir: Path | None = None  # the mirror the tree was checked out from (its objects, read as data)
+    commit: str = ""  # what the tree is: the build's commit, or a pull request's merge
 
 
 @contextmanager
@@ -77,7 +79,7 @@ def checkout(workspace_dir: str, repo: str, url: str, sha: str, stale_after_s: f
             try:
                 switch(mirror, pool / str(slot), sha)
                 os.utime(pool)  # the scope is in use: its worktrees stay
-                yield Workspace(pool / str(slot), scratch, scope, merged_into)
+                yield Workspace(pool / str(slot), scratch, scope, merged_into, mirror.path, sha)
             finally:
                 untrusted.remove_tree(scratch)
     except AllBusy:

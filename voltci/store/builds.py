@@ -40,15 +40,13 @@ from voltci.models import (
     RunOutcome,
     Status,
 )
-from voltci.store import codec, metrics, statuses
+from voltci.store import codec, firstfailure, metrics, statuses
 from voltci.store.endings import Encoded, add_jobs, end_without_result, record_lost, watched, write_result
 from voltci.store.legs import Legs
 from voltci.store.queue import Queue
 from voltci.store.records import Records, read_attempt, read_build, read_legs
 from voltci.store.trail import Trail
 from voltci.store.tx import Client, Txn, batch, guarded, raw
-
-FAILURE_NAME_MAX = 1024  # a first failing test's id, as a build keeps ids (budget.py)
 
 
 class Builds:
@@ -203,7 +201,7 @@ class Builds:
             pipe.hset(keys.build_attempts(build_id), str(attempt),
                       Attempt(attempt, AttemptState.RUNNING, runner_id, started).to_json())
             pipe.delete(keys.build_log(build_id))  # an attempt's output starts afresh
-            pipe.hdel(keys.build(build_id), "failing", "first_failure")
+            firstfailure.forget(pipe, build_id)
             statuses.mark(pipe, build_id)
             if build.is_leg:
                 return replace(build, status=Status.RUNNING, runner=runner_id, started_at=started)
@@ -260,16 +258,47 @@ class Builds:
 
     def set_progress(self, build_id: str, done: int, failing: int = 0, first_failure: str = "") -> None:
         """How many test results a running build (or leg) has so far, how many of them failed and the first
-        that did (display hints, not part of its result; its commit status tells them): one transaction.
-        A first failure, once written, stays the attempt's."""
+        that did (display hints, not part of its result; its commit status tells them). A first failure,
+        once written, stays the attempt's: the first call that names one records it with the time and
+        tells everyone who waits for it (firstfailure.py), in one transaction; the others only count. A
+        matrix leg's count also makes its build's: the legs' together."""
         with self.r.pipeline() as pipe:
             pipe.hset(keys.build(build_id), "progress", str(done))
             if failing:
                 pipe.hset(keys.build(build_id), "failing", str(failing))
-            if first_failure:
-                pipe.hsetnx(keys.build(build_id), "first_failure", first_failure[:FAILURE_NAME_MAX])
-            statuses.mark(pipe, build_id, urgent=bool(first_failure))
+            statuses.mark(pipe, build_id, urgent=False)
             pipe.execute()
+        parent_id = keys.parent_of(build_id)
+        if failing and parent_id:
+            self._count_legs_failing(parent_id)
+        if first_failure and not self.r.hget(keys.build(build_id), "first_failure"):
+            self._first_failure(build_id, first_failure, now_iso())
+
+    def _count_legs_failing(self, build_id: str) -> None:
+        """A running matrix build's failing tests so far: its current legs' together (a display hint, as
+        each leg's count is)."""
+        status, attempt, legs = self.r.hmget(keys.build(build_id), "status", "attempt", "legs")
+        if status != Status.RUNNING.value or not (attempt or "").isdigit() or not (legs or "").isdigit():
+            return
+        with self.r.pipeline(transaction=False) as pipe:
+            for number in range(int(legs)):
+                pipe.hget(keys.build(keys.leg_id(build_id, int(attempt), number)), "failing")
+            counts = pipe.execute()
+        self.r.hset(keys.build(build_id), "failing", str(sum(int(c) for c in counts if (c or "").isdigit())))
+
+    def _first_failure(self, unit_id: str, test_id: str, at: str) -> None:
+        parent_id = keys.parent_of(unit_id)
+
+        def body(pipe: Txn) -> None:
+            unit = read_build(pipe, unit_id)
+            parent = read_build(pipe, parent_id) if parent_id else None
+            if unit is None or unit.status is not Status.RUNNING:
+                return  # ended, or queued again: a late word from an attempt that no longer owns it
+            pipe.multi()
+            firstfailure.note(pipe, unit, parent if parent is not None and parent.status is Status.RUNNING else None,
+                              test_id, at)
+
+        guarded(self.r, [keys.build(unit_id), *([keys.build(parent_id)] if parent_id else [])], body)
 
     def finish(self, build_id: str, attempt: int, runner_id: str, outcome: RunOutcome) -> bool:
         """Store a build's result (or a matrix leg's: the last leg to end stores the build's), once, if
@@ -335,7 +364,7 @@ class Builds:
                 return "gave up"
             pipe.multi()
             pipe.hset(keys.build_attempts(build.id), str(lost.number), lost.to_json())
-            pipe.hdel(keys.build(build.id), "failing", "first_failure")
+            firstfailure.forget(pipe, build.id)
             statuses.mark(pipe, build.id)
             pipe.hset(keys.build(build.id), mapping={"status": Status.QUEUED.value, "attempt": str(attempt + 1),
                                                      "runner": "", "started_at": "", "waiting_since": now_iso(),
@@ -442,7 +471,8 @@ class Builds:
                 "runner": "", "started_at": "", "finished_at": "", "duration_s": "0.0", "reason": "",
                 "log_tail": "", "counts": json.dumps(Counts().to_dict()), "results_stored": "0",
                 "waiting_since": queued, "queued_for": QueuedFor.REBUILD.value, "first_failing": ""})
-            pipe.hdel(keys.build(build.id), "cut", "failing", "first_failure")
+            pipe.hdel(keys.build(build.id), "cut")
+            firstfailure.forget(pipe, build.id)
             statuses.mark(pipe, build.id)
             add_jobs(pipe, build, keys.job_id(build_id, build.attempt + 1))
             pipe.sadd(keys.queued(), build.id)

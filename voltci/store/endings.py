@@ -3,8 +3,8 @@
 A build ends in one of three parts — its own end (builds.py), its last shard's merge (shards.py), its
 last leg's (legs.py) — and each writes the same things in the transaction that decides it: the result
 and its record, the work sets, `results_stored`, the event, the webhook message, the mark that its
-forge has news (statuses.py), the compressed output,
-the counters for /metrics and the runner time for fair share. They are written here, once, as
+forge has news (statuses.py), its first failing test when none was seen while it ran (firstfailure.py), the
+compressed output, the counters for /metrics and the runner time for fair share. They are written here, once, as
 functions of the caller's pipeline, so that every end stays one transaction whichever part decides it.
 """
 
@@ -17,7 +17,7 @@ import traceback
 from voltci import keys
 from voltci.clock import now_iso, parse, seconds_between
 from voltci.models import Attempt, AttemptState, Build, LostAttempt, Outcome, RunOutcome, Status
-from voltci.store import budget, codec, metrics, outbox, statuses
+from voltci.store import budget, codec, firstfailure, metrics, outbox, statuses
 from voltci.store.tx import Txn
 
 log = logging.getLogger("volt.store")
@@ -78,6 +78,11 @@ def write_result(pipe: Txn, build: Build, attempt: int, runner_id: str, encoded:
         "log_tail": outcome.log_tail,
     })
     write_cut(pipe, build_id, outcome)
+    if outcome.order_dependent:
+        pipe.hset(keys.build(build_id), "order_dependent", json.dumps(outcome.order_dependent))
+    else:
+        pipe.hdel(keys.build(build_id), "order_dependent")
+    firstfailure.note(pipe, build, None, firstfailure.first_failing(outcome.tests), finished)  # none seen so far
     pipe.hset(keys.build_attempts(build_id), str(attempt),
               Attempt(attempt, AttemptState.FINISHED, runner_id, build.started_at, finished,
                       status=outcome.status.value).to_json())

@@ -71,9 +71,12 @@ class Logs:
         return (data or b"").decode(errors="replace")
 
     def listen(self, build_id: str) -> Subscription:
-        """The build's output as it is appended, and the end of every build (subscribed before it returns)."""
-        return Subscription(self.r, {keys.log_channel(build_id): "log", keys.events(): "event"})
+        """The build's output as it is appended, the end of every build, and every build's first failure
+        (subscribed before it returns)."""
+        return Subscription(self.r, {keys.log_channel(build_id): "log", keys.events(): "event",
+                                     keys.first_failures(): "first_failure"})
 
     def listen_events(self) -> Subscription:
-        """One message per build that ends."""
-        return Subscription(self.r, {keys.events(): "event"})
+        """One message per build that ends ("event"), and one per build whose first failing test just
+        became known ("first_failure": its id and the test's, store/firstfailure.py)."""
+        return Subscription(self.r, {keys.events(): "event", keys.first_failures(): "first_failure"})

@@ -1,6 +1,6 @@
-"""The webhook outbox: messages to send (ended builds, culprits found), pushed by the very transaction
-that ends each build or names a culprit (`put`, in the caller's pipeline), and the list of those being
-sent, so a scheduler that dies mid-send loses none."""
+"""The webhook outbox: messages to send (ended builds, culprits found, first failures), pushed by the very
+transaction that ends each build, names a culprit or records a first failure (`put`, in the caller's
+pipeline), and the list of those being sent, so a scheduler that dies mid-send loses none."""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 The runner that took the build records the split (and queues shards 1…) while it owns the build;
 each shard job claims its shard, and stores its results only while that shard attempt is current;
 the last one to finish merges every shard's results into the build's one result, in the transaction
-that ends the build. A shard lost with its runner is queued again by the scheduler, up to
-`max_attempts`.
+that ends the build. A shard that ends with a failing test before the others makes it the build's
+first failure, if the build has none yet (firstfailure.py). A shard lost with its runner is queued
+again by the scheduler, up to `max_attempts`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from voltci.models import (
     TestResult,
     Timings,
 )
-from voltci.store import budget, codec
+from voltci.store import budget, codec, firstfailure
 from voltci.store.builds import Builds
 from voltci.store.endings import Encoded, add_jobs, record_lost, watched, write_result
 from voltci.store.legs import Legs
@@ -180,7 +181,10 @@ class Shards:
                            len(outcome.tests))
             if not complete:
                 mine = _encoded(outcome)
+                parent = read_build(pipe, build.parent) if build.is_leg else None
                 pipe.multi()
+                firstfailure.note(pipe, build, parent if parent is not None and parent.status is Status.RUNNING
+                                  else None, firstfailure.first_failing(outcome.tests), finished)
                 pipe.hset(keys.build_shards(build_id), str(shard), record.to_json())
                 pipe.delete(keys.build_shard_tests(build_id, shard))
                 if mine:

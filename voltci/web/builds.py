@@ -1,6 +1,7 @@
-"""A repository's page (its trend and its builds), its pull requests, and a build's page (what failed,
-since when, a search over all of its tests, and the output — folded when there is nothing to find; below it, the slowest
-tests when some took measurable time, then the others of a small build)."""
+"""A repository's page (its trend and its builds), its pull requests, and a build's page (while it runs,
+how many failed so far and the first that did; what failed, since when, a search over all of its
+tests, and the output — folded when there is nothing to find; below it, the slowest tests when some
+took measurable time, then the others of a small build)."""
 
 from __future__ import annotations
 
@@ -87,6 +88,7 @@ def build_page(repo: str, sha: str) -> str:
     if len(table) <= ALL_TESTS_UP_TO:  # a small build lists everything (with skip reasons)
         rest = [t for t in store().records.get_tests(build.id) if t.outcome not in (Outcome.FAILED, Outcome.ERROR)]
     output = store().logs.read(build.id)
+    legs = store().records.get_legs(build.id)
     folded, lines = 0, output.count("\n")
     if build.status in FOLDED and lines > FOLDED_LINES:
         folded, output = FOLDED_LINES, "\n".join(output.rstrip("\n").split("\n")[-FOLDED_LINES:])
@@ -97,7 +99,14 @@ def build_page(repo: str, sha: str) -> str:
         slow=[f for f in slowest(table, SLOWEST) if f.cell.ms >= MEASURABLE_MS] if len(table) > 1 else [],
         test_count=len(table), query=query,
         max_query=MAX_QUERY, found=found, matched=matched, rest=rest,
-        attempts=store().records.get_attempts(build.id), legs=store().records.get_legs(build.id),
+        attempts=store().records.get_attempts(build.id), legs=legs, failing_so_far=failing_so_far(build, legs),
         refresh=not build.status.is_final,
         expected=expected_tests(store(), build.repo) if build.status is Status.RUNNING else 0,
         can_act=bool(volt().settings.web_token), runners={r.name: r for r in store().runners.table()})
+
+
+def failing_so_far(build: Build, legs: list[Build]) -> int:
+    """How many tests a running build saw fail so far (a matrix build: its legs together); at least one
+    once its first failure is known."""
+    failing = sum(leg.failing for leg in legs) if legs else build.failing
+    return max(failing, 1) if build.first_failure else failing

@@ -54,6 +54,7 @@ class PlanCommand:
     top_level_dir: str | None = None
     cwd: str = "."
     ignore_exit: bool = False        # tox's `- cmd`: its exit status stops nothing
+    names: list[str] = field(default_factory=list)  # unittest: the tests it names, instead of discovery
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class TestPlan:
     start_dir: str = "."             # unittest discovery, from the maintainers' command
     pattern: str = "test*.py"
     top_level_dir: str | None = None
+    names: list[str] = field(default_factory=list)       # unittest: the tests the command names, not discovery
     env: dict[str, str] = field(default_factory=dict)    # set_env of the tox env, placeholders resolved
     notes: list[str] = field(default_factory=list)       # what was detected and why, one short line each
     project: ProjectInstall | None = None                # the step that installs the project, if one does
@@ -110,7 +112,7 @@ def detect(tree: Path, tmp_dir: str = "{tmp}", *, python: str | None = None) -> 
     if env:
         notes.extend(env.notes)
     return TestPlan(runner=runner.runner or "pytest", setup=installers + pre, installs=installs, project=installed,
-                    pytest_args=runner.pytest_args,
+                    pytest_args=runner.pytest_args, names=runner.names,
                     start_dir=runner.start_dir, pattern=runner.pattern, top_level_dir=runner.top_level_dir,
                     env=_environment(env.set_env, env.source) if env else {}, notes=notes, commands=commands,
                     ignore_errors=bool(env and env.ignore_errors and commands))
@@ -298,7 +300,7 @@ def _tox_commands(env: tox.ToxEnv, needs: _Needs, notes: list[str],
         elif found.runner in ("pytest", "unittest"):
             _need_pytest(found, needs, notes)
             commands.append(PlanCommand(found.runner, _in_venv(argv), found.pytest_args, found.start_dir,
-                                        found.pattern, found.top_level_dir, env.change_dir, ignore))
+                                        found.pattern, found.top_level_dir, env.change_dir, ignore, found.names))
             said.append(f"{written}: {found.runner}, its tests are the build's"
                         + (f" (left out: {' '.join(found.dropped)})" if found.dropped else ""))
         else:
@@ -379,6 +381,8 @@ def describe(plan: TestPlan) -> str:
             lines.append("every command runs, whatever the ones before it did (ignore_errors)")
     elif plan.runner == "pytest":
         lines.append("tests: " + shlex.join(["pytest", *plan.pytest_args]))
+    elif plan.names:
+        lines.append("tests: " + shlex.join(["python", "-m", "unittest", *plan.names]))
     else:
         top = ["-t", plan.top_level_dir] if plan.top_level_dir else []
         lines.append("tests: " + shlex.join(["python", "-m", "unittest", "discover", "-s", plan.start_dir,

@@ -26,6 +26,7 @@ class RunnerCommand:
     start_dir: str = "."
     pattern: str = "test*.py"
     top_level_dir: str | None = None
+    names: list[str] = field(default_factory=list)  # unittest: the tests named (`python -m unittest a.b a.c`)
     dropped: list[str] = field(default_factory=list)  # arguments left out, for the build log
 
 
@@ -81,7 +82,7 @@ def _coverage(args: list[str]) -> RunnerCommand:
             inner = classify(["python", "-m", *args[i + 1:]])
             dropped = ["coverage run"] if inner.runner else []
             return RunnerCommand(inner.runner, inner.pytest_args, inner.start_dir, inner.pattern,
-                                 inner.top_level_dir, dropped + inner.dropped)
+                                 inner.top_level_dir, inner.names, dropped + inner.dropped)
         i += 2 if arg in COVERAGE_RUN_VALUE_OPTIONS else 1
         if not arg.startswith("-"):
             return RunnerCommand(None)  # `coverage run script.py`
@@ -109,15 +110,38 @@ def _pytest(args: list[str]) -> RunnerCommand:
 
 
 def _unittest(args: list[str]) -> RunnerCommand:
-    """`python -m unittest [discover] ...`: the discovery root decides the test ids, so keep it."""
+    """`python -m unittest [discover] ...`: the discovery root decides the test ids, so keep it; tests
+    named (`python -m unittest pkg.tests.test_x pkg.tests.test_y.T.test_z`, or a file's path) are those
+    tests alone, loaded by name as unittest loads them; with none named, unittest discovers from `.`."""
     if args and args[0] == "discover":
-        args = args[1:]
-    elif any(not a.startswith("-") for a in args):
-        names = [a for a in args if not a.startswith("-")]
-        return RunnerCommand("unittest", dropped=names)  # named tests: Volt discovers them all instead
+        return _discover(args[1:])
+    names: list[str] = []
+    dropped: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in UNITTEST_VALUE_OPTIONS:
+            dropped += _k_pattern(arg, args[i + 1:i + 2])
+            i += 2
+            continue
+        if arg.startswith("-k") and len(arg) > 2:
+            dropped.append(arg)
+        elif not arg.startswith("-"):
+            names.append(arg)
+        i += 1
+    return RunnerCommand("unittest", names=names, dropped=dropped)
+
+
+def _k_pattern(option: str, value: list[str]) -> list[str]:
+    """`-k PATTERN` picks tests by name, which Volt does not: the build log says it was left out."""
+    return [option, *value] if option == "-k" else []
+
+
+def _discover(args: list[str]) -> RunnerCommand:
     values = {"-s": ".", "-p": "test*.py", "-t": None}
     long_names = {"--start-directory": "-s", "--pattern": "-p", "--top-level-directory": "-t"}
     positional: list[str] = []
+    dropped: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
@@ -132,14 +156,17 @@ def _unittest(args: list[str]) -> RunnerCommand:
         elif arg.startswith(tuple(values)) and len(arg) > 2:
             values[arg[:2]] = arg[2:]
         elif arg in UNITTEST_VALUE_OPTIONS:
+            dropped += _k_pattern(arg, args[i + 1:i + 2])
             i += 1
+        elif arg.startswith("-k") and len(arg) > 2:
+            dropped.append(arg)
         elif not arg.startswith("-"):
             positional.append(arg)
         i += 1
     for key, value in zip(("-s", "-p", "-t"), positional, strict=False):
         values[key] = value
     return RunnerCommand("unittest", start_dir=_clean(values["-s"] or "."), pattern=values["-p"] or "test*.py",
-                         top_level_dir=_clean(values["-t"]) if values["-t"] else None)
+                         top_level_dir=_clean(values["-t"]) if values["-t"] else None, dropped=dropped)
 
 
 def _clean(path: str) -> str:

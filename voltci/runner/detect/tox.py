@@ -4,15 +4,22 @@ tox looks in `tox.ini`, `setup.cfg [tox:tox]`, `pyproject.toml [tool.tox]` (a `l
 the native TOML form) and `tox.toml`, in that order. Of its environments Volt takes the default test
 one: the first CPython entry of `env_list` (the one for `python` when it is listed), or plain `py`.
 Its values go through tox's own substitutions, turned into what they mean in a Volt build.
+
+The two forms tox writes an environment in (toxini.py, toxtoml.py) differ in how a value is written —
+a string of lines with factor conditions, or typed TOML with `{replace = ...}` tables — not in what it
+means: each gives its values through `Form`, and `read` alone turns them into a ToxEnv (which keys, their
+old and new names, how the project is installed, what a `-` before a command does).
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from voltci.runner.detect.files import DetectError, exists, parse_ini, read_ini, read_toml, table
 
@@ -41,6 +48,99 @@ class ToxEnv:
     install: str = "wheel"             # "wheel" (pip install .), "editable" (-e .) or "skip"
     uv_lock: bool = False              # runner = uv-venv-lock-runner
     notes: list[str] = field(default_factory=list)
+
+
+class Form(Protocol):
+    """One environment's values as one of tox's forms writes them, substitutions done; `read` asks for
+    each key by all of its names (tox 4's and the older one), the environment's own table first."""
+
+    source: str
+    name: str
+    subst: Substitution
+    change_dir_key: str  # how this form's notes name changedir
+
+    def key(self, key: str) -> str:
+        """`key` as this form's messages name it."""
+        ...
+
+    def text(self, *keys: str) -> tuple[str, str] | None:
+        """The value as written and as substituted; None when the environment does not set it."""
+        ...
+
+    def items(self, key: str, *, commas: bool) -> list[str]:
+        """A list of values (deps, extras); `commas`: an ini line may hold several, comma separated."""
+        ...
+
+    def flag(self, *keys: str, core: bool = False) -> bool:
+        """Whether the key is true: of the environment, or of the whole config (`core`)."""
+        ...
+
+    def command_words(self, key: str) -> list[list[str]]:
+        """Each command of `key` as the words tox runs, substitutions done (a first word `-` kept)."""
+        ...
+
+    def set_env(self) -> dict[str, str]:
+        ...
+
+    def notes(self) -> list[str]:
+        """What this form left out and the log should say (other factors' lines, set_env files)."""
+        ...
+
+
+def read(form: Form, why: str) -> ToxEnv:
+    """The environment `form` holds, as a Volt build runs it."""
+    source, name = form.source, form.name
+    set_env = form.set_env()
+    deps = [d for d in form.items("deps", commas=False) if d]
+    extras = [e for e in form.items("extras", commas=True) if e]
+    groups = [g for g in form.items("dependency_groups", commas=True) if g]
+    notes = []
+    where = "."
+    change_dir = form.text("change_dir", "changedir")
+    if change_dir is not None and change_dir[0]:
+        where = working_dir(change_dir[1], source, name)
+    if where != ".":
+        form.subst.here = "{tree}"  # the commands run elsewhere: {toxinidir} is the tree's path
+        notes.append(f"{source}: env '{name}' runs its commands in {change_dir[0] if change_dir else where} "
+                     f"({form.change_dir_key})")
+    written = _commands(form, "commands")
+    commands_pre = [argv for argv, _ in _commands(form, "commands_pre")]
+    package = form.text("package")
+    runner = form.text("runner")
+    if form.flag("no_package", "skipsdist", core=True) or form.flag("skip_install") or \
+            (package is not None and package[1].strip() == "skip"):
+        install = "skip"
+    elif form.flag("use_develop", "usedevelop") or \
+            (package is not None and package[1].strip() in ("editable", "editable-legacy")):
+        install = "editable"
+    else:
+        install = "wheel"
+    notes += form.notes()
+    form.subst.refuse_unknown()
+    return ToxEnv(source=source, name=name, why=why, deps=deps, extras=extras, groups=groups,
+                  commands=[argv for argv, _ in written],
+                  ignored=frozenset(n for n, (_, dashed) in enumerate(written) if dashed),
+                  ignore_errors=form.flag("ignore_errors"), change_dir=where, commands_pre=commands_pre,
+                  set_env=set_env, install=install,
+                  uv_lock=runner is not None and runner[1].strip() == "uv-venv-lock-runner", notes=notes)
+
+
+def _commands(form: Form, key: str) -> list[tuple[list[str], bool]]:
+    """Each command as argv, and whether tox ignores its exit status (a first word `-`)."""
+    found = form.command_words(key)
+    if len(found) > MAX_COMMANDS:
+        raise DetectError(f"{form.source}: {form.key(key)} of env '{form.name}' has more than {MAX_COMMANDS} "
+                          "commands; Volt runs at most that many")
+    out = []
+    for argv in found:
+        dashed = argv[:1] == ["-"]
+        argv = argv[1:] if dashed else argv
+        if argv[:1] == ["!"]:
+            raise DetectError(f"{form.source}: {form.key(key)} of env '{form.name}' inverts a command's exit "
+                              f"status (`! {shlex.join(argv[1:])}`), which Volt does not do")
+        if argv:
+            out.append((argv, dashed))
+    return out
 
 
 def load(tree: Path, tmp: str, python: str | None) -> ToxEnv | None:

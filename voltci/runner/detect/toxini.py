@@ -2,7 +2,8 @@
 
 Values are multi-line, may continue over lines with `\\`, carry factor conditions (`py3: dep`, kept when
 the environment has the factor) and `{...}` substitutions, including references to other sections
-(`{[testenv:x]commands}`). Section names may be generative (`[testenv:py3{9,10}-tests]`).
+(`{[testenv:x]commands}`). Section names may be generative (`[testenv:py3{9,10}-tests]`). What the
+values mean is tox.read's: this module only says how the ini form writes them.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from voltci.runner.detect.tox import (
     choose,
     expand,
     factors_match,
+    read,
     split_top,
-    working_dir,
 )
 
 _FACTOR_LINE = re.compile(r"([\w{}.!,-]+):(?:\s+(.*))?")
@@ -32,10 +33,14 @@ def environment(parser: configparser.ConfigParser, source: str, core: str, tmp: 
                 python: str | None) -> ToxEnv:
     env_list = split_top(_strip_comments(_get(parser, [core], "env_list", "envlist") or ""))
     name, why = choose(env_list, python, source)
-    return _Reader(parser, source, core, name, tmp).read(why)
+    return read(_Reader(parser, source, core, name, tmp), why)
 
 
 class _Reader:
+    """One environment of the ini form, as tox.read asks for its values (tox.Form)."""
+
+    change_dir_key = "changedir"
+
     def __init__(self, parser: configparser.ConfigParser, source: str, core: str, name: str, tmp: str) -> None:
         self.parser, self.source, self.core, self.name = parser, source, core, name
         self.factors = set(name.split("-"))
@@ -49,39 +54,45 @@ class _Reader:
         self._resolving: set[str] = set()
         self.subst = Substitution(source, name, tmp, self._env_value, self._ref)
 
-    def read(self, why: str) -> ToxEnv:
-        notes = [why]
-        set_env = {key: self._env_value(key) or "" for key in self._raw_env}
-        deps = [d for d in self.lines("deps") if d]
-        extras = [e for line in self.lines("extras") for e in split_top(line)]
-        groups = [g for line in self.lines("dependency_groups") for g in split_top(line)]
-        change_dir = (self.value("changedir", "change_dir") or "").strip()
-        where = working_dir(self.subst(change_dir), self.source, self.name) if change_dir else "."
-        if where != ".":
-            self.subst.here = "{tree}"  # the commands run elsewhere: {toxinidir} is the tree's path
-            notes.append(f"{self.source}: env '{self.name}' runs its commands in {change_dir} (changedir)")
-        written = self.commands("commands")
-        commands = [argv for argv, _ in written]
-        ignored = frozenset(n for n, (_, dashed) in enumerate(written) if dashed)
-        commands_pre = [argv for argv, _ in self.commands("commands_pre")]
-        install = "wheel"
-        if self._flag([self.core], "skipsdist", "no_package") or self._flag(self.sections, "skip_install"):
-            install = "skip"
-        elif self._flag(self.sections, "usedevelop", "use_develop"):
-            install = "editable"
-        else:
-            package = (self.value("package") or "").strip()
-            install = {"skip": "skip", "editable": "editable", "editable-legacy": "editable"}.get(package, "wheel")
+    def key(self, key: str) -> str:
+        return key
+
+    def text(self, *keys: str) -> tuple[str, str] | None:
+        raw = self.value(*keys)
+        if raw is None:
+            return None
+        return raw.strip(), self.subst(raw.strip())
+
+    def items(self, key: str, *, commas: bool) -> list[str]:
+        return [item for line in self.lines(key) for item in (split_top(line) if commas else [line])]
+
+    def flag(self, *keys: str, core: bool = False) -> bool:
+        raw = _get(self.parser, [self.core] if core else self.sections, *keys)
+        return raw is not None and self.subst(raw.strip()).lower() in _TRUE
+
+    def command_words(self, key: str) -> list[list[str]]:
+        out = []
+        for line in self.lines(key):
+            try:
+                out.append(shlex.split(line))
+            except ValueError as exc:
+                raise DetectError(f"{self.source}: {key} of env '{self.name}' cannot be split into words "
+                                  f"({exc}): {line}") from None
+            if len(out) > MAX_COMMANDS:
+                break  # tox.read refuses the environment for it
+        return out
+
+    def set_env(self) -> dict[str, str]:
+        return {key: self._env_value(key) or "" for key in self._raw_env}
+
+    def notes(self) -> list[str]:
+        notes = []
         if self.dropped:
             notes.append(f"{self.source}: left out for other envs' factors: {'; '.join(self.dropped[:3])}"
                          + (f" (+{len(self.dropped) - 3} more)" if len(self.dropped) > 3 else ""))
         if self.unread:
             notes.append(f"{self.source}: set_env from files is not read: {', '.join(self.unread)}")
-        self.subst.refuse_unknown()
-        return ToxEnv(source=self.source, name=self.name, why=why, deps=deps, extras=extras, groups=groups,
-                      commands=commands, ignored=ignored, ignore_errors=self._flag(self.sections, "ignore_errors"),
-                      change_dir=where, commands_pre=commands_pre, set_env=set_env, install=install,
-                      uv_lock=(self.value("runner") or "").strip() == "uv-venv-lock-runner", notes=notes[1:])
+        return notes
 
     # ------------------------------------------------------------------ values
 
@@ -103,27 +114,6 @@ class _Reader:
                     out.append(kept)
         return out
 
-    def commands(self, key: str) -> list[tuple[list[str], bool]]:
-        """Each command as argv, and whether tox ignores its exit status (a `-` word before it)."""
-        out = []
-        for line in self.lines(key):
-            try:
-                argv = shlex.split(line)
-            except ValueError as exc:
-                raise DetectError(f"{self.source}: {key} of env '{self.name}' cannot be split into words "
-                                  f"({exc}): {line}") from None
-            dashed = argv[:1] == ["-"]
-            argv = argv[1:] if dashed else argv
-            if argv[:1] == ["!"]:
-                raise DetectError(f"{self.source}: {key} of env '{self.name}' inverts a command's exit status "
-                                  f"(`! {shlex.join(argv[1:])}`), which Volt does not do")
-            if argv:
-                out.append((argv, dashed))
-            if len(out) > MAX_COMMANDS:
-                raise DetectError(f"{self.source}: {key} of env '{self.name}' has more than {MAX_COMMANDS} "
-                                  "commands; Volt runs at most that many")
-        return out
-
     def _filter(self, line: str) -> str | None:
         """The line without its comment and factor condition; None when empty or for other factors."""
         line = _COMMENT.sub("", line).strip()
@@ -136,10 +126,6 @@ class _Reader:
                 return None
             line = (match.group(2) or "").strip()
         return line or None
-
-    def _flag(self, sections: list[str], *keys: str) -> bool:
-        raw = _get(self.parser, sections, *keys)
-        return raw is not None and self.subst(raw.strip()).lower() in _TRUE
 
     def _raw_set_env(self) -> dict[str, str]:
         raw = self.value("setenv", "set_env")

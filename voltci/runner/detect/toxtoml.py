@@ -1,7 +1,8 @@
 """tox's native TOML form (`pyproject.toml [tool.tox]`, `tox.toml`): one environment, read as data.
 
 An environment is `env.<name>` over `env_run_base`; commands are lists of words, and a word may be a
-`{replace = ...}` table (`posargs` with its default, `env`, `ref`). Strings still take `{...}`.
+`{replace = ...}` table (`posargs` with its default, `env`, `ref`). Strings still take `{...}`. What the
+values mean is tox.read's: this module only says how the TOML form writes them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import shlex
 from typing import Any
 
 from voltci.runner.detect.files import DetectError
-from voltci.runner.detect.tox import MAX_COMMANDS, Substitution, ToxEnv, choose, working_dir
+from voltci.runner.detect.tox import MAX_COMMANDS, Substitution, ToxEnv, choose, read
 
 
 def environment(config: dict[str, Any], source: str, tmp: str, python: str | None) -> ToxEnv:
@@ -18,10 +19,14 @@ def environment(config: dict[str, Any], source: str, tmp: str, python: str | Non
     if not isinstance(env_list, list) or not all(isinstance(e, str) for e in env_list):
         raise DetectError(f"{source}: env_list must be a list of environment names")
     name, why = choose(env_list, python, source)
-    return _Reader(config, source, name, tmp).read(why)
+    return read(_Reader(config, source, name, tmp), why)
 
 
 class _Reader:
+    """One environment of the TOML form, as tox.read asks for its values (tox.Form)."""
+
+    change_dir_key = "change_dir"
+
     def __init__(self, config: dict[str, Any], source: str, name: str, tmp: str) -> None:
         self.config, self.source, self.name = config, source, name
         envs = config.get("env", {})
@@ -31,45 +36,20 @@ class _Reader:
         self._resolving: set[str] = set()
         self.subst = Substitution(source, name, tmp, self._env_value)
 
-    def read(self, why: str) -> ToxEnv:
-        set_env = {key: self._env_value(key) or "" for key in self._raw_set_env()}
-        install = "wheel"
-        package = self.value("package")
-        if self._config_flag("no_package") or self.value("skip_install") is True or package == "skip":
-            install = "skip"
-        elif self.value("use_develop") is True or package in ("editable", "editable-legacy"):
-            install = "editable"
-        notes = []
-        where = "."
-        change_dir = self.value("change_dir") or self.value("changedir")
-        if change_dir is not None:
-            if isinstance(change_dir, dict):
-                change_dir = self._replace(change_dir, "change_dir")
-            if not isinstance(change_dir, str):
-                raise DetectError(f"{self.source}: 'change_dir' of env '{self.name}' must be a path")
-            where = working_dir(self.subst(change_dir), self.source, self.name)
-        if where != ".":
-            self.subst.here = "{tree}"  # the commands run elsewhere: {tox_root} is the tree's path
-            notes.append(f"{self.source}: env '{self.name}' runs its commands in {change_dir} (change_dir)")
-        written = self.commands("commands")
-        deps, extras, groups = self.words("deps"), self.words("extras"), self.words("dependency_groups")
-        commands_pre = [argv for argv, _ in self.commands("commands_pre")]
-        self.subst.refuse_unknown()
-        return ToxEnv(source=self.source, name=self.name, why=why, deps=deps, extras=extras, groups=groups,
-                      commands=[argv for argv, _ in written],
-                      ignored=frozenset(n for n, (_, dashed) in enumerate(written) if dashed),
-                      ignore_errors=self.value("ignore_errors") is True, change_dir=where,
-                      commands_pre=commands_pre,
-                      set_env=set_env, install=install, uv_lock=self.value("runner") == "uv-venv-lock-runner",
-                      notes=notes)
+    def key(self, key: str) -> str:
+        return f"'{key}'"
 
-    def value(self, key: str) -> Any:
-        for table in self.tables:
-            if key in table:
-                return table[key]
-        return None
+    def text(self, *keys: str) -> tuple[str, str] | None:
+        key, raw = self._found(keys)
+        if raw is None:
+            return None
+        if isinstance(raw, dict):
+            raw = self._replace(raw, key)
+        if not isinstance(raw, str):
+            raise DetectError(f"{self.source}: '{key}' of env '{self.name}' must be a string")
+        return raw, self.subst(raw)
 
-    def words(self, key: str) -> list[str]:
+    def items(self, key: str, *, commas: bool) -> list[str]:
         """A list of strings (deps, extras, groups), `{replace = ...}` tables resolved."""
         raw = self.value(key)
         if raw is None:
@@ -80,8 +60,12 @@ class _Reader:
             raise DetectError(f"{self.source}: '{key}' of env '{self.name}' must be a list")
         return [w for w in self._list(raw, key) if w]
 
-    def commands(self, key: str) -> list[tuple[list[str], bool]]:
-        """Each command as argv, and whether tox ignores its exit status (a first word `-`)."""
+    def flag(self, *keys: str, core: bool = False) -> bool:
+        if core:
+            return any(self.config.get(key) is True for key in keys)
+        return self._found(keys)[1] is True
+
+    def command_words(self, key: str) -> list[list[str]]:
         raw = self.value(key)
         if raw is None:
             return []
@@ -89,18 +73,25 @@ class _Reader:
             raise DetectError(f"{self.source}: '{key}' of env '{self.name}' must be a list of commands "
                               f"(lists of words)")
         if len(raw) > MAX_COMMANDS:
-            raise DetectError(f"{self.source}: '{key}' of env '{self.name}' has more than {MAX_COMMANDS} commands; "
-                              "Volt runs at most that many")
-        out = []
-        for argv in (self._list(c, key) for c in raw):
-            dashed = argv[:1] == ["-"]
-            argv = argv[1:] if dashed else argv
-            if argv[:1] == ["!"]:
-                raise DetectError(f"{self.source}: '{key}' of env '{self.name}' inverts a command's exit status "
-                                  f"(`! {shlex.join(argv[1:])}`), which Volt does not do")
-            if argv:
-                out.append((argv, dashed))
-        return out
+            raw = raw[:MAX_COMMANDS + 1]  # tox.read refuses the environment for it
+        return [self._list(c, key) for c in raw]
+
+    def set_env(self) -> dict[str, str]:
+        return {key: self._env_value(key) or "" for key in self._raw_set_env()}
+
+    def notes(self) -> list[str]:
+        return []
+
+    def value(self, key: str) -> Any:
+        return self._found((key,))[1]
+
+    def _found(self, keys: tuple[str, ...]) -> tuple[str, Any]:
+        """The first of `keys` the environment's own table sets, else env_run_base; with its name."""
+        for table in self.tables:
+            for key in keys:
+                if key in table:
+                    return key, table[key]
+        return keys[0], None
 
     def _list(self, items: list[Any], key: str) -> list[str]:
         out: list[str] = []
@@ -150,11 +141,8 @@ class _Reader:
             return table.get(key, (self.config.get("env_run_base") or {}).get(key))
         return None
 
-    def _config_flag(self, key: str) -> bool:
-        return self.config.get(key) is True
-
     def _raw_set_env(self) -> dict[str, Any]:
-        raw = self.value("set_env") or self.value("setenv") or {}
+        raw = self._found(("set_env", "setenv"))[1] or {}
         if not isinstance(raw, dict):
             raise DetectError(f"{self.source}: 'set_env' of env '{self.name}' must be a table")
         return raw
