@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -120,20 +121,30 @@ def runner(tmp_path_factory: pytest.TempPathFactory):
     started.stop()
 
 
+@pytest.fixture
+def on_main(runner: Runner) -> Callable[..., tuple[Forge, RepoWatch]]:
+    """A new forge whose main holds `files` (CALC unless given), watched by the observer's code (trusting
+    everyone unless `trusted` says whom) and polled once: main's build queued, no pull request yet."""
+    def make(files: dict[str, str | None] = CALC, trusted: list[str] | None = None) -> tuple[Forge, RepoWatch]:
+        forge = runner.forge()
+        forge.work.commit(files, "calc")
+        forge.push()
+        watch = runner.watch(forge, trusted)
+        watch.poll()
+        return forge, watch
+    return make
+
+
 def only_pull_build(builds: list[Build]) -> Build:
     pulls = [b for b in builds if b.pull_request is not None]
     assert len(pulls) == 1, builds
     return pulls[0]
 
 
-def test_a_pull_request_is_built_as_it_would_merge_and_found_by_head_and_number(runner: Runner) -> None:
+def test_a_pull_request_is_built_as_it_would_merge_and_found_by_head_and_number(runner: Runner, on_main) -> None:
     """The pull request's test needs what main gained after it branched off: it passes only merged."""
-    forge = runner.forge()
+    forge, watch = on_main()
     work = forge.work
-    work.commit(CALC, "calc")
-    forge.push()
-    watch = runner.watch(forge)
-    watch.poll()
     work.checkout("topic", create=True)
     head = work.commit({"tests/test_double.py": "import unittest\nfrom calc import double\n\n\n"
                         "class D(unittest.TestCase):\n    def test_double(self):\n"
@@ -158,13 +169,9 @@ def test_a_pull_request_is_built_as_it_would_merge_and_found_by_head_and_number(
     assert f"{head[:10]} #1→main" in runner.volt("history").stdout
 
 
-def test_a_conflict_ends_the_build_error_naming_the_files(runner: Runner) -> None:
-    forge = runner.forge()
+def test_a_conflict_ends_the_build_error_naming_the_files(runner: Runner, on_main) -> None:
+    forge, watch = on_main({**CALC, "notes.txt": "one\n", "\x01odd name.txt": "x\n"})
     work = forge.work
-    work.commit({**CALC, "notes.txt": "one\n", "\x01odd name.txt": "x\n"}, "calc")
-    forge.push()
-    watch = runner.watch(forge)
-    watch.poll()
     work.checkout("topic", create=True)
     head = work.commit({"notes.txt": "two\n", "\x01odd name.txt": "y\n"}, "notes: two")
     work.checkout("main")
@@ -179,13 +186,9 @@ def test_a_conflict_ends_the_build_error_naming_the_files(runner: Runner) -> Non
     assert shown.returncode == 1 and "merge conflict" in shown.stdout
 
 
-def test_a_pull_request_nobody_trusts_waits_for_volt_approve(runner: Runner) -> None:
-    forge = runner.forge()
+def test_a_pull_request_nobody_trusts_waits_for_volt_approve(runner: Runner, on_main) -> None:
+    forge, watch = on_main(trusted=["alice"])
     name = forge.bare.parent.name
-    forge.work.commit(CALC, "calc")
-    forge.push()
-    watch = runner.watch(forge, trusted=["alice"])
-    watch.poll()
     forge.work.checkout("topic", create=True)
     head = forge.work.commit({"README": "hello\n"}, "readme")
     forge.open_pull(3, head)
@@ -203,16 +206,12 @@ def test_a_pull_request_nobody_trusts_waits_for_volt_approve(runner: Runner) -> 
     assert watch.poll() == []
 
 
-def test_a_pull_requests_attributes_name_filters_and_merge_drivers_git_never_runs(runner: Runner) -> None:
+def test_a_pull_requests_attributes_name_filters_and_merge_drivers_git_never_runs(runner: Runner, on_main) -> None:
     """The runner user's own git config defines a filter and a merge driver; a pull request's
     .gitattributes names them for every file and both sides change a file git must merge: neither runs
     on the runner host (nor hooks it ships), and the merge is git's own."""
-    forge = runner.forge()
+    forge, watch = on_main({**CALC, "shared.txt": "a\nb\nc\nd\ne\nf\n"})
     work = forge.work
-    work.commit({**CALC, "shared.txt": "a\nb\nc\nd\ne\nf\n"}, "calc")
-    forge.push()
-    watch = runner.watch(forge)
-    watch.poll()
     work.checkout("topic", create=True)
     head = work.commit({".gitattributes": "* filter=evil merge=evil diff=evil\n",
                         ".githooks/post-checkout": f"#!/bin/sh\ntouch {runner.marks}/hook\n",
@@ -271,15 +270,11 @@ def test_a_pull_request_into_a_protected_branch_cannot_poison_what_its_builds_ru
     assert protected and not [p for p in protected if (p / "zz_evil.pth").exists()]
 
 
-def test_closing_a_pull_request_stops_its_running_build(runner: Runner) -> None:
+def test_closing_a_pull_request_stops_its_running_build(runner: Runner, on_main) -> None:
     """A pull request's build runs a long test; the forge says the pull request was closed (the webhook's
     event, as pullrequests.act takes it): the build ends cancelled within seconds and the runner builds on."""
-    forge = runner.forge()
+    forge, watch = on_main()
     work = forge.work
-    work.commit(CALC, "calc")
-    forge.push()
-    watch = runner.watch(forge)
-    watch.poll()
     work.checkout("slow", create=True)
     head = work.commit({"tests/test_slow.py": "import time, unittest\n\n\nclass S(unittest.TestCase):\n"
                         "    def test_slow(self):\n        time.sleep(120)\n"}, "a slow test")

@@ -10,16 +10,20 @@ payload is in the DOM (the `<img>` is there): the content policy is what stops i
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Iterator
 
 import pytest
+import redis
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.common.by import By
-from support import run_rq_worker_burst, run_volt, wait_until
+from support import GitRepo, run_rq_worker_burst, run_volt, wait_until
 from test_web_browser import browser  # noqa: F401  (the fixture: headless Chromium)
 from web_process import volt_web
 
 from voltci import keys
+from voltci.config import Settings
 from voltci.jobqueue import volt_queue
+from voltci.redis_server import RedisServer
 
 pytestmark = pytest.mark.e2e  # Chromium, volt web, an observer, an rq worker and redis-server
 
@@ -51,23 +55,32 @@ HOSTILE_TESTS = {
 FAILED_JOB = "hostile-description"
 
 
-@pytest.fixture
-def hostile_site(settings, make_repo, rq_conn, tmp_path):
+@pytest.fixture(scope="module")
+def hostile_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str], list[str]]]:
     """Five commits with hostile subjects built by real processes, a failed rq job with a hostile
-    description, and `volt web` serving them: (base URL, shas newest last, rq job ids)."""
-    repo = make_repo()
-    shas = []
-    for n, subject in enumerate(SUBJECTS):
-        shas.append(repo.commit({**HOSTILE_TESTS, "n.txt": str(n)}, subject))
-        observed = run_volt("observe", "--once", "--repo", str(repo.path), "--redis-url",
-                            settings.effective_redis_url, env={"VOLT_WORKSPACE_DIR": settings.workspace_dir})
-        assert observed.returncode == 0, observed.stderr
-    volt_queue(rq_conn, settings.queue).enqueue_call("voltci.nonexistent.func", job_id=FAILED_JOB,
-                                                     description=SUBJECTS[0] + SUBJECTS[2])
-    assert run_rq_worker_burst(settings, timeout=300).returncode == 0
-    jobs = [keys.job_id(keys.build_id("proj", sha), 1) for sha in shas]
-    with volt_web(settings, tmp_path) as url:
-        yield url, shas, jobs
+    description, and `volt web` serving them: (base URL, shas newest last, rq job ids). Made once for
+    the module, on a Redis of its own: the tests only read the pages."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    server = RedisServer(tmp / "redis").start()
+    rq_conn = redis.Redis.from_url(server.url)
+    try:
+        settings = Settings(redis_url=server.url, workspace_dir=str(tmp / "ws"), poll=0.2, build_timeout=60)
+        repo = GitRepo(tmp / "repos" / "proj")
+        shas = []
+        for n, subject in enumerate(SUBJECTS):
+            shas.append(repo.commit({**HOSTILE_TESTS, "n.txt": str(n)}, subject))
+            observed = run_volt("observe", "--once", "--repo", str(repo.path), "--redis-url",
+                                settings.effective_redis_url, env={"VOLT_WORKSPACE_DIR": settings.workspace_dir})
+            assert observed.returncode == 0, observed.stderr
+        volt_queue(rq_conn, settings.queue).enqueue_call("voltci.nonexistent.func", job_id=FAILED_JOB,
+                                                         description=SUBJECTS[0] + SUBJECTS[2])
+        assert run_rq_worker_burst(settings, timeout=300).returncode == 0
+        jobs = [keys.job_id(keys.build_id("proj", sha), 1) for sha in shas]
+        with volt_web(settings, tmp) as url:
+            yield url, shas, jobs
+    finally:
+        rq_conn.close()
+        server.stop()
 
 
 def hacked(driver) -> object:

@@ -51,26 +51,42 @@ def _parts(path: Path, inside: Path) -> list[str]:
 
 
 @contextmanager
+def _walk(parts: list[str], path: Path, inside: Path, *, make: bool = False) -> Iterator[int]:
+    """A descriptor of the directory `parts` names below `inside`, opened one component at a time with
+    O_NOFOLLOW from the one above it: a link, or anything but a directory, on the way raises NotInside
+    (naming `path`), a missing part FileNotFoundError. With `make`, each missing directory is made
+    first. The one walk every function here takes, so none can follow a link another refuses."""
+    fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in parts:
+            if make:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            try:
+                below = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in _REFUSED:
+                    raise NotInside(errno.ELOOP, f"{os.path.relpath(path, inside)} is a link, lies behind one "
+                                                 "or is no directory") from None
+                raise
+            os.close(fd)
+            fd = below
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def _parent(path: Path, inside: Path) -> Iterator[tuple[int, str]]:
     """(a descriptor of the directory holding `path`, its last name), walked from `inside` without
     following any link; raises NotInside for a link on the way, FileNotFoundError when a part is missing."""
     parts = _parts(path, inside)
     if not parts:
         raise NotInside(errno.EPERM, "the directory itself is no file of it")
-    fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts[:-1]:
-            try:
-                below = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in _REFUSED:
-                    raise NotInside(errno.ELOOP, f"{os.path.relpath(path, inside)} lies behind a link") from None
-                raise
-            os.close(fd)
-            fd = below
+    with _walk(parts[:-1], path, inside) as fd:
         yield fd, parts[-1]
-    finally:
-        os.close(fd)
 
 
 def _open_regular(path: Path, inside: Path) -> int:
@@ -139,25 +155,8 @@ def kind(path: Path, inside: Path) -> str | None:
 def make_dirs(path: Path, inside: Path) -> None:
     """Make `path` and every missing directory above it below `inside` (tox makes its changedir), walked
     one component at a time: a link or a file on the way is refused (NotInside), never followed."""
-    parts = _parts(path, inside)
-    fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts:
-            try:
-                os.mkdir(part, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass
-            try:
-                below = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in _REFUSED:
-                    raise NotInside(errno.ELOOP, f"{os.path.relpath(path, inside)} is a link, lies behind one or "
-                                                 "is no directory") from None
-                raise
-            os.close(fd)
-            fd = below
-    finally:
-        os.close(fd)
+    with _walk(_parts(path, inside), path, inside, make=True):
+        pass
 
 
 def link_target(path: Path, inside: Path) -> str:
@@ -169,19 +168,7 @@ def link_target(path: Path, inside: Path) -> str:
 def names(directory: Path, inside: Path, limit: int = MAX_ENTRIES) -> list[str]:
     """The names in `directory` (itself reached through no link), sorted; at most `limit`, a directory
     with more raises TooLarge. Nothing is followed: callers ask kind() what each one is."""
-    parts = _parts(directory, inside)
-    fd = os.open(inside, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for part in parts:
-            try:
-                below = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in _REFUSED:
-                    raise NotInside(errno.ELOOP, f"{os.path.relpath(directory, inside)} is a link, or lies "
-                                                 "behind one") from None
-                raise
-            os.close(fd)
-            fd = below
+    with _walk(_parts(directory, inside), directory, inside) as fd:
         found: list[str] = []
         with os.scandir(fd) as entries:
             for entry in entries:
@@ -190,8 +177,6 @@ def names(directory: Path, inside: Path, limit: int = MAX_ENTRIES) -> list[str]:
                                                 "entries")
                 found.append(entry.name)
         return sorted(found)
-    finally:
-        os.close(fd)
 
 
 def remove(path: Path, inside: Path) -> None:
