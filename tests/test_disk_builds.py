@@ -129,10 +129,12 @@ class Runner:
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory):
     runner = Runner(tmp_path_factory.mktemp("disk-builds"))
-    build, log = runner.build({}, "first build: the environment is made")
-    assert build.status is Status.PASSED, (build.reason, log[-3000:])
-    yield runner
-    runner.stop()
+    try:  # its worker is stopped whatever the first build did
+        build, log = runner.build({}, "first build: the environment is made")
+        assert build.status is Status.PASSED, (build.reason, log[-3000:])
+        yield runner
+    finally:
+        runner.stop()
 
 
 def environment_of(log: str) -> Path:
