@@ -354,3 +354,19 @@ def test_a_hostile_commit_cannot_turn_the_pre_pass_against_the_runner(store: Sto
     assert not marker.exists()
     assert build.status is Status.FAILED and build.first_failure == "tests.test_c_calc.Calc.test_add"
     assert "pre-pass: " in log_of(store, build)
+
+
+def test_a_pre_pass_that_runs_past_its_bound_is_stopped_and_the_suite_runs_all_the_same(store: Store,
+                                                                                       make_repo) -> None:
+    repo = make_repo("slowfirst")
+    build_of(store, repo, repo.commit(LIBRARY, "a library"))
+    # the first run of this test (the pre-pass's) leaves a mark and hangs; a run that finds the mark passes
+    hangs_once = ("import os, time, unittest\nfrom pkg.calc import add\n\nclass Calc(unittest.TestCase):\n"
+                  "    def test_add(self):\n        if not os.path.exists('hung-once'):\n"
+                  "            open('hung-once', 'w').close()\n            time.sleep(60)\n"
+                  "        self.assertEqual(add(2, 2), 4)\n")
+    build = build_of(store, repo, repo.commit({"tests/test_c_calc.py": hangs_once}, "a test that hangs once"))
+    log = log_of(store, build)
+    assert "the pre-pass took longer than its bound" in log
+    assert build.status is Status.PASSED and build.counts.total == 6
+    assert build.duration_s < 40  # not the minute the pre-pass's test would have taken

@@ -33,6 +33,8 @@ from voltci.store import CorruptRecord, Store
 log = logging.getLogger(__name__)
 RECENT_BUILDS = 10  # of the branch (and a pull request's base branch) whose failures count as recent
 ORDER_DEPENDENT_MAX = 50  # named in a build; the others are counted
+CUT = "the pre-pass reached its bound"  # why a pre-pass is stopped that ran past it
+STARTUP_S = 2.0  # what starting a test process may take besides its tests
 _REPEATED = re.compile(r" \[(\d+|teardown)\]$")  # a test id run twice in a build, or pytest's teardown entry
 _SUBTEST = re.compile(r" \(.*\)$")  # a unittest subtest's entry: its test's id and its parameters
 _TEST_FILE = re.compile(r"(^|/)(test[^/]*|[^/]*_test)\.py$")
@@ -189,6 +191,13 @@ def _file_entry(path: str, suite: Suite) -> str:
         return ""
     names = module_names(path[len(top):])
     return names[0] if names else ""
+
+
+def hard_limit_s(chosen: Pick) -> float:
+    """How long a pre-pass may run before it is stopped: twice what its tests cost the last build, and
+    the start of a process — its tests may take longer when they fail (a test that failed took longer
+    than the times recorded from when it passed), never the build's suite's time."""
+    return 2 * chosen.budget_s + STARTUP_S
 
 
 def order_dependent(outcome: RunOutcome, prepass: list[tuple[str, str]]) -> list[str]:

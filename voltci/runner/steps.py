@@ -219,9 +219,16 @@ class BuildSteps:
         entries = tuple(choice.pick.entries)
         chosen = Selection(ids=entries, ids_file=box.inbox_file("prepass-ids.txt"))
         started = time.monotonic()
-        end = run_process(suite.command(python, results, chosen), cwd, self.log_path, self.budget, self.should_stop,
+        deadline = started + prepass.hard_limit_s(choice.pick)
+
+        def stop() -> str | None:  # the build's own reasons first; then the pre-pass's bound
+            return self.should_stop() or (prepass.CUT if time.monotonic() > deadline else None)
+        end = run_process(suite.command(python, results, chosen), cwd, self.log_path, self.budget, stop,
                           self.run_id, box)
-        if end.stopped:
+        if end.stopped == prepass.CUT:
+            self.say(f"[volt: the pre-pass took longer than its bound of {prepass.hard_limit_s(choice.pick):.1f} s "
+                     "and was stopped; what it ran so far counts]")
+        elif end.stopped:
             return [], apply_stop(RunOutcome(Status.PASSED, [], Counts()), end, self.budget)
         ran = parse_results(results, end.returncode).tests
         failed = [(test.id, test.message) for test in ran if test.outcome in (Outcome.FAILED, Outcome.ERROR)]
