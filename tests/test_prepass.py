@@ -370,3 +370,14 @@ def test_a_pre_pass_that_runs_past_its_bound_is_stopped_and_the_suite_runs_all_t
     assert "the pre-pass took longer than its bound" in log
     assert build.status is Status.PASSED and build.counts.total == 6
     assert build.duration_s < 40  # not the minute the pre-pass's test would have taken
+
+
+def test_a_changed_private_helper_names_its_public_callers() -> None:
+    from voltci.runner.prepass import callers_of
+
+    source = (b"def running_max(iterable, maxlen=None):\n    return _windowed_running_max(iter(iterable), maxlen)\n\n"
+              b"def _windowed_running_max(iterator, maxlen):\n    yield from iterator\n\n"
+              b"class Window:\n    def size(self):\n        return _windowed_running_max(iter(()), 1)\n\n"
+              b"def unrelated():\n    return 'running_max_windowed'\n")
+    assert callers_of({"_windowed_running_max"}, {"pkg/recipes.py": source}) == {"running_max", "size"}
+    assert callers_of({"public_one"}, {"pkg/recipes.py": source}) == set()  # a public name is its tests' own

@@ -25,7 +25,7 @@ from voltci.config import Settings
 from voltci.errors import GitError
 from voltci.models import Build, Outcome, RunOutcome, Status
 from voltci.runner import commitfiles
-from voltci.runner.importgraph import ImportGraph, module_names
+from voltci.runner.importgraph import MAX_LINE, ImportGraph, module_names
 from voltci.runner.likely import Evidence, Pick, pick
 from voltci.runner.suites import Discovery, Suite
 from voltci.store import CorruptRecord, Store
@@ -36,6 +36,9 @@ ORDER_DEPENDENT_MAX = 50  # named in a build; the others are counted
 CUT = "the pre-pass reached its bound"  # why a pre-pass is stopped that ran past it
 STARTUP_S = 2.0  # what starting a test process may take besides its tests
 _REPEATED = re.compile(r" \[(\d+|teardown)\]$")  # a test id run twice in a build, or pytest's teardown entry
+_DEFINITION = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)")
+MAX_PRIVATE = 50  # private definitions whose callers are looked for
+MAX_CALLERS = 200
 _SUBTEST = re.compile(r" \(.*\)$")  # a unittest subtest's entry: its test's id and its parameters
 _TEST_FILE = re.compile(r"(^|/)(test[^/]*|[^/]*_test)\.py$")
 BAD = (Outcome.FAILED, Outcome.ERROR)
@@ -91,11 +94,36 @@ def choose(store: Store, build: Build, git_dir: Path | None, commit: str, base: 
     evidence = _evidence(costs, previous_failures, recent_failures, changed, sources, suite)
     evidence.collect_costs = dict(timings.files)
     if git_dir is not None and sources:
-        evidence.changed_names = commitfiles.changed_names(git_dir, since, commit,
-                                                           tuple(p for p in changed if p.endswith(".py")))
+        changed_code = tuple(p for p in changed if p.endswith(".py"))
+        names = commitfiles.changed_names(git_dir, since, commit, changed_code)
+        evidence.changed_names = names | callers_of(names, {p: sources[p] for p in changed_code if p in sources})
     budget = store.settings.prepass_share * (sum(costs.values()) + sum(timings.files.values()))
     choice.pick = pick(evidence, budget)
     return choice
+
+
+def callers_of(names: set[str], sources: dict[str, bytes]) -> set[str]:
+    """The definitions in `sources` whose code names a private one of `names` (`_helper`): no test is
+    named after a private helper, but the tests of its public callers are (a line scan, bounded as the
+    import graph's)."""
+    private = {name for name in names if name.startswith("_") and not name.startswith("__")}
+    if not private:
+        return set()
+    mention = re.compile(r"\b(" + "|".join(re.escape(name) for name in sorted(private)[:MAX_PRIVATE]) + r")\b")
+    found: set[str] = set()
+    for source in sources.values():
+        current = ""
+        for line in source.decode("utf-8", "replace").splitlines():
+            if len(line) > MAX_LINE:
+                continue
+            defined = _DEFINITION.match(line)
+            if defined:
+                current = defined.group(1)
+            elif current and current not in private and mention.search(line):
+                found.add(current)
+            if len(found) >= MAX_CALLERS:
+                return found
+    return found
 
 
 def _plain(test_id: str) -> str:
