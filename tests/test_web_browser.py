@@ -20,6 +20,7 @@ import pytest
 import redis
 from sample_project import FAILING, PASSING
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -197,6 +198,14 @@ def charts_site(tmp_path_factory):
 
 def wait_for(browser, condition, timeout: float = 10):
     return WebDriverWait(browser, timeout).until(lambda driver: condition())
+
+
+def text_of(browser, by: str, value: str) -> str:
+    """An element's text, "" while a page that follows a click is not there yet (none, or the old one's)."""
+    try:
+        return browser.find_element(by, value).text
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
 
 
 def test_repository_trend_has_a_bar_per_build_coloured_by_its_status(browser, charts_site) -> None:
@@ -411,13 +420,14 @@ def test_pull_requests_page_lists_them_and_approves_one_with_the_token(browser, 
         assert browser.save_screenshot(str(ARTIFACTS / "pull-requests-page.png"))
         nine.find_element(By.NAME, "token").send_keys("wrong")
         nine.find_element(By.TAG_NAME, "button").click()
-        assert browser.find_element(By.TAG_NAME, "h1").text == "403 Forbidden"
+        wait_for(browser, lambda: text_of(browser, By.TAG_NAME, "h1") == "403 Forbidden")  # the answer, loaded
         assert store.pulls.get("proj", 9).state == "waiting"
         browser.get(f"{url}/repo/proj/pulls")
         nine = browser.find_element(By.ID, "pull-9")
         nine.find_element(By.NAME, "token").send_keys("tok3n")
         nine.find_element(By.TAG_NAME, "button").click()
-        nine = wait_for(browser, lambda: browser.find_element(By.ID, "pull-9"))
+        wait_for(browser, lambda: "approved by the web page" in text_of(browser, By.ID, "pull-9"))  # the new page
+        nine = browser.find_element(By.ID, "pull-9")
         assert "approved by the web page" in nine.text and "queued" in nine.text, nine.text
         assert store.pulls.get("proj", 9).state == "open" and store.queue.depth() == 2
         browser.find_element(By.LINK_TEXT, "← proj").click()
