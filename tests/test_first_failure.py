@@ -1,5 +1,5 @@
 """A build's first failing test, the moment it is known (store/firstfailure.py): written once with its
-time, told once (the first-failures channel, a `build.first_failure` webhook message in the outbox),
+time (and, apart, when the attempt's tests began), told once (the first-failures channel, a `build.first_failure` webhook message in the outbox),
 kept when the build ends, forgotten by a new attempt; found at the end when nobody saw it while the
 build ran, from a shard that ends early, and from a matrix leg for its build. Real Redis."""
 
@@ -10,10 +10,11 @@ import time
 
 from support import SHA_A, outcome
 
-from voltci import keys
+from voltci import keys, report
 from voltci.clock import parse
 from voltci.config import Settings
 from voltci.models import Build, Counts, Leg, Outcome, RunOutcome, Status, TestResult
+from voltci.runner.build import Progress, Watch
 from voltci.store import Store
 
 
@@ -153,3 +154,52 @@ def test_a_hostile_test_id_is_kept_cut(conn) -> None:
     build = started(store)
     store.builds.set_progress(build.id, 1, 1, "t::" + "\x1b]0;x\x07" * 2000)
     assert len(store.records.get_build(build.id).first_failure) == 1024
+
+
+def test_the_start_of_the_tests_is_recorded_once_per_attempt_and_the_first_failure_counted_from_it(conn) -> None:
+    store = Store(conn, Settings(max_attempts=2))
+    build = started(store)
+    time.sleep(0.3)  # the checkout and setup
+    store.builds.tests_started(build.id)
+    first = store.records.get_build(build.id).tests_started_at
+    store.builds.tests_started(build.id)  # a shard's later start: the build's tests began at the first
+    assert store.records.get_build(build.id).tests_started_at == first
+    assert store.records.get_build(build.id).first_failure_in_tests_s is None  # nothing failed yet
+    time.sleep(0.2)
+    store.builds.set_progress(build.id, 1, 1, "t::a")
+    running = store.records.get_build(build.id)
+    assert running.first_failure_in_tests_s is not None and running.first_failure_s is not None
+    assert 0.2 <= running.first_failure_in_tests_s <= running.first_failure_s - 0.3
+    data = report.as_dict(running, [], [])
+    assert (data["tests_started_at"], data["first_failure_in_tests_s"]) == (first, running.first_failure_in_tests_s)
+    assert store.builds.redispatch(build.id, 1, "lost") == "requeued"
+    assert not conn.hexists(keys.build(build.id), "tests_started_at")  # the next attempt's are its own
+    store.builds.tests_started(build.id)  # a queued build has no tests running: nothing is written
+    assert not conn.hexists(keys.build(build.id), "tests_started_at")
+
+
+class Owned:
+    def owns(self) -> bool:
+        return True
+
+
+def test_a_failing_test_is_recorded_within_a_tenth_of_a_second_not_at_the_next_round_of_duties(conn,
+                                                                                              tmp_path) -> None:
+    store = Store(conn, Settings())
+    build = started(store)
+    results, early = tmp_path / "results.jsonl", tmp_path / "prepass.jsonl"
+    results.write_text(json.dumps({"id": "t::ok", "outcome": "passed"}) + "\n")
+    watch = Watch(Owned(), None, Progress(store, build.id, results, early))  # type: ignore[arg-type]
+    assert watch() is None  # the once-a-second duties: one passing test counted
+    assert store.records.get_build(build.id).progress == 1
+    early.write_text(json.dumps({"id": "t::bad", "outcome": "failed", "message": "boom"}) + "\n")
+    time.sleep(0.15)
+    assert watch() is None  # well within the second
+    running = store.records.get_build(build.id)
+    assert (running.first_failure, running.failing) == ("t::bad", 1)
+    assert [m["first_failure"] for m in messages(store, "build.first_failure")] == ["t::bad"]
+    with results.open("a") as more:
+        more.write(json.dumps({"id": "t::worse", "outcome": "failed"}) + "\n")
+    time.sleep(0.15)
+    assert watch() is None
+    assert store.records.get_build(build.id).first_failure == "t::bad"  # named once; counts wait their second

@@ -318,6 +318,7 @@ class Build:
     failing: int = 0  # of those, failed or erroring (what its commit status says while it runs)
     first_failure: str = ""  # the id of the attempt's first failed or erroring test, cut (kept when it ends)
     first_failure_at: str = ""  # when that test was known to have failed (written with it, once)
+    tests_started_at: str = ""  # when the attempt's tests began (its pre-pass, else its suite), after its setup
     shards: int = 0  # how many shards its tests were split into (0: not split)
     shard_rest: bool = False  # shard 0 runs every test the other shards do not (a split planned from history)
     jobs: list[str] = field(default_factory=list)  # every rq job it had, so pruning leaves none behind
@@ -355,7 +356,7 @@ class Build:
         data["order_dependent"] = json.dumps(self.order_dependent)
         if not self.order_dependent:
             del data["order_dependent"]  # a field only where the pre-pass saw one
-        for name in ("failing", "first_failure", "first_failure_at"):
+        for name in ("failing", "first_failure", "first_failure_at", "tests_started_at"):
             if not getattr(self, name):
                 del data[name]  # an attempt's, once a test failed
         return {key: str(value) for key, value in data.items()}
@@ -373,7 +374,7 @@ class Build:
             reason=data.get("reason", ""), log_tail=data.get("log_tail", ""),
             results_stored=int(data.get("results_stored") or 0), progress=int(data.get("progress") or 0),
             failing=int(data.get("failing") or 0), first_failure=data.get("first_failure", ""),
-            first_failure_at=data.get("first_failure_at", ""),
+            first_failure_at=data.get("first_failure_at", ""), tests_started_at=data.get("tests_started_at", ""),
             shards=int(data.get("shards") or 0), shard_rest=data.get("shard_rest") == "1",
             jobs=(data.get("jobs") or "").split(),
             log_compressed=data.get("log_compressed") == "1",
@@ -399,6 +400,15 @@ class Build:
         if not self.first_failure or not self.first_failure_at:
             return None
         return max(0.0, round(seconds_between(self.started_at or self.first_failure_at, self.first_failure_at), 2))
+
+    @property
+    def first_failure_in_tests_s(self) -> float | None:
+        """Seconds from the start of the attempt's tests until its first failing test was known: what the
+        order its tests run in decides, without the checkout and setup before them (the same in any order).
+        None when no test failed, or when the start of its tests was not recorded."""
+        if not self.first_failure or not self.first_failure_at or not self.tests_started_at:
+            return None
+        return max(0.0, round(seconds_between(self.tests_started_at, self.first_failure_at), 2))
 
     @property
     def pull_number(self) -> int:

@@ -32,7 +32,9 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
     build split across runners `shards`, for a matrix build `legs` (each test then names its `leg`),
     `cut`: what its results lost to the bounds on what Volt keeps of a build (each count 0: nothing), and
     `first_failure` / `first_failure_s`: its first failing test and how many seconds after the start of
-    its attempt it was known (both null when no test failed), and `order_dependent`: the tests that failed
+    its attempt it was known (both null when no test failed), `tests_started_at` / `first_failure_in_tests_s`:
+    when the attempt's tests began and how many seconds after that its first failure was known (what the
+    order of its tests decides; null when not known), and `order_dependent`: the tests that failed
     when run first, in the pre-pass, and passed in the suite's own order (prepass.py)."""
     return {
         "repo": build.repo, "commit": build.commit, "branch": build.branch, "status": build.status.value,
@@ -47,6 +49,8 @@ def as_dict(build: Build, tests: list[TestResult], attempts: list[Attempt],
         "first_failing_commit": json.loads(build.first_failing.to_json()) if build.first_failing else None,
         "first_failure": build.first_failure or None,
         "first_failure_s": build.first_failure_s,
+        "tests_started_at": build.tests_started_at or None,
+        "first_failure_in_tests_s": build.first_failure_in_tests_s,
         "order_dependent": build.order_dependent,
         "attempt_history": [
             {"attempt": a.number, "state": a.state.value, "runner": a.runner, "started_at": a.started_at,

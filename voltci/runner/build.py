@@ -62,6 +62,7 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 WATCH_EVERY_S = 1.0
+FIRST_FAILURE_EVERY_S = 0.1  # how often the results files are read for a first failing test
 STORE_RETRY_S = 120.0
 REPLICATION_WAIT_S = 1.0
 STALE_MARGIN_S = 600.0
@@ -113,22 +114,37 @@ class Progress:
             self.reported = (done, failing)
             self.named = self.named or bool(named)
 
+    def failure_unrecorded(self) -> bool:
+        """Whether a failing test was written that the build does not name yet — read from the results
+        files alone, so that it can be asked every few tenths of a second without a word to Redis."""
+        if self.named:
+            return False
+        self.counter.count()
+        if self.early is not None:
+            self.early.count()
+            if self.early.failures.first:
+                return True
+        return bool(self.counter.failures.first)
+
 
 class Watch:
-    """The run's once-a-second duties, asked through `__call__` whether the steps should stop."""
+    """The run's once-a-second duties, asked through `__call__` whether the steps should stop; and,
+    between them, whether the first failing test was just written, to record it without waiting out
+    the second (what a developer who pushed waits for)."""
 
     def __init__(self, ownership: Ownership, pump: LogPump | None, progress: Progress | None):
         self.ownership, self.pump, self.progress = ownership, pump, progress
         self.disk: DiskWatch | None = None  # once the build's .volt.toml is read
-        self._last = 0.0
+        self._last = self._looked = 0.0
 
     def __call__(self) -> str | None:
         if self.disk is not None and self.disk.exceeded:
             return self.disk.exceeded  # every step from then on is stopped at once
         now = time.monotonic()
         if now - self._last < WATCH_EVERY_S:
+            self._first_failure(now)
             return None
-        self._last = now
+        self._last = self._looked = now
         try:
             if not self.ownership.owns():
                 return self.ownership.why_not()
@@ -139,6 +155,16 @@ class Watch:
         except redis.RedisError:
             pass  # a Redis outage is not a reason to stop the tests
         return self.disk.tick() if self.disk is not None else None
+
+    def _first_failure(self, now: float) -> None:
+        if self.progress is None or now - self._looked < FIRST_FAILURE_EVERY_S:
+            return
+        self._looked = now
+        try:
+            if self.progress.failure_unrecorded():
+                self.progress.record()
+        except redis.RedisError:
+            pass  # recorded at the next second's duties
 
 
 class BuildRun:
@@ -234,12 +260,22 @@ class BuildRun:
                 ended = ended or steps.set_up()
                 if ended is None and whole and share is None and steps.splittable:
                     share = self.split(build, steps, listing=steps.list_tests)
+                if ended is None and whole:
+                    self.tests_started(build.id)
                 outcome = self.within_disk(ended or steps.test(share), watch.disk, steps, started)
         if pump is not None:
             self._finish_log(pump)
         if watch.disk is not None and watch.disk.exceeded:
             remove_written(workspace)
         return outcome
+
+    def tests_started(self, build_id: str) -> None:
+        """Record when the build's tests begin, after its checkout and setup: how soon its first failure
+        came is then told apart from how long the setup before any test took (a hint: Redis may be away)."""
+        try:
+            self.store.builds.tests_started(build_id)
+        except redis.RedisError as exc:
+            log.warning("build %s: could not record the start of its tests (%s)", build_id, exc)
 
     def likely_failures(self, build: Build, steps: BuildSteps, workspace: Workspace) -> prepass.Choice | None:
         """The tests to run first (prepass.py), chosen before any process of the build has run; None when

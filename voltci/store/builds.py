@@ -274,6 +274,13 @@ class Builds:
         if first_failure and not self.r.hget(keys.build(build_id), "first_failure"):
             self._first_failure(build_id, first_failure, now_iso())
 
+    def tests_started(self, build_id: str) -> None:
+        """The moment a running build's (or leg's) tests began — its pre-pass, else its suite; for a split
+        build, its first shard's: once per attempt (a new attempt starts without it, firstfailure.FIELDS)."""
+        key = keys.build(build_id)
+        if self.r.hget(key, "status") == Status.RUNNING.value:
+            self.r.hsetnx(key, "tests_started_at", now_iso())
+
     def _count_legs_failing(self, build_id: str) -> None:
         """A running matrix build's failing tests so far: its current legs' together (a display hint, as
         each leg's count is)."""

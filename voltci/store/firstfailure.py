@@ -22,7 +22,7 @@ from voltci.store.tx import Txn
 
 NAME_MAX = 1024  # a first failing test's id, as a build keeps ids (budget.py)
 EVENT = "build.first_failure"  # the webhook message's event (webhooks.py)
-FIELDS = ("failing", "first_failure", "first_failure_at")  # what a new attempt starts without
+FIELDS = ("failing", "first_failure", "first_failure_at", "tests_started_at")  # what a new attempt starts without
 
 
 def first_failing(tests: list[TestResult]) -> str:
