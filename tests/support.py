@@ -149,6 +149,23 @@ def running(conn: redis.Redis, build_id: str, attempt: int = 1) -> Store:
     return store
 
 
+class Events:
+    """`volt up`'s events as its loop reads them (up.py): `news` one at a time, then none."""
+
+    def __init__(self, news: list[object]):
+        self.news = news
+
+    def get(self, timeout: float) -> object:
+        return self.news.pop(0) if self.news else None
+
+
+class QuietPool:
+    """`volt up`'s pool of processes, with none to look after."""
+
+    def supervise(self) -> None:
+        pass
+
+
 def outcome(status: Status = Status.PASSED) -> RunOutcome:
     tests = [TestResult(f"t.T.test_{i}", Outcome.PASSED, 0.1, order=i) for i in range(3)]
     return RunOutcome(status, tests, Counts(total=3, passed=3))

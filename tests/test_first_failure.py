@@ -1,7 +1,8 @@
 """A build's first failing test, the moment it is known (store/firstfailure.py): written once with its
-time (and, apart, when the attempt's tests began), told once (the first-failures channel, a `build.first_failure` webhook message in the outbox),
-kept when the build ends, forgotten by a new attempt; found at the end when nobody saw it while the
-build ran, from a shard that ends early, and from a matrix leg for its build. Real Redis."""
+time (and, apart, when the attempt's tests began), told once (the first-failures channel, a
+`build.first_failure` webhook message in the outbox), kept when the build ends, forgotten by a new
+attempt; found at the end when nobody saw it while the build ran, from a shard that ends early, and
+from a matrix leg for its build; read from the results files within a tenth of a second. Real Redis."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from datetime import UTC, datetime, timedelta
 
-from support import SHA_A, add, outcome
+from support import SHA_A, Events, QuietPool, add, outcome
 
 from voltci.live import CLEAR_LINE, REASON_SHOWN, LiveView, build_line, expected_tests, status_line
 from voltci.models import Build, Status
@@ -94,18 +94,10 @@ def test_a_running_builds_first_failure_gets_one_line_once_cleaned(fake) -> None
     store.builds.set_progress(build.id, 4, 1, "tests/test_x.py::test_\x1b]0;pwned\x07y\n[fake line]")
     news = [("first_failure", {"build": build.id}), ("first_failure", {"build": build.id})]
 
-    class Events:
-        def get(self, timeout: float) -> object:
-            return news.pop(0) if news else None
-
-    class Pool:
-        def supervise(self) -> None:
-            pass
-
     out = io.StringIO()
     view = LiveView(store, out, interactive=False)
-    assert up._next_finished(store, Events(), Pool(), view) is None  # type: ignore[arg-type]
-    assert up._next_finished(store, Events(), Pool(), view) is None  # type: ignore[arg-type]
+    assert up._next_finished(store, Events(news), QuietPool(), view) is None  # type: ignore[arg-type]
+    assert up._next_finished(store, Events(news), QuietPool(), view) is None  # type: ignore[arg-type]
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
     assert lines[0].startswith(f"✗ proj main {SHA_A[:10]}: first failure after ")

@@ -48,12 +48,14 @@ def test_the_pick_never_costs_more_than_its_budget_and_takes_cheaper_tests_that_
     assert not pick(evidence, budget_s=0.0)
 
 
-def test_a_new_test_file_runs_whole_and_a_failure_without_a_time_of_its_own_is_still_taken() -> None:
-    costs = {"t/test_a.py::one": 0.2, "t/test_a.py::two": 0.2}
-    evidence = Evidence(costs, previous_failures={"t/test_gone.py::collected_no_more"},
-                        file_of=dict.fromkeys(costs, "t/test_a.py"), new_files=["t/test_new.py"])
+def test_a_new_test_file_runs_whole_after_what_failed_before() -> None:
+    costs = {"t/test_a.py::one": 0.2, "t/test_a.py::two": 0.2, "t/test_b.py::three": 0.1}
+    evidence = Evidence(costs, previous_failures={"t/test_b.py::three"},
+                        file_of={"t/test_a.py::one": "t/test_a.py", "t/test_a.py::two": "t/test_a.py",
+                                 "t/test_b.py::three": "t/test_b.py"}, new_files=["t/test_new.py"])
     chosen = pick(evidence, budget_s=5)
-    assert chosen.entries == ["t/test_gone.py::collected_no_more", "t/test_new.py"]
+    assert chosen.entries == ["t/test_b.py::three", "t/test_new.py"]
+    assert chosen.cost_s == pytest.approx(0.1 + (0.4 + 0.1) / 2)  # a new file: what its suite's files cost, median
 
 
 def test_tests_named_after_a_changed_function_come_before_the_rest_of_the_files_importing_it() -> None:

@@ -20,7 +20,7 @@ import psutil
 import pytest
 import redis
 from sample_project import FAILING, PASSING
-from support import assert_one_line_error, child_env, run_volt, wait_until
+from support import Events, QuietPool, assert_one_line_error, child_env, run_volt, wait_until
 
 from voltci import keys
 from voltci.redis_server import free_port
@@ -226,18 +226,10 @@ def test_up_burst_prints_a_build_whose_end_came_between_two_waits_once(fake) -> 
     assert store.builds.finish(build.id, 1, "r1", RunOutcome(Status.PASSED, [], Counts()))
     late = [None, ("message", {"build": build.id})]
 
-    class Events:
-        def get(self, timeout: float) -> object:
-            return late.pop(0) if late else None
-
-    class Pool:
-        def supervise(self) -> None:
-            pass
-
     out = io.StringIO()
     view = LiveView(store, out, interactive=False)
-    assert up._until_finished(store, Events(), Pool(), view, {build.id}, 10) == 0  # type: ignore[arg-type]
-    assert up._next_finished(store, Events(), Pool(), view, {build.id}) == build.id  # type: ignore[arg-type]
+    assert up._until_finished(store, Events(late), QuietPool(), view, {build.id}, 10) == 0  # type: ignore[arg-type]
+    assert up._next_finished(store, Events(late), QuietPool(), view, {build.id}) == build.id  # type: ignore[arg-type]
     assert out.getvalue().count("passed") == 1 and build.commit[:10] in out.getvalue()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -45,6 +46,15 @@ class AttemptState(str, Enum):
     RUNNING = "running"
     FINISHED = "finished"
     LOST = "lost"  # its runner died; the build went back to the queue
+
+
+_REPEAT_SUFFIX = re.compile(r" \[(\d+|teardown)\]$")
+
+
+def plain_test_id(test_id: str) -> str:
+    """The test a result entry is of: its id without the ` [2]` a test run twice in one build gets when
+    kept (store/budget.py), or the ` [teardown]` of pytest's error in a test's teardown."""
+    return _REPEAT_SUFFIX.sub("", test_id)
 
 
 @dataclass(slots=True)

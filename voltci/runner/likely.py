@@ -38,8 +38,8 @@ class Evidence:
     """What is known of the build before it runs."""
 
     costs: dict[str, float]  # each test of the last build that ran tests: its seconds (ids as recorded)
-    previous_failures: set[str] = field(default_factory=set)
-    recent_failures: set[str] = field(default_factory=set)
+    previous_failures: set[str] = field(default_factory=set)  # of `costs`' tests: one gone since is no more
+    recent_failures: set[str] = field(default_factory=set)  # (prepass.py leaves out those the last run had not)
     file_distance: dict[str, int] = field(default_factory=dict)  # test file -> 0 changed, n: imports through n-1
     file_of: dict[str, str] = field(default_factory=dict)  # test id -> its file, where known
     new_files: list[str] = field(default_factory=list)  # changed test files with no recorded test: whole-file entries
@@ -100,9 +100,6 @@ def pick(evidence: Evidence, budget_s: float) -> Pick:
         if entry not in ranked or rank < ranked[entry][0]:
             ranked[entry] = (rank, cost)
 
-    typical = statistics.median(costs.values()) if costs else 0.0
-    for test_id in (evidence.previous_failures | evidence.recent_failures) - set(costs):
-        offer(test_id, 0 if test_id in evidence.previous_failures else 1, typical)  # no recorded time of its own
     names = _matchable(evidence.changed_names)
     for test_id, cost in costs.items():
         if test_id in evidence.previous_failures:

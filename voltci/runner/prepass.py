@@ -23,7 +23,7 @@ import redis
 
 from voltci.config import Settings
 from voltci.errors import GitError
-from voltci.models import Build, Outcome, RunOutcome, Status
+from voltci.models import Build, Outcome, RunOutcome, Status, plain_test_id
 from voltci.runner import commitfiles
 from voltci.runner.importgraph import MAX_LINE, ImportGraph, module_names
 from voltci.runner.likely import Evidence, Pick, pick
@@ -35,7 +35,6 @@ RECENT_BUILDS = 10  # of the branch (and a pull request's base branch) whose fai
 ORDER_DEPENDENT_MAX = 50  # named in a build; the others are counted
 CUT = "the pre-pass reached its bound"  # why a pre-pass is stopped that ran past it
 STARTUP_S = 2.0  # what starting a test process may take besides its tests
-_REPEATED = re.compile(r" \[(\d+|teardown)\]$")  # a test id run twice in a build, or pytest's teardown entry
 _DEFINITION = re.compile(r"^\s*(?:async\s+)?(?:def|class)\s+([A-Za-z_]\w*)")
 MAX_PRIVATE = 50  # private definitions whose callers are looked for
 MAX_CALLERS = 200
@@ -67,7 +66,7 @@ def choose(store: Store, build: Build, git_dir: Path | None, commit: str, base: 
         if not timings.tests:
             choice.notes.append("no pre-pass: no test times recorded for this repository yet")
             return choice
-        costs = {_plain(test_id): cost for test_id, cost in timings.tests.items()}
+        costs = {plain_test_id(test_id): cost for test_id, cost in timings.tests.items()}
         previous, previous_failures, recent_failures = _failures(store, build, costs)
     except redis.RedisError as exc:
         choice.notes.append(f"no pre-pass: the build history could not be read ({exc})")
@@ -126,10 +125,6 @@ def callers_of(names: set[str], sources: dict[str, bytes]) -> set[str]:
     return found
 
 
-def _plain(test_id: str) -> str:
-    return _REPEATED.sub("", test_id)
-
-
 def _known(test_id: str, costs: dict[str, float]) -> str:
     """A failed test as the pre-pass can run it: a test the last run had (a unittest subtest's entry,
     `id (i=2)`, as its test); "" for one it did not (removed since, or no test: a collection error)."""
@@ -166,7 +161,7 @@ def _failures(store: Store, build: Build, costs: dict[str, float]) -> tuple[Buil
             log.warning("build %s: its failing tests cannot be read; the pre-pass goes without them", older.id)
             continue
         for test in listed:
-            test_id = _known(_plain(test.subtest_of or test.id), costs)
+            test_id = _known(plain_test_id(test.subtest_of or test.id), costs)
             if not test_id or (build.leg and test.leg and test.leg != build.leg):
                 continue
             recent_failures.add(test_id)

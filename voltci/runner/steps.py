@@ -10,7 +10,6 @@ ends the build with a status and a reason.
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 from voltci.config import Settings
-from voltci.models import Counts, Leg, Outcome, RunOutcome, Share, Status
+from voltci.models import Counts, Leg, Outcome, RunOutcome, Share, Status, plain_test_id
 from voltci.runner import installs, junitxml, prepass, project, untrusted
 from voltci.runner.buildplan import BuildPlan, Run, plan_build, with_environment
 from voltci.runner.detect import DetectError
@@ -47,7 +46,6 @@ from voltci.runner.testrun import (
 STOPPED = (Status.TIMEOUT, Status.CANCELLED)
 
 MAX_RETRIED_TESTS = 100  # more failures than this is a broken build, not flaky tests
-_REPEAT_SUFFIX = re.compile(r" \[(\d+|teardown)\]$")  # a repeated id, or pytest's teardown error
 
 StopCheck = Callable[[], str | None]
 
@@ -421,7 +419,7 @@ class BuildSteps:
         """Run each failed test again on its own, up to `retries` times; one that passes is `flaky`."""
         box, planned, python = self._ready()
         suite, cwd = suite or planned, cwd or self.tree
-        failing = sorted({_REPEAT_SUFFIX.sub("", t.subtest_of or t.id) for t in outcome.tests
+        failing = sorted({plain_test_id(t.subtest_of or t.id) for t in outcome.tests
                           if t.outcome in (Outcome.FAILED, Outcome.ERROR)})
         if len(failing) > MAX_RETRIED_TESTS:
             return outcome
@@ -435,7 +433,7 @@ class BuildSteps:
             if end.stopped:
                 return apply_stop(outcome, end, self.budget)
             rerun = parse_results(results_path, end.returncode).tests
-            still_failing = {_REPEAT_SUFFIX.sub("", t.subtest_of or t.id) for t in rerun
+            still_failing = {plain_test_id(t.subtest_of or t.id) for t in rerun
                              if t.outcome in (Outcome.FAILED, Outcome.ERROR)}
             passed = {t.id for t in rerun if not t.subtest_of and t.outcome is Outcome.PASSED} & remaining
             passed -= still_failing
@@ -444,7 +442,7 @@ class BuildSteps:
             if not remaining:
                 break
         for test in outcome.tests:
-            parent = _REPEAT_SUFFIX.sub("", test.subtest_of or test.id)
+            parent = plain_test_id(test.subtest_of or test.id)
             if parent in flaky and test.outcome in (Outcome.FAILED, Outcome.ERROR):
                 test.outcome = Outcome.FLAKY
                 test.message = f"passed when run again on its own (retry {flaky[parent]}); it had failed with:\n" \
