@@ -204,3 +204,24 @@ def test_a_failing_test_is_recorded_within_a_tenth_of_a_second_not_at_the_next_r
     time.sleep(0.15)
     assert watch() is None
     assert store.records.get_build(build.id).first_failure == "t::bad"  # named once; counts wait their second
+
+
+def test_a_shards_run_names_its_first_failure_at_once_and_leaves_the_counts_to_the_build(conn, tmp_path) -> None:
+    store = Store(conn, Settings())
+    build = started(store)
+    assert store.shards.start(build.id, 1, [["t.T.test_0"], ["t.T.test_1"]], "r1")
+    assert store.shards.claim(build.id, 1, 1, 1, "r2") is not None
+    store.builds.set_progress(build.id, 7)  # shard 0's count, the build's
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps({"id": "t.T.test_1", "outcome": "error", "message": "boom"}) + "\n")
+    watch = Watch(Owned(), None, Progress(store, build.id, results, counting=False))  # type: ignore[arg-type]
+    assert watch() is None
+    running = store.records.get_build(build.id)
+    assert (running.status, running.first_failure, running.progress) == (Status.RUNNING, "t.T.test_1", 7)
+    assert [m["first_failure"] for m in messages(store, "build.first_failure")] == ["t.T.test_1"]
+    with results.open("a") as more:
+        more.write(json.dumps({"id": "t.T.test_2", "outcome": "failed"}) + "\n")
+    watch._last = 0.0
+    assert watch() is None
+    assert store.records.get_build(build.id).first_failure == "t.T.test_1"
+    assert len(messages(store, "build.first_failure")) == 1

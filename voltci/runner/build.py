@@ -91,16 +91,23 @@ class Ownership:
 class Progress:
     """How many test results the run has written, and the failing ones among them, recorded in the build
     when they change; the first failure is recorded once, the moment it is seen — in the pre-pass (whose
-    tests run again in the suite, so they are not counted as done) or in the suite."""
+    tests run again in the suite, so they are not counted as done) or in the suite. A shard's run
+    (`counting` false) records only a first failure: the build's counts are its whole run's."""
 
-    def __init__(self, store: Store, build_id: str, results: Path, early: Path | None = None):
-        self.store, self.build_id = store, build_id
+    def __init__(self, store: Store, build_id: str, results: Path, early: Path | None = None, counting: bool = True):
+        self.store, self.build_id, self.counting = store, build_id, counting
         self.counter = LineCounter(results)
         self.early = LineCounter(early) if early is not None else None
         self.reported: tuple[int, int] = (-1, 0)
         self.named = False
 
     def record(self) -> None:
+        if not self.counting:  # a shard's run: its first failure only (its counts are the build's)
+            if self.failure_unrecorded():
+                early = self.early.failures.first if self.early is not None else ""
+                self.store.builds.note_first_failure(self.build_id, early or self.counter.failures.first)
+                self.named = True
+            return
         done = self.counter.count()
         failures = self.counter.failures
         failing, first = failures.failing, failures.first
@@ -236,7 +243,7 @@ class BuildRun:
         pump = LogPump(self.store, build.id, build.attempt, workspace.scratch / OUTPUT_FILE,
                        self.settings.log_max_bytes, tree=workspace.tree) if whole else None
         out = out_dir(workspace.scratch)
-        progress = Progress(self.store, build.id, out / RESULTS_FILE, out / PREPASS_FILE) if whole else None
+        progress = Progress(self.store, build.id, out / RESULTS_FILE, out / PREPASS_FILE, counting=whole)
         watch = Watch(self.ownership, pump, progress)
         leg = Leg(build.leg, build.python, build.env) if build.is_leg else None
         outcome: RunOutcome | None

@@ -271,8 +271,15 @@ class Builds:
         parent_id = keys.parent_of(build_id)
         if failing and parent_id:
             self._count_legs_failing(parent_id)
-        if first_failure and not self.r.hget(keys.build(build_id), "first_failure"):
-            self._first_failure(build_id, first_failure, now_iso())
+        if first_failure:
+            self.note_first_failure(build_id, first_failure)
+
+    def note_first_failure(self, build_id: str, test_id: str) -> None:
+        """A running build's (or leg's) first failing test, unless one is known: recorded with the time and
+        told (firstfailure.py). Alone, without the counts: what a shard of a split build says of its share
+        the moment it sees one, its counts being the build's whole run's."""
+        if not self.r.hget(keys.build(build_id), "first_failure"):
+            self._first_failure(build_id, test_id, now_iso())
 
     def tests_started(self, build_id: str) -> None:
         """The moment a running build's (or leg's) tests began — its pre-pass, else its suite; for a split
