@@ -59,6 +59,8 @@ def test_timings_ids_and_logs_round_trip() -> None:
     timings = Timings({t.id: t.duration_s for t in suite()}, {"tests/test_a.py": 0.125, "tests/b.rst": 1 / 3})
     assert codec.decode_timings(codec.encode_timings(timings)) == timings
     assert codec.decode_timings(codec.encode_timings(Timings({"t.T.test_a": 1.5}))) == Timings({"t.T.test_a": 1.5})
+    started = Timings({"t.T.test_a": 1.5}, start_s=0.375)  # the test process's own start
+    assert codec.decode_timings(codec.encode_timings(started)) == started
     ids = sorted(timings.tests)
     assert codec.decode_ids(codec.encode_ids(ids)) == ids
     text = "line ü\n".encode() * 1000

@@ -183,7 +183,9 @@ def log_of(store: Store, build: Build) -> str:
 
 @pytest.fixture
 def store(conn: redis.Redis, settings: Settings) -> Store:
-    return Store(conn, settings)
+    """A store whose pre-pass may take half of a suite of a few seconds: with the default 5 %, starting
+    the pre-pass's process alone would cost more (see the quick suite's test below)."""
+    return Store(conn, Settings(**{**settings.__dict__, "prepass_share": 0.5}))
 
 
 def outcomes(store: Store, build: Build) -> dict[str, Outcome]:
@@ -383,3 +385,23 @@ def test_a_changed_private_helper_names_its_public_callers() -> None:
               b"def unrelated():\n    return 'running_max_windowed'\n")
     assert callers_of({"_windowed_running_max"}, {"pkg/recipes.py": source}) == {"running_max", "size"}
     assert callers_of({"public_one"}, {"pkg/recipes.py": source}) == set()  # a public name is its tests' own
+
+
+def test_a_suite_too_quick_to_pay_for_a_second_process_has_no_pre_pass_and_says_why(conn: redis.Redis,
+                                                                                    settings: Settings,
+                                                                                    make_repo) -> None:
+    store = Store(conn, settings)  # the default share, 5 % of a suite of about two seconds
+    repo = make_repo("quick")
+    slow_start = {**LIBRARY, "tests/__init__.py": "import time\n\ntime.sleep(0.3)  # a heavy import\n"}
+    first = build_of(store, repo, repo.commit(slow_start, "a library"))
+    assert first.status is Status.PASSED, (first.reason, log_of(store, first))
+    timings = store.history.timings(repo.path.name)
+    suite_s = sum(timings.tests.values()) + timings.start_s
+    assert 0 < timings.start_s < suite_s  # the process's own start, its tests apart
+    broken = build_of(store, repo, repo.commit({"pkg/calc.py": "def add(a, b):\n    return a - b\n"}, "break add"))
+    log = log_of(store, broken)
+    assert "no pre-pass: starting a test process takes about" in log, log[:1500]
+    assert "pre-pass:" not in log.replace(
+        "no pre-pass:", "")
+    assert broken.status is Status.FAILED and broken.first_failure == "tests.test_c_calc.Calc.test_add"
+    assert broken.counts.total == 6 and broken.counts.failed == 1

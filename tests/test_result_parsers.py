@@ -51,6 +51,15 @@ def test_a_well_formed_file_reads_as_before(tmp_path) -> None:
     assert not outcome.cut
 
 
+def test_what_the_process_took_besides_its_tests_is_its_start_and_never_more_than_it_took(tmp_path) -> None:
+    lines = [record(cost_s=0.5), record("t.T.test_b", "failed", 0.25, cost_s=0.25)]
+    assert parse_results(results(tmp_path, *lines), 1, took_s=1.0).timings.start_s == 0.25
+    assert parse_results(results(tmp_path, *lines), 1).timings.start_s == 0.0  # not timed: not known
+    forged = [record(cost_s=900.0)]  # the build's own numbers: they may claim more than the process took
+    assert parse_results(results(tmp_path, *forged), 0, took_s=1.0).timings.start_s == 0.0
+    assert parse_results(results(tmp_path, *lines), 1, took_s=0.5).timings.start_s == 0.0
+
+
 @pytest.mark.parametrize(("raw", "named"), [
     ("1e999", "inf"), ("NaN", "nan"), ("-1", "-1"), ('"x"', "'x'"), ("1" + "0" * 400, "1000"),
     ("true", "True"), ("2000000", "2000000")])

@@ -64,12 +64,13 @@ def test_a_cut_module_is_cut_between_functions_and_each_part_weighs_what_it_coll
 
 
 def test_shards_timings_add_up_to_one_runs() -> None:
-    """Each shard collected only its functions of a module they shared: the module's collection is the sum."""
-    shard0 = Timings({"tests/test_a.py::test_f[0]": 0.5}, {"tests/test_a.py": 0.25, "tests/test_b.py": 1.0})
-    shard1 = Timings({"tests/test_a.py::test_g": 0.125}, {"tests/test_a.py": 0.5})
+    """Each shard collected only its functions of a module they shared: the module's collection is the sum;
+    each started a process of its own, which one run starts once."""
+    shard0 = Timings({"tests/test_a.py::test_f[0]": 0.5}, {"tests/test_a.py": 0.25, "tests/test_b.py": 1.0}, 0.5)
+    shard1 = Timings({"tests/test_a.py::test_g": 0.125}, {"tests/test_a.py": 0.5}, 0.625)
     assert Timings.combined([shard0, shard1]) == Timings(
         {"tests/test_a.py::test_f[0]": 0.5, "tests/test_a.py::test_g": 0.125},
-        {"tests/test_a.py": 0.75, "tests/test_b.py": 1.0})
+        {"tests/test_a.py": 0.75, "tests/test_b.py": 1.0}, 0.625)
 
 
 def test_without_history_whole_modules_are_packed() -> None:
@@ -120,7 +121,8 @@ def cluster(tmp_path):
 def test_a_split_build_reports_like_an_unsplit_one(cluster, make_repo) -> None:
     repo = make_repo()
     sha = repo.commit(SUITE, "a suite of six modules")
-    two_runners(cluster)
+    # tests that take some time, and a share that pays for starting a pre-pass: a suite of no time has none
+    two_runners(cluster, VOLT_PREPASS_SHARE="0.5", SHARD_SLEEP="0.02")
     (build,) = cluster.watch(repo).poll()
     split = cluster.wait_final(build.id)
     shards = Store(cluster.conn).records.get_shards(build.id)

@@ -448,10 +448,13 @@ class Leg:
 @dataclass
 class Timings:
     """What a run's tests cost it, for balancing the next split: each test's share of the run's wall
-    clock (test id -> seconds) and, for pytest, what collecting each file took (file -> seconds)."""
+    clock (test id -> seconds), for pytest what collecting each file took (file -> seconds), and what
+    the rest of the test process took — starting the interpreter and the runner, finding the tests
+    (unittest), ending: what any other process of the suite pays again, a pre-pass's too."""
 
     tests: dict[str, float] = field(default_factory=dict)
     files: dict[str, float] = field(default_factory=dict)
+    start_s: float = 0.0
 
     def __bool__(self) -> bool:
         return bool(self.tests)
@@ -466,7 +469,7 @@ class Timings:
             tests.update(part.tests)
             for file, seconds in part.files.items():
                 files[file] = files.get(file, 0.0) + seconds
-        return cls(tests, files)
+        return cls(tests, files, max((part.start_s for part in parts), default=0.0))  # each process pays it
 
 
 @dataclass

@@ -104,8 +104,8 @@ class Progress:
     def record(self) -> None:
         if not self.counting:  # a shard's run: its first failure only (its counts are the build's)
             if self.failure_unrecorded():
-                early = self.early.failures.first if self.early is not None else ""
-                self.store.builds.note_first_failure(self.build_id, early or self.counter.failures.first)
+                before = self.early.failures.first if self.early is not None else ""
+                self.store.builds.note_first_failure(self.build_id, before or self.counter.failures.first)
                 self.named = True
             return
         done = self.counter.count()

@@ -50,6 +50,7 @@ class Choice:
     pick: Pick = field(default_factory=Pick)
     notes: list[str] = field(default_factory=list)
     kind: str = ""  # the suite's: "pytest" or "unittest"
+    start_s: float = 0.0  # what starting its process is expected to take, besides its tests
 
 
 def enabled(settings: Settings, asked: bool | None) -> bool:
@@ -96,8 +97,16 @@ def choose(store: Store, build: Build, git_dir: Path | None, commit: str, base: 
         changed_code = tuple(p for p in changed if p.endswith(".py"))
         names = commitfiles.changed_names(git_dir, since, commit, changed_code)
         evidence.changed_names = names | callers_of(names, {p: sources[p] for p in changed_code if p in sources})
-    budget = store.settings.prepass_share * (sum(costs.values()) + sum(timings.files.values()))
-    choice.pick = pick(evidence, budget)
+    share = store.settings.prepass_share
+    suite_s = sum(costs.values()) + sum(timings.files.values()) + timings.start_s
+    budget = share * suite_s
+    if timings.start_s >= budget:
+        choice.notes.append(f"no pre-pass: starting a test process takes about {timings.start_s:.1f} s, more than "
+                            f"the {budget:.2f} s it may cost ({share:g} of the last build's {suite_s:.1f} s of "
+                            "tests); the suite itself tells its first failure as soon")
+        return choice
+    choice.start_s = timings.start_s
+    choice.pick = pick(evidence, budget - timings.start_s)
     return choice
 
 
@@ -247,6 +256,7 @@ def describe(choice: Choice, say: Callable[[str], None]) -> None:
             say("[volt: no pre-pass: no test is likelier to fail than another in this build]")
         return
     left = f"; {chosen.left_out} more likely test(s) did not fit" if chosen.left_out else ""
+    start = f" and {choice.start_s:.2f} s to start its process" if choice.start_s else ""
     say(f"[volt: pre-pass: {len(chosen.entries)} test(s) most likely to fail run first ({chosen.summary()}), "
-        f"about {chosen.cost_s:.1f} s of the {chosen.budget_s:.1f} s allowed{left}; then the whole suite, in its "
-        "own order, decides the build]")
+        f"about {chosen.cost_s:.2f} s of tests{start}, of the {chosen.budget_s + choice.start_s:.2f} s allowed{left}; "
+        "then the whole suite, in its own order, decides the build]")

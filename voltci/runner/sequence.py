@@ -50,7 +50,7 @@ class Results:
     def outcome(self, log_tail: str) -> RunOutcome:
         """One outcome of every command's: the tests in the order they ran, ids kept distinct."""
         keeper = Keeper(distinct=True)
-        cut, tests_cost, files_cost = Cut(), {}, {}
+        cut, tests_cost, files_cost, start_s = Cut(), {}, {}, 0.0
         order = 0
         for part in self.parts:
             cut = cut + part.cut
@@ -60,11 +60,12 @@ class Results:
                 order += 1
             tests_cost.update({renamed.get(test_id, test_id): cost for test_id, cost in part.timings.tests.items()})
             files_cost.update(part.timings.files)
+            start_s = max(start_s, part.timings.start_s)
         tests, lost = keeper.done()
         cut = cut + lost
         kept = {test.id for test in tests}
         outcome = RunOutcome(self.status, tests, Counts.of(tests) + cut.counts, self.reason, log_tail,
-                             Timings({k: v for k, v in tests_cost.items() if k in kept}, files_cost))
+                             Timings({k: v for k, v in tests_cost.items() if k in kept}, files_cost, start_s))
         outcome.cut = cut
         return outcome
 

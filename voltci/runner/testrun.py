@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -79,12 +80,13 @@ def run_tests(
         start = untrusted.size(results_path, box.out) if append else 0
     except OSError:
         start = 0  # none yet (anything else there is the build's: the collector writes past it, or fails)
+    began = time.monotonic()
     end = run_process(suite.command(python, results_path, selection, append), workdir, log_path, budget, should_stop,
                       run_id, box)
     if end.not_started:
         return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {end.not_started}")
     tail = read_tail(log_path, tail_lines)
-    outcome = parse_results(results_path, end.returncode, tail, start)
+    outcome = parse_results(results_path, end.returncode, tail, start, took_s=time.monotonic() - began)
     strip_workspace(outcome, workdir)
     return apply_stop(outcome, end, budget)
 
@@ -139,11 +141,13 @@ def read_listing(path: Path, inside: Path) -> list[str]:
     return bounds.read_listing(path, inside, TESTS_MAX, ID_MAX)
 
 
-def parse_results(results_path: Path, returncode: int | None, log_tail: str = "", offset: int = 0) -> RunOutcome:
+def parse_results(results_path: Path, returncode: int | None, log_tail: str = "", offset: int = 0,
+                  took_s: float | None = None) -> RunOutcome:
     """Turn the collector's JSON lines (from `offset`: what the runs before it wrote is not this run's)
     into a RunOutcome with unittest's own counting. The build wrote the file: it is read within bounds
     and checked (bounds.py), and a fault in it ends the run `error` naming the line and what was wrong,
-    with the tests read before it."""
+    with the tests read before it. With `took_s`, the process's wall time, what it took besides its
+    tests and collection is its start (Timings.start_s)."""
     reader = ResultsReader(results_path.name)
     fault = ""
     try:  # never follow a link the build put there, nor read a FIFO or a device
@@ -163,10 +167,20 @@ def parse_results(results_path: Path, returncode: int | None, log_tail: str = ""
     else:
         outcome = _judge(tests, counts, reader.summary, reader.discovery_error, returncode, log_tail)
     kept = {t.id for t in tests}
-    outcome.timings = Timings({test_id: cost for test_id, cost in reader.costs.items() if test_id in kept},
-                              _collect_times(reader.summary, reader.costs))
+    files = _collect_times(reader.summary, reader.costs)
+    outcome.timings = Timings({test_id: cost for test_id, cost in reader.costs.items() if test_id in kept}, files,
+                              _start_s(took_s, reader.costs, files))
     outcome.cut = cut
     return outcome
+
+
+def _start_s(took_s: float | None, costs: dict[str, float], files: dict[str, float]) -> float:
+    """What a test process took besides its tests and their collection, to a millisecond (0: unknown).
+    Read from numbers the build wrote, so never above what the process took as Volt timed it."""
+    if took_s is None or took_s <= 0:
+        return 0.0
+    spent = sum(costs.values()) + sum(files.values())
+    return round(min(took_s, max(0.0, took_s - spent)), 3)
 
 
 class ResultsReader:

@@ -205,7 +205,8 @@ def _fit_once(outcome: RunOutcome, tests_max: int, messages_max: int, others_max
     timings = Timings({test_id: s for test_id, s in outcome.timings.tests.items()
                        if test_id in kept and seconds(s) is not None},
                       {file: s for file, s in outcome.timings.files.items()
-                       if len(file) <= ID_MAX and seconds(s) is not None}) if kept else Timings()
+                       if len(file) <= ID_MAX and seconds(s) is not None},
+                      seconds(outcome.timings.start_s) or 0.0) if kept else Timings()
     reason, _ = clip_message(outcome.reason, REASON_MAX)
     log_tail, _ = clip_message(outcome.log_tail, LOG_TAIL_MAX)
     # The counts stay those of every test that ran: the tests cut here are counted in `cut.counts`.

@@ -179,13 +179,15 @@ def decode_ids(blob: bytes | None) -> list[str]:
 
 
 def encode_timings(timings: Timings) -> bytes:
-    """A run's timings (models.Timings): test id -> seconds, ids sorted (they front-code best), and
-    file -> seconds of collection."""
+    """A run's timings (models.Timings): test id -> seconds, ids sorted (they front-code best), file ->
+    seconds of collection, and the seconds of the process's own start ("t", where known)."""
     ids = sorted(timings.tests)
     kept, rest = front_code(ids)
     data: dict[str, Any] = {"p": kept, "s": rest, "d": [_seconds_out(timings.tests[i]) for i in ids]}
     if timings.files:
         data["f"] = {file: _seconds_out(seconds) for file, seconds in sorted(timings.files.items())}
+    if timings.start_s:
+        data["t"] = _seconds_out(timings.start_s)
     return _pack(data)
 
 
@@ -194,7 +196,8 @@ def decode_timings(blob: bytes | None) -> Timings:
         return Timings()
     data = _unpack(blob)
     tests = dict(zip(front_decode(data["p"], data["s"]), map(_seconds_in, data["d"]), strict=False))
-    return Timings(tests, {file: _seconds_in(seconds) for file, seconds in data.get("f", {}).items()})
+    return Timings(tests, {file: _seconds_in(seconds) for file, seconds in data.get("f", {}).items()},
+                   _seconds_in(data.get("t", 0)))
 
 
 def compress_log(data: bytes) -> bytes:
