@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -562,25 +563,29 @@ def test_unittest_discovery_root_from_the_maintainers_command(tmp_path: Path, co
     assert [*PIP, "pytest"] not in plan.setup
 
 
-@pytest.mark.parametrize("command, names, left_out", [
-    ("python -m unittest pkg.tests.test_x", ["pkg.tests.test_x"], []),
+@pytest.mark.parametrize("command, names, patterns, left_out", [
+    ("python -m unittest pkg.tests.test_x", ["pkg.tests.test_x"], [], []),
     ("python -m unittest -v pkg.tests.test_x pkg.tests.test_y.T.test_z",
-     ["pkg.tests.test_x", "pkg.tests.test_y.T.test_z"], []),
-    ("{envpython} -m unittest {toxinidir}/tests/test_x.py {posargs}", ["tests/test_x.py"], []),
-    ("coverage run -m unittest -b pkg.tests", ["pkg.tests"], ["coverage run"]),
-    ("python -m unittest -k fast pkg.tests", ["pkg.tests"], ["-k", "fast"]),
-    ("python -m unittest -k fast", [], ["-k", "fast"]),
+     ["pkg.tests.test_x", "pkg.tests.test_y.T.test_z"], [], []),
+    ("{envpython} -m unittest {toxinidir}/tests/test_x.py {posargs}", ["tests/test_x.py"], [], []),
+    ("coverage run -m unittest -b -k slow pkg.tests", ["pkg.tests"], ["slow"], ["coverage run"]),
+    ("python -m unittest -k fast pkg.tests", ["pkg.tests"], ["fast"], []),
+    ("python -m unittest -k fast -k'*_quick' -kx", [], ["fast", "*_quick", "x"], []),
+    ("python -m unittest discover -s tests -k fast", [], ["fast"], []),
 ])
 def test_unittest_tests_named_in_the_command_are_those_tests(tmp_path: Path, command: str, names: list[str],
-                                                             left_out: list[str]) -> None:
-    """`python -m unittest NAMES` runs those tests, not discovery of all; `-k` (which Volt does not
-    apply) is said in the log, never taken for a test's name."""
+                                                             patterns: list[str], left_out: list[str]) -> None:
+    """`python -m unittest NAMES` runs those tests, not discovery of all; `-k PATTERN` keeps the tests
+    whose names match, as unittest keeps them, and is never taken for a test's name."""
     tree = write_tree(tmp_path, {"setup.py": "", "tox.ini": f"[testenv]\ncommands = {command}\n"})
     plan = detect(tree)
-    assert (plan.runner, plan.names, plan.start_dir) == ("unittest", names, ".")
+    assert (plan.runner, plan.names, plan.patterns) == ("unittest", names, patterns)
     assert ("left out: " + " ".join(left_out) in notes(plan)) if left_out else "left out" not in notes(plan)
+    chosen = [word for pattern in patterns for word in ("-k", pattern)]
     if names:
-        assert "tests: " + " ".join(["python", "-m", "unittest", *names]) in describe(plan)
+        assert "tests: " + shlex.join(["python", "-m", "unittest", *chosen, *names]) in describe(plan)
+    elif chosen:
+        assert shlex.join(chosen) in describe(plan)
 
 
 def test_named_unittest_tests_among_several_commands(tmp_path: Path) -> None:
@@ -892,7 +897,8 @@ def test_plan_as_json_and_as_text(tmp_path: Path) -> None:
     assert json.loads(json.dumps(plan.to_json())) == {
         "runner": "pytest", "setup": [[*PIP, "pytest"], [*PIP, "."]], "pytest_args": ["-x"], "installs": 1,
         "start_dir": ".",
-        "pattern": "test*.py", "top_level_dir": None, "names": [], "env": {"A": "1"}, "notes": plan.notes,
+        "pattern": "test*.py", "top_level_dir": None, "names": [], "patterns": [], "env": {"A": "1"},
+        "notes": plan.notes,
         "commands": [],
         "ignore_errors": False,
         "project": {"step": 1, "editable": False, "extras": [],

@@ -170,10 +170,13 @@ NAMED = {"utests/test_v.py": "import unittest\n\nclass V(unittest.TestCase):\n  
      {"utests.test_v.V.test_one", "utests.test_u.U.test_u"}),
     ("python -m unittest utests.test_v.W\n    pytest -p no:cacheprovider tests/test_a.py::test_two",
      {"utests.test_v.W.test_w", "tests/test_a.py::test_two"}),
+    ("python -m unittest -k one -k '*_w' utests.test_v", {"utests.test_v.V.test_one", "utests.test_v.W.test_w"}),
+    ("python -m unittest discover -s utests -t . -kV.test_t", {"utests.test_v.V.test_two"}),
 ])
 def test_tests_named_in_a_command_are_the_ones_run(workspace, tmp_path, commands, ran) -> None:
     """`python -m unittest NAMES` runs the modules, classes and methods it names (a file by its path, as
-    unittest takes it), and pytest the node ids it is given — not every test of the tree."""
+    unittest takes it), those its `-k` patterns keep (a substring, or a pattern with `*`, of the test's
+    full name), and pytest the node ids it is given — not every test of the tree."""
     outcome, log, _ = build(workspace, tmp_path, f"commands =\n    {commands}\n", files=NAMED)
     assert outcome.status is Status.PASSED, (outcome.reason, log[-3000:])
     assert {t.id for t in outcome.tests} == ran

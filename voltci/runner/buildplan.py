@@ -84,7 +84,8 @@ def _suite(config: ProjectConfig, found: TestPlan | None) -> Suite | None:
             return Pytest(tuple(config.args))
         return Pytest(tuple(found.pytest_args))
     if found is not None and found.runner == "unittest" and not DISCOVERY_KEYS & config.given:
-        return Discovery(found.start_dir, found.pattern, found.top_level_dir, tuple(found.names))
+        return Discovery(found.start_dir, found.pattern, found.top_level_dir, tuple(found.names),
+                         tuple(found.patterns))
     return Discovery(config.start_dir, config.pattern, config.top_level_dir)
 
 
@@ -93,7 +94,8 @@ def _run(command: PlanCommand) -> Run:
     if command.kind == "pytest":
         suite = Pytest(tuple(command.pytest_args))
     elif command.kind == "unittest":
-        suite = Discovery(command.start_dir, command.pattern, command.top_level_dir, tuple(command.names))
+        suite = Discovery(command.start_dir, command.pattern, command.top_level_dir, tuple(command.names),
+                          tuple(command.patterns))
     return Run(command.argv, suite, command.cwd, command.ignore_exit)
 
 
@@ -121,7 +123,7 @@ def filled(plan: BuildPlan, values: dict[str, str]) -> BuildPlan:
         if isinstance(suite, Discovery):
             return Discovery(fill(suite.start_dir), suite.pattern,
                              fill(suite.top_level_dir) if suite.top_level_dir else None,
-                             tuple(fill(name) for name in suite.names))
+                             tuple(fill(name) for name in suite.names), suite.patterns)
         return suite
 
     runs = tuple(replace(run, argv=[fill(word) for word in run.argv], suite=suite_of(run.suite)) for run in plan.runs)

@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--except-file", default=None,
                         help="Discover, then run every test but those whose ids are lines of this file (a shard).")
     parser.add_argument("--list", action="store_true", help="Discover and write the test ids, without running.")
+    parser.add_argument("-k", dest="patterns", action="append", default=None,
+                        help="As unittest's own -k: only the tests whose names match (the maintainers' command's).")
     args = parser.parse_args(argv)
+    if args.patterns:  # as unittest.main reads them: a pattern without a wildcard matches as a substring
+        unittest.defaultTestLoader.testNamePatterns = [p if "*" in p else f"*{p}*" for p in args.patterns]
 
     # `python -m unittest discover` puts the current directory first on sys.path; so do we.
     sys.path[0] = os.getcwd()

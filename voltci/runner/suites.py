@@ -42,6 +42,7 @@ class Discovery:
     pattern: str = "test*.py"
     top_level_dir: str | None = None
     names: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()  # `-k`: only the tests whose names match one of these, as unittest keeps them
     kind = "unittest"
 
     def command(self, python: str, results: Path, selection: Selection = ALL, append: bool = False) -> list[str]:
@@ -51,6 +52,8 @@ class Discovery:
             command += ["--top-level-dir", self.top_level_dir]
         if self.names and not selection.ids:
             command += ["--names", *self.names]
+        for pattern in self.patterns:
+            command += ["-k", pattern]
         if selection.ids:  # loaded by name: no second discovery for a few failed tests
             command += ["--tests", *selection.ids]
         if selection.only is not None:
@@ -62,10 +65,11 @@ class Discovery:
         return command
 
     def describe(self) -> str:
+        chosen = [word for pattern in self.patterns for word in ("-k", pattern)]
         if self.names:
-            return shlex.join(["python", "-m", "unittest", *self.names])
+            return shlex.join(["python", "-m", "unittest", *chosen, *self.names])
         return f"python -m unittest discover -s {self.start_dir} -p '{self.pattern}'" + (
-            f" -t {self.top_level_dir}" if self.top_level_dir else "")
+            f" -t {self.top_level_dir}" if self.top_level_dir else "") + (f" {shlex.join(chosen)}" if chosen else "")
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ class PlanCommand:
     cwd: str = "."
     ignore_exit: bool = False        # tox's `- cmd`: its exit status stops nothing
     names: list[str] = field(default_factory=list)  # unittest: the tests it names, instead of discovery
+    patterns: list[str] = field(default_factory=list)  # unittest: `-k`, the tests it keeps by name
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,7 @@ class TestPlan:
     pattern: str = "test*.py"
     top_level_dir: str | None = None
     names: list[str] = field(default_factory=list)       # unittest: the tests the command names, not discovery
+    patterns: list[str] = field(default_factory=list)    # unittest: its `-k` patterns, the tests kept by name
     env: dict[str, str] = field(default_factory=dict)    # set_env of the tox env, placeholders resolved
     notes: list[str] = field(default_factory=list)       # what was detected and why, one short line each
     project: ProjectInstall | None = None                # the step that installs the project, if one does
@@ -112,7 +114,7 @@ def detect(tree: Path, tmp_dir: str = "{tmp}", *, python: str | None = None) -> 
     if env:
         notes.extend(env.notes)
     return TestPlan(runner=runner.runner or "pytest", setup=installers + pre, installs=installs, project=installed,
-                    pytest_args=runner.pytest_args, names=runner.names,
+                    pytest_args=runner.pytest_args, names=runner.names, patterns=runner.patterns,
                     start_dir=runner.start_dir, pattern=runner.pattern, top_level_dir=runner.top_level_dir,
                     env=_environment(env.set_env, env.source) if env else {}, notes=notes, commands=commands,
                     ignore_errors=bool(env and env.ignore_errors and commands))
@@ -300,7 +302,8 @@ def _tox_commands(env: tox.ToxEnv, needs: _Needs, notes: list[str],
         elif found.runner in ("pytest", "unittest"):
             _need_pytest(found, needs, notes)
             commands.append(PlanCommand(found.runner, _in_venv(argv), found.pytest_args, found.start_dir,
-                                        found.pattern, found.top_level_dir, env.change_dir, ignore, found.names))
+                                        found.pattern, found.top_level_dir, env.change_dir, ignore, found.names,
+                                        found.patterns))
             said.append(f"{written}: {found.runner}, its tests are the build's"
                         + (f" (left out: {' '.join(found.dropped)})" if found.dropped else ""))
         else:
@@ -382,9 +385,14 @@ def describe(plan: TestPlan) -> str:
     elif plan.runner == "pytest":
         lines.append("tests: " + shlex.join(["pytest", *plan.pytest_args]))
     elif plan.names:
-        lines.append("tests: " + shlex.join(["python", "-m", "unittest", *plan.names]))
+        lines.append("tests: " + shlex.join(["python", "-m", "unittest", *_k(plan.patterns), *plan.names]))
     else:
         top = ["-t", plan.top_level_dir] if plan.top_level_dir else []
         lines.append("tests: " + shlex.join(["python", "-m", "unittest", "discover", "-s", plan.start_dir,
-                                             "-p", plan.pattern, *top]))
+                                             "-p", plan.pattern, *top, *_k(plan.patterns)]))
     return "\n".join(lines)
+
+
+def _k(patterns: list[str]) -> list[str]:
+    """unittest's `-k` options for `patterns`."""
+    return [word for pattern in patterns for word in ("-k", pattern)]

@@ -7,7 +7,7 @@ not coverage, and a coverage threshold must not fail a build whose tests passed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 PYTHON = re.compile(r"(.*/)?python(3(\.\d+)?)?$")
 COVERAGE_RUN_VALUE_OPTIONS = {"--source", "--rcfile", "--concurrency", "--context", "--omit", "--include",
@@ -27,6 +27,7 @@ class RunnerCommand:
     pattern: str = "test*.py"
     top_level_dir: str | None = None
     names: list[str] = field(default_factory=list)  # unittest: the tests named (`python -m unittest a.b a.c`)
+    patterns: list[str] = field(default_factory=list)  # unittest: `-k PATTERN`, the tests it keeps by name
     dropped: list[str] = field(default_factory=list)  # arguments left out, for the build log
 
 
@@ -81,8 +82,7 @@ def _coverage(args: list[str]) -> RunnerCommand:
         if arg == "-m" and i + 1 < len(args):
             inner = classify(["python", "-m", *args[i + 1:]])
             dropped = ["coverage run"] if inner.runner else []
-            return RunnerCommand(inner.runner, inner.pytest_args, inner.start_dir, inner.pattern,
-                                 inner.top_level_dir, inner.names, dropped + inner.dropped)
+            return replace(inner, dropped=dropped + inner.dropped)
         i += 2 if arg in COVERAGE_RUN_VALUE_OPTIONS else 1
         if not arg.startswith("-"):
             return RunnerCommand(None)  # `coverage run script.py`
@@ -116,32 +116,27 @@ def _unittest(args: list[str]) -> RunnerCommand:
     if args and args[0] == "discover":
         return _discover(args[1:])
     names: list[str] = []
-    dropped: list[str] = []
+    patterns: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
         if arg in UNITTEST_VALUE_OPTIONS:
-            dropped += _k_pattern(arg, args[i + 1:i + 2])
+            patterns += args[i + 1:i + 2] if arg == "-k" else []
             i += 2
             continue
         if arg.startswith("-k") and len(arg) > 2:
-            dropped.append(arg)
+            patterns.append(arg[2:])
         elif not arg.startswith("-"):
             names.append(arg)
         i += 1
-    return RunnerCommand("unittest", names=names, dropped=dropped)
-
-
-def _k_pattern(option: str, value: list[str]) -> list[str]:
-    """`-k PATTERN` picks tests by name, which Volt does not: the build log says it was left out."""
-    return [option, *value] if option == "-k" else []
+    return RunnerCommand("unittest", names=names, patterns=patterns)
 
 
 def _discover(args: list[str]) -> RunnerCommand:
     values = {"-s": ".", "-p": "test*.py", "-t": None}
     long_names = {"--start-directory": "-s", "--pattern": "-p", "--top-level-directory": "-t"}
     positional: list[str] = []
-    dropped: list[str] = []
+    patterns: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
@@ -156,17 +151,17 @@ def _discover(args: list[str]) -> RunnerCommand:
         elif arg.startswith(tuple(values)) and len(arg) > 2:
             values[arg[:2]] = arg[2:]
         elif arg in UNITTEST_VALUE_OPTIONS:
-            dropped += _k_pattern(arg, args[i + 1:i + 2])
+            patterns += args[i + 1:i + 2] if arg == "-k" else []
             i += 1
         elif arg.startswith("-k") and len(arg) > 2:
-            dropped.append(arg)
+            patterns.append(arg[2:])
         elif not arg.startswith("-"):
             positional.append(arg)
         i += 1
     for key, value in zip(("-s", "-p", "-t"), positional, strict=False):
         values[key] = value
     return RunnerCommand("unittest", start_dir=_clean(values["-s"] or "."), pattern=values["-p"] or "test*.py",
-                         top_level_dir=_clean(values["-t"]) if values["-t"] else None, dropped=dropped)
+                         top_level_dir=_clean(values["-t"]) if values["-t"] else None, patterns=patterns)
 
 
 def _clean(path: str) -> str:
