@@ -282,6 +282,8 @@ def test_a_pytest_suite_runs_its_likely_failures_first_by_node_id(store: Store, 
     repo = make_repo("pylib")
     first = build_of(store, repo, repo.commit(PYTEST_LIBRARY, "a library"))
     assert first.status is Status.PASSED, first.reason
+    timings = store.history.timings(repo.path.name)
+    assert 0 < timings.start_s < first.duration_s  # until pytest's session began: the pre-pass pays it again
     broken = build_of(store, repo, repo.commit({"pkg/calc.py": "def add(a, b):\n    return a * b + 1\n"}, "break"))
     log = log_of(store, broken)
     assert "2 importing a changed module" in log

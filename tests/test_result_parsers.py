@@ -51,13 +51,23 @@ def test_a_well_formed_file_reads_as_before(tmp_path) -> None:
     assert not outcome.cut
 
 
-def test_what_the_process_took_besides_its_tests_is_its_start_and_never_more_than_it_took(tmp_path) -> None:
+def test_a_process_start_is_until_its_session_began_and_never_more_than_it_took(tmp_path) -> None:
     lines = [record(cost_s=0.5), record("t.T.test_b", "failed", 0.25, cost_s=0.25)]
-    assert parse_results(results(tmp_path, *lines), 1, took_s=1.0).timings.start_s == 0.25
-    assert parse_results(results(tmp_path, *lines), 1).timings.start_s == 0.0  # not timed: not known
-    forged = [record(cost_s=900.0)]  # the build's own numbers: they may claim more than the process took
-    assert parse_results(results(tmp_path, *forged), 0, took_s=1.0).timings.start_s == 0.0
-    assert parse_results(results(tmp_path, *lines), 1, took_s=0.5).timings.start_s == 0.0
+
+    def start(summary: dict | None, took_s: float | None = 2.0, launched_at: float | None = 1000.0) -> float:
+        path = results(tmp_path, *lines, *([json.dumps({"summary": summary})] if summary else []), summary=False)
+        return parse_results(path, 1, took_s=took_s, launched_at=launched_at).timings.start_s
+
+    counted = {"tests_run": 2, "import_failures": []}
+    assert start({**counted, "began_at": 1000.375}) == 0.375  # from Volt's launch to the session's start
+    assert start({**counted, "began_at": 1000.375}, took_s=None) == 0.0  # not timed: not known
+    assert start(None) == 1.25  # no summary (a crash): what it took besides its tests
+    assert start({**counted, "began_at": 1e9}) == 2.0  # the build's own numbers: never more than it took
+    assert start({**counted, "began_at": 10.0}) == 0.0
+    for forged in ("soon", True, None):  # not a time: the start is counted as without one
+        assert start({**counted, "began_at": forged}) == 1.25
+    forged_costs = [record(cost_s=900.0)]
+    assert parse_results(results(tmp_path, *forged_costs, summary=False), 0, took_s=1.0).timings.start_s == 0.0
 
 
 @pytest.mark.parametrize(("raw", "named"), [

@@ -67,6 +67,7 @@ class VoltRecorder:
         self.collect_s: dict[str, float] = {}  # file -> seconds its collectors took, their own
         self._collecting: list[list[Any]] = []  # [node id, started, seconds of collectors inside it]
         self._last_end = time.perf_counter()  # when the last test (or the collection) ended
+        self.began_at = 0.0  # when the session began (wall clock): the process's start is what came before
         self._root = ""  # pytest's rootdir, once configured
         self._site = os.path.normpath(sysconfig.get_path("purelib"))
         self._named: dict[str, str] = {}  # a node id's file part -> its id's, for those in site-packages
@@ -123,6 +124,9 @@ class VoltRecorder:
         if needed is None or only is None or node.split("::", 1)[0] in only or node in needed:
             return None  # pytest's own rules decide
         return []
+
+    def pytest_sessionstart(self, session: Any) -> None:
+        self.began_at = time.time()
 
     def pytest_collectstart(self, collector: Any) -> None:
         self._collecting.append([collector.nodeid, time.perf_counter(), 0.0])
@@ -214,7 +218,8 @@ class VoltRecorder:
     def summary(self, exitstatus: int) -> dict[str, Any]:
         return {"summary": {"tests_run": self.tests_run, "collect_errors": self.collect_errors,
                             "import_failures": [], "exitstatus": int(exitstatus),
-                            "collect_s": {file: round(s, 6) for file, s in sorted(self.collect_s.items())}}}
+                            "collect_s": {file: round(s, 6) for file, s in sorted(self.collect_s.items())},
+                            "began_at": round(self.began_at, 3)}}
 
 
 def _whole_file(entry: str) -> bool:

@@ -7,6 +7,7 @@ finished before a hang, a crash or the time limit are kept.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -80,13 +81,14 @@ def run_tests(
         start = untrusted.size(results_path, box.out) if append else 0
     except OSError:
         start = 0  # none yet (anything else there is the build's: the collector writes past it, or fails)
-    began = time.monotonic()
+    began, launched_at = time.monotonic(), time.time()
     end = run_process(suite.command(python, results_path, selection, append), workdir, log_path, budget, should_stop,
                       run_id, box)
     if end.not_started:
         return RunOutcome(Status.ERROR, [], Counts(), reason=f"cannot start the tests: {end.not_started}")
     tail = read_tail(log_path, tail_lines)
-    outcome = parse_results(results_path, end.returncode, tail, start, took_s=time.monotonic() - began)
+    outcome = parse_results(results_path, end.returncode, tail, start, took_s=time.monotonic() - began,
+                            launched_at=launched_at)
     strip_workspace(outcome, workdir)
     return apply_stop(outcome, end, budget)
 
@@ -142,12 +144,12 @@ def read_listing(path: Path, inside: Path) -> list[str]:
 
 
 def parse_results(results_path: Path, returncode: int | None, log_tail: str = "", offset: int = 0,
-                  took_s: float | None = None) -> RunOutcome:
+                  took_s: float | None = None, launched_at: float | None = None) -> RunOutcome:
     """Turn the collector's JSON lines (from `offset`: what the runs before it wrote is not this run's)
     into a RunOutcome with unittest's own counting. The build wrote the file: it is read within bounds
     and checked (bounds.py), and a fault in it ends the run `error` naming the line and what was wrong,
-    with the tests read before it. With `took_s`, the process's wall time, what it took besides its
-    tests and collection is its start (Timings.start_s)."""
+    with the tests read before it. With `took_s` and `launched_at`, the process's wall time and when
+    Volt started it, its start (Timings.start_s) is what came before its session began."""
     reader = ResultsReader(results_path.name)
     fault = ""
     try:  # never follow a link the build put there, nor read a FIFO or a device
@@ -169,16 +171,22 @@ def parse_results(results_path: Path, returncode: int | None, log_tail: str = ""
     kept = {t.id for t in tests}
     files = _collect_times(reader.summary, reader.costs)
     outcome.timings = Timings({test_id: cost for test_id, cost in reader.costs.items() if test_id in kept}, files,
-                              _start_s(took_s, reader.costs, files))
+                              _start_s(took_s, launched_at, reader.summary, reader.costs, files))
     outcome.cut = cut
     return outcome
 
 
-def _start_s(took_s: float | None, costs: dict[str, float], files: dict[str, float]) -> float:
-    """What a test process took besides its tests and their collection, to a millisecond (0: unknown).
-    Read from numbers the build wrote, so never above what the process took as Volt timed it."""
+def _start_s(took_s: float | None, launched_at: float | None, summary: dict[str, Any] | None,
+             costs: dict[str, float], files: dict[str, float]) -> float:
+    """What starting the test process took, to a millisecond (0: unknown): from Volt's launch (the
+    sandbox's set-up included) until its session began, as its summary says — else, without one, all
+    it took besides its tests and their collection. The build wrote those numbers: never above what
+    the process took as Volt timed it."""
     if took_s is None or took_s <= 0:
         return 0.0
+    began_at = summary.get("began_at") if summary is not None else None
+    if launched_at is not None and began_at is not None:
+        return round(min(took_s, max(0.0, began_at - launched_at)), 3)
     spent = sum(costs.values()) + sum(files.values())
     return round(min(took_s, max(0.0, took_s - spent)), 3)
 
@@ -256,10 +264,16 @@ def _summary(summary: Any, cut: Cut) -> dict[str, Any]:
             cut.values_dropped += 1
         else:
             collect_s[clean(file)] = float(value)
+    began_at = summary.get("began_at")
+    if began_at is not None and (isinstance(began_at, bool) or not isinstance(began_at, (int, float))
+                                 or not math.isfinite(began_at)):
+        cut.values_dropped += 1
+        began_at = None
     return {"tests_run": bounds.count_of(summary, "tests_run", required=True),
             "import_failures": bounds.pairs_of(summary, "import_failures"),
             "collect_errors": bounds.pairs_of(summary, "collect_errors"),
-            "exitstatus": exitstatus, "collect_s": collect_s}
+            "exitstatus": exitstatus, "collect_s": collect_s,
+            "began_at": float(began_at) if began_at is not None else None}
 
 
 def _collect_times(summary: dict[str, Any] | None, costs: dict[str, float]) -> dict[str, float]:
