@@ -394,7 +394,8 @@ def test_a_suite_too_quick_to_pay_for_a_second_process_has_no_pre_pass_and_says_
                                                                                     make_repo) -> None:
     store = Store(conn, settings)  # the default share, 5 % of a suite of about two seconds
     repo = make_repo("quick")
-    slow_start = {**LIBRARY, "tests/__init__.py": "import time\n\ntime.sleep(0.3)  # a heavy import\n"}
+    # a conftest that takes its time to import: pytest loads it before its session, any process pays it
+    slow_start = {**PYTEST_LIBRARY, "conftest.py": "import time\n\ntime.sleep(0.3)  # a heavy import\n"}
     first = build_of(store, repo, repo.commit(slow_start, "a library"))
     assert first.status is Status.PASSED, (first.reason, log_of(store, first))
     timings = store.history.timings(repo.path.name)
@@ -405,5 +406,5 @@ def test_a_suite_too_quick_to_pay_for_a_second_process_has_no_pre_pass_and_says_
     assert "no pre-pass: starting a test process takes about" in log, log[:1500]
     assert "pre-pass:" not in log.replace(
         "no pre-pass:", "")
-    assert broken.status is Status.FAILED and broken.first_failure == "tests.test_c_calc.Calc.test_add"
+    assert broken.status is Status.FAILED and broken.first_failure == "tests/test_calc.py::test_add"
     assert broken.counts.total == 6 and broken.counts.failed == 1
