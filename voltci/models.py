@@ -407,18 +407,19 @@ class Build:
         """Seconds from the start of the attempt that found it until its first failing test was known, to
         a hundredth of a second (never below 0: two runners' clocks may differ a little); None when no test
         failed. A re-dispatched build's attempt starts afresh: its `started_at` and first failure are its own."""
-        if not self.first_failure or not self.first_failure_at:
-            return None
-        return max(0.0, round(seconds_between(self.started_at or self.first_failure_at, self.first_failure_at), 2))
+        return self._first_failure_after(self.started_at or self.first_failure_at)
 
     @property
     def first_failure_in_tests_s(self) -> float | None:
         """Seconds from the start of the attempt's tests until its first failing test was known: what the
         order its tests run in decides, without the checkout and setup before them (the same in any order).
         None when no test failed, or when the start of its tests was not recorded."""
-        if not self.first_failure or not self.first_failure_at or not self.tests_started_at:
+        return self._first_failure_after(self.tests_started_at)
+
+    def _first_failure_after(self, since: str) -> float | None:
+        if not self.first_failure or not self.first_failure_at or not since:
             return None
-        return max(0.0, round(seconds_between(self.tests_started_at, self.first_failure_at), 2))
+        return max(0.0, round(seconds_between(since, self.first_failure_at), 2))
 
     @property
     def pull_number(self) -> int:
@@ -449,8 +450,8 @@ class Leg:
 class Timings:
     """What a run's tests cost it, for balancing the next split: each test's share of the run's wall
     clock (test id -> seconds), for pytest what collecting each file took (file -> seconds), and what
-    the rest of the test process took — starting the interpreter and the runner, finding the tests
-    (unittest), ending: what any other process of the suite pays again, a pre-pass's too."""
+    starting the test process took (the sandbox, the interpreter, the runner, until its session began):
+    what any other process of the suite pays again, a pre-pass's too."""
 
     tests: dict[str, float] = field(default_factory=dict)
     files: dict[str, float] = field(default_factory=dict)

@@ -104,22 +104,25 @@ class Progress:
     def record(self) -> None:
         if not self.counting:  # a shard's run: its first failure only (its counts are the build's)
             if self.failure_unrecorded():
-                before = self.early.failures.first if self.early is not None else ""
-                self.store.builds.note_first_failure(self.build_id, before or self.counter.failures.first)
+                self.store.builds.note_first_failure(self.build_id, self._first())
                 self.named = True
             return
         done = self.counter.count()
-        failures = self.counter.failures
-        failing, first = failures.failing, failures.first
+        failing = self.counter.failures.failing
         if self.early is not None:
             self.early.count()
-            early = self.early.failures
-            failing, first = max(failing, early.failing), early.first or first
+            failing = max(failing, self.early.failures.failing)
+        first = self._first()
         if (done, failing) != self.reported or (first and not self.named):
             named = first if first and not self.named else ""
             self.store.builds.set_progress(self.build_id, done, failing, named)
             self.reported = (done, failing)
             self.named = self.named or bool(named)
+
+    def _first(self) -> str:
+        """The first failing test read so far: the pre-pass's, which ran first, else the suite's."""
+        before = self.early.failures.first if self.early is not None else ""
+        return before or self.counter.failures.first
 
     def failure_unrecorded(self) -> bool:
         """Whether a failing test was written that the build does not name yet — read from the results
@@ -129,9 +132,7 @@ class Progress:
         self.counter.count()
         if self.early is not None:
             self.early.count()
-            if self.early.failures.first:
-                return True
-        return bool(self.counter.failures.first)
+        return bool(self._first())
 
 
 class Watch:

@@ -52,8 +52,7 @@ class Discovery:
             command += ["--top-level-dir", self.top_level_dir]
         if self.names and not selection.ids:
             command += ["--names", *self.names]
-        for pattern in self.patterns:
-            command += ["-k", pattern]
+        command += [f"-k{pattern}" for pattern in self.patterns]  # attached: a pattern may begin with "-"
         if selection.ids:  # loaded by name: no second discovery for a few failed tests
             command += ["--tests", *selection.ids]
         if selection.only is not None:
